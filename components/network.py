@@ -1,0 +1,162 @@
+"""ComponentResource: the private subnets, their route table, egress NAT and the Redis security group.
+
+Wiring only; every decision (CIDRs, ports, sources) arrives already made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass
+class NetworkArgs:
+    vpc_id: str
+    subnet_cidrs: list[str]
+    zones: list[str]
+    client_ports: list[int]  # Redis ports the front-ends use
+    bus_ports: list[int]  # cluster bus ports, Redis servers only
+    front_end_cidrs: list[str]
+    front_end_security_group_ids: list[str]
+    nat_gateway_id: str | None  # an existing NAT gateway; None: create one
+    nat_subnet_id: str | None  # public subnet for the NAT this component creates
+    tags: dict[str, str]
+
+
+def _port_range(ports: list[int]) -> tuple[int, int]:
+    """Ports are contiguous (7000-7001, 17000-17001, or one port): one rule per source covers them."""
+    return min(ports), max(ports)
+
+
+class RedisNetwork(pulumi.ComponentResource):
+    subnet_ids: pulumi.Output[list[str]]
+    security_group_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("outsystems:redis:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.subnets = [
+            aws.ec2.Subnet(
+                f"{name}-subnet-{i + 1}",
+                vpc_id=args.vpc_id,
+                cidr_block=cidr,
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags={**args.tags, "Name": f"{name}-subnet-{i + 1}"},
+                opts=child,
+            )
+            for i, (cidr, zone) in enumerate(zip(args.subnet_cidrs, args.zones, strict=True))
+        ]
+
+        if args.nat_gateway_id:
+            nat_gateway_id: pulumi.Input[str] = args.nat_gateway_id
+        else:
+            # Egress for apt and SSM only. A NAT gateway is billed per hour and
+            # per GB; the README states the cost.
+            eip = aws.ec2.Eip(f"{name}-nat-ip", domain="vpc", tags={**args.tags, "Name": f"{name}-nat"}, opts=child)
+            nat = aws.ec2.NatGateway(
+                f"{name}-nat",
+                allocation_id=eip.id,
+                subnet_id=args.nat_subnet_id,
+                connectivity_type="public",
+                tags={**args.tags, "Name": f"{name}-nat"},
+                opts=child,
+            )
+            nat_gateway_id = nat.id
+
+        # The only route out is the NAT gateway: no internet gateway route, so
+        # nothing in these subnets is reachable from outside the VPC.
+        self.route_table = aws.ec2.RouteTable(
+            f"{name}-routes",
+            vpc_id=args.vpc_id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat_gateway_id)],
+            tags={**args.tags, "Name": f"{name}-private"},
+            opts=child,
+        )
+        for i, subnet in enumerate(self.subnets):
+            aws.ec2.RouteTableAssociation(
+                f"{name}-routes-{i + 1}", subnet_id=subnet.id, route_table_id=self.route_table.id, opts=child
+            )
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-redis",
+            vpc_id=args.vpc_id,
+            description="Redis servers for OutSystems sessions: front-ends in, cluster bus between servers",
+            tags={**args.tags, "Name": f"{name}-redis"},
+            opts=child,
+        )
+        sg = self.security_group.id
+        lo, hi = _port_range(args.client_ports)
+        for i, cidr in enumerate(args.front_end_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-front-end-cidr-{i + 1}",
+                security_group_id=sg,
+                ip_protocol="tcp",
+                from_port=lo,
+                to_port=hi,
+                cidr_ipv4=cidr,
+                description=f"Redis from OutSystems front-ends {cidr}",
+                tags=args.tags,
+                opts=child,
+            )
+        for i, source in enumerate(args.front_end_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-front-end-group-{i + 1}",
+                security_group_id=sg,
+                ip_protocol="tcp",
+                from_port=lo,
+                to_port=hi,
+                referenced_security_group_id=source,
+                description=f"Redis from OutSystems front-end group {source}",
+                tags=args.tags,
+                opts=child,
+            )
+        # Servers talk to each other on the client ports too: replication,
+        # and redis-cli --cluster during bootstrap and scale-out.
+        peer_rules = [("redis-peers", lo, hi, "Redis between Redis servers")]
+        if args.bus_ports:
+            blo, bhi = _port_range(args.bus_ports)
+            peer_rules.append(("cluster-bus", blo, bhi, "Redis Cluster bus between Redis servers"))
+        for suffix, plo, phi, text in peer_rules:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-{suffix}",
+                security_group_id=sg,
+                ip_protocol="tcp",
+                from_port=plo,
+                to_port=phi,
+                referenced_security_group_id=sg,
+                description=text,
+                tags=args.tags,
+                opts=child,
+            )
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-{suffix}-out",
+                security_group_id=sg,
+                ip_protocol="tcp",
+                from_port=plo,
+                to_port=phi,
+                referenced_security_group_id=sg,
+                description=text,
+                tags=args.tags,
+                opts=child,
+            )
+        # apt mirrors are plain HTTP (80); SSM, S3 and the security mirror use HTTPS (443).
+        for port, what in ((80, "apt package mirrors"), (443, "SSM Session Manager, Parameter Store, apt over HTTPS")):
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-egress-{port}",
+                security_group_id=sg,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_ipv4="0.0.0.0/0",
+                description=f"Out to {what}, through the NAT gateway",
+                tags=args.tags,
+                opts=child,
+            )
+
+        self.subnet_ids = pulumi.Output.all(*[s.id for s in self.subnets])
+        self.security_group_id = sg
+        self.register_outputs({"subnet_ids": self.subnet_ids, "security_group_id": sg})

@@ -1,0 +1,67 @@
+"""ComponentResource: one Redis server (EC2 instance with its encrypted root volume)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass
+class ServerArgs:
+    ami_id: str
+    instance_type: str
+    subnet_id: pulumi.Input[str]
+    private_ip: str
+    security_group_id: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+    user_data: str
+    root_volume_gib: int
+    protect: bool
+    tags: dict[str, str]
+
+
+class RedisServer(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("outsystems:redis:Server", name, None, opts)
+        self.instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=args.ami_id,
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_id,
+            # Static, so every server's configuration can name its peers before boot.
+            private_ip=args.private_ip,
+            associate_public_ip_address=False,
+            vpc_security_group_ids=[args.security_group_id],
+            iam_instance_profile=args.instance_profile,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",  # IMDSv2 only
+                http_put_response_hop_limit=1,
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3",
+                volume_size=args.root_volume_gib,
+                encrypted=True,
+                delete_on_termination=True,
+            ),
+            user_data=args.user_data,
+            # cloud-init runs once; a changed user_data must not stop/start a
+            # live session store. See ignore_changes below and the README.
+            user_data_replace_on_change=False,
+            disable_api_termination=args.protect,
+            monitoring=True,
+            tags={**args.tags, "Name": name},
+            volume_tags={**args.tags, "Name": name},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                # A newer Ubuntu AMI, or a newer rendering of user_data, must never
+                # replace or reboot a running server. Both apply to servers created
+                # from now on; replacing an existing one is a deliberate act.
+                ignore_changes=["ami", "userData"],
+            ),
+        )
+        self.private_ip = self.instance.private_ip
+        self.register_outputs({"instance_id": self.instance.id, "private_ip": self.private_ip})

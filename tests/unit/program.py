@@ -1,0 +1,247 @@
+"""Run the real __main__.py for a stack under Pulumi mocks, and record what it asks AWS for.
+
+Data-source calls get answers shaped like AWS's for a default VPC in eu-west-1.
+`run_program` returns every registered resource (type token, name, inputs,
+options) and every stack export, resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import MockMonitor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Instance types as AWS describes them (aws ec2 describe-instance-types).
+INSTANCE_TYPES = {
+    "c5.large": {"defaultVcpus": 2, "memorySize": 4096, "sustainedClockSpeed": 3.4, "burstable": False},
+    "c5.xlarge": {"defaultVcpus": 4, "memorySize": 8192, "sustainedClockSpeed": 3.4, "burstable": False},
+    "r5.xlarge": {"defaultVcpus": 4, "memorySize": 32768, "sustainedClockSpeed": 3.1, "burstable": False},
+    "m5.large": {"defaultVcpus": 2, "memorySize": 8192, "sustainedClockSpeed": 3.1, "burstable": False},
+    "t3.micro": {"defaultVcpus": 2, "memorySize": 1024, "sustainedClockSpeed": 2.5, "burstable": True},
+    "t3.xlarge": {"defaultVcpus": 4, "memorySize": 16384, "sustainedClockSpeed": 2.5, "burstable": True},
+    "c6g.xlarge": {
+        "defaultVcpus": 4,
+        "memorySize": 8192,
+        "sustainedClockSpeed": 2.6,
+        "burstable": False,
+        "arch": ["arm64"],
+    },
+}
+VPC_ID = "vpc-0a1b2c3d4e5f60718"
+VPC_CIDR = "172.31.0.0/16"
+AMI_ID = "ami-0123456789abcdef0"
+
+
+@dataclass
+class Recorded:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    protect: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    secret_inputs: frozenset[str] = frozenset()
+    parent: str = ""
+    urn: str = ""
+
+
+@dataclass
+class Program:
+    resources: list[Recorded]
+    exports: dict[str, Any]
+    secret_exports: set[str]
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def of_type(self, token: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type == token]
+
+    def named(self, name: str) -> Recorded:
+        (found,) = [r for r in self.resources if r.name == name]
+        return found
+
+
+def _secret_keys(struct: Any) -> frozenset[str]:
+    """Top-level input names whose value the program sent as a secret (or with a secret inside)."""
+
+    def has_secret(value: Any) -> bool:
+        kind = value.WhichOneof("kind")
+        if kind == "struct_value":
+            fields = value.struct_value.fields
+            sig = fields.get(rpc._special_sig_key)
+            if sig is not None and sig.string_value == rpc._special_secret_sig:
+                return True
+            return any(has_secret(v) for v in fields.values())
+        if kind == "list_value":
+            return any(has_secret(v) for v in value.list_value.values)
+        return False
+
+    return frozenset(k for k, v in struct.fields.items() if has_secret(v))
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, also keeping the resource options the program asked for."""
+
+    def __init__(self, mocks: AwsMocks) -> None:
+        super().__init__(mocks)
+        self.program = mocks.program
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.program.resources.append(
+                Recorded(
+                    type=request.type,
+                    name=request.name,
+                    inputs=rpc_inputs(request),
+                    protect=bool(request.protect),
+                    ignore_changes=tuple(request.ignoreChanges),
+                    dependencies=tuple(request.dependencies),
+                    secret_inputs=_secret_keys(request.object),
+                    parent=request.parent,
+                    urn=response.urn,
+                )
+            )
+        return response
+
+
+def _unwrap(value: Any) -> Any:
+    """Secrets arrive wrapped in a signature map; the value is what the program asked for."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return _unwrap(value["value"])
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def rpc_inputs(request: Any) -> dict[str, Any]:
+    return _unwrap(dict(rpc.deserialize_properties(request.object)))
+
+
+class AwsMocks(pulumi.runtime.Mocks):
+    def __init__(self, program: Program) -> None:
+        self.program = program
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        state = dict(args.inputs)
+        rid = f"{args.name}-id"
+        if args.typ == "aws:ec2/subnet:Subnet":
+            rid = "subnet-" + format(abs(hash(args.name)) % 16**12, "012x")
+        if args.typ == "aws:ec2/securityGroup:SecurityGroup":
+            rid = "sg-0feedfacecafe0001"
+        if args.typ == "aws:ssm/parameter:Parameter":
+            state["arn"] = f"arn:aws:ssm:eu-west-1:111122223333:parameter{args.inputs['name']}"
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = "A1b2" + "x" * (int(args.inputs["length"]) - 4)
+        if args.typ in ("aws:iam/instanceProfile:InstanceProfile", "aws:iam/role:Role"):
+            state["name"] = f"{args.name}-name"
+        if args.typ == "command:local:Command":
+            state["stdout"] = "HEALTHY"
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
+        self.program.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {
+                "id": VPC_ID,
+                "cidrBlock": VPC_CIDR,
+                "cidrBlockAssociations": [{"cidrBlock": VPC_CIDR, "associationId": "a", "state": "associated"}],
+            }, []
+        if args.token == "aws:ec2/getInstanceType:getInstanceType":
+            spec = INSTANCE_TYPES[args.args["instanceType"]]
+            return {
+                "instanceType": args.args["instanceType"],
+                "defaultVcpus": spec["defaultVcpus"],
+                "memorySize": spec["memorySize"],
+                "sustainedClockSpeed": spec["sustainedClockSpeed"],
+                "burstablePerformanceSupported": spec["burstable"],
+                "supportedArchitectures": spec.get("arch", ["x86_64"]),
+            }, []
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ["eu-west-1c", "eu-west-1a", "eu-west-1b"], "zoneIds": ["a", "b", "c"]}, []
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": AMI_ID, "name": "ubuntu-focal-20.04-amd64-server-20250101"}, []
+        if args.token == "aws:ec2/getSubnets:getSubnets":
+            return {"ids": ["subnet-0bbbbbbbbbbbbbbb2", "subnet-0aaaaaaaaaaaaaaa1"]}, []
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"region": "eu-west-1", "name": "eu-west-1", "id": "eu-west-1"}, []
+        raise AssertionError(f"unexpected data source call {args.token}")
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return dict(doc.get("config") or {})
+
+
+def _as_config_string(value: Any) -> str:
+    """Pulumi hands structured config to programs as JSON, scalars as strings."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def run_program(
+    stack: str,
+    overrides: dict[str, Any] | None = None,
+    secret_keys: tuple[str, ...] = (),
+    into: list[Recorded] | None = None,
+) -> Program:
+    """`overrides` maps full keys (outsystems-redis:servers) to values; None removes a key.
+
+    `into` receives the recorded resources as they register, so a caller can
+    see what was registered even when the program raises.
+    """
+    config = stack_config(stack)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    pulumi.runtime.set_all_config({k: _as_config_string(v) for k, v in config.items()}, list(secret_keys))
+
+    program = Program(resources=into if into is not None else [], exports={}, secret_exports=set())
+    mocks = AwsMocks(program)
+    pulumi.runtime.set_mocks(
+        mocks, project="outsystems-redis", stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+    )
+    exported: dict[str, Any] = {}
+
+    def capture(name: str, value: Any) -> None:
+        exported[name] = value
+
+    original_export = pulumi.export
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output:
+        pulumi.export = capture
+        try:
+            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        finally:
+            pulumi.export = original_export
+        names = sorted(exported)
+        outputs = [pulumi.Output.from_input(exported[n]) for n in names]
+
+        async def secrets() -> None:
+            for n, o in zip(names, outputs, strict=True):
+                if await o.is_secret():
+                    program.secret_exports.add(n)
+
+        def collect(values: list[Any]) -> None:
+            program.exports.update(zip(names, values, strict=True))
+
+        return pulumi.Output.all(pulumi.Output.all(*outputs).apply(collect), pulumi.Output.from_input(secrets()))
+
+    run()
+    return program

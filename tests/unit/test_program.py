@@ -1,0 +1,325 @@
+"""The whole program, per stack, under Pulumi mocks: what it asks AWS for, resource by resource."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+
+import pytest
+
+from components.errors import SettingsError
+from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program
+
+INSTANCE = "aws:ec2/instance:Instance"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SUBNET = "aws:ec2/subnet:Subnet"
+SG_ID = "sg-0feedfacecafe0001"
+PROD_FRONT_ENDS = ["172.31.0.0/20", "172.31.16.0/20", "172.31.32.0/20"]
+
+
+@pytest.fixture(scope="module")
+def prod() -> Program:
+    return run_program("prod")
+
+
+@pytest.fixture(scope="module")
+def dev() -> Program:
+    return run_program("dev")
+
+
+def ingress(program: Program) -> list[tuple]:
+    return sorted(
+        (
+            r.inputs["fromPort"],
+            r.inputs["toPort"],
+            r.inputs.get("cidrIpv4") or "",
+            r.inputs.get("referencedSecurityGroupId") or "",
+        )
+        for r in program.of_type(INGRESS)
+    )
+
+
+# --- production -------------------------------------------------------------
+
+
+def test_prod_asks_for_three_servers_meeting_the_production_minimums(prod: Program) -> None:
+    instances = prod.of_type(INSTANCE)
+    assert len(instances) == 3
+    for inst in instances:
+        assert inst.inputs["instanceType"] == "c5.xlarge"
+        assert inst.inputs["tags"]["VCpus"] == "4" and int(inst.inputs["tags"]["MemoryMiB"]) >= 8192
+        assert inst.inputs["ami"] == AMI_ID
+
+
+def test_prod_servers_are_private_hardened_and_protected(prod: Program) -> None:
+    for inst in prod.of_type(INSTANCE):
+        i = inst.inputs
+        assert i["associatePublicIpAddress"] is False
+        assert i["metadataOptions"]["httpTokens"] == "required"
+        assert i["metadataOptions"]["httpPutResponseHopLimit"] == 1
+        root = i["rootBlockDevice"]
+        assert root["encrypted"] is True and root["volumeType"] == "gp3" and root["volumeSize"] >= 10
+        assert "keyName" not in i  # no SSH key: operators use SSM Session Manager
+        assert i["disableApiTermination"] is True
+        assert inst.protect is True
+        assert set(inst.ignore_changes) == {"ami", "userData"}
+        assert i.get("userDataReplaceOnChange") is False
+
+
+def test_prod_spreads_servers_one_per_zone_with_static_ips(prod: Program) -> None:
+    subnets = {r.inputs["cidrBlock"]: r.inputs for r in prod.of_type(SUBNET)}
+    assert set(subnets) == {"172.31.129.0/24", "172.31.130.0/24", "172.31.131.0/24"}
+    assert {s["availabilityZone"] for s in subnets.values()} == {"eu-west-1a", "eu-west-1b", "eu-west-1c"}
+    assert all(s["mapPublicIpOnLaunch"] is False for s in subnets.values())
+    ips = sorted(r.inputs["privateIp"] for r in prod.of_type(INSTANCE))
+    assert ips == ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
+    assert prod.exports["serverPrivateIps"] == ips
+
+
+def test_prod_ingress_is_front_ends_on_redis_ports_and_bus_between_servers_only(prod: Program) -> None:
+    expected = [(7000, 7001, cidr, "") for cidr in PROD_FRONT_ENDS]
+    expected += [(7000, 7001, "", SG_ID), (17000, 17001, "", SG_ID)]
+    assert ingress(prod) == sorted(expected)
+    for rule in prod.of_type(INGRESS):
+        assert rule.inputs["ipProtocol"] == "tcp"
+        assert rule.inputs["securityGroupId"] == SG_ID
+
+
+def test_no_stack_opens_anything_to_the_world_or_port_22(prod: Program, dev: Program) -> None:
+    for program in (prod, dev):
+        for rule in program.of_type(INGRESS):
+            assert rule.inputs.get("cidrIpv4") != "0.0.0.0/0" and "cidrIpv6" not in rule.inputs
+            assert not rule.inputs["fromPort"] <= 22 <= rule.inputs["toPort"]
+        for sg in program.of_type("aws:ec2/securityGroup:SecurityGroup"):
+            assert not sg.inputs.get("ingress")  # rules are separate resources, asserted above
+
+
+def test_egress_is_narrow(prod: Program) -> None:
+    world = sorted((r.inputs["fromPort"], r.inputs["toPort"]) for r in prod.of_type(EGRESS) if r.inputs.get("cidrIpv4"))
+    assert world == [(80, 80), (443, 443)]  # apt mirrors and HTTPS (SSM, Parameter Store)
+    peers = sorted(
+        (r.inputs["fromPort"], r.inputs["toPort"])
+        for r in prod.of_type(EGRESS)
+        if r.inputs.get("referencedSecurityGroupId")
+    )
+    assert peers == [(7000, 7001), (17000, 17001)]
+
+
+def test_private_route_table_goes_out_through_nat_only(prod: Program) -> None:
+    (table,) = prod.of_type("aws:ec2/routeTable:RouteTable")
+    (route,) = table.inputs["routes"]
+    assert route["cidrBlock"] == "0.0.0.0/0" and route["natGatewayId"] == "outsystems-redis-network-nat-id"
+    assert "gatewayId" not in route  # never an internet gateway
+    assert len(prod.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")) == 3
+    (nat,) = prod.of_type("aws:ec2/natGateway:NatGateway")
+    assert nat.inputs["subnetId"] == "subnet-0aaaaaaaaaaaaaaa1"  # the VPC's first default (public) subnet
+
+
+def test_a_named_nat_gateway_is_used_and_none_created() -> None:
+    program = run_program("prod", {"outsystems-redis:natGatewayId": "nat-0123456789abcdef0"})
+    assert not program.of_type("aws:ec2/natGateway:NatGateway") and not program.of_type("aws:ec2/eip:Eip")
+    (table,) = program.of_type("aws:ec2/routeTable:RouteTable")
+    assert table.inputs["routes"][0]["natGatewayId"] == "nat-0123456789abcdef0"
+
+
+def test_prod_exports_the_hsconf_connection_string_as_a_secret(prod: Program) -> None:
+    conn = prod.exports["connectionString"]
+    hosts, password = conn.rsplit(",password=", 1)
+    assert hosts == "172.31.129.10:7000,172.31.130.10:7000,172.31.131.10:7000"
+    assert len(password) >= 32 and password.isalnum()
+    assert f'<ConnectionString encrypted="false">{conn}</ConnectionString>' in prod.exports["hsconfSnippet"]
+    assert prod.exports["hsconfSnippet"].startswith('<InMemorySessionConfiguration ProviderKey="Redis">')
+    assert {"connectionString", "hsconfSnippet"} <= prod.secret_exports
+    assert prod.exports["securityGroupId"] == SG_ID and len(prod.exports["subnetIds"]) == 3
+
+
+def test_generated_password_is_long_connection_string_safe_and_only_in_secrets(prod: Program) -> None:
+    (generator,) = prod.of_type("random:index/randomPassword:RandomPassword")
+    assert generator.inputs["length"] >= 32 and generator.inputs["special"] is False
+    password = prod.exports["connectionString"].rsplit("=", 1)[1]
+    (param,) = prod.of_type("aws:ssm/parameter:Parameter")
+    assert param.inputs["type"] == "SecureString" and "value" in param.secret_inputs
+    assert param.inputs["name"] == "/outsystems-redis/prod/redis-password"
+    for r in prod.resources:
+        for key, value in r.inputs.items():
+            if password in json.dumps(value, default=str):
+                assert key in r.secret_inputs, f"{r.name}.{key} carries the password in plain text"
+
+
+def test_configured_password_is_used_and_kept_secret() -> None:
+    secret = "S3ssion-Store_Password-2026"
+    program = run_program(
+        "dev", {"outsystems-redis:redisPassword": secret}, secret_keys=("outsystems-redis:redisPassword",)
+    )
+    assert not program.of_type("random:index/randomPassword:RandomPassword")
+    assert program.exports["connectionString"] == f"172.31.128.10:6379,password={secret}"
+    for r in program.resources:
+        for key, value in r.inputs.items():
+            if secret in json.dumps(value, default=str):
+                assert key in r.secret_inputs, f"{r.name}.{key} carries the password in plain text"
+
+
+def test_servers_read_only_their_own_password_parameter(prod: Program) -> None:
+    (policy,) = prod.of_type("aws:iam/rolePolicy:RolePolicy")
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    reads = [s for s in statements if any(a.startswith("ssm:GetParameter") for a in _actions(s))]
+    assert reads == [
+        {
+            "Sid": "ReadOwnPassword",
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/redis-password",
+        }
+    ]
+    assert not prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")  # no broad managed policies
+    for inst in prod.of_type(INSTANCE):
+        assert inst.inputs["iamInstanceProfile"] == "outsystems-redis-server-profile-name"
+
+
+def _actions(statement: dict) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else actions
+
+
+def test_servers_wait_for_the_password_parameter(prod: Program) -> None:
+    param_urn = next(r.urn for r in prod.of_type("aws:ssm/parameter:Parameter"))
+    for server in prod.of_type("outsystems:redis:Server"):
+        assert param_urn in server.dependencies
+
+
+def test_post_deploy_health_check_wiring(prod: Program) -> None:
+    (check,) = prod.of_type("command:local:Command")
+    args = shlex.split(check.inputs["create"])
+    assert args[:3] == [".venv/bin/python", "-m", "components.health"]
+    nodes = args[args.index("--nodes") + 1].split(",")
+    ips = ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
+    assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))
+    assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
+    assert "--password" not in check.inputs["create"]
+    assert "environment" in check.secret_inputs and set(check.inputs["environment"]) == {"REDIS_PASSWORD"}
+    assert check.inputs["triggers"] == [f"outsystems-redis-server-{i}-instance-id" for i in (1, 2, 3)]
+    instance_urns = {r.urn for r in prod.of_type(INSTANCE)}
+    assert instance_urns <= set(check.dependencies)
+
+
+def test_health_check_can_be_turned_off_and_its_deadline_set() -> None:
+    off = run_program("dev", {"outsystems-redis:healthCheck": False})
+    assert not off.of_type("command:local:Command") and "healthReport" not in off.exports
+    slow = run_program("dev", {"outsystems-redis:healthCheckTimeout": 1800})
+    (check,) = slow.of_type("command:local:Command")
+    assert "--wait 1800" in check.inputs["create"] and "--cluster" not in check.inputs["create"]
+
+
+def test_ami_is_canonical_focal_when_not_pinned_and_not_looked_up_when_pinned(prod: Program) -> None:
+    (call,) = [args for token, args in prod.calls if token == "aws:ec2/getAmi:getAmi"]
+    assert call["owners"] == ["099720109477"] and call["mostRecent"] is True
+    names = [f["values"] for f in call["filters"] if f["name"] == "name"]
+    assert names == [["ubuntu/images/hvm-ssd/ubuntu-focal-20.04-amd64-server-*"]]
+    pinned = run_program("prod", {"outsystems-redis:amiId": "ami-0fedcba9876543210"})
+    assert not [t for t, _ in pinned.calls if t == "aws:ec2/getAmi:getAmi"]
+    assert {r.inputs["ami"] for r in pinned.of_type(INSTANCE)} == {"ami-0fedcba9876543210"}
+
+
+def test_prod_in_a_single_zone_is_allowed_by_config() -> None:
+    program = run_program("prod", {"outsystems-redis:subnetCidrs": ["172.31.140.0/24"]})
+    assert len(program.of_type(SUBNET)) == 1
+    assert sorted(r.inputs["privateIp"] for r in program.of_type(INSTANCE)) == [
+        "172.31.140.10",
+        "172.31.140.11",
+        "172.31.140.12",
+    ]
+
+
+def test_prod_can_name_front_end_security_groups() -> None:
+    program = run_program(
+        "prod",
+        {"outsystems-redis:frontEndCidrs": None, "outsystems-redis:frontEndSecurityGroupIds": ["sg-0123456789abcdef0"]},
+    )
+    assert ingress(program) == sorted(
+        [(7000, 7001, "", SG_ID), (7000, 7001, "", "sg-0123456789abcdef0"), (17000, 17001, "", SG_ID)]
+    )
+
+
+# --- non-production ---------------------------------------------------------
+
+
+def test_dev_asks_for_one_server_with_its_redis_port_open_to_the_vpc_only(dev: Program) -> None:
+    (inst,) = dev.of_type(INSTANCE)
+    assert inst.inputs["instanceType"] == "c5.large"
+    assert inst.inputs["tags"]["VCpus"] == "2" and int(inst.inputs["tags"]["MemoryMiB"]) >= 4096
+    assert inst.inputs["associatePublicIpAddress"] is False
+    assert inst.inputs["metadataOptions"]["httpTokens"] == "required"
+    assert inst.inputs["rootBlockDevice"]["encrypted"] is True
+    assert inst.protect is False and inst.inputs["disableApiTermination"] is False
+    assert ingress(dev) == [(6379, 6379, "", SG_ID), (6379, 6379, VPC_CIDR, "")]
+    assert dev.exports["connectionString"].startswith("172.31.128.10:6379,password=")
+
+
+def test_dev_front_ends_can_be_listed(dev: Program) -> None:
+    program = run_program("dev", {"outsystems-redis:frontEndCidrs": ["10.20.0.0/16", "10.30.0.0/16"]})
+    assert ingress(program) == [
+        (6379, 6379, "", SG_ID),
+        (6379, 6379, "10.20.0.0/16", ""),
+        (6379, 6379, "10.30.0.0/16", ""),
+    ]
+
+
+# --- bad input: a clear error naming the key, and no resource registered ------
+
+BAD_INPUTS = [
+    ("dev", {"outsystems-redis:servers": 2}, "servers", "got 2"),
+    ("dev", {"outsystems-redis:servers": 0}, "servers", "got 0"),
+    ("dev", {"outsystems-redis:servers": -3}, "servers", "got -3"),
+    ("dev", {"outsystems-redis:servers": "three"}, "servers", "'three'"),
+    ("dev", {"outsystems-redis:instanceType": "t3.micro"}, "instanceType", "1 GiB of memory"),
+    ("prod", {"outsystems-redis:instanceType": "c5.large"}, "instanceType", "2 vCPU (needs at least 3)"),
+    ("prod", {"outsystems-redis:instanceType": "t3.xlarge"}, "instanceType", "sustained clock of 2.5 GHz"),
+    ("prod", {"outsystems-redis:instanceType": "c6g.xlarge"}, "instanceType", "x86_64"),
+    ("dev", {"outsystems-redis:subnetCidrs": ["10.9.0.0/24"]}, "subnetCidrs", "inside the VPC"),
+    (
+        "prod",
+        {"outsystems-redis:subnetCidrs": ["172.31.129.0/24", "172.31.129.128/25"]},
+        "subnetCidrs",
+        "non-overlapping",
+    ),
+    ("prod", {"outsystems-redis:frontEndCidrs": ["0.0.0.0/0"]}, "frontEndCidrs", "private ranges only"),
+    ("prod", {"outsystems-redis:frontEndCidrs": ["8.8.8.0/24"]}, "frontEndCidrs", "private ranges only"),
+    ("prod", {"outsystems-redis:frontEndCidrs": None}, "frontEndCidrs", "must list its front-ends"),
+    ("dev", {"outsystems-redis:redisPassword": "short-password"}, "redisPassword", "at least 16"),
+    ("dev", {"outsystems-redis:redisPassword": "long-enough,but-comma"}, "redisPassword", "','"),
+    ("dev", {"outsystems-redis:redisPassword": "long-enough=but-equals"}, "redisPassword", "'='"),
+    ("dev", {"outsystems-redis:redisPassword": "long enough but spaces"}, "redisPassword", "' '"),
+    (
+        "dev",
+        {"outsystems-redis:instancetype": "c5.large"},
+        "outsystems-redis:instancetype",
+        "did you mean 'outsystems-redis:instanceType'",
+    ),
+    ("dev", {"outsystems-redis:rootVolumeGiB": 8}, "rootVolumeGiB", "at least 10 GiB"),
+    ("dev", {"outsystems-redis:platform": "ubuntu-18.04"}, "platform", "ubuntu-20.04-redis-5.0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stack", "overrides", "key", "detail"), BAD_INPUTS, ids=[f"{k}-{d}" for _, _, k, d in BAD_INPUTS]
+)
+def test_bad_input_names_the_key_and_registers_nothing(stack: str, overrides: dict, key: str, detail: str) -> None:
+    recorded: list = []
+    with pytest.raises(SettingsError) as err:
+        run_program(stack, overrides, secret_keys=("outsystems-redis:redisPassword",), into=recorded)
+    assert err.value.key == key
+    assert f"config key '{key}'" in str(err.value) and detail in str(err.value)
+    assert recorded == [], "a resource was registered before the error"
+    if "redisPassword" in overrides or "outsystems-redis:redisPassword" in overrides:
+        assert overrides["outsystems-redis:redisPassword"] not in str(err.value)  # never echo a secret
+
+
+def test_front_end_default_must_itself_be_private() -> None:
+    # A VPC whose CIDR is a public range cannot be the default front-end source.
+    from components.settings import check_front_end_cidr
+
+    with pytest.raises(SettingsError, match="frontEndCidrs"):
+        check_front_end_cidr("52.0.0.0/16")
+    assert ipaddress.ip_network(VPC_CIDR).is_private

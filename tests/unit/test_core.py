@@ -1,0 +1,91 @@
+"""The pure core: settings, sizing and topology, without Pulumi."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from components.errors import SettingsError
+from components.settings import load_settings
+from components.sizing import NON_PRODUCTION, PRODUCTION, InstanceTypeInfo, check_instance_type, usable_memory_mib
+from components.topology import build_topology, follows
+
+PROD = {"servers": "3", "subnetCidrs": '["10.0.1.0/24","10.0.2.0/24","10.0.3.0/24"]', "frontEndCidrs": "10.1.0.0/16"}
+
+
+@pytest.mark.parametrize("servers", [3, 4, 5, 6, 9])
+def test_ring_never_puts_a_replica_on_its_masters_server(servers: int) -> None:
+    topo = build_topology(servers, ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"])
+    masters = {p.server: p for p in topo.masters}
+    assert len(masters) == servers and {p.port for p in topo.masters} == {7000}
+    followed = [r.follows for r in topo.replicas]
+    assert sorted(followed) == list(range(servers))  # every master has exactly one replica
+    for replica in topo.replicas:
+        assert replica.port == 7001
+        assert masters[replica.follows].host != replica.host
+
+
+def test_adding_servers_never_moves_an_existing_one() -> None:
+    three = build_topology(3, ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"])
+    six = build_topology(6, ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"])
+    assert [s.private_ip for s in six.servers[:3]] == [s.private_ip for s in three.servers]
+    assert len({s.private_ip for s in six.servers}) == 6
+    for s in six.servers:
+        assert ipaddress.ip_address(s.private_ip) in ipaddress.ip_network(["10.0.1.0/24", "10.0.2.0/24",
+                                                                            "10.0.3.0/24"][s.subnet])
+
+
+def test_standalone_topology_and_connection_strings() -> None:
+    dev = build_topology(1, ["10.0.9.0/28"])
+    assert not dev.cluster and dev.bus_ports == () and dev.client_ports == (6379,)
+    assert dev.connection_string("p" * 20) == "10.0.9.10:6379,password=" + "p" * 20
+    prod = build_topology(3, ["10.0.1.0/24"])
+    assert prod.bus_ports == (17000, 17001)
+    assert prod.connection_string("x" * 16).startswith("10.0.1.10:7000,10.0.1.11:7000,10.0.1.12:7000,password=")
+    assert follows(2, 3) == 0
+
+
+def test_settings_defaults_per_tier() -> None:
+    dev = load_settings({"subnetCidrs": "10.0.9.0/24"}, "dev")
+    assert (dev.servers, dev.instance_type, dev.port, dev.protect, dev.cluster) == (1, "c5.large", 6379, False, False)
+    prod = load_settings(PROD, "prod")
+    assert (prod.instance_type, prod.protect, prod.cluster, prod.minimums) == ("c5.xlarge", True, True, PRODUCTION)
+    assert prod.root_volume_gib == 20 and prod.health_check and prod.health_check_timeout == 900
+    assert "redis_password" not in repr(load_settings({**PROD, "redisPassword": "a" * 20}, "prod"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({**PROD, "port": "7000"}, "port"),
+        ({**PROD, "subnetCidrs": "10.0.1.0/24,10.0.1.5/24"}, "subnetCidrs"),  # host bits set
+        ({**PROD, "subnetCidrs": "10.0.0.0/12"}, "subnetCidrs"),  # larger than AWS allows
+        ({**PROD, "subnetCidrs": "10.0.1.0/28", "servers": "9"}, "subnetCidrs"),  # no room
+        ({**PROD, "availabilityZones": '["eu-west-1a"]'}, "availabilityZones"),
+        ({**PROD, "frontEndSecurityGroupIds": "default"}, "frontEndSecurityGroupIds"),
+        ({**PROD, "protect": "maybe"}, "protect"),
+        ({**PROD, "vpcId": "my-vpc"}, "vpcId"),
+        ({**PROD, "servers": "101"}, "servers"),
+        ({"servers": "1"}, "subnetCidrs"),
+    ],
+)
+def test_settings_refuse_bad_values_by_key(raw: dict, key: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(raw, "prod")
+    assert err.value.key == key
+
+
+def test_instance_type_check() -> None:
+    check_instance_type(InstanceTypeInfo("c5.xlarge", 4, 8192, 3.4, False), PRODUCTION)
+    check_instance_type(InstanceTypeInfo("c5.large", 2, 4096, 3.4, False), NON_PRODUCTION)
+    with pytest.raises(SettingsError, match=r"2\.6 GHz"):  # the page says more than 2.6 GHz
+        check_instance_type(InstanceTypeInfo("x.large", 4, 8192, 2.6, False), PRODUCTION)
+    with pytest.raises(SettingsError, match="7.5 GiB of memory"):
+        check_instance_type(InstanceTypeInfo("y.xlarge", 4, 7680, 3.0, False), PRODUCTION)
+
+
+def test_maxmemory_leaves_the_os_room_for_two_processes() -> None:
+    assert usable_memory_mib(8192, 2) == 3072  # 8 GiB server: 2 GiB for the OS, 3 GiB per process
+    assert usable_memory_mib(4096, 1) == 3072
+    assert 2 * usable_memory_mib(32768, 2) + 8192 <= 32768

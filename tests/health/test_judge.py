@@ -1,0 +1,223 @@
+"""The judging half of the health check: pure functions on parsed INFO / CLUSTER NODES, no Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import health
+from components.health import FAIL, OK, WARN, Facts, NodeFacts, parse_cluster_nodes
+from components.topology import follows
+
+SLOTS = health.SLOTS
+
+
+def ring(servers: int, *, swap: int | None = None, colocate: int | None = None, dead: int | None = None,
+         unassigned: int | None = None) -> str:
+    """CLUSTER NODES text of a crossed ring of `servers` servers on 10.0.1.10+i.
+
+    swap: server i's replica has taken over its master's slots (a failover happened);
+    colocate: server i's replica follows server i's own master;
+    dead: server i's two processes are flagged fail;
+    unassigned: server i's master owns no slots.
+    """
+    per = SLOTS // servers
+    lines = []
+    for i in range(servers):
+        lo, hi = i * per, (SLOTS - 1 if i == servers - 1 else (i + 1) * per - 1)
+        host = f"10.0.1.{10 + i}"
+        bad = ",fail" if dead == i else ""
+        slots = "" if unassigned == i else f" {lo}-{hi}"
+        m_role, r_follow = "master", f"m{follows(i, servers)}"
+        lines.append((f"m{i}", f"{host}:7000@17000", m_role + bad, "-", slots))
+        lines.append((f"r{i}", f"{host}:7001@17001", "slave" + bad, r_follow, ""))
+    if swap is not None:
+        # The master on server `swap+1` failed over to its replica on server `swap`.
+        t = follows(swap, servers)
+        m = next(x for x in lines if x[0] == f"m{t}")
+        r = next(x for x in lines if x[0] == f"r{swap}")
+        lines[lines.index(m)] = (m[0], m[1], "slave", r[0], "")
+        lines[lines.index(r)] = (r[0], r[1], "master", "-", m[4])
+    if colocate is not None:
+        r = next(x for x in lines if x[0] == f"r{colocate}")
+        lines[lines.index(r)] = (r[0], r[1], r[2], f"m{colocate}", r[4])
+    return "\n".join(f"{i:0<40} {a} {f} {(m + '').ljust(40, '0') if m != '-' else '-'} 0 0 1 connected{s}"
+                     for i, a, f, m, s in lines)
+
+
+def facts(text: str, servers: int, *, down: int | None = None, version: str = "5.0.7") -> Facts:
+    nodes = []
+    for i in range(servers):
+        for port in (7000, 7001):
+            host = f"10.0.1.{10 + i}"
+            if down == i:
+                nodes.append(NodeFacts(host, port, error="connection refused"))
+                continue
+            view = parse_cluster_nodes(text)
+            me = next(n for n in view if n.address == f"{host}:{port}")
+            info = {"redis_version": version, "cluster_enabled": 1, "used_memory": 10 * 2**20,
+                    "maxmemory": 3 * 2**30, "master_repl_offset": 100,
+                    "role": "master" if me.is_master else "slave"}
+            if not me.is_master:
+                m = next(n for n in view if n.id == me.master_id)
+                info.update(master_host=m.host, master_port=m.port, master_link_status="up",
+                            slave_repl_offset=100)
+            nodes.append(NodeFacts(host, port, info=info, cluster_info={"cluster_state": "ok"}, cluster_nodes=view))
+    return Facts(True, "5.0", nodes, round_trip_ms=3.0)
+
+
+def problems(findings, severity=None):
+    return [f for f in findings if f.severity != OK and (severity is None or f.severity == severity)]
+
+
+@pytest.mark.parametrize("servers", [3, 4, 5])
+def test_a_crossed_ring_is_healthy_for_any_server_count(servers):
+    findings = health.judge(facts(ring(servers), servers))
+    assert problems(findings) == []
+    assert health.verdict(findings) == "healthy" and health.exit_code(findings) == 0
+
+
+@pytest.mark.parametrize("servers", [3, 4])
+def test_a_replica_on_its_masters_server_fails_naming_the_server_and_the_fix(servers):
+    findings = health.judge(facts(ring(servers, colocate=1), servers))
+    crossed = [f for f in findings if f.check == "crossed" and f.severity == FAIL]
+    assert len(crossed) == 1 and crossed[0].server == "10.0.1.11"
+    assert "server 10.0.1.11" in crossed[0].message
+    # The fix points the replica back to the master on the next server round the ring.
+    assert crossed[0].fix.endswith(f"CLUSTER REPLICATE {'m2'.ljust(40, '0')}   # follow 10.0.1.12:7000 instead")
+    assert health.exit_code(findings) == 1
+
+
+def test_drifted_roles_warn_with_the_cluster_failover_that_restores_balance():
+    findings = health.judge(facts(ring(4, swap=1), 4))
+    assert problems(findings, FAIL) == []
+    [warn] = problems(findings, WARN)
+    assert warn.check == "balance" and "server 10.0.1.12 holds no master while server 10.0.1.11 holds 2" in warn.message
+    assert warn.fix.startswith('REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 10.0.1.12 -p 7000 CLUSTER FAILOVER')
+    assert health.verdict(findings) == "degraded"
+    assert health.exit_code(findings) == 0 and health.exit_code(findings, strict=True) == 1
+
+
+def test_a_dead_server_fails_for_its_processes_and_for_the_masters_left_without_replica():
+    findings = health.judge(facts(ring(3, swap=0, dead=1), 3, down=1))
+    fails = problems(findings, FAIL)
+    assert any(f.check == "reachable" and f.server == "10.0.1.11" for f in fails)
+    assert any(f.check == "replicas" and "10.0.1.12:7000 has no working replica" in f.message for f in fails)
+    assert any(f.check == "nodes-up" for f in fails)
+
+
+def test_uncovered_slots_fail_with_the_ranges():
+    findings = health.judge(facts(ring(3, unassigned=0), 3))
+    [slots] = [f for f in findings if f.check == "slots" and f.severity == FAIL]
+    assert slots.message.startswith("5461 of 16384 slots have no master (0-5460)")
+    assert "--cluster fix" in slots.fix
+
+
+def test_a_failed_master_that_still_owns_slots_fails():
+    findings = health.judge(facts(ring(3, dead=2), 3, down=2))
+    assert any(f.check == "slots" and "master 10.0.1.12:7000 is down" in f.message for f in findings)
+
+
+def test_nodes_that_disagree_about_slot_ownership_fail():
+    f = facts(ring(3), 3)
+    f.nodes[0].cluster_nodes = parse_cluster_nodes(ring(3, swap=0))
+    assert any(x.check == "agreement" and x.severity == FAIL and "10.0.1.10:7000" in x.message
+               for x in health.judge(f))
+
+
+def test_a_broken_replication_link_fails_and_lag_is_reported():
+    f = facts(ring(3), 3)
+    f.nodes[1].info["master_link_status"] = "down"
+    f.nodes[3].info["slave_repl_offset"] = 100 - 2 * 2**20
+    findings = health.judge(f)
+    assert any(x.check == "replication" and x.severity == FAIL and "10.0.1.10:7001" in x.message for x in findings)
+    assert any(x.check == "replication" and x.severity == WARN and "2097152 bytes behind" in x.message
+               for x in findings)
+
+
+def test_version_other_than_the_pinned_line_warns():
+    findings = health.judge(facts(ring(3), 3, version="7.0.15"))
+    assert {f.check for f in problems(findings)} == {"version"}
+
+
+@pytest.mark.parametrize("used, severity", [(0.5, OK), (0.85, WARN), (0.97, FAIL)])
+def test_memory_against_maxmemory(used, severity):
+    f = facts(ring(3), 3)
+    f.nodes[0].info["used_memory"] = int(used * f.nodes[0].info["maxmemory"])
+    [m] = [x for x in health.judge(f) if x.check == "memory" and x.node == "10.0.1.10:7000"]
+    assert m.severity == severity
+
+
+def test_no_maxmemory_warns():
+    f = facts(ring(3), 3)
+    f.nodes[0].info["maxmemory"] = 0
+    assert any(x.check == "memory" and x.severity == WARN for x in health.judge(f))
+
+
+def test_a_standalone_check_of_a_cluster_node_and_the_reverse_fail_in_one_line():
+    f = facts(ring(3), 3)
+    f.cluster = False
+    assert any(x.check == "cluster-mode" and x.severity == FAIL for x in health.judge(f))
+    g = Facts(True, "5.0", [NodeFacts("10.0.1.10", 6379, info={"cluster_enabled": 0, "redis_version": "5.0.7"})])
+    [mode] = [x for x in health.judge(g) if x.check == "cluster-mode"]
+    assert "not a cluster node" in mode.message
+
+
+def test_one_reason_per_distinct_error_so_a_wrong_password_is_one_line():
+    nodes = [NodeFacts(f"10.0.1.{10 + i}", 7000, error="wrong password (AUTH rejected)") for i in range(3)]
+    findings = health.judge(Facts(True, "5.0", nodes))
+    assert len(problems(findings)) == 1
+    report = health.report(Facts(True, "5.0", nodes), findings)
+    assert report.splitlines()[0].startswith("UNHEALTHY")
+    assert "wrong password" in report.splitlines()[2]
+
+
+def test_a_failed_round_trip_fails():
+    f = facts(ring(3), 3)
+    f.round_trip_ms, f.round_trip_error = None, "CLUSTERDOWN The cluster is down"
+    assert any(x.check == "session" and x.severity == FAIL for x in health.judge(f))
+
+
+def test_report_puts_problems_and_fixes_before_what_passed():
+    f = facts(ring(3, colocate=0), 3)
+    lines = health.report(f, health.judge(f)).splitlines()
+    assert lines[0].startswith("UNHEALTHY")
+    assert lines.index("Passed:") > max(i for i, line in enumerate(lines) if "fix:" in line)
+
+
+def test_parse_cluster_nodes_reads_5_0_and_7_0_lines():
+    text = (
+        "a 10.0.1.10:7000@17000 myself,master - 0 0 1 connected 0-5460 5462 [5461->-b]\n"
+        "b 10.0.1.11:7001@17001,redis-2 slave a 0 1700000000 2 connected\n"
+        "c :7002@17002 myself,master - 0 0 0 connected\n"
+    )
+    a, b, c = parse_cluster_nodes(text, self_host="10.0.1.12")
+    assert a.slots == ((0, 5460), (5462, 5462)) and a.slot_count == 5462 and a.is_master
+    assert b.address == "10.0.1.11:7001" and b.master_id == "a" and not b.is_master
+    assert c.address == "10.0.1.12:7002"
+
+
+def test_slot_ranges():
+    assert health.slot_ranges({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+
+
+@pytest.mark.parametrize("argv", [["--nodes", "nohost"], ["--nodes", "h:99999"], ["--nodes", ""],
+                                  ["--nodes", "h:1", "--wait", "-1"], [], ["--nodes", "h:1", "--password", "x"]])
+def test_bad_usage_exits_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        health.main(argv)
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("exc, expected", [
+    ("AuthenticationError('invalid username-password pair or user is disabled.')", "wrong password"),
+    ("ResponseError('WRONGPASS invalid username-password pair')", "wrong password"),
+    ("AuthenticationError('Authentication required.')", "requires a password"),
+    ("ResponseError('NOAUTH Authentication required.')", "requires a password"),
+    ("ConnectionError('Error 111 connecting to 10.0.1.10:7000. Connection refused.')", "connection refused"),
+    ("TimeoutError('Timeout connecting to server')", "no answer within 3s"),
+])
+def test_reasons_are_one_line_and_actionable(exc, expected):
+    import redis
+
+    text = health.reason(eval(exc, vars(redis.exceptions)), "10.0.1.10:7000")
+    assert expected in text and "\n" not in text

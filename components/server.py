@@ -61,6 +61,9 @@ class RedisServer(pulumi.ComponentResource):
                 # replace or reboot a running server. Both apply to servers created
                 # from now on; replacing an existing one is a deliberate act.
                 ignore_changes=["ami", "userData"],
+                # The private IP is static, so a replacement can only be created
+                # once the old instance has released it.
+                delete_before_replace=True,
             ),
         )
         self.private_ip = self.instance.private_ip

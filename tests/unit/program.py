@@ -48,6 +48,7 @@ class Recorded:
     inputs: dict[str, Any]
     protect: bool = False
     ignore_changes: tuple[str, ...] = ()
+    delete_before_replace: bool = False
     dependencies: tuple[str, ...] = ()
     secret_inputs: frozenset[str] = frozenset()
     parent: str = ""
@@ -104,6 +105,7 @@ class RecordingMonitor(MockMonitor):
                     inputs=rpc_inputs(request),
                     protect=bool(request.protect),
                     ignore_changes=tuple(request.ignoreChanges),
+                    delete_before_replace=bool(request.deleteBeforeReplace),
                     dependencies=tuple(request.dependencies),
                     secret_inputs=_secret_keys(request.object),
                     parent=request.parent,

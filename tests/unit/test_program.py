@@ -65,6 +65,7 @@ def test_prod_servers_are_private_hardened_and_protected(prod: Program) -> None:
         assert i["disableApiTermination"] is True
         assert inst.protect is True
         assert set(inst.ignore_changes) == {"ami", "userData"}
+        assert inst.delete_before_replace is True  # the static IP must be free for the replacement
         assert i.get("userDataReplaceOnChange") is False
 
 

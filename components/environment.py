@@ -19,7 +19,7 @@ from components.network import NetworkArgs, RedisNetwork
 from components.render.cloud_config import render_cloud_config
 from components.server import RedisServer, ServerArgs
 from components.settings import Settings
-from components.topology import build_topology, follows
+from components.topology import build_topology
 
 # What SSM Session Manager needs on the instance, and nothing more. The managed
 # policy AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
@@ -175,8 +175,6 @@ class RedisEnvironment(pulumi.ComponentResource):
                 "VCpus": str(args.vcpus),
                 "MemoryMiB": str(args.memory_mib),
             }
-            if topology.cluster:
-                server_tags["RedisReplicaFollows"] = str(follows(server.index, s.servers))
             self.servers.append(
                 RedisServer(
                     server.name,

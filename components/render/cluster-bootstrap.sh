@@ -1,0 +1,146 @@
+#!/bin/bash
+# Forms the Redis Cluster of the first servers: masters first, then each
+# replica attached to the master of the NEXT server (a ring), so no replica
+# ever shares a server with its master.
+#
+# Idempotent: every step checks what is already there. A reboot or a second
+# run never creates a second cluster and never touches data.
+#
+# Inputs (environment, usually from an EnvironmentFile), so the exact same
+# text runs on EC2 and on loopback:
+#   MASTERS        "host:port host:port ..."  master of server 0, 1, 2, ...
+#   REPLICAS       "replica=master ..."       each replica and the master it follows
+#   AUTH_FILE      redis.conf include holding `requirepass <password>`
+#   REDIS_CLI      redis-cli binary (default: redis-cli)
+#   WAIT_SECONDS   how long to wait for peers and for cluster_state:ok (default 900)
+# Logs go to stdout, which systemd sends to the journal.
+set -euo pipefail
+
+REDIS_CLI=${REDIS_CLI:-redis-cli}
+WAIT_SECONDS=${WAIT_SECONDS:-900}
+: "${MASTERS:?MASTERS is required}"
+: "${REPLICAS:?REPLICAS is required}"
+: "${AUTH_FILE:?AUTH_FILE is required}"
+
+log() { echo "cluster-bootstrap: $*"; }
+die() { log "ERROR: $*"; exit 1; }
+
+# The password reaches redis-cli only through REDISCLI_AUTH: never argv, never ps.
+REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE")
+[ -n "$REDISCLI_AUTH" ] || die "no requirepass in $AUTH_FILE"
+export REDISCLI_AUTH
+
+read -r -a masters <<<"$MASTERS"
+read -r -a replicas <<<"$REPLICAS"
+
+# cli HOST:PORT ARGS... : one command against one node.
+cli() {
+    local node=$1
+    shift
+    "$REDIS_CLI" -h "${node%:*}" -p "${node##*:}" "$@"
+}
+
+# field NODE SECTION KEY : one value from INFO (empty when unreachable).
+field() {
+    cli "$1" info "$2" 2>/dev/null | tr -d '\r' | awk -F: -v k="$3" '$1 == k { print $2 }'
+}
+
+# cinfo NODE KEY : one value from CLUSTER INFO (empty when unreachable).
+cinfo() {
+    cli "$1" cluster info 2>/dev/null | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2 }'
+}
+
+all_nodes() {
+    local pair
+    printf '%s\n' "${masters[@]}"
+    for pair in "${replicas[@]}"; do printf '%s\n' "${pair%%=*}"; done
+}
+
+wait_for_nodes() {
+    local deadline=$((SECONDS + WAIT_SECONDS)) node
+    for node in $(all_nodes); do
+        until [ "$(cli "$node" ping 2>/dev/null | tr -d '\r')" = PONG ] &&
+            [ "$(field "$node" cluster cluster_enabled)" = 1 ]; do
+            [ "$SECONDS" -lt "$deadline" ] || die "$node did not answer PING with cluster_enabled:1 in ${WAIT_SECONDS}s"
+            sleep 1
+        done
+        log "$node answers, cluster_enabled:1"
+    done
+}
+
+# A cluster exists if any master already knows another node or owns a slot.
+cluster_exists() {
+    local node
+    for node in "${masters[@]}"; do
+        if [ "$(cinfo "$node" cluster_known_nodes)" != 1 ] || [ "$(cinfo "$node" cluster_slots_assigned)" != 0 ]; then
+            log "$node already belongs to a cluster"
+            return 0
+        fi
+    done
+    return 1
+}
+
+create_masters() {
+    if cluster_exists; then
+        log "cluster already created; not creating another"
+        return
+    fi
+    log "creating the cluster from masters: ${masters[*]}"
+    "$REDIS_CLI" --cluster create "${masters[@]}" --cluster-replicas 0 --cluster-yes
+}
+
+attach_replicas() {
+    local pair replica master master_id reply
+    for pair in "${replicas[@]}"; do
+        replica=${pair%%=*}
+        master=${pair##*=}
+        if [ "$(field "$replica" replication role)" = slave ]; then
+            log "$replica is already a replica; leaving it"
+            continue
+        fi
+        master_id=$(cli "$master" cluster myid | tr -d '\r')
+        [ -n "$master_id" ] || die "cannot read the node id of $master"
+        if [ "$(cinfo "$replica" cluster_known_nodes)" = 1 ]; then
+            log "adding $replica as replica of $master ($master_id)"
+            "$REDIS_CLI" --cluster add-node "$replica" "$master" --cluster-slave --cluster-master-id "$master_id"
+        else
+            # Met the cluster already (an earlier run stopped half-way): just follow.
+            log "$replica already met the cluster; making it replicate $master ($master_id)"
+            reply=$(cli "$replica" cluster replicate "$master_id" | tr -d '\r')
+            [ "$reply" = OK ] || die "CLUSTER REPLICATE on $replica: $reply"
+        fi
+    done
+}
+
+wait_for_ok() {
+    local deadline=$((SECONDS + WAIT_SECONDS)) node pair
+    for node in $(all_nodes); do
+        until [ "$(cinfo "$node" cluster_state)" = ok ]; do
+            [ "$SECONDS" -lt "$deadline" ] || die "$node did not reach cluster_state:ok in ${WAIT_SECONDS}s"
+            sleep 1
+        done
+    done
+    # A replica is attached once its link to the master is up.
+    for pair in "${replicas[@]}"; do
+        node=${pair%%=*}
+        until [ "$(field "$node" replication master_link_status)" = up ]; do
+            [ "$SECONDS" -lt "$deadline" ] || die "$node has no link to its master in ${WAIT_SECONDS}s"
+            sleep 1
+        done
+    done
+    # Gossip spreads the new roles: wait until every master sees every replica.
+    for node in "${masters[@]}"; do
+        until [ "$(cli "$node" cluster nodes 2>/dev/null | awk '$3 ~ /slave/' | wc -l)" -ge "${#replicas[@]}" ]; do
+            [ "$SECONDS" -lt "$deadline" ] || die "$node does not see all ${#replicas[@]} replicas in ${WAIT_SECONDS}s"
+            sleep 1
+        done
+    done
+    log "cluster_state:ok on every node; every replica linked to its master and seen by every master"
+}
+
+log "masters: ${masters[*]}; replicas: ${replicas[*]}"
+wait_for_nodes
+create_masters
+attach_replicas
+wait_for_ok
+log "done"

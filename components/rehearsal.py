@@ -1,0 +1,351 @@
+"""A stack's topology rehearsed on this machine, before touching AWS.
+
+    python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0]
+
+Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
+files and the same bootstrap script as the cloud-config (components.loopback
+does the remapping of addresses and paths). Everything lives under one state
+directory (default .rehearsal/<stack>): configs, data, logs, pid files and the
+password (mode 0600). `down` stops every process and removes that directory.
+
+`failover` is the drill that matters: it kills one whole server, times how long
+until every slot is served and writable again, checks that no acknowledged
+session (written with WAIT 1) was lost, brings the server back and shows the
+health verdict, which stays WARN until roles are rebalanced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from components import health
+from components.loopback import Loopback, loopback_hosts, platform_for
+from components.settings import NAMESPACE, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "rehearsal.json"
+SESSIONS = 200  # sessions written before a failover; enough to land on every master
+KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
+RECOVERY_TIMEOUT = 60.0  # seconds; cluster-node-timeout is 5 s, failover normally takes 6-8 s
+
+
+# ---------------------------------------------------------------- settings (pure)
+
+
+def stack_config(document: Mapping, stack: str) -> dict[str, str]:
+    """The project's keys of a Pulumi.<stack>.yaml, without prefix, as the strings Pulumi hands over.
+
+    Pulumi passes lists as JSON text, so lists are turned back into JSON here.
+    """
+    config = (document or {}).get("config") or {}
+    raw: dict[str, str] = {}
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace != NAMESPACE or not name:
+            continue
+        if isinstance(value, dict) and "secure" in value:
+            continue  # an encrypted secret: the rehearsal generates its own password
+        raw[name] = json.dumps(value) if isinstance(value, list) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+    return raw
+
+
+def read_settings(stack: str, config_file: Path | None = None) -> Settings:
+    path = config_file or ROOT / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(path.read_text())
+    raw = stack_config(document, stack)
+    raw.pop("redisPassword", None)  # never reuse a real password on a laptop
+    return load_settings(raw, stack)
+
+
+# ---------------------------------------------------------------- state
+
+
+def save_state(state_dir: Path, state: dict) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def load_loopback(state_dir: Path) -> Loopback | None:
+    """The rehearsal recorded in `state_dir`, or None if there is none."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    return Loopback(state_dir, servers=state["servers"], platform=state["platform"], port=state["port"],
+                    hosts=state["hosts"], memory_mib=state["memory_mib"])
+
+
+def nodes_of(lo: Loopback) -> list[tuple[str, int]]:
+    return [(p.host, p.port) for p in lo.processes]
+
+
+def check(lo: Loopback, wait: float = 0) -> tuple[health.Facts, list[health.Finding]]:
+    return health.run_check(nodes_of(lo), lo.password, lo.topology.cluster, lo.version, wait,
+                            progress=lambda line: print("  " + line, flush=True), interval=1.0)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def up(lo: Loopback, stack: str) -> int:
+    started = time.monotonic()
+    print(f"rehearsal {stack}: {len(lo.topology.servers)} server(s), Redis {lo.version} "
+          f"({lo.platform.name}), state in {lo.state_dir}")
+    lo.start()
+    print(f"started {len(lo.processes)} redis-server process(es): {', '.join(p.address for p in lo.processes)}")
+    if lo.topology.cluster:
+        print("running the shipped cluster bootstrap script ...")
+        log = lo.bootstrap()
+        print("\n".join("  " + line for line in log.strip().splitlines()[-3:]))
+    facts, findings = check(lo, wait=60)
+    print(health.report(facts, findings))
+    print(f"\nOutSystems connection string (server.hsconf <ConnectionString>):\n  "
+          f"{lo.topology.connection_string(lo.password)}")
+    print(f"up in {time.monotonic() - started:.1f}s")
+    return health.exit_code(findings)
+
+
+def status(lo: Loopback) -> int:
+    running = lo.running()
+    print(f"{len(running)} of {len(lo.processes)} processes running under {lo.state_dir}")
+    facts, findings = check(lo)
+    print(health.report(facts, findings))
+    print(f"\nOutSystems connection string: {lo.topology.connection_string(lo.password)}")
+    return health.exit_code(findings)
+
+
+def down(state_dir: Path) -> int:
+    lo = load_loopback(state_dir)
+    if lo is not None:
+        lo.stop()
+        left = lo.running()
+        if left:
+            print(f"still running: {', '.join(p.address for p in left)}; state kept in {state_dir}")
+            return 1
+    if state_dir.exists():
+        if lo is None and not (state_dir / "password").exists():
+            # Refuse to delete a directory this tool did not create (a mistyped --state-dir).
+            print(f"{state_dir} holds no rehearsal; not removing it")
+            return 1
+        shutil.rmtree(state_dir)
+        print(f"stopped every process and removed {state_dir}")
+    else:
+        print(f"no rehearsal under {state_dir}")
+    return 0
+
+
+def _cluster_client(lo: Loopback, skip_server: int | None = None):
+    from redis.cluster import ClusterNode, RedisCluster
+
+    nodes = [ClusterNode(p.host, p.port) for p in lo.processes if p.server != skip_server]
+    return RedisCluster(startup_nodes=nodes, password=lo.password, decode_responses=True, socket_timeout=2,
+                        socket_connect_timeout=2)
+
+
+def write_sessions(lo: Loopback, count: int) -> list[str]:
+    """Write `count` OutSystems-shaped sessions; return the _Data keys that were acknowledged.
+
+    On a cluster "acknowledged" means the master answered and WAIT 1 confirmed a
+    replica has it: the guarantee a crossed replica is there to keep.
+    """
+    acked = []
+    if lo.topology.cluster:
+        client = _cluster_client(lo)
+        try:
+            for _ in range(count):
+                data, internal = health.session_keys()
+                client.set(data, "session-data", ex=3600)
+                client.set(internal, "session-internal", ex=3600)
+                node = client.get_node_from_key(data)
+                if int(client.execute_command("WAIT", 1, 2000, target_nodes=node)) >= 1:
+                    acked.append(data)
+        finally:
+            client.close()
+    else:
+        client = lo.client(lo.processes[0])
+        for _ in range(count):
+            data, internal = health.session_keys()
+            client.set(data, "session-data", ex=3600)
+            client.set(internal, "session-internal", ex=3600)
+            acked.append(data)
+        client.close()
+    return acked
+
+
+def lost_sessions(lo: Loopback, keys: Sequence[str], skip_server: int | None = None) -> int:
+    client = _cluster_client(lo, skip_server) if lo.topology.cluster else lo.client(lo.processes[0])
+    try:
+        lost = 0
+        for data in keys:
+            internal = data[: -len("_Data")] + "_Internal"
+            if client.get(data) is None or client.get(internal) is None:
+                lost += 1
+        return lost
+    finally:
+        client.close()
+
+
+def probe_keys(view: Sequence[health.ClusterNode]) -> dict[str, str]:
+    """One key per master that owns slots, keyed by the master's id: writing them proves every master writable."""
+    from redis.crc import key_slot
+
+    result: dict[str, str] = {}
+    for m in (n for n in view if n.is_master and n.slots):
+        n = 0
+        while m.id not in result:
+            key = f"{{rehearsal-probe-{n}}}"
+            if any(a <= key_slot(key.encode()) <= b for a, b in m.slots):
+                result[m.id] = key
+            n += 1
+    return result
+
+
+def slots_writable(lo: Loopback, dead_hosts: set[str]) -> bool:
+    """True when all 16384 slots belong to masters that are up, off the dead server, and accept a write."""
+    import redis
+
+    for p in lo.processes:
+        if p.host in dead_hosts:
+            continue
+        try:
+            c = lo.client(p, socket_timeout=0.5)
+            view = health.parse_cluster_nodes(c.execute_command("CLUSTER", "NODES"), p.host)
+            c.close()
+            break
+        except redis.RedisError:
+            continue
+    else:
+        return False
+    masters = [m for m in view if m.is_master and m.slots]
+    if sum(m.slot_count for m in masters) != health.SLOTS or any(m.failing or m.host in dead_hosts for m in masters):
+        return False
+    by_id = {m.id: m for m in masters}
+    for master_id, key in probe_keys(masters).items():
+        m = by_id[master_id]
+        try:
+            c = redis.Redis(m.host, m.port, password=lo.password, socket_timeout=0.5, decode_responses=True)
+            c.set(key, "probe", ex=60)
+            c.close()
+        except redis.RedisError:
+            return False
+    return True
+
+
+def standalone_writable(lo: Loopback) -> bool:
+    import redis
+
+    try:
+        c = lo.client(lo.processes[0], socket_timeout=0.5)
+        c.set("{rehearsal-probe}", "probe", ex=60)
+        c.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def failover(lo: Loopback) -> int:
+    cluster = lo.topology.cluster
+    victim = KILLED_SERVER if cluster else 0
+    host = lo.topology.servers[victim].private_ip
+    acked = write_sessions(lo, SESSIONS)
+    print(f"wrote {SESSIONS} sessions ({{guid_sessionid}}_Data/_Internal), {len(acked)} acknowledged"
+          + (" by a replica (WAIT 1)" if cluster else ""))
+    print(f"killing server {host} (SIGKILL of {', '.join(p.address for p in lo.topology.servers[victim].processes)})")
+    killed_at = time.monotonic()
+    lo.kill_server(victim)
+    recovered = None
+    if cluster:
+        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+            if slots_writable(lo, {host}):
+                recovered = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        if recovered is None:
+            print(f"NOT RECOVERED: slots still not all writable {RECOVERY_TIMEOUT:.0f}s after the kill")
+        else:
+            print(f"every slot served and writable again {recovered:.1f}s after the kill "
+                  f"(cluster-node-timeout plus the replica's election)")
+        lost = lost_sessions(lo, acked, skip_server=victim)
+        print(f"acknowledged sessions lost: {lost} of {len(acked)}")
+        print(f"bringing server {host} back ...")
+        lo.start_server(victim)
+    else:
+        print("a single non-production server has no replica: sessions are unavailable until it is back")
+        lo.start_server(victim)
+        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+            if standalone_writable(lo):
+                recovered = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        print(f"writable again {recovered:.1f}s after the kill (including the restart)" if recovered is not None
+              else "NOT RECOVERED")
+        lost = lost_sessions(lo, acked)
+        print(f"sessions lost: {lost} of {len(acked)} (expected: no persistence and no replica on one server)")
+    facts, findings = check(lo, wait=60)
+    print(health.report(facts, findings))
+    if cluster and health.verdict(findings) == "degraded":
+        print("\nroles stay drifted until you run the CLUSTER FAILOVER above (or `status` to see it again)")
+    ok = recovered is not None and health.verdict(findings) != "unhealthy" and (not cluster or lost == 0)
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m components.rehearsal",
+                                description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
+    p.add_argument("command", choices=("up", "status", "down", "failover"))
+    p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
+    p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
+    p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
+    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
+    p.add_argument("--host-prefix", default="127.0.0.",
+                   help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    state_dir = (args.state_dir or ROOT / ".rehearsal" / args.stack).resolve()
+    if args.command == "down":
+        return down(state_dir)
+    lo = load_loopback(state_dir)
+    if args.command == "up" and lo is None:
+        try:
+            settings = read_settings(args.stack, args.config)
+        except (OSError, ValueError) as exc:
+            parser.error(f"stack {args.stack}: {exc}")
+        platform = platform_for(args.version).name if args.version else settings.platform
+        hosts = loopback_hosts(settings.servers, args.host_prefix)
+        save_state(state_dir, {"stack": args.stack, "servers": settings.servers, "platform": platform,
+                               "port": settings.port, "hosts": hosts,
+                               # maxmemory as on the tier's minimum instance (no AWS here to ask for the real one)
+                               "memory_mib": settings.minimums.memory_mib})
+        lo = load_loopback(state_dir)
+    if lo is None:
+        print(f"no rehearsal of {args.stack} under {state_dir}: run `up` first")
+        return 1
+    try:
+        if args.command == "up":
+            return up(lo, args.stack)
+        if args.command == "status":
+            return status(lo)
+        return failover(lo)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ from typing import Any
 
 from components.settings import PRIVATE_RANGES
 from components.sizing import NON_PRODUCTION, PRODUCTION, Minimums
-from components.topology import BUS_PORT_OFFSET, MASTER_PORT, REPLICA_PORT
+from components.topology import BUS_PORT_OFFSET, MASTER_PORT, REPLICA_PORT, follows
 
 
 class _Unknown:
@@ -365,9 +365,11 @@ def topology_violations(
 
     `subnets` maps a subnet key to its CIDR block. Roles come from the tags the
     program writes from components/topology.py, the same data its cloud-init
-    is rendered from: RedisServerIndex, RedisRoles ("master:7000,replica:7001")
-    and RedisReplicaFollows (the index of the server whose master this
-    server's replica follows).
+    is rendered from: RedisServerIndex and RedisRoles ("master:7000,replica:7001").
+    Which master a replica follows is not tagged (a tag would change on
+    existing servers at every scale-out); it is the ring of
+    components/topology.follows over the server indexes, which must therefore
+    be exactly 0..N-1. An explicit RedisReplicaFollows tag, if present, wins.
     """
     out: list[str] = []
     if not production:
@@ -397,10 +399,16 @@ def topology_violations(
     index: dict[int, str] = {}
     for s in servers:
         raw = str(s.tags.get("RedisServerIndex", ""))
-        if raw.isdigit():
-            index[int(raw)] = s.name
-        else:
+        if not raw.isdigit():
             out.append(f"server {s.name} lacks the RedisServerIndex tag, so its replica placement cannot be checked")
+        elif int(raw) in index:
+            out.append(f"servers {index[int(raw)]} and {s.name} both have RedisServerIndex {raw}; each server "
+                       "needs its own index, or two replicas follow one master and another master has none")
+        else:
+            index[int(raw)] = s.name
+    if index and sorted(index) != list(range(len(servers))):
+        out.append(f"the server indexes are {sorted(index)}, not 0..{len(servers) - 1}; the crossed replica ring "
+                   "(components/topology.py) needs every index exactly once")
     followed: dict[int, list[str]] = {}
     for s in servers:
         roles = _roles(s.tags)
@@ -413,10 +421,11 @@ def topology_violations(
                        f"server must run a replica on {REPLICA_PORT} following another server's master, or a lost "
                        "server loses its slots' sessions")
             continue
-        target = str(s.tags.get("RedisReplicaFollows", ""))
+        if not own.isdigit():
+            continue
+        target = str(s.tags.get("RedisReplicaFollows", follows(int(own), len(servers))))
         if not target.isdigit():
-            out.append(f"server {s.name} runs a replica but has no RedisReplicaFollows tag naming the server whose "
-                       "master it follows")
+            out.append(f"server {s.name} has RedisReplicaFollows={target!r}; it must name a server index")
             continue
         if target == own:
             out.append(f"the replica on server {s.name} follows the master on its own server; cross it onto "

@@ -217,7 +217,6 @@ def test_replica_less_topology_is_caught(programs: dict[str, Program]) -> None:
     resources = stack(programs, "prod")
     for s in instances(resources):
         s.props["tags"]["RedisRoles"] = "master:7000"
-        del s.props["tags"]["RedisReplicaFollows"]
     msgs = only(evaluate(resources), "production-topology")
     assert sum("runs no replica" in m for m in msgs) == 3
     assert any("replica on 7001 following another server's master" in m for m in msgs)
@@ -226,9 +225,18 @@ def test_replica_less_topology_is_caught(programs: dict[str, Program]) -> None:
 def test_replica_on_its_own_masters_server_is_caught(programs: dict[str, Program]) -> None:
     resources = stack(programs, "prod")
     for s in instances(resources):
+        # An explicit placement that puts each replica beside its own master.
         s.props["tags"]["RedisReplicaFollows"] = s.props["tags"]["RedisServerIndex"]
     msgs = only(evaluate(resources), "production-topology")
     assert sum("follows the master on its own server" in m for m in msgs) == 3
+
+
+def test_broken_ring_indexes_are_caught(programs: dict[str, Program]) -> None:
+    resources = stack(programs, "prod")
+    instances(resources)[2].props["tags"]["RedisServerIndex"] = "0"
+    msgs = only(evaluate(resources), "production-topology")
+    assert any("both have RedisServerIndex 0" in m for m in msgs)
+    assert any("not 0..2" in m for m in msgs)
 
 
 def test_too_few_servers_and_one_subnet_are_caught(programs: dict[str, Program]) -> None:
@@ -236,7 +244,6 @@ def test_too_few_servers_and_one_subnet_are_caught(programs: dict[str, Program])
     servers = instances(resources)
     resources.remove(servers[2])
     servers[1].deps["subnetId"] = servers[0].deps["subnetId"]
-    servers[1].props["tags"]["RedisReplicaFollows"] = "0"
     msgs = only(evaluate(resources), "production-topology")
     assert any("has 2 Redis server(s)" in m and "set config servers to 3" in m for m in msgs)
     assert any("use 1 of the 3 configured subnets" in m for m in msgs)

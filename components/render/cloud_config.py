@@ -1,9 +1,128 @@
-"""Each server's #cloud-config. Placeholder until the cloud-init issue lands."""
+"""Each server's #cloud-config: packages, OS tuning, redis.conf files, units, bootstrap.
+
+Holds no secret: the password is read from SSM at boot by redis-auth.service.
+The program sets ignore_changes on user_data, so this text matters at the
+first boot only; everything that must happen on every boot (THP, sysctl, the
+password, the idempotent bootstrap) is a systemd unit or rule it installs.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
+from components.platforms import PLATFORMS, Platform
+from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
+from components.render.redis_conf import EC2_PATHS, render_redis_conf
+from components.render.systemd import (
+    AUTH_ENV_PATH,
+    AUTH_UNIT,
+    BOOTSTRAP_ENV_PATH,
+    BOOTSTRAP_PATH,
+    BOOTSTRAP_UNIT,
+    FETCH_PASSWORD_PATH,
+    SYSCTL_PATH,
+    TEMPLATE_DROP_IN,
+    THP_TMPFILES_PATH,
+    UNIT_DIR,
+    redis_unit,
+    render_auth_unit,
+    render_bootstrap_unit,
+    render_sysctl,
+    render_template_drop_in,
+    render_thp_tmpfiles,
+)
 from components.settings import Settings
-from components.topology import Topology
+from components.sizing import usable_memory_mib
+from components.topology import INITIAL_CLUSTER_SERVERS, Topology
+
+FETCH_PASSWORD_SCRIPT = Path(__file__).with_name("fetch-password.sh")
+
+
+def fetch_password_script() -> str:
+    return FETCH_PASSWORD_SCRIPT.read_text()
+
+
+def runs_bootstrap(topology: Topology, server: int) -> bool:
+    """Exactly one server of a cluster forms it: server 0."""
+    return topology.cluster and server == BOOTSTRAP_SERVER
+
+
+def _file(path: str, content: str, permissions: str = "0644", owner: str = "root:root", defer: bool = False) -> dict:
+    entry = {"path": path, "content": content, "owner": owner, "permissions": permissions}
+    if defer:
+        # The redis group exists only once the package is installed.
+        entry["defer"] = True
+    return entry
+
+
+def server_files(
+    settings: Settings, topology: Topology, server: int, *, memory_mib: int, password_parameter: str, region: str
+) -> list[dict]:
+    """Every file server `server` needs, as cloud-init write_files entries."""
+    platform = PLATFORMS[settings.platform]
+    srv = topology.servers[server]
+    maxmemory = usable_memory_mib(memory_mib, len(srv.processes))
+    files = [
+        _file(SYSCTL_PATH, render_sysctl()),
+        _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
+        _file(TEMPLATE_DROP_IN, render_template_drop_in()),
+        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit()),
+        _file(FETCH_PASSWORD_PATH, fetch_password_script(), "0755"),
+        # Names, not secrets: which parameter to read and where.
+        _file(AUTH_ENV_PATH, f'PASSWORD_PARAMETER="{password_parameter}"\nAWS_REGION="{region}"\n'
+              f'AUTH_FILE="{EC2_PATHS.auth_file}"\n'),
+    ]
+    for p in srv.processes:
+        conf = render_redis_conf(p, platform=platform, maxmemory_mib=maxmemory, cluster=topology.cluster)
+        files.append(_file(EC2_PATHS.conf(p.port), conf, "0640", "root:redis", defer=True))
+    if runs_bootstrap(topology, server):
+        files += [
+            _file(BOOTSTRAP_PATH, bootstrap_script(), "0755"),
+            _file(BOOTSTRAP_ENV_PATH, render_env_file(bootstrap_env(topology, auth_file=EC2_PATHS.auth_file)),
+                  "0640", "root:redis", defer=True),
+            _file(f"{UNIT_DIR}/{BOOTSTRAP_UNIT}", render_bootstrap_unit(tuple(p.port for p in srv.processes))),
+        ]
+    # Servers >= INITIAL_CLUSTER_SERVERS will get a join unit here (a later issue);
+    # today they start their processes and wait to be added.
+    assert INITIAL_CLUSTER_SERVERS >= 3
+    return files
+
+
+def _packages(platform: Platform) -> list:
+    pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
+    # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only.
+    return pinned + (["awscli"] if platform.ubuntu == "20.04" else [])
+
+
+def _runcmd(topology: Topology, server: int) -> list:
+    units = [redis_unit(p.port) for p in topology.servers[server].processes]
+    commands: list = [
+        # First boot only; later boots get these from systemd-sysctl and tmpfiles.
+        ["sysctl", "--system"],
+        ["systemd-tmpfiles", "--create", THP_TMPFILES_PATH],
+        ["apt-mark", "hold", "redis-server", "redis-tools"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", AUTH_UNIT, *units],
+    ]
+    if runs_bootstrap(topology, server):
+        # --no-block: cloud-init finishes; the bootstrap waits for its peers in the journal.
+        commands.append(["systemctl", "enable", "--now", "--no-block", BOOTSTRAP_UNIT])
+    return commands
+
+
+class _Literal(str):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _Literal, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+)
 
 
 def render_cloud_config(
@@ -16,5 +135,22 @@ def render_cloud_config(
     region: str,
 ) -> str:
     """The user-data of server `server`. Holds no secret: the password is read from SSM at boot."""
-    name = topology.servers[server].name
-    return f"#cloud-config\nhostname: {name}\n"
+    platform = PLATFORMS[settings.platform]
+    files = server_files(
+        settings, topology, server, memory_mib=memory_mib, password_parameter=password_parameter, region=region
+    )
+    for f in files:
+        f["content"] = _Literal(f["content"])
+    config: dict = {
+        "hostname": topology.servers[server].name,
+        # Masked before the package arrives, so the packaged single-instance
+        # redis-server.service never starts (and never takes 6379).
+        "bootcmd": [["systemctl", "mask", "redis-server.service"]],
+        "package_update": True,
+        "packages": _packages(platform),
+        "write_files": files,
+        "runcmd": _runcmd(topology, server),
+    }
+    if platform.ubuntu != "20.04":
+        config["snap"] = {"commands": [["snap", "install", "aws-cli", "--classic"]]}
+    return "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=1000)

@@ -94,17 +94,19 @@ attach_replicas() {
     for pair in "${replicas[@]}"; do
         replica=${pair%%=*}
         master=${pair##*=}
-        if [ "$(field "$replica" replication role)" = slave ]; then
-            log "$replica is already a replica; leaving it"
-            continue
-        fi
-        master_id=$(cli "$master" cluster myid | tr -d '\r')
-        [ -n "$master_id" ] || die "cannot read the node id of $master"
         if [ "$(cinfo "$replica" cluster_known_nodes)" = 1 ]; then
+            master_id=$(cli "$master" cluster myid | tr -d '\r')
+            [ -n "$master_id" ] || die "cannot read the node id of $master"
             log "adding $replica as replica of $master ($master_id)"
             "$REDIS_CLI" --cluster add-node "$replica" "$master" --cluster-slave --cluster-master-id "$master_id"
+        elif [ "$(field "$replica" replication role)" = slave ]; then
+            log "$replica is already a replica; leaving it"
+        elif [ "$(cli "$replica" cluster nodes | awk '$3 ~ /myself/ { print NF }')" -gt 8 ]; then
+            # It owns slots: a failover promoted it. Never demote a master here.
+            log "$replica is a master with slots (promoted by a failover); leaving it"
         else
-            # Met the cluster already (an earlier run stopped half-way): just follow.
+            # Met the cluster but never got its master (an earlier run stopped half-way).
+            master_id=$(cli "$master" cluster myid | tr -d '\r')
             log "$replica already met the cluster; making it replicate $master ($master_id)"
             reply=$(cli "$replica" cluster replicate "$master_id" | tr -d '\r')
             [ "$reply" = OK ] || die "CLUSTER REPLICATE on $replica: $reply"
@@ -120,15 +122,18 @@ wait_for_ok() {
             sleep 1
         done
     done
-    # A replica is attached once its link to the master is up.
+    # A replica is attached once its link to the master is up (after a failover
+    # a 7001 process may be the master: it has no link to wait for).
     for pair in "${replicas[@]}"; do
         node=${pair%%=*}
+        [ "$(field "$node" replication role)" = slave ] || continue
         until [ "$(field "$node" replication master_link_status)" = up ]; do
             [ "$SECONDS" -lt "$deadline" ] || die "$node has no link to its master in ${WAIT_SECONDS}s"
             sleep 1
         done
     done
     # Gossip spreads the new roles: wait until every master sees every replica.
+    # (After failovers the 7000/7001 roles may be swapped; the count still holds.)
     for node in "${masters[@]}"; do
         until [ "$(cli "$node" cluster nodes 2>/dev/null | awk '$3 ~ /slave/' | wc -l)" -ge "${#replicas[@]}" ]; do
             [ "$SECONDS" -lt "$deadline" ] || die "$node does not see all ${#replicas[@]} replicas in ${WAIT_SECONDS}s"

@@ -1,0 +1,122 @@
+"""systemd units, drop-ins, sysctl and tmpfiles rules for a Redis server.
+
+Each Redis process runs under Debian's hardened `redis-server@.service`
+template (`redis-server@<port>` reads /etc/redis/redis-<port>.conf); we add
+only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
+"""
+
+from __future__ import annotations
+
+from components.render.redis_conf import Paths
+
+UNIT_DIR = "/etc/systemd/system"
+TEMPLATE_DROP_IN = f"{UNIT_DIR}/redis-server@.service.d/outsystems.conf"
+AUTH_UNIT = "redis-auth.service"
+BOOTSTRAP_UNIT = "redis-cluster-bootstrap.service"
+FETCH_PASSWORD_PATH = "/usr/local/sbin/redis-fetch-password"
+BOOTSTRAP_PATH = "/usr/local/sbin/redis-cluster-bootstrap"
+BOOTSTRAP_ENV_PATH = "/etc/redis/cluster-bootstrap.env"
+AUTH_ENV_PATH = "/etc/redis/auth.env"
+SYSCTL_PATH = "/etc/sysctl.d/60-redis.conf"
+THP_TMPFILES_PATH = "/etc/tmpfiles.d/redis-thp.conf"
+# awscli is an apt package on 20.04 and a snap on 24.04.
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+
+
+def redis_unit(port: int) -> str:
+    """The systemd instance that runs the process on `port`."""
+    return f"redis-server@{port}.service"
+
+
+def render_sysctl() -> str:
+    return (
+        "# Redis: fork for RDB snapshots without refusing memory, and a listen\n"
+        "# backlog that matches tcp-backlog under connection bursts.\n"
+        "vm.overcommit_memory = 1\n"
+        "net.core.somaxconn = 65535\n"
+    )
+
+
+def render_thp_tmpfiles() -> str:
+    # systemd-tmpfiles-setup applies this early on every boot, before Redis starts.
+    return (
+        "# Transparent huge pages cause latency spikes and memory bloat in Redis.\n"
+        "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never\n"
+        "w /sys/kernel/mm/transparent_hugepage/defrag - - - - never\n"
+    )
+
+
+def render_template_drop_in(paths: Paths = Paths()) -> str:
+    """Drop-in for every redis-server@<port>: notify supervision, limits, password first."""
+    return (
+        "# outsystems-redis: added to Debian's redis-server@.service template.\n"
+        "[Unit]\n"
+        f"# The auth include comes from SSM; no Redis process starts without it.\n"
+        f"Requires={AUTH_UNIT}\n"
+        f"After={AUTH_UNIT} network-online.target systemd-tmpfiles-setup.service\n"
+        "Wants=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "# The same on 20.04 (whose template forks) and 24.04: run in the foreground\n"
+        "# and tell systemd when ready.\n"
+        "Type=notify\n"
+        "ExecStart=\n"
+        f"ExecStart=/usr/bin/redis-server {paths.conf_dir}/redis-%i.conf --supervised systemd --daemonize no\n"
+        "LimitNOFILE=65535\n"
+        "# dir /var/lib/redis/<port>, created owned by redis.\n"
+        "StateDirectory=redis/%i\n"
+        "StateDirectoryMode=0750\n"
+        "TimeoutStartSec=300\n"
+        "# The template waits forever (0); a shutdown whose RDB save fails must not\n"
+        "# hang a reboot.\n"
+        "TimeoutStopSec=120\n"
+        "Restart=always\n"
+        "RestartSec=2\n"
+    )
+
+
+def render_auth_unit() -> str:
+    return (
+        "[Unit]\n"
+        "Description=Redis password from SSM Parameter Store (auth include)\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target snapd.seeded.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={AUTH_ENV_PATH}\n"
+        f"ExecStart={FETCH_PASSWORD_PATH}\n"
+        "SyslogIdentifier=redis-auth\n"
+        "TimeoutStartSec=600\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
+    """Oneshot on the designated server, after its own Redis processes; a no-op once formed."""
+    units = " ".join(redis_unit(p) for p in ports)
+    return (
+        "[Unit]\n"
+        "Description=Form the OutSystems Redis Cluster with crossed replicas (no-op once formed)\n"
+        f"Wants=network-online.target {units}\n"
+        f"After=network-online.target {units}\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        "User=redis\n"
+        "Group=redis\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={BOOTSTRAP_ENV_PATH}\n"
+        f"ExecStart={BOOTSTRAP_PATH}\n"
+        "SyslogIdentifier=redis-cluster-bootstrap\n"
+        "# Peers boot in parallel; the script waits up to WAIT_SECONDS for them.\n"
+        "TimeoutStartSec=1800\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )

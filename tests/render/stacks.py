@@ -1,0 +1,27 @@
+"""Dev-like and prod-like stacks, on both platforms, for the renderer tests."""
+
+from __future__ import annotations
+
+from components.platforms import PLATFORMS
+from components.settings import Settings, load_settings
+from components.topology import Topology, build_topology
+
+PASSWORD = "Sup3rSecretSessionPw9"  # must never appear in anything rendered
+PARAMETER = "/outsystems-redis/test/redis-password"
+REGION = "eu-west-1"
+
+
+def stack(servers: int, platform: str) -> tuple[Settings, Topology]:
+    raw = {
+        "servers": str(servers),
+        "platform": platform,
+        "subnetCidrs": '["10.20.1.0/24", "10.20.2.0/24", "10.20.3.0/24"]',
+        "redisPassword": PASSWORD,
+    }
+    if servers >= 3:
+        raw["frontEndCidrs"] = '["10.30.0.0/16"]'
+    settings = load_settings(raw, "dev" if servers == 1 else "prod")
+    return settings, build_topology(settings.servers, settings.subnet_cidrs, settings.port)
+
+
+STACKS = [(n, p) for n in (1, 3, 4) for p in PLATFORMS]

@@ -1,0 +1,129 @@
+"""Every rendered cloud-config, script and unit, checked by the tool that consumes it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.platforms import PLATFORMS
+from components.render import systemd
+from components.render.cloud_config import render_cloud_config
+from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
+from tests.tools import tool
+
+
+def rendered(servers: int, platform: str) -> list[str]:
+    settings, topology = stack(servers, platform)
+    return [
+        render_cloud_config(settings, topology, i, memory_mib=8192, password_parameter=PARAMETER, region=REGION)
+        for i in range(servers)
+    ]
+
+
+def files_of(user_data: str) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
+
+
+@pytest.mark.parametrize("servers,platform", STACKS)
+def test_cloud_config_passes_cloud_init_schema(servers, platform, tmp_path):
+    cloud_init = tool("cloud-init")
+    for i, text in enumerate(rendered(servers, platform)):
+        path = tmp_path / f"user-data-{i}.yaml"
+        path.write_text(text)
+        result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Valid cloud-config" in result.stdout
+
+
+def test_schema_check_can_fail(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("#cloud-config\npackages: 42\nwrite_files: [{content: x}]\n")
+    assert subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True).returncode
+
+
+@pytest.mark.parametrize("servers,platform", STACKS)
+def test_user_data_content(servers, platform):
+    texts = rendered(servers, platform)
+    apt_version = PLATFORMS[platform].apt_version
+    for text in texts:
+        assert PASSWORD not in text
+        config = yaml.safe_load(text)
+        assert ["redis-server", apt_version] in config["packages"]
+        assert ["redis-tools", apt_version] in config["packages"]
+        assert ["apt-mark", "hold", "redis-server", "redis-tools"] in config["runcmd"]
+        assert ["systemctl", "mask", "redis-server.service"] in config["bootcmd"]
+        files = files_of(text)
+        assert "vm.overcommit_memory = 1" in files[systemd.SYSCTL_PATH]
+        assert "net.core.somaxconn = 65535" in files[systemd.SYSCTL_PATH]
+        assert "transparent_hugepage/enabled - - - - never" in files[systemd.THP_TMPFILES_PATH]
+        assert PARAMETER in files["/etc/redis/auth.env"]
+        confs = [p for p in files if re.fullmatch(r"/etc/redis/redis-\d+\.conf", p)]
+        assert len(confs) == (1 if servers == 1 else 2)
+        for conf in confs:
+            assert "requirepass" not in files[conf] and "include /etc/redis/auth.conf" in files[conf]
+    with_bootstrap = [i for i, t in enumerate(texts) if systemd.BOOTSTRAP_PATH in files_of(t)]
+    assert with_bootstrap == ([] if servers == 1 else [0])
+
+
+def shipped_scripts() -> dict[str, str]:
+    scripts = {}
+    for servers, platform in STACKS:
+        for text in rendered(servers, platform):
+            for path, content in files_of(text).items():
+                if content.startswith("#!/bin/bash"):
+                    scripts[path] = content
+    return scripts
+
+
+def test_every_shipped_script_passes_shellcheck(tmp_path):
+    shellcheck = tool("shellcheck")
+    scripts = shipped_scripts()
+    assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH}
+    for path, content in scripts.items():
+        f = tmp_path / Path(path).name
+        f.write_text(content)
+        result = subprocess.run([shellcheck, "--severity=style", str(f)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+def _verify(unit_dir: Path, *units: str) -> str:
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}  # trailing ':' keeps the system dirs
+    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env)
+    return f"rc={result.returncode}\n{result.stdout}{result.stderr}".strip()
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    """Every unit and the template drop-in; any complaint fails (verify exits 0 on unknown keys)."""
+    if not Path("/lib/systemd/system/redis-server@.service").exists():
+        tool("redis-server@.service template (Debian redis-server package)")
+    settings, topology = stack(3, "ubuntu-20.04-redis-5.0")
+    files = files_of(
+        render_cloud_config(settings, topology, 0, memory_mib=8192, password_parameter=PARAMETER, region=REGION)
+    )
+    drop_in = tmp_path / "redis-server@.service.d" / "outsystems.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(files[systemd.TEMPLATE_DROP_IN])
+    units = []
+    for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT):
+        text = files[f"{systemd.UNIT_DIR}/{unit}"]
+        # verify checks that ExecStart exists: point it at the shipped script's copy.
+        for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH):
+            copy = tmp_path / Path(script).name
+            copy.write_text(files[script])
+            copy.chmod(0o755)
+            text = text.replace(f"ExecStart={script}", f"ExecStart={copy}")
+        (tmp_path / unit).write_text(text)
+        units.append(str(tmp_path / unit))
+    assert _verify(tmp_path, *units, "redis-server@7000.service", "redis-server@7001.service") == "rc=0"
+
+
+def test_verify_catches_a_bad_drop_in(tmp_path):
+    drop_in = tmp_path / "redis-server@.service.d" / "outsystems.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text("[Service]\nLimitNOFILES=65535\n")
+    assert _verify(tmp_path, "redis-server@7000.service") != "rc=0"

@@ -7,7 +7,7 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 
 from __future__ import annotations
 
-from components.render.redis_conf import Paths
+from components.render.redis_conf import EC2_PATHS, Paths
 
 UNIT_DIR = "/etc/systemd/system"
 TEMPLATE_DROP_IN = f"{UNIT_DIR}/redis-server@.service.d/outsystems.conf"
@@ -46,7 +46,7 @@ def render_thp_tmpfiles() -> str:
     )
 
 
-def render_template_drop_in(paths: Paths = Paths()) -> str:
+def render_template_drop_in(paths: Paths = EC2_PATHS) -> str:
     """Drop-in for every redis-server@<port>: notify supervision, limits, password first."""
     return (
         "# outsystems-redis: added to Debian's redis-server@.service template.\n"

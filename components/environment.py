@@ -16,6 +16,7 @@ import pulumi_command as command
 import pulumi_random as random
 
 from components.network import NetworkArgs, RedisNetwork
+from components.platforms import PLATFORMS
 from components.render.cloud_config import render_cloud_config
 from components.server import RedisServer, ServerArgs
 from components.settings import Settings
@@ -70,6 +71,7 @@ def health_check_command(settings: Settings, nodes: list[str]) -> str:
     args = [".venv/bin/python", "-m", "components.health", "--nodes", ",".join(nodes)]
     if settings.cluster:
         args.append("--cluster")
+    args += ["--expect-version", PLATFORMS[settings.platform].redis_version]
     args += ["--wait", str(settings.health_check_timeout)]
     return shlex.join(args)
 

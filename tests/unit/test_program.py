@@ -198,6 +198,7 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     ips = ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
     assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))
     assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
+    assert args[args.index("--expect-version") + 1] == "5.0"
     assert "--password" not in check.inputs["create"]
     assert "environment" in check.secret_inputs and set(check.inputs["environment"]) == {"REDIS_PASSWORD"}
     assert check.inputs["triggers"] == [f"outsystems-redis-server-{i}-instance-id" for i in (1, 2, 3)]

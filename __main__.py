@@ -112,5 +112,8 @@ pulumi.export("securityGroupId", environment.network.security_group_id)
 pulumi.export("passwordParameter", environment.parameter.name)
 pulumi.export("connectionString", environment.connection_string)
 pulumi.export("hsconfSnippet", environment.hsconf)
+if environment.ca_certificate is not None:
+    # Not a secret: front-ends trust this CA to verify the servers' TLS certificates.
+    pulumi.export("caCertificate", environment.ca_certificate)
 if environment.health_check is not None:
     pulumi.export("healthReport", environment.health_check.stdout)

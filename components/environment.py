@@ -14,13 +14,24 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_random as random
+import pulumi_tls as tls
 
 from components.network import NetworkArgs, RedisNetwork
+from components.parameters import (
+    CA_VALIDITY_HOURS,
+    EARLY_RENEWAL_HOURS,
+    SERVER_VALIDITY_HOURS,
+    password_parameter,
+    server_certificate_ips,
+    tls_ca_parameter,
+    tls_cert_parameter,
+    tls_key_parameter,
+)
 from components.platforms import PLATFORMS
 from components.render.cloud_config import render_cloud_config
 from components.server import RedisServer, ServerArgs
 from components.settings import Settings
-from components.topology import build_topology
+from components.topology import Topology, build_topology
 
 # What SSM Session Manager needs on the instance, and nothing more. The managed
 # policy AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
@@ -51,10 +62,6 @@ class EnvironmentArgs:
     vcpus: int
     nat_subnet_id: str | None
     region: str
-
-
-def password_parameter_name(stack: str) -> str:
-    return f"/outsystems-redis/{stack}/redis-password"
 
 
 def hsconf_snippet(connection_string: str) -> str:
@@ -102,7 +109,7 @@ class RedisEnvironment(pulumi.ComponentResource):
             )
         self.parameter = aws.ssm.Parameter(
             f"{name}-password",
-            name=password_parameter_name(s.stack),
+            name=password_parameter(s.stack),
             type="SecureString",
             value=password,
             description="Redis password of the OutSystems session store (requirepass/masterauth)",
@@ -140,19 +147,23 @@ class RedisEnvironment(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        self.ca_certificate: pulumi.Output[str] | None = None
+        tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
+        readable = [self.parameter.arn, *[p.arn for p in tls_parameters]]
         aws.iam.RolePolicy(
             f"{name}-server-policy",
             role=role.id,
-            policy=self.parameter.arn.apply(
-                lambda arn: json.dumps(
+            policy=pulumi.Output.all(*readable).apply(
+                lambda arns: json.dumps(
                     {
                         "Version": "2012-10-17",
                         "Statement": [
+                            # Only this stack's own secrets: the password, and the TLS material when on.
                             {
-                                "Sid": "ReadOwnPassword",
+                                "Sid": "ReadOwnSecrets",
                                 "Effect": "Allow",
                                 "Action": "ssm:GetParameter",
-                                "Resource": arn,
+                                "Resource": arns[0] if len(arns) == 1 else list(arns),
                             },
                             {
                                 "Sid": "SessionManager",
@@ -192,21 +203,21 @@ class RedisEnvironment(pulumi.ComponentResource):
                             topology,
                             server.index,
                             memory_mib=args.memory_mib,
-                            password_parameter=password_parameter_name(s.stack),
+                            password_parameter=password_parameter(s.stack),
                             region=args.region,
                         ),
                         root_volume_gib=s.root_volume_gib,
                         protect=s.protect,
                         tags=server_tags,
                     ),
-                    # The password must be in Parameter Store before a server boots.
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.parameter, profile]),
+                    # The secrets must be in Parameter Store before a server boots.
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.parameter, profile, *tls_parameters]),
                 )
             )
 
         self.topology = topology
         self.private_ips = [srv.private_ip for srv in self.servers]
-        self.connection_string = pulumi.Output.secret(password.apply(topology.connection_string))
+        self.connection_string = pulumi.Output.secret(password.apply(lambda p: topology.connection_string(p, s.tls)))
         self.hsconf = pulumi.Output.secret(self.connection_string.apply(hsconf_snippet))
 
         self.health_check = None
@@ -234,3 +245,71 @@ class RedisEnvironment(pulumi.ComponentResource):
                 "connection_string": self.connection_string,
             }
         )
+
+    def _certificates(self, name: str, stack: str, topology: Topology, tags: dict[str, str]) -> list[aws.ssm.Parameter]:
+        """A private CA and one certificate per server, delivered through Parameter Store."""
+        child = pulumi.ResourceOptions(parent=self)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        ca = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=ca_key.private_key_pem,
+            is_ca_certificate=True,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=f"outsystems-redis {stack} CA", organization="outsystems-redis"
+            ),
+            validity_period_hours=CA_VALIDITY_HOURS,
+            allowed_uses=["cert_signing", "crl_signing"],
+            opts=child,
+        )
+        self.ca_certificate = ca.cert_pem
+        parameters = [
+            aws.ssm.Parameter(
+                f"{name}-tls-ca",
+                name=tls_ca_parameter(stack),
+                type="String",
+                value=ca.cert_pem,
+                description="CA certificate of the Redis servers' TLS",
+                tags=tags,
+                opts=child,
+            )
+        ]
+        for server in topology.servers:
+            key = tls.PrivateKey(f"{server.name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            request = tls.CertRequest(
+                f"{server.name}-tls-request",
+                private_key_pem=key.private_key_pem,
+                subject=tls.CertRequestSubjectArgs(common_name=server.private_ip, organization="outsystems-redis"),
+                ip_addresses=server_certificate_ips(server),
+                opts=child,
+            )
+            cert = tls.LocallySignedCert(
+                f"{server.name}-tls-cert",
+                cert_request_pem=request.cert_request_pem,
+                ca_private_key_pem=ca_key.private_key_pem,
+                ca_cert_pem=ca.cert_pem,
+                validity_period_hours=SERVER_VALIDITY_HOURS,
+                early_renewal_hours=EARLY_RENEWAL_HOURS,
+                # Server and client: the same certificate serves clients and dials peers
+                # on the cluster bus and for replication.
+                allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+                opts=child,
+            )
+            parameters += [
+                aws.ssm.Parameter(
+                    f"{server.name}-tls-cert",
+                    name=tls_cert_parameter(stack, server.index),
+                    type="String",
+                    value=cert.cert_pem,
+                    tags=tags,
+                    opts=child,
+                ),
+                aws.ssm.Parameter(
+                    f"{server.name}-tls-key",
+                    name=tls_key_parameter(stack, server.index),
+                    type="SecureString",
+                    value=pulumi.Output.secret(key.private_key_pem),
+                    tags=tags,
+                    opts=child,
+                ),
+            ]
+        return parameters

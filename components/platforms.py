@@ -20,6 +20,7 @@ class Platform:
     apt_version: str  # apt version glob, then `apt-mark hold`
     redis_version: str  # major.minor the health check expects
     announce_bus_source: bool  # Redis 7 needs bind-source-addr for its outgoing bus connections
+    supports_tls: bool  # Redis 6 and later can speak TLS
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -30,6 +31,7 @@ PLATFORMS: dict[str, Platform] = {
         apt_version="5:5.0.7*",
         redis_version="5.0",
         announce_bus_source=False,
+        supports_tls=False,
     ),
     "ubuntu-24.04-redis-7.0": Platform(
         name="ubuntu-24.04-redis-7.0",
@@ -38,6 +40,7 @@ PLATFORMS: dict[str, Platform] = {
         apt_version="5:7.0.15*",
         redis_version="7.0",
         announce_bus_source=True,
+        supports_tls=True,
     ),
 }
 

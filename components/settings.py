@@ -40,6 +40,7 @@ KNOWN_KEYS = (
     "protect",
     "healthCheck",
     "healthCheckTimeout",
+    "tls",
 )
 
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
@@ -78,6 +79,7 @@ class Settings:
     protect: bool = False
     health_check: bool = True
     health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
+    tls: bool = False
 
     @property
     def cluster(self) -> bool:
@@ -255,6 +257,15 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         if value is not None and not re.fullmatch(re.escape(prefix) + r"[0-9a-f]{8,17}", value):
             raise SettingsError(key, value, f"an id such as {prefix}0123456789abcdef0")
 
+    tls = _bool(raw, "tls", False)
+    if tls and not PLATFORMS[platform].supports_tls:
+        raise SettingsError(
+            "tls",
+            raw["tls"],
+            f"false on platform {platform} (Redis {PLATFORMS[platform].redis_version} has no TLS); "
+            "TLS needs platform ubuntu-24.04-redis-7.0",
+        )
+
     return Settings(
         stack=stack,
         servers=servers,
@@ -283,6 +294,7 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         health_check_timeout=_int(
             raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200, "seconds, from 10 to 7200"
         ),
+        tls=tls,
     )
 
 

@@ -64,9 +64,9 @@ class Topology:
     def bus_ports(self) -> tuple[int, ...]:
         return tuple(p + BUS_PORT_OFFSET for p in self.client_ports) if self.cluster else ()
 
-    def connection_string(self, password: str) -> str:
-        """The value of <ConnectionString> in OutSystems' server.hsconf."""
-        return ",".join(p.address for p in self.masters) + f",password={password}"
+    def connection_string(self, password: str, tls: bool = False) -> str:
+        """The value of <ConnectionString> in OutSystems' server.hsconf (StackExchange.Redis syntax)."""
+        return ",".join(p.address for p in self.masters) + f",password={password}" + (",ssl=true" if tls else "")
 
 
 def follows(server: int, servers: int) -> int:

@@ -147,6 +147,12 @@ class AwsMocks(pulumi.runtime.Mocks):
             state["result"] = "A1b2" + "x" * (int(args.inputs["length"]) - 4)
         if args.typ in ("aws:iam/instanceProfile:InstanceProfile", "aws:iam/role:Role"):
             state["name"] = f"{args.name}-name"
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n-----END PRIVATE KEY-----\n"
+        if args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            state["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n-----END CERTIFICATE-----\n"
+        if args.typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\n{args.name}\n"
         if args.typ == "command:local:Command":
             state["stdout"] = "HEALTHY"
         return rid, state

@@ -168,7 +168,7 @@ def test_servers_read_only_their_own_password_parameter(prod: Program) -> None:
     reads = [s for s in statements if any(a.startswith("ssm:GetParameter") for a in _actions(s))]
     assert reads == [
         {
-            "Sid": "ReadOwnPassword",
+            "Sid": "ReadOwnSecrets",
             "Effect": "Allow",
             "Action": "ssm:GetParameter",
             "Resource": "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/redis-password",
@@ -348,3 +348,52 @@ def test_raising_the_server_count_only_adds_servers(prod: Program, servers: int)
             map(repr, (r.inputs for r in prod.of_type(token)))
         )
     assert grown.exports["connectionString"].count(":7000") == servers
+
+
+# --- platforms and TLS ----------------------------------------------------------
+
+CURRENT = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
+
+
+def test_current_platform_selects_noble_and_redis_7(prod: Program) -> None:
+    program = run_program("prod", CURRENT)
+    (call,) = [args for token, args in program.calls if token == "aws:ec2/getAmi:getAmi"]
+    names = [f["values"] for f in call["filters"] if f["name"] == "name"]
+    assert names == [["ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"]]
+    (check,) = program.of_type("command:local:Command")
+    assert "--expect-version 7.0" in check.inputs["create"]
+    assert ingress(program) == ingress(prod)  # one code path: the same security group rules
+
+
+def test_tls_adds_a_private_ca_and_per_server_certificates_through_parameter_store(prod: Program) -> None:
+    program = run_program("prod", {**CURRENT, "outsystems-redis:tls": True})
+    (ca,) = program.of_type("tls:index/selfSignedCert:SelfSignedCert")
+    assert ca.inputs["isCaCertificate"] is True
+    requests = program.of_type("tls:index/certRequest:CertRequest")
+    assert sorted(r.inputs["ipAddresses"][0] for r in requests) == ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
+    assert len(program.of_type("tls:index/locallySignedCert:LocallySignedCert")) == 3
+    params = {r.inputs["name"]: r for r in program.of_type("aws:ssm/parameter:Parameter")}
+    keys = [n for n in params if n.endswith(".key")]
+    assert sorted(keys) == [f"/outsystems-redis/prod/tls/server-{i}.key" for i in (1, 2, 3)]
+    for name in keys:
+        assert params[name].inputs["type"] == "SecureString" and "value" in params[name].secret_inputs
+    assert params["/outsystems-redis/prod/tls/ca.crt"].inputs["type"] == "String"
+    # The servers may read exactly these parameters and the password, nothing else.
+    (policy,) = program.of_type("aws:iam/rolePolicy:RolePolicy")
+    (read,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if s["Sid"] == "ReadOwnSecrets"]
+    assert sorted(read["Resource"]) == sorted(f"arn:aws:ssm:eu-west-1:111122223333:parameter{n}" for n in params)
+    assert program.exports["connectionString"].endswith(",ssl=true")
+    assert program.exports["caCertificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "caCertificate" not in program.secret_exports  # front-ends must be able to trust it
+    assert ingress(program) == ingress(prod)  # the same ports carry TLS: nothing new is opened
+
+
+def test_without_tls_there_is_no_certificate(prod: Program) -> None:
+    assert not [r for r in prod.resources if r.type.startswith("tls:")]
+    assert "caCertificate" not in prod.exports and "ssl=true" not in prod.exports["connectionString"]
+
+
+def test_tls_on_the_redis_5_platform_is_refused() -> None:
+    with pytest.raises(SettingsError) as err:
+        run_program("prod", {"outsystems-redis:tls": True})
+    assert err.value.key == "tls" and "ubuntu-24.04-redis-7.0" in str(err.value)

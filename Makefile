@@ -1,7 +1,7 @@
 # One command sets up a fresh Debian/Ubuntu machine and runs every test.
 PY := .venv/bin/python
 
-.PHONY: test setup lint
+.PHONY: test setup lint bench bench-quick
 
 test: setup lint
 	$(PY) -m pytest -q
@@ -11,3 +11,11 @@ setup:
 
 lint:
 	.venv/bin/ruff check .
+
+# Benchmarks on loopback (see BENCHMARKS.md). Full run ~10-15 min; rewrites BENCHMARKS.md.
+bench:
+	$(PY) -m benchmarks
+
+# Under a minute: Redis 7.0, one repeat, no failover; benchmarks/results/quick.json.
+bench-quick:
+	$(PY) -m benchmarks --quick

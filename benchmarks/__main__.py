@@ -1,0 +1,266 @@
+"""python -m benchmarks [--quick | --smoke] [--versions 5.0,7.0] [--out FILE] [--markdown FILE]
+
+Full run (make bench, ~10-15 min): both Redis lines; ours-prod, stock-prod and
+ours-dev side by side with repeats interleaved (A B C, A B C, ...) so machine
+noise hits all three alike; generator scaling; redis-benchmark cross-check;
+memory per session; whole-server failover at cluster-node-timeout 5000 and
+15000. Writes benchmarks/results/latest.json and BENCHMARKS.md.
+
+--quick (< 1 min): Redis 7.0 only, one repeat, short runs, no failover;
+writes benchmarks/results/quick.json. --smoke: even shorter (the test suite).
+
+Every process is SIGKILLed at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import redis
+
+from benchmarks import crosscheck, failover, report
+from benchmarks.topologies import (
+    VARIANTS,
+    BenchLoopback,
+    CpuSampler,
+    MachineCpu,
+    bring_up,
+    make_variant,
+    node_timeout,
+    tear_down,
+)
+from benchmarks.workload import LoadSpec, prefill, run_load
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    versions: tuple[str, ...]
+    duration_s: float
+    repeats: int
+    keyspace: int
+    generators: int
+    scaling: tuple[int, ...]
+    crosscheck_requests: int
+    failover_trials: int
+    failover_timeouts: tuple[int, ...] = (5000, 15000)
+    data_bytes: int = 20 * 1024
+    internal_bytes: int = 256
+    open_fraction: float = 0.5  # open-loop rate = this x the median closed-loop req/s of ours-prod
+    rate: float | None = None
+    host_base: int = 50
+
+
+FULL = Plan("full", ("5.0", "7.0"), duration_s=6, repeats=3, keyspace=20_000, generators=2, scaling=(1, 2, 4),
+            crosscheck_requests=20_000, failover_trials=5)
+QUICK = Plan("quick", ("7.0",), duration_s=2.5, repeats=1, keyspace=2_000, generators=2, scaling=(1, 2),
+             crosscheck_requests=4_000, failover_trials=0)
+SMOKE = Plan("smoke", ("7.0",), duration_s=1, repeats=1, keyspace=300, generators=2, scaling=(1, 2),
+             crosscheck_requests=1_000, failover_trials=0)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> dict:
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return "?"
+
+    from components.loopback import redis_binary
+
+    mem_kib = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "?")
+    return {
+        "cores": len(__import__("os").sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis_py": redis.__version__,
+        "redis_server": {v: out([redis_binary(v), "--version"]) for v in ("5.0", "7.0")},
+        "redis_benchmark": out([crosscheck.REDIS_BENCHMARK, "--version"]) if crosscheck.available() else None,
+    }
+
+
+def measured_run(lo: BenchLoopback, plan: Plan, generators: int, rate: float | None) -> dict:
+    spec = LoadSpec(nodes=lo.nodes, password=lo.password, cluster=lo.topology.cluster, keyspace=plan.keyspace,
+                    duration_s=plan.duration_s, data_bytes=plan.data_bytes, internal_bytes=plan.internal_bytes,
+                    rate=rate, processes=generators)
+    cpu, mach = CpuSampler(lo), MachineCpu()
+    cpu.start()
+    mach.start()
+    result = run_load(spec)
+    result["redis_cpu_pct"] = cpu.stop()
+    result["machine_cpu"] = mach.stop()
+    return result
+
+
+def used_memory(lo: BenchLoopback) -> dict[str, int]:
+    per = {p.address: lo.client(p).info("memory")["used_memory"] for p in lo.processes}
+    return {"total": sum(per.values()), "masters": sum(per[p.address] for p in lo.topology.masters)}
+
+
+def wait_replicated(lo: BenchLoopback, timeout: float = 20) -> None:
+    """Until every replica's offset has reached its master's, so replica memory is counted whole."""
+    deadline = time.monotonic() + timeout
+    while lo.topology.cluster and time.monotonic() < deadline:
+        lagging = False
+        for p in lo.topology.replicas:
+            info = lo.client(p).info("replication")
+            master = redis.Redis(info["master_host"], info["master_port"], password=lo.password)
+            if info.get("slave_repl_offset", -1) < master.info("replication")["master_repl_offset"]:
+                lagging = True
+        if not lagging:
+            return
+        time.sleep(0.2)
+
+
+def fill_and_measure_memory(lo: BenchLoopback, plan: Plan) -> dict:
+    # Warm-up sessions outside the key space first: the first writes allocate one-off
+    # buffers (replication backlog, client buffers) that are no per-session cost.
+    prefill(lo.nodes, lo.password, lo.topology.cluster, 200, plan.data_bytes, plan.internal_bytes, first=10**9)
+    wait_replicated(lo)
+    before = used_memory(lo)
+    t = time.monotonic()
+    prefill(lo.nodes, lo.password, lo.topology.cluster, plan.keyspace, plan.data_bytes, plan.internal_bytes)
+    fill_s = time.monotonic() - t
+    wait_replicated(lo)
+    after = used_memory(lo)
+    return {
+        "sessions": plan.keyspace,
+        "fill_s": round(fill_s, 2),
+        "bytes_per_session_masters": (after["masters"] - before["masters"]) / plan.keyspace,
+        "bytes_per_session_all": (after["total"] - before["total"]) / plan.keyspace,
+        "payload_bytes_per_session": plan.data_bytes + plan.internal_bytes,
+    }
+
+
+def bench_version(version: str, plan: Plan, state_root: Path, results: dict) -> None:
+    prefixes = {v: f"127.0.{plan.host_base + i}." for i, v in enumerate(VARIANTS)}
+    los = {v: make_variant(v, version, state_root, prefixes[v]) for v in VARIANTS}
+    try:
+        log(f"Redis {version}: starting {', '.join(VARIANTS)} and running the shipped bootstrap")
+        bring_up(list(los.values()))
+        for v, lo in los.items():
+            mem = fill_and_measure_memory(lo, plan)
+            results["memory"].append({"version": version, "variant": v, **mem})
+            log(f"  {v}: {plan.keyspace} sessions written in {mem['fill_s']}s, "
+                f"{mem['bytes_per_session_all']:.0f} B/session incl. replicas")
+        for g in plan.scaling:
+            r = measured_run(los["ours-prod"], plan, g, None)
+            results["scaling"].append({"version": version, "variant": "ours-prod", **r})
+            log(f"  scaling: {g} generator(s): {r['achieved_rps']:.0f} req/s, generator CPU "
+                f"{r['generator_cpu_pct']:.0f}%, machine busy {r['machine_cpu']['busy_pct']:.0f}%")
+        closed: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for rep in range(plan.repeats):
+            for v, lo in los.items():
+                r = measured_run(lo, plan, plan.generators, None)
+                closed[v].append(r["achieved_rps"])
+                results["runs"].append({"version": version, "variant": v, "repeat": rep, **r})
+                log(f"  closed {v} #{rep + 1}: {r['achieved_rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms, "
+                    f"errors {r['errors']}")
+        rate = plan.rate or max(100.0, round(plan.open_fraction * statistics.median(closed["ours-prod"]), -2))
+        for rep in range(plan.repeats):
+            for v, lo in los.items():
+                r = measured_run(lo, plan, plan.generators, rate)
+                results["runs"].append({"version": version, "variant": v, "repeat": rep, **r})
+                log(f"  open {v} #{rep + 1}: {r['achieved_rps']:.0f}/{rate:.0f} req/s, p99 {r['p99_ms']:.2f} ms")
+        if crosscheck.available():
+            for v, lo in los.items():
+                r = crosscheck.run(lo, plan.crosscheck_requests, plan.data_bytes, plan.keyspace)
+                results["crosscheck"].append({"version": version, "variant": v, **r})
+                log(f"  redis-benchmark {v}: {r['rps']}")
+    finally:
+        tear_down(list(los.values()))
+
+
+def bench_failover(version: str, plan: Plan, state_root: Path, results: dict) -> None:
+    los = {ms: make_variant("ours-prod", version, state_root / f"failover-{ms}",
+                            f"127.0.{plan.host_base + 3 + i}.", node_timeout(ms))
+           for i, ms in enumerate(plan.failover_timeouts)}
+    try:
+        log(f"Redis {version}: failover clusters at cluster-node-timeout {', '.join(map(str, los))}")
+        bring_up(list(los.values()))
+        for ms, lo in los.items():
+            for n in range(plan.failover_trials):
+                r = failover.trial(lo)
+                results["failover"].append({"version": version, "node_timeout_ms": ms, "trial": n, **r})
+                log(f"  timeout {ms}: trial {n + 1}: writable after {r['recover_s']}s; lost "
+                    f"{r['lost_wait']}/{r['written_wait']} (WAIT 1), "
+                    f"{r['lost_nowait']}/{r['written_nowait']} (no WAIT)")
+    finally:
+        tear_down(list(los.values()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="< 1 minute, Redis 7.0 only, no failover")
+    ap.add_argument("--smoke", action="store_true", help="the shortest run that exercises everything but failover")
+    ap.add_argument("--versions", help="comma-separated Redis lines (default: 5.0,7.0 full, 7.0 quick)")
+    ap.add_argument("--data-kb", type=int, help="size of {id}_Data in KiB (default 20)")
+    ap.add_argument("--rate", type=float, help="open-loop offered req/s (default: half the closed-loop median)")
+    ap.add_argument("--failover-trials", type=int, help="kills per cluster-node-timeout (default 5 full, 0 quick)")
+    ap.add_argument("--host-base", type=int, help="servers on 127.0.<base..base+4>.x (default 50)")
+    ap.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/latest.json or quick.json)")
+    ap.add_argument("--markdown", type=Path, help="where to render the report (default: BENCHMARKS.md on a full run)")
+    args = ap.parse_args(argv)
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.versions:
+        plan = replace(plan, versions=tuple(v.strip() for v in args.versions.split(",")))
+    if args.data_kb:
+        plan = replace(plan, data_bytes=args.data_kb * 1024)
+    if args.rate:
+        plan = replace(plan, rate=args.rate)
+    if args.failover_trials is not None:
+        plan = replace(plan, failover_trials=args.failover_trials)
+    if args.host_base is not None:
+        plan = replace(plan, host_base=args.host_base)
+    out = args.out or RESULTS / ("latest.json" if plan.mode == "full" else f"{plan.mode}.json")
+    markdown = args.markdown or (ROOT / "BENCHMARKS.md" if plan.mode == "full" else None)
+
+    # SIGTERM (e.g. a timeout) must still run the finally blocks that kill every Redis process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.time()
+    results: dict = {"plan": plan.__dict__, "machine": machine(), "command": " ".join(sys.argv),
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                     "memory": [], "scaling": [], "runs": [], "crosscheck": [], "failover": []}
+    with tempfile.TemporaryDirectory(prefix="outsystems-redis-bench-") as tmp:
+        for version in plan.versions:
+            bench_version(version, plan, Path(tmp), results)
+        if plan.failover_trials:
+            for version in plan.versions:
+                bench_failover(version, plan, Path(tmp), results)
+    results["duration_s"] = round(time.time() - started, 1)
+    results["summary"] = report.summarize(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"results in {out} ({results['duration_s']}s)")
+    if markdown:
+        markdown.write_text(report.render(results))
+        log(f"report in {markdown}")
+    print(report.render_tables(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

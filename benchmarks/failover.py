@@ -1,0 +1,181 @@
+"""Whole-server failover timing and session loss, on a loopback cluster of the shipped files.
+
+One trial: two writers create new sessions on the victim server's master (one
+with WAIT 1 after each session, one without), the whole server is SIGKILLed
+(master and replica together), and the clock runs until every one of the 16384
+slots is owned by a live master that accepts a write. Then every session a
+writer had acknowledged before the kill is read back. Finally the server is
+started again and the old master takes its role back (CLUSTER FAILOVER), so
+every trial starts from the shipped placement.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+from redis.crc import key_slot
+
+from benchmarks.topologies import BenchLoopback
+from benchmarks.workload import SLOTS, session_keys
+
+VICTIM = 1  # the second server, as in the rehearsal drill
+RECOVERY_TIMEOUT = 60.0
+
+
+def _client(host: str, port: int, password: str, timeout: float = 0.5) -> redis.Redis:
+    return redis.Redis(host, port, password=password, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def slot_owners(lo: BenchLoopback, dead_host: str | None = None) -> dict[tuple[str, int], list[int]] | None:
+    """{master: slots} from the first live node's CLUSTER SLOTS, or None if no node answers."""
+    for p in lo.processes:
+        if p.host == dead_host:
+            continue
+        try:
+            reply = _client(p.host, p.port, lo.password).execute_command("CLUSTER SLOTS")
+        except redis.RedisError:
+            continue
+        owners: dict[tuple[str, int], list[int]] = {}
+        for start, end, primary, *_ in reply:
+            node = (primary[0].decode() if isinstance(primary[0], bytes) else primary[0], int(primary[1]))
+            owners.setdefault(node, []).extend(range(int(start), int(end) + 1))
+        return owners
+    return None
+
+
+def all_slots_writable(lo: BenchLoopback, dead_host: str) -> bool:
+    owners = slot_owners(lo, dead_host)
+    if not owners or sum(len(s) for s in owners.values()) != SLOTS or any(h == dead_host for h, _ in owners):
+        return False
+    for (host, port), slots in owners.items():
+        key = _key_in(set(slots))
+        try:
+            _client(host, port, lo.password).set(key, b"probe", ex=60)
+        except redis.RedisError:
+            return False
+    return True
+
+
+def _key_in(slots: set[int]) -> str:
+    n = 0
+    while key_slot(f"{{failover-probe-{n}}}".encode()) not in slots:
+        n += 1
+    return f"{{failover-probe-{n}}}"
+
+
+def _writer(lo: BenchLoopback, master: tuple[str, int], slots: set[int], start_sid: int, wait: bool,
+            stop: threading.Event, acked: list[tuple[float, int]]) -> None:
+    """Write new sessions (only those the victim master owns) until `stop`; record (ack time, sid)."""
+    c = _client(*master, lo.password, timeout=1.0)
+    sid = start_sid
+    payload = b"x" * 20480
+    while not stop.is_set():
+        sid += 1
+        data, internal = session_keys(sid)
+        if key_slot(data.encode()) not in slots:
+            continue
+        try:
+            p = c.pipeline(transaction=False)
+            p.set(data, payload, ex=3600)
+            p.set(internal, b"i" * 256, ex=3600)
+            p.execute()
+            # WAIT 1: acknowledged only once a replica has the writes (100 ms cap, as a web request would).
+            if wait and int(c.execute_command("WAIT", 1, 100)) < 1:
+                continue
+            acked.append((time.monotonic(), sid))
+        except redis.RedisError:
+            return  # the server is gone: the writer's window is over
+        if len(acked) > 200_000:  # bounded whatever happens
+            return
+
+
+def trial(lo: BenchLoopback, window_s: float = 2.0) -> dict:
+    """One kill of server VICTIM; the cluster is left restored to the shipped roles."""
+    victim = lo.topology.servers[VICTIM]
+    master = next((p.host, p.port) for p in victim.processes if p.role == "master")
+    owners = slot_owners(lo)
+    if not owners or master not in owners:
+        raise RuntimeError(f"{master} owns no slots before the trial: cluster not in its shipped placement")
+    slots = set(owners[master])
+    stop = threading.Event()
+    acked_wait: list[tuple[float, int]] = []
+    acked_nowait: list[tuple[float, int]] = []
+    base = int(time.time() * 1000) * 1000  # fresh session ids for each trial
+    writers = [threading.Thread(target=_writer, args=(lo, master, slots, base, True, stop, acked_wait)),
+               threading.Thread(target=_writer, args=(lo, master, slots, base + 10**8, False, stop, acked_nowait))]
+    for w in writers:
+        w.start()
+    time.sleep(window_s)
+    killed_at = time.monotonic()
+    lo.kill_server(VICTIM)
+    stop.set()
+    for w in writers:
+        w.join(timeout=5)
+    recovered = None
+    while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+        if all_slots_writable(lo, victim.private_ip):
+            recovered = time.monotonic() - killed_at
+            break
+        time.sleep(0.05)
+    result = {"recover_s": recovered}
+    for label, acked in (("wait", acked_wait), ("nowait", acked_nowait)):
+        before = [sid for t, sid in acked if t <= killed_at]
+        result[f"written_{label}"] = len(before)
+        result[f"lost_{label}"] = _count_lost(lo, before, victim.private_ip) if recovered is not None else None
+    restore(lo)
+    return result
+
+
+def _count_lost(lo: BenchLoopback, sids: list[int], dead_host: str) -> int:
+    owners = slot_owners(lo, dead_host) or {}
+    by_slot = {s: node for node, slots in owners.items() for s in slots}
+    lost = 0
+    conns: dict[tuple[str, int], redis.Redis] = {}
+    for sid in sids:
+        data, internal = session_keys(sid)
+        node = by_slot[key_slot(data.encode())]
+        c = conns.setdefault(node, _client(*node, lo.password, timeout=2.0))
+        if c.exists(data, internal) != 2:
+            lost += 1
+    return lost
+
+
+def restore(lo: BenchLoopback, timeout: float = 60.0) -> None:
+    """Start the killed server again and give its master its slots back (the shipped placement)."""
+    victim = lo.topology.servers[VICTIM]
+    lo.start_server(VICTIM)
+    old_master = next(p for p in victim.processes if p.role == "master")
+    c = _client(old_master.host, old_master.port, lo.password, timeout=2.0)
+    deadline = time.monotonic() + timeout
+    asked = False
+    while time.monotonic() < deadline:
+        try:
+            info = c.info("replication")
+            if info.get("role") == "master" and _healthy(lo):
+                return
+            if info.get("role") == "slave" and info.get("master_link_status") == "up" and not asked:
+                c.execute_command("CLUSTER", "FAILOVER")
+                asked = True
+        except redis.RedisError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{old_master.address} did not take its slots back within {timeout:.0f}s")
+
+
+def _healthy(lo: BenchLoopback) -> bool:
+    """cluster_state ok everywhere and every replica linked: the next trial starts from a full cluster."""
+    for p in lo.processes:
+        try:
+            c = _client(p.host, p.port, lo.password)
+            if b"cluster_state:ok" not in c.execute_command("CLUSTER INFO"):
+                return False
+            info = c.info("replication")
+            if p.role == "replica" and (info.get("role") != "slave" or info.get("master_link_status") != "up"):
+                return False
+            if p.role == "master" and info.get("role") != "master":
+                return False
+        except redis.RedisError:
+            return False
+    return True

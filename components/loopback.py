@@ -10,6 +10,7 @@ formed by the very bootstrap script that cloud-init ships.
     lo.start()            # every process of every server, waits for PING
     print(lo.bootstrap()) # the shipped script; returns its log
     lo.kill_server(1)     # SIGKILL both processes of server 1
+    lo.add_servers(1)     # scale out: start server 3 and run the shipped join script for it
     lo.start_server(1)
     lo.stop()             # stops everything (works from another Python process too)
 
@@ -34,6 +35,7 @@ import redis
 
 from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
+from components.render.join import join_env, join_script, runs_join
 from components.render.redis_conf import Paths, render_auth_conf, render_redis_conf
 from components.sizing import usable_memory_mib
 from components.topology import Process, Topology, build_topology
@@ -93,9 +95,9 @@ class Loopback:
         self.state_dir = Path(state_dir).resolve()
         self.platform = PLATFORMS[platform] if platform else platform_for(version or "7.0")
         self.version = self.platform.redis_version
-        self.topology: Topology = build_topology(
-            servers, LOOPBACK_SUBNET, standalone_port=port, hosts=hosts or loopback_hosts(servers)
-        )
+        self.port = port
+        self.hosts: list[str] = list(hosts or loopback_hosts(servers))
+        self.topology: Topology = build_topology(servers, LOOPBACK_SUBNET, standalone_port=port, hosts=self.hosts)
         self.memory_mib = memory_mib
         self.redis_server = redis_binary(self.version, "redis-server")
         self.redis_cli = redis_binary(self.version, "redis-cli")
@@ -161,6 +163,7 @@ class Loopback:
                 Path(paths.pid_file(p.port)).parent.mkdir(parents=True, exist_ok=True)
                 Path(paths.conf(p.port)).write_text(self.conf_text(p))
         (self.state_dir / "cluster-bootstrap.sh").write_text(bootstrap_script())
+        _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
 
     # -- processes ---------------------------------------------------------
 
@@ -291,6 +294,86 @@ class Loopback:
         if result.returncode != 0:
             raise RuntimeError(f"bootstrap failed ({result.returncode}):\n{result.stdout}")
         return result.stdout
+
+    # -- scale-out -----------------------------------------------------------
+
+    def join_environment(self, server: int, wait_seconds: int = 120) -> dict[str, str]:
+        """What the join script is given on server `server`: its own auth file, as on EC2."""
+        env = join_env(self.topology, server, auth_file=self.paths(server).auth_file, redis_cli=self.redis_cli)
+        env["WAIT_SECONDS"] = str(wait_seconds)
+        return env
+
+    def _join_command(self, server: int, wait_seconds: int) -> tuple[list[str], dict[str, str]]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.join_environment(server, wait_seconds)}
+        return ["bash", str(self.state_dir / "cluster-join.sh")], env
+
+    def join(self, server: int, wait_seconds: int = 120) -> str:
+        """Run the shipped join script for server `server`; return its output (RuntimeError on failure)."""
+        return self.join_all([server], wait_seconds)[server]
+
+    def join_all(self, servers: list[int], wait_seconds: int = 120) -> dict[int, str]:
+        """Run the join script of several servers at once, as their first boots would; outputs by server.
+
+        Raises RuntimeError with every output when any of them fails.
+        """
+        for server in servers:
+            if not runs_join(self.topology, server):
+                raise ValueError(f"server {server} forms the cluster; it does not join")
+        # Written once, before any starts: bash reads a script as it runs, so rewriting
+        # it under a running join would feed that join a truncated file.
+        _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
+        running = {}
+        for server in servers:
+            args, env = self._join_command(server, wait_seconds)
+            running[server] = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True)
+        outputs, failed = {}, []
+        for server, proc in running.items():
+            # Later joiners queue behind earlier ones: allow for each wait of each one.
+            try:
+                outputs[server] = proc.communicate(timeout=wait_seconds * (len(servers) + 3) + 60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                outputs[server] = proc.communicate()[0] + "\n(killed: timed out)"
+            if proc.returncode != 0:
+                failed.append(server)
+        if failed:
+            text = "\n".join(f"--- server {s} ---\n{outputs[s]}" for s in outputs)
+            raise RuntimeError(f"join failed on server(s) {failed}:\n{text}")
+        return outputs
+
+    def add_servers(self, count: int, *, hosts: list[str] | None = None, join: bool = True,
+                    wait_seconds: int = 120, timeout: float = 20) -> dict[int, str]:
+        """Grow the topology by `count` servers: write their files, start them, and (by default) run
+        their join scripts at once. Existing servers' files stay byte-identical. Returns the join outputs.
+
+        New hosts continue the last host's numbering (127.0.0.4, ...) unless `hosts` names them.
+        """
+        if count < 1:
+            raise ValueError("add at least one server")
+        if not self.topology.cluster:
+            raise ValueError("a single non-production server does not grow into a cluster")
+        if hosts is None:
+            prefix, _, last = self.hosts[-1].rpartition(".")
+            hosts = [f"{prefix}.{int(last) + i + 1}" for i in range(count)]
+        if len(hosts) != count:
+            raise ValueError(f"{count} server(s) to add but {len(hosts)} host(s) given")
+        first_new = len(self.topology.servers)
+        self.hosts += hosts
+        self.topology = build_topology(len(self.hosts), LOOPBACK_SUBNET, standalone_port=self.port, hosts=self.hosts)
+        self.write_files()
+        new = [s.index for s in self.topology.servers[first_new:]]
+        for server in new:
+            for p in self.topology.servers[server].processes:
+                self._spawn(p)
+        self.wait_until_answering(tuple(p for s in new for p in self.topology.servers[s].processes), timeout)
+        return self.join_all(new, wait_seconds) if join else {}
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Leave an unchanged script alone: a join reading it right now must not see it truncated."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _reap(pid: int) -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
+from components.render.join import join_env, join_script, runs_join
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
 from components.render.systemd import (
     AUTH_ENV_PATH,
@@ -22,6 +23,9 @@ from components.render.systemd import (
     BOOTSTRAP_PATH,
     BOOTSTRAP_UNIT,
     FETCH_PASSWORD_PATH,
+    JOIN_ENV_PATH,
+    JOIN_PATH,
+    JOIN_UNIT,
     SYSCTL_PATH,
     TEMPLATE_DROP_IN,
     THP_TMPFILES_PATH,
@@ -29,6 +33,7 @@ from components.render.systemd import (
     redis_unit,
     render_auth_unit,
     render_bootstrap_unit,
+    render_join_unit,
     render_sysctl,
     render_template_drop_in,
     render_thp_tmpfiles,
@@ -84,8 +89,14 @@ def server_files(
                   "0640", "root:redis", defer=True),
             _file(f"{UNIT_DIR}/{BOOTSTRAP_UNIT}", render_bootstrap_unit(tuple(p.port for p in srv.processes))),
         ]
-    # Servers >= INITIAL_CLUSTER_SERVERS will get a join unit here (a later issue);
-    # today they start their processes and wait to be added.
+    if runs_join(topology, server):
+        # Names only servers 0..server: the same text whatever the final count.
+        files += [
+            _file(JOIN_PATH, join_script(), "0755"),
+            _file(JOIN_ENV_PATH, render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file)),
+                  "0640", "root:redis", defer=True),
+            _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
+        ]
     assert INITIAL_CLUSTER_SERVERS >= 3
     return files
 
@@ -109,6 +120,9 @@ def _runcmd(topology: Topology, server: int) -> list:
     if runs_bootstrap(topology, server):
         # --no-block: cloud-init finishes; the bootstrap waits for its peers in the journal.
         commands.append(["systemctl", "enable", "--now", "--no-block", BOOTSTRAP_UNIT])
+    if runs_join(topology, server):
+        # --no-block: the join waits for the cluster (and earlier joiners) in the journal.
+        commands.append(["systemctl", "enable", "--now", "--no-block", JOIN_UNIT])
     return commands
 
 

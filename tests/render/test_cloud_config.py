@@ -83,7 +83,7 @@ def shipped_scripts() -> dict[str, str]:
 def test_every_shipped_script_passes_shellcheck(tmp_path):
     shellcheck = tool("shellcheck")
     scripts = shipped_scripts()
-    assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH}
+    assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)

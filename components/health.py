@@ -37,6 +37,7 @@ _RANK = {OK: 0, WARN: 1, FAIL: 2}
 CONNECT_TIMEOUT = 3.0
 MEMORY_WARN, MEMORY_FAIL = 0.80, 0.95  # share of maxmemory; at 100% session writes fail or evict
 LAG_WARN_BYTES = 1024 * 1024
+SLOT_BALANCE_TOLERANCE = 0.05  # of the fair share 16384/N: a finished rebalance is within 1-2 slots
 SESSION_TTL = 60  # seconds: the probe keys expire by themselves even if the delete never runs
 
 
@@ -442,6 +443,59 @@ def check_balance(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[F
     return out
 
 
+def check_slot_balance(view: Sequence[ClusterNode]) -> list[Finding]:
+    """Masters should own about 16384/N slots each: an uneven cluster loads one server with more sessions.
+
+    WARN when the largest and smallest share differ by more than SLOT_BALANCE_TOLERANCE
+    of the fair share (a rebalance that stopped half-way, or a server added by hand).
+    """
+    # An empty master counts: a server added without a rebalance serves nothing.
+    masters = [m for m in view if m.is_master and not m.failing]
+    if len(masters) < 2:
+        return []
+    fair = SLOTS / len(masters)
+    counts = {m.address: m.slot_count for m in masters}
+    spread = max(counts.values()) - min(counts.values())
+    if spread <= SLOT_BALANCE_TOLERANCE * fair:
+        return [Finding(OK, "slot-balance", f"the {len(masters)} masters own {min(counts.values())} to "
+                                            f"{max(counts.values())} slots each (fair share {fair:.0f})")]
+    least = min(counts, key=counts.__getitem__)
+    any_up = masters[0].address
+    return [Finding(
+        WARN, "slot-balance", f"masters own between {counts[least]} ({least}) and {max(counts.values())} slots; "
+        f"fair share is {fair:.0f}: sessions and load are uneven", fix=(
+            f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --cluster rebalance {any_up} --cluster-use-empty-masters '
+            "--cluster-threshold 1"),
+    )]
+
+
+def check_ring(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[Finding]:
+    """The crossed ring of components/topology.py: the replica on server i follows the master on server i+1.
+
+    Only judged when every server holds one master and one replica (otherwise the
+    balance and crossed checks already say what is wrong). A crossed arrangement that
+    is not the ring is still safe, so this only warns.
+    """
+    live = [n for n in view if not n.failing]
+    hosts = [s for s in servers if any(n.host == s for n in live)]
+    masters = {s: [n for n in live if n.host == s and n.is_master and n.slots] for s in hosts}
+    replicas = {s: [n for n in live if n.host == s and not n.is_master] for s in hosts}
+    if len(hosts) < 3 or any(len(masters[s]) != 1 or len(replicas[s]) != 1 for s in hosts):
+        return []
+    out = []
+    for i, host in enumerate(hosts):
+        target = masters[hosts[(i + 1) % len(hosts)]][0]
+        r = replicas[host][0]
+        if r.master_id != target.id:
+            out.append(Finding(WARN, "ring", f"server {host}: replica {r.address} does not follow the master of "
+                                              f"the next server ({target.address})", host, r.address,
+                               _cli(r.address, f"CLUSTER REPLICATE {target.id}")))
+    if not out:
+        out.append(Finding(OK, "ring", f"crossed ring over {len(hosts)} servers: each replica follows the master "
+                                       "of the next server"))
+    return out
+
+
 def check_agreement(facts: Facts) -> list[Finding]:
     """Every node must agree on who owns which slots, or clients bounce between MOVED answers."""
     views = [(n, _slot_map(n.cluster_nodes)) for n in facts.nodes if not n.error and n.cluster_nodes]
@@ -505,7 +559,8 @@ def judge(facts: Facts) -> list[Finding]:
         findings += (
             check_cluster_state(facts) + check_membership(facts, view) + check_slots(view)
             + check_nodes_up(view) + check_replicas(view) + check_crossed(view, servers)
-            + check_balance(view, servers) + check_agreement(facts) + check_replication(facts)
+            + check_balance(view, servers) + check_slot_balance(view) + check_ring(view, servers)
+            + check_agreement(facts) + check_replication(facts)
         )
     findings += check_version(facts) + check_memory(facts) + check_round_trip(facts)
     return sorted(findings, key=lambda f: -_RANK[f.severity])

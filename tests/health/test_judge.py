@@ -221,3 +221,56 @@ def test_reasons_are_one_line_and_actionable(exc, expected):
 
     text = health.reason(eval(exc, vars(redis.exceptions)), "10.0.1.10:7000")
     assert expected in text and "\n" not in text
+
+
+def _uneven(text: str, moved: int) -> str:
+    """Move `moved` slots from m0 to m1 in a ring() text: m0 keeps fewer than its fair share."""
+    lines = []
+    for line in text.splitlines():
+        f = line.split()
+        if f[0].startswith("m0") and len(f) > 8:
+            a, b = f[8].split("-")
+            f[8] = f"{int(a) + moved}-{b}"
+        if f[0].startswith("m1") and len(f) > 8:
+            f.append(f"0-{moved - 1}")
+        lines.append(" ".join(f))
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("servers", [4, 6])
+def test_uneven_slots_warn_with_the_rebalance_fix(servers):
+    fair = SLOTS / servers
+    ok = health.judge(facts(_uneven(ring(servers), int(0.02 * fair)), servers))  # spread 4%
+    assert problems(ok) == [], problems(ok)
+    findings = health.judge(facts(_uneven(ring(servers), int(0.03 * fair)), servers))  # spread 6%
+    [warn] = problems(findings)
+    assert warn.check == "slot-balance" and warn.severity == WARN
+    assert "--cluster rebalance" in warn.fix and "--cluster-use-empty-masters" in warn.fix
+
+
+def test_an_empty_master_of_a_new_server_warns_until_rebalanced():
+    findings = health.judge(facts(ring(4, unassigned=3), 4))
+    assert any(f.check == "slot-balance" and f.severity == WARN for f in findings)
+
+
+@pytest.mark.parametrize("servers", [3, 4, 6])
+def test_the_ring_is_judged_for_any_server_count(servers):
+    findings = health.judge(facts(ring(servers), servers))
+    assert any(f.check == "ring" and f.severity == OK and f"over {servers} servers" in f.message for f in findings)
+
+
+def test_a_crossed_replica_off_the_ring_warns_with_the_replicate_fix():
+    # 4 servers, every master replicated on another server, but not in ring order:
+    # r0 -> m2, r1 -> m3, r2 -> m1 (r3 -> m0 as in the ring). Safe, so WARN only.
+    text = ring(4)
+    for r, old, new in (("r0", "m1", "m2"), ("r1", "m2", "m3"), ("r2", "m3", "m1")):
+        lines = text.splitlines()
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{r:0<40} "))
+        lines[i] = lines[i].replace(old.ljust(40, "0"), new.ljust(40, "0"))
+        text = "\n".join(lines)
+    findings = health.judge(facts(text, 4))
+    warns = problems(findings)
+    assert {f.check for f in warns} == {"ring"} and all(f.severity == WARN for f in warns)
+    assert sorted(f.server for f in warns) == ["10.0.1.10", "10.0.1.11", "10.0.1.12"]
+    r2 = next(f for f in warns if f.server == "10.0.1.12")
+    assert r2.fix.endswith(f"CLUSTER REPLICATE {'m3'.ljust(40, '0')}")

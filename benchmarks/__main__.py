@@ -65,7 +65,7 @@ class Plan:
     host_base: int = 50
 
 
-FULL = Plan("full", ("5.0", "7.0"), duration_s=6, repeats=3, keyspace=20_000, generators=2, scaling=(1, 2, 4),
+FULL = Plan("full", ("5.0", "7.0"), duration_s=5, repeats=3, keyspace=20_000, generators=2, scaling=(1, 2, 4),
             crosscheck_requests=20_000, failover_trials=5)
 QUICK = Plan("quick", ("7.0",), duration_s=2.5, repeats=1, keyspace=2_000, generators=2, scaling=(1, 2),
              crosscheck_requests=4_000, failover_trials=0)

@@ -91,7 +91,7 @@ def _writer(lo: BenchLoopback, master: tuple[str, int], slots: set[int], start_s
             return
 
 
-def trial(lo: BenchLoopback, window_s: float = 2.0) -> dict:
+def trial(lo: BenchLoopback, window_s: float = 1.0) -> dict:
     """One kill of server VICTIM; the cluster is left restored to the shipped roles."""
     victim = lo.topology.servers[VICTIM]
     master = next((p.host, p.port) for p in victim.processes if p.role == "master")
@@ -169,7 +169,7 @@ def _healthy(lo: BenchLoopback) -> bool:
     for p in lo.processes:
         try:
             c = _client(p.host, p.port, lo.password)
-            if b"cluster_state:ok" not in c.execute_command("CLUSTER INFO"):
+            if not _state_ok(c.execute_command("CLUSTER INFO")):
                 return False
             info = c.info("replication")
             if p.role == "replica" and (info.get("role") != "slave" or info.get("master_link_status") != "up"):
@@ -179,3 +179,12 @@ def _healthy(lo: BenchLoopback) -> bool:
         except redis.RedisError:
             return False
     return True
+
+
+def _state_ok(reply: object) -> bool:
+    """cluster_state:ok, whether redis-py parsed CLUSTER INFO into a dict or left it as text."""
+    if isinstance(reply, dict):
+        state = reply.get("cluster_state", reply.get(b"cluster_state"))
+        return state in ("ok", b"ok")
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    return "cluster_state:ok" in text

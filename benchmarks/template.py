@@ -139,7 +139,7 @@ test cluster. It measures single commands, not two-round-trip sessions, so compa
 absolute numbers, with ours.
 
 **Failover** (`benchmarks/failover.py`): on a fresh ours-prod cluster per cluster-node-timeout, two writers
-create new sessions on server 2's master (one waits for `WAIT 1` 100 ms after each, one does not) for 2 s;
+create new sessions on server 2's master (one waits for `WAIT 1` 100 ms after each, one does not) for 1 s;
 then both processes of server 2 are SIGKILLed. The clock stops when CLUSTER SLOTS shows all 16384 slots on
 live masters and each of them accepts a write (polled every 50 ms). Every session acknowledged before the
 kill is read back from the new master. Then the server is restarted and its master takes its slots back

@@ -1,6 +1,7 @@
 """A stack's topology rehearsed on this machine, before touching AWS.
 
     python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0]
+    python -m components.rehearsal scale --servers N --stack prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
 files and the same bootstrap script as the cloud-config (components.loopback
@@ -12,14 +13,23 @@ password (mode 0600). `down` stops every process and removes that directory.
 until every slot is served and writable again, checks that no acknowledged
 session (written with WAIT 1) was lost, brings the server back and shows the
 health verdict, which stays WARN until roles are rebalanced.
+
+`scale --servers N` grows a running cluster the way raising `servers` does on
+AWS: the new servers start with their rendered files and run the shipped join
+script, all at once, while a client keeps writing and reading OutSystems-shaped
+sessions. It prints the duration, the slots moved, the sessions checked and
+the errors the client saw.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import random
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +43,8 @@ from components.settings import NAMESPACE, Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "rehearsal.json"
 SESSIONS = 200  # sessions written before a failover; enough to land on every master
+SESSION_BYTES = 20 * 1024  # the requirements page's session size
+SESSION_TTL = 3600  # seconds: outlives any rehearsal, still expires by itself
 KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
 RECOVERY_TIMEOUT = 60.0  # seconds; cluster-node-timeout is 5 s, failover normally takes 6-8 s
 
@@ -298,19 +310,169 @@ def failover(lo: Loopback) -> int:
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------- scale-out
+
+
+def session_value(data_key: str) -> str:
+    """A session's 20 KB _Data, derived from its key so any reader can tell a wrong answer from a right one."""
+    digest = hashlib.sha256(data_key.encode()).hexdigest()
+    return (digest * (SESSION_BYTES // len(digest) + 1))[:SESSION_BYTES]
+
+
+def internal_value(data_key: str) -> str:
+    return "internal:" + hashlib.sha256(data_key.encode()).hexdigest()[:16]
+
+
+class SessionTraffic:
+    """A front-end's load: writes OutSystems-shaped sessions and reads back ones it wrote, in a thread.
+
+    A session counts as acknowledged once both keys' SETs returned OK. Errors
+    (exceptions the client gave up on) and wrong answers (a read of an
+    acknowledged session that returned nothing or other content) are counted
+    apart: a redirect the client followed (MOVED/ASK) is neither.
+    Bounded: it stops on `stop()` or after `max_seconds`.
+    """
+
+    def __init__(self, lo: Loopback, *, pause: float = 0.005, max_seconds: float = 600) -> None:
+        self.lo = lo
+        self.pause = pause
+        self.max_seconds = max_seconds
+        self.acked: list[str] = []
+        self.writes = self.reads = 0
+        self.errors: list[str] = []
+        self.wrong: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="session-traffic", daemon=True)
+
+    def start(self) -> SessionTraffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> SessionTraffic:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self
+
+    def _run(self) -> None:
+        import redis
+
+        client = _cluster_client(self.lo)
+        rng = random.Random(7)
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                data, internal = health.session_keys()
+                try:
+                    client.set(data, session_value(data), ex=SESSION_TTL)
+                    client.set(internal, internal_value(data), ex=SESSION_TTL)
+                    self.acked.append(data)
+                    self.writes += 1
+                except redis.RedisError as exc:
+                    self.errors.append(f"write: {type(exc).__name__}: {exc}")
+                if self.acked:
+                    key = rng.choice(self.acked)
+                    try:
+                        got = client.get(key)
+                        self.reads += 1
+                        if got != session_value(key):
+                            self.wrong.append(f"{key}: read {'nothing' if got is None else 'other content'}")
+                    except redis.RedisError as exc:
+                        self.errors.append(f"read: {type(exc).__name__}: {exc}")
+                time.sleep(self.pause)
+        finally:
+            client.close()
+
+
+def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:
+    """Every session in `keys` readable with its content and a TTL; returns what is wrong (empty when all are)."""
+    client = _cluster_client(lo)
+    problems = []
+    try:
+        for data in keys:
+            internal = data[: -len("_Data")] + "_Internal"
+            if client.get(data) != session_value(data) or client.get(internal) != internal_value(data):
+                problems.append(f"{data}: missing or wrong content")
+            elif client.ttl(data) <= 0:
+                problems.append(f"{data}: lost its TTL")
+    finally:
+        client.close()
+    return problems
+
+
+def slot_owners(lo: Loopback) -> dict[int, str]:
+    """slot -> node id of its master, as the first answering process sees it."""
+    import redis
+
+    for p in lo.running():
+        try:
+            view = health.parse_cluster_nodes(lo.client(p).execute_command("CLUSTER", "NODES"), p.host)
+            break
+        except redis.RedisError:
+            continue
+    else:
+        return {}
+    return {s: m.id for m in view if m.is_master for a, b in m.slots for s in range(a, b + 1)}
+
+
+def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) -> int:
+    current = len(lo.topology.servers)
+    if not lo.topology.cluster:
+        print("a single non-production server does not grow: deploy the prod stack instead")
+        return 1
+    if servers < current:
+        print(f"refusing to shrink {current} -> {servers}: drain the server's slots and remove it deliberately "
+              "(README: Growing the cluster)")
+        return 1
+    if servers == current:
+        print(f"already {current} servers; nothing to add")
+        return 0
+    before = slot_owners(lo)
+    traffic = SessionTraffic(lo).start()
+    time.sleep(1)  # some sessions exist before the move starts
+    started = time.monotonic()
+    print(f"scaling {current} -> {servers} servers; new servers join at once, a client keeps writing "
+          f"{SESSION_BYTES // 1024} KB sessions")
+    try:
+        outputs = lo.add_servers(servers - current, wait_seconds=wait_seconds)
+    finally:
+        duration = time.monotonic() - started
+        traffic.stop()
+        save_state(state_dir, {**json.loads((state_dir / STATE_FILE).read_text()),
+                               "servers": len(lo.topology.servers), "hosts": lo.hosts})
+    for server, output in sorted(outputs.items()):
+        print(f"server {server} ({lo.topology.servers[server].private_ip}) join:")
+        print("\n".join("  " + line for line in output.strip().splitlines() if line.startswith("cluster-join:")
+                        and ("moved" in line or "done" in line or "now follows" in line)))
+    after = slot_owners(lo)
+    moved = sum(1 for s, owner in after.items() if before.get(s) != owner)
+    problems = verify_sessions(lo, traffic.acked)
+    print(f"duration: {duration:.1f}s; slots moved: {moved} of {health.SLOTS}")
+    print(f"sessions checked: {len(traffic.acked)} (20 KB _Data + _Internal, written from 1 s before the move to "
+          f"its end, {traffic.reads} reads during it), all readable with their content afterwards: "
+          f"{'yes' if not problems else f'NO, {len(problems)} not'}")
+    print(f"errors seen by the client: {len(traffic.errors)}; wrong answers: {len(traffic.wrong)}")
+    for line in (traffic.errors + traffic.wrong + problems)[:5]:
+        print(f"  {line}")
+    facts, findings = check(lo, wait=60)
+    print(health.report(facts, findings))
+    ok = not problems and not traffic.wrong and health.verdict(findings) == "healthy"
+    return 0 if ok else 1
+
+
 # ---------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.rehearsal",
                                 description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
-    p.add_argument("command", choices=("up", "status", "down", "failover"))
+    p.add_argument("command", choices=("up", "status", "down", "failover", "scale"))
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
     p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
     p.add_argument("--host-prefix", default="127.0.0.",
                    help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
+    p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
     return p
 
 
@@ -320,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir = (args.state_dir or ROOT / ".rehearsal" / args.stack).resolve()
     if args.command == "down":
         return down(state_dir)
+    if args.command == "scale" and args.servers is None:
+        parser.error("scale: give --servers N")
     lo = load_loopback(state_dir)
     if args.command == "up" and lo is None:
         try:
@@ -341,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return up(lo, args.stack)
         if args.command == "status":
             return status(lo)
+        if args.command == "scale":
+            return scale(lo, args.servers, state_dir)
         return failover(lo)
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)")

@@ -188,7 +188,7 @@ check_ready() {
     done
     # Open slots: a rebalance (or a half-finished one) is moving slots.
     if ! "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1; then
-        why="redis-cli --cluster check $SEED reports a problem (slots being moved?)"
+        why="slots are being moved (redis-cli --cluster check $SEED: open slots): another server's rebalance; if none runs, one stopped half-way and needs: redis-cli --cluster fix $SEED"
     fi
 }
 
@@ -319,14 +319,23 @@ rebalance() {
     log "$my_master owns $after slots (moved to it: $((after - before)))"
 }
 
-wait_healthy() {
-    local deadline=$((SECONDS + WAIT_SECONDS)) node
-    for node in "$my_master" "$my_replica"; do
+# Every member reports cluster_state:ok. A node that just joined answers CLUSTERDOWN
+# until it does, and rebalance's MIGRATE into it would fail on that.
+wait_state_ok() {
+    local deadline=$((SECONDS + WAIT_SECONDS)) node nodes
+    refresh || die "no server reports cluster_state:ok"
+    mapfile -t nodes < <(awk '!$6 { print $2 }' <<<"$view")
+    for node in "${nodes[@]}"; do
         until [ "$(cinfo "$node" cluster_state)" = ok ]; do
             [ "$SECONDS" -lt "$deadline" ] || die "$node did not reach cluster_state:ok in ${WAIT_SECONDS}s"
-            sleep 1
+            sleep 0.5
         done
     done
+    log "cluster_state:ok on all ${#nodes[@]} nodes"
+}
+
+wait_healthy() {
+    wait_state_ok
     wait_known "$my_master"
     wait_links
 }
@@ -356,6 +365,7 @@ first=$(master_of "${servers[0]}") || die "server ${servers[0]} holds no single 
 add_replica "$first"
 link_ring
 wait_links
+wait_state_ok
 rebalance
 wait_healthy
 log "done: $my_master owns $(row_of "$(id_of "$my_master")" | cut -d' ' -f5) slots; the ring over ${count} servers is linked"

@@ -223,7 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--host-base", type=int, help="servers on 127.0.<base..base+4>.x (default 50)")
     ap.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/latest.json or quick.json)")
     ap.add_argument("--markdown", type=Path, help="where to render the report (default: BENCHMARKS.md on a full run)")
+    ap.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                    help="only re-render the markdown (BENCHMARKS.md by default) from an earlier run's results")
     args = ap.parse_args(argv)
+    if args.render:
+        results = json.loads(args.render.read_text())
+        results["summary"] = report.summarize(results)
+        (args.markdown or ROOT / "BENCHMARKS.md").write_text(report.render(results))
+        return 0
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.versions:
         plan = replace(plan, versions=tuple(v.strip() for v in args.versions.split(",")))

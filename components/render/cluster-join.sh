@@ -177,7 +177,10 @@ check_ready() {
     for ((i = 0; i < index; i++)); do
         ip=${servers[$i]}
         n=$(masters_on "$ip" | wc -l)
-        if [ "$n" = 0 ] && [ "$i" -ge 3 ]; then
+        # A joiner's master is empty (or not there yet) until its rebalance; a server
+        # whose processes are both replicas lost its master role to a failover.
+        if [ "$n" = 0 ] && [ "$i" -ge 3 ] && ! awk -v ip="$ip" '{ split($2, a, ":") }
+                a[1] == ip && $3 == "slave" { found = 1 } END { exit !found }' <<<"$view"; then
             why="server $i ($ip) has not finished joining yet"
             return 0
         fi

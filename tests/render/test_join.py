@@ -1,0 +1,86 @@
+"""The join shipped to servers added to a running cluster: cloud-config, script, unit, inputs."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from components.platforms import PLATFORMS
+from components.render import systemd
+from components.render.cloud_config import render_cloud_config
+from components.render.join import join_env
+from components.topology import INITIAL_CLUSTER_SERVERS
+from tests.render.stacks import PARAMETER, PASSWORD, REGION, stack
+from tests.render.test_cloud_config import _verify, files_of
+from tests.tools import tool
+
+
+def user_data(servers: int, platform: str, index: int) -> str:
+    settings, topology = stack(servers, platform)
+    return render_cloud_config(settings, topology, index, memory_mib=8192, password_parameter=PARAMETER,
+                               region=REGION)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("servers,index", [(4, 3), (6, 3), (6, 5)])
+def test_a_new_server_carries_the_join_and_passes_cloud_init_schema(servers, index, platform, tmp_path):
+    text = user_data(servers, platform, index)
+    path = tmp_path / "user-data.yaml"
+    path.write_text(text)
+    result = subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert PASSWORD not in text
+    files = files_of(text)
+    assert systemd.JOIN_PATH in files and systemd.BOOTSTRAP_PATH not in files
+    assert f"{systemd.UNIT_DIR}/{systemd.BOOTSTRAP_UNIT}" not in files
+    assert ["systemctl", "enable", "--now", "--no-block", systemd.JOIN_UNIT] in yaml.safe_load(text)["runcmd"]
+    env = files[systemd.JOIN_ENV_PATH]
+    assert "requirepass" not in env and 'AUTH_FILE="/etc/redis/auth.conf"' in env
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_the_first_servers_never_join_and_a_new_servers_user_data_ignores_the_final_count(platform):
+    for servers in (3, 4, 6):
+        for index in range(min(servers, INITIAL_CLUSTER_SERVERS)):
+            assert systemd.JOIN_PATH not in files_of(user_data(servers, platform, index))
+    # Server 3 is the same whether the stack grows to 4 or to 6: raising 4 -> 6 leaves it alone.
+    assert user_data(4, platform, 3) == user_data(6, platform, 3) == user_data(9, platform, 3)
+    assert user_data(5, platform, 4) == user_data(6, platform, 4)
+
+
+def test_join_inputs_name_the_servers_up_to_this_one_in_index_order():
+    _, topology = stack(6, "ubuntu-20.04-redis-5.0")
+    env = join_env(topology, 4, auth_file="/etc/redis/auth.conf")
+    assert env["SERVERS"].split() == [s.private_ip for s in topology.servers[:5]]
+    assert (env["MASTER_PORT"], env["REPLICA_PORT"]) == ("7000", "7001")
+    with pytest.raises(ValueError):
+        join_env(topology, 2, auth_file="/etc/redis/auth.conf")
+
+
+def test_join_script_passes_shellcheck(tmp_path):
+    script = files_of(user_data(4, "ubuntu-20.04-redis-5.0", 3))[systemd.JOIN_PATH]
+    path = tmp_path / "redis-cluster-join"
+    path.write_text(script)
+    result = subprocess.run([tool("shellcheck"), "--severity=style", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_join_script_keeps_the_password_off_argv():
+    script = files_of(user_data(4, "ubuntu-20.04-redis-5.0", 3))[systemd.JOIN_PATH]
+    assert "export REDISCLI_AUTH" in script
+    calls = [line for line in script.splitlines() if "REDIS_CLI\"" in line]
+    assert calls and not [line for line in calls if " -a " in line or "--pass" in line or "--user" in line]
+
+
+def test_join_unit_passes_systemd_analyze_verify(tmp_path):
+    files = files_of(user_data(4, "ubuntu-20.04-redis-5.0", 3))
+    copy = tmp_path / "redis-cluster-join"
+    copy.write_text(files[systemd.JOIN_PATH])
+    copy.chmod(0o755)
+    unit = files[f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}"].replace(f"ExecStart={systemd.JOIN_PATH}",
+                                                                     f"ExecStart={copy}")
+    assert "SyslogIdentifier=redis-cluster-join" in unit and "User=redis" in unit
+    (tmp_path / systemd.JOIN_UNIT).write_text(unit)
+    assert _verify(tmp_path, str(tmp_path / systemd.JOIN_UNIT)) == "rc=0"

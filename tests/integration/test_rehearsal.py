@@ -16,9 +16,9 @@ A = 100 + os.getpid() % 150
 CASES = [("dev", None, 251), ("prod", None, 252), ("prod", "7.0", 253)]  # None: the stack's own platform
 
 
-def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | None):
+def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | None, *extra: str):
     args = [sys.executable, "-m", "components.rehearsal", command, "--stack", stack, "--state-dir", str(state),
-            "--host-prefix", prefix] + (["--version", version] if version else [])
+            "--host-prefix", prefix] + (["--version", version] if version else []) + list(extra)
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
 
 
@@ -72,3 +72,26 @@ def test_down_refuses_a_directory_it_did_not_create(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = rehearse("down", "prod", tmp_path, "127.0.0.", None)
     assert result.returncode == 1 and (tmp_path / "precious.txt").exists()
+
+
+def test_scale_grows_a_running_rehearsal_and_refuses_to_shrink(tmp_path):
+    redis_bin("7.0", "redis-server")
+    redis_bin("7.0", "redis-cli")
+    state, prefix = tmp_path / "rehearsal", f"127.{A}.254."
+    try:
+        assert rehearse("up", "prod", state, prefix, "7.0").returncode == 0
+        grown = rehearse("scale", "prod", state, prefix, "7.0", "--servers", "4")
+        assert grown.returncode == 0, grown.stdout + grown.stderr
+        out = grown.stdout
+        for line in ("duration: ", "slots moved: 4096 of 16384", "sessions checked: ",
+                     "all readable with their content afterwards: yes", "wrong answers: 0", "HEALTHY",
+                     "crossed ring over 4 servers"):
+            assert line in out, out
+        status = rehearse("status", "prod", state, prefix, "7.0")
+        assert "8 of 8 processes running" in status.stdout and "HEALTHY" in status.stdout
+        shrink = rehearse("scale", "prod", state, prefix, "7.0", "--servers", "3")
+        assert shrink.returncode == 1 and "refusing to shrink" in shrink.stdout
+    finally:
+        down = rehearse("down", "prod", state, prefix, "7.0")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert redis_processes(prefix) == []

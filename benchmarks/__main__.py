@@ -202,7 +202,14 @@ def bench_failover(version: str, plan: Plan, state_root: Path, results: dict) ->
         bring_up(list(los.values()))
         for ms, lo in los.items():
             for n in range(plan.failover_trials):
-                r = failover.trial(lo)
+                try:
+                    r = failover.trial(lo)
+                except Exception as exc:  # noqa: BLE001  # recorded; the next timeout still runs
+                    results["failover"].append({"version": version, "node_timeout_ms": ms, "trial": n,
+                                                "recover_s": None, "written_wait": 0, "lost_wait": None,
+                                                "written_nowait": 0, "lost_nowait": None, "error": str(exc)})
+                    log(f"  timeout {ms}: trial {n + 1} failed: {exc}")
+                    break
                 results["failover"].append({"version": version, "node_timeout_ms": ms, "trial": n, **r})
                 log(f"  timeout {ms}: trial {n + 1}: writable after {r['recover_s']}s; lost "
                     f"{r['lost_wait']}/{r['written_wait']} (WAIT 1), "

@@ -124,7 +124,12 @@ def trial(lo: BenchLoopback, window_s: float = 1.0) -> dict:
         before = [sid for t, sid in acked if t <= killed_at]
         result[f"written_{label}"] = len(before)
         result[f"lost_{label}"] = _count_lost(lo, before, victim.private_ip) if recovered is not None else None
-    restore(lo)
+    try:
+        restore(lo)
+        result["restored"] = "CLUSTER FAILOVER"
+    except RuntimeError:
+        rebuild(lo)
+        result["restored"] = "fresh cluster"
     return result
 
 
@@ -149,19 +154,34 @@ def restore(lo: BenchLoopback, timeout: float = 60.0) -> None:
     old_master = next(p for p in victim.processes if p.role == "master")
     c = _client(old_master.host, old_master.port, lo.password, timeout=2.0)
     deadline = time.monotonic() + timeout
-    asked = False
+    asked = 0.0
     while time.monotonic() < deadline:
         try:
             info = c.info("replication")
             if info.get("role") == "master" and _healthy(lo):
                 return
-            if info.get("role") == "slave" and info.get("master_link_status") == "up" and not asked:
+            # A manual failover can be abandoned (replica not caught up in time): ask again every 8 s.
+            if (info.get("role") == "slave" and info.get("master_link_status") == "up"
+                    and time.monotonic() - asked > 8):
                 c.execute_command("CLUSTER", "FAILOVER")
-                asked = True
+                asked = time.monotonic()
         except redis.RedisError:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{old_master.address} did not take its slots back within {timeout:.0f}s")
+
+
+def rebuild(lo: BenchLoopback) -> None:
+    """The fallback when restore fails: a fresh cluster from the shipped files and bootstrap."""
+    import shutil
+
+    from benchmarks.topologies import bring_up, tear_down
+
+    _ = lo.password  # keep it in memory across the wipe
+    tear_down([lo])
+    for server in lo.topology.servers:
+        shutil.rmtree(lo.paths(server.index).data_root, ignore_errors=True)
+    bring_up([lo])
 
 
 def _healthy(lo: BenchLoopback) -> bool:

@@ -7,6 +7,7 @@ import json
 import shlex
 
 import pytest
+import yaml
 
 from components.errors import SettingsError
 from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program
@@ -350,6 +351,18 @@ def test_raising_the_server_count_only_adds_servers(prod: Program, servers: int)
     assert grown.exports["connectionString"].count(":7000") == servers
 
 
+def test_growing_again_leaves_the_servers_added_before_alone() -> None:
+    four = {r.name: r.inputs for r in run_program("prod", {"outsystems-redis:servers": 4}).of_type(INSTANCE)}
+    six = {r.name: r.inputs for r in run_program("prod", {"outsystems-redis:servers": 6}).of_type(INSTANCE)}
+    assert all(six[name] == inputs for name, inputs in four.items())
+    # Servers past the first three join a running cluster; only server 1 forms one.
+    user_data = {name: inputs["userData"] for name, inputs in six.items()}
+    assert "redis-cluster-bootstrap" in user_data["outsystems-redis-server-1-instance"]
+    for i in (4, 5, 6):
+        assert "redis-cluster-join" in user_data[f"outsystems-redis-server-{i}-instance"]
+        assert "redis-cluster-bootstrap.service" not in user_data[f"outsystems-redis-server-{i}-instance"]
+
+
 # --- platforms and TLS ----------------------------------------------------------
 
 CURRENT = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
@@ -397,3 +410,28 @@ def test_tls_on_the_redis_5_platform_is_refused() -> None:
     with pytest.raises(SettingsError) as err:
         run_program("prod", {"outsystems-redis:tls": True})
     assert err.value.key == "tls" and "ubuntu-24.04-redis-7.0" in str(err.value)
+
+
+def test_prod_user_data_installs_tunes_and_forms_the_cluster_once_without_the_password(prod: Program) -> None:
+    password = prod.exports["connectionString"].rsplit("password=", 1)[1]
+    bootstraps = 0
+    for inst in prod.of_type(INSTANCE):
+        text = inst.inputs["userData"]
+        doc = yaml.safe_load(text)
+        assert text.startswith("#cloud-config")
+        assert ["redis-server", "5:5.0.7*"] in doc["packages"] and ["redis-tools", "5:5.0.7*"] in doc["packages"]
+        assert "vm.overcommit_memory = 1" in text and "net.core.somaxconn = 65535" in text
+        assert "transparent_hugepage/enabled - - - - never" in text
+        confs = sorted(f["path"] for f in doc["write_files"] if f["path"].startswith("/etc/redis/redis-"))
+        assert confs == ["/etc/redis/redis-7000.conf", "/etc/redis/redis-7001.conf"]
+        assert f"bind {inst.inputs['privateIp']} 127.0.0.1" in text
+        assert password not in text and "/outsystems-redis/prod/redis-password" in text
+        bootstraps += "redis-cluster-bootstrap.service" in text
+    assert bootstraps == 1
+
+
+def test_dev_user_data_runs_one_standalone_redis(dev: Program) -> None:
+    (inst,) = dev.of_type(INSTANCE)
+    text = inst.inputs["userData"]
+    assert "/etc/redis/redis-6379.conf" in text and "cluster-enabled yes" not in text
+    assert "redis-cluster-bootstrap" not in text and "redis-cluster-join" not in text

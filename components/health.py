@@ -1,8 +1,12 @@
 """The health check of the OutSystems session store: one Redis server or a Redis Cluster.
 
     python -m components.health --nodes HOST:PORT[,HOST:PORT...] [--cluster] [--wait SECONDS] [--json]
+                                [--tls] [--cacert FILE | --cacert-env VAR]
 
 The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`).
+With the `tls` stack key on, give the stack's CA (the `caCertificate` output) as a
+file (--cacert) or as PEM text in an environment variable (--cacert-env); either
+implies --tls. The servers' certificates must chain to it and name the IP connected to.
 Exit codes: 0 healthy (warnings allowed unless --strict), 1 unhealthy, 2 bad usage.
 
 Two halves, kept apart on purpose:
@@ -26,8 +30,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 from components.platforms import DEFAULT_PLATFORM, PLATFORMS
 
@@ -99,6 +103,24 @@ class NodeFacts:
         return f"{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class Tls:
+    """How to reach servers that speak TLS only (the `tls` stack key). No CA given: the system's trust store."""
+
+    ca_file: str | None = None  # PEM file of the stack's CA
+    ca_data: str | None = None  # the same PEM as text (the post-deploy check gets it from its environment)
+
+    def redis_kwargs(self) -> dict:
+        """redis-py arguments: TLS, the peer's certificate checked against the CA and the IP connected to."""
+        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
+                "ssl_ca_certs": self.ca_file, "ssl_ca_data": self.ca_data}
+
+    @property
+    def cli_args(self) -> str:
+        """What a printed redis-cli fix command needs to reach the same servers."""
+        return f"--tls --cacert {self.ca_file or 'redis-ca.crt'}"
+
+
 @dataclass
 class Facts:
     cluster: bool
@@ -106,6 +128,7 @@ class Facts:
     nodes: list[NodeFacts]
     round_trip_error: str | None = None
     round_trip_ms: float | None = None
+    tls: Tls | None = None
 
 
 # ---------------------------------------------------------------- parsing (pure)
@@ -254,6 +277,23 @@ def check_mode(facts: Facts) -> list[Finding]:
             out.append(Finding(FAIL, "cluster-mode", f"{n.address} is a cluster node: check it with --cluster",
                                n.host, n.address))
     return out
+
+
+def check_tls(facts: Facts) -> list[Finding]:
+    """Say that TLS was checked: every answer came over TLS from a certificate the CA vouches for."""
+    up = [n for n in facts.nodes if not n.error]
+    if facts.tls is None or not up:
+        return []
+    ca = facts.tls.ca_file or ("the CA given in the environment" if facts.tls.ca_data else "the system trust store")
+    return [Finding(OK, "tls", f"{len(up)} of {len(facts.nodes)} processes answer over TLS with a certificate "
+                               f"that {ca} trusts, naming the address connected to")]
+
+
+def _tls_fix(facts: Facts, finding: Finding) -> Finding:
+    """Printed redis-cli commands must reach a TLS-only server too."""
+    if facts.tls is None or not finding.fix or "redis-cli " not in finding.fix:
+        return finding
+    return replace(finding, fix=finding.fix.replace("redis-cli ", f"redis-cli {facts.tls.cli_args} "))
 
 
 def check_round_trip(facts: Facts) -> list[Finding]:
@@ -562,7 +602,8 @@ def judge(facts: Facts) -> list[Finding]:
             + check_balance(view, servers) + check_slot_balance(view) + check_ring(view, servers)
             + check_agreement(facts) + check_replication(facts)
         )
-    findings += check_version(facts) + check_memory(facts) + check_round_trip(facts)
+    findings += check_version(facts) + check_memory(facts) + check_tls(facts) + check_round_trip(facts)
+    findings = [_tls_fix(facts, f) for f in findings]
     return sorted(findings, key=lambda f: -_RANK[f.severity])
 
 
@@ -579,7 +620,7 @@ def exit_code(findings: Sequence[Finding], strict: bool = False) -> int:
 def describe(facts: Facts) -> str:
     hosts = list(dict.fromkeys(n.host for n in facts.nodes))
     what = f"Redis Cluster, {len(hosts)} servers" if facts.cluster else "Redis server"
-    return f"{what}: {', '.join(n.address for n in facts.nodes)}"
+    return f"{what}{' over TLS' if facts.tls else ''}: {', '.join(n.address for n in facts.nodes)}"
 
 
 def report(facts: Facts, findings: Sequence[Finding]) -> str:
@@ -632,6 +673,7 @@ def to_json(facts: Facts, findings: Sequence[Finding], strict: bool = False) -> 
         "cluster": facts.cluster,
         "nodes": [n.address for n in facts.nodes],
         "expected_version": facts.expected_version,
+        "tls": facts.tls is not None,
         "findings": [asdict(f) for f in findings],
     }, indent=2)
 
@@ -639,12 +681,35 @@ def to_json(facts: Facts, findings: Sequence[Finding], strict: bool = False) -> 
 # ---------------------------------------------------------------- gathering (talks to Redis)
 
 
-def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT) -> str:
+_VERIFY_DETAIL = re.compile(r"certificate verify failed: (.*?)(?: \(_ssl\.c:\d+\))?\.?$", re.IGNORECASE)
+
+
+def tls_reason(text: str, address: str) -> str | None:
+    """A TLS failure in one line, or None when `text` is not one."""
+    low = text.lower()
+    if "certificate verify failed" in low:
+        detail = _VERIFY_DETAIL.search(text)
+        why = detail.group(1) if detail else "certificate verify failed"
+        if "mismatch" in why.lower() or "doesn't match" in why.lower() or "not valid for" in why.lower():
+            return (f"TLS certificate does not name {address} ({why}): connect by the server's private IP, "
+                    "which its certificate names")
+        return (f"TLS certificate not trusted ({why}): the server's certificate is not signed by the given CA; "
+                "use the stack's CA (pulumi stack output caCertificate)")
+    if "wrong version number" in low or "record layer failure" in low or "unexpected eof" in low \
+            or "packet length too long" in low or "tlsv1 alert" in low or "[ssl" in low:
+        return f"TLS handshake failed ({text}): does {address} speak TLS (the stack's `tls` key)?"
+    return None
+
+
+def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, tls: bool = False) -> str:
     """One line a person can act on, for the errors a session store check meets."""
     import redis
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     low = text.lower()
+    tls_why = tls_reason(text, address)
+    if tls_why:
+        return tls_why
     if isinstance(exc, redis.AuthenticationError) or "wrongpass" in low or "invalid password" in low \
             or "invalid username-password" in low:
         if "required" in low:
@@ -656,7 +721,12 @@ def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT) -
         return "the server has no password set (OutSystems requires one): check requirepass in redis.conf"
     if isinstance(exc, redis.TimeoutError) or "timed out" in low or "timeout" in low:
         return (f"no answer within {timeout:g}s (is this machine allowed by the security group, "
-                "and the server up?)")
+                "and the server up?" + (" Does it speak TLS? It waits for plain text when the stack's `tls` "
+                                        "key is off)" if tls else ")"))
+    if not tls and ("reset by peer" in low or "closed by server" in low):
+        # A TLS-only port drops a client that sends plain text.
+        return (f"{address} closed the connection: it speaks TLS only if the stack's `tls` key is on "
+                "(use --tls --cacert FILE)")
     if "refused" in low:
         return f"connection refused: nothing listens on {address} (is redis-server running?)"
     if "name or service not known" in low or "nodename nor servname" in low:
@@ -666,17 +736,18 @@ def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT) -
     return text
 
 
-def _client(host: str, port: int, password: str | None, timeout: float):
+def _client(host: str, port: int, password: str | None, timeout: float, tls: Tls | None = None):
     import redis
 
     return redis.Redis(host=host, port=port, password=password, socket_timeout=timeout,
-                       socket_connect_timeout=timeout, decode_responses=True)
+                       socket_connect_timeout=timeout, decode_responses=True, **(tls.redis_kwargs() if tls else {}))
 
 
-def gather_node(host: str, port: int, password: str | None, timeout: float = CONNECT_TIMEOUT) -> NodeFacts:
+def gather_node(host: str, port: int, password: str | None, timeout: float = CONNECT_TIMEOUT,
+                tls: Tls | None = None) -> NodeFacts:
     facts = NodeFacts(host, port)
     try:
-        r = _client(host, port, password, timeout)
+        r = _client(host, port, password, timeout, tls)
         try:
             facts.info = r.info()
             if str(facts.info.get("cluster_enabled", "0")) == "1":
@@ -685,7 +756,7 @@ def gather_node(host: str, port: int, password: str | None, timeout: float = CON
         finally:
             r.close()
     except Exception as exc:  # every failure becomes a one-line reason, never a traceback
-        facts.error = reason(exc, facts.address, timeout)
+        facts.error = reason(exc, facts.address, timeout, tls is not None)
     return facts
 
 
@@ -696,7 +767,7 @@ def session_keys() -> tuple[str, str]:
 
 
 def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool,
-                      timeout: float = CONNECT_TIMEOUT) -> tuple[float | None, str | None]:
+                      timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> tuple[float | None, str | None]:
     """Write, read back and delete a session through the client OutSystems' would use. (ms, error)."""
     import redis
     from redis.cluster import ClusterNode as PyClusterNode
@@ -709,10 +780,10 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
             client = RedisCluster(
                 startup_nodes=[PyClusterNode(h, p) for h, p in nodes], password=password, decode_responses=True,
                 socket_timeout=timeout, socket_connect_timeout=timeout, require_full_coverage=True,
-                cluster_error_retry_attempts=1,
+                cluster_error_retry_attempts=1, **(tls.redis_kwargs() if tls else {}),
             )
         else:
-            client = _client(nodes[0][0], nodes[0][1], password, timeout)
+            client = _client(nodes[0][0], nodes[0][1], password, timeout, tls)
         data, internal = session_keys()
         payload = os.urandom(64).hex()
         client.set(data, payload, ex=SESSION_TTL)
@@ -725,9 +796,10 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
         client.delete(internal)
         return (time.monotonic() - started) * 1000, None
     except redis.RedisError as exc:
-        return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout)
+        return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout, tls is not None)
     except Exception as exc:
-        return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, tls_reason(text, f"{nodes[0][0]}:{nodes[0][1]}") or text
     finally:
         if client is not None:
             try:
@@ -737,23 +809,23 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
 
 
 def gather(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool, expected_version: str,
-           timeout: float = CONNECT_TIMEOUT) -> Facts:
-    facts = Facts(cluster, expected_version, [gather_node(h, p, password, timeout) for h, p in nodes])
+           timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> Facts:
+    facts = Facts(cluster, expected_version, [gather_node(h, p, password, timeout, tls) for h, p in nodes], tls=tls)
     # The round trip only means something once the nodes answer; otherwise it repeats their reason.
     if any(not n.error for n in facts.nodes):
         facts.round_trip_ms, facts.round_trip_error = gather_round_trip(
-            [(n.host, n.port) for n in facts.nodes if not n.error], password, cluster, timeout)
+            [(n.host, n.port) for n in facts.nodes if not n.error], password, cluster, timeout, tls)
     return facts
 
 
 def run_check(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool, expected_version: str,
               wait: float = 0, progress: Callable[[str], None] | None = None,
-              interval: float = 3.0) -> tuple[Facts, list[Finding]]:
-    """Check once, or retry until no FAIL remains or `wait` seconds have passed."""
+              interval: float = 3.0, tls: Tls | None = None) -> tuple[Facts, list[Finding]]:
+    """Check once, or retry until no FAIL remains or `wait` seconds have passed. `tls`: the servers speak TLS."""
     deadline = time.monotonic() + wait
     started = time.monotonic()
     while True:
-        facts = gather(nodes, password, cluster, expected_version)
+        facts = gather(nodes, password, cluster, expected_version, tls=tls)
         findings = judge(facts)
         if verdict(findings) != "unhealthy" or time.monotonic() + interval > deadline:
             return facts, findings
@@ -786,7 +858,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-version", default=expected_version_default(), metavar="MAJOR.MINOR",
                    help=f"the Redis line the stack pins (default {expected_version_default()})")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument("--tls", action="store_true",
+                   help="the servers speak TLS only (the stack's `tls` key); without a CA below, trust the system's")
+    ca = p.add_mutually_exclusive_group()
+    ca.add_argument("--cacert", metavar="FILE",
+                    help="PEM file of the stack's CA (pulumi stack output caCertificate > redis-ca.crt); implies --tls")
+    ca.add_argument("--cacert-env", metavar="VAR",
+                    help="name of an environment variable holding the CA's PEM text (the post-deploy check); "
+                         "implies --tls")
     return p
+
+
+def tls_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                  environ: Mapping[str, str] = os.environ) -> Tls | None:
+    """--tls / --cacert / --cacert-env -> Tls, or None for plain TCP; bad input exits 2 with one line."""
+    if args.cacert:
+        try:
+            with open(args.cacert, encoding="ascii") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--cacert: cannot read {args.cacert}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            parser.error(f"--cacert: {args.cacert} holds no PEM certificate")
+        return Tls(ca_file=args.cacert)
+    if args.cacert_env:
+        text = environ.get(args.cacert_env, "")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            parser.error(f"--cacert-env: ${args.cacert_env} holds no PEM certificate")
+        return Tls(ca_data=text)
+    return Tls() if args.tls else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -801,11 +901,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not all(part.isdigit() for part in args.expect_version.split(".")):
         parser.error("--expect-version: give MAJOR.MINOR such as 5.0 or 7.0")
     password = os.environ.get("REDIS_PASSWORD") or None
+    tls = tls_from_args(args, parser)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    facts, findings = run_check(nodes, password, args.cluster, args.expect_version, args.wait, progress)
+    facts, findings = run_check(nodes, password, args.cluster, args.expect_version, args.wait, progress, tls=tls)
     print(to_json(facts, findings, args.strict) if args.json else report(facts, findings))
     return exit_code(findings, args.strict)
 

@@ -14,6 +14,10 @@ formed by the very bootstrap script that cloud-init ships.
     lo.start_server(1)
     lo.stop()             # stops everything (works from another Python process too)
 
+`tls=True` (Redis 7.0 only) runs the same confs as EC2 with TLS on: a throwaway
+CA and per-server certificates (the loopback IPs as SANs) are generated under
+the state dir with the openssl CLI, where the confs expect them.
+
 Processes are detached (own session) and found again through their pid files,
 so `start()` in one process and `stop()` in another work (the rehearsal CLI).
 Plain Python, no pulumi.
@@ -28,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,10 +42,12 @@ from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
 from components.render.join import join_env, join_script, runs_join
 from components.render.redis_conf import Paths, render_auth_conf, render_redis_conf
+from components.render.tls import render_tls_cli
 from components.sizing import usable_memory_mib
 from components.topology import Process, Topology, build_topology
 
 LOOPBACK_SUBNET = ("10.0.0.0/24",)  # only feeds build_topology; hosts override every address
+TLS_CERT_DAYS = 30  # throwaway certificates: a rehearsal never lives that long
 
 
 def redis_binary(version: str, name: str = "redis-server") -> str:
@@ -65,6 +72,57 @@ def platform_for(version: str) -> Platform:
     raise ValueError(f"no platform runs Redis {version}")
 
 
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def _openssl_config(directory: Path, common_name: str, ips: list[str] | None = None) -> Path:
+    """A minimal openssl config, independent of the system's openssl.cnf."""
+    sans = ",".join(f"IP:{ip}" for ip in ips or [])
+    path = directory / f"{common_name.replace(' ', '-')}.cnf"
+    path.write_text(
+        "[req]\ndistinguished_name = dn\nprompt = no\n"
+        f"[dn]\nO = outsystems-redis\nCN = {common_name}\n"
+        "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
+        "subjectKeyIdentifier = hash\n"
+        # As the program's certificates: server and client use, the server's IPs as SANs.
+        "[server]\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage = serverAuth,clientAuth\nsubjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid,issuer\n" + (f"subjectAltName = {sans}\n" if sans else "")
+    )
+    return path
+
+
+def make_ca(directory: str | os.PathLike[str], name: str = "outsystems-redis loopback CA",
+            days: int = TLS_CERT_DAYS) -> tuple[Path, Path]:
+    """A throwaway private CA (ECDSA P-256, like the program's): (certificate, key) in `directory`."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "ca.crt", d / "ca.key"
+    with tempfile.TemporaryDirectory() as tmp:
+        _openssl("req", "-x509", "-new", "-config", str(_openssl_config(Path(tmp), name)), "-extensions", "ca",
+                 "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", str(days),
+                 "-keyout", str(key), "-out", str(cert))
+    key.chmod(0o600)
+    return cert, key
+
+
+def make_server_certificate(ca: tuple[Path, Path], cert: str | os.PathLike[str], key: str | os.PathLike[str],
+                            ips: list[str], days: int = TLS_CERT_DAYS) -> None:
+    """A server certificate for `ips` (IP SANs), signed by `ca` = (certificate, key)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _openssl_config(Path(tmp), ips[0], ips)
+        csr = Path(tmp) / "server.csr"
+        _openssl("req", "-new", "-config", str(config), "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", str(key), "-out", str(csr))
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                 "-set_serial", "0x" + secrets.token_hex(16), "-days", str(days),
+                 "-extfile", str(config), "-extensions", "server", "-out", str(cert))
+    Path(key).chmod(0o600)
+
+
 def loopback_hosts(servers: int, prefix: str = "127.0.0.") -> list[str]:
     """Server i is `prefix` + (i+1): 127.0.0.1, 127.0.0.2, ..."""
     return [f"{prefix}{i + 1}" for i in range(servers)]
@@ -78,6 +136,9 @@ class Loopback:
     they never collide with a rehearsal on 127.0.0.x). The password is
     generated once and kept in the state dir, so a later `Loopback` on the same
     state dir talks to the same processes.
+
+    `tls=True` turns TLS on as the `tls` stack key does (7.0 only): the CA is kept in
+    the state dir too, and `client()`, `bootstrap()` and `join()` speak TLS.
     """
 
     def __init__(
@@ -91,10 +152,14 @@ class Loopback:
         hosts: list[str] | None = None,
         memory_mib: int = 8 * 1024,
         password: str | None = None,
+        tls: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.platform = PLATFORMS[platform] if platform else platform_for(version or "7.0")
         self.version = self.platform.redis_version
+        if tls and not self.platform.supports_tls:
+            raise ValueError(f"TLS needs Redis 7.0; {self.platform.name} runs Redis {self.version}")
+        self.tls = tls
         self.port = port
         self.hosts: list[str] = list(hosts or loopback_hosts(servers))
         self.topology: Topology = build_topology(servers, LOOPBACK_SUBNET, standalone_port=port, hosts=self.hosts)
@@ -144,13 +209,48 @@ class Loopback:
             maxmemory_mib=usable_memory_mib(self.memory_mib, len(server.processes)),
             cluster=self.topology.cluster,
             paths=self.paths(process.server),
+            tls=self.tls,
         )
 
     def log_file(self, process: Process) -> Path:
         return Path(self.paths(process.server).log_file(process.port))
 
+    # -- TLS ---------------------------------------------------------------
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA's certificate: what clients trust (the `caCertificate` output on AWS)."""
+        return self.state_dir / "tls-ca" / "ca.crt"
+
+    @property
+    def tls_kwargs(self) -> dict:
+        """redis-py arguments that reach these processes: TLS trusting the CA, or nothing."""
+        return {"ssl": True, "ssl_ca_certs": str(self.ca_file)} if self.tls else {}
+
+    def cli_for(self, server: int) -> str:
+        """The REDIS_CLI that the shipped scripts run on server `server`: over TLS when on, as on EC2."""
+        return str(self.state_dir / self.topology.servers[server].name / "redis-cli-tls") if self.tls \
+            else self.redis_cli
+
+    def _write_tls_files(self) -> None:
+        """The CA once, then each server's certificate (its IP and 127.0.0.1, as on EC2) where its conf looks."""
+        if not self.ca_file.exists():
+            make_ca(self.ca_file.parent)
+        ca = (self.ca_file, self.ca_file.with_name("ca.key"))
+        for server in self.topology.servers:
+            paths = self.paths(server.index)
+            Path(paths.tls_dir).mkdir(parents=True, exist_ok=True)
+            if not Path(paths.tls_cert).exists():
+                make_server_certificate(ca, paths.tls_cert, paths.tls_key, [server.private_ip, "127.0.0.1"])
+            shutil.copyfile(ca[0], paths.tls_ca)
+            wrapper = Path(self.cli_for(server.index))
+            _write_if_changed(wrapper, render_tls_cli(paths.tls_ca, self.redis_cli))
+            wrapper.chmod(0o755)
+
     def write_files(self) -> None:
         """Render every redis.conf, auth include and the bootstrap script into the state dir."""
+        if self.tls:
+            self._write_tls_files()
         for server in self.topology.servers:
             paths = self.paths(server.index)
             Path(paths.conf_dir).mkdir(parents=True, exist_ok=True)
@@ -174,7 +274,8 @@ class Loopback:
     def client(self, process: Process, **kwargs) -> redis.Redis:
         """A redis-py connection to one process (decode_responses on)."""
         kwargs.setdefault("socket_timeout", 2)
-        return redis.Redis(process.host, process.port, password=self.password, decode_responses=True, **kwargs)
+        return redis.Redis(process.host, process.port, password=self.password, decode_responses=True,
+                           **{**self.tls_kwargs, **kwargs})
 
     def _pid(self, process: Process) -> int | None:
         """The live pid of `process`, checked against /proc so a recycled pid is never signalled."""
@@ -272,7 +373,7 @@ class Loopback:
         env = bootstrap_env(
             self.topology,
             auth_file=self.paths(BOOTSTRAP_SERVER).auth_file,
-            redis_cli=self.redis_cli,
+            redis_cli=self.cli_for(BOOTSTRAP_SERVER),
         )
         env["WAIT_SECONDS"] = str(wait_seconds)
         return env
@@ -299,7 +400,8 @@ class Loopback:
 
     def join_environment(self, server: int, wait_seconds: int = 120) -> dict[str, str]:
         """What the join script is given on server `server`: its own auth file, as on EC2."""
-        env = join_env(self.topology, server, auth_file=self.paths(server).auth_file, redis_cli=self.redis_cli)
+        env = join_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                       redis_cli=self.cli_for(server))
         env["WAIT_SECONDS"] = str(wait_seconds)
         return env
 

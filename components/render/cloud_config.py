@@ -1,6 +1,7 @@
 """Each server's #cloud-config: packages, OS tuning, redis.conf files, units, bootstrap.
 
-Holds no secret: the password is read from SSM at boot by redis-auth.service.
+Holds no secret: the password (and, with TLS, the certificates and key) is
+read from SSM at boot by redis-auth.service.
 The program sets ignore_changes on user_data, so this text matters at the
 first boot only; everything that must happen on every boot (THP, sysctl, the
 password, the idempotent bootstrap) is a systemd unit or rule it installs.
@@ -23,12 +24,14 @@ from components.render.systemd import (
     BOOTSTRAP_PATH,
     BOOTSTRAP_UNIT,
     FETCH_PASSWORD_PATH,
+    FETCH_TLS_PATH,
     JOIN_ENV_PATH,
     JOIN_PATH,
     JOIN_UNIT,
     SYSCTL_PATH,
     TEMPLATE_DROP_IN,
     THP_TMPFILES_PATH,
+    TLS_CLI_PATH,
     UNIT_DIR,
     redis_unit,
     render_auth_unit,
@@ -38,6 +41,7 @@ from components.render.systemd import (
     render_template_drop_in,
     render_thp_tmpfiles,
 )
+from components.render.tls import fetch_tls_script, render_tls_cli, tls_env
 from components.settings import Settings
 from components.sizing import usable_memory_mib
 from components.topology import INITIAL_CLUSTER_SERVERS, Topology
@@ -69,31 +73,43 @@ def server_files(
     platform = PLATFORMS[settings.platform]
     srv = topology.servers[server]
     maxmemory = usable_memory_mib(memory_mib, len(srv.processes))
+    tls = settings.tls
+    # With TLS, the bootstrap and join run the same scripts through a redis-cli that speaks TLS.
+    redis_cli = TLS_CLI_PATH if tls else "redis-cli"
+    # Names, not secrets: which parameters to read and where to write them.
+    auth_env = (f'PASSWORD_PARAMETER="{password_parameter}"\nAWS_REGION="{region}"\n'
+                f'AUTH_FILE="{EC2_PATHS.auth_file}"\n')
+    if tls:
+        auth_env += render_env_file(tls_env(settings.stack, server))
     files = [
         _file(SYSCTL_PATH, render_sysctl()),
         _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
         _file(TEMPLATE_DROP_IN, render_template_drop_in()),
-        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit()),
+        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls)),
         _file(FETCH_PASSWORD_PATH, fetch_password_script(), "0755"),
-        # Names, not secrets: which parameter to read and where.
-        _file(AUTH_ENV_PATH, f'PASSWORD_PARAMETER="{password_parameter}"\nAWS_REGION="{region}"\n'
-              f'AUTH_FILE="{EC2_PATHS.auth_file}"\n'),
+        _file(AUTH_ENV_PATH, auth_env),
     ]
+    if tls:
+        files += [
+            _file(FETCH_TLS_PATH, fetch_tls_script(), "0755"),
+            _file(TLS_CLI_PATH, render_tls_cli(EC2_PATHS.tls_ca), "0755"),
+        ]
     for p in srv.processes:
-        conf = render_redis_conf(p, platform=platform, maxmemory_mib=maxmemory, cluster=topology.cluster)
+        conf = render_redis_conf(p, platform=platform, maxmemory_mib=maxmemory, cluster=topology.cluster, tls=tls)
         files.append(_file(EC2_PATHS.conf(p.port), conf, "0640", "root:redis", defer=True))
     if runs_bootstrap(topology, server):
+        env = bootstrap_env(topology, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli)
         files += [
             _file(BOOTSTRAP_PATH, bootstrap_script(), "0755"),
-            _file(BOOTSTRAP_ENV_PATH, render_env_file(bootstrap_env(topology, auth_file=EC2_PATHS.auth_file)),
-                  "0640", "root:redis", defer=True),
+            _file(BOOTSTRAP_ENV_PATH, render_env_file(env), "0640", "root:redis", defer=True),
             _file(f"{UNIT_DIR}/{BOOTSTRAP_UNIT}", render_bootstrap_unit(tuple(p.port for p in srv.processes))),
         ]
     if runs_join(topology, server):
         # Names only servers 0..server: the same text whatever the final count.
         files += [
             _file(JOIN_PATH, join_script(), "0755"),
-            _file(JOIN_ENV_PATH, render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file)),
+            _file(JOIN_ENV_PATH,
+                  render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli)),
                   "0640", "root:redis", defer=True),
             _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
         ]

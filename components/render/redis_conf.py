@@ -44,6 +44,23 @@ class Paths:
     def auth_file(self) -> str:
         return f"{self.conf_dir}/auth.conf"
 
+    # TLS material, written at boot from SSM (EC2) or generated (loopback).
+    @property
+    def tls_dir(self) -> str:
+        return f"{self.conf_dir}/tls"
+
+    @property
+    def tls_ca(self) -> str:
+        return f"{self.tls_dir}/ca.crt"
+
+    @property
+    def tls_cert(self) -> str:
+        return f"{self.tls_dir}/server.crt"
+
+    @property
+    def tls_key(self) -> str:
+        return f"{self.tls_dir}/server.key"
+
 
 EC2_PATHS = Paths()
 
@@ -55,6 +72,33 @@ EC2_PATHS = Paths()
 # gentler failure for a session store.
 EVICTION_POLICY = "allkeys-lru"
 
+# TLS 1.0/1.1 are deprecated (RFC 8996); StackExchange.Redis on .NET Framework
+# 4.7+ and .NET Core negotiate 1.2 or 1.3.
+TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
+
+
+def tls_lines(port: int, *, cluster: bool, paths: Paths) -> list[str]:
+    """The TLS directives of one process: the same port, TLS only, for clients, replication and the bus."""
+    lines = [
+        # The plain port is off; TLS takes the same port, so the security groups do not change.
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {paths.tls_cert}",
+        f"tls-key-file {paths.tls_key}",
+        f"tls-ca-cert-file {paths.tls_ca}",
+        f'tls-protocols "{TLS_PROTOCOLS}"',
+        # OutSystems front-ends (StackExchange.Redis) present no client certificate, so
+        # none is required. Clients are still authenticated by requirepass; replicas by
+        # masterauth; the cluster bus (which Redis never password-protects) is reachable
+        # only from the Redis security group. Outgoing connections to peers verify the
+        # peer's certificate against the CA.
+        "tls-auth-clients no",
+        "tls-replication yes",
+    ]
+    if cluster:
+        lines.append("tls-cluster yes")  # cluster bus and MIGRATE (rebalance) over TLS
+    return lines
+
 
 def render_redis_conf(
     process: Process,
@@ -63,14 +107,20 @@ def render_redis_conf(
     maxmemory_mib: int,
     cluster: bool,
     paths: Paths = EC2_PATHS,
+    tls: bool = False,
 ) -> str:
-    """redis.conf of one process, valid for the platform's Redis line (5.0 or 7.0)."""
+    """redis.conf of one process, valid for the platform's Redis line (5.0 or 7.0).
+
+    `tls` (7.0 platform only) replaces the plain port by a TLS port with the same number.
+    """
+    if tls and not platform.supports_tls:
+        raise ValueError(f"platform {platform.name} (Redis {platform.redis_version}) has no TLS")
     port = process.port
     binds = [process.host] + (["127.0.0.1"] if paths.bind_loopback and process.host != "127.0.0.1" else [])
     lines = [
         f"# Redis {process.role} on port {port}, rendered by outsystems-redis. Do not edit by hand:",
         "# a change here is lost when the server is replaced.",
-        f"port {port}",
+        *(tls_lines(port, cluster=cluster, paths=paths) if tls else [f"port {port}"]),
         f"bind {' '.join(binds)}",
         # A second lock: if the auth include were ever empty, protected mode
         # still refuses every client that is not on loopback.

@@ -15,6 +15,8 @@ AUTH_UNIT = "redis-auth.service"
 BOOTSTRAP_UNIT = "redis-cluster-bootstrap.service"
 JOIN_UNIT = "redis-cluster-join.service"
 FETCH_PASSWORD_PATH = "/usr/local/sbin/redis-fetch-password"
+FETCH_TLS_PATH = "/usr/local/sbin/redis-fetch-tls"
+TLS_CLI_PATH = "/usr/local/sbin/redis-cli-tls"
 BOOTSTRAP_PATH = "/usr/local/sbin/redis-cluster-bootstrap"
 BOOTSTRAP_ENV_PATH = "/etc/redis/cluster-bootstrap.env"
 JOIN_PATH = "/usr/local/sbin/redis-cluster-join"
@@ -78,10 +80,12 @@ def render_template_drop_in(paths: Paths = EC2_PATHS) -> str:
     )
 
 
-def render_auth_unit() -> str:
+def render_auth_unit(tls: bool = False) -> str:
+    """The boot step before any Redis process: the password and, with TLS, the certificates."""
+    what = "password and TLS certificates" if tls else "password"
     return (
         "[Unit]\n"
-        "Description=Redis password from SSM Parameter Store (auth include)\n"
+        f"Description=Redis {what} from SSM Parameter Store (auth include)\n"
         "Wants=network-online.target\n"
         "After=network-online.target snapd.seeded.service\n"
         "\n"
@@ -91,7 +95,9 @@ def render_auth_unit() -> str:
         f"Environment=PATH={SEARCH_PATH}\n"
         f"EnvironmentFile={AUTH_ENV_PATH}\n"
         f"ExecStart={FETCH_PASSWORD_PATH}\n"
-        "SyslogIdentifier=redis-auth\n"
+        # A oneshot runs its ExecStart lines in order; either failing keeps Redis down.
+        + (f"ExecStart={FETCH_TLS_PATH}\n" if tls else "")
+        + "SyslogIdentifier=redis-auth\n"
         "TimeoutStartSec=600\n"
         "\n"
         "[Install]\n"

@@ -1,6 +1,6 @@
 """A stack's topology rehearsed on this machine, before touching AWS.
 
-    python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0]
+    python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0] [--tls]
     python -m components.rehearsal scale --servers N --stack prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
@@ -19,6 +19,10 @@ AWS: the new servers start with their rendered files and run the shipped join
 script, all at once, while a client keeps writing and reading OutSystems-shaped
 sessions. It prints the duration, the slots moved, the sessions checked and
 the errors the client saw.
+
+`--tls` (Redis 7.0 only; on by itself when the stack file sets `tls: true`)
+rehearses with TLS on: a throwaway CA and per-server certificates in the state
+dir, the same TLS confs as EC2, and every client here trusting that CA.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import yaml
 
 from components import health
 from components.loopback import Loopback, loopback_hosts, platform_for
+from components.platforms import PLATFORMS
 from components.settings import NAMESPACE, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,16 +98,21 @@ def load_loopback(state_dir: Path) -> Loopback | None:
         return None
     state = json.loads(path.read_text())
     return Loopback(state_dir, servers=state["servers"], platform=state["platform"], port=state["port"],
-                    hosts=state["hosts"], memory_mib=state["memory_mib"])
+                    hosts=state["hosts"], memory_mib=state["memory_mib"], tls=state.get("tls", False))
 
 
 def nodes_of(lo: Loopback) -> list[tuple[str, int]]:
     return [(p.host, p.port) for p in lo.processes]
 
 
+def tls_of(lo: Loopback) -> health.Tls | None:
+    """The health check trusts the rehearsal's throwaway CA, as front-ends trust the stack's."""
+    return health.Tls(ca_file=str(lo.ca_file)) if lo.tls else None
+
+
 def check(lo: Loopback, wait: float = 0) -> tuple[health.Facts, list[health.Finding]]:
     return health.run_check(nodes_of(lo), lo.password, lo.topology.cluster, lo.version, wait,
-                            progress=lambda line: print("  " + line, flush=True), interval=1.0)
+                            progress=lambda line: print("  " + line, flush=True), interval=1.0, tls=tls_of(lo))
 
 
 # ---------------------------------------------------------------- commands
@@ -111,7 +121,7 @@ def check(lo: Loopback, wait: float = 0) -> tuple[health.Facts, list[health.Find
 def up(lo: Loopback, stack: str) -> int:
     started = time.monotonic()
     print(f"rehearsal {stack}: {len(lo.topology.servers)} server(s), Redis {lo.version} "
-          f"({lo.platform.name}), state in {lo.state_dir}")
+          f"({lo.platform.name}){', TLS' if lo.tls else ''}, state in {lo.state_dir}")
     lo.start()
     print(f"started {len(lo.processes)} redis-server process(es): {', '.join(p.address for p in lo.processes)}")
     if lo.topology.cluster:
@@ -121,7 +131,9 @@ def up(lo: Loopback, stack: str) -> int:
     facts, findings = check(lo, wait=60)
     print(health.report(facts, findings))
     print(f"\nOutSystems connection string (server.hsconf <ConnectionString>):\n  "
-          f"{lo.topology.connection_string(lo.password)}")
+          f"{lo.topology.connection_string(lo.password, lo.tls)}")
+    if lo.tls:
+        print(f"CA certificate the front-ends must trust (caCertificate on AWS):\n  {lo.ca_file}")
     print(f"up in {time.monotonic() - started:.1f}s")
     return health.exit_code(findings)
 
@@ -131,7 +143,7 @@ def status(lo: Loopback) -> int:
     print(f"{len(running)} of {len(lo.processes)} processes running under {lo.state_dir}")
     facts, findings = check(lo)
     print(health.report(facts, findings))
-    print(f"\nOutSystems connection string: {lo.topology.connection_string(lo.password)}")
+    print(f"\nOutSystems connection string: {lo.topology.connection_string(lo.password, lo.tls)}")
     return health.exit_code(findings)
 
 
@@ -160,7 +172,7 @@ def _cluster_client(lo: Loopback, skip_server: int | None = None):
 
     nodes = [ClusterNode(p.host, p.port) for p in lo.processes if p.server != skip_server]
     return RedisCluster(startup_nodes=nodes, password=lo.password, decode_responses=True, socket_timeout=2,
-                        socket_connect_timeout=2)
+                        socket_connect_timeout=2, **lo.tls_kwargs)
 
 
 def write_sessions(lo: Loopback, count: int) -> list[str]:
@@ -244,7 +256,8 @@ def slots_writable(lo: Loopback, dead_hosts: set[str]) -> bool:
     for master_id, key in probe_keys(masters).items():
         m = by_id[master_id]
         try:
-            c = redis.Redis(m.host, m.port, password=lo.password, socket_timeout=0.5, decode_responses=True)
+            c = redis.Redis(m.host, m.port, password=lo.password, socket_timeout=0.5, decode_responses=True,
+                            **lo.tls_kwargs)
             c.set(key, "probe", ex=60)
             c.close()
         except redis.RedisError:
@@ -473,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-prefix", default="127.0.0.",
                    help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
     p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
+    p.add_argument("--tls", action="store_true",
+                   help="up: TLS on, as the `tls` stack key (Redis 7.0 only: with --version 7.0 or a 7.0 stack)")
     return p
 
 
@@ -491,9 +506,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             parser.error(f"stack {args.stack}: {exc}")
         platform = platform_for(args.version).name if args.version else settings.platform
+        tls = args.tls or settings.tls
+        if tls and not PLATFORMS[platform].supports_tls:
+            parser.error(f"--tls needs Redis 7.0 ({platform} runs Redis {PLATFORMS[platform].redis_version}): "
+                         "add --version 7.0")
         hosts = loopback_hosts(settings.servers, args.host_prefix)
         save_state(state_dir, {"stack": args.stack, "servers": settings.servers, "platform": platform,
-                               "port": settings.port, "hosts": hosts,
+                               "port": settings.port, "hosts": hosts, "tls": tls,
                                # maxmemory as on the tier's minimum instance (no AWS here to ask for the real one)
                                "memory_mib": settings.minimums.memory_mib})
         lo = load_loopback(state_dir)

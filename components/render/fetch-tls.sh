@@ -8,7 +8,7 @@
 # `pulumi up` renewed; Redis reads the files at start or on CONFIG SET tls-cert-file.
 #
 # Inputs (environment): TLS_CA_PARAMETER, TLS_CERT_PARAMETER, TLS_KEY_PARAMETER,
-# AWS_REGION, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, ATTEMPTS.
+# AWS_REGION, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, ATTEMPTS, RETRY_SECONDS.
 set -euo pipefail
 
 : "${TLS_CA_PARAMETER:?TLS_CA_PARAMETER is required}"
@@ -19,6 +19,7 @@ TLS_CA_FILE=${TLS_CA_FILE:-/etc/redis/tls/ca.crt}
 TLS_CERT_FILE=${TLS_CERT_FILE:-/etc/redis/tls/server.crt}
 TLS_KEY_FILE=${TLS_KEY_FILE:-/etc/redis/tls/server.key}
 ATTEMPTS=${ATTEMPTS:-30}
+RETRY_SECONDS=${RETRY_SECONDS:-10}
 
 log() { echo "redis-tls: $*"; }
 
@@ -70,8 +71,9 @@ for attempt in $(seq 1 "$ATTEMPTS"); do
         log "wrote $TLS_CA_FILE, $TLS_CERT_FILE and $TLS_KEY_FILE from Parameter Store (attempt $attempt)"
         exit 0
     fi
-    log "cannot read the TLS parameters yet (attempt $attempt of $ATTEMPTS); retrying in 10s"
-    sleep 10
+    [ "$attempt" -lt "$ATTEMPTS" ] || break
+    log "cannot read the TLS parameters yet (attempt $attempt of $ATTEMPTS); retrying in ${RETRY_SECONDS}s"
+    sleep "$RETRY_SECONDS"
 done
 
 if [ -s "$TLS_CA_FILE" ] && [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FILE" ]; then

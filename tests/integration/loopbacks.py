@@ -14,16 +14,16 @@ from tests.tools import redis_bin
 # 127.0.0.x) never share a port; the pid picks `a` so parallel runs don't either.
 _next = itertools.count(1)
 
-def make_loopback(request, tmp_path_factory, version: str, servers: int = 3) -> Loopback:
+def make_loopback(request, tmp_path_factory, version: str, servers: int = 3, tls: bool = False) -> Loopback:
     redis_bin(version, "redis-server")  # fail in CI / skip locally when missing
     redis_bin(version, "redis-cli")
     b = next(_next) % 250
     a = 100 + os.getpid() % 150
     hosts = [f"127.{a}.{b}.{i + 1}" for i in range(servers)]
-    lo = Loopback(tmp_path_factory.mktemp(f"lo-{version}"), servers=servers, version=version, hosts=hosts)
+    lo = Loopback(tmp_path_factory.mktemp(f"lo-{version}"), servers=servers, version=version, hosts=hosts, tls=tls)
     request.addfinalizer(lambda: lo.stop(timeout=5))
     return lo
 
 @pytest.fixture
 def loopback_factory(request, tmp_path_factory):
-    return lambda version, servers=3: make_loopback(request, tmp_path_factory, version, servers)
+    return lambda version, servers=3, tls=False: make_loopback(request, tmp_path_factory, version, servers, tls)

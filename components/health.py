@@ -43,6 +43,9 @@ MEMORY_WARN, MEMORY_FAIL = 0.80, 0.95  # share of maxmemory; at 100% session wri
 LAG_WARN_BYTES = 1024 * 1024
 SLOT_BALANCE_TOLERANCE = 0.05  # of the fair share 16384/N: a finished rebalance is within 1-2 slots
 SESSION_TTL = 60  # seconds: the probe keys expire by themselves even if the delete never runs
+# Servers read their certificate at boot; `pulumi up` renews it in Parameter Store 30 days
+# before expiry, so a served certificate this close to its end was never reloaded.
+CERT_WARN_DAYS = 21
 
 
 # ---------------------------------------------------------------- data
@@ -97,6 +100,7 @@ class NodeFacts:
     info: dict = field(default_factory=dict)
     cluster_info: dict[str, str] = field(default_factory=dict)
     cluster_nodes: tuple[ClusterNode, ...] = ()
+    cert_expires: float | None = None  # notAfter of the served TLS certificate (epoch seconds)
 
     @property
     def address(self) -> str:
@@ -279,14 +283,29 @@ def check_mode(facts: Facts) -> list[Finding]:
     return out
 
 
-def check_tls(facts: Facts) -> list[Finding]:
-    """Say that TLS was checked: every answer came over TLS from a certificate the CA vouches for."""
+def check_tls(facts: Facts, now: float | None = None) -> list[Finding]:
+    """Say that TLS was checked, and warn about a served certificate close to its end."""
     up = [n for n in facts.nodes if not n.error]
     if facts.tls is None or not up:
         return []
+    now = time.time() if now is None else now
+    out = []
+    for n in up:
+        if n.cert_expires is None or n.cert_expires - now > CERT_WARN_DAYS * 86400:
+            continue
+        days = (n.cert_expires - now) / 86400
+        out.append(Finding(
+            WARN, "tls", f"{n.address} serves a TLS certificate that expires in {days:.0f} days "
+            f"({time.strftime('%Y-%m-%d', time.gmtime(n.cert_expires))}): Redis reads it at start only",
+            n.host, n.address,
+            f"pulumi up (renews it in Parameter Store), then on server {n.host}: sudo systemctl restart redis-auth "
+            f"&& " + _cli(n.address, "CONFIG SET tls-cert-file /etc/redis/tls/server.crt "
+                                     "tls-key-file /etc/redis/tls/server.key"),
+        ))
     ca = facts.tls.ca_file or ("the CA given in the environment" if facts.tls.ca_data else "the system trust store")
-    return [Finding(OK, "tls", f"{len(up)} of {len(facts.nodes)} processes answer over TLS with a certificate "
-                               f"that {ca} trusts, naming the address connected to")]
+    out.append(Finding(OK, "tls", f"{len(up)} of {len(facts.nodes)} processes answer over TLS with a certificate "
+                                  f"that {ca} trusts, naming the address connected to"))
+    return out
 
 
 def _tls_fix(facts: Facts, finding: Finding) -> Finding:
@@ -690,6 +709,9 @@ def tls_reason(text: str, address: str) -> str | None:
     if "certificate verify failed" in low:
         detail = _VERIFY_DETAIL.search(text)
         why = detail.group(1) if detail else "certificate verify failed"
+        if "expired" in why.lower():
+            return (f"TLS certificate expired ({why}): pulumi up renews it in Parameter Store; then restart "
+                    "redis-auth and Redis on that server (README: certificate renewal)")
         if "mismatch" in why.lower() or "doesn't match" in why.lower() or "not valid for" in why.lower():
             return (f"TLS certificate does not name {address} ({why}): connect by the server's private IP, "
                     "which its certificate names")
@@ -750,6 +772,8 @@ def gather_node(host: str, port: int, password: str | None, timeout: float = CON
         r = _client(host, port, password, timeout, tls)
         try:
             facts.info = r.info()
+            if tls is not None:
+                facts.cert_expires = _cert_expiry(r)
             if str(facts.info.get("cluster_enabled", "0")) == "1":
                 facts.cluster_info = parse_cluster_info(r.execute_command("CLUSTER", "INFO"))
                 facts.cluster_nodes = parse_cluster_nodes(r.execute_command("CLUSTER", "NODES"), host)
@@ -758,6 +782,19 @@ def gather_node(host: str, port: int, password: str | None, timeout: float = CON
     except Exception as exc:  # every failure becomes a one-line reason, never a traceback
         facts.error = reason(exc, facts.address, timeout, tls is not None)
     return facts
+
+
+def _cert_expiry(client) -> float | None:
+    """notAfter of the certificate the server presented on `client`'s (verified) connection."""
+    import ssl
+
+    conn = client.connection_pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+        return ssl.cert_time_to_seconds(cert["notAfter"]) if cert and "notAfter" in cert else None
+    finally:
+        client.connection_pool.release(conn)
 
 
 def session_keys() -> tuple[str, str]:

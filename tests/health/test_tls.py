@@ -74,3 +74,20 @@ def test_fix_commands_reach_a_tls_server_and_the_report_says_tls():
     assert memory.fix.startswith('REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --tls --cacert /tmp/ca.crt -h 10.0.1.10')
     assert health.report(facts, findings).startswith("DEGRADED (sessions work; act soon) - Redis server over TLS")
     assert json.loads(health.to_json(facts, findings))["tls"] is True
+
+
+def test_a_served_certificate_near_its_end_is_a_warning_with_the_reload():
+    now = 1_800_000_000.0
+    node = health.NodeFacts("10.0.1.10", 7000, info={"redis_version": "7.0.15"}, cert_expires=now + 10 * 86400)
+    facts = health.Facts(cluster=False, expected_version="7.0", tls=health.Tls(ca_file="ca.crt"), nodes=[node])
+    (warn,) = [f for f in health.check_tls(facts, now) if f.severity == health.WARN]
+    assert "expires in 10 days" in warn.message
+    assert "systemctl restart redis-auth" in warn.fix and "CONFIG SET tls-cert-file" in warn.fix
+    node.cert_expires = now + 400 * 86400
+    assert [f.severity for f in health.check_tls(facts, now)] == [health.OK]
+
+
+def test_an_expired_certificate_is_not_called_untrusted():
+    exc = redis.ConnectionError("Error 1 connecting to h:7000. [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+                                "failed: certificate has expired (_ssl.c:1006).")
+    assert health.reason(exc, "h:7000", tls=True).startswith("TLS certificate expired (certificate has expired)")

@@ -127,8 +127,8 @@ def test_rehearsal_tls_is_refused_on_redis_5_and_runs_on_7(tmp_path):
     refused = subprocess.run([*base, "up", "--stack", "dev", "--version", "5.0", "--tls", "--state-dir",
                               str(tmp_path / "r5")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--tls needs Redis 7.0" in refused.stderr
-    # Own 127.<a>.254.x block (tests/integration/test_rehearsal.py uses 251-253).
-    prefix = f"127.{100 + os.getpid() % 150}.254."
+    # Own 127.<a>.255.x block (tests/integration/test_rehearsal.py uses 251-254).
+    prefix = f"127.{100 + os.getpid() % 150}.255."
     state = tmp_path / "r7"
     common = ["--stack", "dev", "--state-dir", str(state), "--host-prefix", prefix]
     try:

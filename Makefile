@@ -11,11 +11,12 @@ setup:
 
 lint:
 	.venv/bin/ruff check .
+	shellcheck scripts/setup.sh .ci/run
 
 # Benchmarks on loopback (see BENCHMARKS.md). Full run ~10-15 min; rewrites BENCHMARKS.md.
-bench:
+bench: setup
 	$(PY) -m benchmarks
 
 # Under a minute: Redis 7.0, one repeat, no failover; benchmarks/results/quick.json.
-bench-quick:
+bench-quick: setup
 	$(PY) -m benchmarks --quick

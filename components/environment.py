@@ -79,6 +79,9 @@ def health_check_command(settings: Settings, nodes: list[str]) -> str:
     if settings.cluster:
         args.append("--cluster")
     args += ["--expect-version", PLATFORMS[settings.platform].redis_version]
+    if settings.tls:
+        # The CA's PEM arrives in the environment: no file to write or clean up.
+        args += ["--cacert-env", "REDIS_CA_CERT"]
     args += ["--wait", str(settings.health_check_timeout)]
     return shlex.join(args)
 
@@ -228,7 +231,7 @@ class RedisEnvironment(pulumi.ComponentResource):
                 f"{name}-health-check",
                 create=check,
                 update=check,
-                environment={"REDIS_PASSWORD": password},
+                environment={"REDIS_PASSWORD": password, **({"REDIS_CA_CERT": self.ca_certificate} if s.tls else {})},
                 # Runs again whenever a server is created or replaced.
                 triggers=[srv.instance.id for srv in self.servers],
                 opts=pulumi.ResourceOptions(

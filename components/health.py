@@ -807,8 +807,10 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
                       timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> tuple[float | None, str | None]:
     """Write, read back and delete a session through the client OutSystems' would use. (ms, error)."""
     import redis
+    from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode as PyClusterNode
     from redis.cluster import RedisCluster
+    from redis.retry import Retry
 
     started = time.monotonic()
     client = None
@@ -817,7 +819,7 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
             client = RedisCluster(
                 startup_nodes=[PyClusterNode(h, p) for h, p in nodes], password=password, decode_responses=True,
                 socket_timeout=timeout, socket_connect_timeout=timeout, require_full_coverage=True,
-                cluster_error_retry_attempts=1, **(tls.redis_kwargs() if tls else {}),
+                retry=Retry(NoBackoff(), 1), **(tls.redis_kwargs() if tls else {}),
             )
         else:
             client = _client(nodes[0][0], nodes[0][1], password, timeout, tls)

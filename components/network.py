@@ -90,72 +90,29 @@ class RedisNetwork(pulumi.ComponentResource):
         )
         sg = self.security_group.id
         lo, hi = _port_range(args.client_ports)
+
+        def rule(kind: type, suffix: str, first: int, last: int, text: str, **source: pulumi.Input[str]) -> None:
+            kind(f"{name}-{suffix}", security_group_id=sg, ip_protocol="tcp", from_port=first, to_port=last,
+                 description=text, tags=args.tags, opts=child, **source)
+
+        ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
         for i, cidr in enumerate(args.front_end_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-front-end-cidr-{i + 1}",
-                security_group_id=sg,
-                ip_protocol="tcp",
-                from_port=lo,
-                to_port=hi,
-                cidr_ipv4=cidr,
-                description=f"Redis from OutSystems front-ends {cidr}",
-                tags=args.tags,
-                opts=child,
-            )
-        for i, source in enumerate(args.front_end_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-front-end-group-{i + 1}",
-                security_group_id=sg,
-                ip_protocol="tcp",
-                from_port=lo,
-                to_port=hi,
-                referenced_security_group_id=source,
-                description=f"Redis from OutSystems front-end group {source}",
-                tags=args.tags,
-                opts=child,
-            )
-        # Servers talk to each other on the client ports too: replication,
-        # and redis-cli --cluster during bootstrap and scale-out.
-        peer_rules = [("redis-peers", lo, hi, "Redis between Redis servers")]
+            rule(ingress, f"front-end-cidr-{i + 1}", lo, hi, f"Redis from OutSystems front-ends {cidr}",
+                 cidr_ipv4=cidr)
+        for i, group in enumerate(args.front_end_security_group_ids):
+            rule(ingress, f"front-end-group-{i + 1}", lo, hi, f"Redis from OutSystems front-end group {group}",
+                 referenced_security_group_id=group)
+        # Servers talk to each other on the client ports too (replication, and
+        # redis-cli --cluster during bootstrap and scale-out), and on the bus.
+        peers = [("redis-peers", lo, hi, "Redis between Redis servers")]
         if args.bus_ports:
-            blo, bhi = _port_range(args.bus_ports)
-            peer_rules.append(("cluster-bus", blo, bhi, "Redis Cluster bus between Redis servers"))
-        for suffix, plo, phi, text in peer_rules:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-{suffix}",
-                security_group_id=sg,
-                ip_protocol="tcp",
-                from_port=plo,
-                to_port=phi,
-                referenced_security_group_id=sg,
-                description=text,
-                tags=args.tags,
-                opts=child,
-            )
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-{suffix}-out",
-                security_group_id=sg,
-                ip_protocol="tcp",
-                from_port=plo,
-                to_port=phi,
-                referenced_security_group_id=sg,
-                description=text,
-                tags=args.tags,
-                opts=child,
-            )
+            peers.append(("cluster-bus", *_port_range(args.bus_ports), "Redis Cluster bus between Redis servers"))
+        for suffix, first, last, text in peers:
+            rule(ingress, suffix, first, last, text, referenced_security_group_id=sg)
+            rule(egress, f"{suffix}-out", first, last, text, referenced_security_group_id=sg)
         # apt mirrors are plain HTTP (80); SSM, S3 and the security mirror use HTTPS (443).
         for port, what in ((80, "apt package mirrors"), (443, "SSM Session Manager, Parameter Store, apt over HTTPS")):
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-egress-{port}",
-                security_group_id=sg,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                cidr_ipv4="0.0.0.0/0",
-                description=f"Out to {what}, through the NAT gateway",
-                tags=args.tags,
-                opts=child,
-            )
+            rule(egress, f"egress-{port}", port, port, f"Out to {what}, through the NAT gateway", cidr_ipv4="0.0.0.0/0")
 
         self.subnet_ids = pulumi.Output.all(*[s.id for s in self.subnets])
         self.security_group_id = sg

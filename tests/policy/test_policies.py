@@ -233,7 +233,9 @@ def test_replica_on_its_own_masters_server_is_caught(programs: dict[str, Program
 
 def test_broken_ring_indexes_are_caught(programs: dict[str, Program]) -> None:
     resources = stack(programs, "prod")
-    instances(resources)[2].props["tags"]["RedisServerIndex"] = "0"
+    # Registration order varies between runs: pick the server by its index, not its position.
+    (third,) = [i for i in instances(resources) if i.props["tags"]["RedisServerIndex"] == "2"]
+    third.props["tags"]["RedisServerIndex"] = "0"
     msgs = only(evaluate(resources), "production-topology")
     assert any("both have RedisServerIndex 0" in m for m in msgs)
     assert any("not 0..2" in m for m in msgs)

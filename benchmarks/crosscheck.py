@@ -1,5 +1,7 @@
 """An independent witness: Debian's redis-benchmark (C, --cluster) against the same processes.
 
+On a TLS variant it runs with --tls --cacert <the variant's CA>.
+
 redis-benchmark 7.0 does not read REDISCLI_AUTH (checked: it answers NOAUTH),
 so the password goes on its command line with -a. It is a throwaway password
 of a loopback test cluster, never a deployed one.
@@ -29,6 +31,9 @@ def run(lo: BenchLoopback, requests: int, data_bytes: int, keyspace: int, client
            "-n", str(requests), "-d", str(data_bytes), "-r", str(keyspace), "-c", str(clients), "--csv"]
     if lo.topology.cluster:
         cmd.insert(1, "--cluster")
+    if lo.tls:
+        # The same verification as our generator: the throwaway CA, no client certificate.
+        cmd += ["--tls", "--cacert", str(lo.ca_file)]
     cpu, machine = CpuSampler(lo), MachineCpu()
     cpu.start()
     machine.start()
@@ -40,6 +45,7 @@ def run(lo: BenchLoopback, requests: int, data_bytes: int, keyspace: int, client
     rows = [r for r in csv.reader(io.StringIO(out.stdout)) if len(r) >= 5 and r[0] in ("SET", "GET")]
     return {
         "command": " ".join("<password>" if a == lo.password else a for a in cmd),
+        "tls": lo.tls,
         "rps": {r[0]: float(r[1]) for r in rows},
         "p50_ms": {r[0]: float(r[4]) for r in rows if len(r) > 4},
         "redis_cpu_pct": redis_cpu,

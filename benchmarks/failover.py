@@ -24,8 +24,10 @@ VICTIM = 1  # the second server, as in the rehearsal drill
 RECOVERY_TIMEOUT = 60.0
 
 
-def _client(host: str, port: int, password: str, timeout: float = 0.5) -> redis.Redis:
-    return redis.Redis(host, port, password=password, socket_timeout=timeout, socket_connect_timeout=timeout)
+def _client(host: str, port: int, password: str, timeout: float = 0.5, **tls: object) -> redis.Redis:
+    """`tls`: the Loopback's tls_kwargs (empty when plain), so a TLS cluster is reached the same way."""
+    return redis.Redis(host, port, password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
+                       **tls)
 
 
 def slot_owners(lo: BenchLoopback, dead_host: str | None = None) -> dict[tuple[str, int], list[int]] | None:
@@ -34,7 +36,7 @@ def slot_owners(lo: BenchLoopback, dead_host: str | None = None) -> dict[tuple[s
         if p.host == dead_host:
             continue
         try:
-            reply = _client(p.host, p.port, lo.password).execute_command("CLUSTER SLOTS")
+            reply = _client(p.host, p.port, lo.password, **lo.tls_kwargs).execute_command("CLUSTER SLOTS")
         except redis.RedisError:
             continue
         owners: dict[tuple[str, int], list[int]] = {}
@@ -52,7 +54,7 @@ def all_slots_writable(lo: BenchLoopback, dead_host: str) -> bool:
     for (host, port), slots in owners.items():
         key = _key_in(set(slots))
         try:
-            _client(host, port, lo.password).set(key, b"probe", ex=60)
+            _client(host, port, lo.password, **lo.tls_kwargs).set(key, b"probe", ex=60)
         except redis.RedisError:
             return False
     return True
@@ -68,7 +70,7 @@ def _key_in(slots: set[int]) -> str:
 def _writer(lo: BenchLoopback, master: tuple[str, int], slots: set[int], start_sid: int, wait: bool,
             stop: threading.Event, acked: list[tuple[float, int]]) -> None:
     """Write new sessions (only those the victim master owns) until `stop`; record (ack time, sid)."""
-    c = _client(*master, lo.password, timeout=1.0)
+    c = _client(*master, lo.password, **lo.tls_kwargs, timeout=1.0)
     sid = start_sid
     payload = b"x" * 20480
     while not stop.is_set():
@@ -141,7 +143,7 @@ def _count_lost(lo: BenchLoopback, sids: list[int], dead_host: str) -> int:
     for sid in sids:
         data, internal = session_keys(sid)
         node = by_slot[key_slot(data.encode())]
-        c = conns.setdefault(node, _client(*node, lo.password, timeout=2.0))
+        c = conns.setdefault(node, _client(*node, lo.password, **lo.tls_kwargs, timeout=2.0))
         if c.exists(data, internal) != 2:
             lost += 1
     return lost
@@ -152,7 +154,7 @@ def restore(lo: BenchLoopback, timeout: float = 60.0) -> None:
     victim = lo.topology.servers[VICTIM]
     lo.start_server(VICTIM)
     old_master = next(p for p in victim.processes if p.role == "master")
-    c = _client(old_master.host, old_master.port, lo.password, timeout=2.0)
+    c = _client(old_master.host, old_master.port, lo.password, **lo.tls_kwargs, timeout=2.0)
     deadline = time.monotonic() + timeout
     asked = 0.0
     while time.monotonic() < deadline:
@@ -188,7 +190,7 @@ def _healthy(lo: BenchLoopback) -> bool:
     """cluster_state ok everywhere and every replica linked: the next trial starts from a full cluster."""
     for p in lo.processes:
         try:
-            c = _client(p.host, p.port, lo.password)
+            c = _client(p.host, p.port, lo.password, **lo.tls_kwargs)
             if not _state_ok(c.execute_command("CLUSTER INFO")):
                 return False
             info = c.info("replication")

@@ -2,8 +2,66 @@
 
 from __future__ import annotations
 
-from benchmarks import scaleout
 from benchmarks.report import ACTIVE_SESSIONS, SERVERS, SESSION_KB, TARGET_RPS, _f, _s, headline
+
+
+def _tls_line(summary: dict) -> str:
+    """The TLS cost in one sentence per topology, from the paired ratios of this run."""
+    parts = []
+    for t in summary.get("tls", []):
+        if t["loop"] == "closed":
+            opened = next((o for o in summary["tls"] if (o["version"], o["variant"], o["loop"])
+                           == (t["version"], t["variant"], "open")), None)
+            text = (f"Redis {t['version']} {t['variant']}: closed-loop req/s TLS ÷ plain **{_s(t['rps_ratio'], 2)}**, "
+                    f"Redis CPU per request {_s(t['cpu_us_plain'])} → {_s(t['cpu_us_tls'])} µs "
+                    f"(**x{_s(t['cpu_us_ratio'], 2)}**)")
+            if opened:
+                text += (f"; at the same offered open-loop rate p50 {_s(opened['p50_ms_plain'], 2)} → "
+                         f"{_s(opened['p50_ms_tls'], 2)} ms, p99 {_s(opened['p99_ms_plain'], 2)} → "
+                         f"{_s(opened['p99_ms_tls'], 2)} ms")
+            parts.append(text)
+    return "; ".join(parts) or "not run in this mode"
+
+
+def _crosscheck_tls_note(results: dict) -> str:
+    """What redis-benchmark's TLS rows of this run say next to their plain twins, in words."""
+    rows = {(c["version"], c["variant"]): c for c in results["crosscheck"]}
+    notes = []
+    for (version, variant), c in sorted(rows.items()):
+        plain = rows.get((version, variant.removesuffix("-tls")))
+        if not variant.endswith("-tls") or not plain:
+            continue
+        ours = [r for r in results["runs"] if (r["version"], r["variant"], r["loop"]) == (version, variant, "closed")]
+        set_tls, set_plain = c["p50_ms"].get("SET"), plain["p50_ms"].get("SET")
+        if set_tls and set_plain and set_tls > 10 * set_plain:
+            notes.append(
+                f"on {variant} ({version}) its SET of {results['plan']['data_bytes']:,}-byte values over TLS has a "
+                f"p50 of {set_tls:.1f} ms against {set_plain:.2f} ms plain, while its GETs over TLS "
+                f"({c['p50_ms'].get('GET', 0):.2f} ms) and our generator's SETs of the same values over the same TLS "
+                f"(whole two-round-trip request p50 {max(r['p50_ms'] for r in ours):.2f} ms at most) do not stall")
+    if not notes:
+        return ("Over TLS, redis-benchmark runs with `--tls --cacert`; its rows compare with their plain twins "
+                "the same way.")
+    return ("Over TLS, redis-benchmark's SET figure is not a Redis figure: " + "; ".join(notes) + ". The stall "
+            "is in its C client's TLS write path of large values (a delayed-ACK-like wait; not investigated "
+            "further), so for TLS read its GET column and our own generator's figures.")
+
+
+def _scaleout_line(results: dict) -> str:
+    parts = []
+    for r in results.get("scaleout", []):
+        b, m = r["phases"]["before"], r["phases"]["move"]
+        if r["join_error"]:
+            parts.append(f"Redis {r['version']}: **the join failed** ({r['join_error'].splitlines()[0][:100]})")
+            continue
+        parts.append(
+            f"Redis {r['version']}: join script **{r['join_s']:.0f} s**, of which the slot move "
+            f"**{r['move_s']:.0f} s** ({r['slots_moved']:,} slots, **{_f(r['slots_per_s'])} slots/s**, "
+            f"{_f(r['mb_per_s_moved'], 1)} MB/s of sessions); latency p50/p99/max during the move "
+            f"**{_f(m['p50_ms'], 1)} / {_f(m['p99_ms'], 1)} / {_f(m['max_ms'], 0)} ms** vs "
+            f"{_f(b['p50_ms'], 2)} / {_f(b['p99_ms'], 2)} / {_f(b['max_ms'], 1)} ms before; "
+            f"**{r['errors']} errors**, {r['misses']} sessions not found")
+    return "; ".join(parts) or "not run in this mode"
 
 
 def _verdict(results: dict) -> str:
@@ -39,7 +97,7 @@ def document(results: dict, tables: str, summary: dict) -> str:
     ratio_line = "; ".join(f"Redis {v}: **{_s(head.get(f'ratio_stock_{v}'), 2)}**" for v in versions)
     fo_line = "; ".join(f"Redis {f['version']} at {f['node_timeout_ms']} ms: **{_s(f['recover_s'], 1)} s**"
                         for f in summary["failover"]) or "not run in this mode"
-    so = scaleout.measure()
+    fo_trials = ", ".join(f"{f['trials']} at {f['node_timeout_ms']} ms" for f in summary["failover"][:2])
     bw_table = "\n".join([
         f'| reading of "kb" | session | client traffic, all servers | of which writes (also replicated) '
         f"| per server, each direction ({SERVERS} servers) |",
@@ -79,6 +137,9 @@ Do not edit it by hand.
 - Ours-prod ÷ stock settings, closed-loop req/s paired by repeat: {ratio_line}
   (1.00 = no difference; the spread shows how much is noise).
 - Whole-server failover, time until all 16384 slots are writable again: {fo_line}.
+- TLS cost (Redis 7.0, TLS and plain measured back to back in the same run): {_tls_line(summary)}.
+- Scale-out 3 -> 4 servers under the session workload at {_f(plan.get('scaleout_fraction', 0.25) * 100)}% \
+of ours-prod's closed-loop req/s: {_scaleout_line(results)}.
 - Generator: {_verdict(results)}
 
 ## Machine and versions
@@ -96,12 +157,19 @@ Do not edit it by hand.
 
 ## Commands
 
-    make bench          # this file: both Redis lines, 3 repeats, failover; about 10-15 minutes
-    make bench-quick    # under a minute: Redis 7.0, one repeat, no failover -> benchmarks/results/quick.json
-    .venv/bin/python -m benchmarks --help    # --versions, --data-kb, --rate, --failover-trials, --host-base
+    make bench          # this file: both Redis lines, 3 repeats, TLS, scale-out, failover; about 15 minutes
+    make bench-quick    # under a minute: Redis 7.0, one repeat, ours-prod-tls, no scale-out or failover
+                        #   -> benchmarks/results/quick.json
+    .venv/bin/python -m benchmarks --help    # --versions, --data-kb, --rate, --failover-trials, --host-base,
+                                             # --no-tls, --no-scaleout
 
 Servers run on 127.0.50.x-127.0.54.x (`--host-base`), so a benchmark never collides with the tests
-or a rehearsal on 127.0.0.x. Every Redis process is killed at the end, also on error or Ctrl-C.
+or a rehearsal on 127.0.0.x: plain variants on .1-.3 of their /24, the scale-out's fourth server on .4,
+TLS variants on .11-.13. Every Redis process is killed at the end, also on error or Ctrl-C.
+
+To keep the full run near 15 minutes with TLS and scale-out added, failover kills {fo_trials or "-"}:
+five at the shipped timeout, three at Redis's default (where a trial can take 60 s + a restore, see
+*Failover* below).
 
 ## What is measured
 
@@ -117,6 +185,12 @@ machine noise hits them alike:
   default save points, cluster-node-timeout 15000). Made by post-processing the rendered text in
   `benchmarks/topologies.py`; `components/` is untouched.
 - `ours-dev`: the dev stack's single server on 6379 with our rendered config.
+- `ours-prod-tls`, `ours-dev-tls` (Redis 7.0 only; 5.0.7 has no TLS): the same rendered configs with the
+  `tls` stack key on, as `Loopback(tls=True)` renders them: `tls-port` on the same ports, the plain port off,
+  `tls-replication` and `tls-cluster` on (ECDSA P-256 certificates from a throwaway CA, the loopback IPs as
+  SANs). Each is measured right after its plain twin in every repeat, so TLS ÷ plain is a ratio within one
+  run, paired by repeat. Our generator wraps its sockets with Python's `ssl` (certificate chain and IP SAN
+  verified); redis-benchmark gets `--tls --cacert <CA>`.
 
 **Workload** (`benchmarks/workload.py`): a request reads `{{<guid>_<id>}}_Data` ({plan['data_bytes']} bytes)
 and `{{<guid>_<id>}}_Internal` ({plan['internal_bytes']} bytes) of one session in one pipeline, then writes
@@ -129,11 +203,20 @@ cache, so most reads are cold. Each generator process keeps one raw RESP connect
 - *Closed loop*: {plan['generators']} generator processes, each as fast as it can (one request in flight each),
   {plan['duration_s']} s per run.
 - *Open loop*: the same processes issue requests on a fixed schedule at an offered rate of
-  {plan['open_fraction']:.0%} of ours-prod's closed-loop median; latency counts from the scheduled start,
-  so queueing shows (no coordinated omission).
+  {plan['open_fraction']:.0%} of ours-prod's closed-loop median (on 7.0, of the lower of ours-prod's and
+  ours-prod-tls's, so that every variant sustains it and TLS ÷ plain compares latency at one rate);
+  latency counts from the scheduled start, so queueing shows (no coordinated omission).
 - Per run: req/s achieved vs offered, MB/s of session payload (read + written), latency p50/p99/p99.9 per
-  request, errors, CPU of every Redis process from `/proc/<pid>/stat` (100% = one core), the generators'
-  own CPU (getrusage) and the whole machine's from `/proc/stat`.
+  request, errors, CPU of every Redis process from `/proc/<pid>/stat` (100% = one core), Redis CPU time per
+  request (all processes of the topology ÷ requests), the generators' own CPU (getrusage) and the whole
+  machine's from `/proc/stat`.
+- The generator follows MOVED and ASK redirections as a cluster client does (counted as redirects, not
+  errors); any other error reply or a connection error is an error.
+
+**TLS cost, how to read it**: the closed-loop req/s ratio is what one client connection per master gets; the
+generator is the bottleneck (below), and TLS costs it CPU too, so that ratio mixes client and server cost.
+The Redis CPU per request is the server's own price of TLS (what sizes an instance); the open-loop latency at
+the same offered rate is what a user sees.
 
 **Cross-check**: Debian's `redis-benchmark` (C), `-t set,get -d {plan['data_bytes']} -r {plan['keyspace']}
 -c 50 -n {plan['crosscheck_requests']}`, with `--cluster` on the clusters. redis-benchmark does not read
@@ -153,6 +236,19 @@ here): trials of the same server follow each other ~25 s apart, and a master ref
 the same failed master again within 2 x cluster-node-timeout (30 s at 15000), so the election waits for a retry.
 In production the same applies when one server fails twice within 30 s.
 
+**Scale-out** (`benchmarks/scaleout.py`): after the measured runs, on the same filled ours-prod cluster
+(redis-benchmark's `key:*` removed first, so only sessions move), the open-loop session workload runs at
+{plan.get('scaleout_fraction', 0.25):.0%} of ours-prod's closed-loop median (the same share on both Redis
+lines) with a per-request timeline; after {plan.get('scaleout_baseline_s', 5):.0f} s,
+`Loopback.add_servers(1)` starts server 4 with its rendered files and runs the shipped `cluster-join.sh`
+(add-node, crossed ring re-linked, `redis-cli --cluster rebalance`) as its first boot would; the load runs
+{plan.get('scaleout_after_s', 3):.0f} s more. A poller reads CLUSTER NODES every 0.1 s: the *move* is from
+the first poll that saw a slot open or owned by the new master to the poll from which nothing changed any
+more (±0.1 s). Phases, by each request's scheduled start: *before* the join, the whole *join* script, the
+*move*, and *after* the script exited. "Sessions not found" counts reads of a pre-written session that
+answered nil (a session a user would have lost). On EC2 redis-cli runs on the joining server; here it shares
+the 2 cores with the generator and every Redis process, so the move's latency is a pessimistic figure.
+
 ## Results (raw numbers: `benchmarks/results/latest.json`)
 
 {tables}
@@ -164,6 +260,8 @@ So the session req/s above is a floor for what the configuration sustains, not i
 is near a full core. redis-benchmark (C, 50 connections) is the second witness of Redis's own headroom; it
 measures single SET/GET commands, so compare its ratios, not its absolute numbers, with the session workload.
 Treat an ours ÷ stock ratio as "no measurable difference" unless its whole min–max range sits away from 1.00.
+
+{_crosscheck_tls_note(results)}
 
 ## From loopback to the requirements page's target
 
@@ -198,7 +296,10 @@ server's third, and sends its third of the reads plus the replication of its own
 
 ## Scale-out (3 -> 4 servers)
 
-**TODO (not measured)**: {so['status']}: {so['reason']}. The seam is `benchmarks/scaleout.py`: once the join
-of a fourth server has landed, it runs the open-loop workload in the background during the join and reports
-duration, slots/s moved, and latency and errors during the move.
+{_scaleout_line(results)}.
+
+The tables are in *Results* above. The join script's own waits (its 5 s settle check, replica links, the
+new replica's full sync) are the part of *join* outside *move*. During the move a request for a slot that
+has moved is redirected (MOVED, or ASK while its slot is half-way), which the client follows; only what
+is left after that counts as an error.
 """

@@ -5,6 +5,9 @@
   what a cluster on these addresses cannot run without: port, bind/announce, cluster-enabled,
   cluster-config-file, password, and the pid/log/dir paths the runner needs to find its processes.
 - `ours-dev`: the dev stack's single server on 6379, our rendered redis.conf.
+- `ours-prod-tls`, `ours-dev-tls` (Redis 7.0 only): the same with the `tls` stack key on, as
+  `Loopback(tls=True)` renders it (tls-port on the same ports, plain port off, TLS replication and
+  cluster bus), on hosts .11-.13 of the plain variant's /24 so that both run side by side.
 
 The stock config and the cluster-node-timeout override are made here, by
 post-processing the rendered text (`conf_transform`), so components/ stays as it ships.
@@ -68,22 +71,47 @@ class BenchLoopback(Loopback):
         """Where clients connect: the masters (as in the OutSystems connection string)."""
         return [(p.host, p.port) for p in self.topology.masters]
 
+    @property
+    def cafile(self) -> str | None:
+        """The CA our own generator verifies against when TLS is on (None: plain TCP)."""
+        return str(self.ca_file) if self.tls else None
+
 
 VARIANTS = ("ours-prod", "stock-prod", "ours-dev")
+TLS_SUFFIX = "-tls"
+TLS_FIRST_HOST = 11  # a TLS variant's servers: .11, .12, ... of its plain twin's /24 (scale-out takes .4)
+
+
+def variants_for(version: str, tls: bool) -> tuple[str, ...]:
+    """The variants of one Redis line, each TLS one right after its plain twin (measured back to back)."""
+    if not tls or version == "5.0":  # Redis 5.0 has no TLS
+        return VARIANTS
+    return ("ours-prod", "ours-prod" + TLS_SUFFIX, "stock-prod", "ours-dev", "ours-dev" + TLS_SUFFIX)
+
+
+def plain_twin(name: str) -> str:
+    """"ours-prod-tls" -> "ours-prod"; a plain variant is its own twin."""
+    return name.removesuffix(TLS_SUFFIX)
 
 
 def make_variant(name: str, version: str, state_root: Path, host_prefix: str,
-                 transform: ConfTransform | None = None) -> BenchLoopback:
-    """`host_prefix` like "127.0.50." gives this variant its own loopback addresses."""
-    state = state_root / f"{name}-{version}"
+                 transform: ConfTransform | None = None, tls: bool = False) -> BenchLoopback:
+    """`host_prefix` like "127.0.50." gives this variant its own loopback addresses.
+
+    A name ending in "-tls" (or `tls=True`) is its plain twin with TLS on, on hosts .11 and up.
+    """
+    tls = tls or name.endswith(TLS_SUFFIX)
+    base = plain_twin(name)
+    first = TLS_FIRST_HOST if tls else 1
+    state = state_root / f"{base}{TLS_SUFFIX if tls else ''}-{version}"
     if state.exists():
         shutil.rmtree(state)  # a fresh cluster: no nodes.conf or RDB from an earlier run
-    if name == "ours-dev":
-        return BenchLoopback(state, servers=1, version=version, port=6379, hosts=[host_prefix + "1"],
-                             memory_mib=4 * 1024)  # the dev tier's minimum instance
-    conf = stock_conf if name == "stock-prod" else transform
-    return BenchLoopback(state, servers=3, version=version, hosts=[f"{host_prefix}{i + 1}" for i in range(3)],
-                         memory_mib=8 * 1024, conf_transform=conf)
+    if base == "ours-dev":
+        return BenchLoopback(state, servers=1, version=version, port=6379, hosts=[f"{host_prefix}{first}"],
+                             memory_mib=4 * 1024, tls=tls)  # the dev tier's minimum instance
+    conf = stock_conf if base == "stock-prod" else transform
+    return BenchLoopback(state, servers=3, version=version, hosts=[f"{host_prefix}{first + i}" for i in range(3)],
+                         memory_mib=8 * 1024, conf_transform=conf, tls=tls)
 
 
 def bring_up(loopbacks: list[BenchLoopback]) -> None:

@@ -1,13 +1,15 @@
-"""The benchmark's quick mode runs and writes a well-formed report. No timing assertions."""
+"""The benchmark's smoke mode (quick's sections plus the scale-out) runs and writes a well-formed report.
+
+No timing assertions: only that every section is there, complete and self-consistent.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-from tests.tools import ROOT, redis_bin
+from tests.tools import ROOT, bench_octet, redis_bin
 
 
 def test_smoke_run_writes_a_well_formed_report(tmp_path):
@@ -15,19 +17,20 @@ def test_smoke_run_writes_a_well_formed_report(tmp_path):
     redis_bin("7.0", "redis-cli")
     out, md = tmp_path / "smoke.json", tmp_path / "smoke.md"
     # Own loopback range (127.0.<70+pid%100>.x) so a `make bench` running alongside never collides.
-    base = 70 + os.getpid() % 100
+    base = bench_octet()
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--host-base", str(base),
                           "--out", str(out), "--markdown", str(md)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out.read_text())
 
-    assert {r["variant"] for r in results["runs"]} == {"ours-prod", "stock-prod", "ours-dev"}
+    assert {r["variant"] for r in results["runs"]} == {"ours-prod", "ours-prod-tls", "stock-prod", "ours-dev"}
     assert {r["loop"] for r in results["runs"]} == {"closed", "open"}
     for r in results["runs"] + results["scaling"]:
         assert r["achieved_rps"] > 0 and r["requests"] > 0
         assert isinstance(r["errors"], int) and r["errors"] >= 0
         assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"] <= r["max_ms"]
+        assert r["misses"] == 0 and set(r["redirects"]) <= {"MOVED", "ASK"}
         assert r["mb_per_s"] > 0
         assert r["redis_cpu_pct"] and all(v >= 0 for v in r["redis_cpu_pct"].values())
         if r["loop"] == "open":
@@ -42,12 +45,52 @@ def test_smoke_run_writes_a_well_formed_report(tmp_path):
     assert mem["bytes_per_session_with_replica"] > mem["bytes_per_session_masters"]
     bw = results["summary"]["capacity"]["bandwidth"]
     assert bw["kilobytes"]["client_bytes_per_s"] == 20 * 1024 * 10_000 * 2
+    check_tls(results)
+    check_scaleout(results)
     text = md.read_text()
-    assert "| ours-prod | closed |" in text and "TODO (not measured)" in text
+    assert "| ours-prod | closed |" in text and "TODO" not in text
+    assert "### TLS ÷ plain" in text and "### Scale-out 3 -> 4 servers" in text
+
+
+def check_tls(results: dict) -> None:
+    """The TLS variant ran over TLS next to its plain twin, and its summary rows are complete (when present)."""
+    tls_runs = [r for r in results["runs"] if r["variant"].endswith("-tls")]
+    assert all(r["tls"] and r["version"] == "7.0" for r in tls_runs)
+    assert not any(r["tls"] for r in results["runs"] if not r["variant"].endswith("-tls"))
+    for c in results["crosscheck"]:
+        assert ("--tls" in c["command"]) == c["variant"].endswith("-tls")
+    rows = results["summary"]["tls"]
+    assert {(t["variant"], t["loop"]) for t in rows} == {(r["variant"].removesuffix("-tls"), r["loop"])
+                                                         for r in tls_runs}
+    for t in rows:
+        for key in ("rps", "p50_ms", "p99_ms", "cpu_us"):
+            for side in ("plain", "tls", "ratio"):
+                sp = t[f"{key}_{side}"]
+                assert sp and 0 < sp["min"] <= sp["median"] <= sp["max"], (key, side, sp)
+        assert isinstance(t["errors_tls"], int)
+
+
+def check_scaleout(results: dict) -> None:
+    """3 -> 4: the join succeeded, every slot is served by 4 masters, and each phase's figures are sane."""
+    for r in results["scaleout"]:
+        assert r["join_error"] is None, r["join_error"]
+        assert (r["servers_before"], r["servers_after"], r["masters_after"]) == (3, 4, 4)
+        assert r["slots_covered_after"] == r["slots_total"] == 16384
+        assert 0 < r["slots_moved"] < 16384 and r["slots_per_s"] > 0 and r["move_s"] > 0
+        assert r["join_s"] >= r["move_s"] - 0.2  # the move happens inside the join (poll granularity 0.1 s)
+        assert isinstance(r["errors"], int) and isinstance(r["misses"], int)
+        assert set(r["redirects"]) <= {"MOVED", "ASK"}
+        assert set(r["phases"]) == {"before", "join", "move", "after"}
+        for ph in r["phases"].values():
+            assert ph["requests"] > 0 and ph["achieved_rps"] > 0
+            assert 0 < ph["p50_ms"] <= ph["p99_ms"] <= ph["p999_ms"] <= ph["max_ms"]
+            assert ph["errors"] >= 0 and ph["misses"] >= 0
+        assert sum(r["phases"][p]["errors"] for p in ("before", "join", "after")) <= r["errors"]
+        assert any(line.startswith("cluster-join: done") for line in r["join_log"])
 
 
 def test_no_redis_left_running_on_the_smoke_range():
     # The smoke run above SIGKILLs everything it started; nothing on 127.0.7x-16x stays up.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    base = 70 + os.getpid() % 100
+    base = bench_octet()
     assert not [line for line in ps.splitlines() if line.startswith("/") and f"127.0.{base}." in line]

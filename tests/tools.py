@@ -41,3 +41,18 @@ def redis_bin(version: str, name: str = "redis-server") -> str:
 
 
 REDIS_VERSIONS = ("5.0", "7.0")
+
+
+def _worker() -> int:
+    """0 without pytest-xdist; N for its worker gwN, so parallel workers get disjoint addresses."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 2
+
+
+def loopback_octet() -> int:
+    """The second octet of this test process's loopback hosts (127.<this>.x.y): 100-249."""
+    return 100 + 75 * _worker() + os.getpid() % 75
+
+
+def bench_octet() -> int:
+    """--host-base of a benchmark smoke run (its hosts are 127.0.<base + a few>.x): 20-94, clear of 127.0.0.x."""
+    return 20 + 40 * _worker() + os.getpid() % 35

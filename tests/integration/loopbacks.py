@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import os
 
 import pytest
 
 from components.loopback import Loopback
-from tests.tools import redis_bin
+from tests.tools import loopback_octet, redis_bin
 
 # Each Loopback gets its own 127.<a>.<b>.x hosts, so tests (and a rehearsal on
 # 127.0.0.x) never share a port; the pid picks `a` so parallel runs don't either.
@@ -18,7 +17,7 @@ def make_loopback(request, tmp_path_factory, version: str, servers: int = 3, tls
     redis_bin(version, "redis-server")  # fail in CI / skip locally when missing
     redis_bin(version, "redis-cli")
     b = next(_next) % 250
-    a = 100 + os.getpid() % 150
+    a = loopback_octet()
     hosts = [f"127.{a}.{b}.{i + 1}" for i in range(servers)]
     lo = Loopback(tmp_path_factory.mktemp(f"lo-{version}"), servers=servers, version=version, hosts=hosts, tls=tls)
     request.addfinalizer(lambda: lo.stop(timeout=5))

@@ -7,7 +7,6 @@ The last test rehearses the whole migration of components.migration.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from components import health
 from components.loopback import Loopback
 from components.migration import rehearse
 from tests.integration import loopbacks
+from tests.tools import loopback_octet
 
 MAX_CLIENT_ERRORS = 5  # errors the session client may give up on (seen: 0); wrong answers: none at all
 BOUND = 30.0  # seconds any single observation may take (node timeout is 5 s)
@@ -24,7 +24,7 @@ BOUND = 30.0  # seconds any single observation may take (node timeout is 5 s)
 
 def unique_hosts(servers: int) -> list[str]:
     """Addresses no other loopback of this test run uses (same scheme as tests/integration/loopbacks.py)."""
-    a, b = 100 + os.getpid() % 150, next(loopbacks._next) % 250
+    a, b = loopback_octet(), next(loopbacks._next) % 250
     return [f"127.{a}.{b}.{i + 1}" for i in range(servers)]
 
 

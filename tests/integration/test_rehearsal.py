@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.tools import ROOT, redis_bin
+from tests.tools import ROOT, loopback_octet, redis_bin
 
 # Own 127.<a>.<b>.x block: `a` from the pid like tests/integration/loopbacks.py, `b` above its range.
-A = 100 + os.getpid() % 150
+A = loopback_octet()
 CASES = [("dev", None, 251), ("prod", None, 252), ("prod", "7.0", 253)]  # None: the stack's own platform
 
 

@@ -20,7 +20,7 @@ from components.loopback import Loopback, make_ca
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.integration.test_bootstrap import assert_crossed
 from tests.render.test_redis_conf import warnings
-from tests.tools import ROOT, redis_bin, tool
+from tests.tools import ROOT, loopback_octet, redis_bin, tool
 
 
 def nodes(lo: Loopback) -> list[tuple[str, int]]:
@@ -128,7 +128,7 @@ def test_rehearsal_tls_is_refused_on_redis_5_and_runs_on_7(tmp_path):
                               str(tmp_path / "r5")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--tls needs Redis 7.0" in refused.stderr
     # Own 127.<a>.255.x block (tests/integration/test_rehearsal.py uses 251-254).
-    prefix = f"127.{100 + os.getpid() % 150}.255."
+    prefix = f"127.{loopback_octet()}.255."
     state = tmp_path / "r7"
     common = ["--stack", "dev", "--state-dir", str(state), "--host-prefix", prefix]
     try:

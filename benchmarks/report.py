@@ -93,8 +93,12 @@ def summarize(results: dict) -> dict:
         out["failover"].append({
             "version": version, "node_timeout_ms": ms, "trials": len(sel),
             "recover_s": spread([f["recover_s"] for f in sel]),
-            "not_recovered": sum(1 for f in sel if f["recover_s"] is None),
+            "not_recovered": sum(1 for f in sel if f["recover_s"] is None and not f.get("error")),
+            # A trial that could not start (cluster not back in place after the previous restore) is no
+            # failover measurement: "x", kept apart from "-" (not writable within 60 s).
+            "not_started": sum(1 for f in sel if f.get("error")),
             "recover_s_all": [f["recover_s"] for f in sel],
+            "started_all": [not f.get("error") for f in sel],
             "lost_wait": sum(f["lost_wait"] or 0 for f in sel), "written_wait": sum(f["written_wait"] for f in sel),
             "lost_nowait": sum(f["lost_nowait"] or 0 for f in sel),
             "written_nowait": sum(f["written_nowait"] for f in sel),
@@ -240,7 +244,9 @@ def render_tables(results: dict) -> str:
                   "| every trial, s | lost with WAIT 1 | lost without WAIT |", "|---|---:|---:|---:|---|---:|---:|"]
         for f in s["failover"]:
             label = f"{f['node_timeout_ms']}" + (" (shipped)" if f["node_timeout_ms"] == 5000 else " (Redis default)")
-            every = ", ".join("-" if x is None else f"{x:.1f}" for x in f["recover_s_all"])
+            every = ", ".join("x" if not ok else "-" if x is None else f"{x:.1f}"
+                              for x, ok in zip(f["recover_s_all"], f.get("started_all", [True] * f["trials"]),
+                                               strict=True))
             lines.append(f"| {f['version']} | {label} | {f['trials']} | {_s(f['recover_s'], 1)} | {every} | "
                          f"{f['lost_wait']} of {f['written_wait']} | {f['lost_nowait']} of {f['written_nowait']} |")
     mem = s["capacity"]["memory"]

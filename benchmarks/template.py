@@ -47,6 +47,17 @@ def _crosscheck_tls_note(results: dict) -> str:
             "further), so for TLS read its GET column and our own generator's figures.")
 
 
+def _not_started(summary: dict) -> str:
+    """Name the failover trials that never started (an "x"), if this run had any."""
+    n = sum(f.get("not_started", 0) for f in summary["failover"])
+    if not n:
+        return ""
+    return (f" An \"x\" ({n} in this run) is a trial that did not start: right after the previous trial's restore, "
+            "CLUSTER SLOTS showed no slots on the victim's master, so that timeout's series stopped there (cause "
+            "not investigated; the reason is in latest.json; the next series still runs). It is neither a "
+            "failover time nor a failure to recover.")
+
+
 def _scaleout_line(results: dict) -> str:
     parts = []
     for r in results.get("scaleout", []):
@@ -234,7 +245,7 @@ config with that one line changed (labelled in the file it writes). A "-" in the
 trial whose slots were not all writable within 60 s; its median leaves it out. Likely cause (not verified
 here): trials of the same server follow each other ~25 s apart, and a master refuses to vote for a replica of
 the same failed master again within 2 x cluster-node-timeout (30 s at 15000), so the election waits for a retry.
-In production the same applies when one server fails twice within 30 s.
+In production the same applies when one server fails twice within 30 s.{_not_started(summary)}
 
 **Scale-out** (`benchmarks/scaleout.py`): after the measured runs, on the same filled ours-prod cluster
 (redis-benchmark's `key:*` removed first, so only sessions move), the open-loop session workload runs at

@@ -54,5 +54,8 @@ def loopback_octet() -> int:
 
 
 def bench_octet() -> int:
-    """--host-base of a benchmark smoke run (its hosts are 127.0.<base + a few>.x): 20-94, clear of 127.0.0.x."""
-    return 20 + 40 * _worker() + os.getpid() % 35
+    """--host-base of a benchmark smoke run (hosts 127.0.<base + up to 10>.x): 100-184.
+
+    Clear of a rehearsal (127.0.0.x) and of `make bench` (127.0.50.x upwards).
+    """
+    return 100 + 40 * _worker() + os.getpid() % 35

@@ -3,8 +3,10 @@ PY := .venv/bin/python
 
 .PHONY: test setup lint bench bench-quick
 
+# Two workers: the integration tests mostly wait on Redis (failover timeouts, joins);
+# --dist loadfile keeps each file's module fixtures in one worker.
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 setup:
 	bash scripts/setup.sh

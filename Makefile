@@ -15,7 +15,7 @@ lint:
 	.venv/bin/ruff check .
 	shellcheck scripts/setup.sh .ci/run
 
-# Benchmarks on loopback (see BENCHMARKS.md). Full run ~10-15 min; rewrites BENCHMARKS.md.
+# Benchmarks on loopback (see BENCHMARKS.md). Full run ~20 min; rewrites BENCHMARKS.md.
 bench: setup
 	$(PY) -m benchmarks
 

@@ -1,11 +1,11 @@
 """python -m benchmarks [--quick | --smoke] [--versions 5.0,7.0] [--out FILE] [--markdown FILE]
 
-Full run (make bench, ~15 min): both Redis lines; ours-prod, stock-prod and
+Full run (make bench, ~20 min): both Redis lines; ours-prod, stock-prod and
 ours-dev side by side with repeats interleaved (A B C, A B C, ...) so machine
 noise hits all three alike, and on Redis 7.0 ours-prod-tls / ours-dev-tls right
 after their plain twins (TLS cost); generator scaling; redis-benchmark
 cross-check; memory per session; scale-out 3 -> 4 under the session workload;
-whole-server failover at cluster-node-timeout 5000 (5 kills) and 15000 (3).
+whole-server failover at cluster-node-timeout 5000 (5 kills) and 15000 (5).
 Writes benchmarks/results/latest.json and BENCHMARKS.md.
 
 --quick (< 1 min): Redis 7.0 only, one repeat, short runs, ours-prod-tls but no
@@ -63,9 +63,10 @@ class Plan:
     crosscheck_requests: int
     failover_trials: int
     failover_timeouts: tuple[int, ...] = (5000, 15000)
-    # Kills at Redis's default timeout (15000): fewer, to keep the full run near 15 min. Each of its
-    # trials takes ~20 s, or 60 s + a restore when the re-vote rule (2 x node timeout) delays it.
-    failover_trials_default_timeout: int = 3
+    # Kills at Redis's default timeout (15000): as many as at the shipped one (the issue asks for
+    # N >= 5 of each). Each takes ~20 s, or 60 s + a restore when the re-vote rule (2 x node
+    # timeout) delays it; this is most of why a full run takes ~20 min.
+    failover_trials_default_timeout: int = 5
     tls: tuple[str, ...] = ("ours-prod-tls", "ours-dev-tls")  # TLS variants measured on Redis 7.0
     scaleout: bool = True
     scaleout_baseline_s: float = 5.0  # load before the join starts: the "before" latency
@@ -285,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data-kb", type=int, help="size of {id}_Data in KiB (default 20)")
     ap.add_argument("--rate", type=float, help="open-loop offered req/s (default: half the closed-loop median)")
     ap.add_argument("--failover-trials", type=int,
-                    help="kills at the shipped cluster-node-timeout (default 5 full, 0 quick); at most 3 at 15000")
+                    help="kills at each cluster-node-timeout, 5000 and 15000 (default 5 full, 0 quick)")
     ap.add_argument("--no-tls", action="store_true", help="leave out the TLS variants")
     ap.add_argument("--no-scaleout", action="store_true", help="leave out the 3 -> 4 scale-out")
     ap.add_argument("--host-base", type=int, help="servers on 127.0.<base..base+4>.x (default 50)")

@@ -97,7 +97,13 @@ def trial(lo: BenchLoopback, window_s: float = 1.0) -> dict:
     """One kill of server VICTIM; the cluster is left restored to the shipped roles."""
     victim = lo.topology.servers[VICTIM]
     master = next((p.host, p.port) for p in victim.processes if p.role == "master")
+    # Right after a restore, the node asked may not yet show the master's slots back: give
+    # the cluster's view a few seconds to settle before calling the placement wrong.
+    deadline = time.monotonic() + 10
     owners = slot_owners(lo)
+    while (not owners or master not in owners) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        owners = slot_owners(lo)
     if not owners or master not in owners:
         raise RuntimeError(f"{master} owns no slots before the trial: cluster not in its shipped placement")
     slots = set(owners[master])

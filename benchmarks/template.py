@@ -168,7 +168,7 @@ of ours-prod's closed-loop req/s: {_scaleout_line(results)}.
 
 ## Commands
 
-    make bench          # this file: both Redis lines, 3 repeats, TLS, scale-out, failover; about 15 minutes
+    make bench          # this file: both Redis lines, 3 repeats, TLS, scale-out, failover; about 20 minutes
     make bench-quick    # under a minute: Redis 7.0, one repeat, ours-prod-tls, no scale-out or failover
                         #   -> benchmarks/results/quick.json
     .venv/bin/python -m benchmarks --help    # --versions, --data-kb, --rate, --failover-trials, --host-base,
@@ -178,9 +178,8 @@ Servers run on 127.0.50.x-127.0.54.x (`--host-base`), so a benchmark never colli
 or a rehearsal on 127.0.0.x: plain variants on .1-.3 of their /24, the scale-out's fourth server on .4,
 TLS variants on .11-.13. Every Redis process is killed at the end, also on error or Ctrl-C.
 
-To keep the full run near 15 minutes with TLS and scale-out added, failover kills {fo_trials or "-"}:
-five at the shipped timeout, three at Redis's default (where a trial can take 60 s + a restore, see
-*Failover* below).
+Failover kills {fo_trials or "-"}: five at each timeout. At Redis's default a trial can take 60 s + a
+restore (see *Failover* below), which is most of why a full run takes about 20 minutes.
 
 ## What is measured
 

@@ -211,6 +211,7 @@ class RedisEnvironment(pulumi.ComponentResource):
                         ),
                         root_volume_gib=s.root_volume_gib,
                         protect=s.protect,
+                        rebuild=server.index + 1 in s.replace_servers,
                         tags=server_tags,
                     ),
                     # The secrets must be in Parameter Store before a server boots.

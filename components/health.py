@@ -298,7 +298,7 @@ def check_tls(facts: Facts, now: float | None = None) -> list[Finding]:
             WARN, "tls", f"{n.address} serves a TLS certificate that expires in {days:.0f} days "
             f"({time.strftime('%Y-%m-%d', time.gmtime(n.cert_expires))}): Redis reads it at start only",
             n.host, n.address,
-            f"pulumi up (renews it in Parameter Store), then on server {n.host}: sudo systemctl restart redis-auth "
+            f"pulumi up (renews it in Parameter Store), then on server {n.host}: {FETCH_TLS} "
             f"&& " + _cli(n.address, "CONFIG SET tls-cert-file /etc/redis/tls/server.crt "
                                      "tls-key-file /etc/redis/tls/server.key"),
         ))
@@ -801,6 +801,12 @@ def session_keys() -> tuple[str, str]:
     """A pair of keys shaped like OutSystems' session keys: one hash tag, so one slot, one master."""
     tag = f"{{{uuid.uuid4()}_{uuid.uuid4().hex[:24]}}}"
     return f"{tag}_Data", f"{tag}_Internal"
+
+
+# Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
+# Requires= it, so a restart of it would restart Redis too.
+FETCH_TLS = ("sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
+             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls")
 
 
 def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool,

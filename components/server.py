@@ -19,6 +19,7 @@ class ServerArgs:
     user_data: str
     root_volume_gib: int
     protect: bool
+    rebuild: bool  # config replaceServers: take the current AMI, user-data and type, by replacement
     tags: dict[str, str]
 
 
@@ -47,9 +48,9 @@ class RedisServer(pulumi.ComponentResource):
                 delete_on_termination=True,
             ),
             user_data=args.user_data,
-            # cloud-init runs once; a changed user_data must not stop/start a
-            # live session store. See ignore_changes below and the README.
-            user_data_replace_on_change=False,
+            # cloud-init runs once; a changed user_data must never stop/start a live
+            # session store in place: it is ignored, or (rebuild) it replaces the server.
+            user_data_replace_on_change=args.rebuild,
             disable_api_termination=args.protect,
             monitoring=True,
             tags={**args.tags, "Name": name},
@@ -57,10 +58,11 @@ class RedisServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 protect=args.protect,
-                # A newer Ubuntu AMI, or a newer rendering of user_data, must never
-                # replace or reboot a running server. Both apply to servers created
-                # from now on; replacing an existing one is a deliberate act.
-                ignore_changes=["ami", "userData"],
+                # A newer Ubuntu AMI, a newer rendering of user_data or another
+                # instance type must never replace or stop a running server (AWS
+                # resizes by stopping it). They apply to servers created from now
+                # on, or to one named in replaceServers, which is then replaced.
+                ignore_changes=[] if args.rebuild else ["ami", "userData", "instanceType"],
                 # The private IP is static, so a replacement can only be created
                 # once the old instance has released it.
                 delete_before_replace=True,

@@ -41,6 +41,7 @@ KNOWN_KEYS = (
     "healthCheck",
     "healthCheckTimeout",
     "tls",
+    "replaceServers",
 )
 
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
@@ -80,6 +81,7 @@ class Settings:
     health_check: bool = True
     health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
     tls: bool = False
+    replace_servers: tuple[int, ...] = ()  # 1-based server numbers
 
     @property
     def cluster(self) -> bool:
@@ -122,8 +124,9 @@ def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
             items = json.loads(text)
         except json.JSONDecodeError:
             raise SettingsError(key, text, "a YAML list of strings") from None
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        if not isinstance(items, list) or not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items):
             raise SettingsError(key, text, "a YAML list of strings")
+        items = [str(i) for i in items]
     else:
         items = [i for i in text.split(",")]
     return tuple(i.strip() for i in items if i.strip())
@@ -148,9 +151,10 @@ def check_unknown_keys(raw: Mapping[str, str]) -> None:
             if not close:
                 close = [k for k in KNOWN_KEYS if k.lower() == key.lower()]
             hint = f"did you mean '{NAMESPACE}:{close[0]}'? " if close else ""
+            # Never echo the value: a misspelled secret key (redisPasword) holds a secret.
             raise SettingsError(
                 f"{NAMESPACE}:{key}",
-                raw[key] if key != "redisPassword" else "[secret]",
+                "[value not shown]",
                 f"{hint}known keys are " + ", ".join(KNOWN_KEYS),
             )
 
@@ -266,6 +270,18 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             "TLS needs platform ubuntu-24.04-redis-7.0",
         )
 
+    protect = _bool(raw, "protect", servers >= 3)
+    replace_servers: list[int] = []
+    for item in _list(raw, "replaceServers"):
+        if not item.isdigit() or not 1 <= int(item) <= servers:
+            raise SettingsError("replaceServers", item, f"server numbers from 1 to {servers}")
+        replace_servers.append(int(item))
+    if replace_servers and protect:
+        raise SettingsError(
+            "replaceServers", replace_servers, "unset while protect is true: lift the protection first "
+            "(pulumi config set protect false, then pulumi up), one server at a time",
+        )
+
     return Settings(
         stack=stack,
         servers=servers,
@@ -289,12 +305,13 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         ),
         port=port,
         redis_password=str(password) if password is not None else None,
-        protect=_bool(raw, "protect", servers >= 3),
+        protect=protect,
         health_check=_bool(raw, "healthCheck", True),
         health_check_timeout=_int(
             raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200, "seconds, from 10 to 7200"
         ),
         tls=tls,
+        replace_servers=tuple(replace_servers),
     )
 
 

@@ -82,7 +82,7 @@ def test_a_served_certificate_near_its_end_is_a_warning_with_the_reload():
     facts = health.Facts(cluster=False, expected_version="7.0", tls=health.Tls(ca_file="ca.crt"), nodes=[node])
     (warn,) = [f for f in health.check_tls(facts, now) if f.severity == health.WARN]
     assert "expires in 10 days" in warn.message
-    assert "systemctl restart redis-auth" in warn.fix and "CONFIG SET tls-cert-file" in warn.fix
+    assert "redis-fetch-tls" in warn.fix and "CONFIG SET tls-cert-file" in warn.fix
     node.cert_expires = now + 400 * 86400
     assert [f.severity for f in health.check_tls(facts, now)] == [health.OK]
 

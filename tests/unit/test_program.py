@@ -65,7 +65,7 @@ def test_prod_servers_are_private_hardened_and_protected(prod: Program) -> None:
         assert "keyName" not in i  # no SSH key: operators use SSM Session Manager
         assert i["disableApiTermination"] is True
         assert inst.protect is True
-        assert set(inst.ignore_changes) == {"ami", "userData"}
+        assert set(inst.ignore_changes) == {"ami", "userData", "instanceType"}
         assert inst.delete_before_replace is True  # the static IP must be free for the replacement
         assert i.get("userDataReplaceOnChange") is False
 
@@ -318,6 +318,37 @@ def test_bad_input_names_the_key_and_registers_nothing(stack: str, overrides: di
     assert recorded == [], "a resource was registered before the error"
     if "redisPassword" in overrides or "outsystems-redis:redisPassword" in overrides:
         assert overrides["outsystems-redis:redisPassword"] not in str(err.value)  # never echo a secret
+
+
+def test_replace_servers_takes_the_current_image_and_user_data_for_that_server_only() -> None:
+    program = run_program("prod", {"outsystems-redis:protect": False, "outsystems-redis:replaceServers": [2]})
+    by_name = {r.name: r for r in program.of_type(INSTANCE)}
+    rebuilt = by_name["outsystems-redis-server-2-instance"]
+    assert rebuilt.ignore_changes == () and rebuilt.inputs["userDataReplaceOnChange"] is True
+    for name in ("outsystems-redis-server-1-instance", "outsystems-redis-server-3-instance"):
+        assert set(by_name[name].ignore_changes) == {"ami", "userData", "instanceType"}
+        assert by_name[name].inputs["userDataReplaceOnChange"] is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "detail"),
+    [({"outsystems-redis:replaceServers": [2]}, "protect is true"),
+     ({"outsystems-redis:protect": False, "outsystems-redis:replaceServers": [4]}, "from 1 to 3")],
+)
+def test_replace_servers_is_refused_while_protected_or_out_of_range(overrides: dict, detail: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        run_program("prod", overrides)
+    assert err.value.key == "replaceServers" and detail in str(err.value)
+
+
+def test_a_misspelled_secret_key_never_echoes_its_value() -> None:
+    secret = "SuperSecretPassw0rd1234"
+    with pytest.raises(SettingsError) as err:
+        run_program("dev", {"outsystems-redis:redisPasword": secret}, secret_keys=("outsystems-redis:redisPasword",))
+    assert err.value.key == "outsystems-redis:redisPasword" and "did you mean 'outsystems-redis:redisPassword'" in str(
+        err.value
+    )
+    assert secret not in str(err.value)
 
 
 def test_front_end_default_must_itself_be_private() -> None:

@@ -105,12 +105,13 @@ def render_auth_unit(tls: bool = False) -> str:
     )
 
 
-def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
-    """Oneshot on the designated server, after its own Redis processes; a no-op once formed."""
+def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, script: str, identifier: str,
+                  timeout: str) -> str:
+    """A oneshot that runs a cluster script as redis, after this server's own Redis processes."""
     units = " ".join(redis_unit(p) for p in ports)
     return (
         "[Unit]\n"
-        "Description=Form the OutSystems Redis Cluster with crossed replicas (no-op once formed)\n"
+        f"Description={description}\n"
         f"Wants=network-online.target {units}\n"
         f"After=network-online.target {units}\n"
         "\n"
@@ -120,40 +121,34 @@ def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
         "User=redis\n"
         "Group=redis\n"
         f"Environment=PATH={SEARCH_PATH}\n"
-        f"EnvironmentFile={BOOTSTRAP_ENV_PATH}\n"
-        f"ExecStart={BOOTSTRAP_PATH}\n"
-        "SyslogIdentifier=redis-cluster-bootstrap\n"
-        "# Peers boot in parallel; the script waits up to WAIT_SECONDS for them.\n"
-        "TimeoutStartSec=1800\n"
+        f"EnvironmentFile={env_file}\n"
+        f"ExecStart={script}\n"
+        f"SyslogIdentifier={identifier}\n"
+        f"{timeout}"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
     )
 
 
+def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
+    """Oneshot on the designated server, after its own Redis processes; a no-op once formed."""
+    return _cluster_unit(
+        ports,
+        "Form the OutSystems Redis Cluster with crossed replicas (no-op once formed)",
+        BOOTSTRAP_ENV_PATH, BOOTSTRAP_PATH, "redis-cluster-bootstrap",
+        "# Peers boot in parallel; the script waits up to WAIT_SECONDS for them.\n"
+        "TimeoutStartSec=1800\n",
+    )
+
+
 def render_join_unit(ports: tuple[int, ...]) -> str:
     """Oneshot on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
-    units = " ".join(redis_unit(p) for p in ports)
-    return (
-        "[Unit]\n"
-        "Description=Join this server to the OutSystems Redis Cluster: fair share of slots, crossed ring "
-        "(no-op once joined)\n"
-        f"Wants=network-online.target {units}\n"
-        f"After=network-online.target {units}\n"
-        "\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        "RemainAfterExit=yes\n"
-        "User=redis\n"
-        "Group=redis\n"
-        f"Environment=PATH={SEARCH_PATH}\n"
-        f"EnvironmentFile={JOIN_ENV_PATH}\n"
-        f"ExecStart={JOIN_PATH}\n"
-        "SyslogIdentifier=redis-cluster-join\n"
+    return _cluster_unit(
+        ports,
+        "Join this server to the OutSystems Redis Cluster: fair share of slots, crossed ring (no-op once joined)",
+        JOIN_ENV_PATH, JOIN_PATH, "redis-cluster-join",
         "# Joins queue behind lower-numbered servers and a rebalance moves sessions;\n"
         "# the script bounds every wait itself (WAIT_SECONDS), so no start timeout here.\n"
-        "TimeoutStartSec=infinity\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=multi-user.target\n"
+        "TimeoutStartSec=infinity\n",
     )

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 
 from components.environment import EnvironmentArgs, RedisEnvironment
 from components.errors import SettingsError
-from components.platforms import CANONICAL_OWNER, PLATFORMS
+from components.platforms import PLATFORMS
 from components.settings import NAMESPACE, check_front_end_cidr, check_subnets_in_vpc, load_settings
 from components.sizing import InstanceTypeInfo, check_instance_type
 
@@ -44,7 +44,12 @@ check_instance_type(
 
 zones = list(settings.availability_zones)
 if not zones:
-    available = aws.get_availability_zones(state="available").names
+    # Only the region's own zones: opted-in Local and Wavelength zones sort first
+    # ("eu-west-1-lax-1a" < "eu-west-1a") and lack the instance types we need.
+    available = aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+    ).names
     if len(available) < len(settings.subnet_cidrs):
         raise SettingsError(
             "subnetCidrs",
@@ -54,18 +59,9 @@ if not zones:
     zones = sorted(available)[: len(settings.subnet_cidrs)]
 
 platform = PLATFORMS[settings.platform]
-ami_id = (
-    settings.ami_id
-    or aws.ec2.get_ami(
-        owners=[CANONICAL_OWNER],
-        most_recent=True,
-        filters=[
-            aws.ec2.GetAmiFilterArgs(name="name", values=[platform.ami_name_pattern]),
-            aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
-            aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
-        ],
-    ).id
-)
+# Canonical's public parameter, read once when a server is created (ami is in
+# ignore_changes): a newer image never replaces a running server.
+ami_id = settings.ami_id or aws.ssm.get_parameter(name=platform.ami_parameter).value
 
 nat_subnet_id = settings.nat_subnet_id
 if not settings.nat_gateway_id and not nat_subnet_id:

@@ -28,7 +28,7 @@ from components.parameters import (
     tls_key_parameter,
 )
 from components.platforms import PLATFORMS
-from components.render.cloud_config import render_cloud_config
+from components.render.cloud_config import encode_user_data, render_cloud_config
 from components.server import RedisServer, ServerArgs
 from components.settings import Settings
 from components.topology import Topology, build_topology
@@ -153,7 +153,7 @@ class RedisEnvironment(pulumi.ComponentResource):
         self.ca_certificate: pulumi.Output[str] | None = None
         tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
         readable = [self.parameter.arn, *[p.arn for p in tls_parameters]]
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{name}-server-policy",
             role=role.id,
             policy=pulumi.Output.all(*readable).apply(
@@ -201,29 +201,29 @@ class RedisEnvironment(pulumi.ComponentResource):
                         private_ip=server.private_ip,
                         security_group_id=self.network.security_group_id,
                         instance_profile=profile.name,
-                        user_data=render_cloud_config(
-                            s,
-                            topology,
-                            server.index,
-                            memory_mib=args.memory_mib,
-                            password_parameter=password_parameter(s.stack),
-                            region=args.region,
+                        user_data_base64=encode_user_data(
+                            render_cloud_config(
+                                s,
+                                topology,
+                                server.index,
+                                memory_mib=args.memory_mib,
+                                password_parameter=password_parameter(s.stack),
+                                region=args.region,
+                            )
                         ),
                         root_volume_gib=s.root_volume_gib,
                         protect=s.protect,
                         rebuild=server.index + 1 in s.replace_servers,
                         tags=server_tags,
+                        # The secrets in Parameter Store, the right to read them, and the way out.
+                        depends_on=[self.parameter, *tls_parameters, profile, policy, *self.network.ready],
                     ),
-                    # The secrets must be in Parameter Store before a server boots.
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.parameter, profile, *tls_parameters]),
+                    opts=child,
                 )
             )
 
         self.topology = topology
         self.private_ips = [srv.private_ip for srv in self.servers]
-        self.connection_string = pulumi.Output.secret(password.apply(lambda p: topology.connection_string(p, s.tls)))
-        self.hsconf = pulumi.Output.secret(self.connection_string.apply(hsconf_snippet))
-
         self.health_check = None
         if s.health_check:
             nodes = [p.address for p in topology.masters] + [p.address for p in topology.replicas]
@@ -232,6 +232,8 @@ class RedisEnvironment(pulumi.ComponentResource):
                 f"{name}-health-check",
                 create=check,
                 update=check,
+                # A new password changes the environment, so the check runs again and waits
+                # (--wait) until every server has taken it (redis-password-sync, every minute).
                 environment={"REDIS_PASSWORD": password, **({"REDIS_CA_CERT": self.ca_certificate} if s.tls else {})},
                 # Runs again whenever a server is created or replaced.
                 triggers=[srv.instance.id for srv in self.servers],
@@ -240,6 +242,15 @@ class RedisEnvironment(pulumi.ComponentResource):
                     depends_on=[srv.instance for srv in self.servers],
                 ),
             )
+
+        # With the check on, the connection string (and hsconf snippet) resolve only once
+        # every Redis process has accepted this password: after a password change the
+        # outputs never hand OutSystems a password the servers still refuse.
+        accepted = [self.health_check.stdout] if self.health_check is not None else []
+        self.connection_string = pulumi.Output.secret(
+            pulumi.Output.all(password, *accepted).apply(lambda v: topology.connection_string(v[0], s.tls))
+        )
+        self.hsconf = pulumi.Output.secret(self.connection_string.apply(hsconf_snippet))
 
         self.register_outputs(
             {

@@ -76,9 +76,15 @@ class RedisNetwork(pulumi.ComponentResource):
             tags={**args.tags, "Name": f"{name}-private"},
             opts=child,
         )
+        # What a server's first boot needs before it starts: its subnet routed
+        # through the NAT gateway, and the security group rules (egress to apt and
+        # SSM, its peers' ports). Servers depend on all of it explicitly.
+        self.ready: list[pulumi.Resource] = [self.route_table, *([] if args.nat_gateway_id else [nat])]
         for i, subnet in enumerate(self.subnets):
-            aws.ec2.RouteTableAssociation(
-                f"{name}-routes-{i + 1}", subnet_id=subnet.id, route_table_id=self.route_table.id, opts=child
+            self.ready.append(
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-routes-{i + 1}", subnet_id=subnet.id, route_table_id=self.route_table.id, opts=child
+                )
             )
 
         self.security_group = aws.ec2.SecurityGroup(
@@ -92,8 +98,10 @@ class RedisNetwork(pulumi.ComponentResource):
         lo, hi = _port_range(args.client_ports)
 
         def rule(kind: type, suffix: str, first: int, last: int, text: str, **source: pulumi.Input[str]) -> None:
-            kind(f"{name}-{suffix}", security_group_id=sg, ip_protocol="tcp", from_port=first, to_port=last,
-                 description=text, tags=args.tags, opts=child, **source)
+            self.ready.append(
+                kind(f"{name}-{suffix}", security_group_id=sg, ip_protocol="tcp", from_port=first, to_port=last,
+                     description=text, tags=args.tags, opts=child, **source)
+            )
 
         ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
         for i, cidr in enumerate(args.front_end_cidrs):

@@ -16,11 +16,15 @@ class ServerArgs:
     private_ip: str
     security_group_id: pulumi.Input[str]
     instance_profile: pulumi.Input[str]
-    user_data: str
+    user_data_base64: str  # gzipped cloud-config (render.cloud_config.encode_user_data)
     root_volume_gib: int
     protect: bool
     rebuild: bool  # config replaceServers: take the current AMI, user-data and type, by replacement
     tags: dict[str, str]
+    # Everything the first boot needs: the secrets, the role's policy, and the way
+    # out (route-table association, NAT route, egress rules). cloud-init's package
+    # and snap steps run once, so none of it may still be in the making.
+    depends_on: list[pulumi.Resource]
 
 
 class RedisServer(pulumi.ComponentResource):
@@ -47,7 +51,9 @@ class RedisServer(pulumi.ComponentResource):
                 encrypted=True,
                 delete_on_termination=True,
             ),
-            user_data=args.user_data,
+            # Base64 of gzip: the largest rendered cloud-config is twice EC2's 16 KiB limit
+            # as text; compressed, every shape fits (tests/unit asserts it).
+            user_data_base64=args.user_data_base64,
             # cloud-init runs once; a changed user_data must never stop/start a live
             # session store in place: it is ignored, or (rebuild) it replaces the server.
             user_data_replace_on_change=args.rebuild,
@@ -62,10 +68,12 @@ class RedisServer(pulumi.ComponentResource):
                 # instance type must never replace or stop a running server (AWS
                 # resizes by stopping it). They apply to servers created from now
                 # on, or to one named in replaceServers, which is then replaced.
-                ignore_changes=[] if args.rebuild else ["ami", "userData", "instanceType"],
+                # userData as well: stacks created before the compression set it.
+                ignore_changes=[] if args.rebuild else ["ami", "userData", "userDataBase64", "instanceType"],
                 # The private IP is static, so a replacement can only be created
                 # once the old instance has released it.
                 delete_before_replace=True,
+                depends_on=args.depends_on,
             ),
         )
         self.private_ip = self.instance.private_ip

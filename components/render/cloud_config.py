@@ -9,6 +9,8 @@ password, the idempotent bootstrap) is a systemd unit or rule it installs.
 
 from __future__ import annotations
 
+import base64
+import gzip
 from pathlib import Path
 
 import yaml
@@ -28,18 +30,24 @@ from components.render.systemd import (
     JOIN_ENV_PATH,
     JOIN_PATH,
     JOIN_UNIT,
+    PROVISION_ENV_PATH,
+    PROVISION_PATH,
+    PROVISION_UNIT,
     SYSCTL_PATH,
     TEMPLATE_DROP_IN,
     THP_TMPFILES_PATH,
+    TIME_SYNC_PATH,
     TLS_CLI_PATH,
     UNIT_DIR,
     redis_unit,
     render_auth_unit,
     render_bootstrap_unit,
     render_join_unit,
+    render_provision_unit,
     render_sysctl,
     render_template_drop_in,
     render_thp_tmpfiles,
+    render_time_sync,
 )
 from components.render.tls import fetch_tls_script, render_tls_cli, tls_env
 from components.settings import Settings
@@ -47,10 +55,32 @@ from components.sizing import usable_memory_mib
 from components.topology import INITIAL_CLUSTER_SERVERS, Topology
 
 FETCH_PASSWORD_SCRIPT = Path(__file__).with_name("fetch-password.sh")
+PROVISION_SCRIPT = Path(__file__).with_name("provision.sh")
+# EC2 refuses user data above this many bytes, counted after base64 decoding.
+EC2_USER_DATA_LIMIT = 16_384
 
 
 def fetch_password_script() -> str:
     return FETCH_PASSWORD_SCRIPT.read_text()
+
+
+def provision_script() -> str:
+    return PROVISION_SCRIPT.read_text()
+
+
+def encode_user_data(cloud_config: str) -> str:
+    """The cloud-config gzipped and base64-encoded, for the instance's user_data_base64.
+
+    cloud-init decompresses gzip user data itself. Compressed, the largest server
+    (a joiner with TLS) is about a third of EC2's limit. mtime=0 keeps the bytes
+    the same for the same text, so a preview shows no spurious change.
+    """
+    return base64.b64encode(gzip.compress(cloud_config.encode(), compresslevel=9, mtime=0)).decode("ascii")
+
+
+def decode_user_data(encoded: str) -> str:
+    """The cloud-config back from encode_user_data's form (tests, and operators reading an instance's user data)."""
+    return gzip.decompress(base64.b64decode(encoded)).decode()
 
 
 def runs_bootstrap(topology: Topology, server: int) -> bool:
@@ -83,6 +113,7 @@ def server_files(
         auth_env += render_env_file(tls_env(settings.stack, server))
     files = [
         _file(SYSCTL_PATH, render_sysctl()),
+        _file(TIME_SYNC_PATH, render_time_sync()),
         _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
         _file(TEMPLATE_DROP_IN, render_template_drop_in()),
         _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls)),
@@ -113,8 +144,35 @@ def server_files(
                   "0640", "root:redis", defer=True),
             _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
         ]
+    files += [
+        _file(PROVISION_PATH, provision_script(), "0755"),
+        _file(PROVISION_ENV_PATH, render_env_file(provision_env(settings, topology, server))),
+        _file(f"{UNIT_DIR}/{PROVISION_UNIT}", render_provision_unit()),
+    ]
     assert INITIAL_CLUSTER_SERVERS >= 3
     return files
+
+
+def _units(topology: Topology, server: int) -> list[str]:
+    """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
+    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes)]
+    if runs_bootstrap(topology, server):
+        units.append(BOOTSTRAP_UNIT)
+    if runs_join(topology, server):
+        units.append(JOIN_UNIT)
+    return units
+
+
+def provision_env(settings: Settings, topology: Topology, server: int) -> dict[str, str]:
+    """Inputs of redis-provision: the same packages as cloud-init's `packages`, and the units to enable."""
+    platform = PLATFORMS[settings.platform]
+    packages = [p if isinstance(p, str) else f"{p[0]}={p[1]}" for p in _packages(platform)]
+    return {
+        "PACKAGES": " ".join(packages),
+        "HOLD": "redis-server redis-tools",
+        "SNAPS": " ".join(_snaps(platform)),
+        "UNITS": " ".join(_units(topology, server)),
+    }
 
 
 def _packages(platform: Platform) -> list:
@@ -123,23 +181,22 @@ def _packages(platform: Platform) -> list:
     return pinned + (["awscli"] if platform.ubuntu == "20.04" else [])
 
 
-def _runcmd(topology: Topology, server: int) -> list:
-    units = [redis_unit(p.port) for p in topology.servers[server].processes]
-    commands: list = [
+def _snaps(platform: Platform) -> list[str]:
+    return [] if platform.ubuntu == "20.04" else ["aws-cli"]
+
+
+def _runcmd() -> list:
+    return [
         # First boot only; later boots get these from systemd-sysctl and tmpfiles.
         ["sysctl", "--system"],
         ["systemd-tmpfiles", "--create", THP_TMPFILES_PATH],
-        ["apt-mark", "hold", "redis-server", "redis-tools"],
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", AUTH_UNIT, *units],
+        # redis-provision holds the pin and enables the Redis units, after making sure
+        # cloud-init's package step really installed them (it runs once, and fails for
+        # good if the way out was not ready). --no-block: cloud-init finishes; the
+        # Redis units wait for the password, the cluster step for its peers.
+        ["systemctl", "enable", "--now", "--no-block", PROVISION_UNIT],
     ]
-    if runs_bootstrap(topology, server):
-        # --no-block: cloud-init finishes; the bootstrap waits for its peers in the journal.
-        commands.append(["systemctl", "enable", "--now", "--no-block", BOOTSTRAP_UNIT])
-    if runs_join(topology, server):
-        # --no-block: the join waits for the cluster (and earlier joiners) in the journal.
-        commands.append(["systemctl", "enable", "--now", "--no-block", JOIN_UNIT])
-    return commands
 
 
 class _Literal(str):
@@ -179,8 +236,8 @@ def render_cloud_config(
         "package_update": True,
         "packages": _packages(platform),
         "write_files": files,
-        "runcmd": _runcmd(topology, server),
+        "runcmd": _runcmd(),
     }
-    if platform.ubuntu != "20.04":
-        config["snap"] = {"commands": [["snap", "install", "aws-cli", "--classic"]]}
+    if _snaps(platform):
+        config["snap"] = {"commands": [["snap", "install", name, "--classic"] for name in _snaps(platform)]}
     return "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=1000)

@@ -14,6 +14,10 @@ TEMPLATE_DROP_IN = f"{UNIT_DIR}/redis-server@.service.d/outsystems.conf"
 AUTH_UNIT = "redis-auth.service"
 BOOTSTRAP_UNIT = "redis-cluster-bootstrap.service"
 JOIN_UNIT = "redis-cluster-join.service"
+PROVISION_UNIT = "redis-provision.service"
+PROVISION_PATH = "/usr/local/sbin/redis-provision"
+PROVISION_ENV_PATH = "/etc/redis/provision.env"
+TIME_SYNC_PATH = "/etc/systemd/timesyncd.conf.d/60-amazon-time-sync.conf"
 FETCH_PASSWORD_PATH = "/usr/local/sbin/redis-fetch-password"
 FETCH_TLS_PATH = "/usr/local/sbin/redis-fetch-tls"
 TLS_CLI_PATH = "/usr/local/sbin/redis-cli-tls"
@@ -105,9 +109,45 @@ def render_auth_unit(tls: bool = False) -> str:
     )
 
 
+def render_time_sync() -> str:
+    """systemd-timesyncd, the Ubuntu images' clock client, pointed at Amazon Time Sync.
+
+    Its default (ntp.ubuntu.com, UDP 123) is outside the servers' egress rules;
+    169.254.169.123 is link-local on every EC2 instance and no security group filters it.
+    """
+    return (
+        "# outsystems-redis: Amazon Time Sync, reachable without any egress rule.\n"
+        "[Time]\n"
+        "NTP=169.254.169.123\n"
+    )
+
+
+def render_provision_unit() -> str:
+    """Completes the install at every boot until it succeeds, then enables the Redis units."""
+    return (
+        "[Unit]\n"
+        "Description=Install the pinned Redis packages if missing, then enable and start the Redis units\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target snapd.seeded.service cloud-final.service\n"
+        "\n"
+        "[Service]\n"
+        "# exec, not oneshot: retries can last as long as the way out is broken, and must\n"
+        "# never hold multi-user.target (or a reboot) while they do.\n"
+        "Type=exec\n"
+        "RemainAfterExit=yes\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={PROVISION_ENV_PATH}\n"
+        f"ExecStart={PROVISION_PATH}\n"
+        "SyslogIdentifier=redis-provision\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
 def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, script: str, identifier: str,
                   timeout: str) -> str:
-    """A oneshot that runs a cluster script as redis, after this server's own Redis processes."""
+    """A service that runs a cluster script as redis, after this server's own Redis processes."""
     units = " ".join(redis_unit(p) for p in ports)
     return (
         "[Unit]\n"
@@ -116,7 +156,9 @@ def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, scrip
         f"After=network-online.target {units}\n"
         "\n"
         "[Service]\n"
-        "Type=oneshot\n"
+        "# exec, not oneshot: it waits for peers that may be down, and a reboot must\n"
+        "# reach multi-user.target without waiting for it. The script bounds its waits.\n"
+        "Type=exec\n"
         "RemainAfterExit=yes\n"
         "User=redis\n"
         "Group=redis\n"
@@ -124,6 +166,9 @@ def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, scrip
         f"EnvironmentFile={env_file}\n"
         f"ExecStart={script}\n"
         f"SyslogIdentifier={identifier}\n"
+        "# Idempotent: a run that gave up (a peer still installing) tries again.\n"
+        "Restart=on-failure\n"
+        "RestartSec=30\n"
         f"{timeout}"
         "\n"
         "[Install]\n"
@@ -132,23 +177,22 @@ def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, scrip
 
 
 def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
-    """Oneshot on the designated server, after its own Redis processes; a no-op once formed."""
+    """Runs on the designated server, after its own Redis processes; a no-op once formed."""
     return _cluster_unit(
         ports,
         "Form the OutSystems Redis Cluster with crossed replicas (no-op once formed)",
         BOOTSTRAP_ENV_PATH, BOOTSTRAP_PATH, "redis-cluster-bootstrap",
         "# Peers boot in parallel; the script waits up to WAIT_SECONDS for them.\n"
-        "TimeoutStartSec=1800\n",
+        "RuntimeMaxSec=1800\n",
     )
 
 
 def render_join_unit(ports: tuple[int, ...]) -> str:
-    """Oneshot on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
+    """Runs on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
     return _cluster_unit(
         ports,
         "Join this server to the OutSystems Redis Cluster: fair share of slots, crossed ring (no-op once joined)",
         JOIN_ENV_PATH, JOIN_PATH, "redis-cluster-join",
         "# Joins queue behind lower-numbered servers and a rebalance moves sessions;\n"
-        "# the script bounds every wait itself (WAIT_SECONDS), so no start timeout here.\n"
-        "TimeoutStartSec=infinity\n",
+        "# the script bounds every wait itself (WAIT_SECONDS), so no runtime limit here.\n",
     )

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.platforms import PLATFORMS
 from components.render import systemd
 from components.render.cloud_config import render_cloud_config
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
@@ -50,18 +49,35 @@ def test_schema_check_can_fail(tmp_path):
     assert subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True).returncode
 
 
+# The pins the requirements name, written out here rather than read from the code under test.
+PINS = {"ubuntu-20.04-redis-5.0": "5:5.0.7*", "ubuntu-24.04-redis-7.0": "5:7.0.15*"}
+
+
 @pytest.mark.parametrize("servers,platform", STACKS)
 def test_user_data_content(servers, platform):
     texts = rendered(servers, platform)
-    apt_version = PLATFORMS[platform].apt_version
-    for text in texts:
+    pin = PINS[platform]
+    for index, text in enumerate(texts):
         assert PASSWORD not in text
         config = yaml.safe_load(text)
-        assert ["redis-server", apt_version] in config["packages"]
-        assert ["redis-tools", apt_version] in config["packages"]
-        assert ["apt-mark", "hold", "redis-server", "redis-tools"] in config["runcmd"]
+        assert ["redis-server", pin] in config["packages"]
+        assert ["redis-tools", pin] in config["packages"]
         assert ["systemctl", "mask", "redis-server.service"] in config["bootcmd"]
+        # cloud-init hands over to redis-provision, which installs whatever the package step
+        # could not, holds the pin and enables the units, at this boot and every later one.
+        assert config["runcmd"][-1] == ["systemctl", "enable", "--now", "--no-block", systemd.PROVISION_UNIT]
         files = files_of(text)
+        env = dict(line.split("=", 1) for line in files[systemd.PROVISION_ENV_PATH].splitlines())
+        aws_cli = f'"redis-server={pin} redis-tools={pin} awscli"'
+        assert env["PACKAGES"] == (aws_cli if "20.04" in platform else aws_cli.replace(" awscli", ""))
+        assert env["SNAPS"] == ('""' if "20.04" in platform else '"aws-cli"')
+        assert env["HOLD"] == '"redis-server redis-tools"'
+        ports = (6379,) if servers == 1 else (7000, 7001)
+        cluster_step = ([systemd.BOOTSTRAP_UNIT] if servers > 1 and index == 0 else []) + (
+            [systemd.JOIN_UNIT] if index >= 3 else [])
+        assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
+                                                   *cluster_step]
+        assert "NTP=169.254.169.123" in files[systemd.TIME_SYNC_PATH]
         assert "vm.overcommit_memory = 1" in files[systemd.SYSCTL_PATH]
         assert "net.core.somaxconn = 65535" in files[systemd.SYSCTL_PATH]
         assert "transparent_hugepage/enabled - - - - never" in files[systemd.THP_TMPFILES_PATH]
@@ -88,7 +104,7 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
     shellcheck = tool("shellcheck")
     scripts = shipped_scripts()
     assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
-                            systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH}
+                            systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)
@@ -114,10 +130,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     drop_in.parent.mkdir()
     drop_in.write_text(files[systemd.TEMPLATE_DROP_IN])
     units = []
-    for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT):
+    for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT, systemd.PROVISION_UNIT):
         text = files[f"{systemd.UNIT_DIR}/{unit}"]
         # verify checks that ExecStart exists: point it at the shipped script's copy.
-        for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH):
+        for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.PROVISION_PATH):
             copy = tmp_path / Path(script).name
             copy.write_text(files[script])
             copy.chmod(0o755)

@@ -7,6 +7,8 @@ options) and every stack export, resolved.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -36,6 +38,19 @@ INSTANCE_TYPES = {
         "arch": ["arm64"],
     },
 }
+# The region's zones as AWS lists them (opt-in status), including an opted-in Local
+# Zone that sorts before the region's own zones.
+ZONES = {
+    "eu-west-1c": "opt-in-not-required",
+    "eu-west-1a": "opt-in-not-required",
+    "eu-west-1-lhr-1a": "opted-in",
+    "eu-west-1b": "opt-in-not-required",
+}
+# Canonical's public AMI parameters, as SSM answers them.
+AMI_PARAMETERS = {
+    "/aws/service/canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id": "ami-0123456789abcdef0",
+    "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id": "ami-0a24b24c24d24e24f",
+}
 VPC_ID = "vpc-0a1b2c3d4e5f60718"
 VPC_CIDR = "172.31.0.0/16"
 AMI_ID = "ami-0123456789abcdef0"
@@ -60,6 +75,7 @@ class Program:
     resources: list[Recorded]
     exports: dict[str, Any]
     secret_exports: set[str]
+    unknown_exports: set[str] = field(default_factory=set)  # preview: not known until the update runs
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def of_type(self, token: str) -> list[Recorded]:
@@ -131,8 +147,9 @@ def rpc_inputs(request: Any) -> dict[str, Any]:
 
 
 class AwsMocks(pulumi.runtime.Mocks):
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, preview: bool = False) -> None:
         self.program = program
+        self.preview = preview
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
@@ -153,7 +170,8 @@ class AwsMocks(pulumi.runtime.Mocks):
             state["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n-----END CERTIFICATE-----\n"
         if args.typ == "tls:index/certRequest:CertRequest":
             state["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\n{args.name}\n"
-        if args.typ == "command:local:Command":
+        if args.typ == "command:local:Command" and not self.preview:
+            # A command's output is known only once it has run (never in a preview).
             state["stdout"] = "HEALTHY"
         return rid, state
 
@@ -176,14 +194,29 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "supportedArchitectures": spec.get("arch", ["x86_64"]),
             }, []
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ["eu-west-1c", "eu-west-1a", "eu-west-1b"], "zoneIds": ["a", "b", "c"]}, []
-        if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": AMI_ID, "name": "ubuntu-focal-20.04-amd64-server-20250101"}, []
+            # AWS applies the filters; the mock does too, so a dropped filter shows.
+            names = list(ZONES)
+            for f in args.args.get("filters") or []:
+                assert f["name"] == "opt-in-status", f
+                names = [n for n in names if ZONES[n] in f["values"]]
+            return {"names": names, "zoneIds": [f"euw1-az{i}" for i in range(len(names))]}, []
+        if args.token == "aws:ssm/getParameter:getParameter":
+            name = args.args["name"]
+            if name not in AMI_PARAMETERS:
+                raise AssertionError(f"ParameterNotFound: {name}")
+            return {"name": name, "type": "String", "value": AMI_PARAMETERS[name], "arn": f"arn:{name}",
+                    "id": name, "insecureValue": AMI_PARAMETERS[name], "version": 42}, []
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"ids": ["subnet-0bbbbbbbbbbbbbbb2", "subnet-0aaaaaaaaaaaaaaa1"]}, []
         if args.token == "aws:index/getRegion:getRegion":
             return {"region": "eu-west-1", "name": "eu-west-1", "id": "eu-west-1"}, []
         raise AssertionError(f"unexpected data source call {args.token}")
+
+
+def user_data(inputs: dict[str, Any]) -> str:
+    """The cloud-config an instance boots with: its user_data_base64, gunzipped."""
+    assert "userData" not in inputs, "user data goes compressed, in userDataBase64"
+    return gzip.decompress(base64.b64decode(inputs["userDataBase64"])).decode()
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -205,6 +238,7 @@ def run_program(
     overrides: dict[str, Any] | None = None,
     secret_keys: tuple[str, ...] = (),
     into: list[Recorded] | None = None,
+    preview: bool = False,
 ) -> Program:
     """`overrides` maps full keys (outsystems-redis:servers) to values; None removes a key.
 
@@ -220,9 +254,9 @@ def run_program(
     pulumi.runtime.set_all_config({k: _as_config_string(v) for k, v in config.items()}, list(secret_keys))
 
     program = Program(resources=into if into is not None else [], exports={}, secret_exports=set())
-    mocks = AwsMocks(program)
+    mocks = AwsMocks(program, preview)
     pulumi.runtime.set_mocks(
-        mocks, project="outsystems-redis", stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+        mocks, project="outsystems-redis", stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
     )
     exported: dict[str, Any] = {}
 
@@ -245,11 +279,15 @@ def run_program(
             for n, o in zip(names, outputs, strict=True):
                 if await o.is_secret():
                     program.secret_exports.add(n)
+                if not await o.is_known():
+                    program.unknown_exports.add(n)
 
-        def collect(values: list[Any]) -> None:
-            program.exports.update(zip(names, values, strict=True))
+        def keep(name: str, value: Any) -> None:
+            program.exports[name] = value
 
-        return pulumi.Output.all(pulumi.Output.all(*outputs).apply(collect), pulumi.Output.from_input(secrets()))
+        # One by one: in a preview, an export that is not known yet must not hide the others.
+        kept = [o.apply(lambda v, n=n: keep(n, v)) for n, o in zip(names, outputs, strict=True)]
+        return pulumi.Output.all(*kept, pulumi.Output.from_input(secrets()))
 
     run()
     return program

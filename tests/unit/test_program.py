@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from components.errors import SettingsError
-from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program
+from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program, user_data
 
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -65,7 +65,7 @@ def test_prod_servers_are_private_hardened_and_protected(prod: Program) -> None:
         assert "keyName" not in i  # no SSH key: operators use SSM Session Manager
         assert i["disableApiTermination"] is True
         assert inst.protect is True
-        assert set(inst.ignore_changes) == {"ami", "userData", "instanceType"}
+        assert set(inst.ignore_changes) == {"ami", "userData", "userDataBase64", "instanceType"}
         assert inst.delete_before_replace is True  # the static IP must be free for the replacement
         assert i.get("userDataReplaceOnChange") is False
 
@@ -185,10 +185,43 @@ def _actions(statement: dict) -> list[str]:
     return [actions] if isinstance(actions, str) else actions
 
 
-def test_servers_wait_for_the_password_parameter(prod: Program) -> None:
-    param_urn = next(r.urn for r in prod.of_type("aws:ssm/parameter:Parameter"))
-    for server in prod.of_type("outsystems:redis:Server"):
-        assert param_urn in server.dependencies
+def first_boot_needs(program: Program) -> dict[str, set[str]]:
+    """What an instance's first boot needs to exist already, by kind: URNs of the program's resources."""
+    urns = lambda token: {r.urn for r in program.of_type(token)}  # noqa: E731
+    return {
+        "secrets": urns("aws:ssm/parameter:Parameter"),
+        "role": urns("aws:iam/rolePolicy:RolePolicy") | urns("aws:iam/instanceProfile:InstanceProfile"),
+        "routes": urns("aws:ec2/routeTable:RouteTable") | urns("aws:ec2/routeTableAssociation:RouteTableAssociation")
+        | urns("aws:ec2/natGateway:NatGateway"),
+        "rules": urns(EGRESS) | {r.urn for r in program.of_type(INGRESS)
+                                 if r.inputs.get("referencedSecurityGroupId") == SG_ID},
+    }
+
+
+@pytest.mark.parametrize("overrides", [{}, {"outsystems-redis:natGatewayId": "nat-0123456789abcdef0"},
+                                       {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0",
+                                        "outsystems-redis:tls": True}],
+                         ids=["created-nat", "given-nat", "tls"])
+def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides: dict) -> None:
+    """cloud-init's apt and snap steps run once: the instance must wait for everything they need."""
+    program = run_program("prod", overrides)
+    needs = first_boot_needs(program)
+    # Each kind is really there: a route table, one association per subnet, the NAT unless given,
+    # egress 80/443 and to the peers (client ports, bus), the same from the peers, the role's policy
+    # and profile, the secrets.
+    assert len(needs["routes"]) == 1 + 3 + (0 if overrides.get("outsystems-redis:natGatewayId") else 1)
+    assert len(needs["rules"]) == 4 + 2 and len(needs["role"]) == 2
+    assert len(needs["secrets"]) == (1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3)
+    for inst in program.of_type(INSTANCE):
+        for kind, urns in needs.items():
+            missing = urns - set(inst.dependencies)
+            assert not missing, f"{inst.name} may boot before {kind}: {sorted(missing)}"
+
+
+def test_dev_server_waits_for_its_way_out_too(dev: Program) -> None:
+    (inst,) = dev.of_type(INSTANCE)
+    for kind, urns in first_boot_needs(dev).items():
+        assert urns and urns <= set(inst.dependencies), kind
 
 
 def test_post_deploy_health_check_wiring(prod: Program) -> None:
@@ -216,14 +249,27 @@ def test_health_check_can_be_turned_off_and_its_deadline_set() -> None:
     assert "--wait 1800" in check.inputs["create"] and "--cluster" not in check.inputs["create"]
 
 
-def test_ami_is_canonical_focal_when_not_pinned_and_not_looked_up_when_pinned(prod: Program) -> None:
-    (call,) = [args for token, args in prod.calls if token == "aws:ec2/getAmi:getAmi"]
-    assert call["owners"] == ["099720109477"] and call["mostRecent"] is True
-    names = [f["values"] for f in call["filters"] if f["name"] == "name"]
-    assert names == [["ubuntu/images/hvm-ssd/ubuntu-focal-20.04-amd64-server-*"]]
+GET_PARAMETER = "aws:ssm/getParameter:getParameter"
+
+
+def test_ami_is_canonicals_current_focal_from_its_public_parameter_and_not_looked_up_when_pinned(
+    prod: Program,
+) -> None:
+    # Canonical's parameter resolves to an id, which keeps working once older focal
+    # images are deprecated (get_ami without include_deprecated would not see them).
+    (call,) = [args for token, args in prod.calls if token == GET_PARAMETER]
+    assert call["name"] == "/aws/service/canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+    assert not [t for t, _ in prod.calls if t == "aws:ec2/getAmi:getAmi"]
     pinned = run_program("prod", {"outsystems-redis:amiId": "ami-0fedcba9876543210"})
-    assert not [t for t, _ in pinned.calls if t == "aws:ec2/getAmi:getAmi"]
+    assert not [t for t, _ in pinned.calls if t == GET_PARAMETER]
     assert {r.inputs["ami"] for r in pinned.of_type(INSTANCE)} == {"ami-0fedcba9876543210"}
+
+
+def test_zones_are_the_regions_own_never_an_opted_in_local_zone(prod: Program) -> None:
+    (call,) = [args for token, args in prod.calls if token == "aws:index/getAvailabilityZones:getAvailabilityZones"]
+    assert call["filters"] == [{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+    zones = sorted(r.inputs["availabilityZone"] for r in prod.of_type(SUBNET))
+    assert zones == ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 
 
 def test_prod_in_a_single_zone_is_allowed_by_config() -> None:
@@ -326,7 +372,7 @@ def test_replace_servers_takes_the_current_image_and_user_data_for_that_server_o
     rebuilt = by_name["outsystems-redis-server-2-instance"]
     assert rebuilt.ignore_changes == () and rebuilt.inputs["userDataReplaceOnChange"] is True
     for name in ("outsystems-redis-server-1-instance", "outsystems-redis-server-3-instance"):
-        assert set(by_name[name].ignore_changes) == {"ami", "userData", "instanceType"}
+        assert set(by_name[name].ignore_changes) == {"ami", "userData", "userDataBase64", "instanceType"}
         assert by_name[name].inputs["userDataReplaceOnChange"] is False
 
 
@@ -388,11 +434,11 @@ def test_growing_again_leaves_the_servers_added_before_alone() -> None:
     six = {r.name: r.inputs for r in run_program("prod", {"outsystems-redis:servers": 6}).of_type(INSTANCE)}
     assert all(six[name] == inputs for name, inputs in four.items())
     # Servers past the first three join a running cluster; only server 1 forms one.
-    user_data = {name: inputs["userData"] for name, inputs in six.items()}
-    assert "redis-cluster-bootstrap" in user_data["outsystems-redis-server-1-instance"]
+    texts = {name: user_data(inputs) for name, inputs in six.items()}
+    assert "redis-cluster-bootstrap" in texts["outsystems-redis-server-1-instance"]
     for i in (4, 5, 6):
-        assert "redis-cluster-join" in user_data[f"outsystems-redis-server-{i}-instance"]
-        assert "redis-cluster-bootstrap.service" not in user_data[f"outsystems-redis-server-{i}-instance"]
+        assert "redis-cluster-join" in texts[f"outsystems-redis-server-{i}-instance"]
+        assert "redis-cluster-bootstrap.service" not in texts[f"outsystems-redis-server-{i}-instance"]
 
 
 # --- platforms and TLS ----------------------------------------------------------
@@ -402,9 +448,9 @@ CURRENT = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
 
 def test_current_platform_selects_noble_and_redis_7(prod: Program) -> None:
     program = run_program("prod", CURRENT)
-    (call,) = [args for token, args in program.calls if token == "aws:ec2/getAmi:getAmi"]
-    names = [f["values"] for f in call["filters"] if f["name"] == "name"]
-    assert names == [["ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"]]
+    (call,) = [args for token, args in program.calls if token == GET_PARAMETER]
+    assert call["name"] == "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
+    assert {r.inputs["ami"] for r in program.of_type(INSTANCE)} == {"ami-0a24b24c24d24e24f"}
     (check,) = program.of_type("command:local:Command")
     assert "--expect-version 7.0" in check.inputs["create"]
     assert ingress(program) == ingress(prod)  # one code path: the same security group rules
@@ -451,7 +497,7 @@ def test_prod_user_data_installs_tunes_and_forms_the_cluster_once_without_the_pa
     password = prod.exports["connectionString"].rsplit("password=", 1)[1]
     bootstraps = 0
     for inst in prod.of_type(INSTANCE):
-        text = inst.inputs["userData"]
+        text = user_data(inst.inputs)
         doc = yaml.safe_load(text)
         assert text.startswith("#cloud-config")
         assert ["redis-server", "5:5.0.7*"] in doc["packages"] and ["redis-tools", "5:5.0.7*"] in doc["packages"]
@@ -467,6 +513,6 @@ def test_prod_user_data_installs_tunes_and_forms_the_cluster_once_without_the_pa
 
 def test_dev_user_data_runs_one_standalone_redis(dev: Program) -> None:
     (inst,) = dev.of_type(INSTANCE)
-    text = inst.inputs["userData"]
+    text = user_data(inst.inputs)
     assert "/etc/redis/redis-6379.conf" in text and "cluster-enabled yes" not in text
     assert "redis-cluster-bootstrap" not in text and "redis-cluster-join" not in text

@@ -1,0 +1,114 @@
+"""AWS limits and behaviours the mocks do not enforce: user-data size, and what a password change touches."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from components.render.cloud_config import EC2_USER_DATA_LIMIT
+from tests.unit.program import Program, run_program, user_data
+
+INSTANCE = "aws:ec2/instance:Instance"
+CURRENT = "ubuntu-24.04-redis-7.0"
+LEGACY = "ubuntu-20.04-redis-5.0"
+# Every shape the README allows: one server, the first cluster, one and three joiners, and the largest
+# `servers` accepted, on both platforms, and with TLS (7.0 only).
+SHAPES = [
+    (stack, servers, platform, tls)
+    for stack, servers in (("dev", 1), ("prod", 3), ("prod", 4), ("prod", 6), ("prod", 100))
+    for platform, tls in ((LEGACY, False), (CURRENT, False), (CURRENT, True))
+]
+
+
+def shape(stack: str, servers: int, platform: str, tls: bool) -> Program:
+    overrides = {"outsystems-redis:servers": servers, "outsystems-redis:platform": platform}
+    if tls:
+        overrides["outsystems-redis:tls"] = True
+    return run_program(stack, overrides)
+
+
+def ec2_size(inputs: dict) -> int:
+    """What EC2 counts against its limit: the bytes after base64 decoding (here, the gzip)."""
+    return len(base64.b64decode(inputs["userDataBase64"], validate=True))
+
+
+@pytest.fixture(scope="module")
+def sizes() -> dict[tuple, dict[str, tuple[int, int]]]:
+    """Per shape, per server: (bytes EC2 counts, bytes of the cloud-config as text)."""
+    found = {}
+    for case in SHAPES:
+        program = shape(*case)
+        found[case] = {
+            i.name: (ec2_size(i.inputs), len(user_data(i.inputs).encode())) for i in program.of_type(INSTANCE)
+        }
+    return found
+
+
+@pytest.mark.parametrize("case", SHAPES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2][7:12]}{'-tls' if c[3] else ''}")
+def test_every_servers_user_data_fits_ec2s_limit(case: tuple, sizes: dict) -> None:
+    per_server = sizes[case]
+    assert len(per_server) == case[1]
+    over = {name: size for name, (size, _) in per_server.items() if size > EC2_USER_DATA_LIMIT}
+    assert not over, f"user data over EC2's {EC2_USER_DATA_LIMIT} bytes: {over}"
+
+
+def test_the_limit_is_the_one_ec2_enforces_and_the_text_alone_would_break_it(sizes: dict) -> None:
+    assert EC2_USER_DATA_LIMIT == 16384
+    # Uncompressed, a joiner with TLS is far over the limit: the check above guards something real.
+    largest_text = max(text for per_server in sizes.values() for _, text in per_server.values())
+    assert largest_text > EC2_USER_DATA_LIMIT
+
+
+def test_a_joiners_user_data_does_not_grow_with_the_final_server_count(sizes: dict) -> None:
+    """Server 4's user data is the same whether the cluster ends at 4, 6 or 100 servers."""
+    for platform, tls in ((LEGACY, False), (CURRENT, True)):
+        fourth = {sizes[("prod", n, platform, tls)]["outsystems-redis-server-4-instance"] for n in (4, 6, 100)}
+        assert len(fourth) == 1
+
+
+def test_report_sizes(sizes: dict, capsys: pytest.CaptureFixture) -> None:
+    """Largest server per shape, for the README and the issue notes (-s shows it); always passes when sizes exist."""
+    for case, per_server in sizes.items():
+        size, text = max(per_server.values())
+        print(f"{case}: largest {size} B compressed ({text} B as text)")
+    assert sizes
+
+
+# --- password changes ---------------------------------------------------------------------------
+
+A = "FirstPasswordFor0Sessions"
+B = "SecondPasswordFor1Sessions"
+
+
+def with_password(password: str, preview: bool = False, **keys) -> Program:
+    config = {"outsystems-redis:redisPassword": password, **{f"outsystems-redis:{k}": v for k, v in keys.items()}}
+    return run_program("prod", config, secret_keys=("outsystems-redis:redisPassword",), preview=preview)
+
+
+def test_a_password_change_touches_no_server() -> None:
+    """Only the parameter, the health check's environment and the outputs change: no server is replaced."""
+    before, after = with_password(A), with_password(B)
+    old = {r.urn: r for r in before.resources}
+    new = {r.urn: r for r in after.resources}
+    assert old.keys() == new.keys()
+    changed = {urn.rsplit("::", 1)[1] for urn in old if old[urn].inputs != new[urn].inputs}
+    assert changed == {"outsystems-redis-password", "outsystems-redis-health-check"}
+    for urn, r in old.items():
+        if r.type == INSTANCE:
+            assert new[urn].inputs == r.inputs and set(new[urn].dependencies) == set(r.dependencies)
+    assert after.exports["connectionString"].endswith(f"password={B}")
+
+
+def test_the_outputs_wait_for_the_servers_to_accept_the_password() -> None:
+    """The connection string is known only once the post-deploy check has run, and that check waits
+    (--wait) with the new password: a preview of a password change shows the outputs as unknown."""
+    program = with_password(A, preview=True)
+    (check,) = program.of_type("command:local:Command")
+    assert check.inputs["environment"]["REDIS_PASSWORD"] == A and "--wait" in check.inputs["create"]
+    assert {"connectionString", "hsconfSnippet"} <= program.unknown_exports
+    assert "serverPrivateIps" not in program.unknown_exports
+    # Without the check nothing can gate them: the outputs are known at once (the README says so).
+    unchecked = with_password(A, preview=True, healthCheck=False)
+    assert "connectionString" not in unchecked.unknown_exports
+    assert unchecked.exports["connectionString"].endswith(f"password={A}")

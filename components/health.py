@@ -723,6 +723,12 @@ def tls_reason(text: str, address: str) -> str | None:
     return None
 
 
+# A server that does not answer on its first boot is usually still installing; when its
+# way out was broken, redis-provision retries the install and says so in its journal.
+FIRST_BOOT_HINT = ("; on a new server: still installing? On the server (Session Manager): "
+                   "journalctl -u redis-provision -u redis-auth")
+
+
 def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, tls: bool = False) -> str:
     """One line a person can act on, for the errors a session store check meets."""
     import redis
@@ -736,7 +742,8 @@ def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, t
             or "invalid username-password" in low:
         if "required" in low:
             return "the server requires a password: set REDIS_PASSWORD"
-        return "wrong password (AUTH rejected): check REDIS_PASSWORD"
+        return ("wrong password (AUTH rejected): check REDIS_PASSWORD; after a password change each server "
+                "takes the new one within a minute (redis-password-sync.timer)")
     if "noauth" in low or "authentication required" in low:
         return "the server requires a password: set REDIS_PASSWORD"
     if "without any password configured" in low:
@@ -744,13 +751,13 @@ def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, t
     if isinstance(exc, redis.TimeoutError) or "timed out" in low or "timeout" in low:
         return (f"no answer within {timeout:g}s (is this machine allowed by the security group, "
                 "and the server up?" + (" Does it speak TLS? It waits for plain text when the stack's `tls` "
-                                        "key is off)" if tls else ")"))
+                                        "key is off)" if tls else ")") + FIRST_BOOT_HINT)
     if not tls and ("reset by peer" in low or "closed by server" in low):
         # A TLS-only port drops a client that sends plain text.
         return (f"{address} closed the connection: it speaks TLS only if the stack's `tls` key is on "
                 "(use --tls --cacert FILE)")
     if "refused" in low:
-        return f"connection refused: nothing listens on {address} (is redis-server running?)"
+        return f"connection refused: nothing listens on {address} (is redis-server running?)" + FIRST_BOOT_HINT
     if "name or service not known" in low or "nodename nor servname" in low:
         return "unknown host name"
     if "loading" in low:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import selectors
 import subprocess
 import sys
 
@@ -9,12 +11,20 @@ from tests.tools import ROOT
 
 
 def test_policy_pack_starts_and_announces_its_port() -> None:
-    # The Python analyzer prints the port it listens on, then serves until killed.
+    # The Python analyzer prints the port it listens on, then serves until killed. Started
+    # with buffered stdout (PYTHONUNBUFFERED unset, as on a user's machine): the port must
+    # still arrive, within a deadline rather than a readline that could hang.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "policy" / "__main__.py")], cwd=ROOT / "policy",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert line.strip().isdigit(), (line, proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout=30)
+        line = os.read(proc.stdout.fileno(), 64).decode() if ready else ""
+        assert line.strip().isdigit(), (line, "no port announced within 30 s",
+                                        proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else "")
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -112,4 +112,6 @@ if environment.ca_certificate is not None:
     # Not a secret: front-ends trust this CA to verify the servers' TLS certificates.
     pulumi.export("caCertificate", environment.ca_certificate)
 if environment.health_check is not None:
-    pulumi.export("healthReport", environment.health_check.stdout)
+    # Holds no password, but its command's environment does: kept secret on purpose rather than
+    # by pulumi-command's inference, so no report ever lands in plain text in the state.
+    pulumi.export("healthReport", pulumi.Output.secret(environment.health_check.stdout))

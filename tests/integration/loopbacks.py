@@ -14,7 +14,7 @@ from tests.tools import loopback_octet, redis_bin
 _next = itertools.count(1)
 
 def make_loopback(request, tmp_path_factory, version: str, servers: int = 3, tls: bool = False) -> Loopback:
-    redis_bin(version, "redis-server")  # fail in CI / skip locally when missing
+    redis_bin(version, "redis-server")  # a missing tool fails the test
     redis_bin(version, "redis-cli")
     b = next(_next) % 250
     a = loopback_octet()

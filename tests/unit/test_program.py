@@ -516,3 +516,21 @@ def test_dev_user_data_runs_one_standalone_redis(dev: Program) -> None:
     text = user_data(inst.inputs)
     assert "/etc/redis/redis-6379.conf" in text and "cluster-enabled yes" not in text
     assert "redis-cluster-bootstrap" not in text and "redis-cluster-join" not in text
+
+
+@pytest.mark.parametrize("stack,extra", [("dev", {}), ("prod", {}),
+                                         ("prod", {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0",
+                                                   "outsystems-redis:tls": True})],
+                         ids=["dev", "prod", "prod-tls"])
+def test_every_export_either_lacks_the_password_or_is_a_secret(stack: str, extra: dict) -> None:
+    """Not only connectionString and hsconfSnippet: any export that carries the password is a secret,
+    and the ones meant to be read in plain text (IPs, ids, the CA) do not carry it at all."""
+    secret = "Export-Scan_Password-2026x"
+    program = run_program(stack, {"outsystems-redis:redisPassword": secret, **extra},
+                          secret_keys=("outsystems-redis:redisPassword",))
+    carrying = {name for name, value in program.exports.items() if secret in json.dumps(value, default=str)}
+    assert carrying == {"connectionString", "hsconfSnippet"}
+    assert carrying <= program.secret_exports
+    # The report holds no password, but the program keeps it secret itself rather than relying on
+    # pulumi-command's inference from the environment (the mock's echo could not show that).
+    assert "healthReport" in program.secret_exports

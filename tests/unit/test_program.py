@@ -534,3 +534,20 @@ def test_every_export_either_lacks_the_password_or_is_a_secret(stack: str, extra
     # The report holds no password, but the program keeps it secret itself rather than relying on
     # pulumi-command's inference from the environment (the mock's echo could not show that).
     assert "healthReport" in program.secret_exports
+
+
+def test_ec2_recovery_is_stated_and_alarmed_per_server(prod: Program) -> None:
+    instances = {r.urn.rsplit("::", 1)[1]: r for r in prod.of_type(INSTANCE)}
+    for inst in instances.values():
+        assert inst.inputs["maintenanceOptions"] == {"autoRecovery": "default"}
+    alarms = prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert len(alarms) == len(instances) == 3
+    for alarm in alarms:
+        a = alarm.inputs
+        assert (a["namespace"], a["metricName"], a["statistic"]) == ("AWS/EC2", "StatusCheckFailed_System", "Maximum")
+        assert a["comparisonOperator"] == "GreaterThanOrEqualToThreshold" and a["threshold"] == 1
+        assert a["period"] == 60 and a["evaluationPeriods"] == 2
+        assert a["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:recover"]
+        # Each alarm watches its own server's instance (the mock's id is "<name>-id").
+        server = alarm.name.removesuffix("-recover")
+        assert a["dimensions"] == {"InstanceId": f"{server}-instance-id"}

@@ -18,6 +18,14 @@ formed by the very bootstrap script that cloud-init ships.
 CA and per-server certificates (the loopback IPs as SANs) are generated under
 the state dir with the openssl CLI, where the confs expect them.
 
+The password takes EC2's path too: the state dir holds the rehearsal's
+"Parameter Store" (ssm/, answered by an `aws` stand-in in bin/), every server's
+auth include is written by the shipped fetch-password.sh at each "boot"
+(`write_files`), and a changed parameter reaches the running processes through
+the shipped redis-password-sync (`sync_passwords`), run on every server at once
+as the servers' aligned timers would. `ssm_outage("fail" | "hang")` makes that
+Parameter Store unreachable.
+
 Processes are detached (own session) and found again through their pid files,
 so `start()` in one process and `stop()` in another work (the rehearsal CLI).
 Plain Python, no pulumi.
@@ -28,8 +36,10 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import shlex
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import tempfile
@@ -41,13 +51,66 @@ import redis
 from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
 from components.render.join import join_env, join_script, runs_join
-from components.render.redis_conf import Paths, render_auth_conf, render_redis_conf
+from components.render.password import (
+    PASSWORD_GRACE_SECONDS,
+    fetch_password_script,
+    password_sync_env,
+    password_sync_script,
+)
+from components.render.redis_conf import Paths, render_redis_conf
 from components.render.tls import render_tls_cli
 from components.sizing import usable_memory_mib
 from components.topology import Process, Topology, build_topology
 
 LOOPBACK_SUBNET = ("10.0.0.0/24",)  # only feeds build_topology; hosts override every address
 TLS_CERT_DAYS = 30  # throwaway certificates: a rehearsal never lives that long
+# The rehearsal's Parameter Store: one SecureString, as the program's /outsystems-redis/<stack>/redis-password.
+PASSWORD_PARAMETER = "/outsystems-redis/rehearsal/redis-password"
+REGION = "loopback-1"
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 40
+SSM_OUTAGE_FILE = "ssm-outage"  # in the state dir: "fail" (exit 254) or "hang" (never answers)
+BASH = shutil.which("bash") or "/bin/bash"  # by path: the scripts may run with a PATH of their own
+
+
+def generate_password() -> str:
+    """A password like the program's pulumi-random one: 40 letters and digits, at least 2 of each kind."""
+    while True:
+        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+        if all(sum(c in kind for c in password) >= 2
+               for kind in (string.ascii_uppercase, string.ascii_lowercase, string.digits)):
+            return password
+
+
+def render_aws_stand_in(store: str | os.PathLike[str], outage_file: str | os.PathLike[str]) -> str:
+    """`aws` for the shipped scripts on loopback: `ssm get-parameter --name N ... --output text` from `store`.
+
+    The value is the file `store`/<N with / as _>. When `outage_file` exists,
+    SSM is unreachable: "hang" never answers (only the caller's own bounds end
+    the call), anything else fails at once with exit 254 as the CLI does.
+    """
+    return (
+        "#!/bin/bash\n"
+        "# The loopback rehearsal's stand-in for `aws ssm get-parameter` (rendered by outsystems-redis).\n"
+        f"store={shlex.quote(str(store))}\n"
+        f"outage={shlex.quote(str(outage_file))}\n"
+        'if [ -f "$outage" ]; then\n'
+        '    [ "$(cat "$outage")" != hang ] || exec sleep 3600\n'
+        '    echo "Could not connect to the endpoint URL: \"https://ssm.loopback.amazonaws.com/\"" >&2\n'
+        "    exit 254\n"
+        "fi\n"
+        'name=""\n'
+        'while [ $# -gt 0 ]; do\n'
+        '    [ "$1" != --name ] || { name=${2:-}; shift; }\n'
+        "    shift\n"
+        "done\n"
+        'file="$store/$(printf %s "$name" | tr / _)"\n'
+        'if [ -z "$name" ] || [ ! -f "$file" ]; then\n'
+        '    echo "An error occurred (ParameterNotFound) when calling the GetParameter operation: " >&2\n'
+        "    exit 254\n"
+        "fi\n"
+        'cat "$file"\n'
+    )
 
 
 def redis_binary(version: str, name: str = "redis-server") -> str:
@@ -183,11 +246,15 @@ class Loopback:
             if stored.exists():
                 self._password = stored.read_text().strip()
             else:
-                self._password = secrets.token_hex(16)
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-                stored.write_text(self._password + "\n")
-                stored.chmod(0o600)
+                self.set_password(generate_password())
+        assert self._password is not None
         return self._password
+
+    def set_password(self, password: str) -> None:
+        """Make `password` the one every client here uses (after a rotation), kept in the state dir (0600)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_secret(self.state_dir / "password", password + "\n")
+        self._password = password
 
     def paths(self, server: int) -> Paths:
         """Server `server`'s directories: EC2's layout moved under state_dir/<server name>/."""
@@ -247,17 +314,132 @@ class Loopback:
             _write_if_changed(wrapper, render_tls_cli(paths.tls_ca, self.redis_cli))
             wrapper.chmod(0o755)
 
-    def write_files(self) -> None:
-        """Render every redis.conf, auth include and the bootstrap script into the state dir."""
+    # -- the password: Parameter Store stand-in, boot-time fetch, sync -------
+
+    @property
+    def bin_dir(self) -> Path:
+        """Put first on PATH for the shipped scripts: holds the `aws` stand-in."""
+        return self.state_dir / "bin"
+
+    @property
+    def ssm_dir(self) -> Path:
+        """The rehearsal's Parameter Store: one file per parameter."""
+        return self.state_dir / "ssm"
+
+    def _ssm_file(self, name: str) -> Path:
+        return self.ssm_dir / name.replace("/", "_")
+
+    def ssm_value(self, name: str = PASSWORD_PARAMETER) -> str | None:
+        """What the stand-in Parameter Store holds under `name` (None: nothing)."""
+        f = self._ssm_file(name)
+        return f.read_text() if f.exists() else None
+
+    def ssm_put(self, value: str, name: str = PASSWORD_PARAMETER) -> None:
+        """`aws ssm put-parameter --overwrite`, as `pulumi up` does when redisPassword changes."""
+        self.ssm_dir.mkdir(parents=True, exist_ok=True)
+        self.ssm_dir.chmod(0o700)
+        _write_secret(self._ssm_file(name), value)
+
+    def ssm_outage(self, mode: str | None) -> None:
+        """None: SSM answers. "fail": every call fails at once (exit 254). "hang": no call ever answers."""
+        switch = self.state_dir / SSM_OUTAGE_FILE
+        if mode is None:
+            switch.unlink(missing_ok=True)
+        elif mode in ("fail", "hang"):
+            switch.write_text(mode)
+        else:
+            raise ValueError(f"SSM outage mode {mode!r}: use 'fail', 'hang' or None")
+
+    def write_password_scripts(self) -> None:
+        """The `aws` stand-in, redis-fetch-password and redis-password-sync, in the state dir."""
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        aws = self.bin_dir / "aws"
+        _write_if_changed(aws, render_aws_stand_in(self.ssm_dir, self.state_dir / SSM_OUTAGE_FILE))
+        aws.chmod(0o755)
+        _write_if_changed(self.state_dir / "redis-fetch-password", fetch_password_script())
+        _write_if_changed(self.state_dir / "redis-password-sync", password_sync_script())
+
+    def script_path(self) -> str:
+        """PATH of the shipped password scripts here: the `aws` stand-in first."""
+        return f"{self.bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+    def fetch_password_environment(self, server: int) -> dict[str, str]:
+        """auth.env of server `server`, as on EC2 but for the stand-in parameter and this state dir."""
+        return {"PASSWORD_PARAMETER": PASSWORD_PARAMETER, "AWS_REGION": REGION,
+                "AUTH_FILE": self.paths(server).auth_file}
+
+    def fetch_password(self, server: int, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+        """Run the shipped boot step (redis-auth.service) for server `server`: SSM -> its auth include.
+
+        `env` overrides its inputs (ATTEMPTS, RETRY_SECONDS, CACHED_WAIT_SECONDS, ...).
+        """
+        self.write_password_scripts()
+        full = {"PATH": self.script_path(), **self.fetch_password_environment(server), **env}
+        return subprocess.run([BASH, str(self.state_dir / "redis-fetch-password")], env=full,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+    def password_sync_environment(self, server: int, grace_seconds: int = PASSWORD_GRACE_SECONDS) -> dict[str, str]:
+        """What redis-password-sync is given on server `server`: auth.env plus password-sync.env, as on EC2."""
+        ports = tuple(p.port for p in self.topology.servers[server].processes)
+        env = {**self.fetch_password_environment(server),
+               **password_sync_env(ports, self.version, self.cli_for(server))}
+        env["GRACE_SECONDS"] = str(grace_seconds)
+        env["REDIS_HOST"] = self.topology.servers[server].private_ip
+        return env
+
+    def sync_passwords(self, servers: list[int] | None = None, grace_seconds: int = PASSWORD_GRACE_SECONDS,
+                       timeout: float = 90) -> dict[int, tuple[int, str]]:
+        """Run the shipped redis-password-sync on every server (or `servers`) at the same moment, as the
+        servers' timers do on the minute; returns (exit code, output) by server. Never raises on a failed run.
+        """
+        self.write_password_scripts()
+        script = str(self.state_dir / "redis-password-sync")
+        running = {}
+        for server in (range(len(self.topology.servers)) if servers is None else servers):
+            env = {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds)}
+            running[server] = subprocess.Popen([BASH, script], env=env, stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        results = {}
+        for server, proc in running.items():
+            try:
+                out = proc.communicate(timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0] + "\n(killed: timed out)"
+            results[server] = (proc.returncode, out)
+        return results
+
+    def accepts(self, process: Process, password: str, timeout: float = 2) -> bool:
+        """True when a NEW connection to `process` logs in with `password` (what a front-end's reconnect does)."""
+        try:
+            c = redis.Redis(process.host, process.port, password=password, socket_timeout=timeout,
+                            socket_connect_timeout=timeout, **self.tls_kwargs)
+            try:
+                return bool(c.ping())
+            finally:
+                c.close()
+        except redis.RedisError:
+            return False
+
+    def write_files(self, fetch_attempts: int = 3) -> None:
+        """Render every redis.conf, the scripts, and each server's auth include through the shipped fetch.
+
+        The first call puts the password into the stand-in Parameter Store; every call then
+        "boots" each server's redis-auth step, which writes its auth include from there.
+        """
         if self.tls:
             self._write_tls_files()
+        self.write_password_scripts()
+        if self.ssm_value() is None:
+            self.ssm_put(self.password)
         for server in self.topology.servers:
             paths = self.paths(server.index)
             Path(paths.conf_dir).mkdir(parents=True, exist_ok=True)
             Path(paths.log_dir).mkdir(parents=True, exist_ok=True)
-            auth = Path(paths.auth_file)
-            auth.write_text(render_auth_conf(self.password))
-            auth.chmod(0o600)
+            fetched = self.fetch_password(server.index, ATTEMPTS=str(fetch_attempts), RETRY_SECONDS="1")
+            if fetched.returncode != 0:
+                raise RuntimeError(f"redis-fetch-password failed for {server.private_ip}:\n"
+                                   f"{fetched.stdout}{fetched.stderr}")
             for p in server.processes:
                 Path(paths.data_dir(p.port)).mkdir(parents=True, exist_ok=True)
                 Path(paths.pid_file(p.port)).parent.mkdir(parents=True, exist_ok=True)
@@ -470,6 +652,18 @@ class Loopback:
                 self._spawn(p)
         self.wait_until_answering(tuple(p for s in new for p in self.topology.servers[s].processes), timeout)
         return self.join_all(new, wait_seconds) if join else {}
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner reads, atomically: never a moment with the secret under a wider mode."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _write_if_changed(path: Path, text: str) -> None:

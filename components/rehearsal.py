@@ -20,6 +20,17 @@ script, all at once, while a client keeps writing and reading OutSystems-shaped
 sessions. It prints the duration, the slots moved, the sessions checked and
 the errors the client saw.
 
+`rotate-password` changes the password the way a new `redisPassword` (or a
+re-generated one) does on AWS: a new 40-character password goes into the
+rehearsal's Parameter Store, the shipped redis-password-sync runs on every
+server at the same moment (as their timers do on the minute), and while a
+client keeps writing and reading sessions it waits until every process takes
+the new password, then prints the new connection string and the health
+report. On Redis 7.0 the old password stays accepted for `--grace` seconds
+(default 3600, as on AWS); `sync-password` (the timers' next run) after that
+removes it. On Redis 5.0 the old password is refused by new connections at
+once; open connections stay logged in.
+
 `--tls` (Redis 7.0 only; on by itself when the stack file sets `tls: true`)
 rehearses with TLS on: a throwaway CA and per-server certificates in the state
 dir, the same TLS confs as EC2, and every client here trusting that CA.
@@ -41,8 +52,9 @@ from pathlib import Path
 import yaml
 
 from components import health
-from components.loopback import Loopback, loopback_hosts, platform_for
+from components.loopback import Loopback, generate_password, loopback_hosts, platform_for
 from components.platforms import PLATFORMS
+from components.render.password import PASSWORD_GRACE_SECONDS
 from components.settings import NAMESPACE, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +64,7 @@ SESSION_BYTES = 20 * 1024  # the requirements page's session size
 SESSION_TTL = 3600  # seconds: outlives any rehearsal, still expires by itself
 KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
 RECOVERY_TIMEOUT = 60.0  # seconds; cluster-node-timeout is 5 s, failover normally takes 6-8 s
+PASSWORD_SWITCH_TIMEOUT = 30.0  # seconds; the sync itself takes well under one
 
 
 # ---------------------------------------------------------------- settings (pure)
@@ -173,6 +186,11 @@ def _cluster_client(lo: Loopback, skip_server: int | None = None):
     nodes = [ClusterNode(p.host, p.port) for p in lo.processes if p.server != skip_server]
     return RedisCluster(startup_nodes=nodes, password=lo.password, decode_responses=True, socket_timeout=2,
                         socket_connect_timeout=2, **lo.tls_kwargs)
+
+
+def _session_client(lo: Loopback):
+    """What a front-end holds: a cluster client on prod, one connection's client on a single server."""
+    return _cluster_client(lo) if lo.topology.cluster else lo.client(lo.processes[0])
 
 
 def write_sessions(lo: Loopback, count: int) -> list[str]:
@@ -369,7 +387,7 @@ class SessionTraffic:
     def _run(self) -> None:
         import redis
 
-        client = _cluster_client(self.lo)
+        client = _session_client(self.lo)
         rng = random.Random(7)
         deadline = time.monotonic() + self.max_seconds
         try:
@@ -398,7 +416,7 @@ class SessionTraffic:
 
 def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:
     """Every session in `keys` readable with its content and a TTL; returns what is wrong (empty when all are)."""
-    client = _cluster_client(lo)
+    client = _session_client(lo)
     problems = []
     try:
         for data in keys:
@@ -472,13 +490,116 @@ def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) 
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------- password rotation
+
+
+def password_takers(lo: Loopback, password: str) -> list[str]:
+    """The processes that accept `password` on a new connection (a front-end's reconnect)."""
+    return [p.address for p in lo.processes if lo.accepts(p, password)]
+
+
+def _print_sync_logs(results: Mapping[int, tuple[int, str]], lo: Loopback) -> bool:
+    ok = True
+    for server, (code, output) in sorted(results.items()):
+        lines = [line for line in output.strip().splitlines() if line]
+        print(f"server {server} ({lo.topology.servers[server].private_ip}): redis-password-sync exit {code}"
+              + ("" if lines else ", nothing to do"))
+        print("\n".join("  " + line for line in lines))
+        ok = ok and code == 0
+    return ok
+
+
+def grace_ends(lo: Loopback) -> dict[str, int]:
+    """Server IP -> the epoch until which its auth file keeps the previous password (Redis 7.0 grace)."""
+    ends = {}
+    for server in lo.topology.servers:
+        for line in Path(lo.paths(server.index).auth_file).read_text().splitlines():
+            words = line.split()
+            if words[:2] == ["#", "previous-password-until"] and len(words) > 2 and words[2].isdigit():
+                ends[server.private_ip] = int(words[2])
+    return ends
+
+
+def adopt_password(lo: Loopback, new: str, old: str | None, state_dir: Path) -> int:
+    """Once every process takes `new` (bounded wait, the health check's own code): make it the rehearsal's
+    password, and print the connection string and the health report. 0 when healthy with `new`.
+
+    `old`: the password before a rotation, to say who still accepts it; None when unknown.
+    """
+    facts, findings = health.run_check(nodes_of(lo), new, lo.topology.cluster, lo.version,
+                                       wait=PASSWORD_SWITCH_TIMEOUT, interval=0.5, tls=tls_of(lo))
+    if health.verdict(findings) == "unhealthy":
+        print(health.report(facts, findings))
+        print(f"\nNOT SWITCHED within {PASSWORD_SWITCH_TIMEOUT:.0f}s: the Parameter Store holds the new password; "
+              f"`sync-password` tries again (on AWS the timer does, every minute). State kept in {state_dir}")
+        return 1
+    lo.set_password(new)
+    print(health.report(facts, findings))
+    ends = grace_ends(lo)
+    if old is not None and old != new:
+        still = password_takers(lo, old)
+        print(f"\nthe previous password: accepted by {len(still)} of {len(lo.processes)} processes on new "
+              "connections; connections already open stay logged in")
+    if ends:
+        until = time.strftime("%H:%M:%S", time.localtime(max(ends.values())))
+        print(f"Redis 7.0 grace: the previous password stays accepted until {until} on {', '.join(sorted(ends))}; "
+              "paste the new connection string into every front-end before then; `sync-password` after that "
+              "removes it (on AWS the timer does, every minute)")
+    else:
+        print("no previous password is kept by any server: only the new one logs in")
+    print(f"\nOutSystems connection string (server.hsconf <ConnectionString>):\n  "
+          f"{lo.topology.connection_string(new, lo.tls)}")
+    return health.exit_code(findings)
+
+
+def rotate_password(lo: Loopback, state_dir: Path, grace: int) -> int:
+    old, new = lo.password, generate_password()
+    state = json.loads((state_dir / STATE_FILE).read_text())
+    save_state(state_dir, {**state, "password_grace": grace})
+    traffic = SessionTraffic(lo).start()
+    time.sleep(1)  # sessions exist before the switch
+    print(f"put a new {len(new)}-character password into the rehearsal's Parameter Store "
+          "(pulumi up does this when redisPassword changes)")
+    lo.ssm_put(new)
+    started = time.monotonic()
+    results = lo.sync_passwords(grace_seconds=grace)
+    took = time.monotonic() - started
+    print(f"ran the shipped redis-password-sync on every server at once ({took:.2f}s), as their timers "
+          "do on the minute:")
+    synced = _print_sync_logs(results, lo)
+    time.sleep(1)  # traffic goes on after the switch, over the connections it opened with the old password
+    traffic.stop()
+    code = adopt_password(lo, new, old, state_dir)
+    problems = verify_sessions(lo, traffic.acked) if code == 0 else []
+    print(f"\nsessions written during the switch: {len(traffic.acked)} (20 KB), all readable with the new "
+          f"password afterwards: {'yes' if not problems else f'NO, {len(problems)} not'}; "
+          f"errors seen by the client: {len(traffic.errors)}; wrong answers: {len(traffic.wrong)}")
+    for line in (traffic.errors + traffic.wrong + problems)[:5]:
+        print(f"  {line}")
+    return 0 if code == 0 and synced and not problems and not traffic.wrong else 1
+
+
+def sync_password(lo: Loopback, state_dir: Path) -> int:
+    """The timers' next run: applies a changed Parameter Store password, or ends a grace that is over."""
+    state = json.loads((state_dir / STATE_FILE).read_text())
+    old, new = lo.password, lo.ssm_value()
+    results = lo.sync_passwords(grace_seconds=int(state.get("password_grace", PASSWORD_GRACE_SECONDS)))
+    synced = _print_sync_logs(results, lo)
+    if new is None:
+        print("the rehearsal's Parameter Store holds no password")
+        return 1
+    code = adopt_password(lo, new, old if old != new else None, state_dir)
+    return 0 if code == 0 and synced else 1
+
+
 # ---------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.rehearsal",
                                 description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
-    p.add_argument("command", choices=("up", "status", "down", "failover", "scale"))
+    p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "rotate-password",
+                                        "sync-password"))
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
@@ -486,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-prefix", default="127.0.0.",
                    help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
     p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
+    p.add_argument("--grace", type=int, default=PASSWORD_GRACE_SECONDS, metavar="SECONDS",
+                   help=f"rotate-password: how long Redis 7.0 still accepts the old password "
+                        f"(default {PASSWORD_GRACE_SECONDS}, as on AWS)")
     p.add_argument("--tls", action="store_true",
                    help="up: TLS on, as the `tls` stack key (Redis 7.0 only: with --version 7.0 or a 7.0 stack)")
     return p
@@ -499,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return down(state_dir)
     if args.command == "scale" and args.servers is None:
         parser.error("scale: give --servers N")
+    if args.grace < 0:
+        parser.error("--grace: 0 or more seconds")
     lo = load_loopback(state_dir)
     if args.command == "up" and lo is None:
         try:
@@ -526,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(lo)
         if args.command == "scale":
             return scale(lo, args.servers, state_dir)
+        if args.command == "rotate-password":
+            return rotate_password(lo, state_dir, args.grace)
+        if args.command == "sync-password":
+            return sync_password(lo, state_dir)
         return failover(lo)
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)")

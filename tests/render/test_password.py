@@ -1,0 +1,134 @@
+"""redis-password-sync and its timer through their real consumers: shellcheck, systemd-analyze.
+
+A missing tool fails here (never skips): these checks are the only proof the
+rendered units and the shipped scripts are what systemd and bash accept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from components.render import systemd
+from components.render.password import (
+    PASSWORD_GRACE_SECONDS,
+    PASSWORD_SYNC_ENV_PATH,
+    PASSWORD_SYNC_PATH,
+    PASSWORD_SYNC_TIMER,
+    PASSWORD_SYNC_UNIT,
+    fetch_password_script,
+    password_sync_env,
+    password_sync_script,
+    render_password_sync_timer,
+    render_password_sync_unit,
+)
+
+PORTS = (7000, 7001)
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.fail(f"{name} not found; run scripts/setup.sh (make test does)", pytrace=False)
+    return path
+
+
+def shellcheck(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess:
+    f = tmp_path / name
+    f.write_text(text)
+    return subprocess.run([tool("shellcheck"), "--severity=style", str(f)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name, text", [("redis-password-sync", password_sync_script()),
+                                        ("redis-fetch-password", fetch_password_script())])
+def test_scripts_pass_shellcheck(name, text, tmp_path):
+    result = shellcheck(tmp_path, name, text)
+    assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_can_fail(tmp_path):
+    assert shellcheck(tmp_path, "bad", "#!/bin/bash\necho $1\n").returncode != 0
+
+
+def verify(unit_dir: Path, *units: str) -> str:
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}  # trailing ':' keeps the system dirs
+    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env)
+    return f"rc={result.returncode}\n{result.stdout}{result.stderr}".strip()
+
+
+def write_units(tmp_path: Path, timer: str | None = None) -> list[str]:
+    """The unit and the timer as cloud-init writes them, ExecStart pointed at a copy of the script."""
+    if not Path("/lib/systemd/system/redis-server@.service").exists():
+        pytest.fail("redis-server@.service template (Debian redis-server package) not installed", pytrace=False)
+    copy = tmp_path / "redis-password-sync"
+    copy.write_text(password_sync_script())
+    copy.chmod(0o755)
+    unit = render_password_sync_unit(PORTS).replace(f"ExecStart={PASSWORD_SYNC_PATH}\n", f"ExecStart={copy}\n")
+    (tmp_path / PASSWORD_SYNC_UNIT).write_text(unit)
+    (tmp_path / PASSWORD_SYNC_TIMER).write_text(timer if timer is not None else render_password_sync_timer())
+    return [str(tmp_path / PASSWORD_SYNC_UNIT), str(tmp_path / PASSWORD_SYNC_TIMER)]
+
+
+def test_unit_and_timer_pass_systemd_analyze_verify(tmp_path):
+    assert verify(tmp_path, *write_units(tmp_path)) == "rc=0"
+
+
+def test_verify_catches_a_bad_timer(tmp_path):
+    bad = render_password_sync_timer().replace("OnCalendar=*:*:00", "OnCalendar=*:*:61")
+    assert verify(tmp_path, *write_units(tmp_path, bad)) != "rc=0"
+
+
+def test_timer_fires_on_the_minute_on_the_wall_clock():
+    """Every server's timer elapses at second 0 of every minute, so all of them switch together."""
+    timer = render_password_sync_timer()
+    spec = re.search(r"^OnCalendar=(.+)$", timer, re.M).group(1)
+    assert re.search(r"^AccuracySec=1s$", timer, re.M)
+    assert not re.search(r"^(OnBootSec|OnUnitActiveSec|RandomizedDelaySec)=", timer, re.M)
+    result = subprocess.run([tool("systemd-analyze"), "calendar", "--iterations=3", spec],
+                            capture_output=True, text=True, env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
+    assert result.returncode == 0, result.stderr
+    elapses = [datetime.strptime(m, "%Y-%m-%d %H:%M:%S")
+               for m in re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+)", result.stdout)]
+    assert len(elapses) == 3 and all(e.second == 0 for e in elapses)
+    assert [(b - a).total_seconds() for a, b in zip(elapses, elapses[1:], strict=False)] == [60, 60]
+
+
+def test_unit_runs_the_script_as_root_after_this_servers_redis_with_both_env_files():
+    unit = render_password_sync_unit(PORTS)
+    after = re.search(r"^After=(.+)$", unit, re.M).group(1).split()
+    assert {systemd.AUTH_UNIT, "redis-server@7000.service", "redis-server@7001.service"} <= set(after)
+    assert "Type=oneshot\n" in unit and "User=" not in unit  # root: the auth file is root:redis
+    assert f"EnvironmentFile={systemd.AUTH_ENV_PATH}\n" in unit
+    assert f"EnvironmentFile={PASSWORD_SYNC_ENV_PATH}\n" in unit
+    assert f"ExecStart={PASSWORD_SYNC_PATH}\n" in unit and "SyslogIdentifier=redis-password-sync\n" in unit
+    # Requires/Wants on Redis would start it from a timer; ordering only.
+    assert not re.search(r"^(Requires|BindsTo)=", unit, re.M)
+    assert f"Unit={PASSWORD_SYNC_UNIT}" in render_password_sync_timer()
+
+
+def test_sync_env_names_ports_line_cli_and_grace_and_no_secret():
+    env = password_sync_env(PORTS, "7.0", "/usr/local/sbin/redis-cli-tls")
+    assert env == {"PORTS": "7000 7001", "REDIS_LINE": "7.0", "REDIS_CLI": "/usr/local/sbin/redis-cli-tls",
+                   "GRACE_SECONDS": str(PASSWORD_GRACE_SECONDS)}
+    assert password_sync_env((6379,), "5.0", "redis-cli")["PORTS"] == "6379"
+    with pytest.raises(ValueError):
+        password_sync_env(PORTS, "6.2", "redis-cli")
+
+
+@pytest.mark.parametrize("text", [password_sync_script(), fetch_password_script()], ids=["sync", "fetch"])
+def test_scripts_never_put_a_password_on_a_command_line(text):
+    """Static half of the argv check (the dynamic half runs the scripts under logging shims):
+    redis-cli never gets -a/--pass/--user, and no command runs by absolute path, which would
+    slip past those shims."""
+    code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    cli_calls = [line for line in code if re.search(r"redis-cli|REDIS_CLI\"", line)]
+    assert not [line for line in cli_calls if re.search(r"\s(-a|--pass|--user|--askpass)\s", line)]
+    assert not [line for line in code if re.search(r"(^|[|;&(`]|\$\()\s*/(usr|bin|sbin|opt)/", line)]
+    if "REDIS_CLI" in text:
+        assert 'REDISCLI_AUTH=$password "$REDIS_CLI"' in text  # the one way redis-cli is run

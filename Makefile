@@ -1,7 +1,7 @@
 # One command sets up a fresh Debian/Ubuntu machine and runs every test.
 PY := .venv/bin/python
 
-.PHONY: test setup lint bench bench-quick
+.PHONY: test setup lint bench bench-quick boot-root
 
 # Two workers: the integration tests mostly wait on Redis (failover timeouts, joins);
 # --dist loadfile keeps each file's module fixtures in one worker.
@@ -13,7 +13,11 @@ setup:
 
 lint:
 	.venv/bin/ruff check .
-	shellcheck scripts/setup.sh .ci/run
+	shellcheck scripts/setup.sh scripts/boot-root.sh .ci/run
+
+# The cached Debian 12 root of tests/boot (the boot tests build it on first use anyway).
+boot-root: setup
+	bash scripts/boot-root.sh
 
 # Benchmarks on loopback (see BENCHMARKS.md). Full run ~20 min; rewrites BENCHMARKS.md.
 bench: setup

@@ -1,0 +1,658 @@
+"""Boot the program's rendered servers as systemd-nspawn containers of Debian 12.
+
+Debian 12 ships the same Redis 7.0.15 packaging (and redis-server@.service
+template) as Ubuntu 24.04, so the `ubuntu-24.04-redis-7.0` platform's
+cloud-config runs unchanged. What a server is made of here:
+
+- **Root.** `scripts/boot-root.sh` builds (once, cached by recipe) a minbase
+  Debian 12 with systemd and cloud-init, but no redis: its only apt source is a
+  local trusted repository holding redis-server/redis-tools 7.0.15 and their
+  dependencies, so cloud-init's own `package_update` and pinned install run.
+  Each server boots an overlay of that root (its upper layer is its "disk",
+  kept across power cycles).
+- **Network.** One network namespace is the "VPC": it holds a bridge with
+  172.31.0.2/16. Each server has its own namespace, joined to the bridge by a
+  veth pair, with its rendered private IP and the VPC prefix (/16), so servers
+  in different /24 subnets are on-link. The host's own namespace never routes
+  there; test traffic starts inside the VPC namespace.
+- **User data.** The instance's `userDataBase64` (decoded once: still gzip, as
+  EC2 hands it to cloud-init) or `userData` goes byte for byte into the NoCloud
+  seed, /var/lib/cloud/seed/nocloud/user-data, with meta-data giving
+  instance-id and local-hostname.
+- **AWS, at its edge only.** `aws` answers `aws ssm get-parameter --region R
+  --name N --with-decryption --query Parameter.Value --output text` from files
+  the test writes (the program's own Parameter resources), and fails with exit
+  254 and a message on stderr for an unknown name or while the "SSM
+  unreachable" switch file exists. `snap install aws-cli --classic` puts that
+  `aws` at /snap/bin/aws, as Ubuntu 24.04 gets the AWS CLI from a snap.
+
+cloud-init settings the harness adds (/etc/cloud/cloud.cfg.d/90-osr-boot.cfg),
+and why:
+
+- `datasource_list: [NoCloud]`: the seed directory stands in for EC2's metadata
+  service (probing EC2 would only time out).
+- `network: {config: disabled}`: the harness configures the namespace before
+  boot, as EC2's DHCP would; a minbase root has no network renderer.
+- `unverified_modules: [snap]`: Debian's cloud-init skips `snap` (verified only
+  on Ubuntu); listed, it runs the rendered `snap:` commands as on Ubuntu.
+
+No module is disabled. Two rendered steps fail in a container by design, and
+the tests expect exactly these and nothing else (EXPECTED_FAILURES):
+
+- `sysctl --system`: vm.overcommit_memory lives in a read-only /proc/sys.
+- `systemd-tmpfiles --create /etc/tmpfiles.d/redis-thp.conf`: /sys is
+  read-only, so transparent huge pages cannot be set.
+
+Both run in runcmd, which cloud-init runs as one shell script without `set -e`:
+their failures show in the scripts-user output, while the script's status is
+that of its last command, so they do not make cloud-init report an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import re
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "scripts" / "boot-root.sh"
+VPC_PREFIX = 16
+VPC_ADDRESS = "172.31.0.2"  # AWS's VPC resolver address; only needs to be in the VPC CIDR
+# The region of the mocked program (tests/unit/program.py answers getRegion with it).
+REGION = "eu-west-1"
+BRIDGE = "vpcbr0"
+NS_PREFIX = "osrb"
+SSM_DIR = "/var/lib/osr-boot/ssm"
+SSM_UNREACHABLE = "/var/lib/osr-boot/ssm-unreachable"
+AWS_LOG = "/var/log/osr-boot-aws.log"
+
+# Lines of cloud-init's output (cloud-init-output.log) that a container produces by
+# design, each with the reason. Any other line that reads like a failure fails the test.
+EXPECTED_OUTPUT = {
+    r'sysctl: permission denied on key "[\w.]+"':
+        "sysctl --system: /proc/sys is read-only in a container (vm.*, kernel.*, fs.*, and net.* too here)",
+    r'Failed to open file "/sys/kernel/mm/transparent_hugepage/(enabled|defrag)": Read-only file system':
+        "systemd-tmpfiles (THP off): /sys is read-only in a container",
+    r"Failed to preset unit, unit /etc/systemd/system/redis-server\.service is masked\.":
+        "redis-server's postinst cannot preset the unit that bootcmd masked on purpose (harmless; as on Ubuntu)",
+    r"/usr/bin/deb-systemd-helper: error: systemctl preset failed on redis-server\.service: No such file or directory":
+        "the same preset of the masked redis-server.service, as deb-systemd-helper reports it",
+}
+# What reads like a failure in that output.
+SUSPICIOUS = re.compile(
+    r"(?i)\b(errors?|fail(ed|ures?|s)?|denied|warn(ing)?s?|cannot|can't|unable|read-only|traceback)\b|^(E|W): "
+)
+# systemd's own console lines that say a unit did not run as asked.
+CONSOLE_PROBLEM = re.compile(r"ordering cycle|deleted to break|Failed to start|Dependency failed|FAILED")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# systemd units that fail in a container by design, at boots after the first.
+EXPECTED_FAILED_UNITS = {
+    "systemd-tmpfiles-setup.service":
+        "applies /etc/tmpfiles.d/redis-thp.conf at every boot; /sys is read-only in a container",
+}
+
+
+def unexpected_output(lines: Iterable[str]) -> list[str]:
+    """Lines that read like a failure and are not one of EXPECTED_OUTPUT."""
+    patterns = [re.compile(p) for p in EXPECTED_OUTPUT]
+    return [
+        line for line in (raw.strip() for raw in lines)
+        if SUSPICIOUS.search(line) and not any(p.fullmatch(line) for p in patterns)
+    ]
+
+
+CLOUD_CFG = """\
+# tests/boot: what differs from an EC2 boot (see tests/boot/machines.py).
+datasource_list: [NoCloud]
+network: {config: disabled}
+unverified_modules: [snap]
+"""
+
+AWS_STANDIN = r"""#!/bin/bash
+# tests/boot stand-in for the AWS CLI: only `aws ssm get-parameter` of the form
+# the servers use, answered from files under SSM_DIR (the program's own
+# Parameter resources). Anything else fails loudly.
+set -u
+dir=@SSM_DIR@
+fail() { echo "$2" >&2; exit "$1"; }
+[ "${1:-} ${2:-}" = "ssm get-parameter" ] || fail 252 "aws (stand-in): unsupported command: $*"
+shift 2
+region="" name="" decrypt="" query="" output=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --region) region=${2:-}; shift 2 ;;
+    --name) name=${2:-}; shift 2 ;;
+    --with-decryption) decrypt=1; shift ;;
+    --query) query=${2:-}; shift 2 ;;
+    --output) output=${2:-}; shift 2 ;;
+    # The CLI's own global options that change nothing in the answer.
+    --cli-connect-timeout | --cli-read-timeout) shift 2 ;;
+    --no-cli-pager) shift ;;
+    *) fail 252 "aws (stand-in): unsupported option: $1" ;;
+  esac
+done
+echo "$(date -u +%FT%TZ) ssm get-parameter --region $region --name $name" >>@AWS_LOG@
+[ -n "$region" ] && [ -n "$name" ] && [ "$decrypt" = 1 ] && [ "$query" = Parameter.Value ] && [ "$output" = text ] ||
+  fail 252 "aws (stand-in): only --region R --name N --with-decryption --query Parameter.Value --output text"
+if [ -e @SSM_UNREACHABLE@ ]; then
+  fail 254 "Could not connect to the endpoint URL: \"https://ssm.$region.amazonaws.com/\""
+fi
+file="$dir/$region$name"
+[ -f "$file" ] ||
+  fail 254 "An error occurred (ParameterNotFound) when calling the GetParameter operation: Parameter $name not found."
+cat "$file"
+echo
+"""
+
+SNAP_STANDIN = r"""#!/bin/bash
+# tests/boot stand-in for snap: `snap install aws-cli --classic` installs the
+# aws stand-in at /snap/bin/aws, as the aws-cli snap would.
+set -eu
+case "$*" in
+  "install aws-cli --classic")
+    install -D -m 0755 /usr/local/lib/osr-boot/aws /snap/bin/aws
+    echo "aws-cli (v2/stable) 2.0.0 from Amazon Web Services (aws) installed" ;;
+  "wait system seed.loaded") ;;
+  *) echo "snap (stand-in): unsupported: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def run(cmd: list[str], check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """A command on the host; its output is captured (text)."""
+    return subprocess.run(cmd, check=check, timeout=timeout, capture_output=True, text=True, **kw)
+
+
+def build_root() -> Path:
+    """The cached Debian 12 root (built on first use; see scripts/boot-root.sh)."""
+    out = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, timeout=1200, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+# --- what the program rendered -------------------------------------------------
+
+
+def user_data_bytes(inputs: dict[str, Any]) -> bytes:
+    """The bytes EC2 would hand cloud-init: userDataBase64 decoded (still gzip), else userData."""
+    if inputs.get("userDataBase64"):
+        return base64.b64decode(inputs["userDataBase64"])
+    return str(inputs["userData"]).encode()
+
+
+def cloud_config(user_data: bytes) -> dict[str, Any]:
+    """The cloud-config those bytes carry (gunzipped when compressed)."""
+    text = gzip.decompress(user_data) if user_data[:2] == b"\x1f\x8b" else user_data
+    doc = yaml.safe_load(text.decode())
+    assert isinstance(doc, dict), "user data is not a cloud-config mapping"
+    return doc
+
+
+def file_content(entry: dict[str, Any]) -> bytes:
+    """The bytes cloud-init writes for one write_files entry (its encodings decoded)."""
+    raw = entry.get("content", "")
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    encoding = str(entry.get("encoding", "text")).lower()
+    if encoding in ("b64", "base64", "gz+b64", "gzip+b64", "gz+base64", "gzip+base64"):
+        data = base64.b64decode(data)
+    if encoding.startswith(("gz", "gzip")):
+        data = gzip.decompress(data)
+    return data
+
+
+def _unit_name(name: str) -> str:
+    return name if re.search(r"\.(service|timer|socket|target|path)$", name) else f"{name}.service"
+
+
+def expected_units(config: dict[str, Any]) -> list[str]:
+    """Every unit the rendered config means to be enabled and active, derived from what it renders.
+
+    - units named by a runcmd `systemctl enable`;
+    - units named in a rendered env file's UNITS="..." (a unit that enables others);
+    - every rendered unit file with an [Install] section;
+    - redis-server@PORT for every rendered /etc/redis/redis-PORT.conf.
+    """
+    units: list[str] = []
+
+    def add(name: str) -> None:
+        if _unit_name(name) not in units:
+            units.append(_unit_name(name))
+
+    for step in config.get("runcmd", []):
+        argv = shlex.split(step) if isinstance(step, str) else [str(a) for a in step]
+        if argv[:2] == ["systemctl", "enable"]:
+            for arg in argv[2:]:
+                if not arg.startswith("-"):
+                    add(arg)
+    for entry in config.get("write_files", []):
+        path, text = str(entry["path"]), file_content(entry).decode(errors="replace")
+        port = re.fullmatch(r"/etc/redis/redis-(\d+)\.conf", path)
+        if port:
+            add(f"redis-server@{port.group(1)}.service")
+        if re.fullmatch(r"/etc/systemd/system/[^/@]+\.(service|timer)", path) and "[Install]" in text:
+            add(path.rsplit("/", 1)[1])
+        for listed in re.findall(r"^UNITS=[\"']?([^\"'\n]*)", text, re.M):
+            for name in listed.split():
+                add(name)
+    return units
+
+
+# --- namespaces and containers -------------------------------------------------
+
+
+def _netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def remove_stale_namespaces() -> None:
+    """Namespaces left by an earlier run that was killed (their creator pid is gone)."""
+    if not Path("/run/netns").is_dir():
+        return
+    for entry in Path("/run/netns").iterdir():
+        m = re.fullmatch(rf"{NS_PREFIX}(\d+)x\d+-.*", entry.name)
+        if m and not Path("/proc", m.group(1)).exists():
+            run(["ip", "netns", "del", entry.name], check=False)
+
+
+class Vpc:
+    """A network namespace holding the bridge every server's veth joins."""
+
+    count = 0
+
+    def __init__(self) -> None:
+        Vpc.count += 1
+        self.tag = f"{NS_PREFIX}{os.getpid()}x{Vpc.count}"
+        self.ns = f"{self.tag}-vpc"
+        self.ports = 0
+        remove_stale_namespaces()
+        run(["ip", "netns", "add", self.ns])
+        for cmd in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", BRIDGE, "type", "bridge"],
+            ["addr", "add", f"{VPC_ADDRESS}/{VPC_PREFIX}", "dev", BRIDGE],
+            ["link", "set", BRIDGE, "up"],
+        ):
+            run(["ip", "-n", self.ns, *cmd])
+
+    def attach(self, name: str, ip: str) -> str:
+        """A namespace for one server, with `ip`/16 on eth0, bridged into the VPC."""
+        ns = f"{self.tag}-{name}"
+        self.ports += 1
+        port = f"vp{self.ports}"
+        if not _netns_exists(ns):
+            run(["ip", "netns", "add", ns])
+            run(["ip", "-n", self.ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            run(["ip", "-n", self.ns, "link", "set", port, "master", BRIDGE, "up"])
+            run(["ip", "-n", ns, "addr", "add", f"{ip}/{VPC_PREFIX}", "dev", "eth0"])
+            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        return ns
+
+    def exec(self, cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """A command inside the VPC namespace (never raises on its exit status)."""
+        return run(["ip", "netns", "exec", self.ns, *cmd], check=False, timeout=timeout, env=env, cwd=cwd)
+
+    def destroy(self) -> None:
+        for entry in Path("/run/netns").iterdir() if Path("/run/netns").is_dir() else []:
+            if entry.name.startswith(self.tag + "-"):
+                run(["ip", "netns", "del", entry.name], check=False)
+
+
+@dataclass
+class Server:
+    """One rendered instance, booted as a container (power it on and off at will)."""
+
+    name: str
+    index: int
+    ip: str
+    user_data: bytes
+    parameters: dict[str, str]
+    workdir: Path
+    vpc: Vpc
+    root: Path
+    config: dict[str, Any] = field(init=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    leader: int = field(default=0, init=False)
+    boots: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.config = cloud_config(self.user_data)
+        self.hostname = f"outsystems-redis-server-{self.index + 1}"
+        self.instance_id = f"i-{self.index:017x}"
+        self.dir = self.workdir / self.name
+        self.merged = self.dir / "merged"
+        self.ns = self.vpc.attach(f"s{self.index}", self.ip)
+
+    # The disk: an overlay of the cached root, its upper layer kept across boots.
+    def _mount(self) -> None:
+        if os.path.ismount(self.merged):
+            return
+        for sub in ("upper", "work", "merged"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        opts = f"lowerdir={self.root},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}"
+        run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.merged)])
+
+    def _provision(self) -> None:
+        """Before the first boot: the seed, the AWS stand-ins, the harness's cloud.cfg."""
+        m = self.merged
+        seed = m / "var/lib/cloud/seed/nocloud"
+        seed.mkdir(parents=True, exist_ok=True)
+        (seed / "user-data").write_bytes(self.user_data)
+        (seed / "meta-data").write_text(f"instance-id: {self.instance_id}\nlocal-hostname: {self.hostname}\n")
+        (m / "etc/cloud/cloud.cfg.d/90-osr-boot.cfg").write_text(CLOUD_CFG)
+        lib = m / "usr/local/lib/osr-boot"
+        lib.mkdir(parents=True, exist_ok=True)
+        aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE)
+        (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
+        (lib / "aws").chmod(0o755)
+        (m / "usr/bin/snap").write_text(SNAP_STANDIN)
+        (m / "usr/bin/snap").chmod(0o755)
+        for name, value in self.parameters.items():
+            path = m / (SSM_DIR.lstrip("/") + f"/{REGION}{name}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(value)
+            path.chmod(0o600)
+
+    def set_ssm_reachable(self, reachable: bool) -> None:
+        switch = self.merged / SSM_UNREACHABLE.lstrip("/")
+        if reachable:
+            switch.unlink(missing_ok=True)
+        else:
+            switch.write_text("")
+
+    def boot(self) -> None:
+        """Power on: start systemd in the container (returns once it runs, not once booted)."""
+        assert self.proc is None, f"{self.name} is already running"
+        self._mount()
+        if self.boots == 0:
+            self._provision()
+        self.boots += 1
+        log = open(self.dir / f"console-{self.boots}.log", "wb")  # noqa: SIM115 (kept by the process)
+        self.proc = subprocess.Popen(
+            [
+                "systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-b",
+                "-D", str(self.merged),
+                f"--machine={self.hostname}",
+                f"--network-namespace-path=/run/netns/{self.ns}",
+                "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+                "--console=read-only",
+            ],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.leader = 0
+        self.leader = wait_for(self._find_leader, 60, f"{self.name}: container init never started")
+
+    def _find_leader(self) -> int:
+        """The container's PID 1 (systemd), seen from the host: a descendant of nspawn."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name}: systemd-nspawn exited ({self.proc.returncode}):\n{self.console()}")
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            for kid in map(int, kids):
+                try:
+                    comm = Path(f"/proc/{kid}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if comm == "systemd":
+                    return kid
+                todo.append(kid)
+        return 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exec(self, cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A shell command inside the container (all its namespaces); never raises on exit status."""
+        assert self.running, f"{self.name} is not running"
+        return run(["nsenter", "-t", str(self.leader), "-a", "/bin/sh", "-c", cmd], check=False, timeout=timeout)
+
+    def out(self, cmd: str, timeout: float = 60) -> str:
+        return self.exec(cmd, timeout).stdout.strip()
+
+    def request_poweroff(self) -> None:
+        self.exec("systemctl poweroff", timeout=30)
+
+    def poweroff(self, timeout: float = 120, requested: bool = False) -> None:
+        """A clean shutdown (systemctl poweroff); waits for the container to be gone."""
+        if not self.running:
+            self.proc = None
+            return
+        assert self.proc is not None
+        if not requested:
+            self.request_poweroff()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as e:
+            self.kill()
+            raise AssertionError(f"{self.name} did not power off within {timeout}s") from e
+        self.proc = None
+
+    def kill(self) -> None:
+        """Teardown, whatever state it is in: SIGTERM (nspawn asks init to halt), then SIGKILL."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.kill()
+        if os.path.ismount(self.merged):
+            run(["umount", str(self.merged)], check=False)
+            if os.path.ismount(self.merged):
+                run(["umount", "-l", str(self.merged)], check=False)
+
+    def console(self, tail: int = 4000) -> str:
+        """This boot's console (systemd's own messages, colours stripped); its last `tail` characters."""
+        path = self.dir / f"console-{self.boots}.log"
+        text = ANSI.sub("", path.read_text(errors="replace")) if path.exists() else ""
+        return text[-tail:] if tail else text
+
+    # --- what is going on inside -------------------------------------------------
+
+    def wait_booted(self, timeout: float) -> None:
+        """Until cloud-init has finished (done or error) on this boot."""
+
+        def finished() -> str:
+            status = self.out("cloud-init status 2>/dev/null")
+            return status if re.search(r"status: (done|error)", status) else ""
+
+        wait_for(finished, timeout, f"{self.name}: cloud-init did not finish", self.diagnostics)
+
+    def diagnostics(self) -> str:
+        """What an engineer wants to see when a boot went wrong."""
+        if not self.running:
+            return f"=== {self.name}: not running; console tail:\n{self.console()}"
+        names = " ".join(expected_units(self.config))
+        units = " ".join(f"-u {u}" for u in expected_units(self.config))
+        parts = [
+            f"=== {self.name} ({self.ip}) cloud-init status --long",
+            self.out("cloud-init status --long"),
+            "--- systemctl --failed",
+            self.out("systemctl --failed --no-pager"),
+            f"--- systemctl is-active {names}",
+            self.out(f"systemctl is-active {names}"),
+            "--- journal of the rendered units (tail)",
+            self.out(f"journalctl --no-pager -b -n 80 {units}"),
+            "--- cloud-init-output.log (tail)",
+            self.out("tail -n 40 /var/log/cloud-init-output.log"),
+        ]
+        return "\n".join(parts)
+
+    def units_state(self, units: list[str]) -> dict[str, str]:
+        """unit -> "done" (running for a service, finished for a RemainAfterExit one), "failed" or its state."""
+        shown = self.out("systemctl show -p Id,ActiveState,SubState,RemainAfterExit,Result " + " ".join(units))
+        states = {}
+        for block in shown.split("\n\n"):
+            p = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            if "Id" not in p:
+                continue
+            finished = p.get("SubState") == ("exited" if p.get("RemainAfterExit") == "yes" else "running")
+            if p.get("ActiveState") == "failed" or p.get("Result", "success") != "success":
+                states[p["Id"]] = "failed"
+            elif p.get("ActiveState") == "active" and (finished or p["Id"].endswith(".timer")):
+                states[p["Id"]] = "done"
+            else:
+                states[p["Id"]] = f"{p.get('ActiveState')}/{p.get('SubState')}"
+        return {u: states.get(u, "unknown") for u in units}
+
+    def wait_units_active(self, units: list[str], timeout: float) -> None:
+        """Until every unit runs (a service) or has finished (a RemainAfterExit one); a failed one fails at once."""
+
+        def all_done() -> bool:
+            states = self.units_state(units)
+            failed = [u for u, st in states.items() if st == "failed"]
+            if failed:
+                raise AssertionError(f"{self.name}: failed: {failed}\n{self.diagnostics()}")
+            return all(st == "done" for st in states.values())
+
+        wait_for(all_done, timeout, f"{self.name}: not all of {units} running or finished", self.diagnostics)
+
+    def boot_problems(self) -> list[str]:
+        """What went wrong in this boot, beyond what a container does by design (empty: nothing)."""
+        problems = []
+        status = self.out("cloud-init status --long")
+        if not re.search(r"^status: done$", status, re.M):
+            problems.append(f"cloud-init status --long:\n{status}")
+        for stage_file in ("/run/cloud-init/result.json", "/run/cloud-init/status.json"):
+            text = self.out(f"cat {stage_file}")
+            if not text:
+                problems.append(f"{stage_file} missing")
+            elif re.search(r'"errors": \[\s*[^\]\s]', text):
+                problems.append(f"{stage_file} lists errors:\n{text}")
+        logged = self.out(r"grep -E ' - [a-z_.]+\[(WARNING|ERROR|CRITICAL)\]' /var/log/cloud-init.log")
+        if logged:
+            problems.append(f"cloud-init.log warnings/errors:\n{logged}")
+        output = (self.merged / "var/log/cloud-init-output.log").read_text(errors="replace")
+        odd = unexpected_output(output.splitlines())
+        if odd:
+            problems.append("unexpected lines in cloud-init-output.log:\n" + "\n".join(odd))
+        # systemd's complaints before the journal runs (an ordering cycle) reach only the console.
+        for line in self.console(tail=0).splitlines():
+            if CONSOLE_PROBLEM.search(line) and not any(u in line for u in EXPECTED_FAILED_UNITS):
+                problems.append(f"console: {line.strip()}")
+        failed = [u for u in self.out("systemctl list-units --failed --plain --no-legend").split("\n") if u.strip()]
+        failed = [u.split()[0] for u in failed if u.split()[0] not in EXPECTED_FAILED_UNITS]
+        if failed:
+            problems.append(f"failed units: {failed}\n{self.out('systemctl status --no-pager ' + ' '.join(failed))}")
+        return problems
+
+    def rendered_files_mismatch(self) -> list[str]:
+        """write_files entries whose file in the server differs in content, mode or owner."""
+        bad = []
+        for entry in self.config.get("write_files", []):
+            path = str(entry["path"])
+            on_disk = self.merged / path.lstrip("/")
+            if not on_disk.is_file():
+                bad.append(f"{path}: missing")
+                continue
+            if on_disk.read_bytes() != file_content(entry):
+                bad.append(f"{path}: content differs from the rendered file")
+            mode_owner = self.out(f"stat -c '%a %U:%G' {shlex.quote(path)}")
+            want_mode = str(entry.get("permissions", "0644")).lstrip("0") or "0"
+            want_owner = str(entry.get("owner", "root:root"))
+            if mode_owner != f"{want_mode} {want_owner}":
+                bad.append(f"{path}: {mode_owner}, rendered {want_mode} {want_owner}")
+        return bad
+
+
+def wait_for(
+    probe: Callable[[], Any], timeout: float, what: str, diagnostics: Callable[[], str] | None = None,
+    interval: float = 1.0,
+) -> Any:
+    """Polls `probe` until it returns something truthy; fails with diagnostics at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = diagnostics() if diagnostics else ""
+            raise AssertionError(f"{what} within {timeout:.0f}s\n{detail}")
+        time.sleep(interval)
+
+
+class Fleet:
+    """The booted servers of one test module, and their teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.workdir = Path(tempfile.mkdtemp(prefix="osr-boot-", dir="/var/tmp"))
+        self.vpc = Vpc()
+        self.servers: dict[int, Server] = {}
+
+    def add(self, name: str, index: int, ip: str, user_data: bytes, parameters: dict[str, str]) -> Server:
+        server = Server(name, index, ip, user_data, parameters, self.workdir, self.vpc, self.root)
+        self.servers[index] = server
+        return server
+
+    def boot(self, servers: Iterable[Server], timeout: float = 300) -> None:
+        """Power on together (boots in parallel), then wait for each cloud-init to finish."""
+        servers = list(servers)
+        for s in servers:
+            s.boot()
+        for s in servers:
+            s.wait_booted(timeout)
+
+    def poweroff(self, servers: Iterable[Server], timeout: float = 180) -> None:
+        """A clean shutdown of several servers at once (as when every instance is stopped)."""
+        servers = [s for s in servers if s.running]
+        for s in servers:
+            s.request_poweroff()
+        for s in servers:
+            s.poweroff(timeout, requested=True)
+
+    def diagnostics(self) -> str:
+        return "\n".join(s.diagnostics() for s in self.servers.values())
+
+    def destroy(self) -> None:
+        for s in self.servers.values():
+            try:
+                s.destroy()
+            except Exception as e:  # noqa: BLE001 (teardown goes on for the others)
+                print(f"teardown of {s.name}: {e}")
+        self.vpc.destroy()
+        run(["rm", "-rf", "--one-file-system", str(self.workdir)], check=False, timeout=300)
+
+
+def bounded(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> tuple[int | None, str]:
+    """(exit status, output) of a command, or (None, partial output) once `timeout` passes.
+
+    The whole process group is killed at the timeout: a check that would wait for
+    minutes for a broken cluster must not hold the suite that long.
+    """
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out

@@ -13,7 +13,7 @@ stand-in for SSM Parameter Store (components.loopback), and a live session workl
 - Neither script ever puts the password on a command line (every command they run goes through a logging
   shim), on stdout or on stderr.
 
-Every wait is bounded. A missing Redis build fails here; it never skips.
+Every wait is bounded. A missing Redis build fails (tests.tools).
 """
 
 from __future__ import annotations
@@ -31,20 +31,14 @@ import pytest
 import redis
 
 from components import health
-from components.loopback import BASH, Loopback, generate_password, redis_binary
+from components.loopback import BASH, Loopback, generate_password
 from components.rehearsal import SessionTraffic, verify_sessions
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
-from tests.tools import ROOT, loopback_octet
+from tests.tools import ROOT, loopback_octet, redis_bin
 
 GRACE = 4  # seconds of Redis 7.0 grace in these tests (3600 on AWS)
 SWITCH_BOUND = 5.0  # seconds: "every server switches within the same second or so", with room for a busy CI
 WAIT = 20  # seconds: every other bounded wait
-
-
-def redis_builds(version: str) -> None:
-    """Fail (never skip) without the Redis build; loopback_factory would skip outside CI."""
-    redis_binary(version, "redis-server")
-    redis_binary(version, "redis-cli")
 
 
 def nodes(lo: Loopback) -> list[tuple[str, int]]:
@@ -166,7 +160,7 @@ CASES = [("5.0", 3), ("5.0", 1), ("7.0", 3), ("7.0", 1)]
 
 @pytest.mark.parametrize("version, servers", CASES, ids=[f"{v}-{'prod' if n > 1 else 'dev'}" for v, n in CASES])
 def test_rotation_under_a_session_workload(version, servers, loopback_factory):  # noqa: F811
-    redis_builds(version)
+    redis_bin(version)
     lo = loopback_factory(version, servers)
     lo.start()
     if lo.topology.cluster:
@@ -174,6 +168,10 @@ def test_rotation_under_a_session_workload(version, servers, loopback_factory): 
     old, new = lo.password, generate_password()
     grace_mode = version == "7.0"
 
+    # Connections opened with the old password before the switch, used again after it.
+    held = [redis.Redis(p.host, p.port, password=old, single_connection_client=True, socket_timeout=2)
+            for p in lo.processes]
+    assert all(c.ping() for c in held)
     traffic = SessionTraffic(lo, max_seconds=120).start()
     logins = Logins(lo, old, new, "switch" if grace_mode else "both").start()
     time.sleep(0.5)  # sessions and logins before the switch
@@ -189,6 +187,10 @@ def test_rotation_under_a_session_workload(version, servers, loopback_factory): 
         assert code == 0, f"server {server}:\n{output}"
         assert old not in output and new not in output
     assert t1 - t0 < SWITCH_BOUND
+    # Open connections stay logged in (on 5.0 a reconnect with the old password would fail by now).
+    assert all(c.ping() for c in held)
+    for c in held:
+        c.close()
     verdict, report = healthy_with(lo, new)
     assert verdict == "healthy", report
     lo.set_password(new)
@@ -257,7 +259,7 @@ def shims(tmp_path: Path, lo: Loopback) -> tuple[Path, Path]:
 
 def test_sync_keeps_the_password_off_argv_and_output_and_waits_out_an_ssm_outage(tmp_path,
                                                                                  loopback_factory):  # noqa: F811
-    redis_builds("7.0")
+    redis_bin("7.0")
     lo = loopback_factory("7.0", 1)
     lo.start()
     old, new = lo.password, generate_password()
@@ -291,7 +293,7 @@ def test_sync_keeps_the_password_off_argv_and_output_and_waits_out_an_ssm_outage
 def test_sync_checks_every_reply_and_keeps_the_file_when_a_process_refuses(loopback_factory):  # noqa: F811
     """redis-cli exits 0 on an error reply: told REDIS_LINE=7.0 on a Redis 5.0 server, ACL SETUSER fails
     there; the sync must say so (its error code only), exit 1 and leave the auth file as it was."""
-    redis_builds("5.0")
+    redis_bin("5.0")
     lo = loopback_factory("5.0", 1)
     lo.start()
     old, new = lo.password, generate_password()
@@ -313,7 +315,7 @@ def test_sync_checks_every_reply_and_keeps_the_file_when_a_process_refuses(loopb
 
 def test_sync_through_the_tls_cli(loopback_factory):  # noqa: F811
     """With the `tls` key, REDIS_CLI is the TLS wrapper; the sync reaches 127.0.0.x over TLS like any client."""
-    redis_builds("7.0")
+    redis_bin("7.0")
     lo = loopback_factory("7.0", 1, tls=True)
     lo.start()
     old, new = lo.password, generate_password()
@@ -471,7 +473,7 @@ def rehearse(state: Path, prefix: str, version: str | None, *args: str) -> subpr
 
 @pytest.mark.parametrize("version, b", [(None, 241), ("7.0", 242)], ids=["dev-default", "dev-7.0"])
 def test_rehearsal_rotate_password_then_status_keeps_working(version, b, tmp_path):
-    redis_builds(version or "5.0")  # the stacks' default platform runs Redis 5.0
+    redis_bin(version or "5.0")  # the stacks' default platform runs Redis 5.0
     state, prefix = tmp_path / "rehearsal", f"127.{A}.{b}."
     try:
         assert rehearse(state, prefix, version, "up").returncode == 0

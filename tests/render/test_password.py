@@ -1,6 +1,6 @@
 """redis-password-sync and its timer through their real consumers: shellcheck, systemd-analyze.
 
-A missing tool fails here (never skips): these checks are the only proof the
+A missing tool fails here (tests.tools): these checks are the only proof the
 rendered units and the shipped scripts are what systemd and bash accept.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -28,15 +27,9 @@ from components.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
+from tests.tools import tool
 
 PORTS = (7000, 7001)
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        pytest.fail(f"{name} not found; run scripts/setup.sh (make test does)", pytrace=False)
-    return path
 
 
 def shellcheck(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess:
@@ -65,7 +58,7 @@ def verify(unit_dir: Path, *units: str) -> str:
 def write_units(tmp_path: Path, timer: str | None = None) -> list[str]:
     """The unit and the timer as cloud-init writes them, ExecStart pointed at a copy of the script."""
     if not Path("/lib/systemd/system/redis-server@.service").exists():
-        pytest.fail("redis-server@.service template (Debian redis-server package) not installed", pytrace=False)
+        tool("redis-server@.service template (Debian redis-server package)")
     copy = tmp_path / "redis-password-sync"
     copy.write_text(password_sync_script())
     copy.chmod(0o755)
@@ -132,3 +125,15 @@ def test_scripts_never_put_a_password_on_a_command_line(text):
     assert not [line for line in code if re.search(r"(^|[|;&(`]|\$\()\s*/(usr|bin|sbin|opt)/", line)]
     if "REDIS_CLI" in text:
         assert 'REDISCLI_AUTH=$password "$REDIS_CLI"' in text  # the one way redis-cli is run
+
+
+@pytest.mark.parametrize("text", [password_sync_script(), fetch_password_script()], ids=["sync", "fetch"])
+def test_every_ssm_call_is_bounded(text):
+    """A boot or a sync never hangs on SSM: connect/read timeouts, few retries, and a hard `timeout`."""
+    calls = [line for line in text.splitlines()
+             if re.search(r"\baws ssm\b", line) and not line.lstrip().startswith("#")]
+    assert calls and all(re.search(r"\btimeout -k \d+ \S+ aws ssm", line) for line in calls)
+    call = text[text.index("aws ssm get-parameter"):]
+    call = call[:call.index("\n}")]
+    assert "--cli-connect-timeout" in call and "--cli-read-timeout" in call
+    assert "export AWS_RETRY_MODE=" in text and "export AWS_MAX_ATTEMPTS=" in text

@@ -18,6 +18,17 @@ import yaml
 from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
 from components.render.join import join_env, join_script, runs_join
+from components.render.password import (
+    PASSWORD_SYNC_ENV_PATH,
+    PASSWORD_SYNC_PATH,
+    PASSWORD_SYNC_TIMER,
+    PASSWORD_SYNC_UNIT,
+    fetch_password_script,
+    password_sync_env,
+    password_sync_script,
+    render_password_sync_timer,
+    render_password_sync_unit,
+)
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
 from components.render.systemd import (
     AUTH_ENV_PATH,
@@ -54,14 +65,9 @@ from components.settings import Settings
 from components.sizing import usable_memory_mib
 from components.topology import INITIAL_CLUSTER_SERVERS, Topology
 
-FETCH_PASSWORD_SCRIPT = Path(__file__).with_name("fetch-password.sh")
 PROVISION_SCRIPT = Path(__file__).with_name("provision.sh")
 # EC2 refuses user data above this many bytes, counted after base64 decoding.
 EC2_USER_DATA_LIMIT = 16_384
-
-
-def fetch_password_script() -> str:
-    return FETCH_PASSWORD_SCRIPT.read_text()
 
 
 def provision_script() -> str:
@@ -144,7 +150,13 @@ def server_files(
                   "0640", "root:redis", defer=True),
             _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
         ]
+    ports = tuple(p.port for p in srv.processes)
     files += [
+        # A changed password reaches the running processes within a minute (Parameter Store is read at boot only).
+        _file(PASSWORD_SYNC_PATH, password_sync_script(), "0755"),
+        _file(PASSWORD_SYNC_ENV_PATH, render_env_file(password_sync_env(ports, platform.redis_version, redis_cli))),
+        _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}", render_password_sync_unit(ports)),
+        _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
         _file(PROVISION_PATH, provision_script(), "0755"),
         _file(PROVISION_ENV_PATH, render_env_file(provision_env(settings, topology, server))),
         _file(f"{UNIT_DIR}/{PROVISION_UNIT}", render_provision_unit()),
@@ -155,7 +167,7 @@ def server_files(
 
 def _units(topology: Topology, server: int) -> list[str]:
     """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
-    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes)]
+    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER]
     if runs_bootstrap(topology, server):
         units.append(BOOTSTRAP_UNIT)
     if runs_join(topology, server):

@@ -2,27 +2,15 @@
 # Writes the Redis auth include (requirepass/masterauth) from the SSM
 # SecureString parameter, on every boot, before any Redis process starts.
 # The password never touches user-data, a command line or the journal.
-#
-# First boot (no AUTH_FILE yet): nothing to fall back on, so SSM gets ATTEMPTS
-# tries, RETRY_SECONDS apart; without a password Redis cannot start.
-# Later boots: AUTH_FILE holds the password of the last boot (or of the last
-# redis-password-sync run). SSM gets CACHED_WAIT_SECONDS in all, then Redis
-# starts from that file with a WARNING; redis-password-sync.timer keeps asking
-# SSM every minute and applies a changed password without a restart.
-#
-# Redis 7.0 grace: during a password change redis-password-sync leaves the
-# previous password in AUTH_FILE (`# previous-password-until <epoch>` and a
-# `user default on >OLD >NEW ...` line). While SSM still holds the password it
-# was added for and the grace has not ended, the entry is kept, so a reboot
-# during the grace still accepts both. An ended grace is dropped, even when SSM
-# is unreachable: a reboot never reopens an old password.
-#
-# Every aws call is bounded: --cli-connect-timeout/--cli-read-timeout, one
-# retry (AWS_MAX_ATTEMPTS=2, standard mode) and a hard `timeout` of
-# SSM_CALL_SECONDS around it.
-#
-# Inputs (environment): PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional
-# ATTEMPTS, RETRY_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
+# First boot: ATTEMPTS tries, RETRY_SECONDS apart; no password, no Redis.
+# Later boots: SSM gets CACHED_WAIT_SECONDS in all, then Redis starts from the
+# last boot's AUTH_FILE (WARNING); redis-password-sync.timer keeps trying SSM.
+# A Redis 7.0 grace entry left by redis-password-sync (previous password still
+# accepted until an epoch) is kept while SSM holds the password it belongs to,
+# so a reboot during the grace accepts both; an ended grace is dropped.
+# Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).
+# Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional ATTEMPTS,
+# RETRY_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
 set -euo pipefail
 
 : "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"

@@ -1,35 +1,20 @@
 #!/bin/bash
-# Applies the Redis password held in SSM Parameter Store to this server's
-# running Redis processes, without a restart, when it differs from the one in
-# AUTH_FILE. redis-password-sync.timer runs it every minute on every server,
-# on the minute (OnCalendar=*:*:00, AccuracySec=1s): with clocks kept by
-# Amazon Time Sync, every server switches within the same second or so.
-#
-# Redis 5.0: CONFIG SET masterauth, then requirepass, on each process. New
-#   connections must use the new password from then on; connections already
-#   open (the front-ends' connection multiplexers, the replication links) stay
-#   logged in.
-# Redis 7.0: the default user accepts the previous AND the new password for
-#   GRACE_SECONDS, the time the administrator has to paste the new connection
-#   string into every front-end; the first run after that removes the previous
-#   one. The grace end is kept in AUTH_FILE (`# previous-password-until <epoch>`
-#   and a `user default on >OLD >NEW ...` line), so a restart during the grace
-#   still accepts both. GRACE_SECONDS=0 switches at once, as on 5.0.
-# Then AUTH_FILE is rewritten (atomically, same owner and mode), so a restart
-# uses the new password. Its first line stays `requirepass <password>`: the
-# cluster bootstrap and join scripts read it.
-#
-# The password is never on a command line: redis-cli gets its commands on
-# stdin and logs in with REDISCLI_AUTH. redis-cli exits 0 even on an error
-# reply, so every reply is checked here; none is printed (an error could quote
-# the password), only its error code.
-#
-# Inputs (environment): PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE (auth.env);
-# PORTS ("7000 7001"), REDIS_LINE (5.0|7.0), REDIS_CLI (redis-cli or the TLS
-# wrapper), GRACE_SECONDS (password-sync.env); optional REDIS_HOST (default
-# 127.0.0.1), SSM_CALL_SECONDS.
-# Exit 0: nothing to do, done, or SSM unreachable (the next run tries again).
-# Exit 1: a process could not be switched (the next run tries again).
+# Applies the password in SSM Parameter Store to this server's running Redis
+# processes (no restart) when it differs from AUTH_FILE's. Run every minute on
+# every server, on the minute (redis-password-sync.timer), so all switch together.
+# 5.0: CONFIG SET masterauth, then requirepass: new connections need the new
+#   password at once; open ones (front-ends, replication) stay logged in.
+# 7.0: the previous password stays accepted for GRACE_SECONDS (time to paste the
+#   new connection string into the front-ends), recorded in AUTH_FILE so a
+#   restart keeps it; the first run after that removes it.
+# Then AUTH_FILE is rewritten (first line `requirepass <password>`: the cluster
+# scripts read it). The password never reaches an argv (commands on redis-cli's
+# stdin, REDISCLI_AUTH) or the log; replies are checked (redis-cli exits 0 on
+# errors) but never printed: an error could quote the password.
+# Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE, PORTS, REDIS_LINE (5.0|7.0),
+# REDIS_CLI, GRACE_SECONDS; optional REDIS_HOST, SSM_CALL_SECONDS.
+# Exit 0: done, nothing to do, or SSM unreachable; 1: not switched. Either way
+# the next run tries again.
 set -euo pipefail
 
 : "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"

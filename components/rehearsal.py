@@ -2,6 +2,7 @@
 
     python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0] [--tls]
     python -m components.rehearsal scale --servers N --stack prod
+    python -m components.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
 files and the same bootstrap script as the cloud-config (components.loopback

@@ -1,0 +1,125 @@
+"""No shipped script ever puts the password or the TLS key on a process's command line, stdout or stderr.
+
+Each shipped bash script that handles a secret runs here for real, on loopback,
+under both guards of tests/integration/argv.py: a PATH of logging shims (every
+command run by name, and `$REDIS_CLI`) and a /proc sampler (every process, even
+one run by absolute path). A script that passed `-a "$REDISCLI_AUTH"` to
+redis-cli, or the key to openssl as an argument, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from components.loopback import BASH, generate_password, make_ca, make_server_certificate
+from components.render.bootstrap import bootstrap_script
+from components.render.join import join_script
+from components.render.password import fetch_password_script, password_sync_script
+from components.render.tls import fetch_tls_script
+from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
+from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
+from tests.integration.stand_ins import Ssm, require_root_and_redis_group
+from tests.render.test_cloud_config import shipped_scripts
+from tests.tools import redis_bin, tool
+
+# What marks a script as handling a secret, outside its comments.
+SECRET_INPUTS = re.compile(r"REDISCLI_AUTH|AUTH_FILE|PASSWORD_PARAMETER|TLS_KEY_PARAMETER|TLS_KEY_FILE")
+# Each script that does, and the test here that runs it.
+WATCHED = {
+    "cluster-bootstrap": bootstrap_script,
+    "cluster-join": join_script,
+    "fetch-password": fetch_password_script,
+    "password-sync": password_sync_script,
+    "fetch-tls": fetch_tls_script,
+}
+
+
+def handles_a_secret(text: str) -> bool:
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return bool(SECRET_INPUTS.search(code))
+
+
+def copy_of(tmp_path: Path, name: str) -> str:
+    """The shipped text of `name`, written where the test runs it."""
+    path = tmp_path / name
+    path.write_text(WATCHED[name]())
+    return str(path)
+
+
+def test_every_shipped_script_that_handles_a_secret_is_run_here():
+    # A new secret-handling script in any user-data shape must be added to WATCHED (and run below).
+    handling = {text for text in shipped_scripts().values() if handles_a_secret(text)}
+    assert handling == {text() for text in WATCHED.values()}
+
+
+def test_the_argv_guards_catch_a_planted_secret(tmp_path):
+    detectors_work(tmp_path)
+
+
+def test_cluster_bootstrap_and_join_keep_the_password_off_every_command_line(request, tmp_path_factory, tmp_path):
+    lo = make_loopback(request, tmp_path_factory, "5.0")
+    lo.start()
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
+    cli = {"PATH": shims.path, "REDIS_CLI": shims.command("redis-cli")}
+
+    env = {**lo.bootstrap_environment(wait_seconds=60), **cli}
+    formed, sampler = run_watched([BASH, copy_of(tmp_path, "cluster-bootstrap")], env, [lo.password], shims, 240)
+    assert formed.returncode == 0, formed.stdout + formed.stderr
+    assert "creating the cluster" in formed.stdout
+    assert_never_shown(formed, sampler, shims, [lo.password])
+    assert shims.ran("redis-cli") > 10  # the log is real: every cluster command went through the shim
+    assert sampler.marker_seen > 0  # and the sampler saw them (a quick script may finish between two scans)
+
+    lo.add_servers(1, join=False)  # server 3 boots; its join runs here, under watch
+    # SETTLE_SECONDS: how long the cluster must stay still before a join; 1 s is plenty on loopback.
+    env = {**lo.join_environment(3, wait_seconds=120), **cli, "SETTLE_SECONDS": "1"}
+    joined, sampler = run_watched([BASH, copy_of(tmp_path, "cluster-join")], env, [lo.password], shims, 600)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert "moved to it: 4096" in joined.stdout, joined.stdout
+    assert_never_shown(joined, sampler, shims, [lo.password])
+    commands = [" ".join(args) for args in shims.lines()]
+    # add-node and rebalance (whose MIGRATEs carry AUTH) ran through the shim, with no password in sight.
+    assert any("--cluster add-node" in c for c in commands) and any("--cluster rebalance" in c for c in commands)
+
+
+def test_fetch_password_and_password_sync_keep_both_passwords_off_every_command_line(loopback_factory,  # noqa: F811
+                                                                                     tmp_path):
+    lo = loopback_factory("7.0", 1)
+    lo.start()
+    old, new = lo.password, generate_password()
+    shims = Shims(tmp_path / "shims", first=[lo.bin_dir, Path(lo.redis_cli).parent])
+
+    env = {**lo.fetch_password_environment(0), "PATH": shims.path, "ATTEMPTS": "1"}
+    fetched, sampler = run_watched([BASH, copy_of(tmp_path, "fetch-password")], env, [old], shims, 120)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert_never_shown(fetched, sampler, shims, [old])
+    assert shims.ran("aws") == 1
+
+    lo.ssm_put(new)  # a rotation: the sync handles the old and the new password at once
+    env = {**lo.password_sync_environment(0, grace_seconds=0), "PATH": shims.path,
+           "REDIS_CLI": shims.command("redis-cli")}
+    synced, sampler = run_watched([BASH, copy_of(tmp_path, "password-sync")], env, [old, new], shims, 120)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert_never_shown(synced, sampler, shims, [old, new])
+    assert lo.accepts(lo.processes[0], new) and not lo.accepts(lo.processes[0], old)  # it did switch
+
+
+def test_fetch_tls_keeps_the_key_off_every_command_line(tmp_path):
+    tool("openssl")
+    redis_bin("7.0")
+    require_root_and_redis_group()
+    ssm = Ssm(tmp_path)
+    ca = make_ca(tmp_path / "ca")
+    make_server_certificate(ca, tmp_path / "server.crt", tmp_path / "server.key", ["127.0.0.1"])
+    key = (tmp_path / "server.key").read_text()
+    ssm.put_material(ca[0].read_text(), (tmp_path / "server.crt").read_text(), key)
+    # Every line of the key's body: a leak of any part of it counts.
+    secrets = [line for line in key.splitlines() if line and not line.startswith("-----")]
+    shims = Shims(tmp_path / "shims", first=[ssm.bin_dir])
+    env = {**ssm.env(), "PATH": shims.path}
+    fetched, sampler = run_watched([BASH, copy_of(tmp_path, "fetch-tls")], env, secrets, shims, 120)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert Path(env["TLS_KEY_FILE"]).read_text() == key
+    assert_never_shown(fetched, sampler, shims, secrets)
+    assert shims.ran("openssl") == 2 and shims.ran("aws") == 3  # the key went to openssl, on stdin

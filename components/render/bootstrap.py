@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.render.shipped import shipped_script
 from components.topology import INITIAL_CLUSTER_SERVERS, Topology, follows
 
 SCRIPT_PATH = Path(__file__).with_name("cluster-bootstrap.sh")
@@ -17,7 +18,7 @@ BOOTSTRAP_SERVER = 0
 
 def bootstrap_script() -> str:
     """The exact text of the bootstrap script."""
-    return SCRIPT_PATH.read_text()
+    return shipped_script(SCRIPT_PATH)
 
 
 def bootstrap_env(topology: Topology, *, auth_file: str, redis_cli: str = "redis-cli") -> dict[str, str]:

@@ -30,6 +30,7 @@ from components.render.password import (
     render_password_sync_unit,
 )
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
+from components.render.shipped import shipped_script
 from components.render.systemd import (
     AUTH_ENV_PATH,
     AUTH_UNIT,
@@ -71,7 +72,7 @@ EC2_USER_DATA_LIMIT = 16_384
 
 
 def provision_script() -> str:
-    return PROVISION_SCRIPT.read_text()
+    return shipped_script(PROVISION_SCRIPT)
 
 
 def encode_user_data(cloud_config: str) -> str:

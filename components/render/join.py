@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.render.shipped import shipped_script
 from components.topology import INITIAL_CLUSTER_SERVERS, MASTER_PORT, REPLICA_PORT, Topology
 
 SCRIPT_PATH = Path(__file__).with_name("cluster-join.sh")
@@ -19,7 +20,7 @@ REBALANCE_THRESHOLD = 1
 
 def join_script() -> str:
     """The exact text of the join script."""
-    return SCRIPT_PATH.read_text()
+    return shipped_script(SCRIPT_PATH)
 
 
 def runs_join(topology: Topology, server: int) -> bool:

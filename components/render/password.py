@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.render.shipped import shipped_script
 from components.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, SEARCH_PATH, redis_unit
 
 PASSWORD_SYNC_SCRIPT = Path(__file__).with_name("password-sync.sh")
@@ -28,12 +29,12 @@ REDIS_LINES = ("5.0", "7.0")
 
 def password_sync_script() -> str:
     """The exact text of redis-password-sync."""
-    return PASSWORD_SYNC_SCRIPT.read_text()
+    return shipped_script(PASSWORD_SYNC_SCRIPT)
 
 
 def fetch_password_script() -> str:
     """The exact text of the boot step (redis-fetch-password) that writes the auth include from SSM."""
-    return FETCH_PASSWORD_SCRIPT.read_text()
+    return shipped_script(FETCH_PASSWORD_SCRIPT)
 
 
 def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -> dict[str, str]:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
 from components.render.redis_conf import EC2_PATHS, Paths
+from components.render.shipped import shipped_script
 
 FETCH_TLS_SCRIPT = Path(__file__).with_name("fetch-tls.sh")
 
 
 def fetch_tls_script() -> str:
     """The exact text of the boot step that writes the CA, certificate and key from SSM."""
-    return FETCH_TLS_SCRIPT.read_text()
+    return shipped_script(FETCH_TLS_SCRIPT)
 
 
 def tls_env(stack: str, server: int, paths: Paths = EC2_PATHS) -> dict[str, str]:

@@ -10,7 +10,10 @@
 # Redis reads the files at start or on CONFIG SET tls-cert-file.
 #
 # Inputs (environment): TLS_CA_PARAMETER, TLS_CERT_PARAMETER, TLS_KEY_PARAMETER,
-# AWS_REGION, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, ATTEMPTS, RETRY_SECONDS.
+# AWS_REGION, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, ATTEMPTS, RETRY_SECONDS,
+# CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
+# With the files of an earlier boot present, SSM gets CACHED_WAIT_SECONDS in all, then Redis
+# starts with those (a reboot while SSM is unreachable must not keep Redis down for minutes).
 set -euo pipefail
 
 : "${TLS_CA_PARAMETER:?TLS_CA_PARAMETER is required}"
@@ -22,14 +25,21 @@ TLS_CERT_FILE=${TLS_CERT_FILE:-/etc/redis/tls/server.crt}
 TLS_KEY_FILE=${TLS_KEY_FILE:-/etc/redis/tls/server.key}
 ATTEMPTS=${ATTEMPTS:-30}
 RETRY_SECONDS=${RETRY_SECONDS:-10}
+CACHED_WAIT_SECONDS=${CACHED_WAIT_SECONDS:-30}
+SSM_CALL_SECONDS=${SSM_CALL_SECONDS:-10}
+export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
+export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 
 log() { echo "redis-tls: $*"; }
 
 # get NAME : one parameter's value on stdout. The instance role may read only this stack's parameters.
 get() {
-    aws ssm get-parameter --region "$AWS_REGION" --name "$1" --with-decryption \
-        --query Parameter.Value --output text
+    timeout -k 2 "$SSM_CALL_SECONDS" aws ssm get-parameter --region "$AWS_REGION" --name "$1" \
+        --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5
 }
+
+# cached : the files of an earlier boot are all there.
+cached() { [ -s "$TLS_CA_FILE" ] && [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FILE" ]; }
 
 # put FILE MODE CONTENT : replace FILE atomically (a temporary file beside it, then a rename),
 # so Redis never reads a half-written certificate or key.
@@ -53,6 +63,7 @@ matches() {
 }
 
 umask 077
+deadline=$((SECONDS + CACHED_WAIT_SECONDS))
 for attempt in $(seq 1 "$ATTEMPTS"); do
     if ca=$(get "$TLS_CA_PARAMETER") && cert=$(get "$TLS_CERT_PARAMETER") && key=$(get "$TLS_KEY_PARAMETER"); then
         if ! pem "$ca" || ! pem "$cert" || ! pem "$key"; then
@@ -74,11 +85,14 @@ for attempt in $(seq 1 "$ATTEMPTS"); do
         exit 0
     fi
     [ "$attempt" -lt "$ATTEMPTS" ] || break
+    if cached && [ "$SECONDS" -ge "$deadline" ]; then
+        break
+    fi
     log "cannot read the TLS parameters yet (attempt $attempt of $ATTEMPTS); retrying in ${RETRY_SECONDS}s"
     sleep "$RETRY_SECONDS"
 done
 
-if [ -s "$TLS_CA_FILE" ] && [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FILE" ]; then
+if cached; then
     # SSM unreachable (or bad content) on a reboot: the material from the last boot still works.
     log "WARNING: no usable TLS material from Parameter Store; keeping the existing files"
     exit 0

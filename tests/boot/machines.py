@@ -91,6 +91,8 @@ NS_PREFIX = "osrb"
 SSM_DIR = "/var/lib/osr-boot/ssm"
 SSM_UNREACHABLE = "/var/lib/osr-boot/ssm-unreachable"
 AWS_LOG = "/var/log/osr-boot-aws.log"
+NO_WAY_OUT = "/var/lib/osr-boot/no-way-out"  # snap's store is unreachable while it exists
+APT_SOURCES = "etc/apt/sources.list"
 
 # Lines of cloud-init's output (cloud-init-output.log) that a container produces by
 # design, each with the reason. Any other line that reads like a failure fails the test.
@@ -167,6 +169,10 @@ SNAP_STANDIN = r"""#!/bin/bash
 # tests/boot stand-in for snap: `snap install aws-cli --classic` installs the
 # aws stand-in at /snap/bin/aws, as the aws-cli snap would.
 set -eu
+if [ -e @NO_WAY_OUT@ ]; then
+  echo 'error: cannot communicate with server: dial tcp: lookup api.snapcraft.io: i/o timeout' >&2
+  exit 1
+fi
 case "$*" in
   "install aws-cli --classic")
     install -D -m 0755 /usr/local/lib/osr-boot/aws /snap/bin/aws
@@ -364,7 +370,7 @@ class Server:
         aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE)
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
-        (m / "usr/bin/snap").write_text(SNAP_STANDIN)
+        (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))
         (m / "usr/bin/snap").chmod(0o755)
         for name, value in self.parameters.items():
             path = m / (SSM_DIR.lstrip("/") + f"/{REGION}{name}")
@@ -377,7 +383,21 @@ class Server:
         if reachable:
             switch.unlink(missing_ok=True)
         else:
+            switch.parent.mkdir(parents=True, exist_ok=True)
             switch.write_text("")
+
+    def set_way_out(self, up: bool) -> None:
+        """No way out (the NAT gateway not ready yet): apt's repository, snap's store and SSM unreachable."""
+        self._mount()
+        sources = self.merged / APT_SOURCES
+        if up:
+            sources.write_bytes((self.root / APT_SOURCES).read_bytes())
+            (self.merged / NO_WAY_OUT.lstrip("/")).unlink(missing_ok=True)
+        else:
+            sources.write_text("deb [trusted=yes] file:/srv/unreachable ./\n")
+            (self.merged / NO_WAY_OUT.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (self.merged / NO_WAY_OUT.lstrip("/")).write_text("")
+        self.set_ssm_reachable(up)
 
     def boot(self) -> None:
         """Power on: start systemd in the container (returns once it runs, not once booted)."""
@@ -496,7 +516,6 @@ class Server:
         if not self.running:
             return f"=== {self.name}: not running; console tail:\n{self.console()}"
         names = " ".join(expected_units(self.config))
-        units = " ".join(f"-u {u}" for u in expected_units(self.config))
         parts = [
             f"=== {self.name} ({self.ip}) cloud-init status --long",
             self.out("cloud-init status --long"),
@@ -506,8 +525,9 @@ class Server:
             self.out("systemctl --failed --no-pager"),
             f"--- systemctl is-active {names}",
             self.out(f"systemctl is-active {names}"),
-            "--- journal of the rendered units (tail)",
-            self.out(f"journalctl --no-pager -b -n 80 {units}"),
+            "--- journal of the rendered units (tail of each)",
+            *(self.out(f"journalctl --no-pager -b -n 12 -o short-monotonic -u {unit}")
+              for unit in expected_units(self.config)),
             "--- cloud-init-output.log (tail)",
             self.out("tail -n 40 /var/log/cloud-init-output.log"),
         ]

@@ -278,6 +278,34 @@ def remove_stale_namespaces() -> None:
             run(["ip", "netns", "del", entry.name], check=False)
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def reap_stale_runs() -> None:
+    """What a killed earlier run left (its owner pid is gone): containers, overlay mounts, files, namespaces."""
+    for workdir in Path("/var/tmp").glob("osr-boot-*"):
+        try:
+            owner = int((workdir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _comm(owner):
+            continue
+        for pids in workdir.glob("*/pids"):
+            nspawn, leader = (int(p) for p in pids.read_text().split())
+            # Only processes that still are what this run started (pids get reused).
+            for pid, comm in ((leader, "systemd"), (nspawn, "systemd-nspawn")):
+                if _comm(pid) == comm:
+                    os.kill(pid, signal.SIGKILL)
+        for merged in workdir.glob("*/merged"):
+            run(["umount", "-l", str(merged)], check=False)
+        run(["rm", "-rf", "--one-file-system", str(workdir)], check=False, timeout=300)
+    remove_stale_namespaces()
+
+
 class Vpc:
     """A network namespace holding the bridge every server's veth joins."""
 
@@ -288,7 +316,6 @@ class Vpc:
         self.tag = f"{NS_PREFIX}{os.getpid()}x{Vpc.count}"
         self.ns = f"{self.tag}-vpc"
         self.ports = 0
-        remove_stale_namespaces()
         run(["ip", "netns", "add", self.ns])
         for cmd in (
             ["link", "set", "lo", "up"],
@@ -421,6 +448,8 @@ class Server:
         log.close()
         self.leader = 0
         self.leader = wait_for(self._find_leader, 60, f"{self.name}: container init never started")
+        # For reap_stale_runs, should this test process die without its teardown.
+        (self.dir / "pids").write_text(f"{self.proc.pid} {self.leader}\n")
 
     def _find_leader(self) -> int:
         """The container's PID 1 (systemd), seen from the host: a descendant of nspawn."""
@@ -638,7 +667,9 @@ class Fleet:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        reap_stale_runs()
         self.workdir = Path(tempfile.mkdtemp(prefix="osr-boot-", dir="/var/tmp"))
+        (self.workdir / "owner.pid").write_text(str(os.getpid()))
         self.vpc = Vpc()
         self.servers: dict[int, Server] = {}
 

@@ -58,6 +58,7 @@ from components.render.password import (
     password_sync_script,
 )
 from components.render.redis_conf import Paths, render_redis_conf
+from components.render.roles import role_restore_env, role_restore_script
 from components.render.tls import render_tls_cli
 from components.sizing import usable_memory_mib
 from components.topology import Process, Topology, build_topology
@@ -625,6 +626,28 @@ class Loopback:
             text = "\n".join(f"--- server {s} ---\n{outputs[s]}" for s in outputs)
             raise RuntimeError(f"join failed on server(s) {failed}:\n{text}")
         return outputs
+
+    def restore_roles(self, timeout: float = 60) -> dict[int, tuple[int, str]]:
+        """Run the shipped redis-role-restore on every server at once, as their timers do each minute;
+        (exit code, output) by server. At most one server acts per run (the script's own rule)."""
+        script = self.state_dir / "redis-role-restore"
+        _write_if_changed(script, role_restore_script())
+        running = {}
+        for server in range(len(self.topology.servers)):
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                   **role_restore_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                                      redis_cli=self.cli_for(server))}
+            running[server] = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        results = {}
+        for server, proc in running.items():
+            try:
+                out = proc.communicate(timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0] + "\n(killed: timed out)"
+            results[server] = (proc.returncode, out)
+        return results
 
     def add_servers(self, count: int, *, hosts: list[str] | None = None, join: bool = True,
                     wait_seconds: int = 120, timeout: float = 20) -> dict[int, str]:

@@ -30,6 +30,16 @@ from components.render.password import (
     render_password_sync_unit,
 )
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
+from components.render.roles import (
+    ROLE_RESTORE_ENV_PATH,
+    ROLE_RESTORE_PATH,
+    ROLE_RESTORE_TIMER,
+    ROLE_RESTORE_UNIT,
+    render_role_restore_timer,
+    render_role_restore_unit,
+    role_restore_env,
+    role_restore_script,
+)
 from components.render.shipped import shipped_script
 from components.render.systemd import (
     AUTH_ENV_PATH,
@@ -152,6 +162,15 @@ def server_files(
             _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
         ]
     ports = tuple(p.port for p in srv.processes)
+    if topology.cluster:
+        # After a failover, this server takes its master role back by itself once the cluster is whole.
+        files += [
+            _file(ROLE_RESTORE_PATH, role_restore_script(), "0755"),
+            _file(ROLE_RESTORE_ENV_PATH, render_env_file(
+                role_restore_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
+            _file(f"{UNIT_DIR}/{ROLE_RESTORE_UNIT}", render_role_restore_unit(ports)),
+            _file(f"{UNIT_DIR}/{ROLE_RESTORE_TIMER}", render_role_restore_timer()),
+        ]
     files += [
         # A changed password reaches the running processes within a minute (Parameter Store is read at boot only).
         _file(PASSWORD_SYNC_PATH, password_sync_script(), "0755"),
@@ -169,6 +188,8 @@ def server_files(
 def _units(topology: Topology, server: int) -> list[str]:
     """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
     units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER]
+    if topology.cluster:
+        units.append(ROLE_RESTORE_TIMER)
     if runs_bootstrap(topology, server):
         units.append(BOOTSTRAP_UNIT)
     if runs_join(topology, server):

@@ -76,7 +76,9 @@ def test_user_data_content(servers, platform):
         cluster_step = ([systemd.BOOTSTRAP_UNIT] if servers > 1 and index == 0 else []) + (
             [systemd.JOIN_UNIT] if index >= 3 else [])
         assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
-                                                   "redis-password-sync.timer", *cluster_step]
+                                                   "redis-password-sync.timer",
+                                                   *(["redis-role-restore.timer"] if servers > 1 else []),
+                                                   *cluster_step]
         assert "NTP=169.254.169.123" in files[systemd.TIME_SYNC_PATH]
         assert "vm.overcommit_memory = 1" in files[systemd.SYSCTL_PATH]
         assert "net.core.somaxconn = 65535" in files[systemd.SYSCTL_PATH]
@@ -105,7 +107,7 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
     scripts = shipped_scripts()
     assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
                             systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
-                            "/usr/local/sbin/redis-password-sync"}
+                            "/usr/local/sbin/redis-password-sync", "/usr/local/sbin/redis-role-restore"}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)
@@ -131,10 +133,12 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     drop_in.parent.mkdir()
     drop_in.write_text(files[systemd.TEMPLATE_DROP_IN])
     units = []
-    for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT, systemd.PROVISION_UNIT):
+    for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT, systemd.PROVISION_UNIT, "redis-role-restore.service",
+                 "redis-role-restore.timer"):
         text = files[f"{systemd.UNIT_DIR}/{unit}"]
         # verify checks that ExecStart exists: point it at the shipped script's copy.
-        for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.PROVISION_PATH):
+        for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.PROVISION_PATH,
+                       "/usr/local/sbin/redis-role-restore"):
             copy = tmp_path / Path(script).name
             copy.write_text(files[script])
             copy.chmod(0o755)

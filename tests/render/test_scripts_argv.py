@@ -16,6 +16,7 @@ from components.loopback import BASH, generate_password, make_ca, make_server_ce
 from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
 from components.render.password import fetch_password_script, password_sync_script
+from components.render.roles import role_restore_env, role_restore_script
 from components.render.tls import fetch_tls_script
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
@@ -32,6 +33,7 @@ WATCHED = {
     "fetch-password": fetch_password_script,
     "password-sync": password_sync_script,
     "fetch-tls": fetch_tls_script,
+    "role-restore": role_restore_script,
 }
 
 
@@ -123,3 +125,22 @@ def test_fetch_tls_keeps_the_key_off_every_command_line(tmp_path):
     assert Path(env["TLS_KEY_FILE"]).read_text() == key
     assert_never_shown(fetched, sampler, shims, secrets)
     assert shims.ran("openssl") == 2 and shims.ran("aws") == 3  # the key went to openssl, on stdin
+
+
+def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0")
+    lo.start()
+    lo.bootstrap()
+    # Drift server 1 by hand (its master hands over to its replica on server 0), so the script acts.
+    lo.client(lo.topology.servers[0].processes[1]).execute_command("CLUSTER", "FAILOVER")
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
+    env = {**role_restore_env(lo.topology, 1, auth_file=lo.paths(1).auth_file, redis_cli=shims.command("redis-cli")),
+           "PATH": shims.path}
+    for _ in range(60):  # the handover takes a moment; the script waits (exit 0) until it is done
+        restored, sampler = run_watched([BASH, copy_of(tmp_path, "role-restore")], env, [lo.password], shims, 120)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert_never_shown(restored, sampler, shims, [lo.password])
+        if "master again" in restored.stdout:
+            break
+    assert "master again" in restored.stdout, restored.stdout
+    assert shims.ran("redis-cli") >= 5  # role, link, cluster state, nodes, the failover itself

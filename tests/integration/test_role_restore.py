@@ -1,0 +1,96 @@
+"""Roles restore themselves: the shipped redis-role-restore on real Redis 5.0 and 7.0 on loopback.
+
+After a whole-server failover and the server's return, one run of every server's script (as
+their timers do each minute) gives the returning server its master back with a plain CLUSTER
+FAILOVER, without losing an acknowledged session; it never acts during an outage, and never
+restores two servers in one run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from components import health
+from components.loopback import Loopback
+from components.rehearsal import lost_sessions, master_hosts, slots_writable, write_sessions
+from tests.tools import REDIS_VERSIONS
+
+FAILOVER_TIMEOUT = 45  # cluster-node-timeout 5 s, plus elections
+
+
+def fail_over(lo: Loopback, server: int) -> None:
+    """Kill `server`, wait until its slots are served from the other servers, bring it back (drifted)."""
+    host = lo.topology.servers[server].private_ip
+    lo.kill_server(server)
+    deadline = time.monotonic() + FAILOVER_TIMEOUT
+    while not slots_writable(lo, {host}):
+        assert time.monotonic() < deadline, f"no failover of {host} within {FAILOVER_TIMEOUT}s"
+        time.sleep(0.2)
+    lo.start_server(server)
+
+
+def wait_synced(lo: Loopback, timeout: float = 30) -> None:
+    """Every process answers and every replica's link to its master is up and synced. (A restarted
+    replica that never synced cannot take over: Redis refuses its election as too old.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            infos = [lo.client(p).info("replication") for p in lo.processes]
+            if all(i["role"] == "master" or (i.get("master_link_status") == "up"
+                                              and not i.get("master_sync_in_progress")) for i in infos):
+                return
+        except Exception:  # noqa: BLE001 (a process still starting: try again)
+            pass
+        assert time.monotonic() < deadline, f"replicas not in sync within {timeout}s"
+        time.sleep(0.5)
+
+
+def acted(results: dict[int, tuple[int, str]]) -> list[int]:
+    return sorted(s for s, (_, out) in results.items() if "CLUSTER FAILOVER" in out)
+
+
+@pytest.mark.parametrize("version", REDIS_VERSIONS)
+def test_a_returning_server_takes_its_master_back_one_server_per_run(version, loopback_factory) -> None:
+    lo = loopback_factory(version)
+    lo.start()
+    lo.bootstrap()
+    hosts = [s.private_ip for s in lo.topology.servers]
+    acked = write_sessions(lo, 100)
+
+    fail_over(lo, 1)  # server 1 back, its master port now a replica: drifted
+    wait_synced(lo)
+
+    # While another server is down, the drifted server waits: a node is flagged failing.
+    lo.kill_server(2)
+    deadline = time.monotonic() + FAILOVER_TIMEOUT
+    while not slots_writable(lo, {hosts[2]}):
+        assert time.monotonic() < deadline, f"no failover of {hosts[2]}"
+        time.sleep(0.2)
+    during = lo.restore_roles()
+    assert acted(during) == [] and all(code == 0 for code, _ in during.values()), during
+    assert "flagged failing" in during[1][1], during[1][1]
+    lo.start_server(2)
+    wait_synced(lo)
+    # Server 2's slots went to the replica on server 1; servers 1 and 2 run replicas on their master port.
+    assert master_hosts(lo) == {hosts[0], hosts[1]}
+    assert [s.index for s in lo.topology.servers if lo.client(s.processes[0]).info("replication")["role"] == "slave"] \
+        == [1, 2]
+    assert lost_sessions(lo, acked) == 0
+
+    first = lo.restore_roles()
+    assert acted(first) == [1], first  # the first drifted server by IP, alone
+    assert "server " + hosts[1] + " restores its master role first" in first[2][1]
+    wait_synced(lo)
+    second = lo.restore_roles()
+    assert acted(second) == [2], second
+    wait_synced(lo)
+    assert acted(lo.restore_roles()) == []  # nothing left to do: a quiet no-op
+
+    # A few seconds of gossip after the last failover, then HEALTHY with no WARN.
+    facts, findings = health.run_check([(p.host, p.port) for p in lo.processes], lo.password, True, lo.version,
+                                       wait=30, interval=1)
+    assert health.verdict(findings) == "healthy", health.report(facts, findings)
+    assert master_hosts(lo) == set(hosts)
+    assert lost_sessions(lo, acked) == 0

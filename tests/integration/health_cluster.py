@@ -1,7 +1,11 @@
-"""The health CLI against real Redis 5.0 and 7.0 clusters on loopback, formed by the shipped bootstrap.
+"""The health CLI against a real Redis cluster on loopback, formed by the shipped bootstrap.
 
-Each test leaves the cluster healthy again, so one cluster per Redis line serves them all.
-Addresses come from tests/integration/loopbacks.py (127.<pid>.<n>.x), so parallel runs never collide.
+The tests of both Redis lines: test_health_cluster_5_0.py and test_health_cluster_7_0.py each
+bind `cluster` to their line and import these, so the two workers (--dist loadfile) run the
+lines side by side. Each test leaves the cluster healthy again, so one cluster per line serves
+them all. Addresses come from tests/integration/loopbacks.py (127.<pid>.<n>.x), so parallel runs
+never collide. The check waiting for a cluster being formed (--wait) is run through the
+program's own command: tests/integration/test_post_deploy_check.py.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ def kill(lo: Loopback, host: str, port: int) -> None:
     p = next(p for p in lo.processes if p.host == host and p.port == port)
     pid = int(Path(lo.paths(p.server).pid_file(p.port)).read_text())
     os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"pid {pid} still there 10 s after SIGKILL"
         try:
             os.waitpid(pid, os.WNOHANG)  # our child: reap it so it does not linger as a zombie
         except ChildProcessError:
@@ -62,18 +68,23 @@ def kill(lo: Loopback, host: str, port: int) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture(scope="module", params=["5.0", "7.0"])
-def cluster(request, tmp_path_factory):
-    lo = make_loopback(request, tmp_path_factory, request.param)
-    try:
-        lo.start()
-        lo.bootstrap()
-        wait_for(lo, healthy)
-        yield lo
-    finally:
-        lo.stop()
-        assert lo.running() == []
-        shutil.rmtree(lo.state_dir, ignore_errors=True)
+def cluster_fixture(version: str):
+    """The module's `cluster`: one healthy crossed cluster of Redis `version`, stopped at the end."""
+
+    @pytest.fixture(scope="module")
+    def cluster(request, tmp_path_factory):
+        lo = make_loopback(request, tmp_path_factory, version)
+        try:
+            lo.start()
+            lo.bootstrap()
+            wait_for(lo, healthy)
+            yield lo
+        finally:
+            lo.stop()
+            assert lo.running() == []
+            shutil.rmtree(lo.state_dir, ignore_errors=True)
+
+    return cluster
 
 
 def test_a_healthy_crossed_cluster_exits_0(cluster):
@@ -166,30 +177,8 @@ def test_a_killed_server_exits_1_then_warns_after_it_returns_until_rebalanced(cl
     assert run_health(cluster).returncode == 0
 
 
-@pytest.mark.parametrize("version", ["5.0", "7.0"])
-def test_wait_turns_healthy_while_the_cluster_is_formed(version, loopback_factory):
-    lo = loopback_factory(version)
-    try:
-        lo.start()  # processes up, no cluster yet: what a fresh deploy looks like while cloud-init runs
-        nodes = ",".join(p.address for p in lo.processes)
-        check = subprocess.Popen(
-            [sys.executable, "-m", "components.health", "--nodes", nodes, "--cluster", "--wait", "120",
-             "--expect-version", version], cwd=ROOT, env={**os.environ, "REDIS_PASSWORD": lo.password},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        try:
-            time.sleep(2)
-            assert check.poll() is None  # still waiting: the cluster is not formed
-            lo.bootstrap()
-            out, err = check.communicate(timeout=130)
-        finally:
-            if check.poll() is None:
-                check.kill()
-                check.wait()
-        assert check.returncode == 0, out + err
-        assert out.startswith("HEALTHY")
-        assert "waiting (" in err and "has not joined a cluster" in err
-    finally:
-        lo.stop()
-        assert lo.running() == []
-        shutil.rmtree(lo.state_dir, ignore_errors=True)
+def tests_for(version: str) -> dict[str, object]:
+    """A per-line test file's namespace: its `cluster` fixture and every test above, in file order
+    (pytest collects a module's tests in the order they appear in it)."""
+    tests = {name: obj for name, obj in globals().items() if name.startswith("test_") and callable(obj)}
+    return {"cluster": cluster_fixture(version), **tests}

@@ -1,6 +1,8 @@
-"""Scale-out on real Redis 5.0 and 7.0: 3 -> 4 -> 6 servers with the shipped join script, under live sessions.
+"""Scale-out on real Redis: 3 -> 4 -> 6 servers with the shipped join script, under live sessions.
 
-One cluster per Redis line, grown step by step; the tests run in file order.
+The tests of both Redis lines: test_scale_out_5_0.py and test_scale_out_7_0.py each bind
+`cluster` to their line and take these, so the two workers (--dist loadfile) grow a 5.0 and
+a 7.0 cluster side by side. One cluster per line, grown step by step; the tests run in file order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from components import health
 from components.loopback import Loopback
 from components.rehearsal import SessionTraffic, verify_sessions
 from components.topology import follows
-from tests.tools import REDIS_VERSIONS
+from tests.integration.loopbacks import make_loopback
 
 MAX_CLIENT_ERRORS = 5  # errors the client may give up on during a move (seen: 0); wrong answers: none at all
 
@@ -70,14 +72,17 @@ def assert_sessions_kept(lo: Loopback, traffic: SessionTraffic) -> None:
     assert verify_sessions(lo, traffic.acked) == []
 
 
-@pytest.fixture(scope="module", params=REDIS_VERSIONS)
-def cluster(request, tmp_path_factory):
-    from tests.integration.loopbacks import make_loopback
+def cluster_fixture(version: str):
+    """The module's `cluster`: a crossed 3-server cluster of Redis `version`, grown by the tests in order."""
 
-    lo = make_loopback(request, tmp_path_factory, request.param)
-    lo.start()
-    lo.bootstrap()
-    return lo
+    @pytest.fixture(scope="module")
+    def cluster(request, tmp_path_factory):
+        lo = make_loopback(request, tmp_path_factory, version)
+        lo.start()
+        lo.bootstrap()
+        return lo
+
+    return cluster
 
 
 def test_three_to_four_under_live_sessions(cluster):
@@ -148,3 +153,10 @@ def test_a_drifted_cluster_is_not_fought(cluster):
     finally:
         # The health check's fix: the old master (now a replica on server 5) takes its role back.
         lo.client(old).execute_command("CLUSTER", "FAILOVER")
+
+
+def tests_for(version: str) -> dict[str, object]:
+    """A per-line test file's namespace: its `cluster` fixture and every test above, in file order
+    (pytest collects a module's tests in the order they appear in it, and each step grows the last)."""
+    tests = {name: obj for name, obj in globals().items() if name.startswith("test_") and callable(obj)}
+    return {"cluster": cluster_fixture(version), **tests}

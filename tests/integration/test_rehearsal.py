@@ -1,4 +1,7 @@
-"""Rehearsal up -> status -> failover -> down, through the CLI, for both stacks; nothing left behind."""
+"""Rehearsal up -> status -> failover -> down, through the CLI, for both stacks; nothing left behind.
+
+`rehearsal scale` is in test_rehearsal_scale.py: its own file, so the two workers share the rehearsals.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from tests.tools import ROOT, loopback_octet, redis_bin
 # Own 127.<a>.<b>.x block: `a` from the pid like tests/integration/loopbacks.py, `b` above its range.
 A = loopback_octet()
 CASES = [("dev", None, 251), ("prod", None, 252), ("prod", "7.0", 253)]  # None: the stack's own platform
+SCALE_BLOCK = 254  # test_rehearsal_scale.py's
 
 
 def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | None, *extra: str):
@@ -71,26 +75,3 @@ def test_down_refuses_a_directory_it_did_not_create(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = rehearse("down", "prod", tmp_path, "127.0.0.", None)
     assert result.returncode == 1 and (tmp_path / "precious.txt").exists()
-
-
-def test_scale_grows_a_running_rehearsal_and_refuses_to_shrink(tmp_path):
-    redis_bin("7.0", "redis-server")
-    redis_bin("7.0", "redis-cli")
-    state, prefix = tmp_path / "rehearsal", f"127.{A}.254."
-    try:
-        assert rehearse("up", "prod", state, prefix, "7.0").returncode == 0
-        grown = rehearse("scale", "prod", state, prefix, "7.0", "--servers", "4")
-        assert grown.returncode == 0, grown.stdout + grown.stderr
-        out = grown.stdout
-        for line in ("duration: ", "slots moved: 4096 of 16384", "sessions checked: ",
-                     "all readable with their content afterwards: yes", "wrong answers: 0", "HEALTHY",
-                     "crossed ring over 4 servers"):
-            assert line in out, out
-        status = rehearse("status", "prod", state, prefix, "7.0")
-        assert "8 of 8 processes running" in status.stdout and "HEALTHY" in status.stdout
-        shrink = rehearse("scale", "prod", state, prefix, "7.0", "--servers", "3")
-        assert shrink.returncode == 1 and "refusing to shrink" in shrink.stdout
-    finally:
-        down = rehearse("down", "prod", state, prefix, "7.0")
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert redis_processes(prefix) == []

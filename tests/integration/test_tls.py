@@ -17,7 +17,7 @@ import redis
 
 from components import health
 from components.loopback import Loopback, make_ca
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
+from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
 from tests.integration.test_bootstrap import assert_crossed
 from tests.render.test_redis_conf import warnings
 from tests.tools import ROOT, loopback_octet, redis_bin, tool
@@ -67,9 +67,18 @@ def test_a_client_without_tls_is_refused(loopback_factory):  # noqa: F811
     assert lo.client(p).ping()
 
 
-def test_bootstrap_forms_a_crossed_cluster_over_tls_and_health_passes(loopback_factory, tmp_path):  # noqa: F811
-    lo = tls_loopback(loopback_factory, 3)
+@pytest.fixture(scope="module")
+def tls_cluster(request, tmp_path_factory) -> Loopback:
+    """One crossed 3-server cluster over TLS, formed by the shipped bootstrap: checked, then grown to 4."""
+    tool("openssl")
+    lo = make_loopback(request, tmp_path_factory, "7.0", tls=True)
+    lo.start()
     lo.output = lo.bootstrap()
+    return lo
+
+
+def test_bootstrap_forms_a_crossed_cluster_over_tls_and_health_passes(tls_cluster, tmp_path):
+    lo = tls_cluster
     assert "cluster-bootstrap: done" in lo.output
     assert_crossed(lo)
     # Replication and the bus run over TLS: the plain port is off, so nothing else could carry them.
@@ -100,10 +109,9 @@ def test_bootstrap_forms_a_crossed_cluster_over_tls_and_health_passes(loopback_f
     assert "TLS certificate not trusted" in fails[0] and "caCertificate" in fails[0]
 
 
-def test_a_server_joins_a_tls_cluster(loopback_factory):  # noqa: F811
+def test_a_server_joins_a_tls_cluster(tls_cluster):
     """Scale-out over TLS: add-node, replica re-linking and rebalance (MIGRATE goes over the TLS bus)."""
-    lo = tls_loopback(loopback_factory, 3)
-    lo.bootstrap()
+    lo = tls_cluster
     client = lo.client(lo.processes[0])
     cluster = redis.RedisCluster(host=lo.processes[0].host, port=lo.processes[0].port, password=lo.password,
                                  decode_responses=True, **lo.tls_kwargs)

@@ -8,20 +8,44 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.tools import ROOT, bench_octet, redis_bin
+
+# Every address block a run with --host-base B may use: 127.0.<B..B+4>.x (its --help; the smoke run itself
+# uses B for ours-prod and its TLS twin and the scale-out's 4th server, B+1 stock-prod, B+2 ours-dev).
+BLOCKS = 5
+
+
+def redis_on_blocks(base: int) -> dict[str, str]:
+    """pid -> command line of every redis-server serving an address of the blocks (Redis titles itself
+    "redis-server HOST:PORT [cluster]")."""
+    blocks = [f"127.0.{base + i}." for i in range(BLOCKS)]
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone
+        if "redis-server" in text and any(b in text for b in blocks):
+            found[cmdline.parent.name] = text
+    return found
 
 
 def test_smoke_run_writes_a_well_formed_report(tmp_path):
     redis_bin("7.0", "redis-server")
     redis_bin("7.0", "redis-cli")
     out, md = tmp_path / "smoke.json", tmp_path / "smoke.md"
-    # Own loopback range (127.0.<70+pid%100>.x) so a `make bench` running alongside never collides.
+    # Own blocks (tests.tools.bench_octet), so a `make bench` or another worker running alongside never collides.
     base = bench_octet()
+    before = redis_on_blocks(base)  # another run's, if any: not this one's to clean up
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--host-base", str(base),
                           "--out", str(out), "--markdown", str(md)],
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    # Whatever happened, the run SIGKILLs everything it started, on every block it used.
+    left = {pid: cmd for pid, cmd in redis_on_blocks(base).items() if pid not in before}
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert left == {}, "redis-server processes of the smoke run still running"
     results = json.loads(out.read_text())
 
     assert {r["variant"] for r in results["runs"]} == {"ours-prod", "ours-prod-tls", "stock-prod", "ours-dev"}
@@ -87,10 +111,3 @@ def check_scaleout(results: dict) -> None:
             assert ph["errors"] >= 0 and ph["misses"] >= 0
         assert sum(r["phases"][p]["errors"] for p in ("before", "join", "after")) <= r["errors"]
         assert any(line.startswith("cluster-join: done") for line in r["join_log"])
-
-
-def test_no_redis_left_running_on_the_smoke_range():
-    # The smoke run above SIGKILLs everything it started; nothing on 127.0.7x-16x stays up.
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    base = bench_octet()
-    assert not [line for line in ps.splitlines() if line.startswith("/") and f"127.0.{base}." in line]

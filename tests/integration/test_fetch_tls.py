@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import grp
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,22 @@ def test_a_parameter_that_holds_no_pem_is_refused(ssm, tmp_path):
     result = fetch(ssm, key_lines(pems))
     assert result.returncode == 1 and "holds no PEM block" in result.stdout
     assert not ssm.tls_dir.exists()
+
+
+def test_a_hanging_ssm_on_a_reboot_gives_up_after_the_cached_wait_and_keeps_the_files(ssm, tmp_path):
+    """SSM that never answers: each call is cut at SSM_CALL_SECONDS, and with an earlier boot's files the
+    whole fetch at CACHED_WAIT_SECONDS (30 s on EC2, 3 s here), so Redis starts instead of waiting minutes."""
+    pems = material(tmp_path / "a")
+    ssm.put_material(*pems.values())
+    assert fetch(ssm, key_lines(pems)).returncode == 0
+    ssm.outage("hang")
+    started = time.monotonic()
+    result = fetch(ssm, key_lines(pems), ATTEMPTS="30", CACHED_WAIT_SECONDS="3", SSM_CALL_SECONDS="1")
+    took = time.monotonic() - started
+    assert result.returncode == 0 and "keeping the existing files" in result.stdout, result.stdout + result.stderr
+    assert 3 <= took < 15, f"took {took:.1f}s"
+    assert on_disk(ssm) == pems
+    # A first boot has nothing to fall back on: it keeps trying for ATTEMPTS, then fails.
+    shutil.rmtree(ssm.tls_dir)
+    first = fetch(ssm, [], ATTEMPTS="2", CACHED_WAIT_SECONDS="0", SSM_CALL_SECONDS="1")
+    assert first.returncode == 1 and "attempt 1 of 2" in first.stdout and not ssm.tls_dir.exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -142,14 +143,20 @@ class CmdlineSampler:
 
 def run_watched(args: list[str], env: dict[str, str], secrets: list[str], shims: Shims,
                 timeout: float) -> tuple[subprocess.CompletedProcess, CmdlineSampler]:
-    """Run `args` while sampling every new command line for `secrets`; never raises on a failed run."""
+    """Run `args` while sampling every new command line for `secrets`; never raises on a failed run.
+
+    On `timeout` the whole process group goes (a redis-cli stuck under the script too), then AssertionError.
+    """
     with CmdlineSampler(secrets).start(marker=shims.path) as sampler:
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            result = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                    timeout=timeout)
-        except subprocess.TimeoutExpired as expired:
-            raise AssertionError(f"{args} still running after {timeout}s:\n{expired.stdout}") from None
-    return result, sampler
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=10)
+            raise AssertionError(f"{args} still running after {timeout}s:\n{out}{err}") from None
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), sampler
 
 
 def detectors_work(tmp_path: Path) -> None:

@@ -13,14 +13,14 @@
 # Otherwise it says why it waits and exits 0; a real outage is never fought.
 #
 # Inputs (environment): SERVER_IP, MASTER_PORT, AUTH_FILE, REDIS_CLI,
-# FAILOVER_WAIT_SECONDS (default 30).
+# FAILOVER_WAIT_SECONDS (default 10, per try).
 set -euo pipefail
 
 : "${SERVER_IP:?SERVER_IP is required}"
 : "${MASTER_PORT:?MASTER_PORT is required}"
 : "${AUTH_FILE:?AUTH_FILE is required}"
 REDIS_CLI=${REDIS_CLI:-redis-cli}
-FAILOVER_WAIT_SECONDS=${FAILOVER_WAIT_SECONDS:-30}
+FAILOVER_WAIT_SECONDS=${FAILOVER_WAIT_SECONDS:-10}
 
 log() { echo "role-restore: $*"; }
 
@@ -53,14 +53,18 @@ first=$(awk -v port="$MASTER_PORT" '{ split($2, a, "[:@]") } a[2] == port && $3 
 [ "$first" = "$SERVER_IP" ] || wait_for "server $first restores its master role first"
 
 log "$me is a replica of $(value "$replication" master_host):$(value "$replication" master_port) and in sync; CLUSTER FAILOVER"
-[ "$(cli cluster failover)" = OK ] || { log "ERROR: CLUSTER FAILOVER refused by $me"; exit 1; }
-for ((i = 0; i < FAILOVER_WAIT_SECONDS; i++)); do
-    if [ "$(value "$(cli info replication)" role)" = master ]; then
-        log "$me is a master again: this server holds its master role"
-        exit 0
-    fi
-    sleep 1
+# Redis drops a manual failover that gets no majority within 5 s (votes are refused for a while
+# after another election): a few tries, each given FAILOVER_WAIT_SECONDS.
+for attempt in 1 2 3; do
+    [ "$(cli cluster failover)" = OK ] || { log "ERROR: CLUSTER FAILOVER refused by $me"; exit 1; }
+    for ((i = 0; i < FAILOVER_WAIT_SECONDS; i++)); do
+        if [ "$(value "$(cli info replication)" role)" = master ]; then
+            log "$me is a master again: this server holds its master role (try $attempt)"
+            exit 0
+        fi
+        sleep 1
+    done
 done
 # A manual failover that times out changes nothing; the next run tries again.
-log "WARNING: $me is still a replica ${FAILOVER_WAIT_SECONDS}s after CLUSTER FAILOVER; trying again next run"
+log "WARNING: $me is still a replica after 3 tries of CLUSTER FAILOVER; trying again next run"
 exit 1

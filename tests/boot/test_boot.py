@@ -289,7 +289,11 @@ def verdict(report: str) -> str:
 def test_dev_server_first_boot(dev: tuple[Deployment, m.Fleet]) -> None:
     deployment, fleet = dev
     assert len(fleet.servers) == 1
-    assert_first_boot(fleet.servers[0])
+    server = fleet.servers[0]
+    if deployment.instances[0].inputs.get("userDataBase64"):
+        # What EC2 hands cloud-init is the gzip itself: this boot proves cloud-init unpacks it.
+        assert server.user_data[:2] == b"\x1f\x8b", "userDataBase64 is not gzip-compressed"
+    assert_first_boot(server)
 
 
 def test_dev_post_deploy_check(dev: tuple[Deployment, m.Fleet]) -> None:

@@ -6,9 +6,12 @@ container). The user data, private IPs, SSM parameters and the post-deploy check
 all come from the mocked program, never re-rendered here.
 
 One module, one pytest worker: the servers boot once per stack and later tests
-build on the earlier ones (prod: boot 3, join a 4th, power one off and on, power
-all off and on). Every wait is bounded; containers and namespaces are torn down
-by the fixtures even when a test fails.
+build on the earlier ones (dev: one server; a dev server whose first boot has no
+way out yet; prod: boot 3, join a 4th, power one off and on, power all off and
+on). Every wait is bounded; containers and namespaces are torn down by the
+fixtures even when a test fails, and a killed run's leftovers by the next run.
+
+Run: .venv/bin/python -m pytest tests/boot -x -q (as root; `make test` runs it).
 """
 
 from __future__ import annotations

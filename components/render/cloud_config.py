@@ -105,12 +105,12 @@ def runs_bootstrap(topology: Topology, server: int) -> bool:
     return topology.cluster and server == BOOTSTRAP_SERVER
 
 
-def _file(path: str, content: str, permissions: str = "0644", owner: str = "root:root", defer: bool = False) -> dict:
-    entry = {"path": path, "content": content, "owner": owner, "permissions": permissions}
-    if defer:
-        # The redis group exists only once the package is installed.
-        entry["defer"] = True
-    return entry
+def _file(path: str, content: str, permissions: str = "0644") -> dict:
+    # Every file is root's and world-readable: none holds a secret (the password and the TLS key
+    # are written at boot by redis-auth, root:redis 0640). Nothing waits for the redis group either:
+    # cloud-init's deferred write_files fail for good when the package step did (no way out yet),
+    # and redis-provision could not repair that.
+    return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
 
 def server_files(
@@ -144,12 +144,12 @@ def server_files(
         ]
     for p in srv.processes:
         conf = render_redis_conf(p, platform=platform, maxmemory_mib=maxmemory, cluster=topology.cluster, tls=tls)
-        files.append(_file(EC2_PATHS.conf(p.port), conf, "0640", "root:redis", defer=True))
+        files.append(_file(EC2_PATHS.conf(p.port), conf))
     if runs_bootstrap(topology, server):
         env = bootstrap_env(topology, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli)
         files += [
             _file(BOOTSTRAP_PATH, bootstrap_script(), "0755"),
-            _file(BOOTSTRAP_ENV_PATH, render_env_file(env), "0640", "root:redis", defer=True),
+            _file(BOOTSTRAP_ENV_PATH, render_env_file(env)),
             _file(f"{UNIT_DIR}/{BOOTSTRAP_UNIT}", render_bootstrap_unit(tuple(p.port for p in srv.processes))),
         ]
     if runs_join(topology, server):
@@ -157,8 +157,7 @@ def server_files(
         files += [
             _file(JOIN_PATH, join_script(), "0755"),
             _file(JOIN_ENV_PATH,
-                  render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli)),
-                  "0640", "root:redis", defer=True),
+                  render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
             _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
         ]
     ports = tuple(p.port for p in srv.processes)

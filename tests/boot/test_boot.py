@@ -43,6 +43,7 @@ UNITS_TIMEOUT = 300  # -> every rendered unit active (the bootstrap and the join
 # The post-deploy check runs once the units are up, and answers in about a second then;
 # on a broken store it would wait its own --wait 900.
 CHECK_TIMEOUT = 120
+ROLE_RESTORE_TIMEOUT = 180  # the timer's next :30, the resync, and up to three CLUSTER FAILOVER tries
 FAILOVER_TIMEOUT = 90  # cluster-node-timeout is 5000 ms: a replica takes over within seconds
 SESSION_TTL = 3600
 
@@ -218,6 +219,22 @@ def cluster_view(fleet: m.Fleet, deployment: Deployment, via: str) -> list[dict[
     return rows
 
 
+def roles_restored(fleet: m.Fleet, deployment: Deployment, via: str) -> bool:
+    """Every server holds exactly one master with slots again (what redis-role-restore brings back)."""
+    view = cluster_view(fleet, deployment, via)
+    masters = [r for r in view if r["master"] and r["slots"] and not r["failing"]]
+    # ... and the view has settled: each of them followed by a replica on another server.
+    followed = all(any(not r["master"] and r["follows"] == mr["id"] and r["ip"] != mr["ip"] for r in view)
+                   for mr in masters)
+    return followed and sorted(r["ip"] for r in masters) == sorted(server.ip for server in fleet.servers.values())
+
+
+def assert_roles_restore_themselves(fleet: m.Fleet, deployment: Deployment, via: str, what: str) -> None:
+    # redis-role-restore.timer fires every minute at :30 on each server, and acts once the cluster is whole.
+    m.wait_for(lambda: roles_restored(fleet, deployment, via), ROLE_RESTORE_TIMEOUT,
+               f"{what}: roles still drifted {ROLE_RESTORE_TIMEOUT}s later", fleet.diagnostics)
+
+
 def assert_replicated_elsewhere(view: list[dict[str, Any]], what: str) -> None:
     """Every slot served by a live master, and every such master replicated from another server."""
     masters = [r for r in view if r["master"] and r["slots"] and not r["failing"]]
@@ -387,9 +404,12 @@ def test_one_server_powered_off_and_on(prod: Cluster) -> None:
     victim.wait_booted(BOOT_TIMEOUT)
     victim.wait_units_active(m.expected_units(victim.config), UNITS_TIMEOUT)
     assert_no_boot_problems(victim, "power cycle")
+    # Its old master came back as a replica; its redis-role-restore timer gives the role back by itself.
+    assert_roles_restore_themselves(fleet, deployment, survivor, f"after {victim.name}'s power cycle")
     report = post_deploy_check(fleet, deployment)
-    # Its old master came back as a replica: role drift the check may report (exit 0 allows it).
     print(f"after {victim.name} came back:\n{verdict(report)}")
+    assert verdict(report).startswith("HEALTHY") and "WARN" not in report, report
+    assert "master again" in victim.out("journalctl -u redis-role-restore --no-pager")
     assert_replicated_elsewhere(cluster_view(fleet, deployment, survivor), "after one server's power cycle")
     assert_sessions_kept(fleet, deployment, items)
 
@@ -404,7 +424,9 @@ def test_every_server_powered_off_and_on_keeps_sessions(prod: Cluster) -> None:
     for server in servers:
         server.wait_units_active(m.expected_units(server.config), UNITS_TIMEOUT)
         assert_no_boot_problems(server, "power cycle of every server")
+    assert_roles_restore_themselves(fleet, deployment, deployment.nodes[0], "after every server's power cycle")
     report = post_deploy_check(fleet, deployment)
     print(f"after every server's power cycle:\n{verdict(report)}")
+    assert verdict(report).startswith("HEALTHY") and "WARN" not in report, report
     assert_replicated_elsewhere(cluster_view(fleet, deployment, deployment.nodes[0]), "after the power cycle")
     assert_sessions_kept(fleet, deployment, items)

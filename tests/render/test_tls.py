@@ -58,7 +58,8 @@ def test_tls_confs_serve_tls_only_on_the_same_ports(servers, platform):
             assert 'tls-protocols "TLSv1.2 TLSv1.3"\n' in text
             assert "tls-auth-clients no\n" in text and "tls-replication yes\n" in text
             assert ("tls-cluster yes\n" in text) == (servers > 1)
-            assert (f["owner"], f["permissions"]) == ("root:redis", "0640")
+            # No secret in a conf (the auth include is separate): root-owned, world-readable, never deferred.
+            assert (f["owner"], f["permissions"], f.get("defer")) == ("root:root", "0644", None)
         # The boot step fetches this server's own certificate and key, by parameter name only.
         env = written[systemd.AUTH_ENV_PATH]["content"]
         for name in (tls_ca_parameter("dev" if servers == 1 else "prod"),

@@ -38,7 +38,8 @@ def test_cloud_config_passes_cloud_init_schema(servers, platform, tls, tmp_path)
     for i, text in enumerate(rendered(servers, platform, tls)):
         path = tmp_path / f"user-data-{i}.yaml"
         path.write_text(text)
-        result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
+        result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True,
+                                timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Valid cloud-config" in result.stdout
 
@@ -46,7 +47,8 @@ def test_cloud_config_passes_cloud_init_schema(servers, platform, tls, tmp_path)
 def test_schema_check_can_fail(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("#cloud-config\npackages: 42\nwrite_files: [{content: x}]\n")
-    assert subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True).returncode
+    assert subprocess.run([tool("cloud-init"), "schema", "--config-file", str(path)], capture_output=True,
+                          timeout=120).returncode
 
 
 # The pins the requirements name, written out here rather than read from the code under test.
@@ -111,13 +113,14 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)
-        result = subprocess.run([shellcheck, "--severity=style", str(f)], capture_output=True, text=True)
+        result = subprocess.run([shellcheck, "--severity=style", str(f)], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout
 
 
 def _verify(unit_dir: Path, *units: str) -> str:
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}  # trailing ':' keeps the system dirs
-    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env)
+    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env,
+                            timeout=120)
     return f"rc={result.returncode}\n{result.stdout}{result.stderr}".strip()
 
 

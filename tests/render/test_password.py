@@ -35,7 +35,7 @@ PORTS = (7000, 7001)
 def shellcheck(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess:
     f = tmp_path / name
     f.write_text(text)
-    return subprocess.run([tool("shellcheck"), "--severity=style", str(f)], capture_output=True, text=True)
+    return subprocess.run([tool("shellcheck"), "--severity=style", str(f)], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("name, text", [("redis-password-sync", password_sync_script()),
@@ -51,7 +51,8 @@ def test_shellcheck_can_fail(tmp_path):
 
 def verify(unit_dir: Path, *units: str) -> str:
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}  # trailing ':' keeps the system dirs
-    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env)
+    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env,
+                            timeout=120)
     return f"rc={result.returncode}\n{result.stdout}{result.stderr}".strip()
 
 
@@ -84,7 +85,7 @@ def test_timer_fires_on_the_minute_on_the_wall_clock():
     assert re.search(r"^AccuracySec=1s$", timer, re.M)
     assert not re.search(r"^(OnBootSec|OnUnitActiveSec|RandomizedDelaySec)=", timer, re.M)
     result = subprocess.run([tool("systemd-analyze"), "calendar", "--iterations=3", spec],
-                            capture_output=True, text=True, env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
+                            capture_output=True, text=True, env={**os.environ, "TZ": "UTC", "LC_ALL": "C"}, timeout=120)
     assert result.returncode == 0, result.stderr
     elapses = [datetime.strptime(m, "%Y-%m-%d %H:%M:%S")
                for m in re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+)", result.stdout)]

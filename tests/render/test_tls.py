@@ -119,7 +119,7 @@ def test_tls_auth_unit_passes_systemd_analyze_verify(tmp_path):
     (tmp_path / systemd.AUTH_UNIT).write_text(text)
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
     result = subprocess.run([tool("systemd-analyze"), "verify", str(tmp_path / systemd.AUTH_UNIT)],
-                            capture_output=True, text=True, env=env)
+                            capture_output=True, text=True, env=env, timeout=120)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
@@ -129,7 +129,7 @@ def test_tls_auth_unit_passes_systemd_analyze_verify(tmp_path):
 @pytest.fixture
 def ssm(tmp_path):
     """A stand-in `aws` answering get-parameter from tmp_path/ssm/<name>; exits 255 for a missing one."""
-    if os.geteuid() != 0 or subprocess.run(["getent", "group", "redis"], capture_output=True).returncode:
+    if os.geteuid() != 0 or subprocess.run(["getent", "group", "redis"], capture_output=True, timeout=120).returncode:
         # Like a missing tool: .ci/run runs as root with redis-server installed, so in CI this fails.
         require(None, "root and the redis group (the fetch chowns to root:redis; make test as root has both)")
     tool("openssl")

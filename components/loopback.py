@@ -394,21 +394,9 @@ class Loopback:
         servers' timers do on the minute; returns (exit code, output) by server. Never raises on a failed run.
         """
         self.write_password_scripts()
-        script = str(self.state_dir / "redis-password-sync")
-        running = {}
-        for server in (range(len(self.topology.servers)) if servers is None else servers):
-            env = {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds)}
-            running[server] = subprocess.Popen([BASH, script], env=env, stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        results = {}
-        for server, proc in running.items():
-            try:
-                out = proc.communicate(timeout=timeout)[0]
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0] + "\n(killed: timed out)"
-            results[server] = (proc.returncode, out)
-        return results
+        envs = {server: {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds)}
+                for server in (range(len(self.topology.servers)) if servers is None else servers)}
+        return _run_at_once(self.state_dir / "redis-password-sync", envs, timeout)
 
     def accepts(self, process: Process, password: str, timeout: float = 2) -> bool:
         """True when a NEW connection to `process` logs in with `password` (what a front-end's reconnect does)."""
@@ -632,22 +620,11 @@ class Loopback:
         (exit code, output) by server. At most one server acts per run (the script's own rule)."""
         script = self.state_dir / "redis-role-restore"
         _write_if_changed(script, role_restore_script())
-        running = {}
-        for server in range(len(self.topology.servers)):
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                   **role_restore_env(self.topology, server, auth_file=self.paths(server).auth_file,
-                                      redis_cli=self.cli_for(server))}
-            running[server] = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        results = {}
-        for server, proc in running.items():
-            try:
-                out = proc.communicate(timeout=timeout)[0]
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0] + "\n(killed: timed out)"
-            results[server] = (proc.returncode, out)
-        return results
+        envs = {server: {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                         **role_restore_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                                            redis_cli=self.cli_for(server))}
+                for server in range(len(self.topology.servers))}
+        return _run_at_once(script, envs, timeout)
 
     def add_servers(self, count: int, *, hosts: list[str] | None = None, join: bool = True,
                     wait_seconds: int = 120, timeout: float = 20) -> dict[int, str]:
@@ -687,6 +664,23 @@ def _write_secret(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float) -> dict[int, tuple[int, str]]:
+    """Run one shipped script for several servers at the same moment (as their timers do); (exit code,
+    output) by server. Never raises on a failed run; a run past `timeout` is killed and says so."""
+    running = {server: subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for server, env in envs.items()}
+    results = {}
+    for server, proc in running.items():
+        try:
+            out = proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0] + "\n(killed: timed out)"
+        results[server] = (proc.returncode, out)
+    return results
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -25,7 +25,7 @@ def require(path: str | None, what: str) -> str:
         return path
     message = f"{what} not found; install it with: bash scripts/setup.sh (make test runs it)"
     if os.environ.get(PARTIAL) == "1" and os.environ.get("CI") != "true":
-        pytest.skip(f"{message} ({PARTIAL}=1: partial run)")
+        pytest.skip(f"{message} ({PARTIAL}=1: partial run)")  # never under CI=true (checked above)
     pytest.fail(message, pytrace=False)
     raise AssertionError("unreachable")
 

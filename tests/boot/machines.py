@@ -622,10 +622,29 @@ class Server:
             if CONSOLE_PROBLEM.search(line):
                 problems.append(f"console: {line.strip()}")
         failed = [u for u in self.out("systemctl list-units --failed --plain --no-legend").split("\n") if u.strip()]
-        failed = [u.split()[0] for u in failed]
+        failed = [u.split()[0] for u in failed if not self._cgroup_flake_recovered(u.split()[0])]
         if failed:
             problems.append(f"failed units: {failed}\n{self.out('systemctl status --no-pager ' + ' '.join(failed))}")
         return problems
+
+    def _cgroup_flake_recovered(self, unit: str, timeout: float = 75) -> bool:
+        """True for a timer's run that failed at systemd's cgroup setup (exit status 219/CGROUP, a
+        container artifact: the script never ran) and whose next run, a minute later, succeeded."""
+        show = self.out(f"systemctl show -p TriggeredBy -p ExecMainStatus -p ExecMainStartTimestampMonotonic {unit}")
+        props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+        if not props.get("TriggeredBy", "").endswith(".timer") or props.get("ExecMainStatus") != "219":
+            return False
+        print(f"{self.name}: {unit} failed with 219/CGROUP (the container's cgroup setup); waiting for its next run")
+        started = props.get("ExecMainStartTimestampMonotonic")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = dict(line.split("=", 1) for line in self.out(
+                f"systemctl show -p ExecMainStartTimestampMonotonic -p Result -p ActiveState {unit}").splitlines()
+                if "=" in line)
+            if now.get("ExecMainStartTimestampMonotonic") != started and now.get("ActiveState") != "activating":
+                return now.get("Result") == "success"
+            time.sleep(2)
+        return False
 
     def rendered_files_mismatch(self) -> list[str]:
         """write_files entries whose file in the server differs in content, mode or owner."""

@@ -67,14 +67,6 @@ def test_a_joiners_user_data_does_not_grow_with_the_final_server_count(sizes: di
         assert len(fourth) == 1
 
 
-def test_report_sizes(sizes: dict, capsys: pytest.CaptureFixture) -> None:
-    """Largest server per shape, for the README and the issue notes (-s shows it); always passes when sizes exist."""
-    for case, per_server in sizes.items():
-        size, text = max(per_server.values())
-        print(f"{case}: largest {size} B compressed ({text} B as text)")
-    assert sizes
-
-
 # --- password changes ---------------------------------------------------------------------------
 
 A = "FirstPasswordFor0Sessions"

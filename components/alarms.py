@@ -57,7 +57,7 @@ RULES: dict[str, AlarmRule] = {
         "Minimum", "LessThanThreshold", 1, PUBLISH_PERIOD_SECONDS, 2, "breaching", False,
         "the server's Redis reports cluster_state not ok (one server: Redis down), or the server stopped publishing",
         "run the health check (README: Checking the session store at 3 a.m.); if the server is silent, "
-        "look at its EC2 status checks and the redis-metrics unit's journal",
+        "look at its EC2 status checks, then the metrics publisher's journal on it",
     ),
     # Any unserved slot makes OutSystems fail the sessions hashed to it. Two minutes covers a failover.
     "SlotsServed": AlarmRule(

@@ -15,7 +15,8 @@ from components import alarms
 from components.backups import tool_objects
 from components.errors import SettingsError
 from components.monitoring import METRIC_NAMES
-from tests.unit.program import ACCOUNT, Program, run_program
+from components.settings import KNOWN_KEYS
+from tests.unit.program import ACCOUNT, ROOT, Program, run_program
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 TOPIC = "aws:sns/topic:Topic"
@@ -354,3 +355,22 @@ def test_a_misspelled_observability_key_is_caught() -> None:
     with pytest.raises(SettingsError) as err:
         run_program("dev", {"outsystems-redis:alarmEmails": "ops@example.com"})
     assert "did you mean 'outsystems-redis:alarmEmail'" in str(err.value)
+
+
+# ------------------------------------------------------------------------------ the README
+
+
+def test_the_readme_documents_every_alarm_and_every_key_with_its_default() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## What pages you and why\n", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].split("`")[1]: line for line in section.splitlines() if line.startswith("| `")}
+    assert set(rows) == set(EXPECTED) | {"StatusCheckFailed_System"}
+    for metric in CLUSTER_ONLY:
+        assert "| cluster |" in rows[metric]
+    assert "or no data" in rows["ClusterStateOk"]  # the only alarm that counts silence
+    table = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert set(KNOWN_KEYS) <= documented
+    for key, default in (("alarmEmail", "none"), ("alarmTopicArn", "none"), ("logRetentionDays", "`30`"),
+                         ("backupRetentionDays", "`7`")):
+        assert f"| `{key}` | {default}" in table, key

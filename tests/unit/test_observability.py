@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import pulumi
 import pytest
 
 from components import alarms
 from components.backups import tool_objects
 from components.errors import SettingsError
 from components.monitoring import METRIC_NAMES
-from components.settings import KNOWN_KEYS
-from tests.unit.program import ACCOUNT, ROOT, Program, run_program
+from components.observability import ObservabilityArgs, RedisObservability
+from components.settings import KNOWN_KEYS, load_settings
+from tests.unit.program import ACCOUNT, ROOT, AwsMocks, Program, RecordingMonitor, run_program
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 TOPIC = "aws:sns/topic:Topic"
@@ -374,3 +377,28 @@ def test_the_readme_documents_every_alarm_and_every_key_with_its_default() -> No
     for key, default in (("alarmEmail", "none"), ("alarmTopicArn", "none"), ("logRetentionDays", "`30`"),
                          ("backupRetentionDays", "`7`")):
         assert f"| `{key}` | {default}" in table, key
+
+
+def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: Path) -> None:
+    """The hook for the servers' code: EnvironmentArgs.tools -> objects under tools/ in the bucket."""
+    judge = tmp_path / "judge.py"
+    judge.write_text("print('judge')\n")
+    program = Program(resources=[], exports={}, secret_exports=set())
+    mocks = AwsMocks(program)
+    pulumi.runtime.set_mocks(mocks, project="outsystems-redis", stack="dev", monitor=RecordingMonitor(mocks))
+    settings = load_settings({"subnetCidrs": '["172.31.128.0/24"]'}, "dev")
+    made: list[RedisObservability] = []
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output:
+        args = ObservabilityArgs(settings, "eu-west-1", {}, tools={"health/judge.py": str(judge)})
+        obs = RedisObservability("obs", args)
+        made.append(obs)
+        return pulumi.Output.all(*[t.key for t in obs.tools])
+
+    run()
+    (obs,) = made
+    (tool,) = program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+    assert tool.inputs["key"] == "tools/health/judge.py" and tool.inputs["bucket"] == "obs-backups-a1b2c3d"
+    assert tool.inputs["source"].path == str(judge)
+    assert obs.tools and all(t in obs.first_boot_needs for t in obs.tools)

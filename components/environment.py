@@ -166,7 +166,9 @@ class RedisEnvironment(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(
             f"{name}-server-policy",
             role=role.id,
-            policy=pulumi.Output.all(obs.log_group.arn, obs.bucket.arn, *readable).apply(
+            policy=pulumi.Output.all(
+                logs=obs.log_group.arn, bucket=obs.bucket.arn, readable=pulumi.Output.all(*readable)
+            ).apply(
                 lambda arns: json.dumps(
                     {
                         "Version": "2012-10-17",
@@ -177,7 +179,7 @@ class RedisEnvironment(pulumi.ComponentResource):
                                 "Sid": "ReadOwnSecrets",
                                 "Effect": "Allow",
                                 "Action": "ssm:GetParameter",
-                                "Resource": list(arns[2:]),
+                                "Resource": list(arns["readable"]),
                             },
                             {
                                 "Sid": "SessionManager",
@@ -186,7 +188,7 @@ class RedisEnvironment(pulumi.ComponentResource):
                                 "Resource": "*",
                             },
                             # Metrics in the stack's namespace, its own log group, its own bucket prefixes.
-                            *server_statements(arns[0], arns[1]),
+                            *server_statements(arns["logs"], arns["bucket"]),
                         ],
                     }
                 )

@@ -39,8 +39,9 @@ def lifecycle_rules(backup_retention_days: int) -> list[dict[str, Any]]:
     ]
 
 
-def bucket_policy(bucket_arn: str) -> str:
-    """Deny every request that does not use TLS: snapshots hold every session."""
+def bucket_policy(bucket_arn: str, server_role_arn: str) -> str:
+    """Deny every request without TLS (snapshots hold every session), and snapshot writes by anyone
+    but the stack's servers, so a snapshot set is what the servers saved."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -52,7 +53,16 @@ def bucket_policy(bucket_arn: str) -> str:
                     "Action": "s3:*",
                     "Resource": [bucket_arn, f"{bucket_arn}/*"],
                     "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
+                },
+                {
+                    "Sid": "SnapshotsOnlyFromTheServers",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:PutObject",
+                    "Resource": f"{bucket_arn}/{BACKUP_PREFIX}*",
+                    # An instance's session carries its role's ARN as aws:PrincipalArn.
+                    "Condition": {"ArnNotEquals": {"aws:PrincipalArn": server_role_arn}},
+                },
             ],
         }
     )

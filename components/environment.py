@@ -158,7 +158,7 @@ class RedisEnvironment(pulumi.ComponentResource):
         tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
         self.observability = RedisObservability(
             f"{name}-observability",
-            ObservabilityArgs(settings=s, region=args.region, tags=tags, tools=args.tools),
+            ObservabilityArgs(settings=s, region=args.region, tags=tags, server_role_arn=role.arn, tools=args.tools),
             opts=child,
         )
         obs = self.observability

@@ -30,6 +30,7 @@ class ObservabilityArgs:
     settings: Settings
     region: str
     tags: dict[str, str]
+    server_role_arn: pulumi.Input[str]  # the only writer of snapshots
     tools: Mapping[str, str] = field(default_factory=dict)  # key under tools/ -> local file to upload
 
 
@@ -153,7 +154,7 @@ class RedisObservability(pulumi.ComponentResource):
         policy = aws.s3.BucketPolicy(
             f"{name}-backups-policy",
             bucket=self.bucket.id,
-            policy=self.bucket.arn.apply(bucket_policy),
+            policy=pulumi.Output.all(self.bucket.arn, args.server_role_arn).apply(lambda v: bucket_policy(*v)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
         # The name is generated (globally unique): servers read it here at run time.

@@ -165,6 +165,8 @@ class AwsMocks(pulumi.runtime.Mocks):
             state["result"] = "A1b2" + "x" * (int(args.inputs["length"]) - 4)
         if args.typ in ("aws:iam/instanceProfile:InstanceProfile", "aws:iam/role:Role"):
             state["name"] = f"{args.name}-name"
+        if args.typ == "aws:iam/role:Role":
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}-name"
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n-----END PRIVATE KEY-----\n"
         if args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):

@@ -243,10 +243,15 @@ def test_the_backup_bucket_is_encrypted_versioned_private_and_owner_enforced(pro
     assert [pab[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")] \
         == [True] * 4
     assert by["BucketOwnershipControls"]["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
-    (deny,) = json.loads(by["BucketPolicy"]["policy"])["Statement"]
+    deny, others = json.loads(by["BucketPolicy"]["policy"])["Statement"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
     assert deny["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # Snapshots are written by the stack's servers only (their role), nobody else.
+    assert others["Effect"] == "Deny" and others["Principal"] == "*" and others["Action"] == "s3:PutObject"
+    assert others["Resource"] == f"{BUCKET_ARN}/snapshots/*"
+    assert others["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/outsystems-redis-server-role-name"}}
 
 
 @pytest.mark.parametrize(("days", "expected"), [(None, 7), (1, 1), (35, 35)])
@@ -391,7 +396,8 @@ def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: 
 
     @pulumi.runtime.test
     def run() -> pulumi.Output:
-        args = ObservabilityArgs(settings, "eu-west-1", {}, tools={"health/judge.py": str(judge)})
+        args = ObservabilityArgs(settings, "eu-west-1", {}, "arn:aws:iam::111122223333:role/servers",
+                                 tools={"health/judge.py": str(judge)})
         obs = RedisObservability("obs", args)
         made.append(obs)
         return pulumi.Output.all(*[t.key for t in obs.tools])

@@ -243,9 +243,6 @@ class RedisEnvironment(pulumi.ComponentResource):
                 )
             )
 
-        obs.watch([WatchedServer(srv_name.name, srv.instance.id)
-                   for srv_name, srv in zip(topology.servers, self.servers, strict=True)])
-
         self.topology = topology
         self.private_ips = [srv.private_ip for srv in self.servers]
         self.health_check = None
@@ -266,6 +263,14 @@ class RedisEnvironment(pulumi.ComponentResource):
                     depends_on=[srv.instance for srv in self.servers],
                 ),
             )
+
+        # The alarms come once the check has seen every server healthy: a server still in its first
+        # boot publishes nothing, and its heartbeat alarm would page for a server not yet in service.
+        obs.watch(
+            [WatchedServer(srv_name.name, srv.instance.id)
+             for srv_name, srv in zip(topology.servers, self.servers, strict=True)],
+            after=[self.health_check] if self.health_check is not None else [],
+        )
 
         # With the check on, the connection string (and hsconf snippet) resolve only once
         # every Redis process has accepted this password: after a password change the

@@ -185,10 +185,11 @@ class RedisObservability(pulumi.ComponentResource):
         self.alarms: list[aws.cloudwatch.MetricAlarm] = []
         self.dashboard: aws.cloudwatch.Dashboard | None = None
 
-    def watch(self, servers: list[WatchedServer]) -> None:
-        """The per-server alarms and the dashboard, once the servers exist; then the outputs."""
+    def watch(self, servers: list[WatchedServer], after: list[pulumi.Resource]) -> None:
+        """The per-server alarms (created after `after`) and the dashboard; then the outputs."""
         s = self._args.settings
         child = pulumi.ResourceOptions(parent=self)
+        gated = pulumi.ResourceOptions(parent=self, depends_on=after)
         actions = [self.topic_arn]
         for server in servers:
             for spec in server_alarms(s.stack, server.name, s.cluster):
@@ -210,7 +211,7 @@ class RedisObservability(pulumi.ComponentResource):
                         alarm_actions=actions,
                         ok_actions=actions,  # "resolved" reaches the same people
                         tags=self._args.tags,
-                        opts=child,
+                        opts=gated,
                     )
                 )
         names = [srv.name for srv in servers]

@@ -408,3 +408,13 @@ def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: 
     assert tool.inputs["key"] == "tools/health/judge.py" and tool.inputs["bucket"] == "obs-backups-a1b2c3d"
     assert tool.inputs["source"].path == str(judge)
     assert obs.tools and all(t in obs.first_boot_needs for t in obs.tools)
+
+
+def test_the_alarms_wait_for_the_health_check_so_a_first_boot_pages_no_one(programs: dict[str, Program]) -> None:
+    for program in programs.values():
+        (check,) = program.of_type("command:local:Command")
+        watchers = [a for a in program.of_type(ALARM) if a.inputs["metricName"] != "StatusCheckFailed_System"]
+        assert watchers and all(check.urn in a.dependencies for a in watchers)
+    unchecked = run_program("dev", {"outsystems-redis:healthCheck": False})
+    assert not unchecked.of_type("command:local:Command")
+    assert len(unchecked.of_type(ALARM)) == 8  # still every alarm, only without the gate

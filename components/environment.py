@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -16,7 +17,9 @@ import pulumi_command as command
 import pulumi_random as random
 import pulumi_tls as tls
 
+from components.backups import server_statements
 from components.network import NetworkArgs, RedisNetwork
+from components.observability import ObservabilityArgs, RedisObservability, WatchedServer
 from components.parameters import (
     CA_VALIDITY_HOURS,
     EARLY_RENEWAL_HOURS,
@@ -62,6 +65,7 @@ class EnvironmentArgs:
     vcpus: int
     nat_subnet_id: str | None
     region: str
+    tools: Mapping[str, str] = field(default_factory=dict)  # uploaded under tools/ for the servers to fetch
 
 
 def hsconf_snippet(connection_string: str) -> str:
@@ -152,21 +156,30 @@ class RedisEnvironment(pulumi.ComponentResource):
         )
         self.ca_certificate: pulumi.Output[str] | None = None
         tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
-        readable = [self.parameter.arn, *[p.arn for p in tls_parameters]]
+        self.observability = RedisObservability(
+            f"{name}-observability",
+            ObservabilityArgs(settings=s, region=args.region, tags=tags, server_role_arn=role.arn, tools=args.tools),
+            opts=child,
+        )
+        obs = self.observability
+        readable = [self.parameter.arn, *[p.arn for p in tls_parameters], obs.bucket_parameter.arn]
         policy = aws.iam.RolePolicy(
             f"{name}-server-policy",
             role=role.id,
-            policy=pulumi.Output.all(*readable).apply(
+            policy=pulumi.Output.all(
+                logs=obs.log_group.arn, bucket=obs.bucket.arn, readable=pulumi.Output.all(*readable)
+            ).apply(
                 lambda arns: json.dumps(
                     {
                         "Version": "2012-10-17",
                         "Statement": [
-                            # Only this stack's own secrets: the password, and the TLS material when on.
+                            # Only this stack's own parameters: the password, the TLS material when on,
+                            # and the backup bucket's name.
                             {
                                 "Sid": "ReadOwnSecrets",
                                 "Effect": "Allow",
                                 "Action": "ssm:GetParameter",
-                                "Resource": arns[0] if len(arns) == 1 else list(arns),
+                                "Resource": list(arns["readable"]),
                             },
                             {
                                 "Sid": "SessionManager",
@@ -174,6 +187,8 @@ class RedisEnvironment(pulumi.ComponentResource):
                                 "Action": SESSION_MANAGER_ACTIONS,
                                 "Resource": "*",
                             },
+                            # Metrics in the stack's namespace, its own log group, its own bucket prefixes.
+                            *server_statements(arns["logs"], arns["bucket"]),
                         ],
                     }
                 )
@@ -215,9 +230,14 @@ class RedisEnvironment(pulumi.ComponentResource):
                         protect=s.protect,
                         rebuild=server.index + 1 in s.replace_servers,
                         tags=server_tags,
-                        # The secrets in Parameter Store, the right to read them, and the way out.
-                        depends_on=[self.parameter, *tls_parameters, profile, policy, *self.network.ready],
+                        # The secrets in Parameter Store, the right to read them, the way out, and
+                        # where the metrics, logs and snapshots go.
+                        depends_on=[
+                            self.parameter, *tls_parameters, profile, policy, *self.network.ready,
+                            *obs.first_boot_needs,
+                        ],
                         region=args.region,
+                        alarm_actions=[obs.topic_arn],
                     ),
                     opts=child,
                 )
@@ -243,6 +263,14 @@ class RedisEnvironment(pulumi.ComponentResource):
                     depends_on=[srv.instance for srv in self.servers],
                 ),
             )
+
+        # The alarms come once the check has seen every server healthy: a server still in its first
+        # boot publishes nothing, and its heartbeat alarm would page for a server not yet in service.
+        obs.watch(
+            [WatchedServer(srv_name.name, srv.instance.id)
+             for srv_name, srv in zip(topology.servers, self.servers, strict=True)],
+            after=[self.health_check] if self.health_check is not None else [],
+        )
 
         # With the check on, the connection string (and hsconf snippet) resolve only once
         # every Redis process has accepted this password: after a password change the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -26,6 +26,9 @@ class ServerArgs:
     # and snap steps run once, so none of it may still be in the making.
     depends_on: list[pulumi.Resource]
     region: str
+    # Where the recover alarm also reports (the stack's alarm topic): a host failure is recovered by
+    # EC2, and someone still hears of it, and of its end.
+    alarm_actions: list[pulumi.Input[str]] = field(default_factory=list)
 
 
 # EC2's own recovery action: the instance restarts on healthy hardware, keeping its id, private
@@ -101,7 +104,8 @@ class RedisServer(pulumi.ComponentResource):
             comparison_operator="GreaterThanOrEqualToThreshold",
             threshold=1,
             treat_missing_data="missing",
-            alarm_actions=[recover_action(args.region)],
+            alarm_actions=[recover_action(args.region), *args.alarm_actions],
+            ok_actions=args.alarm_actions,
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )

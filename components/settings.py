@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from components.errors import SettingsError
+from components.monitoring import BACKUP_RETENTION_DAYS_DEFAULT, LOG_RETENTION_DAYS_DEFAULT
 from components.platforms import DEFAULT_PLATFORM, PLATFORMS
 from components.sizing import Minimums, minimums_for
 
@@ -42,6 +43,10 @@ KNOWN_KEYS = (
     "healthCheckTimeout",
     "tls",
     "replaceServers",
+    "alarmEmail",
+    "alarmTopicArn",
+    "logRetentionDays",
+    "backupRetentionDays",
 )
 
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
@@ -58,6 +63,21 @@ PRIVATE_RANGES = tuple(
 # whitespace, and quotes/backslash that redis.conf would need escaped.
 _PASSWORD_FORBIDDEN = re.compile(r"""[,=\s"'\\]""")
 MIN_PASSWORD_LENGTH = 16
+
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy). Its 0, "never expire",
+# is not offered: logs of a session store are for incidents, not an archive that grows forever.
+LOG_RETENTION_CHOICES = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+# A snapshot holds sessions, which live minutes to hours; restored keys keep their TTL, so an old
+# snapshot restores nothing anyone still uses. 35 days is also ElastiCache's own snapshot retention
+# limit; S3 lifecycle expiration needs at least one day.
+BACKUP_RETENTION_DAYS_MAX = 35
+# An SNS topic ARN: partition, region, account, then a standard (or .fifo) topic name of 1 to 256
+# letters, digits, hyphens and underscores.
+_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
+# What SNS can deliver to: one address, no spaces or commas; 254 is the longest address SMTP carries.
+_EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,10 @@ class Settings:
     health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
     tls: bool = False
     replace_servers: tuple[int, ...] = ()  # 1-based server numbers
+    alarm_email: str | None = None
+    alarm_topic_arn: str | None = None  # set: alarms go to this existing topic, none is created
+    log_retention_days: int = LOG_RETENTION_DAYS_DEFAULT
+    backup_retention_days: int = BACKUP_RETENTION_DAYS_DEFAULT
 
     @property
     def cluster(self) -> bool:
@@ -282,6 +306,18 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             "(pulumi config set protect false, then pulumi up), one server at a time",
         )
 
+    alarm_email, alarm_topic_arn = _alarm_target(raw)
+    log_retention_days = _int(
+        raw, "logRetentionDays", LOG_RETENTION_DAYS_DEFAULT, 1, 3653,
+        "one of CloudWatch Logs' retention periods: " + ", ".join(map(str, LOG_RETENTION_CHOICES)),
+    )
+    if log_retention_days not in LOG_RETENTION_CHOICES:
+        raise SettingsError(
+            "logRetentionDays",
+            log_retention_days,
+            "one of CloudWatch Logs' retention periods: " + ", ".join(map(str, LOG_RETENTION_CHOICES)),
+        )
+
     return Settings(
         stack=stack,
         servers=servers,
@@ -312,7 +348,34 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         ),
         tls=tls,
         replace_servers=tuple(replace_servers),
+        alarm_email=alarm_email,
+        alarm_topic_arn=alarm_topic_arn,
+        log_retention_days=log_retention_days,
+        backup_retention_days=_int(
+            raw, "backupRetentionDays", BACKUP_RETENTION_DAYS_DEFAULT, 1, BACKUP_RETENTION_DAYS_MAX,
+            f"days from 1 to {BACKUP_RETENTION_DAYS_MAX} (sessions in an older snapshot have expired anyway)",
+        ),
     )
+
+
+def _alarm_target(raw: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(alarmEmail, alarmTopicArn): where the alarms go."""
+    email = _str(raw, "alarmEmail")
+    if email is not None and (len(email) > 254 or not _EMAIL.fullmatch(email)):
+        raise SettingsError("alarmEmail", email, "one email address, such as ops@example.com")
+    topic = _str(raw, "alarmTopicArn")
+    if topic is not None and not _TOPIC_ARN.fullmatch(topic):
+        raise SettingsError(
+            "alarmTopicArn", topic, "an SNS topic ARN such as arn:aws:sns:eu-west-1:111122223333:redis-alarms"
+        )
+    if email is not None and topic is not None:
+        raise SettingsError(
+            "alarmEmail",
+            email,
+            "unset when alarmTopicArn is set: the program subscribes addresses only to the topic it creates; "
+            "subscribe the address to your own topic where that topic is managed",
+        )
+    return email, topic
 
 
 def check_subnets_in_vpc(settings: Settings, vpc_cidrs: list[str]) -> None:

@@ -145,6 +145,31 @@ def validate_topology(args: StackValidationArgs, report: ReportViolation) -> Non
     _report_all(report, rules.topology_violations(servers, subnets, settings.subnet_cidrs, settings.cluster))
 
 
+def _bucket_key(resource: Any, by_name: dict[str, str]) -> str | None:
+    """The URN of the bucket a configuration resource is aimed at: through its `bucket` property's
+    dependency (known even in a preview), else by the bucket's name."""
+    deps = [d.urn for d in resource.property_dependencies.get("bucket", []) if d.resource_type in rules.BUCKETS]
+    if len(deps) == 1:
+        return deps[0]
+    value = plain(resource.props).get("bucket")
+    return by_name.get(value) if isinstance(value, str) else None
+
+
+def validate_buckets(args: StackValidationArgs, report: ReportViolation) -> None:
+    buckets = {r.urn: r for r in args.resources if r.resource_type in rules.BUCKETS}
+    by_name = {plain(r.props).get("bucket"): urn for urn, r in buckets.items() if plain(r.props).get("bucket")}
+    aimed: dict[str, dict[str, list[dict[str, Any]]]] = {urn: {} for urn in buckets}
+    for r in args.resources:
+        for kind, types in (("encryption", rules.BUCKET_ENCRYPTION), ("versioning", rules.BUCKET_VERSIONING),
+                            ("public_access", rules.BUCKET_PUBLIC_ACCESS)):
+            target = _bucket_key(r, by_name) if r.resource_type in types else None
+            if target in aimed:
+                aimed[target].setdefault(kind, []).append(plain(r.props))
+    for urn, r in buckets.items():
+        facts = rules.BucketFacts(r.name, plain(r.props), **{k: tuple(v) for k, v in aimed[urn].items()})
+        _report_all(report, rules.bucket_violations(facts), urn)
+
+
 def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
     return [
         _resource_policy(
@@ -190,5 +215,18 @@ def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
             "runs on a different server than its master.",
             validate_topology,
             MANDATORY,
+        ),
+        StackValidationPolicy(
+            "bucket-encrypted-versioned-private",
+            "Every S3 bucket (the RDB snapshots) has default encryption, versioning enabled and a public access "
+            "block with all four settings on.",
+            validate_buckets,
+            MANDATORY,
+        ),
+        _resource_policy(
+            "alarm-has-action",
+            "Every CloudWatch alarm has at least one alarm action, with actions enabled.",
+            (rules.METRIC_ALARM,),
+            lambda _t, name, props: rules.alarm_action_violations(name, props),
         ),
     ]

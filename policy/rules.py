@@ -439,3 +439,66 @@ def topology_violations(
             out.append(f"the master on server {name} has {count} replicas on other servers; each master needs "
                        "exactly one crossed replica")
     return out
+
+
+# ---------------------------------------------------------------- backups and alarms
+
+BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+BUCKET_ENCRYPTION = (
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
+)
+BUCKET_VERSIONING = ("aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketVersioningV2:BucketVersioningV2")
+BUCKET_PUBLIC_ACCESS = ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",)
+METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+PUBLIC_ACCESS_SETTINGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+
+
+@dataclass(frozen=True)
+class BucketFacts:
+    """A bucket, with the props of the configuration resources the wiring found aimed at it."""
+
+    name: str
+    props: Mapping[str, Any]
+    encryption: tuple[Mapping[str, Any], ...] = ()
+    versioning: tuple[Mapping[str, Any], ...] = ()
+    public_access: tuple[Mapping[str, Any], ...] = ()
+
+
+def _encrypts(rule: Any) -> bool:
+    default = (rule or {}).get("applyServerSideEncryptionByDefault") or {}
+    return default.get("sseAlgorithm") in SSE_ALGORITHMS
+
+
+def bucket_violations(bucket: BucketFacts) -> list[str]:
+    """Snapshots hold every session: the bucket is encrypted, versioned and closed to the public.
+
+    pulumi-aws 7 declares each in its own resource (aimed at the bucket); the older
+    inline bucket properties count too.
+    """
+    out: list[str] = []
+    inline_sse = (bucket.props.get("serverSideEncryptionConfiguration") or {}).get("rule")
+    if not (_encrypts(inline_sse) or any(_encrypts(r) for c in bucket.encryption for r in c.get("rules") or [])):
+        out.append(f"bucket {bucket.name} has no default encryption; add an "
+                   "aws.s3.BucketServerSideEncryptionConfiguration for it (sseAlgorithm AES256 or aws:kms)")
+    inline_versioning = (bucket.props.get("versioning") or {}).get("enabled") is True
+    if not (inline_versioning or any((v.get("versioningConfiguration") or {}).get("status") == "Enabled"
+                                     for v in bucket.versioning)):
+        out.append(f"bucket {bucket.name} is not versioned; add an aws.s3.BucketVersioning for it with "
+                   "status Enabled, so an overwritten or deleted snapshot can still be restored")
+    if not any(all(p.get(k) is True for k in PUBLIC_ACCESS_SETTINGS) for p in bucket.public_access):
+        out.append(f"bucket {bucket.name} lacks a full public access block; add an aws.s3.BucketPublicAccessBlock "
+                   "for it with " + ", ".join(f"{k}=true" for k in PUBLIC_ACCESS_SETTINGS))
+    return out
+
+
+def alarm_action_violations(name: str, props: Mapping[str, Any]) -> list[str]:
+    """An alarm that notifies no one pages no one."""
+    actions = props.get("alarmActions")
+    if actions is UNKNOWN or (isinstance(actions, (list, tuple)) and len(actions) > 0):
+        if props.get("actionsEnabled") is False:
+            return [f"alarm {name} has actionsEnabled=false; remove it so its actions run"]
+        return []
+    return [f"alarm {name} has no alarmActions; send it to the stack's alarm topic (config alarmTopicArn, or the "
+            "topic the program creates) so someone hears of it"]

@@ -56,6 +56,9 @@ def from_program(program: Program) -> list[Res]:
         groups = [u for u in r.dependencies if by_urn.get(u) and by_urn[u].type == rules.SECURITY_GROUP]
         if "subnetId" in r.inputs and len(subnets) == 1:
             deps["subnetId"] = subnets
+        buckets = [u for u in r.dependencies if by_urn.get(u) and by_urn[u].type in rules.BUCKETS]
+        if "bucket" in r.inputs and len(buckets) == 1:
+            deps["bucket"] = buckets
         for key in SG_PROPS:
             # Only a group the program created has a URN; a configured front-end group id is a literal.
             if key in r.inputs and groups and str(r.inputs[key]).startswith("sg-0feedface"):

@@ -20,7 +20,8 @@ from tests.unit.program import Program, run_program
 
 POLICY_NAMES = {
     "no-open-ingress", "redis-ports-from-declared-sources", "server-meets-tier-minimums", "imdsv2-required",
-    "encrypted-volumes", "no-public-ip", "production-topology",
+    "encrypted-volumes", "no-public-ip", "production-topology", "bucket-encrypted-versioned-private",
+    "alarm-has-action",
 }
 
 

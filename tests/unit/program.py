@@ -51,6 +51,7 @@ AMI_PARAMETERS = {
     "/aws/service/canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id": "ami-0123456789abcdef0",
     "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id": "ami-0a24b24c24d24e24f",
 }
+ACCOUNT = "111122223333"
 VPC_ID = "vpc-0a1b2c3d4e5f60718"
 VPC_CIDR = "172.31.0.0/16"
 AMI_ID = "ami-0123456789abcdef0"
@@ -164,12 +165,26 @@ class AwsMocks(pulumi.runtime.Mocks):
             state["result"] = "A1b2" + "x" * (int(args.inputs["length"]) - 4)
         if args.typ in ("aws:iam/instanceProfile:InstanceProfile", "aws:iam/role:Role"):
             state["name"] = f"{args.name}-name"
+        if args.typ == "aws:iam/role:Role":
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}-name"
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n-----END PRIVATE KEY-----\n"
         if args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
             state["certPem"] = f"-----BEGIN CERTIFICATE-----\n{args.name}\n-----END CERTIFICATE-----\n"
         if args.typ == "tls:index/certRequest:CertRequest":
             state["certRequestPem"] = f"-----BEGIN CERTIFICATE REQUEST-----\n{args.name}\n"
+        if args.typ == "aws:cloudwatch/logGroup:LogGroup":
+            # As the provider reports it: no trailing ":*".
+            state["arn"] = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:{args.inputs['name']}"
+        if args.typ == "aws:s3/bucket:Bucket":
+            # Autonamed: the resource name plus a random suffix, as Pulumi would (lowercase only).
+            state["bucket"] = f"{args.name}-a1b2c3d"
+            state["arn"] = f"arn:aws:s3:::{state['bucket']}"
+            rid = state["bucket"]
+        if args.typ == "aws:sns/topic:Topic":
+            state["arn"] = f"arn:aws:sns:eu-west-1:{ACCOUNT}:{args.name}-e4f5a6b"
+        if args.typ == "aws:kms/key:Key":
+            state["arn"] = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/{args.name}"
         if args.typ == "command:local:Command" and not self.preview:
             # A command's output is known only once it has run (never in a preview).
             state["stdout"] = "HEALTHY"
@@ -208,6 +223,9 @@ class AwsMocks(pulumi.runtime.Mocks):
                     "id": name, "insecureValue": AMI_PARAMETERS[name], "version": 42}, []
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"ids": ["subnet-0bbbbbbbbbbbbbbb2", "subnet-0aaaaaaaaaaaaaaa1"]}, []
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/session",
+                    "id": ACCOUNT, "userId": "AROAEXAMPLE:session"}, []
         if args.token == "aws:index/getRegion:getRegion":
             return {"region": "eu-west-1", "name": "eu-west-1", "id": "eu-west-1"}, []
         raise AssertionError(f"unexpected data source call {args.token}")

@@ -140,7 +140,7 @@ def test_generated_password_is_long_connection_string_safe_and_only_in_secrets(p
     (generator,) = prod.of_type("random:index/randomPassword:RandomPassword")
     assert generator.inputs["length"] >= 32 and generator.inputs["special"] is False
     password = prod.exports["connectionString"].rsplit("=", 1)[1]
-    (param,) = prod.of_type("aws:ssm/parameter:Parameter")
+    (param,) = [p for p in prod.of_type("aws:ssm/parameter:Parameter") if p.name == "outsystems-redis-password"]
     assert param.inputs["type"] == "SecureString" and "value" in param.secret_inputs
     assert param.inputs["name"] == "/outsystems-redis/prod/redis-password"
     for r in prod.resources:
@@ -171,7 +171,11 @@ def test_servers_read_only_their_own_password_parameter(prod: Program) -> None:
             "Sid": "ReadOwnSecrets",
             "Effect": "Allow",
             "Action": "ssm:GetParameter",
-            "Resource": "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/redis-password",
+            "Resource": [
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/redis-password",
+                # Not a secret, but the servers' own: the backup bucket's generated name.
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/backup-bucket",
+            ],
         }
     ]
     assert not prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")  # no broad managed policies
@@ -194,6 +198,9 @@ def first_boot_needs(program: Program) -> dict[str, set[str]]:
         | urns("aws:ec2/natGateway:NatGateway"),
         "rules": urns(EGRESS) | {r.urn for r in program.of_type(INGRESS)
                                  if r.inputs.get("referencedSecurityGroupId") == SG_ID},
+        # Where the first minute's metrics, logs and snapshots go, with the bucket's rules in force.
+        "observability": urns("aws:cloudwatch/logGroup:LogGroup") | {r.urn for r in program.resources
+                                                                      if r.type.startswith("aws:s3/")},
     }
 
 
@@ -210,7 +217,11 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     # and profile, the secrets.
     assert len(needs["routes"]) == 1 + 3 + (0 if overrides.get("outsystems-redis:natGatewayId") else 1)
     assert len(needs["rules"]) == 4 + 2 and len(needs["role"]) == 2
-    assert len(needs["secrets"]) == (1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3)
+    # The password (and the TLS material), and the backup bucket's name.
+    assert len(needs["secrets"]) == (1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3) + 1
+    # The log group, the bucket and its encryption, versioning, public access block, ownership,
+    # lifecycle and policy.
+    assert len(needs["observability"]) == 1 + 7
     for inst in program.of_type(INSTANCE):
         for kind, urns in needs.items():
             missing = urns - set(inst.dependencies)
@@ -538,14 +549,18 @@ def test_ec2_recovery_is_stated_and_alarmed_per_server(prod: Program) -> None:
     instances = {r.urn.rsplit("::", 1)[1]: r for r in prod.of_type(INSTANCE)}
     for inst in instances.values():
         assert inst.inputs["maintenanceOptions"] == {"autoRecovery": "default"}
-    alarms = prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    alarms = [a for a in prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+              if a.inputs["metricName"] == "StatusCheckFailed_System"]
     assert len(alarms) == len(instances) == 3
     for alarm in alarms:
         a = alarm.inputs
         assert (a["namespace"], a["metricName"], a["statistic"]) == ("AWS/EC2", "StatusCheckFailed_System", "Maximum")
         assert a["comparisonOperator"] == "GreaterThanOrEqualToThreshold" and a["threshold"] == 1
         assert a["period"] == 60 and a["evaluationPeriods"] == 2
-        assert a["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:recover"]
+        # EC2 recovers the server, and the stack's alarm topic hears of it and of its end.
+        topic = "arn:aws:sns:eu-west-1:111122223333:outsystems-redis-observability-alarms-e4f5a6b"
+        assert a["alarmActions"] == ["arn:aws:automate:eu-west-1:ec2:recover", topic]
+        assert a["okActions"] == [topic]
         # Each alarm watches its own server's instance (the mock's id is "<name>-id").
         server = alarm.name.removesuffix("-recover")
         assert a["dimensions"] == {"InstanceId": f"{server}-instance-id"}

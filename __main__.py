@@ -108,6 +108,11 @@ pulumi.export("securityGroupId", environment.network.security_group_id)
 pulumi.export("passwordParameter", environment.parameter.name)
 pulumi.export("connectionString", environment.connection_string)
 pulumi.export("hsconfSnippet", environment.hsconf)
+# Where to look when something pages: the topic alarms go to, the stack's logs, its dashboard and backups.
+pulumi.export("alarmTopicArn", environment.observability.topic_arn)
+pulumi.export("logGroup", environment.observability.log_group.name)
+pulumi.export("dashboardName", environment.observability.dashboard.dashboard_name)
+pulumi.export("backupBucket", environment.observability.bucket.bucket)
 if environment.ca_certificate is not None:
     # Not a secret: front-ends trust this CA to verify the servers' TLS certificates.
     pulumi.export("caCertificate", environment.ca_certificate)

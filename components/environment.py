@@ -17,7 +17,7 @@ import pulumi_command as command
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components.backups import server_statements
+from components.backup_bucket import server_statements
 from components.network import NetworkArgs, RedisNetwork
 from components.observability import ObservabilityArgs, RedisObservability, WatchedServer
 from components.parameters import (

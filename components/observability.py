@@ -1,7 +1,7 @@
 """ComponentResource: where alarms go, what they watch, the stack's log group and its backup bucket.
 
 Wiring only. The alarms and dashboard come from components/alarms.py, the
-bucket's rules and the servers' rights from components/backups.py, the shared
+bucket's rules and the servers' rights from components/backup_bucket.py, the shared
 names from components/monitoring.py.
 
 Two steps, because the servers sit in between: the constructor makes what a
@@ -20,7 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alarms import dashboard_body, dashboard_name, server_alarms
-from components.backups import bucket_policy, lifecycle_rules, tool_objects
+from components.backup_bucket import bucket_policy, lifecycle_rules, tool_objects
 from components.monitoring import backup_bucket_parameter, log_group_name
 from components.settings import Settings
 

@@ -14,9 +14,10 @@ import pulumi
 import pytest
 
 from components import alarms
-from components.backups import tool_objects
+from components.alarms import dashboard_name
+from components.backup_bucket import tool_objects
 from components.errors import SettingsError
-from components.monitoring import METRIC_NAMES
+from components.monitoring import METRIC_NAMES, backup_bucket_parameter, log_group_name
 from components.observability import ObservabilityArgs, RedisObservability
 from components.settings import KNOWN_KEYS, load_settings
 from tests.unit.program import ACCOUNT, ROOT, AwsMocks, Program, RecordingMonitor, run_program
@@ -418,3 +419,15 @@ def test_the_alarms_wait_for_the_health_check_so_a_first_boot_pages_no_one(progr
     unchecked = run_program("dev", {"outsystems-redis:healthCheck": False})
     assert not unchecked.of_type("command:local:Command")
     assert len(unchecked.of_type(ALARM)) == 8  # still every alarm, only without the gate
+
+
+@pytest.mark.parametrize("extra, topic", [({}, TOPIC_ARN),
+                                          ({"outsystems-redis:alarmTopicArn": GIVEN_TOPIC}, GIVEN_TOPIC)])
+def test_exports_say_where_to_look_when_something_pages(extra: dict, topic: str) -> None:
+    program = run_program("prod", extra)
+    assert program.exports["alarmTopicArn"] == topic
+    assert program.exports["logGroup"] == log_group_name("prod")
+    assert program.exports["dashboardName"] == dashboard_name("prod")
+    (parameter,) = [r for r in program.of_type("aws:ssm/parameter:Parameter")
+                    if r.inputs["name"] == backup_bucket_parameter("prod")]
+    assert program.exports["backupBucket"] and program.exports["backupBucket"] == parameter.inputs["value"]

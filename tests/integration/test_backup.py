@@ -285,18 +285,27 @@ TTL_TOLERANCE_MS = 1000
 SHORT_TTL_MS = 10_000
 
 
-@pytest.mark.parametrize("version", ["5.0", "7.0"])
-def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,  # noqa: F811
-                                                                 version):
+def client_of(lo: Loopback):  # noqa: ANN201
+    """A client of the whole store: a cluster client for a cluster, a plain one for a single server."""
     from redis.cluster import RedisCluster
 
+    p = lo.processes[0]
+    return RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5) if lo.topology.cluster else \
+        redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
+
+
+# The same Redis line and layout, and a 5.0 cluster's set into a single 7.0 server (another slot layout
+# altogether, and the migration's direction: the 7.0 redis-server loads the 5.0 RDB files).
+@pytest.mark.parametrize("version,fresh_version,fresh_servers", [("5.0", "5.0", 3), ("7.0", "7.0", 3),
+                                                                  ("5.0", "7.0", 1)])
+def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,  # noqa: F811
+                                                                 version, fresh_version, fresh_servers):
     lo = loopback_factory(version)
     lo.start()
     lo.bootstrap()
     sessions = write_sessions(lo, 300)
-    # Sessions about to time out: in the snapshot, expired by the restore: skipped.
-    first = lo.processes[0]
-    c = RedisCluster(first.host, first.port, password=lo.password, socket_timeout=5)
+    # Sessions about to time out: in the snapshot, expired by the restore: not brought back.
+    c = client_of(lo)
     for i in range(10):
         c.set(f"session:short-{i}", b"x" * 100, px=SHORT_TTL_MS)
     short_gone_at = time.monotonic() + SHORT_TTL_MS / 1000 + 0.5
@@ -307,9 +316,10 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
 
     lo.stop()  # the cluster is gone, data and all
     shutil.rmtree(lo.state_dir)
-    fresh = loopback_factory(version)
+    fresh = loopback_factory(fresh_version, fresh_servers)
     fresh.start()
-    fresh.bootstrap()
+    if fresh.topology.cluster:
+        fresh.bootstrap()
     time.sleep(max(0.0, short_gone_at - time.monotonic()))  # the short sessions' TTLs have run out
 
     listed = subprocess.run([sys.executable, "-m", "components.backup", "list", "--bucket", BUCKET],
@@ -322,8 +332,7 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     done = restore(moto, fresh, taken_at)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"restored {len(sessions)} key(s)" in done.stdout, done.stdout
-    p = fresh.processes[0]
-    c = RedisCluster(p.host, p.port, password=fresh.password, socket_timeout=5)
+    c = client_of(fresh)
     now_ms = int(time.time() * 1000)
     for key, (content, expires_at) in sessions.items():
         assert c.get(key) == content, key

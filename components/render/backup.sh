@@ -9,13 +9,15 @@
 # Which processes are masters is read at run time (INFO replication): after a
 # failover the master may be the 7001 process, or this server may hold none.
 # For each master:
-#   - `redis-cli --rdb`: the master streams a point-in-time RDB to this script
-#     over its replication protocol (a fork, like any BGSAVE). It never touches
-#     the master's own dump.rdb or its `save 300 1` schedule, and never needs a
-#     BGSAVE slot; the one copy on disk is ours, one master at a time, removed
-#     once uploaded. A run refuses to start a snapshot the disk cannot hold.
+#   - `redis-cli --rdb`: the master sends a point-in-time RDB over its
+#     replication protocol (one fork, like any BGSAVE). Redis 7.0 streams it
+#     from the fork (diskless, its default); 5.0 writes its own dump.rdb first,
+#     as its `save 300 1` does, and sends that (a save already running is
+#     waited for, within SNAPSHOT_SECONDS). Neither schedule nor config changes.
+#     Our copy is the only extra one on disk: one master at a time, removed
+#     once uploaded; a run refuses a snapshot the disk could not hold.
 #   - its slots before and after: a master that changed role or slots during
-#     the snapshot is not uploaded (another server's run holds those slots).
+#     the snapshot is not uploaded, and the run fails (exit 1).
 #   - upload <prefix><server>/<taken_at>/<port>.rdb, then <port>.json (the
 #     manifest: the slots it held, its keys, its Redis version). The manifest
 #     goes last: a snapshot without one is incomplete and the restore ignores it.
@@ -127,11 +129,12 @@ for port in $PORTS; do
     key="$KEY_PREFIX$SERVER_NAME/$taken_at/$port"
     manifest="$run_dir/$port.json"
     slots=${before#master}
+    slots=${slots# }
     printf '{"server": "%s", "port": %s, "taken_at": "%s", "cluster": %s, "slots": "%s", "keys": %s, "bytes": %s, "redis_version": "%s"}\n' \
-        "$SERVER_NAME" "$port" "$taken_at" "$([ "$cluster" = 1 ] && echo true || echo false)" "${slots# }" \
+        "$SERVER_NAME" "$port" "$taken_at" "$([ "$cluster" = 1 ] && echo true || echo false)" "$slots" \
         "${keys:-0}" "$(stat -c %s "$rdb")" "$(value "$info" redis_version)" >"$manifest"
     if aws_put "$rdb" "$key.rdb" && aws_put "$manifest" "$key.json"; then
-        log "$me: uploaded s3://$bucket/$key.rdb ($(stat -c %s "$rdb") bytes, ${keys:-0} keys, slots ${slots# })"
+        log "$me: uploaded s3://$bucket/$key.rdb ($(stat -c %s "$rdb") bytes, ${keys:-0} keys${slots:+, slots $slots})"
         backed_up=$((backed_up + 1))
     else
         log "ERROR: upload of $me to s3://$bucket/$key.rdb failed"

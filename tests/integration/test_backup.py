@@ -215,8 +215,8 @@ def write_sessions(lo: Loopback, count: int, size: int = 20_000) -> dict[str, tu
     from redis.cluster import RedisCluster
 
     p = lo.processes[0]
-    c = RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5) if lo.topology.cluster else \
-        redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
+    c = RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5, **lo.tls_kwargs) \
+        if lo.topology.cluster else redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
     sessions = {}
     for i in range(count):
         key, content = f"session:{i:05d}", secrets.token_bytes(size)
@@ -229,10 +229,12 @@ def write_sessions(lo: Loopback, count: int, size: int = 20_000) -> dict[str, tu
     return sessions
 
 
-@pytest.mark.parametrize("version,servers", [("5.0", 3), ("7.0", 3), ("5.0", 1)])
+# A cluster on each Redis line, a dev server, and a cluster with TLS on (the snapshot through the TLS redis-cli).
+@pytest.mark.parametrize("version,servers,tls", [("5.0", 3, False), ("7.0", 3, False), ("5.0", 1, False),
+                                                 ("7.0", 3, True)])
 def test_a_backup_run_uploads_one_snapshot_per_master(loopback_factory, moto, tmp_path, version,  # noqa: F811
-                                                      servers):
-    lo = loopback_factory(version, servers)
+                                                      servers, tls):
+    lo = loopback_factory(version, servers, tls)
     lo.start()
     if lo.topology.cluster:
         lo.bootstrap()

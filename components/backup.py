@@ -423,7 +423,7 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
     check_versions(local_version, [str((s.manifest or {}).get("redis_version", "0.0")) for s in snapshots],
                    target_version)
     print(f"restoring snapshot set {args.taken_at} ({len(snapshots)} snapshot(s)) into "
-          f"{'the cluster at' if target_cluster else ''} {args.target} (Redis {target_version}) "
+          f"{'the cluster at ' if target_cluster else ''}{args.target} (Redis {target_version}) "
           f"through redis-server {local_version}", file=out)
 
     work = Path(tempfile.mkdtemp(prefix="osr-restore-", dir=args.work_dir))  # 0700: sessions inside
@@ -471,7 +471,7 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("list", "the snapshot sets in the bucket"), ("restore", "restore one snapshot set")):
         c = sub.add_parser(name, help=text)
         where = c.add_mutually_exclusive_group()
-        where.add_argument("--bucket", help="the stack's backup bucket (the backupBucket output)")
+        where.add_argument("--bucket", help="the stack's backup bucket's name")
         where.add_argument("--stack", help="the Pulumi stack: its bucket's name is read from SSM")
         c.add_argument("--region", help="the stack's AWS region (default: the AWS CLI/SDK configuration)")
         if name == "restore":

@@ -273,6 +273,8 @@ def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto,
 
 def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
     p = lo.processes[0]
+    if lo.tls:
+        extra = ("--tls", "--cacert", str(lo.ca_file), *extra)
     env = {**os.environ, **moto.env(), "REDIS_PASSWORD": lo.password}
     return subprocess.run(
         [sys.executable, "-m", "components.backup", "restore", "--bucket", BUCKET, "--taken-at", taken_at,
@@ -292,17 +294,17 @@ def client_of(lo: Loopback):  # noqa: ANN201
     from redis.cluster import RedisCluster
 
     p = lo.processes[0]
-    return RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5) if lo.topology.cluster else \
-        redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
+    return RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5, **lo.tls_kwargs) \
+        if lo.topology.cluster else redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
 
 
-# The same Redis line and layout, and a 5.0 cluster's set into a single 7.0 server (another slot layout
-# altogether, and the migration's direction: the 7.0 redis-server loads the 5.0 RDB files).
-@pytest.mark.parametrize("version,fresh_version,fresh_servers", [("5.0", "5.0", 3), ("7.0", "7.0", 3),
-                                                                  ("5.0", "7.0", 1)])
+# The same Redis line and layout; a 5.0 cluster's set into a single 7.0 server (another slot layout
+# altogether, and the migration's direction: the 7.0 redis-server loads the 5.0 RDB files); and TLS on.
+@pytest.mark.parametrize("version,fresh_version,fresh_servers,tls", [
+    ("5.0", "5.0", 3, False), ("7.0", "7.0", 3, False), ("5.0", "7.0", 1, False), ("7.0", "7.0", 3, True)])
 def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,  # noqa: F811
-                                                                 version, fresh_version, fresh_servers):
-    lo = loopback_factory(version)
+                                                                 version, fresh_version, fresh_servers, tls):
+    lo = loopback_factory(version, 3, tls)
     lo.start()
     lo.bootstrap()
     sessions = write_sessions(lo, 300)
@@ -318,7 +320,7 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
 
     lo.stop()  # the cluster is gone, data and all
     shutil.rmtree(lo.state_dir)
-    fresh = loopback_factory(fresh_version, fresh_servers)
+    fresh = loopback_factory(fresh_version, fresh_servers, tls)
     fresh.start()
     if fresh.topology.cluster:
         fresh.bootstrap()

@@ -63,3 +63,11 @@ def test_a_bad_target_is_named():
     with pytest.raises(BackupError, match="--target 'nohost'"):
         backup.parse_target("nohost")
     assert backup.parse_target("10.0.1.10:7000") == ("10.0.1.10", 7000)
+
+
+def test_only_keys_of_the_slots_a_master_held_are_restored():
+    from redis.crc import key_slot
+
+    held = backup._in_slots({key_slot(b"{a}x")})
+    assert held(b"{a}y") and not held(b"{b}y")
+    assert backup._in_slots(None)(b"anything")  # a single server's snapshot: every key

@@ -140,13 +140,16 @@ def backup_environment(lo: Loopback, server: int, moto: MotoServer, work_dir: Pa
     }
 
 
-def run_backups(lo: Loopback, moto: MotoServer, root: Path, timeout: float = 180) -> dict[int, tuple[int, str]]:
+def run_backups(lo: Loopback, moto: MotoServer, root: Path, timeout: float = 180,
+                first_on_path: Path | None = None) -> dict[int, tuple[int, str]]:
     """The shipped redis-backup on every server at once, as their timers run it; (exit code, output) by server."""
     script = root / "redis-backup"
     script.write_text(backup_script())
     running = {}
     for server in range(len(lo.topology.servers)):
         env = backup_environment(lo, server, moto, root / f"work-{server}")
+        if first_on_path:
+            env["PATH"] = f"{first_on_path}:{env['PATH']}"
         running[server] = subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = {}
@@ -354,3 +357,19 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     assert c.get("session:00000") == b"newer"
     c.close()
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
+
+
+def test_a_snapshot_the_disk_cannot_hold_is_not_taken(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("5.0", 1)
+    lo.start()
+    write_sessions(lo, 5, size=2000)
+    # A disk with 1 byte free: `df` as the server would print it then.
+    fake = tmp_path / "full-disk"
+    fake.mkdir()
+    (fake / "df").write_text("#!/bin/bash\necho 'Filesystem 1-blocks Used Available Capacity Mounted on'\n"
+                             "echo '/dev/root 8000000000 7999999999 1 100% /'\n")
+    (fake / "df").chmod(0o755)
+    (code, out), = run_backups(lo, moto, tmp_path, first_on_path=fake).values()
+    assert code == 1 and "has 1 free; not backed up" in out, out
+    assert objects(moto) == {}
+    assert_nothing_left_behind(tmp_path, 1)

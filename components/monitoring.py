@@ -67,3 +67,17 @@ def backup_bucket_parameter(stack: str) -> str:
 def backup_key(server_name: str, taken_at: str, port: int) -> str:
     """taken_at: UTC, e.g. 20261126T201500Z; one snapshot set shares it across servers' runs of the same slot."""
     return f"{BACKUP_PREFIX}{server_name}/{taken_at}/{port}.rdb"
+
+
+# --- Backups: the server job and the restore tool (appended for issue 13's backup part) ---
+# Each snapshot's manifest sits beside its RDB (same prefix, so the same write permission and lifecycle):
+# the slots its master held, its key count and Redis version. A snapshot counts once its manifest exists.
+BACKUP_MANIFEST_SUFFIX = ".json"
+# The servers' timer runs each hour; every run of one hour shares this slot as its taken_at.
+BACKUP_PERIOD_SECONDS = 3600
+TAKEN_AT_FORMAT = "%Y%m%dT%H%M%SZ"  # UTC, as backup_key's taken_at
+
+
+def backup_manifest_key(server_name: str, taken_at: str, port: int) -> str:
+    """The manifest object beside backup_key(server_name, taken_at, port)."""
+    return backup_key(server_name, taken_at, port).removesuffix(".rdb") + BACKUP_MANIFEST_SUFFIX

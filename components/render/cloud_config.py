@@ -16,6 +16,16 @@ from pathlib import Path
 import yaml
 
 from components.platforms import PLATFORMS, Platform
+from components.render.backup import (
+    BACKUP_ENV_PATH,
+    BACKUP_PATH,
+    BACKUP_TIMER,
+    BACKUP_UNIT,
+    backup_env,
+    backup_script,
+    render_backup_timer,
+    render_backup_unit,
+)
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
 from components.render.join import join_env, join_script, runs_join
 from components.render.password import (
@@ -176,6 +186,12 @@ def server_files(
         _file(PASSWORD_SYNC_ENV_PATH, render_env_file(password_sync_env(ports, platform.redis_version, redis_cli))),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}", render_password_sync_unit(ports)),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
+        # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.
+        _file(BACKUP_PATH, backup_script(), "0755"),
+        _file(BACKUP_ENV_PATH, render_env_file(backup_env(topology, server, stack=settings.stack,
+                                                          redis_cli=redis_cli))),
+        _file(f"{UNIT_DIR}/{BACKUP_UNIT}", render_backup_unit(ports)),
+        _file(f"{UNIT_DIR}/{BACKUP_TIMER}", render_backup_timer()),
         _file(PROVISION_PATH, provision_script(), "0755"),
         _file(PROVISION_ENV_PATH, render_env_file(provision_env(settings, topology, server))),
         _file(f"{UNIT_DIR}/{PROVISION_UNIT}", render_provision_unit()),
@@ -186,7 +202,8 @@ def server_files(
 
 def _units(topology: Topology, server: int) -> list[str]:
     """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
-    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER]
+    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER,
+             BACKUP_TIMER]
     if topology.cluster:
         units.append(ROLE_RESTORE_TIMER)
     if runs_bootstrap(topology, server):

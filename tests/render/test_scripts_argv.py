@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from components.loopback import BASH, generate_password, make_ca, make_server_certificate
+from components.render.backup import backup_script
 from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
 from components.render.password import fetch_password_script, password_sync_script
@@ -21,6 +22,7 @@ from components.render.tls import fetch_tls_script
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
+from tests.integration.test_backup import VENV_BIN, backup_environment, moto  # noqa: F401  (fixture)
 from tests.render.test_cloud_config import shipped_scripts
 from tests.tools import redis_bin, tool
 
@@ -34,6 +36,7 @@ WATCHED = {
     "password-sync": password_sync_script,
     "fetch-tls": fetch_tls_script,
     "role-restore": role_restore_script,
+    "backup": backup_script,
 }
 
 
@@ -145,3 +148,19 @@ def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory
     assert "master again" in restored.stdout, restored.stdout
     # The failover itself went through the shim (the password in REDISCLI_AUTH only).
     assert any("cluster failover" in " ".join(args) for args in shims.lines())
+
+
+def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0")
+    lo.start()
+    lo.bootstrap()
+    shims = Shims(tmp_path / "shims", first=[VENV_BIN, Path(lo.redis_cli).parent])
+    env = {**backup_environment(lo, 0, moto, tmp_path / "work"), "PATH": shims.path,
+           "REDIS_CLI": shims.command("redis-cli")}
+    backed_up, sampler = run_watched([BASH, copy_of(tmp_path, "backup")], env, [lo.password], shims, 180)
+    assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
+    assert "1 master(s) backed up" in backed_up.stdout, backed_up.stdout
+    assert_never_shown(backed_up, sampler, shims, [lo.password])
+    # The snapshot and both uploads went through the shims (the password in REDISCLI_AUTH only).
+    assert any("--rdb" in args for args in shims.lines()) and shims.ran("aws") == 3
+    assert not moto.leaks(lo.password)

@@ -1,0 +1,375 @@
+"""Off-host backups on loopback, against moto in server mode: the shipped redis-backup and the restore tool.
+
+Each server's shipped redis-backup runs for real (bash, the real redis-cli --rdb, the
+real AWS CLI v1) against real Redis 5.0 and 7.0 clusters of tests/integration/loopbacks,
+all servers at once as their aligned timers do. AWS is moto's server on a loopback
+address of this test process: the endpoint override (AWS_ENDPOINT_URL) and throwaway
+credentials are the only differences from EC2. moto records every request it receives
+(headers and bodies), so the tests can prove the password never reached it.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+
+from components.loopback import BASH, Loopback
+from components.monitoring import (
+    BACKUP_PERIOD_SECONDS,
+    BACKUP_PREFIX,
+    TAKEN_AT_FORMAT,
+    backup_bucket_parameter,
+    backup_key,
+    backup_manifest_key,
+)
+from components.render.backup import backup_env, backup_script
+from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
+from tests.tools import loopback_octet, require
+
+STACK = "rehearsal"
+BUCKET = "osr-rehearsal-backups"
+REGION = "us-east-1"
+VENV_BIN = Path(sys.executable).parent
+_ports = itertools.count(4566)
+
+
+class MotoServer:
+    """moto_server on 127.<this process's octet>.253.1, recording every request it receives."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.recording = self.dir / "requests.jsonl"
+        self.host = f"127.{loopback_octet()}.253.1"
+        self.port = next(_ports)
+        self.url = f"http://{self.host}:{self.port}"
+        server = shutil.which("moto_server", path=str(VENV_BIN)) or require(None, "moto_server (pip moto[server])")
+        self.proc = subprocess.Popen(
+            [server, "-H", self.host, "-p", str(self.port)],
+            env={**os.environ, "MOTO_ENABLE_RECORDING": "1", "MOTO_RECORDER_FILEPATH": str(self.recording)},
+            stdin=subprocess.DEVNULL, stdout=open(self.dir / "moto.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log = (self.dir / "moto.log").read_text()[-2000:]
+                    raise RuntimeError(f"moto_server did not answer: {log}") from None
+                time.sleep(0.1)
+
+    def env(self) -> dict[str, str]:
+        """What points the AWS CLI and boto3 at moto instead of AWS (and at nothing else)."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self, service: str):  # noqa: ANN201
+        return boto3.client(service, region_name=REGION, endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def requests(self) -> list[dict]:
+        """Every request moto received (the recorder's entries, bodies decoded to bytes)."""
+        entries = []
+        for line in self.recording.read_text().splitlines() if self.recording.exists() else []:
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            entry["body"] = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
+            entries.append(entry)
+        return entries
+
+    def leaks(self, secret: str) -> list[str]:
+        """Requests carrying `secret` anywhere: URL, headers or body."""
+        s = secret.encode()
+        return [f"{e['method']} {e['url']}" for e in self.requests()
+                if s in e["body"] or s in json.dumps(e["headers"]).encode() or s in e["url"].encode()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def moto(tmp_path_factory, request) -> MotoServer:
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    request.addfinalizer(server.stop)
+    # What `pulumi up` creates: the bucket, and the parameter naming it.
+    server.client("s3").create_bucket(Bucket=BUCKET)
+    server.client("ssm").put_parameter(Name=backup_bucket_parameter(STACK), Value=BUCKET, Type="String")
+    return server
+
+
+def backup_environment(lo: Loopback, server: int, moto: MotoServer, work_dir: Path) -> dict[str, str]:
+    """redis-backup's environment on server `server`: backup.env and auth.env as rendered, the loopback's paths,
+    the real AWS CLI first on PATH, and moto's endpoint."""
+    return {
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **backup_env(lo.topology, server, stack=STACK, redis_cli=lo.cli_for(server), work_dir=str(work_dir)),
+        "AUTH_FILE": lo.paths(server).auth_file,
+        "AWS_REGION": REGION,
+        **moto.env(),
+    }
+
+
+def run_backups(lo: Loopback, moto: MotoServer, root: Path, timeout: float = 180,
+                first_on_path: Path | None = None) -> dict[int, tuple[int, str]]:
+    """The shipped redis-backup on every server at once, as their timers run it; (exit code, output) by server."""
+    script = root / "redis-backup"
+    script.write_text(backup_script())
+    running = {}
+    for server in range(len(lo.topology.servers)):
+        env = backup_environment(lo, server, moto, root / f"work-{server}")
+        if first_on_path:
+            env["PATH"] = f"{first_on_path}:{env['PATH']}"
+        running[server] = subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = {}
+    for server, proc in running.items():
+        try:
+            out = proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0] + "\n(killed: timed out)"
+        results[server] = (proc.returncode, out)
+    return results
+
+
+def slot_of_hour(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch) // BACKUP_PERIOD_SECONDS * BACKUP_PERIOD_SECONDS, UTC).strftime(
+        TAKEN_AT_FORMAT)
+
+
+def objects(moto: MotoServer) -> dict[str, bytes]:
+    s3 = moto.client("s3")
+    listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def masters(lo: Loopback) -> list:
+    return [p for p in lo.processes if lo.client(p).info("replication")["role"] == "master"]
+
+
+def assert_one_snapshot_per_master(lo: Loopback, moto: MotoServer, results: dict, started: float) -> str:
+    """Every run succeeded; exactly one RDB and one manifest per master, under backup_key; returns taken_at."""
+    for server, (code, out) in results.items():
+        assert code == 0, f"server {server}:\n{out}"
+    stored = objects(moto)
+    taken = {k.split("/")[2] for k in stored}
+    assert len(taken) == 1, stored.keys()  # one snapshot set
+    taken_at = taken.pop()
+    assert taken_at in {slot_of_hour(started), slot_of_hour(time.time())}
+    expected = set()
+    for p in masters(lo):
+        name = lo.topology.servers[p.server].name
+        expected |= {backup_key(name, taken_at, p.port), backup_manifest_key(name, taken_at, p.port)}
+    assert set(stored) == expected
+    slots: list[int] = []
+    for key, body in stored.items():
+        if key.endswith(".rdb"):
+            assert body.startswith(b"REDIS"), key
+        else:
+            manifest = json.loads(body)
+            assert manifest["taken_at"] == taken_at and manifest["redis_version"].startswith(lo.version)
+            if lo.topology.cluster:
+                for part in manifest["slots"].split():
+                    low, _, high = part.partition("-")
+                    slots += range(int(low), int(high or low) + 1)
+    if lo.topology.cluster:
+        assert sorted(slots) == list(range(16384))  # every slot once: no master missed, none twice
+    return taken_at
+
+
+def assert_nothing_left_behind(root: Path, servers: int) -> None:
+    for server in range(servers):
+        assert list((root / f"work-{server}").iterdir()) == [], "a snapshot was left on the server's disk"
+
+
+def write_sessions(lo: Loopback, count: int, size: int = 20_000) -> dict[str, tuple[bytes, int | None]]:
+    """Sessions as OutSystems writes them (a blob with a TTL); (content, absolute expiry in ms) by key."""
+    from redis.cluster import RedisCluster
+
+    p = lo.processes[0]
+    c = RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5, **lo.tls_kwargs) \
+        if lo.topology.cluster else redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
+    sessions = {}
+    for i in range(count):
+        key, content = f"session:{i:05d}", secrets.token_bytes(size)
+        ttl_ms = 600_000 + 1000 * i
+        c.set(key, content, px=ttl_ms)
+        sessions[key] = (content, int(time.time() * 1000) + c.pttl(key))
+    c.set("settings:no-expiry", b"kept")
+    sessions["settings:no-expiry"] = (b"kept", None)
+    c.close()
+    return sessions
+
+
+# A cluster on each Redis line, a dev server, and a cluster with TLS on (the snapshot through the TLS redis-cli).
+@pytest.mark.parametrize("version,servers,tls", [("5.0", 3, False), ("7.0", 3, False), ("5.0", 1, False),
+                                                 ("7.0", 3, True)])
+def test_a_backup_run_uploads_one_snapshot_per_master(loopback_factory, moto, tmp_path, version,  # noqa: F811
+                                                      servers, tls):
+    lo = loopback_factory(version, servers, tls)
+    lo.start()
+    if lo.topology.cluster:
+        lo.bootstrap()
+    write_sessions(lo, 30, size=2000)
+    started = time.time()
+    results = run_backups(lo, moto, tmp_path)
+    assert_one_snapshot_per_master(lo, moto, results, started)
+    assert_nothing_left_behind(tmp_path, servers)
+    assert not moto.leaks(lo.password)
+    # The recorder saw the uploads themselves (so the leak check above looked at them).
+    assert sum(1 for e in moto.requests() if e["method"] == "PUT" and b"REDIS" in e["body"]) == len(masters(lo))
+
+
+@pytest.mark.parametrize("version", ["5.0", "7.0"])
+def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto, tmp_path, version):  # noqa: F811
+    lo = loopback_factory(version)
+    lo.start()
+    lo.bootstrap()
+    write_sessions(lo, 30, size=2000)
+    # Server 0's replica (7001) takes over its master, on another server: server 0 now holds two masters
+    # (7000 and 7001), that server none.
+    replica = lo.topology.servers[0].processes[1]
+    lo.client(replica).execute_command("CLUSTER", "FAILOVER")
+    deadline = time.monotonic() + 30
+    while len([p for p in masters(lo) if p.server == 0]) != 2 or len(masters(lo)) != 3:
+        assert time.monotonic() < deadline, "the failover did not complete"
+        time.sleep(0.2)
+    started = time.time()
+    results = run_backups(lo, moto, tmp_path)
+    assert_one_snapshot_per_master(lo, moto, results, started)
+    first = f"{BACKUP_PREFIX}{lo.topology.servers[0].name}/"
+    ports = sorted(k.split("/")[3] for k in objects(moto) if k.startswith(first))
+    assert ports == ["7000.json", "7000.rdb", "7001.json", "7001.rdb"]
+    assert any("is a replica" in out for _, out in results.values())
+
+
+def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
+    p = lo.processes[0]
+    if lo.tls:
+        extra = ("--tls", "--cacert", str(lo.ca_file), *extra)
+    env = {**os.environ, **moto.env(), "REDIS_PASSWORD": lo.password}
+    return subprocess.run(
+        [sys.executable, "-m", "components.backup", "restore", "--bucket", BUCKET, "--taken-at", taken_at,
+         "--target", p.address, "--redis-server", lo.redis_server, *extra],
+        env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+
+
+# The restored TTL is the key's remaining TTL when the RESTORE runs, so its absolute expiry is the original's;
+# the test reads both through a client round trip: 1 s covers those reads.
+TTL_TOLERANCE_MS = 1000
+# Long enough to be in the snapshot (a backup run takes a few seconds here), short enough to end before the restore.
+SHORT_TTL_MS = 10_000
+
+
+def client_of(lo: Loopback):  # noqa: ANN201
+    """A client of the whole store: a cluster client for a cluster, a plain one for a single server."""
+    from redis.cluster import RedisCluster
+
+    p = lo.processes[0]
+    return RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5, **lo.tls_kwargs) \
+        if lo.topology.cluster else redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
+
+
+# The same Redis line and layout; a 5.0 cluster's set into a single 7.0 server (another slot layout
+# altogether, and the migration's direction: the 7.0 redis-server loads the 5.0 RDB files); and TLS on.
+@pytest.mark.parametrize("version,fresh_version,fresh_servers,tls", [
+    ("5.0", "5.0", 3, False), ("7.0", "7.0", 3, False), ("5.0", "7.0", 1, False), ("7.0", "7.0", 3, True)])
+def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,  # noqa: F811
+                                                                 version, fresh_version, fresh_servers, tls):
+    lo = loopback_factory(version, 3, tls)
+    lo.start()
+    lo.bootstrap()
+    sessions = write_sessions(lo, 300)
+    # Sessions about to time out: in the snapshot, expired by the restore: not brought back.
+    c = client_of(lo)
+    for i in range(10):
+        c.set(f"session:short-{i}", b"x" * 100, px=SHORT_TTL_MS)
+    short_gone_at = time.monotonic() + SHORT_TTL_MS / 1000 + 0.5
+    c.close()
+    started = time.time()
+    taken_at = assert_one_snapshot_per_master(lo, moto, run_backups(lo, moto, tmp_path), started)
+    old_password = lo.password
+
+    lo.stop()  # the cluster is gone, data and all
+    shutil.rmtree(lo.state_dir)
+    fresh = loopback_factory(fresh_version, fresh_servers, tls)
+    fresh.start()
+    if fresh.topology.cluster:
+        fresh.bootstrap()
+    time.sleep(max(0.0, short_gone_at - time.monotonic()))  # the short sessions' TTLs have run out
+
+    listed = subprocess.run([sys.executable, "-m", "components.backup", "list", "--bucket", BUCKET],
+                            env={**os.environ, **moto.env()}, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parents[2])
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(taken_at)).split()
+    assert row[1:4] == ["3", str(len(sessions) + 10), "16384/16384"], listed.stdout
+
+    done = restore(moto, fresh, taken_at)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"restored {len(sessions)} key(s)" in done.stdout, done.stdout
+    c = client_of(fresh)
+    now_ms = int(time.time() * 1000)
+    for key, (content, expires_at) in sessions.items():
+        assert c.get(key) == content, key
+        pttl = c.pttl(key)
+        if expires_at is None:
+            assert pttl == -1, key
+        else:
+            assert abs(now_ms + pttl - expires_at) <= TTL_TOLERANCE_MS, (key, now_ms + pttl - expires_at)
+    assert not any(c.exists(f"session:short-{i}") for i in range(10))  # expired: not brought back
+
+    # Again, without --replace: refused before anything is written, naming a key.
+    c.set("session:00000", b"newer")
+    again = restore(moto, fresh, taken_at)
+    assert again.returncode == 2 and "--replace" in again.stderr and "'session:0" in again.stderr, again.stderr
+    assert c.get("session:00000") == b"newer"
+    c.close()
+    assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
+
+
+def test_a_snapshot_the_disk_cannot_hold_is_not_taken(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("5.0", 1)
+    lo.start()
+    write_sessions(lo, 5, size=2000)
+    # A disk with 1 byte free: `df` as the server would print it then.
+    fake = tmp_path / "full-disk"
+    fake.mkdir()
+    (fake / "df").write_text("#!/bin/bash\necho 'Filesystem 1-blocks Used Available Capacity Mounted on'\n"
+                             "echo '/dev/root 8000000000 7999999999 1 100% /'\n")
+    (fake / "df").chmod(0o755)
+    (code, out), = run_backups(lo, moto, tmp_path, first_on_path=fake).values()
+    assert code == 1 and "has 1 free; not backed up" in out, out
+    assert objects(moto) == {}
+    assert_nothing_left_behind(tmp_path, 1)

@@ -1,0 +1,73 @@
+"""The restore tool's own judgement: snapshot sets, slots, versions, TTLs; errors that name the argument."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import backup
+from components.backup import BackupError, Snapshot, check_versions, coverage, group_sets, parse_slots, restore_ttl
+from components.monitoring import backup_key, backup_manifest_key
+
+
+def test_snapshot_sets_group_by_taken_at_and_need_their_manifest():
+    t1, t2 = "20261126T200000Z", "20261126T210000Z"
+    objects = [(backup_key("prod-1", t1, 7000), 10), (backup_manifest_key("prod-1", t1, 7000), 1),
+               (backup_key("prod-2", t1, 7001), 20),  # its manifest never arrived: incomplete
+               (backup_key("prod-1", t2, 7000), 30), (backup_manifest_key("prod-1", t2, 7000), 1),
+               ("snapshots/notes.txt", 1), ("tools/health.py", 1)]
+    sets = group_sets(objects)
+    assert list(sets) == [t1, t2]
+    assert [s.name for s in sets[t1].snapshots] == ["prod-1:7000", "prod-2:7001"]
+    assert [s.name for s in sets[t1].complete_snapshots] == ["prod-1:7000"]
+    assert sets[t2].complete_snapshots[0].rdb_size == 30
+
+
+def test_slots_and_coverage():
+    assert parse_slots("0-2 5") == {0, 1, 2, 5}
+    with pytest.raises(BackupError, match="16384"):
+        parse_slots("0-16384")
+    a = Snapshot("s1", 7000, "t", manifest={"cluster": True, "slots": "0-8191"})
+    b = Snapshot("s2", 7000, "t", manifest={"cluster": True, "slots": "8192-16383"})
+    c = Snapshot("s3", 7001, "t", manifest={"cluster": True, "slots": "100"})
+    assert coverage([a, b]) == (16384, [])
+    assert coverage([a, c]) == (8192, [(100, "s1:7000", "s3:7001")])
+
+
+def test_ttls_expired_keys_are_skipped():
+    assert restore_ttl(-1) == 0  # no expiry
+    assert restore_ttl(-2) is None  # expired or gone
+    assert restore_ttl(0) is None
+    assert restore_ttl(1234) == 1234
+
+
+def test_versions_the_local_redis_server_must_fit_between():
+    check_versions("7.0.15", ["5.0.7"], "7.0.15")
+    check_versions("5.0.7", ["5.0.7"], "7.0.15")
+    with pytest.raises(BackupError, match="--redis-server.*5.0.7.*7.0.15"):
+        check_versions("5.0.7", ["7.0.15"], "7.0.15")  # cannot load a 7.0 RDB
+    with pytest.raises(BackupError, match="--redis-server.*target runs Redis 5.0"):
+        check_versions("7.0.15", ["5.0.7"], "5.0.7")  # its DUMP payloads do not RESTORE into 5.0
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["restore", "--bucket", "b", "--taken-at", "x", "--target", "h:1", "--redis-server", "/nonexistent"],
+     "--redis-server"),
+    (["list"], "--bucket"),
+])
+def test_errors_name_the_argument(argv, names, capsys):
+    assert backup.main(argv) == 2
+    assert names in capsys.readouterr().err
+
+
+def test_a_bad_target_is_named():
+    with pytest.raises(BackupError, match="--target 'nohost'"):
+        backup.parse_target("nohost")
+    assert backup.parse_target("10.0.1.10:7000") == ("10.0.1.10", 7000)
+
+
+def test_only_keys_of_the_slots_a_master_held_are_restored():
+    from redis.crc import key_slot
+
+    held = backup._in_slots({key_slot(b"{a}x")})
+    assert held(b"{a}y") and not held(b"{b}y")
+    assert backup._in_slots(None)(b"anything")  # a single server's snapshot: every key

@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short-timeout", type=int, default=4000, help="also measure this node timeout (0: not)")
     ap.add_argument("--short-kills", type=int, default=5, help="kills at --short-timeout (default 5)")
     ap.add_argument("--versions", default="5.0,7.0")
-    ap.add_argument("--host-base", type=int, default=90, help="servers on 127.0.<base..base+5>.x (default 90)")
+    ap.add_argument("--host-base", type=int, default=90, help="servers on 127.<octet>.<base..base+5>.x (default 90)")
+    ap.add_argument("--octet", type=int, default=0, help="second octet of the servers' addresses (default 0)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     started = time.time()
@@ -383,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, version in enumerate(args.versions.split(",")):
             for j, (procedure, ms, kills) in enumerate(plan):
                 if kills:
-                    rows += run(version, procedure, ms, kills, Path(tmp), f"127.0.{args.host_base + 3 * i + j}.")
+                    prefix = f"127.{args.octet}.{args.host_base + 3 * i + j}."
+                    rows += run(version, procedure, ms, kills, Path(tmp), prefix)
     data.update(uptime_end=uptime(), duration_s=round(time.time() - started, 1), trials=rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from benchmarks import failover
-from benchmarks.failover_phases import parse_log, phases, read_events, with_debug_log
+from benchmarks.failover_phases import _held_back, _stale_win, parse_log, phases, read_events, with_debug_log
 from benchmarks.topologies import bring_up, make_variant, node_timeout, tear_down
 from tests.tools import bench_octet, redis_bin
 
@@ -53,6 +53,21 @@ def test_phases_come_from_the_redis_log_lines():
     assert ph["elections_scheduled"] == 1
     assert (ph["started"], ph["won"], ph["winner"]) == (7.4, 7.423, "127.0.1.3:7001")
     assert ph["votes_denied"] == 0
+
+
+def test_a_win_on_the_previous_elections_votes_is_told_apart():
+    # Seen in this benchmark (Redis 5.0, a kill 9 s after the replica's previous election): "won" right
+    # after FAIL, with no election since the kill; the slots then stayed on the failed master.
+    stale = f"""\
+28165:S 26 Nov 2026 20:33:25.278 * FAIL message received from 9f67 about {FAILED}
+28165:S 26 Nov 2026 20:33:25.283 # Failover election won: I'm the new master.
+"""
+    killed = parse_log("1:M 26 Nov 2026 20:33:19.627 * x", "k")[0].t
+    ph = phases(parse_log(stale, "127.0.1.1:7001"), killed, FAILED, masters=set())
+    assert ph["won"] == 5.656 and ph["started"] is None and _stale_win(ph) and not _held_back(ph)
+    events = [e for node, text in LOGS.items() for e in parse_log(text, node)]
+    normal = phases(events, parse_log(f"1:M {KILL} * x", "k")[0].t, FAILED, masters=set())
+    assert not _stale_win(normal) and not _held_back(normal)
 
 
 def test_the_next_kill_waits_out_redis_retry_window():

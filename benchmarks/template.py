@@ -109,7 +109,8 @@ def document(results: dict, tables: str, summary: dict) -> str:
     fo_line = "; ".join(f"Redis {f['version']} at {f['node_timeout_ms']} ms: **{_s(f['recover_s'], 1)} s**"
                         for f in summary["failover"]) or "not run in this mode"
     if any("killed_at" not in f for f in results.get("failover", [])):  # a run from before the kills were spaced
-        fo_line += " (kills back to back, inside Redis's election retry window: see *Failover phase by phase*)"
+        fo_line += (" (main's procedure: kills back to back, inside Redis's election retry window, and a probe "
+                    "held up by its writers' redis-py retries: see *Failover phase by phase*)")
     from benchmarks.failover_phases import headline as phases_headline
 
     fo_phases = phases_headline()
@@ -251,8 +252,10 @@ config with that one line changed (labelled in the file it writes). A "-" in the
 trial whose slots were not all writable within 60 s; its median leaves it out. Each kill now waits until
 4 x cluster-node-timeout + 1 s after the previous takeover: inside that window Redis holds the replica's
 next election back (`auth_retry_time`) and the masters refuse a second vote about the same master, so a
-kill there measures Redis's retry, not a failover (*Failover phase by phase* below). Results from a run
-before that change (check the run date above) came from kills back to back.{_not_started(summary)}
+kill there measures Redis's retry, not a failover (*Failover phase by phase* below). The probe polls from
+the kill on; it used to start only once both writers had stopped, after redis-py's default retries of the
+killed master (backoff up to 10 s). Results from a run before these changes (check the run date above)
+carry both.{_not_started(summary)}
 
 **Scale-out** (`benchmarks/scaleout.py`): after the measured runs, on the same filled ours-prod cluster
 (redis-benchmark's `key:*` removed first, so only sessions move), the open-loop session workload runs at

@@ -99,6 +99,13 @@ def phases(events: list[LogEvent], killed_at: float, failed_id: str, masters: se
         if f"NODE {failed_id} possibly failing" in e.text and e.node not in pfail:
             pfail[e.node] = e.t
     fail = next((e for e in after if f"Marking node {failed_id} as failing" in e.text), None)
+    # When each surviving master itself had FAIL (marked it, or got a FAIL message): a master votes only then.
+    fail_at: dict[str, float] = {}
+    for e in after:
+        if e.node in masters and e.node not in fail_at and (
+                f"Marking node {failed_id} as failing" in e.text or
+                (e.text.startswith("FAIL message received") and e.text.endswith(f"about {failed_id}"))):
+            fail_at[e.node] = e.t
     scheduled = [e for e in after if e.t <= end and _SCHEDULED.search(e.text)]
     started = [e for e in after if e.t <= end and e.text.startswith("Starting a failover election")]
     denied = [e for e in after if e.t <= end and e.text.startswith("Failover auth denied")]
@@ -108,6 +115,7 @@ def phases(events: list[LogEvent], killed_at: float, failed_id: str, masters: se
         "pfail_all": sorted(rel(t) for t in pfail.values()),
         "fail": rel(fail.t if fail else None),
         "fail_by": fail.node if fail else None,
+        "fail_masters": sorted(rel(t) for t in fail_at.values()),
         "scheduled": rel(scheduled[0].t if scheduled else None),
         "delay_ms": int(first.group(1)) if first else None,
         "rank": int(first.group(2)) if first else None,
@@ -116,6 +124,7 @@ def phases(events: list[LogEvent], killed_at: float, failed_id: str, masters: se
         "won": rel(won.t if won else None),
         "winner": won.node if won else None,
         "votes_denied": len(denied),
+        "denied": [e.text.split(": ", 1)[-1] for e in denied],
     }
 
 

@@ -48,11 +48,12 @@ def test_phases_come_from_the_redis_log_lines():
     assert ph["pfail_masters"] == [5.504, 5.706]
     assert ph["pfail_all"] == [5.504, 5.706, 5.9]
     assert (ph["fail"], ph["fail_by"]) == (6.513, "127.0.1.1:7000")
+    assert ph["fail_masters"] == [6.513, 6.514]  # one marked it, the other got the FAIL message
     assert (ph["scheduled"], ph["delay_ms"], ph["rank"]) == (6.611, 777, 0)
     # Only what happened up to the won election counts (the restore's manual failover comes later).
     assert ph["elections_scheduled"] == 1
     assert (ph["started"], ph["won"], ph["winner"]) == (7.4, 7.423, "127.0.1.3:7001")
-    assert ph["votes_denied"] == 0
+    assert ph["votes_denied"] == 0 and ph["denied"] == []
 
 
 def test_a_win_on_the_previous_elections_votes_is_told_apart():

@@ -198,13 +198,28 @@ def _groups(rows: list[dict]) -> list[tuple[str, str, int, list[dict]]]:
             for v, p, ms in keys]
 
 
-def _held_back(ph: dict) -> bool:
-    """The election waited for Redis's retry/vote window: scheduled > 1.5 s after FAIL (a cron tick is 0.1 s),
-    scheduled more than once, or a vote denied."""
+def held_back(ph: dict) -> list[str]:
+    """Why the election did not go through at its first attempt ([] if it did), from the logs:
+
+    - "master still up": a master denied its vote because it had no FAIL yet (5.0: a replica that reaches
+      FAIL by itself does not broadcast it, so it can ask before the masters know);
+    - "vote window": a master denied its vote within 2 x node timeout of its last vote about that master;
+    - "retry window": the election was scheduled > 1.5 s after FAIL (a cron tick is 0.1 s): the replica
+      waited out 4 x node timeout since its previous election (auth_retry_time).
+    """
     if _stale_win(ph):
-        return False  # counted apart: no election at all
-    late = ph["fail"] is not None and (ph["scheduled"] is None or ph["scheduled"] - ph["fail"] > 1.5)
-    return late or ph["elections_scheduled"] > 1 or ph["votes_denied"] > 0
+        return []  # counted apart: no election at all
+    why = []
+    denied = ph.get("denied", [])
+    if any("master is up" in d for d in denied):
+        why.append("master still up")
+    if any("can't vote" in d for d in denied):
+        why.append("vote window")
+    if ph["fail"] is not None and (ph["scheduled"] is None or ph["scheduled"] - ph["fail"] > 1.5):
+        why.append("retry window")
+    if not why and (ph["elections_scheduled"] > 1 or ph["votes_denied"]):
+        why.append("other")
+    return why
 
 
 def _stale_win(ph: dict) -> bool:
@@ -228,6 +243,12 @@ def _second_pfail(r: dict) -> float | None:
     return p[1] if len(p) >= 2 else None
 
 
+def _both_fail(ph: dict) -> float | None:
+    """When the second surviving master had FAIL: from then on both vote."""
+    f = ph.get("fail_masters", [])
+    return f[1] if len(f) >= 2 else None
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 3)
 
@@ -238,12 +259,16 @@ PROCEDURES = {"before": "before (main: next kill right after the restore; probe 
 
 def summary_table(rows: list[dict]) -> str:
     lines = ["| Redis | node timeout | procedure | kills | every slot writable after, s: median (min–max) "
-             "| every kill, s | within 8 s | election held back by the retry/vote window | stuck on stale votes "
+             "| every kill, s | within 8 s | first election attempt held back (why) | stuck on stale votes "
              "| lost with WAIT 1 | lost without WAIT | 1-min load (min–max) |",
              "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for v, p, ms, sel in _groups(rows):
         every = ", ".join("-" if r["recover_s"] is None else f"{r['recover_s']:.1f}" for r in sel)
-        retried = sum(1 for r in sel if _held_back(r["phases"]))
+        reasons: dict[str, int] = {}
+        for r in sel:
+            for why in held_back(r["phases"]):
+                reasons[why] = reasons.get(why, 0) + 1
+        retried = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())) or "0"
         stuck = sum(1 for r in sel if _stale_win(r["phases"]))
         loads = [r["load1"] for r in sel]
         lines.append(
@@ -259,9 +284,9 @@ def summary_table(rows: list[dict]) -> str:
 def phase_table(rows: list[dict]) -> str:
     """Per phase, median (min–max) over the kills of each group, seconds; from the Redis logs."""
     lines = ["| Redis | node timeout | procedure | 1st master PFAIL | 2nd master PFAIL | FAIL (quorum) "
-             "| 2nd PFAIL → FAIL | FAIL → election scheduled | scheduled delay, ms | scheduled → started "
-             "| started → won | won → probe sees every slot writable |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| 2nd PFAIL → FAIL | both masters FAIL | FAIL → election scheduled | scheduled delay, ms "
+             "| scheduled → started | started → won | won → probe sees every slot writable |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v, p, ms, sel in _groups(rows):
         ph = [r["phases"] for r in sel]
         first_pfail = [x["pfail_masters"][0] if x["pfail_masters"] else None for x in ph]
@@ -269,6 +294,7 @@ def phase_table(rows: list[dict]) -> str:
             f"| {v} | {ms} | {p} | {_spread(first_pfail, 2)} | {_spread([_second_pfail(r) for r in sel], 2)} | "
             f"{_spread([x['fail'] for x in ph], 2)} | "
             f"{_spread([_diff(x['fail'], _second_pfail(r)) for x, r in zip(ph, sel, strict=True)], 2)} | "
+            f"{_spread([_both_fail(x) for x in ph], 2)} | "
             f"{_spread([_diff(x['scheduled'], x['fail']) for x in ph], 2)} | "
             f"{_spread([x['delay_ms'] for x in ph], 0)} | "
             f"{_spread([_diff(x['started'], x['scheduled']) for x in ph], 2)} | "
@@ -369,6 +395,11 @@ What Redis's source says each phase should be (cluster.c, 5.0 and 7.0), and what
 - **FAIL** needs failure reports from a majority of masters (2 of 3), carried by gossip in the next
   PING/PONG between nodes that already have PFAIL; a node pings a peer at the latest when its PONG is older
   than timeout / 2, plus one random peer a second. So FAIL comes 0 to ~2.5 s after the 2nd master's PFAIL.
+  A node that marks FAIL broadcasts it, so the others have it within milliseconds, with one exception:
+  Redis 5.0 broadcasts only from a master. When 5.0's replica reaches FAIL first (from the two masters'
+  gossip) it asks for votes 0.5-1 s later, and a master that has no FAIL yet denies its vote ("its master
+  is up"); the attempt expires after 2 x timeout and the retry comes 4 x timeout after it started: about
+  20 s more (the "master still up" count; 7.0's cluster.c broadcasts from replicas too).
 - **Election**: scheduled within a cron tick of FAIL, delayed 500 ms + random 0-500 ms + rank x 1000 ms
   (rank 0: one replica per master here), then the votes take milliseconds. A replica may schedule a new
   election only 4 x timeout after its previous one (`auth_retry_time`) and a master votes about the same

@@ -9,7 +9,11 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+
+import pytest
+import redis
 
 from benchmarks import failover
 from benchmarks.failover_phases import _stale_win, held_back, parse_log, phases, read_events, with_debug_log
@@ -81,6 +85,16 @@ def test_the_next_kill_waits_out_redis_retry_window():
     assert 1.3 <= waited <= 1.6 and time.monotonic() - t0 >= 1.3
     assert failover.wait_out_retry_window(None, 5000) == 0.0
     assert failover.wait_out_retry_window(time.monotonic() - 30, 5000) == 0.0
+
+
+def test_the_probe_does_not_wait_for_redis_py_backoff():
+    # The killed master refuses connections: a writer or probe client must give up at once, not after
+    # redis-py's default 3 retries with backoff (which delayed main's probe by seconds).
+    assert inspect.signature(failover.trial).parameters["prompt_probe"].default is True
+    t0 = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        failover._client(f"127.0.{bench_octet()}.250", 1, "unused", retry=False).ping()
+    assert time.monotonic() - t0 < 0.5
 
 
 def test_one_whole_server_kill_phase_by_phase(tmp_path):

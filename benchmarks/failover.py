@@ -15,30 +15,61 @@ import threading
 import time
 
 import redis
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 from benchmarks.topologies import BenchLoopback
 from benchmarks.workload import SLOTS, session_keys
 
 VICTIM = 1  # the second server, as in the rehearsal drill
 RECOVERY_TIMEOUT = 60.0
+# Redis lets a replica schedule a new election only 4 x cluster-node-timeout after its previous one
+# (auth_retry_time), and a master vote about the same failed master only 2 x after its last vote. A kill
+# inside that window measures the retry, not a failover: the next kill waits this long after the takeover.
+RETRY_WINDOW_TIMEOUTS = 4
 
 
-def _client(host: str, port: int, password: str, timeout: float = 0.5, **tls: object) -> redis.Redis:
-    """`tls`: the Loopback's tls_kwargs (empty when plain), so a TLS cluster is reached the same way."""
+def wait_out_retry_window(last_takeover: float | None, node_timeout_ms: int) -> float:
+    """Sleep until RETRY_WINDOW_TIMEOUTS x the node timeout + 1 s after `last_takeover` (monotonic); the wait, s."""
+    if last_takeover is None:
+        return 0.0
+    wait = max(0.0, last_takeover + RETRY_WINDOW_TIMEOUTS * node_timeout_ms / 1000 + 1 - time.monotonic())
+    time.sleep(wait)
+    return wait
+
+
+def takeover_time(result: dict) -> float | None:
+    """When the trial's replica had taken over (monotonic): the kill + the time until every slot was writable."""
+    return None if result["recover_s"] is None else result["killed_at"] + result["recover_s"]
+
+
+def _client(host: str, port: int, password: str, timeout: float = 0.5, retry: bool = True,
+            **tls: object) -> redis.Redis:
+    """`tls`: the Loopback's tls_kwargs (empty when plain), so a TLS cluster is reached the same way.
+
+    `retry=False`: no redis-py retries. Its default (3 retries of a connection error with an exponential
+    backoff of up to 10 s) made a writer on the killed master sleep for seconds, and the probe only
+    started after the writers had stopped: the clock then measured redis-py's backoff, not Redis.
+    """
+    extra = {} if retry else {"retry": Retry(NoBackoff(), 0)}
     return redis.Redis(host, port, password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       **tls)
+                       **extra, **tls)
 
 
-def slot_owners(lo: BenchLoopback, dead_host: str | None = None) -> dict[tuple[str, int], list[int]] | None:
+def slot_owners(lo: BenchLoopback, dead_host: str | None = None,
+                retry: bool = True) -> dict[tuple[str, int], list[int]] | None:
     """{master: slots} from the first live node's CLUSTER SLOTS, or None if no node answers."""
     for p in lo.processes:
         if p.host == dead_host:
             continue
+        c = _client(p.host, p.port, lo.password, retry=retry, **lo.tls_kwargs)
         try:
-            reply = _client(p.host, p.port, lo.password, **lo.tls_kwargs).execute_command("CLUSTER SLOTS")
+            reply = c.execute_command("CLUSTER SLOTS")
         except redis.RedisError:
             continue
+        finally:
+            c.close()
         owners: dict[tuple[str, int], list[int]] = {}
         for start, end, primary, *_ in reply:
             node = (primary[0].decode() if isinstance(primary[0], bytes) else primary[0], int(primary[1]))
@@ -47,16 +78,19 @@ def slot_owners(lo: BenchLoopback, dead_host: str | None = None) -> dict[tuple[s
     return None
 
 
-def all_slots_writable(lo: BenchLoopback, dead_host: str) -> bool:
-    owners = slot_owners(lo, dead_host)
+def all_slots_writable(lo: BenchLoopback, dead_host: str, retry: bool = True) -> bool:
+    owners = slot_owners(lo, dead_host, retry)
     if not owners or sum(len(s) for s in owners.values()) != SLOTS or any(h == dead_host for h, _ in owners):
         return False
     for (host, port), slots in owners.items():
         key = _key_in(set(slots))
+        c = _client(host, port, lo.password, retry=retry, **lo.tls_kwargs)
         try:
-            _client(host, port, lo.password, **lo.tls_kwargs).set(key, b"probe", ex=60)
+            c.set(key, b"probe", ex=60)
         except redis.RedisError:
             return False
+        finally:
+            c.close()
     return True
 
 
@@ -68,9 +102,9 @@ def _key_in(slots: set[int]) -> str:
 
 
 def _writer(lo: BenchLoopback, master: tuple[str, int], slots: set[int], start_sid: int, wait: bool,
-            stop: threading.Event, acked: list[tuple[float, int]]) -> None:
+            stop: threading.Event, acked: list[tuple[float, int]], retry: bool = True) -> None:
     """Write new sessions (only those the victim master owns) until `stop`; record (ack time, sid)."""
-    c = _client(*master, lo.password, **lo.tls_kwargs, timeout=1.0)
+    c = _client(*master, lo.password, **lo.tls_kwargs, timeout=1.0, retry=retry)
     sid = start_sid
     payload = b"x" * 20480
     while not stop.is_set():
@@ -93,8 +127,13 @@ def _writer(lo: BenchLoopback, master: tuple[str, int], slots: set[int], start_s
             return
 
 
-def trial(lo: BenchLoopback, window_s: float = 1.0) -> dict:
-    """One kill of server VICTIM; the cluster is left restored to the shipped roles."""
+def trial(lo: BenchLoopback, window_s: float = 1.0, *, prompt_probe: bool = True) -> dict:
+    """One kill of server VICTIM; the cluster is left restored to the shipped roles.
+
+    `prompt_probe=False` is the probe as it was before it was fixed (kept to measure before/after in one run):
+    the writers' clients retry with redis-py's default backoff, and the probe starts only once both writers
+    have stopped (up to 5 s each), so the clock included redis-py's backoff.
+    """
     victim = lo.topology.servers[VICTIM]
     master = next((p.host, p.port) for p in victim.processes if p.role == "master")
     # Right after a restore, the node asked may not yet show the master's slots back: give
@@ -111,23 +150,28 @@ def trial(lo: BenchLoopback, window_s: float = 1.0) -> dict:
     acked_wait: list[tuple[float, int]] = []
     acked_nowait: list[tuple[float, int]] = []
     base = int(time.time() * 1000) * 1000  # fresh session ids for each trial
-    writers = [threading.Thread(target=_writer, args=(lo, master, slots, base, True, stop, acked_wait)),
-               threading.Thread(target=_writer, args=(lo, master, slots, base + 10**8, False, stop, acked_nowait))]
+    retry = not prompt_probe
+    writers = [threading.Thread(target=_writer, args=(lo, master, slots, base, True, stop, acked_wait, retry)),
+               threading.Thread(target=_writer,
+                                args=(lo, master, slots, base + 10**8, False, stop, acked_nowait, retry))]
     for w in writers:
         w.start()
     time.sleep(window_s)
-    killed_at = time.monotonic()
+    killed_at, killed_at_wall = time.monotonic(), time.time()  # wall clock: to match Redis's log timestamps
     lo.kill_server(VICTIM)
     stop.set()
-    for w in writers:
-        w.join(timeout=5)
+    if not prompt_probe:
+        for w in writers:
+            w.join(timeout=5)
     recovered = None
     while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
-        if all_slots_writable(lo, victim.private_ip):
+        if all_slots_writable(lo, victim.private_ip, retry):
             recovered = time.monotonic() - killed_at
             break
         time.sleep(0.05)
-    result = {"recover_s": recovered}
+    for w in writers:  # stopped at the kill's first error (no retries when prompt)
+        w.join(timeout=5)
+    result = {"recover_s": recovered, "killed_at": killed_at, "killed_at_wall": killed_at_wall}
     for label, acked in (("wait", acked_wait), ("nowait", acked_nowait)):
         before = [sid for t, sid in acked if t <= killed_at]
         result[f"written_{label}"] = len(before)

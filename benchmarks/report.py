@@ -283,7 +283,7 @@ def headline(results: dict) -> dict:
 def render(results: dict) -> str:
     """The whole BENCHMARKS.md: prose around the numbers of this run."""
     from benchmarks import saturation
-    from benchmarks.failover_pacing import section
+    from benchmarks.failover_phases import section
     from benchmarks.template import document
 
     return (document(results, render_tables(results), results.get("summary") or summarize(results)) + section()

@@ -124,7 +124,7 @@ def upgrade_script(platform: Platform) -> str:
         f"apt_get install --allow-change-held-packages {pins}",
         f"apt-mark hold {' '.join(HELD)}",
         "apt_get upgrade --with-new-pkgs",
-        "echo held: $(apt-mark showhold)",
+        "echo \"held: $(apt-mark showhold | tr '\\n' ' ')\"",
         f"echo 'upgraded: the OS, and Redis within {platform.apt_version}'",
     ]) + "\n"
 

@@ -283,9 +283,10 @@ def move_masters_away(cluster: Cluster, server: Server) -> list[str]:
         cluster.say(f"  {master.address} handed its {master.slot_count} slots to {replica.address} "
                     f"(CLUSTER FAILOVER, try {attempt})")
         ports.append(master.port)
-    left = masters_on(cluster.view(), server.host)
+    # Each process says it itself (another node's view may lag by a gossip round).
+    left = [f"{server.host}:{p}" for p in ports if cluster.role(server.host, p) != "slave"]
     if left:
-        raise RuntimeError(f"still masters on this server: {', '.join(n.address for n in left)}")
+        raise RuntimeError(f"still a master after its replica took over: {', '.join(left)}")
     if not masters:
         cluster.say("  no master on this server: nothing to move")
     return ports

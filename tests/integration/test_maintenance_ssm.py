@@ -65,6 +65,7 @@ def aws(request):
     ssm.sent = []
     ssm.meta.events.register("provide-client-params.ssm.SendCommand",
                              lambda params, **_: ssm.sent.append(json.loads(json.dumps(params))))
+    ssm.endpoint = kwargs["endpoint_url"]
     return boto3.client("ec2", **kwargs), ssm
 
 
@@ -142,3 +143,28 @@ def test_a_run_through_ssm_stops_at_the_reboot_that_never_comes_back(aws, loopba
     assert lo.password not in everything
     # Stopped with the cluster serving: server 0's master moved away before anything else happened.
     assert slots_writable(lo, set()) and servers[0].host not in master_hosts(lo)
+
+
+def test_the_command_line_finds_the_stacks_servers_and_names_bad_input(aws, monkeypatch, capsys) -> None:
+    ec2, ssm = aws
+    ids = launch(ec2, "prod", 3)
+    for name, value in {"AWS_ENDPOINT_URL": ssm.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", f"{ids[2]},{ids[0]}"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("server 2 (redis-3, ") < out.index("server 0 (redis-1, ") and ids[1] not in out
+    assert "'redis-server=5:5.0.7*'" in out  # Pulumi.prod.yaml's platform
+
+    with pytest.raises(SystemExit) as exit_:
+        maintenance.main(["--stack", "prod"])
+    assert exit_.value.code == 2 and "REDIS_PASSWORD" in capsys.readouterr().err
+    monkeypatch.setenv("REDIS_PASSWORD", "not-used-here-0123456789")
+    with pytest.raises(SystemExit):
+        maintenance.main(["--stack", "prod", "--instance-ids", "web-1"])
+    assert "--instance-ids: EC2 instance ids" in capsys.readouterr().err
+    assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", "i-0123456789abcdef0"]) == 2
+    assert "i-0123456789abcdef0 is not a running server of this stack" in capsys.readouterr().err

@@ -89,12 +89,14 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
     )
 
 
+# A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its
+# in-sync replica on another server (CLUSTER FAILOVER); then systemd sends SIGTERM. The empty
+# ExecStop= drops the template's own (20.04's sends SIGTERM, which must come after). '+' runs it
+# outside the template's sandbox (NoExecPaths=/ lets only redis-server run) and as root, which
+# reads the auth include. The script bounds itself, and TimeoutStopSec bounds it too.
+# (Kept out of the rendered text: user data is capped at 16 KB.)
 _STEP_DOWN = (
-    "# A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to\n"
-    "# its in-sync replica on another server (CLUSTER FAILOVER), then systemd sends SIGTERM.\n"
-    "# The empty line drops the template's own ExecStop (20.04's sends SIGTERM, which must come\n"
-    "# after). '+': outside the template's sandbox (NoExecPaths=/ lets only redis-server run)\n"
-    "# and as root, which reads the auth include. Bounded by the script and TimeoutStopSec.\n"
+    "# A clean stop first hands a master's slots to its replica (redis-step-down), then SIGTERM.\n"
     f"EnvironmentFile=-{STEP_DOWN_ENV_PATH}\n"
     "ExecStop=\n"
     f"ExecStop=+{STEP_DOWN_PATH} %i\n"

@@ -36,8 +36,10 @@ from components.server import RedisServer, ServerArgs
 from components.settings import Settings
 from components.topology import Topology, build_topology
 
-# What SSM Session Manager needs on the instance, and nothing more. The managed
-# policy AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
+# What SSM Session Manager and Run Command (rolling maintenance: components.maintenance)
+# need on the instance, and nothing more: the agent registers (UpdateInstanceInformation)
+# and takes Run Command's messages through ec2messages. The managed policy
+# AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
 # parameter in the account; the servers may read only their own password.
 SESSION_MANAGER_ACTIONS = [
     "ssm:UpdateInstanceInformation",

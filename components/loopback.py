@@ -12,6 +12,8 @@ formed by the very bootstrap script that cloud-init ships.
     lo.kill_server(1)     # SIGKILL both processes of server 1
     lo.add_servers(1)     # scale out: start server 3 and run the shipped join script for it
     lo.start_server(1)
+    lo.stop_server_cleanly(1)  # as `systemctl stop` on EC2: the shipped step-down first, then SIGTERM
+    lo.reboot_server(1)   # a clean stop, then the boot's steps (auth include, processes)
     lo.stop()             # stops everything (works from another Python process too)
 
 `tls=True` (Redis 7.0 only) runs the same confs as EC2 with TLS on: a throwaway
@@ -59,6 +61,7 @@ from components.render.password import (
 )
 from components.render.redis_conf import Paths, render_redis_conf
 from components.render.roles import role_restore_env, role_restore_script
+from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import render_tls_cli
 from components.sizing import usable_memory_mib
 from components.topology import Process, Topology, build_topology
@@ -626,6 +629,39 @@ class Loopback:
                 for server in range(len(self.topology.servers))}
         return _run_at_once(script, envs, timeout)
 
+    def step_down_environment(self, server: int) -> dict[str, str]:
+        """What redis-step-down is given on server `server` (its step-down.env on EC2)."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                **step_down_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                                redis_cli=self.cli_for(server))}
+
+    def step_down(self, server: int, timeout: float = 60) -> dict[int, tuple[int, str]]:
+        """Run the shipped redis-step-down for every process of server `server` at once, as systemd runs
+        each unit's ExecStop when the server stops; (exit code, output) by port."""
+        script = self.state_dir / "redis-step-down"
+        _write_if_changed(script, step_down_script())
+        ports = [p.port for p in self.topology.servers[server].processes]
+        return _run_at_once(script, {port: self.step_down_environment(server) for port in ports}, timeout,
+                            args={port: [str(port)] for port in ports})
+
+    def stop_server_cleanly(self, server: int, timeout: float = 15) -> dict[int, tuple[int, str]]:
+        """`systemctl stop` of server `server`'s Redis units on EC2: each ExecStop (the shipped step-down,
+        which hands a master's slots to its replica), then SIGTERM. Returns the step-down outputs by port."""
+        said = self.step_down(server) if self.topology.cluster else {}
+        self.stop_server(server, timeout)
+        return said
+
+    def reboot_server(self, server: int, timeout: float = 20) -> dict[int, tuple[int, str]]:
+        """A clean reboot of server `server`: the clean stop, then what its boot does (redis-auth writes
+        the auth include from the Parameter Store, the Redis units start). Returns the step-down outputs."""
+        said = self.stop_server_cleanly(server)
+        fetched = self.fetch_password(server, ATTEMPTS="3", RETRY_SECONDS="1")
+        if fetched.returncode != 0:
+            raise RuntimeError(f"redis-fetch-password failed at the boot of {self.topology.servers[server].private_ip}:"
+                               f"\n{fetched.stdout}{fetched.stderr}")
+        self.start_server(server, timeout)
+        return said
+
     def add_servers(self, count: int, *, hosts: list[str] | None = None, join: bool = True,
                     wait_seconds: int = 120, timeout: float = 20) -> dict[int, str]:
         """Grow the topology by `count` servers: write their files, start them, and (by default) run
@@ -666,11 +702,14 @@ def _write_secret(path: Path, text: str) -> None:
         raise
 
 
-def _run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float) -> dict[int, tuple[int, str]]:
+def _run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float,
+                 args: dict[int, list[str]] | None = None) -> dict[int, tuple[int, str]]:
     """Run one shipped script for several servers at the same moment (as their timers do); (exit code,
-    output) by server. Never raises on a failed run; a run past `timeout` is killed and says so."""
-    running = {server: subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output) by server. Never raises on a failed run; a run past `timeout` is killed and says so.
+    `args`: the script's arguments by key, if any."""
+    running = {server: subprocess.Popen([BASH, str(script), *(args or {}).get(server, [])], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
                for server, env in envs.items()}
     results = {}
     for server, proc in running.items():

@@ -3,6 +3,7 @@
     python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0] [--tls]
     python -m components.rehearsal scale --servers N --stack prod
     python -m components.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
+    python -m components.rehearsal maintain --stack prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
 files and the same bootstrap script as the cloud-config (components.loopback
@@ -31,6 +32,13 @@ report. On Redis 7.0 the old password stays accepted for `--grace` seconds
 (default 3600, as on AWS); `sync-password` (the timers' next run) after that
 removes it. On Redis 5.0 the old password is refused by new connections at
 once; open connections stay logged in.
+
+`maintain` runs the rolling maintenance of components.maintenance against the
+rehearsal, its steps unchanged (a loopback runner stands in for SSM Run Command:
+package commands are recorded, a reboot is the clean stop through the shipped
+redis-step-down, then the boot's steps), while a client keeps writing and
+reading 20 KB sessions. It prints the sessions lost, the errors the client saw
+(count and when), and whether every server holds one master again.
 
 `--tls` (Redis 7.0 only; on by itself when the stack file sets `tls: true`)
 rehearses with TLS on: a throwaway CA and per-server certificates in the state
@@ -641,6 +649,72 @@ def sync_password(lo: Loopback, state_dir: Path) -> int:
     return 0 if code == 0 and synced else 1
 
 
+# ---------------------------------------------------------------- rolling maintenance
+
+
+class _Stamped(list):
+    """A list that also keeps when each item arrived (the client's errors, for their duration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+
+def error_windows(times: Sequence[float], gap: float = 1.0) -> list[tuple[float, float, int]]:
+    """Error times -> (first, last, count) of each burst, bursts split by `gap` seconds without an error."""
+    windows: list[tuple[float, float, int]] = []
+    for t in sorted(times):
+        if windows and t - windows[-1][1] <= gap:
+            first, _, count = windows[-1]
+            windows[-1] = (first, t, count + 1)
+        else:
+            windows.append((t, t, 1))
+    return windows
+
+
+def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
+    """`python -m components.maintenance` against the rehearsal, under a live session workload."""
+    from components import maintenance
+
+    if not lo.topology.cluster:
+        print("a single non-production server has no replica to take its sessions during a reboot: "
+              "rolling maintenance is for the prod stack")
+        return 1
+    runner = runner or maintenance.LoopbackRunner(lo)
+    servers = maintenance.loopback_servers(lo)
+    cluster = maintenance.Cluster(servers, lo.password, lo.version, tls_of(lo),
+                                  say=lambda line: print(line, flush=True),
+                                  timeouts=timeouts or maintenance.Timeouts(reboot=60, back=60, healthy=60))
+    traffic = SessionTraffic(lo, max_seconds=1800)
+    traffic.errors = _Stamped()
+    traffic.start()
+    time.sleep(1)  # sessions exist before the first server moves
+    started = time.monotonic()
+    try:
+        code = maintenance.run(servers, cluster, runner, lo.platform)
+    finally:
+        time.sleep(1)  # and go on after the last one
+        traffic.stop()
+    problems = verify_sessions(lo, traffic.acked)
+    print(f"sessions written and read during maintenance: {len(traffic.acked)} written "
+          f"({SESSION_BYTES // 1024} KB _Data + _Internal), {traffic.reads} reads; acknowledged sessions lost: "
+          f"{len(problems)}; wrong answers: {len(traffic.wrong)}")
+    windows = error_windows(traffic.errors.times)
+    print(f"errors seen by the client: {len(traffic.errors)}"
+          + "".join(f"\n  {count} between {a - started:.1f}s and {b - started:.1f}s ({b - a:.2f}s)"
+                    for a, b, count in windows))
+    for line in (list(traffic.errors) + traffic.wrong + problems)[:5]:
+        print(f"  {line}")
+    holding = master_hosts(lo)
+    print(f"servers holding a master: {len(holding)} of {len(lo.topology.servers)}")
+    ok = code == 0 and not problems and not traffic.wrong and holding == set(lo.hosts)
+    return 0 if ok else 1
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -648,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.rehearsal",
                                 description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
     p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "rotate-password",
-                                        "sync-password"))
+                                        "sync-password", "maintain"))
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
@@ -705,6 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rotate_password(lo, state_dir, args.grace)
         if args.command == "sync-password":
             return sync_password(lo, state_dir)
+        if args.command == "maintain":
+            return maintain(lo)
         return failover(lo)
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)")

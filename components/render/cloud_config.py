@@ -51,6 +51,7 @@ from components.render.roles import (
     role_restore_script,
 )
 from components.render.shipped import shipped_script
+from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH, step_down_env, step_down_script
 from components.render.systemd import (
     AUTH_ENV_PATH,
     AUTH_UNIT,
@@ -142,7 +143,7 @@ def server_files(
         _file(SYSCTL_PATH, render_sysctl()),
         _file(TIME_SYNC_PATH, render_time_sync()),
         _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
-        _file(TEMPLATE_DROP_IN, render_template_drop_in()),
+        _file(TEMPLATE_DROP_IN, render_template_drop_in(step_down=topology.cluster)),
         _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls)),
         _file(FETCH_PASSWORD_PATH, fetch_password_script(), "0755"),
         _file(AUTH_ENV_PATH, auth_env),
@@ -179,6 +180,10 @@ def server_files(
                 role_restore_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
             _file(f"{UNIT_DIR}/{ROLE_RESTORE_UNIT}", render_role_restore_unit(ports)),
             _file(f"{UNIT_DIR}/{ROLE_RESTORE_TIMER}", render_role_restore_timer()),
+            # A clean stop or reboot hands this server's masters to their replicas first (the drop-in's ExecStop).
+            _file(STEP_DOWN_PATH, step_down_script(), "0755"),
+            _file(STEP_DOWN_ENV_PATH, render_env_file(
+                step_down_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
         ]
     files += [
         # A changed password reaches the running processes within a minute (Parameter Store is read at boot only).

@@ -8,6 +8,7 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 from __future__ import annotations
 
 from components.render.redis_conf import EC2_PATHS, Paths
+from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
 
 UNIT_DIR = "/etc/systemd/system"
 TEMPLATE_DROP_IN = f"{UNIT_DIR}/redis-server@.service.d/outsystems.conf"
@@ -55,8 +56,11 @@ def render_thp_tmpfiles() -> str:
     )
 
 
-def render_template_drop_in(paths: Paths = EC2_PATHS) -> str:
-    """Drop-in for every redis-server@<port>: notify supervision, limits, password first."""
+def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -> str:
+    """Drop-in for every redis-server@<port>: notify supervision, limits, password first.
+
+    `step_down` (cluster servers): a clean stop first hands a master's slots to its replica.
+    """
     return (
         "# outsystems-redis: added to Debian's redis-server@.service template.\n"
         "[Unit]\n"
@@ -81,7 +85,22 @@ def render_template_drop_in(paths: Paths = EC2_PATHS) -> str:
         "TimeoutStopSec=120\n"
         "Restart=always\n"
         "RestartSec=2\n"
+        + (_STEP_DOWN if step_down else "")
     )
+
+
+# A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its
+# in-sync replica on another server (CLUSTER FAILOVER); then systemd sends SIGTERM. The empty
+# ExecStop= drops the template's own (20.04's sends SIGTERM, which must come after). '+' runs it
+# outside the template's sandbox (NoExecPaths=/ lets only redis-server run) and as root, which
+# reads the auth include. The script bounds itself, and TimeoutStopSec bounds it too.
+# (Kept out of the rendered text: user data is capped at 16 KB.)
+_STEP_DOWN = (
+    "# A clean stop first hands a master's slots to its replica (redis-step-down), then SIGTERM.\n"
+    f"EnvironmentFile=-{STEP_DOWN_ENV_PATH}\n"
+    "ExecStop=\n"
+    f"ExecStop=+{STEP_DOWN_PATH} %i\n"
+)
 
 
 def render_auth_unit(tls: bool = False) -> str:

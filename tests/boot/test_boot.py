@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -388,7 +389,18 @@ def test_one_server_powered_off_and_on(prod: Cluster) -> None:
     survivor = next(n for n in deployment.nodes if not n.startswith(victim.ip + ":"))
     items = write_sessions(fleet, deployment, 50)
 
+    poweroff_started = time.monotonic()
     fleet.poweroff([victim])
+    # A clean poweroff steps down first (each Redis unit's ExecStop, redis-step-down): the victim's
+    # master handed its slots to its replica before going down, so right after the poweroff every
+    # slot is already served from another server, with no wait for cluster-node-timeout (a kill
+    # leaves the dead master owning its slots in every view for 5 s and an election).
+    view = cluster_view(fleet, deployment, survivor)
+    gone = [r for r in view if r["ip"] == victim.ip]
+    assert gone and not any(r["slots"] for r in gone), f"{victim.ip} went down holding slots: {view}"
+    masters = [r for r in view if r["master"] and r["slots"] and r["ip"] != victim.ip]
+    assert sum(r["slots"] for r in masters) == SLOTS, f"slots not all served right after the poweroff: {view}"
+    print(f"{victim.name} powered off in {time.monotonic() - poweroff_started:.1f}s; its master had moved first")
 
     def failed_over() -> bool:
         view = cluster_view(fleet, deployment, survivor)
@@ -410,6 +422,10 @@ def test_one_server_powered_off_and_on(prod: Cluster) -> None:
     print(f"after {victim.name} came back:\n{verdict(report)}")
     assert verdict(report).startswith("HEALTHY") and "WARN" not in report, report
     assert "master again" in victim.out("journalctl -u redis-role-restore --no-pager")
+    # What the step-down said while the server went down (the journal of the boot before).
+    said = victim.out("journalctl --no-pager -o cat -b -1 -u redis-server@7000 -u redis-server@7001")
+    assert "is the master now" in said and "stops as a replica" in said, said
+    print("\n".join(line for line in said.splitlines() if "redis-step-down" in line))
     assert_replicated_elsewhere(cluster_view(fleet, deployment, survivor), "after one server's power cycle")
     assert_sessions_kept(fleet, deployment, items)
 

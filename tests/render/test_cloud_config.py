@@ -12,6 +12,7 @@ import yaml
 
 from components.render import systemd
 from components.render.cloud_config import render_cloud_config
+from components.render.step_down import STEP_DOWN_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
 from tests.tools import tool
 
@@ -110,7 +111,8 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
     assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
                             systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
                             "/usr/local/sbin/redis-password-sync", "/usr/local/sbin/redis-role-restore",
-                            "/usr/local/sbin/redis-backup"}
+                            "/usr/local/sbin/redis-backup",
+                            "/usr/local/sbin/redis-step-down"}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)
@@ -135,7 +137,12 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     )
     drop_in = tmp_path / "redis-server@.service.d" / "outsystems.conf"
     drop_in.parent.mkdir()
-    drop_in.write_text(files[systemd.TEMPLATE_DROP_IN])
+    # verify checks that ExecStop exists too: point it at the shipped step-down script's copy.
+    step_down = tmp_path / "redis-step-down"
+    step_down.write_text(files[STEP_DOWN_PATH])
+    step_down.chmod(0o755)
+    assert f"ExecStop=+{STEP_DOWN_PATH} %i" in files[systemd.TEMPLATE_DROP_IN]
+    drop_in.write_text(files[systemd.TEMPLATE_DROP_IN].replace(STEP_DOWN_PATH, str(step_down)))
     units = []
     for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT, systemd.PROVISION_UNIT, "redis-role-restore.service",
                  "redis-role-restore.timer"):
@@ -157,3 +164,22 @@ def test_verify_catches_a_bad_drop_in(tmp_path):
     drop_in.parent.mkdir()
     drop_in.write_text("[Service]\nLimitNOFILES=65535\n")
     assert _verify(tmp_path, "redis-server@7000.service") != "rc=0"
+
+
+def test_a_clean_stop_steps_down_on_cluster_servers_only():
+    """The cluster drop-in replaces the template's ExecStop with the step-down; a single server keeps it."""
+    settings, topology = stack(3, "ubuntu-20.04-redis-5.0")
+    cluster = files_of(render_cloud_config(settings, topology, 1, memory_mib=8192, password_parameter=PARAMETER,
+                                           region=REGION))
+    stops = [line for line in cluster[systemd.TEMPLATE_DROP_IN].splitlines() if line.startswith("ExecStop")]
+    # The reset first: the 20.04 template's own ExecStop sends SIGTERM, which must come after the step-down.
+    assert stops == ["ExecStop=", f"ExecStop=+{STEP_DOWN_PATH} %i"]
+    env = dict(line.split("=", 1) for line in cluster["/etc/redis/step-down.env"].splitlines())
+    assert env["SERVER_IP"] == f'"{topology.servers[1].private_ip}"' and PASSWORD not in str(cluster)
+    # Its bound fits inside the unit's stop timeout (two tries, then the RDB save needs time too).
+    timeout = int(re.search(r"^TimeoutStopSec=(\d+)$", cluster[systemd.TEMPLATE_DROP_IN], re.M).group(1))
+    assert 2 * int(env["STEP_DOWN_WAIT_SECONDS"].strip('"')) + 30 < timeout
+    settings, topology = stack(1, "ubuntu-20.04-redis-5.0")
+    single = files_of(render_cloud_config(settings, topology, 0, memory_mib=8192, password_parameter=PARAMETER,
+                                          region=REGION))
+    assert "ExecStop" not in single[systemd.TEMPLATE_DROP_IN] and STEP_DOWN_PATH not in single

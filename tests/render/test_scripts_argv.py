@@ -18,6 +18,7 @@ from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
 from components.render.password import fetch_password_script, password_sync_script
 from components.render.roles import role_restore_env, role_restore_script
+from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import fetch_tls_script
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
@@ -37,6 +38,7 @@ WATCHED = {
     "fetch-tls": fetch_tls_script,
     "role-restore": role_restore_script,
     "backup": backup_script,
+    "step-down": step_down_script,
 }
 
 
@@ -164,3 +166,19 @@ def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto
     # The snapshot and both uploads went through the shims (the password in REDISCLI_AUTH only).
     assert any("--rdb" in args for args in shims.lines()) and shims.ran("aws") == 3
     assert not moto.leaks(lo.password)
+
+
+def test_step_down_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0")
+    lo.start()
+    lo.bootstrap()
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
+    env = {**step_down_env(lo.topology, 1, auth_file=lo.paths(1).auth_file, redis_cli=shims.command("redis-cli")),
+           "PATH": shims.path}
+    master = lo.topology.servers[1].processes[0]
+    stepped, sampler = run_watched([BASH, copy_of(tmp_path, "step-down"), str(master.port)], env, [lo.password],
+                                   shims, 120)
+    assert stepped.returncode == 0 and "is the master now" in stepped.stdout, stepped.stdout + stepped.stderr
+    assert_never_shown(stepped, sampler, shims, [lo.password])
+    # The failover itself went through the shim (the password in REDISCLI_AUTH only).
+    assert any("cluster failover" in " ".join(args) for args in shims.lines())

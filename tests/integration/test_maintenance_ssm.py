@@ -1,0 +1,170 @@
+"""Rolling maintenance's AWS side against moto in server mode on loopback: EC2 discovery by the
+stack's tags and SSM Run Command (AWS-RunShellScript), the API calls a real run makes.
+
+moto answers every Run Command with Success and no output, so a reboot never shows a new boot
+id: the full run against a loopback cluster stops at that step, naming it, with the cluster
+still serving; every command it sent is checked for the password.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from components import maintenance
+from components.loopback import platform_for
+from components.rehearsal import master_hosts, slots_writable, tls_of
+from tests.tools import loopback_octet
+
+REGION = "eu-west-1"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def aws(request):
+    """(ec2, ssm) boto3 clients of a moto server on this test's own loopback address."""
+    import boto3
+
+    host = f"127.{loopback_octet()}.250.1"
+    port = _free_port(host)
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop() -> None:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+    request.addfinalizer(stop)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.2)
+    kwargs = {"endpoint_url": f"http://{host}:{port}", "region_name": REGION, "aws_access_key_id": "testing",
+              "aws_secret_access_key": "testing"}
+    ssm = boto3.client("ssm", **kwargs)
+    # What the client puts on the wire. (moto's own record adds every instance of the region to a
+    # command sent without Targets, so SSM's InstanceIds cannot be read back from it.)
+    ssm.sent = []
+    ssm.meta.events.register("provide-client-params.ssm.SendCommand",
+                             lambda params, **_: ssm.sent.append(json.loads(json.dumps(params))))
+    ssm.endpoint = kwargs["endpoint_url"]
+    return boto3.client("ec2", **kwargs), ssm
+
+
+def launch(ec2, stack: str, count: int) -> list[str]:
+    """Instances tagged as the program tags a stack's servers; their ids by server index."""
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    ids = []
+    for index in range(count):
+        tags = {"Project": "outsystems-redis", "Stack": stack, "RedisServerIndex": str(index),
+                "Name": f"redis-{index + 1}"}
+        got = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large", TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        ids.append(got["Instances"][0]["InstanceId"])
+    return ids
+
+
+def sent(ssm, instance_id: str) -> list[dict]:
+    """Every SendCommand to `instance_id`, in order, as the client sent it."""
+    return [c for c in ssm.sent if instance_id in c["InstanceIds"]]
+
+
+def test_servers_are_found_by_the_stacks_tags_and_scripts_go_through_run_command(aws) -> None:
+    ec2, ssm = aws
+    ids = launch(ec2, "prod", 3)
+    launch(ec2, "dev", 1)  # another stack's server is never touched
+    servers = maintenance.discover_servers(ec2, "prod")
+    assert [(s.index, s.name, s.instance_id) for s in servers] == [(i, f"redis-{i + 1}", ids[i]) for i in range(3)]
+    assert all(s.host.count(".") == 3 for s in servers)
+    assert maintenance.chosen(servers, [ids[2], ids[0]]) == [servers[2], servers[0]]
+    with pytest.raises(ValueError, match="i-00000000000000000 is not a running server"):
+        maintenance.chosen(servers, ["i-00000000000000000"])
+    ec2.stop_instances(InstanceIds=[ids[1]])
+    with pytest.raises(ValueError, match=r"\[0, 2\]; one is missing or stopped"):
+        maintenance.discover_servers(ec2, "prod")
+
+    script = maintenance.upgrade_script(platform_for("7.0"))
+    runner = maintenance.SsmRunner(ssm, poll=0.05, comment="outsystems-redis prod")
+    runner.run_script(servers[0], script, 900)
+    (command,) = sent(ssm, ids[0])
+    assert command["DocumentName"] == "AWS-RunShellScript" and command["InstanceIds"] == [ids[0]]
+    assert command["Parameters"]["commands"] == script.strip().splitlines()
+    assert command["Parameters"]["executionTimeout"] == ["900"]
+    assert "outsystems-redis prod maintenance" in command["Comment"]
+    # SSM took it: the command is recorded with that document and those lines.
+    (recorded,) = ssm.list_commands()["Commands"]
+    assert recorded["DocumentName"] == "AWS-RunShellScript"
+    assert recorded["Parameters"]["commands"] == script.strip().splitlines()
+    assert "'redis-server=5:7.0.15*'" in "\n".join(command["Parameters"]["commands"])
+
+
+def test_a_run_through_ssm_stops_at_the_reboot_that_never_comes_back(aws, loopback_factory, capsys) -> None:
+    ec2, ssm = aws
+    lo = loopback_factory("5.0")
+    lo.start()
+    lo.bootstrap()
+    ids = launch(ec2, "prod", 3)
+    servers = [maintenance.Server(s.index, s.name, s.host, ids[s.index])
+               for s in maintenance.loopback_servers(lo)]
+    cluster = maintenance.Cluster(servers, lo.password, lo.version, tls_of(lo),
+                                  timeouts=maintenance.Timeouts(reboot=1, back=30, healthy=30))
+    runner = maintenance.SsmRunner(ssm, poll=0.05, reboot_poll=0.2)
+
+    assert maintenance.run(servers, cluster, runner, lo.platform) == 1
+    out = capsys.readouterr().out
+    assert (f"STOPPED: stopped at server 0 (redis-1, {servers[0].host}, {ids[0]}), step 'reboot': its OS did not "
+            "answer Run Command within 1 s of the reboot") in out, out
+    commands = [c["Parameters"]["commands"] for c in sent(ssm, ids[0])]
+    assert commands[0] == maintenance.upgrade_script(lo.platform).strip().splitlines()
+    assert commands[1] == maintenance.BOOT_ID_SCRIPT.strip().splitlines()
+    assert commands[2] == maintenance.REBOOT_SCRIPT.strip().splitlines()
+    assert all(c == commands[1] for c in commands[3:]) and len(commands) > 3  # polled for a new boot id
+    assert sent(ssm, ids[1]) == [] and sent(ssm, ids[2]) == []
+    # No secret in anything sent to any server.
+    everything = json.dumps(ssm.list_commands()["Commands"], default=str)
+    assert lo.password not in everything
+    # Stopped with the cluster serving: server 0's master moved away before anything else happened.
+    assert slots_writable(lo, set()) and servers[0].host not in master_hosts(lo)
+
+
+def test_the_command_line_finds_the_stacks_servers_and_names_bad_input(aws, monkeypatch, capsys) -> None:
+    ec2, ssm = aws
+    ids = launch(ec2, "prod", 3)
+    for name, value in {"AWS_ENDPOINT_URL": ssm.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", f"{ids[2]},{ids[0]}"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("server 2 (redis-3, ") < out.index("server 0 (redis-1, ") and ids[1] not in out
+    assert "'redis-server=5:5.0.7*'" in out  # Pulumi.prod.yaml's platform
+
+    with pytest.raises(SystemExit) as exit_:
+        maintenance.main(["--stack", "prod"])
+    assert exit_.value.code == 2 and "REDIS_PASSWORD" in capsys.readouterr().err
+    monkeypatch.setenv("REDIS_PASSWORD", "not-used-here-0123456789")
+    with pytest.raises(SystemExit):
+        maintenance.main(["--stack", "prod", "--instance-ids", "web-1"])
+    assert "--instance-ids: EC2 instance ids" in capsys.readouterr().err
+    assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", "i-0123456789abcdef0"]) == 2
+    assert "i-0123456789abcdef0 is not a running server of this stack" in capsys.readouterr().err

@@ -4,8 +4,9 @@ The shipped redis-cluster-join (and, on server 0, redis-cluster-bootstrap) runs 
 EC2 (Loopback.boot_server); redis-role-restore then gives the master role back, as its timer does.
 - `rehearsal replace --server 1` through the CLI (server 0: it forms the cluster, so its bootstrap must hand
   over instead of forming a second one), under live 20 KB sessions, on both lines;
-- a replaced joiner (server 3 of 4), and a reboot afterwards that changes nothing;
-- a rejoin never fights an outage: while a slot is unserved it waits and forgets nothing.
+- a replaced joiner (server 3 of 4) waits while another server is down (an outage is never fought), then
+  rejoins, and a reboot afterwards changes nothing;
+- while a slot is unserved a rejoin waits and forgets nothing.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def test_rehearsal_replace_server_1_rejoins_by_itself_under_live_sessions(versio
     assert redis_processes(prefix) == []
 
 
-def test_a_replaced_joiner_rejoins_and_a_reboot_changes_nothing(loopback_factory) -> None:
+def test_a_replaced_joiner_waits_out_another_servers_outage_then_rejoins_and_a_reboot_changes_nothing(
+        loopback_factory) -> None:
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
@@ -98,11 +100,22 @@ def test_a_replaced_joiner_rejoins_and_a_reboot_changes_nothing(loopback_factory
     before = write_session_store(lo, 100)
     lo.wipe_server(3)
     wait_failed_over(lo, 3)
+    # Server 1 is lost too (a real outage, not a replacement): its slots fail over, so every slot is
+    # served and cluster_state is ok, but the rejoin must not act while another server's nodes fail.
+    lo.stop_server(1)
+    wait_failed_over(lo, 1)
+    known = node_ids(lo, lo.topology.servers[0].processes[0])
+    code, out = lo.boot_server(3, wait_seconds=10)["redis-cluster-join"]
+    assert code != 0 and "nodes of another server are failing" in out, out
+    assert "REJOIN" not in out and "forgetting" not in out, out
+    assert node_ids(lo, lo.topology.servers[0].processes[0]) == known  # nothing forgotten, nothing met
+
+    lo.start_server(1)  # back with its own data: its processes return as replicas
     results = lo.boot_server(3, wait_seconds=90)
     code, out = results["redis-cluster-join"]
     assert code == 0 and "REJOIN" in out, out
     assert list(results) == ["redis-cluster-join"]  # only server 0 carries the bootstrap
-    took, said = restore_roles(lo)
+    took, said = restore_roles(lo)  # two servers drifted: role-restore gives them back one per run
     assert took is not None, said
     green(lo)
     assert_ring(lo)  # one master per server, each replica on the next server's master
@@ -118,7 +131,7 @@ def test_a_replaced_joiner_rejoins_and_a_reboot_changes_nothing(loopback_factory
     assert layout(lo) == shape
 
 
-def test_a_rejoin_never_fights_an_outage(loopback_factory) -> None:
+def test_a_rejoin_waits_while_a_slot_is_unserved(loopback_factory) -> None:
     lo = loopback_factory("5.0")
     lo.start()
     lo.bootstrap()

@@ -6,18 +6,20 @@ EC2 (Loopback.boot_server); redis-role-restore then gives the master role back, 
   over instead of forming a second one), under live 20 KB sessions, on both lines;
 - a replaced joiner (server 3 of 4) waits while another server is down (an outage is never fought), then
   rejoins, and a reboot afterwards changes nothing;
-- while a slot is unserved a rejoin waits and forgets nothing.
+- while a slot is unserved a rejoin waits and forgets nothing;
+- the rejoin keeps the password off every command line (tests/integration/argv.py's two guards).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from components import health
-from components.loopback import Loopback
+from components.loopback import BASH, Loopback
 from components.rehearsal import (
     restore_roles,
     server_number,
@@ -25,7 +27,9 @@ from components.rehearsal import (
     verify_sessions,
     write_session_store,
 )
+from components.render.join import join_script
 from tests.integration import loopbacks
+from tests.integration.argv import Shims, assert_never_shown, run_watched
 from tests.integration.scale_out import assert_ring, layout
 from tests.integration.test_rehearsal import redis_processes, rehearse
 from tests.tools import loopback_octet, redis_bin
@@ -157,3 +161,22 @@ def test_a_rejoin_waits_while_a_slot_is_unserved(loopback_factory) -> None:
     assert took is not None, said
     green(lo)
     assert verify_sessions(lo, before) == []
+
+
+def test_the_rejoin_keeps_the_password_off_every_command_line(loopback_factory, tmp_path) -> None:
+    lo = loopback_factory("5.0")
+    lo.start()
+    lo.bootstrap()
+    lo.wipe_server(2)
+    wait_failed_over(lo, 2)
+    lo.start_server(2)  # its processes only: the join runs below, under watch
+    script = tmp_path / "cluster-join"
+    script.write_text(join_script())
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
+    env = {**lo.join_environment(2, wait_seconds=90), "PATH": shims.path, "REDIS_CLI": shims.command("redis-cli")}
+    joined, sampler = run_watched([BASH, str(script)], env, [lo.password], shims, 400)
+    assert joined.returncode == 0 and "REJOIN" in joined.stdout, joined.stdout + joined.stderr
+    assert_never_shown(joined, sampler, shims, [lo.password])
+    commands = [" ".join(args).lower() for args in shims.lines()]
+    for command in ("cluster forget", "cluster meet", "cluster replicate"):
+        assert any(command in c for c in commands), command

@@ -11,6 +11,8 @@ formed by the very bootstrap script that cloud-init ships.
     print(lo.bootstrap()) # the shipped script; returns its log
     lo.kill_server(1)     # SIGKILL both processes of server 1
     lo.add_servers(1)     # scale out: start server 3 and run the shipped join script for it
+    lo.wipe_server(1)     # a replacement: SIGKILL, data dirs (nodes.conf, RDB) removed
+    lo.boot_server(1)     # boots as on EC2: fetch the password, start, run its cluster units
     lo.start_server(1)
     lo.stop_server_cleanly(1)  # as `systemctl stop` on EC2: the shipped step-down first, then SIGTERM
     lo.reboot_server(1)   # a clean stop, then the boot's steps (auth include, processes)
@@ -617,6 +619,46 @@ class Loopback:
             text = "\n".join(f"--- server {s} ---\n{outputs[s]}" for s in outputs)
             raise RuntimeError(f"join failed on server(s) {failed}:\n{text}")
         return outputs
+
+    def wipe_server(self, server: int) -> None:
+        """What a replaced instance (or a wiped disk) leaves: server `server` killed, its data dirs empty
+        (no nodes.conf, no RDB). Its configuration files stay: the new instance's user data writes the same."""
+        self.kill_server(server)
+        for p in self.topology.servers[server].processes:
+            data = Path(self.paths(server).data_dir(p.port))
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+
+    def boot_server(self, server: int, wait_seconds: int = 120, timeout: float = 20) -> dict[str, tuple[int, str]]:
+        """Boot server `server` as its units do on EC2: redis-auth (the shipped fetch), its Redis processes,
+        then its cluster units at once (redis-cluster-join; on server 0 redis-cluster-bootstrap too).
+        Returns (exit code, output) by unit name; never raises on a failed unit."""
+        if not self.topology.cluster:
+            raise ValueError("a single server has no cluster to rejoin")
+        fetched = self.fetch_password(server, ATTEMPTS="3", RETRY_SECONDS="1")
+        if fetched.returncode != 0:
+            raise RuntimeError(f"redis-fetch-password failed for server {server}:\n{fetched.stdout}{fetched.stderr}")
+        self.start_server(server, timeout)
+        _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
+        _write_if_changed(self.state_dir / "cluster-bootstrap.sh", bootstrap_script())
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        units = {"redis-cluster-join": (self.state_dir / "cluster-join.sh",
+                                        {"PATH": path, **self.join_environment(server, wait_seconds)})}
+        if server == BOOTSTRAP_SERVER:
+            units["redis-cluster-bootstrap"] = (self.state_dir / "cluster-bootstrap.sh",
+                                                {"PATH": path, **self.bootstrap_environment(wait_seconds)})
+        running = {name: subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                   for name, (script, env) in units.items()}
+        results = {}
+        for name, proc in running.items():
+            try:
+                out = proc.communicate(timeout=wait_seconds * 3 + 60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0] + "\n(killed: timed out)"
+            results[name] = (proc.returncode, out)
+        return results
 
     def restore_roles(self, timeout: float = 60) -> dict[int, tuple[int, str]]:
         """Run the shipped redis-role-restore on every server at once, as their timers do each minute;

@@ -4,6 +4,7 @@
     python -m components.rehearsal scale --servers N --stack prod
     python -m components.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
     python -m components.rehearsal maintain --stack prod
+    python -m components.rehearsal replace --server K --stack prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
 files and the same bootstrap script as the cloud-config (components.loopback
@@ -21,6 +22,18 @@ AWS: the new servers start with their rendered files and run the shipped join
 script, all at once, while a client keeps writing and reading OutSystems-shaped
 sessions. It prints the duration, the slots moved, the sessions checked and
 the errors the client saw.
+
+`replace --server K` (K counts from 1, as `replaceServers` and the server names do)
+replaces server K the way `replaceServers` does on AWS, under a client writing
+and reading 20 KB sessions: its processes are killed, its data dirs wiped (no
+nodes.conf, no RDB), and once the cluster has failed over (a replacement takes
+minutes to boot on EC2) it boots empty at its address through the units EC2
+runs: redis-auth, its Redis processes, redis-cluster-join (and, on server 1,
+redis-cluster-bootstrap). The join rejoins it by itself; the servers'
+redis-role-restore (as their timers would) gives it its master role back. It
+prints the sessions acknowledged and lost, the client's errors with their count
+and duration, and the health report, which must be HEALTHY with no WARN within
+REPLACE_TIMEOUT seconds of the kill.
 
 `rotate-password` changes the password the way a new `redisPassword` (or a
 re-generated one) does on AWS: a new 40-character password goes into the
@@ -74,6 +87,9 @@ SESSION_TTL = 3600  # seconds: outlives any rehearsal, still expires by itself
 KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
 RECOVERY_TIMEOUT = 60.0  # seconds; cluster-node-timeout is 5 s, failover normally takes 6-8 s
 PASSWORD_SWITCH_TIMEOUT = 30.0  # seconds; the sync itself takes well under one
+# Kill -> HEALTHY with no WARN for `replace`: failover (6-15 s) + rejoin (10-30 s) + role restore (2-10 s).
+REPLACE_TIMEOUT = 120.0
+REJOIN_WAIT_SECONDS = 90  # the join's own bound on each wait (WAIT_SECONDS)
 
 
 # ---------------------------------------------------------------- settings (pure)
@@ -547,6 +563,122 @@ def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) 
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------- replace
+
+
+class _TimedErrors(list):
+    """SessionTraffic's error list, with when each error happened (for the outage's duration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: str) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+
+def write_session_store(lo: Loopback, count: int) -> list[str]:
+    """`count` 20 KB sessions (content derived from the key), each acknowledged by a replica (WAIT 1)."""
+    client = _cluster_client(lo)
+    acked = []
+    try:
+        for _ in range(count):
+            data, internal = health.session_keys()
+            client.set(data, session_value(data), ex=SESSION_TTL)
+            client.set(internal, internal_value(data), ex=SESSION_TTL)
+            if int(client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(data))) >= 1:
+                acked.append(data)
+    finally:
+        client.close()
+    return acked
+
+
+def server_number(value: str, servers: int) -> int:
+    """`--server K` (1..servers, as replaceServers and the server names count) -> the 0-based index."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"--server: a server number from 1 to {servers}, not {value!r}") from None
+    if not 1 <= number <= servers:
+        raise ValueError(f"--server: a server number from 1 to {servers} (they count from 1, as replaceServers "
+                         f"does), not {number}")
+    return number - 1
+
+
+def replace(lo: Loopback, index: int) -> int:
+    """Server `index` (0-based) replaced under live sessions; 0 when it rejoined by itself, HEALTHY with no
+    WARN within REPLACE_TIMEOUT, and no acknowledged session lost."""
+    if not lo.topology.cluster:
+        print("a single non-production server has nothing to rejoin: replacing it loses its sessions")
+        return 1
+    facts, findings = check(lo)
+    if health.verdict(findings) != "healthy":
+        print(health.report(facts, findings))
+        print("refusing to replace a server of a cluster that is not HEALTHY: fix it first")
+        return 1
+    server = lo.topology.servers[index]
+    host = server.private_ip
+    before = write_session_store(lo, SESSIONS)
+    print(f"wrote {SESSIONS} sessions of {SESSION_BYTES // 1024} KB, {len(before)} acknowledged by a replica (WAIT 1)")
+    traffic = SessionTraffic(lo)
+    traffic.errors = errors = _TimedErrors()
+    traffic.start()
+    time.sleep(1)  # the client is busy before the server goes
+    print(f"replacing server {index + 1} ({host}) under a client writing and reading {SESSION_BYTES // 1024} KB "
+          "sessions: SIGKILL of its processes, nodes.conf and RDB wiped")
+    killed_at = time.monotonic()
+    healthy_at = failed_over = None
+    try:
+        lo.wipe_server(index)
+        # On EC2 the replacement boots minutes later, long after the failover; booting before it would
+        # hand the old master's address to an empty process that its replica then syncs from.
+        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+            if slots_writable(lo, {host}):
+                failed_over = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        if failed_over is None:
+            print(f"NOT FAILED OVER: slots still not all writable {RECOVERY_TIMEOUT:.0f}s after the kill")
+            return 1
+        print(f"every slot served and writable again {failed_over:.1f}s after the kill (the failover)")
+        units = " and ".join(["redis-cluster-bootstrap"] * (index == 0) + ["redis-cluster-join"])
+        print(f"server {index + 1} boots empty at {host}: redis-auth, its Redis processes, then {units}")
+        results = lo.boot_server(index, wait_seconds=REJOIN_WAIT_SECONDS)
+        for name, (code, output) in sorted(results.items()):
+            print(f"  {name} exit {code}")
+            print("\n".join("    " + line for line in output.strip().splitlines()
+                            if code != 0 or any(w in line for w in ("REJOIN", "forgetting", "replicates",
+                                                                    "done", "not forming", "waiting"))))
+        print(f"rejoined {time.monotonic() - killed_at:.1f}s after the kill; the servers' redis-role-restore runs "
+              "as their timers do (every 2 s here, every minute on EC2)")
+        took, said = restore_roles(lo, timeout=max(1.0, REPLACE_TIMEOUT - (time.monotonic() - killed_at)))
+        for line in said:
+            print(f"  {line}")
+        if took is not None:
+            healthy_at = time.monotonic() - killed_at
+    finally:
+        traffic.stop()
+    facts, findings = check(lo)
+    print(health.report(facts, findings))
+    healthy = health.verdict(findings) == "healthy"
+    print(f"HEALTHY with no WARN {healthy_at:.1f}s after the kill (bound {REPLACE_TIMEOUT:.0f}s)"
+          if healthy and healthy_at is not None else f"NOT HEALTHY within {REPLACE_TIMEOUT:.0f}s of the kill")
+    lost_before = verify_sessions(lo, before)
+    lost_during = verify_sessions(lo, traffic.acked)
+    print(f"sessions written before the replacement: {len(before)} acknowledged, lost: {len(lost_before)}")
+    print(f"sessions written during it by the client: {len(traffic.acked)} acknowledged, lost: {len(lost_during)}; "
+          f"{traffic.reads} reads, wrong answers: {len(traffic.wrong)}")
+    span = f" over {errors.times[-1] - errors.times[0]:.1f}s (from {errors.times[0] - killed_at:.1f}s after the " \
+           "kill)" if errors.times else ""
+    print(f"errors seen by the client: {len(errors)}{span}")
+    for line in (errors[:3] + traffic.wrong[:3] + lost_before[:3] + lost_during[:3]):
+        print(f"  {line}")
+    ok = healthy and healthy_at is not None and not lost_before and not lost_during and not traffic.wrong \
+        and all(code == 0 for code, _ in results.values())
+    return 0 if ok else 1
+
+
 # ---------------------------------------------------------------- password rotation
 
 
@@ -721,7 +853,7 @@ def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.rehearsal",
                                 description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
-    p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "rotate-password",
+    p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "replace", "rotate-password",
                                         "sync-password", "maintain"))
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
@@ -730,6 +862,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-prefix", default="127.0.0.",
                    help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
     p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
+    p.add_argument("--server", metavar="K",
+                   help="replace: the server to replace, counted from 1 as replaceServers does (1 = redis-1)")
     p.add_argument("--grace", type=int, default=PASSWORD_GRACE_SECONDS, metavar="SECONDS",
                    help=f"rotate-password: how long Redis 7.0 still accepts the old password "
                         f"(default {PASSWORD_GRACE_SECONDS}, as on AWS)")
@@ -746,6 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return down(state_dir)
     if args.command == "scale" and args.servers is None:
         parser.error("scale: give --servers N")
+    if args.command == "replace" and args.server is None:
+        parser.error("replace: give --server K (1 = the first server, as replaceServers counts)")
     if args.grace < 0:
         parser.error("--grace: 0 or more seconds")
     lo = load_loopback(state_dir)
@@ -775,6 +911,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(lo)
         if args.command == "scale":
             return scale(lo, args.servers, state_dir)
+        if args.command == "replace":
+            try:
+                index = server_number(args.server, len(lo.topology.servers))
+            except ValueError as exc:
+                parser.error(str(exc))
+            return replace(lo, index)
         if args.command == "rotate-password":
             return rotate_password(lo, state_dir, args.grace)
         if args.command == "sync-password":

@@ -164,7 +164,8 @@ def server_files(
             _file(f"{UNIT_DIR}/{BOOTSTRAP_UNIT}", render_bootstrap_unit(tuple(p.port for p in srv.processes))),
         ]
     if runs_join(topology, server):
-        # Names only servers 0..server: the same text whatever the final count.
+        # Every cluster server: a new one joins, one that boots empty at its known address rejoins.
+        # Names only servers 0..server (or the first, fixed ones): the same text whatever the final count.
         files += [
             _file(JOIN_PATH, join_script(), "0755"),
             _file(JOIN_ENV_PATH,

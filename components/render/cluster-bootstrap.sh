@@ -6,6 +6,14 @@
 # Idempotent: every step checks what is already there. A reboot or a second
 # run never creates a second cluster and never touches data.
 #
+# It runs on server 0, whose master and replica come first in MASTERS and
+# REPLICAS. When server 0 boots empty (replaced, or a wiped disk) while the
+# other servers already form a cluster, it forms nothing and attaches nothing:
+# redis-cluster-join rejoins this server (forgets its dead node ids first). For
+# the same reason a replica is attached here only while its own server's master
+# process owns slots (as right after the create): a replica on a replaced
+# server is the rejoin's to place.
+#
 # Inputs (environment, usually from an EnvironmentFile), so the exact same
 # text runs on EC2 and on loopback:
 #   MASTERS        "host:port host:port ..."  master of server 0, 1, 2, ...
@@ -56,9 +64,10 @@ all_nodes() {
     for pair in "${replicas[@]}"; do printf '%s\n' "${pair%%=*}"; done
 }
 
+# wait_for_nodes NODE... : each answers PING with cluster_enabled:1 (bounded by WAIT_SECONDS).
 wait_for_nodes() {
     local deadline=$((SECONDS + WAIT_SECONDS)) node
-    for node in $(all_nodes); do
+    for node in "$@"; do
         until [ "$(cli "$node" ping 2>/dev/null | tr -d '\r')" = PONG ] &&
             [ "$(field "$node" cluster cluster_enabled)" = 1 ]; do
             [ "$SECONDS" -lt "$deadline" ] || die "$node did not answer PING with cluster_enabled:1 in ${WAIT_SECONDS}s"
@@ -80,6 +89,40 @@ cluster_exists() {
     return 1
 }
 
+# in_cluster NODE: it answers, and knows another node or owns a slot.
+in_cluster() {
+    local known
+    known=$(cinfo "$1" cluster_known_nodes)
+    [ -n "$known" ] && { [ "$known" != 1 ] || [ "$(cinfo "$1" cluster_slots_assigned)" != 0 ]; }
+}
+
+# Server 0 empty while another server's process already belongs to a cluster: a replacement.
+# Hands over to redis-cluster-join and stops here (exit 0), so no second cluster is ever formed.
+hand_over_if_replaced() {
+    local node
+    if in_cluster "${masters[0]}" || in_cluster "${replicas[0]%%=*}"; then return 0; fi
+    for node in $(all_nodes); do
+        if [ "$node" != "${masters[0]}" ] && [ "$node" != "${replicas[0]%%=*}" ] && in_cluster "$node"; then
+            log "this server is empty but $node belongs to a cluster: the peers already form one;" \
+                "not forming another (redis-cluster-join rejoins this server)"
+            exit 0
+        fi
+    done
+}
+
+# owns_slots NODE: a master with slots, in its own view.
+owns_slots() {
+    [ "$(cli "$1" cluster nodes 2>/dev/null | awk '$3 ~ /myself/ { print NF }')" -gt 8 ]
+}
+
+# The master process on the same server as REPLICA (host:port).
+master_beside() {
+    local node
+    for node in "${masters[@]}"; do
+        [ "${node%:*}" != "${1%:*}" ] || { echo "$node"; return 0; }
+    done
+}
+
 create_masters() {
     if cluster_exists; then
         log "cluster already created; not creating another"
@@ -94,7 +137,9 @@ attach_replicas() {
     for pair in "${replicas[@]}"; do
         replica=${pair%%=*}
         master=${pair##*=}
-        if [ "$(cinfo "$replica" cluster_known_nodes)" = 1 ]; then
+        if [ "$(cinfo "$replica" cluster_known_nodes)" = 1 ] && ! owns_slots "$(master_beside "$replica")"; then
+            log "$replica is empty and so is its server's master: a replaced server; redis-cluster-join places it"
+        elif [ "$(cinfo "$replica" cluster_known_nodes)" = 1 ]; then
             master_id=$(cli "$master" cluster myid | tr -d '\r')
             [ -n "$master_id" ] || die "cannot read the node id of $master"
             log "adding $replica as replica of $master ($master_id)"
@@ -104,6 +149,8 @@ attach_replicas() {
         elif [ "$(cli "$replica" cluster nodes | awk '$3 ~ /myself/ { print NF }')" -gt 8 ]; then
             # It owns slots: a failover promoted it. Never demote a master here.
             log "$replica is a master with slots (promoted by a failover); leaving it"
+        elif ! owns_slots "$(master_beside "$replica")"; then
+            log "$replica met the cluster but its server's master owns no slot: a rejoin at work; leaving it"
         else
             # Met the cluster but never got its master (an earlier run stopped half-way).
             master_id=$(cli "$master" cluster myid | tr -d '\r')
@@ -144,7 +191,11 @@ wait_for_ok() {
 }
 
 log "masters: ${masters[*]}; replicas: ${replicas[*]}"
-wait_for_nodes
+wait_for_nodes "${masters[0]}" "${replicas[0]%%=*}"
+hand_over_if_replaced
+# shellcheck disable=SC2046  # one node a word
+wait_for_nodes $(all_nodes)
+hand_over_if_replaced
 create_masters
 attach_replicas
 wait_for_ok

@@ -1,12 +1,41 @@
 #!/bin/bash
-# Joins this server to a running Redis Cluster: its master takes a fair share
-# of the slots, its replica joins the crossed ring, and the ring is re-linked
-# so that still no replica shares a server with its master.
+# Brings this server into the running Redis Cluster, by itself, whatever its
+# index. Two cases, told apart by what the cluster shows (re-read every round):
 #
-# Only servers beyond the first three run it (they form the cluster); raising
-# the server count adds servers, never changes an existing server's files.
+#   JOIN (a NEW server >= 3, scale-out): its master takes a fair share of the
+#   slots, its replica joins the crossed ring, and the ring is re-linked so
+#   that still no replica shares a server with its master. Servers 0..2 never
+#   do this: server 0's cluster-bootstrap forms the cluster from them.
 #
-# Order, chosen so that every slot always has a replica on another server:
+#   REJOIN (any server that boots EMPTY at the address of a known server: a
+#   replaceServers replacement, an EC2 recovery onto a new disk, a wiped disk):
+#   the cluster shows a hole: a live master with slots and no live replica
+#   (the failover promoted the replica of this server's old master, on the
+#   server before it, and the master of the next server lost its replica).
+#   Then, only when every slot is served without this server, the only dead
+#   nodes (flagged fail or noaddr) own no slot and are at this address or have
+#   none left (a peer that reached the new process marks the old id noaddr),
+#   and every other server holds its two processes:
+#     1. every live node forgets the dead ids (CLUSTER FORGET, all in one sweep:
+#        each node refuses a forgotten id for 60 s, and a node that still knew
+#        it would gossip it back);
+#     2. the master process meets the cluster and replicates the master that
+#        now owns this server's old slots (the hole on a server holding two
+#        masters);
+#     3. the replica process meets the cluster and replicates the other hole:
+#        the master of the next server (the crossed ring again);
+#     4. waits until both are linked and in sync. redis-role-restore (a timer,
+#        every minute) then gives this server its master role back with a
+#        plain CLUSTER FAILOVER: no acknowledged write is lost, never FORCE or
+#        TAKEOVER.
+#   A real outage (a slot unserved, a node of another server failing, a server
+#   with one process) is never fought: the rejoin waits and says why.
+#
+# Until one case applies (first boot of servers 0..2: the bootstrap adds them;
+# a replacement whose old master has not failed over yet) it waits, bounded by
+# WAIT_SECONDS; systemd starts it again after a failure.
+#
+# Order of a JOIN, chosen so that every slot always has a replica on another server:
 #   1. wait for this server's processes, for the cluster to be healthy, and for
 #      every earlier server to have joined (see "Two servers at once" below);
 #   2. add this server's master (redis-cli --cluster add-node), still empty;
@@ -25,11 +54,12 @@
 # clean up, and the ring stays right because each joiner is, while it works,
 # the last server of the ring. The price: a server that never comes up holds
 # up the ones after it (each wait is bounded by WAIT_SECONDS, then this fails
-# with a line saying what it waited for).
+# with a line saying what it waited for). A join waits while a rejoin leaves a
+# hole or dead nodes, and a rejoin waits while a server holds one process.
 #
 # Roles come from the cluster, by server IP: after a failover the master of a
 # server may be its 7001 process. If roles drifted (a server holds two masters
-# or none), this does not touch the cluster and points at the health check's
+# or none), a JOIN does not touch the cluster and points at the health check's
 # CLUSTER FAILOVER fix.
 #
 # Idempotent: every step checks what is already there, so a reboot or a second
@@ -38,7 +68,9 @@
 #
 # Inputs (environment, usually from an EnvironmentFile), so the exact same
 # text runs on EC2 and on loopback:
-#   SERVERS              "ip ip ..."  servers 0..k in index order; this server is the last
+#   SERVERS              "ip ip ..."  servers 0..k in index order (k >= 3: this server is the
+#                        last), or the first three servers (this server is one of them)
+#   SERVER_INDEX         this server's index in SERVERS (default: the last)
 #   MASTER_PORT          port of each server's master (7000)
 #   REPLICA_PORT         port of each server's replica (7001)
 #   AUTH_FILE            redis.conf include holding `requirepass <password>`
@@ -69,11 +101,13 @@ export REDISCLI_AUTH
 
 read -r -a servers <<<"$SERVERS"
 count=${#servers[@]}
-index=$((count - 1))
+index=${SERVER_INDEX:-$((count - 1))}
+if ! [[ "$index" =~ ^[0-9]+$ ]] || [ "$index" -ge "$count" ]; then die "SERVER_INDEX $index is not a server of SERVERS"; fi
+# A server past the first three names servers 0..k, itself last (its user data ignores later servers).
+[ "$index" -lt 3 ] || [ "$index" = $((count - 1)) ] || die "server $index must be the last of SERVERS"
 me=${servers[$index]}
 my_master="$me:$MASTER_PORT"
 my_replica="$me:$REPLICA_PORT"
-[ "$index" -ge 3 ] || die "server $index ($me) is one of the first three, which form the cluster; nothing to join"
 HEALTH_HINT="run the health check (python -m components.health --cluster --nodes ...) and its CLUSTER FAILOVER fix, then start this unit again"
 
 cli() {
@@ -90,8 +124,9 @@ field() {
     cli "$1" info "$2" 2>/dev/null | tr -d '\r' | awk -F: -v k="$3" '$1 == k { print $2 }'
 }
 
-# CLUSTER NODES of one node as "id host:port role master_id slots failing", one line a node.
-# role: master|slave; failing: 1 when flagged fail/fail?/handshake/noaddr.
+# CLUSTER NODES of one node as "id host:port role master_id slots failing dead", one line a node.
+# role: master|slave; failing: 1 when flagged fail/fail?/handshake/noaddr; dead: 1 when flagged
+# fail (agreed, not fail?) or noaddr. A noaddr node's host:port is ":0".
 table() {
     cli "$1" cluster nodes 2>/dev/null | tr -d '\r' | awk '
         NF >= 8 {
@@ -101,15 +136,18 @@ table() {
                 split($i, r, "-"); n += (r[2] == "" ? 1 : r[2] - r[1] + 1)
             }
             failing = ($3 ~ /fail|handshake|noaddr/) ? 1 : 0
-            print $1, a[1], ($3 ~ /master/ ? "master" : "slave"), $4, n, failing
+            f = "," $3 ","
+            dead = (index(f, ",fail,") || index(f, ",noaddr,")) ? 1 : 0
+            print $1, a[1], ($3 ~ /master/ ? "master" : "slave"), $4, n, failing, dead
         }'
 }
 
-# Any node of the first servers that reports cluster_state:ok (masters first).
+# Any node of the other servers that reports cluster_state:ok (masters first).
 seed() {
     local i port node
     for port in "$MASTER_PORT" "$REPLICA_PORT"; do
-        for ((i = 0; i < index; i++)); do
+        for ((i = 0; i < count; i++)); do
+            [ "$i" != "$index" ] || continue
             node="${servers[$i]}:$port"
             if [ "$(cinfo "$node" cluster_state)" = ok ]; then
                 echo "$node"
@@ -343,8 +381,188 @@ wait_healthy() {
     wait_links
 }
 
-log "server $index ($me) joining through servers ${servers[*]:0:$index}"
+# ---- REJOIN: an empty server at a known address ----
+
+# holes: live masters that own slots and have no live replica, as "id ip masters_on_that_ip".
+holes() {
+    awk '!$6 && $3 == "slave" { has[$4] = 1 }
+        !$6 && $3 == "master" && $5 > 0 { split($2, a, ":"); ip[$1] = a[1]; n[a[1]]++ }
+        END { for (id in ip) if (!has[id]) print id, ip[id], n[ip[id]] }' <<<"$view"
+}
+
+# attached NODE: a member that replicates a master or owns slots (not just met), in its own view.
+attached() {
+    member "$1" || return 1
+    [ "$(field "$1" replication role)" = slave ] ||
+        [ "$(cli "$1" cluster nodes 2>/dev/null | awk '$3 ~ /myself/ { print NF }')" -gt 8 ]
+}
+
+# Sets `mode`: member (both processes attached or, for 0..2, members), rejoin, join (>= 3, the
+# JOIN flow below, which does its own waiting), or wait (with `why`). Keeps `view` and SEED current.
+mode=""
+classify() {
+    local i ip n others node
+    mode="wait"
+    why=""
+    refresh || { why="no other server reports cluster_state:ok"; return 0; }
+    # A rejoin only fills a hole, and only while this server owns nothing and one of its
+    # processes is not attached yet (empty, or met but not replicating).
+    if [ -n "$(holes)" ] && ! awk -v ip="$me" '{ split($2, a, ":") } a[1] == ip && $5 > 0 { f = 1 } END { exit !f }' \
+            <<<"$view" && { ! attached "$my_master" || ! attached "$my_replica"; }; then
+        [ "$(cinfo "$SEED" cluster_slots_ok)" = 16384 ] || { why="not every slot is served yet (a failover pending?)"; return 0; }
+        if awk '$6 && $5 > 0 { f = 1 } END { exit !f }' <<<"$view"; then
+            why="a failing master still owns slots: the failover has not happened yet"
+            return 0
+        fi
+        others=$(awk -v ip="$me" '$6 && !($7 && $5 == 0 && (substr($2, 1, 1) == ":" || substr($2, 1, length(ip) + 1) == ip ":")) { print $2 }' <<<"$view")
+        [ -z "$others" ] || { why="nodes of another server are failing: $(tr '\n' ' ' <<<"$others")(an outage: not acting)"; return 0; }
+        for ((i = 0; i < count; i++)); do
+            [ "$i" != "$index" ] || continue
+            n=$(awk -v ip="${servers[$i]}" '{ split($2, a, ":") } a[1] == ip && !$6' <<<"$view" | wc -l)
+            [ "$n" -gt 0 ] || { why="server $i (${servers[$i]}) has no live node"; return 0; }
+        done
+        ip=$(awk -v me="$me" '!$6 { split($2, a, ":"); if (a[1] != me) n[a[1]]++ } END { for (i in n) if (n[i] != 2) print i }' <<<"$view")
+        [ -z "$ip" ] || { why="server(s) $(tr '\n' ' ' <<<"$ip")hold one process, not two (another join at work?)"; return 0; }
+        [ "$(holes | wc -l)" -le 2 ] || { why="more than one server's replicas are missing: $(holes | cut -d' ' -f2 | tr '\n' ' ')(one server at a time)"; return 0; }
+        "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1 || { why="slots are being moved (open slots)"; return 0; }
+        mode=rejoin
+        return 0
+    fi
+    if member "$my_master" && member "$my_replica"; then
+        mode=member
+    elif [ "$index" -ge 3 ]; then
+        mode="join"
+    else
+        node=$(awk -v ip="$me" '{ split($2, a, ":") } a[1] == ip' <<<"$view" | wc -l)
+        why="this server's processes are not both members yet ($node known): the bootstrap on server 0 adds them at first boot"
+    fi
+}
+
+# The hole this server's master process replicates: on a server holding two masters (the promoted
+# replica of this server's old master); with two such holes, the one on the server before this one.
+holder() {
+    local found
+    found=$(holes | awk '$3 >= 2 { print $1, $2 }')
+    if [ "$(wc -l <<<"$found")" -gt 1 ] && [ "$index" -ge 1 ]; then
+        found=$(awk -v ip="${servers[$((index - 1))]}" '$2 == ip' <<<"$found")
+    fi
+    [ -n "$found" ] && [ "$(wc -l <<<"$found")" = 1 ] || return 1
+    cut -d' ' -f1 <<<"$found"
+}
+
+# The hole this server's replica process replicates: the master of the next server (not the one
+# this server's master follows, not on this server).
+next_master() {
+    local skip found
+    skip=$(follows_now "$my_master")
+    found=$(holes | awk -v skip="$skip" -v me="$me" '$1 != skip && $2 != me { print $1 }')
+    [ -n "$found" ] && [ "$(wc -l <<<"$found")" = 1 ] || return 1
+    echo "$found"
+}
+
+# Every live node forgets the dead ids, in one sweep (each refuses a forgotten id for 60 s, and a
+# node that still knew one would gossip it back), then again until no live node knows any.
+forget_dead() {
+    local dead nodes node id reply deadline=$((SECONDS + 60))
+    mapfile -t dead < <(awk '$7 { print $1 }' <<<"$view")
+    [ "${#dead[@]}" -gt 0 ] || return 0
+    log "forgetting the dead node id(s) of this server's address on every live node: ${dead[*]}"
+    while :; do
+        mapfile -t nodes < <(awk '!$6 { print $2 }' <<<"$view")
+        local left=0
+        for node in "${nodes[@]}"; do
+            for id in "${dead[@]}"; do
+                cli "$node" cluster nodes 2>/dev/null | grep -q "^$id " || continue
+                left=1
+                reply=$(cli "$node" cluster forget "$id" 2>&1 | tr -d '\r')
+                [ "$reply" = OK ] || log "CLUSTER FORGET $id on $node: $reply"
+            done
+        done
+        [ "$left" = 1 ] || break
+        [ "$SECONDS" -lt "$deadline" ] || die "the dead ids ${dead[*]} are still known after 60s"
+        refresh || die "no other server reports cluster_state:ok"
+    done
+    log "no live node knows the dead id(s) any more"
+}
+
+# attach NODE TARGET_FN: NODE meets the cluster (when empty) and replicates the master TARGET_FN names.
+attach() {
+    local node=$1 pick=$2 target reply deadline=$((SECONDS + WAIT_SECONDS))
+    if [ "$(field "$node" replication role)" = slave ] && member "$node"; then
+        log "$node already replicates $(row_of "$(follows_now "$node")" | cut -d' ' -f2)"
+        return 0
+    fi
+    if ! member "$node"; then
+        log "$node meets the cluster through $SEED"
+        reply=$(cli "$node" cluster meet "${SEED%:*}" "${SEED##*:}" | tr -d '\r')
+        [ "$reply" = OK ] || die "CLUSTER MEET on $node: $reply"
+    fi
+    wait_known "$node"
+    target=$("$pick") || die "cannot tell which master $node must replicate: holes $(holes | tr '\n' ';')"
+    until cli "$node" cluster nodes 2>/dev/null | grep -q "^$target "; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$node has not learned of $target in ${WAIT_SECONDS}s"
+        sleep 0.5
+    done
+    log "$node replicates $(row_of "$target" | cut -d' ' -f2) ($target)"
+    reply=$(cli "$node" cluster replicate "$target" | tr -d '\r')
+    [ "$reply" = OK ] || die "CLUSTER REPLICATE on $node: $reply"
+    wait_known "$node"
+}
+
+# Both processes linked to their masters and in sync: then redis-role-restore may fail over.
+wait_synced() {
+    local node deadline=$((SECONDS + WAIT_SECONDS))
+    for node in "$my_master" "$my_replica"; do
+        until [ "$(field "$node" replication master_link_status)" = up ] &&
+            [ "$(field "$node" replication master_sync_in_progress)" = 0 ]; do
+            [ "$SECONDS" -lt "$deadline" ] || die "$node not in sync with its master in ${WAIT_SECONDS}s"
+            sleep 1
+        done
+    done
+    log "$my_master and $my_replica are linked to their masters and in sync"
+}
+
+rejoin() {
+    log "REJOIN: this server is empty at the address of a known server; the cluster serves every slot without it"
+    forget_dead
+    refresh || die "no other server reports cluster_state:ok"
+    attach "$my_master" holder
+    refresh || die "no other server reports cluster_state:ok"
+    attach "$my_replica" next_master
+    wait_synced
+    wait_state_ok
+    log "done: rejoined; redis-role-restore gives $my_master its master role back (a plain CLUSTER FAILOVER, within a minute)"
+}
+
+# Waits (bounded) until this server is a member, rejoins, or (>= 3) goes on to the JOIN below.
+settle_place() {
+    local deadline=$((SECONDS + WAIT_SECONDS)) last=""
+    if [ "$index" -lt 3 ] && attached "$my_master" && attached "$my_replica"; then
+        log "$my_master and $my_replica are members of the cluster; nothing to do"
+        exit 0
+    fi
+    while :; do
+        classify
+        case $mode in
+            rejoin) rejoin; exit 0 ;;
+            member)
+                if [ "$index" -lt 3 ]; then
+                    log "$my_master and $my_replica are members of the cluster; nothing to do"
+                    exit 0
+                fi
+                return 0 ;;
+            join) return 0 ;;
+        esac
+        [ "$why" = "$last" ] || log "waiting: $why"
+        last=$why
+        [ "$SECONDS" -lt "$deadline" ] || die "gave up after ${WAIT_SECONDS}s: $why"
+        sleep 2
+    done
+}
+
+log "server $index ($me); the other servers: ${servers[*]/$me/}"
 wait_for_own_nodes
+settle_place
 if member "$my_master" && member "$my_replica"; then
     # A second run or a reboot: no need to queue behind anyone.
     until refresh; do

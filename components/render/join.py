@@ -1,9 +1,12 @@
-"""The cluster join script and the environment that tells a new server where its peers are.
+"""The cluster join script and the environment that tells a server where its peers are.
 
-Servers 0..INITIAL_CLUSTER_SERVERS-1 form the cluster (cluster-bootstrap.sh);
-every later server joins it with cluster-join.sh beside this file, shipped
-verbatim. Server k's inputs name only servers 0..k, so its user-data is the
-same whatever the final server count: raising 4 -> 6 never changes server 3.
+Servers 0..INITIAL_CLUSTER_SERVERS-1 form the cluster (cluster-bootstrap.sh on
+server 0); every later server joins it with cluster-join.sh beside this file,
+shipped verbatim. Every cluster server runs that script: a server that boots
+empty at a known address (a replacement, a wiped disk) rejoins with it,
+whatever its index. Server k's inputs name only servers 0..k (servers below
+INITIAL_CLUSTER_SERVERS: the first servers, which are fixed), so its user-data
+is the same whatever the final server count: raising 4 -> 6 never changes server 3.
 """
 
 from __future__ import annotations
@@ -24,16 +27,20 @@ def join_script() -> str:
 
 
 def runs_join(topology: Topology, server: int) -> bool:
-    """Every cluster server beyond the ones that form the cluster joins it."""
-    return topology.cluster and server >= INITIAL_CLUSTER_SERVERS
+    """Every cluster server (re)joins by itself: servers past the first ones join at first boot, and
+    any server that boots empty at a known address rejoins."""
+    return topology.cluster and 0 <= server < len(topology.servers)
 
 
 def join_env(topology: Topology, server: int, *, auth_file: str, redis_cli: str = "redis-cli") -> dict[str, str]:
-    """Inputs of the join on server `server`: the servers up to and including it, in index order."""
+    """Inputs of the join on server `server`: the servers up to and including it in index order (for one
+    of the first servers: those first servers), and its index among them."""
     if not runs_join(topology, server):
-        raise ValueError(f"server {server} forms the cluster; only servers >= {INITIAL_CLUSTER_SERVERS} join")
+        raise ValueError(f"server {server} is not a server of a cluster; nothing to join")
+    known = topology.servers[: max(server + 1, INITIAL_CLUSTER_SERVERS)]
     return {
-        "SERVERS": " ".join(s.private_ip for s in topology.servers[: server + 1]),
+        "SERVERS": " ".join(s.private_ip for s in known),
+        "SERVER_INDEX": str(server),
         "MASTER_PORT": str(MASTER_PORT),
         "REPLICA_PORT": str(REPLICA_PORT),
         "AUTH_FILE": auth_file,

@@ -446,3 +446,40 @@ def test_every_server_powered_off_and_on_keeps_sessions(prod: Cluster) -> None:
     assert verdict(report).startswith("HEALTHY") and "WARN" not in report, report
     assert_replicated_elsewhere(cluster_view(fleet, deployment, deployment.nodes[0]), "after the power cycle")
     assert_sessions_kept(fleet, deployment, items)
+
+
+def test_a_server_whose_disk_was_wiped_boots_empty_and_rejoins_by_itself(prod: Cluster) -> None:
+    """Server 1 (index 0: it forms the cluster) loses its Redis data dirs and boots empty at its address:
+    its bootstrap hands over, its redis-cluster-join rejoins it, its role-restore timer gives its master back."""
+    fleet, deployment = prod.fleet, prod.deployment
+    victim = fleet.servers[0]
+    survivor = next(n for n in deployment.nodes if not n.startswith(victim.ip + ":"))
+    items = write_sessions(fleet, deployment, 50)
+
+    fleet.poweroff([victim])
+    m.wait_for(lambda: "cluster_state:ok" in cli(fleet, deployment, survivor, "cluster", "info") and all(
+        r["ip"] != victim.ip for r in cluster_view(fleet, deployment, survivor) if r["master"] and r["slots"]
+        and not r["failing"]) and sum(r["slots"] for r in cluster_view(fleet, deployment, survivor)
+                                      if r["master"] and not r["failing"]) == SLOTS,
+        FAILOVER_TIMEOUT, f"{victim.ip}'s slots were not taken over by another server", fleet.diagnostics)
+    for port in (7000, 7001):  # the disk's Redis state: nodes.conf and the RDB
+        data = victim.merged / f"var/lib/redis/{port}"
+        wiped = [p for p in data.iterdir() if p.is_file()]
+        assert any(p.name.startswith("nodes") for p in wiped), f"no nodes.conf in {data}: {wiped}"
+        for p in wiped:
+            p.unlink()
+
+    victim.boot()
+    victim.wait_booted(BOOT_TIMEOUT)
+    victim.wait_units_active(m.expected_units(victim.config), UNITS_TIMEOUT)
+    assert_no_boot_problems(victim, "boot with a wiped disk")
+    assert "not forming another" in victim.out("journalctl -b --no-pager -o cat -u redis-cluster-bootstrap")
+    journal = victim.out("journalctl -b --no-pager -o cat -u redis-cluster-join")
+    assert "REJOIN" in journal and "done: rejoined" in journal, journal
+    assert_roles_restore_themselves(fleet, deployment, survivor, f"after {victim.name} rejoined")
+    report = post_deploy_check(fleet, deployment)
+    print(f"after {victim.name} rejoined with a wiped disk:\n{verdict(report)}\n"
+          + "\n".join(line for line in journal.splitlines() if "REJOIN" in line or "replicates" in line))
+    assert verdict(report).startswith("HEALTHY") and "WARN" not in report, report
+    assert_crossed(cluster_view(fleet, deployment, survivor), len(fleet.servers))
+    assert_sessions_kept(fleet, deployment, items)

@@ -1,9 +1,11 @@
-"""The README's procedure for replacing one server, run for real on loopback.
+"""The README's manual fallback for replacing one server, run for real on loopback.
 
-Steps 2 and 5 of "Replacing one server deliberately": fail the server's master over to
-its replica, replace the server by an empty one at the same address, rejoin it with
-the documented redis-cli commands, and end with a green health check and every
-session still there.
+A replaced server rejoins by itself (tests/integration/test_rejoin.py). The manual procedure stays
+documented for when that rejoin cannot act (its log says why) and for servers deployed before it
+existed, so it stays rehearsed here: fail the server's master over to its replica, replace the
+server by an empty one at the same address (its processes only: no cluster unit runs, as on such
+an old server), rejoin it with the documented redis-cli commands, and end with a green health
+check and every session still there.
 """
 
 from __future__ import annotations

@@ -76,8 +76,9 @@ def test_user_data_content(servers, platform):
         assert env["SNAPS"] == ('""' if "20.04" in platform else '"aws-cli"')
         assert env["HOLD"] == '"redis-server redis-tools"'
         ports = (6379,) if servers == 1 else (7000, 7001)
+        # Server 0 forms the cluster; every cluster server (re)joins it by itself (a new or a replaced one).
         cluster_step = ([systemd.BOOTSTRAP_UNIT] if servers > 1 and index == 0 else []) + (
-            [systemd.JOIN_UNIT] if index >= 3 else [])
+            [systemd.JOIN_UNIT] if servers > 1 else [])
         assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
                                                    "redis-password-sync.timer", "redis-backup.timer",
                                                    *(["redis-role-restore.timer"] if servers > 1 else []),

@@ -1,4 +1,5 @@
-"""The join shipped to servers added to a running cluster: cloud-config, script, unit, inputs.
+"""The join shipped to every cluster server (a new one joins, a replaced one rejoins): cloud-config, script,
+unit, inputs.
 
 That the join keeps the password off every command line is proven by running it:
 tests/render/test_scripts_argv.py.
@@ -55,11 +56,17 @@ def test_the_one_join_shape_no_other_test_validates_passes_cloud_init_schema(pla
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_the_first_servers_never_join_and_a_new_servers_user_data_ignores_the_final_count(platform):
+def test_every_server_can_rejoin_and_no_servers_user_data_depends_on_the_final_count(platform):
     for servers in (3, 4, 6):
-        for index in range(min(servers, INITIAL_CLUSTER_SERVERS)):
-            assert systemd.JOIN_PATH not in files_of(user_data(servers, platform, index))
-    # Server 3 is the same whether the stack grows to 4 or to 6: raising 4 -> 6 leaves it alone.
+        for index in range(servers):
+            files = files_of(user_data(servers, platform, index))
+            # Every cluster server carries the join (a replaced one rejoins); only server 0 the bootstrap.
+            assert systemd.JOIN_PATH in files and systemd.JOIN_UNIT in files[systemd.PROVISION_ENV_PATH]
+            assert (systemd.BOOTSTRAP_PATH in files) == (index == 0)
+    # The first servers and server 3 are the same whether the stack has 3, 4 or 9 servers: raising the
+    # count leaves every existing server's user data alone.
+    for index in range(INITIAL_CLUSTER_SERVERS):
+        assert user_data(3, platform, index) == user_data(4, platform, index) == user_data(9, platform, index)
     assert user_data(4, platform, 3) == user_data(6, platform, 3) == user_data(9, platform, 3)
     assert user_data(5, platform, 4) == user_data(6, platform, 4)
 
@@ -68,9 +75,18 @@ def test_join_inputs_name_the_servers_up_to_this_one_in_index_order():
     _, topology = stack(6, "ubuntu-20.04-redis-5.0")
     env = join_env(topology, 4, auth_file="/etc/redis/auth.conf")
     assert env["SERVERS"].split() == [s.private_ip for s in topology.servers[:5]]
+    assert env["SERVER_INDEX"] == "4"
     assert (env["MASTER_PORT"], env["REPLICA_PORT"]) == ("7000", "7001")
+    # One of the first servers names those first servers (fixed), and where it sits among them.
+    for index in range(INITIAL_CLUSTER_SERVERS):
+        env = join_env(topology, index, auth_file="/etc/redis/auth.conf")
+        assert env["SERVERS"].split() == [s.private_ip for s in topology.servers[:INITIAL_CLUSTER_SERVERS]]
+        assert env["SERVER_INDEX"] == str(index)
     with pytest.raises(ValueError):
-        join_env(topology, 2, auth_file="/etc/redis/auth.conf")
+        join_env(topology, 6, auth_file="/etc/redis/auth.conf")
+    _, single = stack(1, "ubuntu-20.04-redis-5.0")
+    with pytest.raises(ValueError):
+        join_env(single, 0, auth_file="/etc/redis/auth.conf")
 
 
 def test_join_script_passes_shellcheck(tmp_path):

@@ -1,0 +1,182 @@
+"""Self-healing rejoin on real Redis 5.0 and 7.0: a server that boots empty at a known address rejoins by itself.
+
+The shipped redis-cluster-join (and, on server 0, redis-cluster-bootstrap) runs as the server's units do on
+EC2 (Loopback.boot_server); redis-role-restore then gives the master role back, as its timer does.
+- `rehearsal replace --server 1` through the CLI (server 0: it forms the cluster, so its bootstrap must hand
+  over instead of forming a second one), under live 20 KB sessions, on both lines;
+- a replaced joiner (server 3 of 4) waits while another server is down (an outage is never fought), then
+  rejoins, and a reboot afterwards changes nothing;
+- while a slot is unserved a rejoin waits and forgets nothing;
+- the rejoin keeps the password off every command line (tests/integration/argv.py's two guards).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from components import health
+from components.loopback import BASH, Loopback
+from components.rehearsal import (
+    restore_roles,
+    server_number,
+    slots_writable,
+    verify_sessions,
+    write_session_store,
+)
+from components.render.join import join_script
+from tests.integration import loopbacks
+from tests.integration.argv import Shims, assert_never_shown, run_watched
+from tests.integration.scale_out import assert_ring, layout
+from tests.integration.test_rehearsal import redis_processes, rehearse
+from tests.tools import loopback_octet, redis_bin
+
+FAILOVER_TIMEOUT = 45  # cluster-node-timeout 5 s, plus elections
+
+
+def wait_failed_over(lo: Loopback, server: int) -> None:
+    """The cluster serves every slot without `server`: what a replacement that boots minutes later finds."""
+    host = lo.topology.servers[server].private_ip
+    deadline = time.monotonic() + FAILOVER_TIMEOUT
+    while not slots_writable(lo, {host}):
+        assert time.monotonic() < deadline, f"no failover of {host} within {FAILOVER_TIMEOUT}s"
+        time.sleep(0.2)
+
+
+def node_ids(lo: Loopback, process) -> set[str]:
+    return {line.split()[0] for line in lo.client(process).execute_command("CLUSTER", "NODES").splitlines()}
+
+
+def green(lo: Loopback) -> None:
+    facts, findings = health.run_check([(p.host, p.port) for p in lo.processes], lo.password, True, lo.version,
+                                       wait=30, interval=1)
+    assert health.verdict(findings) == "healthy", health.report(facts, findings)
+
+
+def test_server_numbers_count_from_one_and_a_bad_one_names_the_argument() -> None:
+    assert server_number("1", 3) == 0 and server_number("4", 4) == 3
+    for bad in ("0", "5", "two"):
+        with pytest.raises(ValueError, match="--server"):
+            server_number(bad, 4)
+
+
+@pytest.mark.parametrize("version", ["5.0", "7.0"])
+def test_rehearsal_replace_server_1_rejoins_by_itself_under_live_sessions(version, tmp_path) -> None:
+    redis_bin(version, "redis-server")
+    redis_bin(version, "redis-cli")
+    state = tmp_path / "rehearsal"
+    prefix = f"127.{loopback_octet()}.{next(loopbacks._next) % 250}."
+    try:
+        assert rehearse("up", "prod", state, prefix, version).returncode == 0
+        started = time.monotonic()
+        replaced = rehearse("replace", "prod", state, prefix, version, "--server", "1")
+        took = time.monotonic() - started
+        out = replaced.stdout
+        assert replaced.returncode == 0, out + replaced.stderr
+        # Server 0's bootstrap saw the peers' cluster and formed none; the join rejoined it.
+        assert "not forming another" in out and "REJOIN" in out and "forgetting the dead node id(s)" in out, out
+        assert "CLUSTER FAILOVER" in out and "master again" in out, out
+        assert re.search(r"HEALTHY with no WARN [\d.]+s after the kill \(bound 120s\)", out), out
+        assert "sessions written before the replacement: 200 acknowledged, lost: 0" in out, out
+        assert re.search(r"sessions written during it by the client: [1-9]\d* acknowledged, lost: 0;", out), out
+        assert "wrong answers: 0" in out and re.search(r"errors seen by the client: \d+", out), out
+        print(f"replace --server 1 on {version}: {took:.1f}s;",
+              *[line for line in out.splitlines() if "after the kill" in line or "client" in line], sep="\n")
+        after = rehearse("status", "prod", state, prefix, version)
+        assert after.returncode == 0 and "HEALTHY" in after.stdout and "WARN" not in after.stdout, after.stdout
+        bad = rehearse("replace", "prod", state, prefix, version, "--server", "0")
+        assert bad.returncode == 2 and "--server: a server number from 1 to 3" in bad.stderr, bad.stderr
+    finally:
+        down = rehearse("down", "prod", state, prefix, version)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert redis_processes(prefix) == []
+
+
+def test_a_replaced_joiner_waits_out_another_servers_outage_then_rejoins_and_a_reboot_changes_nothing(
+        loopback_factory) -> None:
+    lo = loopback_factory("7.0")
+    lo.start()
+    lo.bootstrap()
+    lo.add_servers(1)  # server 3 joins (scale-out), then is replaced
+    before = write_session_store(lo, 100)
+    lo.wipe_server(3)
+    wait_failed_over(lo, 3)
+    # Server 1 is lost too (a real outage, not a replacement): its slots fail over, so every slot is
+    # served and cluster_state is ok, but the rejoin must not act while another server's nodes fail.
+    lo.stop_server(1)
+    wait_failed_over(lo, 1)
+    known = node_ids(lo, lo.topology.servers[0].processes[0])
+    code, out = lo.boot_server(3, wait_seconds=10)["redis-cluster-join"]
+    assert code != 0 and "nodes of another server are failing" in out, out
+    assert "REJOIN" not in out and "forgetting" not in out, out
+    assert node_ids(lo, lo.topology.servers[0].processes[0]) == known  # nothing forgotten, nothing met
+
+    lo.start_server(1)  # back with its own data: its processes return as replicas
+    results = lo.boot_server(3, wait_seconds=90)
+    code, out = results["redis-cluster-join"]
+    assert code == 0 and "REJOIN" in out, out
+    assert list(results) == ["redis-cluster-join"]  # only server 0 carries the bootstrap
+    took, said = restore_roles(lo)  # two servers drifted: role-restore gives them back one per run
+    assert took is not None, said
+    green(lo)
+    assert_ring(lo)  # one master per server, each replica on the next server's master
+    assert verify_sessions(lo, before) == []
+
+    # A reboot (or the unit's next start) of any server changes nothing, nor does server 0's bootstrap.
+    shape = layout(lo)
+    again = lo.join(3, wait_seconds=60)
+    assert "REJOIN" not in again and "forget" not in again, again
+    for server in (0, 1):
+        assert "nothing to do" in lo.join(server, wait_seconds=60)
+    assert "not creating another" in lo.bootstrap(wait_seconds=60)
+    assert layout(lo) == shape
+
+
+def test_a_rejoin_waits_while_a_slot_is_unserved(loopback_factory) -> None:
+    lo = loopback_factory("5.0")
+    lo.start()
+    lo.bootstrap()
+    before = write_session_store(lo, 100)
+    lo.wipe_server(1)
+    wait_failed_over(lo, 1)
+    # Server 2 stops too (cleanly: its RDB keeps its sessions): its master's replica was on server 1,
+    # so its slots are unserved.
+    lo.stop_server(2)
+    time.sleep(7)  # past cluster-node-timeout: the cluster flags server 2 failing
+    dead = node_ids(lo, lo.topology.servers[0].processes[0])
+    results = lo.boot_server(1, wait_seconds=15)
+    code, out = results["redis-cluster-join"]
+    assert code != 0 and "waiting: " in out and "gave up after 15s" in out, out
+    assert "REJOIN" not in out and "forgetting" not in out, out
+    assert node_ids(lo, lo.topology.servers[0].processes[0]) == dead  # the dead ids are all still known
+
+    # Server 2 is back: every slot is served without server 1 again, and the next start rejoins it.
+    lo.start_server(2)
+    code, out = lo.boot_server(1, wait_seconds=90)["redis-cluster-join"]
+    assert code == 0 and "REJOIN" in out, out
+    took, said = restore_roles(lo)
+    assert took is not None, said
+    green(lo)
+    assert verify_sessions(lo, before) == []
+
+
+def test_the_rejoin_keeps_the_password_off_every_command_line(loopback_factory, tmp_path) -> None:
+    lo = loopback_factory("5.0")
+    lo.start()
+    lo.bootstrap()
+    lo.wipe_server(2)
+    wait_failed_over(lo, 2)
+    lo.start_server(2)  # its processes only: the join runs below, under watch
+    script = tmp_path / "cluster-join"
+    script.write_text(join_script())
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
+    env = {**lo.join_environment(2, wait_seconds=90), "PATH": shims.path, "REDIS_CLI": shims.command("redis-cli")}
+    joined, sampler = run_watched([BASH, str(script)], env, [lo.password], shims, 400)
+    assert joined.returncode == 0 and "REJOIN" in joined.stdout, joined.stdout + joined.stderr
+    assert_never_shown(joined, sampler, shims, [lo.password])
+    commands = [" ".join(args).lower() for args in shims.lines()]
+    for command in ("cluster forget", "cluster meet", "cluster replicate"):
+        assert any(command in c for c in commands), command

@@ -29,6 +29,20 @@ from components.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
+from components.render.metrics import (
+    LOGS_TIMER,
+    LOGS_UNIT,
+    METRICS_TIMER,
+    METRICS_UNIT,
+    OBSERVE_ENV_PATH,
+    OBSERVE_PATH,
+    observe_env,
+    observe_launcher,
+    render_logs_timer,
+    render_logs_unit,
+    render_metrics_timer,
+    render_metrics_unit,
+)
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
 from components.render.roles import (
     ROLE_RESTORE_ENV_PATH,
@@ -176,6 +190,14 @@ def server_files(
         _file(PASSWORD_SYNC_ENV_PATH, render_env_file(password_sync_env(ports, platform.redis_version, redis_cli))),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}", render_password_sync_unit(ports)),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
+        # Metrics to CloudWatch and logs to CloudWatch Logs, every minute: a launcher that runs the
+        # program `pulumi up` puts in the stack's bucket (components/render/metrics.py says why).
+        _file(OBSERVE_PATH, observe_launcher(), "0755"),
+        _file(OBSERVE_ENV_PATH, render_env_file(observe_env(topology, server, stack=settings.stack, tls=tls))),
+        _file(f"{UNIT_DIR}/{METRICS_UNIT}", render_metrics_unit(ports)),
+        _file(f"{UNIT_DIR}/{METRICS_TIMER}", render_metrics_timer()),
+        _file(f"{UNIT_DIR}/{LOGS_UNIT}", render_logs_unit(ports)),
+        _file(f"{UNIT_DIR}/{LOGS_TIMER}", render_logs_timer()),
         _file(PROVISION_PATH, provision_script(), "0755"),
         _file(PROVISION_ENV_PATH, render_env_file(provision_env(settings, topology, server))),
         _file(f"{UNIT_DIR}/{PROVISION_UNIT}", render_provision_unit()),
@@ -186,7 +208,8 @@ def server_files(
 
 def _units(topology: Topology, server: int) -> list[str]:
     """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
-    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER]
+    units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER,
+             METRICS_TIMER, LOGS_TIMER]
     if topology.cluster:
         units.append(ROLE_RESTORE_TIMER)
     if runs_bootstrap(topology, server):

@@ -18,17 +18,6 @@ import yaml
 from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
 from components.render.join import join_env, join_script, runs_join
-from components.render.password import (
-    PASSWORD_SYNC_ENV_PATH,
-    PASSWORD_SYNC_PATH,
-    PASSWORD_SYNC_TIMER,
-    PASSWORD_SYNC_UNIT,
-    fetch_password_script,
-    password_sync_env,
-    password_sync_script,
-    render_password_sync_timer,
-    render_password_sync_unit,
-)
 from components.render.metrics import (
     LOGS_TIMER,
     LOGS_UNIT,
@@ -42,6 +31,17 @@ from components.render.metrics import (
     render_logs_unit,
     render_metrics_timer,
     render_metrics_unit,
+)
+from components.render.password import (
+    PASSWORD_SYNC_ENV_PATH,
+    PASSWORD_SYNC_PATH,
+    PASSWORD_SYNC_TIMER,
+    PASSWORD_SYNC_UNIT,
+    fetch_password_script,
+    password_sync_env,
+    password_sync_script,
+    render_password_sync_timer,
+    render_password_sync_unit,
 )
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
 from components.render.roles import (

@@ -432,8 +432,9 @@ def slowlog_events(r: Redis, port: int, saved: dict | None, now_ms: int) -> list
     new = [e for e in entries if e[0] > last]
     out = []
     if new and last >= 0 and new[0][0] > last + 1:
-        out.append((now_ms, f"redis-observe: port {port}: {new[0][0] - last - 1} slow log entries were overwritten "
-                            "before they could be shipped (slowlog-max-len)", {"run_id": run_id, "last_id": new[0][0] - 1}))
+        lost = new[0][0] - last - 1
+        out.append((now_ms, f"redis-observe: port {port}: {lost} slow log entries were overwritten before they "
+                            "could be shipped (slowlog-max-len)", {"run_id": run_id, "last_id": new[0][0] - 1}))
     for e in new:
         client = f" {e[4]}" if len(e) > 4 and e[4] else ""
         args = " ".join(redact_args([str(a) for a in e[3]]))
@@ -506,7 +507,8 @@ def ship_logs(env: dict) -> int:
     for item in env.get("REDIS_LOGS", "").split():
         port, _, path = item.partition("=")
         events = file_events(path, files.get(path), now_ms)
-        sources.append((log_stream_name(server, f"redis-{port}"), events, lambda p, path=path: files.__setitem__(path, p)))
+        sources.append((log_stream_name(server, f"redis-{port}"), events,
+                        lambda p, path=path: files.__setitem__(path, p)))
     units = env.get("JOURNAL_UNITS", "").split()
     if units:
         try:

@@ -78,7 +78,8 @@ def test_user_data_content(servers, platform):
         cluster_step = ([systemd.BOOTSTRAP_UNIT] if servers > 1 and index == 0 else []) + (
             [systemd.JOIN_UNIT] if index >= 3 else [])
         assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
-                                                   "redis-password-sync.timer",
+                                                   "redis-password-sync.timer", "redis-metrics.timer",
+                                                   "redis-logs.timer",
                                                    *(["redis-role-restore.timer"] if servers > 1 else []),
                                                    *cluster_step]
         assert "NTP=169.254.169.123" in files[systemd.TIME_SYNC_PATH]
@@ -109,7 +110,8 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
     scripts = shipped_scripts()
     assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
                             systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
-                            "/usr/local/sbin/redis-password-sync", "/usr/local/sbin/redis-role-restore"}
+                            "/usr/local/sbin/redis-password-sync", "/usr/local/sbin/redis-role-restore",
+                            "/usr/local/sbin/redis-observe"}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)

@@ -26,7 +26,7 @@ fetch() {
         --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
         return 1
     [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
-    timeout -k 2 30 aws s3 cp --region "$AWS_REGION" --only-show-errors "s3://$bucket/$TOOLS_KEY" "$program.new" \
+    timeout -k 2 30 aws s3 cp "s3://$bucket/$TOOLS_KEY" "$program.new" --region "$AWS_REGION" --only-show-errors \
         --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
     # A truncated or foreign object never replaces a working copy.
     python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$program.new" || return 1

@@ -119,6 +119,9 @@ class Redis:
 def read_passwords(auth_file: str) -> list[str]:
     """requirepass first, then any other password the default user accepts (a Redis 7.0 grace)."""
     found: list[str] = []
+    if not os.path.exists(auth_file):  # redis-auth has not written it yet: Redis is not up either
+        print(f"redis-observe: no {auth_file} yet", file=sys.stderr)
+        return found
     with open(auth_file) as f:
         for line in f:
             words = line.split()
@@ -133,7 +136,7 @@ def parse_info(text: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
 
-def gather_node(host: str, port: int, password: str | None, ca: str | None, cluster: bool,
+def gather_process(host: str, port: int, password: str | None, ca: str | None, cluster: bool,
                 info_only: bool = False) -> NodeFacts:
     node = NodeFacts(host, port)
     try:
@@ -150,16 +153,16 @@ def gather_node(host: str, port: int, password: str | None, ca: str | None, clus
     return node
 
 
-def gather(host: str, ports: list[int], password: str | None, ca: str | None, cluster: bool) -> Facts:
+def gather_server(host: str, ports: list[int], password: str | None, ca: str | None, cluster: bool) -> Facts:
     """This server's processes, and the master of each of its replicas (for the lag)."""
-    nodes = [gather_node(host, p, password, ca, cluster) for p in ports]
+    nodes = [gather_process(host, p, password, ca, cluster) for p in ports]
     seen = {n.address for n in nodes}
     for n in list(nodes):
         if n.info.get("role") == "slave":
             address = f"{n.info.get('master_host')}:{n.info.get('master_port')}"
             if address not in seen and n.info.get("master_port", "").isdigit():
                 seen.add(address)
-                nodes.append(gather_node(n.info["master_host"], int(n.info["master_port"]), password, ca, cluster,
+                nodes.append(gather_process(n.info["master_host"], int(n.info["master_port"]), password, ca, cluster,
                                          info_only=True))
     return Facts(cluster, "", nodes)
 
@@ -294,7 +297,7 @@ def settings(environ: dict) -> dict:
 def publish_metrics(env: dict) -> int:
     ports = [int(p) for p in env["PORTS"].split()]
     passwords = read_passwords(env["AUTH_FILE"])
-    facts = gather(env["SERVER_IP"], ports, passwords[0] if passwords else None, env.get("TLS_CA") or None,
+    facts = gather_server(env["SERVER_IP"], ports, passwords[0] if passwords else None, env.get("TLS_CA") or None,
                    env.get("CLUSTER") == "1")
     now = time.time()
     values, counters = compute_metrics(facts, env["SERVER_IP"], load_state(env, "metrics.json"), now)

@@ -54,6 +54,18 @@ def test_a_healthy_cluster_publishes_every_metric_per_server(version, loopback_f
         assert 0 < latest(moto, "healthy", n, "MemoryUsedPercent") < 5
         assert latest(moto, "healthy", n, "ConnectedClients") >= 2  # the replication links at least
         assert 0 <= latest(moto, "healthy", n, "LastSaveAgeSeconds") < 600
+    assert lo.password not in moto.everything()
+
+
+def test_a_tls_cluster_is_read_through_the_stacks_ca(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0", tls=True)
+    lo.start()
+    lo.bootstrap()
+    moto.prepare_stack("tls")
+    for i in range(3):
+        run_ok(moto, lo, i, "tls", tmp_path)
+    assert published(moto, "tls") == {s.name: set(monitoring.METRIC_NAMES) for s in lo.topology.servers}
+    assert {latest(moto, "tls", s.name, "ClusterStateOk") for s in lo.topology.servers} == {1}
 
 
 def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback_factory, moto, tmp_path):  # noqa: F811

@@ -254,7 +254,8 @@ def aws(env: dict, *args: str, payload: object = None) -> dict:
             argv[-1] = argv[-1].replace("@PAYLOAD@", f"file://{path}")
         argv += ["--region", env["AWS_REGION"], "--output", "json", "--cli-connect-timeout", "5",
                  "--cli-read-timeout", "20"]
-        call_env = {**os.environ, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3"}
+        # AWS_PAGER: the CLI v2 (the snap on 24.04) never waits on a pager.
+        call_env = {**os.environ, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3", "AWS_PAGER": ""}
         result = subprocess.run(argv, capture_output=True, text=True, timeout=AWS_CALL_SECONDS, env=call_env,
                                 stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

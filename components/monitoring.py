@@ -71,10 +71,13 @@ def backup_key(server_name: str, taken_at: str, port: int) -> str:
 
 # ---- appended for the servers' publisher and log shipper (issue 13, server side: components/render/metrics*.py)
 METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes, name -> CloudWatch unit
-# What the servers' role must be allowed (IAM), and nothing more: redis-observe calls exactly these.
-#   cloudwatch:PutMetricData   (Resource "*"; condition cloudwatch:namespace = NAMESPACE)
-#   logs:CreateLogStream, logs:PutLogEvents on
-#     arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:<server name>/*
+# What the servers' role must be allowed (IAM) for redis-observe, and nothing more; it calls exactly these:
+#   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace = NAMESPACE
+#   logs:CreateLogStream, logs:PutLogEvents
+#                              arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:*
+#                              (streams are named <server name>/<source>, see log_stream_name)
+#   ssm:GetParameter           arn:aws:ssm:<region>:<account>:parameter<backup_bucket_parameter(stack)>
+#   s3:GetObject               arn:aws:s3:::<bucket>/tools/*  (OBSERVE_TOOL_KEY)
 SERVER_API_ACTIONS = ("cloudwatch:PutMetricData", "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter",
                       "s3:GetObject")
 # Log streams each server writes (log_stream_name(server, source)).

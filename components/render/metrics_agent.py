@@ -4,15 +4,15 @@
     redis-observe metrics   # redis-metrics.timer, every minute: components.monitoring.METRICS
     redis-observe logs      # redis-logs.timer, every minute: Redis logs, the units' journal, the slow log
 
-Shipped in the user data (components/render/metrics.py), not fetched from S3:
-a server then publishes from its first boot with nothing else to get right
-(bucket, object keys, IAM on them, the program's upload), and the boot test runs
-this very text. The health check's own pure functions (parse_cluster_nodes,
-check_cluster_state, check_replication, serving_masters, ...) are copied into
-the shipped file from components/health.py at render time, so the metrics are
-the health check's judgement, never a second judge. Python 3.8+ standard
-library only: Ubuntu 20.04 has python3 but not redis-py; a small RESP client
-talks to Redis (TLS with the stack's CA when TLS_CA is set).
+The health check's own pure functions (parse_cluster_nodes, check_cluster_state,
+check_replication, serving_masters, ...) are copied into the file servers run
+from components/health.py (components/render/metrics.py, observe_script), so the
+metrics are the health check's judgement, never a second judge. That file is about
+9 KB gzipped, more than EC2's user-data limit leaves: `pulumi up` puts it in the
+stack's bucket and the launcher in the user data (metrics-observe.sh) fetches it
+at each run. Python 3.8+ standard library only: Ubuntu 20.04 has python3 but not
+redis-py; a small RESP client talks to Redis (TLS with the stack's CA when TLS_CA
+is set).
 
 Environment (names, no secret; redis-observe.env): STACK, SERVER_NAME, SERVER_IP,
 PORTS, CLUSTER (1|0), AUTH_FILE, AWS_REGION, LOG_GROUP, REDIS_LOGS ("PORT=PATH ..."),

@@ -48,6 +48,12 @@ def test_every_server_gets_the_launcher_its_names_and_two_timers(servers, platfo
                                              for p in server.processes]
         assert env["BUCKET_PARAMETER"] == monitoring.backup_bucket_parameter(settings.stack)
         assert env["TOOLS_KEY"] == monitoring.OBSERVE_TOOL_KEY
+        cluster_units = (["redis-role-restore.service"] if servers > 1 else []) + (
+            ["redis-cluster-bootstrap.service"] if servers > 1 and index == 0 else []) + (
+            ["redis-cluster-join.service"] if index >= 3 else [])
+        assert env["JOURNAL_UNITS"].split() == ["redis-auth.service", "redis-provision.service",
+                                                "redis-password-sync.service", "redis-server@*.service",
+                                                "redis-metrics.service", *cluster_units]
         assert PASSWORD not in f[metrics.OBSERVE_ENV_PATH]
         for unit in (metrics.METRICS_UNIT, metrics.LOGS_UNIT):
             assert "EnvironmentFile=/etc/redis/auth.env" in f[f"/etc/systemd/system/{unit}"]

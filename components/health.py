@@ -245,6 +245,12 @@ def check_version(facts: Facts) -> list[Finding]:
     return out
 
 
+def memory_share(info: Mapping) -> float | None:
+    """used_memory / maxmemory of one process's INFO; None without maxmemory (also a metric, see metrics_agent)."""
+    limit = int(info.get("maxmemory", 0))
+    return int(info.get("used_memory", 0)) / limit if limit else None
+
+
 def check_memory(facts: Facts) -> list[Finding]:
     """Sessions live in memory: at maxmemory, writes fail (noeviction) or sessions vanish (eviction)."""
     out = []
@@ -253,13 +259,13 @@ def check_memory(facts: Facts) -> list[Finding]:
             continue
         used, limit = int(n.info.get("used_memory", 0)), int(n.info.get("maxmemory", 0))
         mib = used / 2**20
-        if not limit:
+        share = memory_share(n.info)
+        if share is None:
             out.append(Finding(
                 WARN, "memory", f"{n.address} uses {mib:.1f} MiB with no maxmemory: it can grow until the OS "
                 "kills it", n.host, n.address, _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf)"),
             ))
             continue
-        share = used / limit
         text = f"{n.address} uses {mib:.1f} MiB of {limit / 2**20:.0f} MiB maxmemory ({share:.0%})"
         severity = FAIL if share >= MEMORY_FAIL else WARN if share >= MEMORY_WARN else OK
         out.append(Finding(severity, "memory", text, n.host, n.address,
@@ -365,6 +371,11 @@ def check_cluster_state(facts: Facts) -> list[Finding]:
     return out
 
 
+def serving_masters(view: Sequence[ClusterNode]) -> list[ClusterNode]:
+    """Masters that own slots and are not flagged failing: what serves sessions (also the SlotsServed metric)."""
+    return [m for m in view if m.is_master and m.slots and not m.failing]
+
+
 def check_slots(view: Sequence[ClusterNode]) -> list[Finding]:
     """All 16384 slots must be owned by a master that is up, or sessions hashed there fail."""
     if not view:
@@ -410,7 +421,7 @@ def check_nodes_up(view: Sequence[ClusterNode]) -> list[Finding]:
 def check_replicas(view: Sequence[ClusterNode]) -> list[Finding]:
     """Every master needs a working replica on another server, or one lost server loses sessions."""
     out = []
-    masters = [m for m in view if m.is_master and m.slots and not m.failing]
+    masters = serving_masters(view)
     for m in masters:
         replicas = [r for r in view if r.master_id == m.id and not r.failing]
         crossed = [r for r in replicas if r.host != m.host]
@@ -466,7 +477,7 @@ def check_balance(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[F
     overloaded server and run CLUSTER FAILOVER there: a coordinated swap that
     loses no writes, and restores the ring exactly.
     """
-    masters = [m for m in view if m.is_master and m.slots and not m.failing]
+    masters = serving_masters(view)
     per_server = {s: [m for m in masters if m.host == s] for s in servers if any(n.host == s for n in view)}
     if not per_server:
         return []
@@ -581,6 +592,13 @@ def check_membership(facts: Facts, view: Sequence[ClusterNode]) -> list[Finding]
     return out
 
 
+def replication_lag(master_info: Mapping, replica_info: Mapping) -> int | None:
+    """Bytes a replica is behind its master: the master's offset minus the replica's own (None: unknown)."""
+    if "master_repl_offset" not in master_info or "slave_repl_offset" not in replica_info:
+        return None
+    return max(0, int(master_info["master_repl_offset"]) - int(replica_info["slave_repl_offset"]))
+
+
 def check_replication(facts: Facts) -> list[Finding]:
     """Replication links up, with lag (bytes behind the master's offset) reported.
 
@@ -599,9 +617,7 @@ def check_replication(facts: Facts) -> list[Finding]:
                                                     f"is {n.info.get('master_link_status', '?')}", n.host, n.address))
             continue
         m = masters.get(master)
-        lag = None
-        if m is not None and "master_repl_offset" in m.info and "slave_repl_offset" in n.info:
-            lag = max(0, int(m.info["master_repl_offset"]) - int(n.info["slave_repl_offset"]))
+        lag = replication_lag(m.info, n.info) if m is not None else None
         lag_text = f"{lag} bytes behind" if lag is not None else "lag unknown (master not listed)"
         severity = WARN if lag is not None and lag > LAG_WARN_BYTES else OK
         out.append(Finding(severity, "replication", f"replica {n.address} -> {master}: link up, {lag_text}",

@@ -28,6 +28,20 @@ from components.render.backup import (
 )
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
 from components.render.join import join_env, join_script, runs_join
+from components.render.metrics import (
+    LOGS_TIMER,
+    LOGS_UNIT,
+    METRICS_TIMER,
+    METRICS_UNIT,
+    OBSERVE_ENV_PATH,
+    OBSERVE_PATH,
+    observe_env,
+    observe_launcher,
+    render_logs_timer,
+    render_logs_unit,
+    render_metrics_timer,
+    render_metrics_unit,
+)
 from components.render.password import (
     PASSWORD_SYNC_ENV_PATH,
     PASSWORD_SYNC_PATH,
@@ -198,6 +212,14 @@ def server_files(
                                                           redis_cli=redis_cli))),
         _file(f"{UNIT_DIR}/{BACKUP_UNIT}", render_backup_unit(ports)),
         _file(f"{UNIT_DIR}/{BACKUP_TIMER}", render_backup_timer()),
+        # Metrics to CloudWatch and logs to CloudWatch Logs, every minute: a launcher that runs the
+        # program `pulumi up` puts in the stack's bucket (components/render/metrics.py says why).
+        _file(OBSERVE_PATH, observe_launcher(), "0755"),
+        _file(OBSERVE_ENV_PATH, render_env_file(observe_env(topology, server, stack=settings.stack, tls=tls))),
+        _file(f"{UNIT_DIR}/{METRICS_UNIT}", render_metrics_unit(ports)),
+        _file(f"{UNIT_DIR}/{METRICS_TIMER}", render_metrics_timer()),
+        _file(f"{UNIT_DIR}/{LOGS_UNIT}", render_logs_unit(ports)),
+        _file(f"{UNIT_DIR}/{LOGS_TIMER}", render_logs_timer()),
         _file(PROVISION_PATH, provision_script(), "0755"),
         _file(PROVISION_ENV_PATH, render_env_file(provision_env(settings, topology, server))),
         _file(f"{UNIT_DIR}/{PROVISION_UNIT}", render_provision_unit()),
@@ -209,7 +231,7 @@ def server_files(
 def _units(topology: Topology, server: int) -> list[str]:
     """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
     units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER,
-             BACKUP_TIMER]
+             BACKUP_TIMER, METRICS_TIMER, LOGS_TIMER]
     if topology.cluster:
         units.append(ROLE_RESTORE_TIMER)
     if runs_bootstrap(topology, server):

@@ -80,6 +80,9 @@ from typing import Any
 
 import yaml
 
+from components import monitoring
+from components.render.metrics import observe_script
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "boot-root.sh"
 VPC_PREFIX = 16
@@ -132,10 +135,24 @@ unverified_modules: [snap]
 AWS_STANDIN = r"""#!/bin/bash
 # tests/boot stand-in for the AWS CLI: only `aws ssm get-parameter` of the form
 # the servers use, answered from files under SSM_DIR (the program's own
-# Parameter resources). Anything else fails loudly.
+# Parameter resources), and redis-observe's s3 cp, put-metric-data, create-log-stream
+# and put-log-events (recorded). Anything else fails loudly.
 set -u
 dir=@SSM_DIR@
 fail() { echo "$2" >&2; exit "$1"; }
+case "${1:-} ${2:-}" in
+  "s3 cp" | "cloudwatch put-metric-data" | "logs create-log-stream" | "logs put-log-events")
+    # redis-observe's calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads.
+    echo "$(date -u +%FT%TZ) $*" >>@AWS_LOG@
+    [ ! -e @SSM_UNREACHABLE@ ] || fail 254 "Could not connect to the endpoint URL: \"https://$1.amazonaws.com/\""
+    if [ "$1" = s3 ]; then
+      [ -f "/usr/local/lib/osr-boot/s3/${3#s3://*/}" ] || fail 1 "fatal error: An error occurred (404): Not Found"
+      exec cp "/usr/local/lib/osr-boot/s3/${3#s3://*/}" "$4"
+    fi
+    for arg in "$@"; do [ "${arg#file://}" = "$arg" ] || { cat "${arg#file://}"; echo; } >>@AWS_LOG@; done
+    echo "{}"
+    exit 0 ;;
+esac
 [ "${1:-} ${2:-}" = "ssm get-parameter" ] || fail 252 "aws (stand-in): unsupported command: $*"
 shift 2
 region="" name="" decrypt="" query="" output=""
@@ -399,7 +416,14 @@ class Server:
         (lib / "aws").chmod(0o755)
         (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))
         (m / "usr/bin/snap").chmod(0o755)
-        for name, value in self.parameters.items():
+        # redis-observe.py as `pulumi up` uploads it to the stack's bucket, and that bucket's parameter
+        # until the program creates it (the program's own value wins once it does).
+        tool = lib / "s3" / monitoring.OBSERVE_TOOL_KEY
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.write_text(observe_script())
+        stacks = {p.split("/")[2] for p in self.parameters if p.endswith("/redis-password")}
+        for name, value in {**{monitoring.backup_bucket_parameter(s): "osr-boot-bucket" for s in stacks},
+                            **self.parameters}.items():
             path = m / (SSM_DIR.lstrip("/") + f"/{REGION}{name}")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(value)

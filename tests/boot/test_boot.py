@@ -368,6 +368,31 @@ def test_prod_post_deploy_check(prod: Cluster) -> None:
     assert_crossed(cluster_view(prod.fleet, prod.deployment, prod.deployment.nodes[0]), 3)
 
 
+def test_prod_servers_publish_metrics_and_logs(prod: Cluster) -> None:
+    """redis-observe's timers, as booted: each server fetches the tool, publishes its metrics (the cluster
+    healthy, its own name as dimension) and ships its units' journal, read by the real journalctl."""
+    for server in prod.fleet.servers.values():
+        def recorded(server: m.Server = server) -> list[str]:
+            return server.out(f"cat {m.AWS_LOG}").splitlines()
+
+        m.wait_for(lambda: any("logs put-log-events" in line and "/journal " in line for line in recorded())
+                   and any("cloudwatch put-metric-data" in line for line in recorded()), 150,
+                   f"{server.name}: no metrics or journal published", server.diagnostics)
+        lines = recorded()
+        assert any(line.split()[1:3] == ["s3", "cp"] for line in lines)
+        last = max(i for i, line in enumerate(lines) if "cloudwatch put-metric-data" in line)
+        data = {d["MetricName"]: d for d in json.loads(lines[last + 1])}
+        assert data["ClusterStateOk"]["Value"] == 1 and data["SlotsServed"]["Value"] == SLOTS
+        assert {x["Name"]: x["Value"] for x in data["ClusterStateOk"]["Dimensions"]} == {
+            "Stack": "prod", "Server": server.hostname}
+        journal = next(i for i, line in enumerate(lines) if "logs put-log-events" in line and "/journal " in line)
+        # redis-auth's own line, as the real journal has it (identifier and pid), from the first boot.
+        payload = lines[journal + 1]
+        wrote = r'"message": "redis-auth\[\d+\]: redis-auth: wrote /etc/redis/auth.conf'
+        assert re.search(wrote, payload), payload[:500]
+        assert prod.deployment.password not in "\n".join(lines)
+
+
 def test_fourth_server_joins(prod: Cluster) -> None:
     grown = Deployment.of("prod", {"outsystems-redis:servers": 4})
     assert sorted(grown.instances) == [0, 1, 2, 3]

@@ -81,6 +81,7 @@ def test_user_data_content(servers, platform):
             [systemd.JOIN_UNIT] if servers > 1 else [])
         assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
                                                    "redis-password-sync.timer", "redis-backup.timer",
+                                                   "redis-metrics.timer", "redis-logs.timer",
                                                    *(["redis-role-restore.timer"] if servers > 1 else []),
                                                    *cluster_step]
         assert "NTP=169.254.169.123" in files[systemd.TIME_SYNC_PATH]
@@ -113,7 +114,8 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
                             systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
                             "/usr/local/sbin/redis-password-sync", "/usr/local/sbin/redis-role-restore",
                             "/usr/local/sbin/redis-backup",
-                            "/usr/local/sbin/redis-step-down"}
+                            "/usr/local/sbin/redis-step-down",
+                            "/usr/local/sbin/redis-observe"}
     for path, content in scripts.items():
         f = tmp_path / Path(path).name
         f.write_text(content)

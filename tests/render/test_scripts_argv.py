@@ -16,12 +16,14 @@ from components.loopback import BASH, generate_password, make_ca, make_server_ce
 from components.render.backup import backup_script
 from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
+from components.render.metrics import observe_env, observe_launcher, observe_script
 from components.render.password import fetch_password_script, password_sync_script
 from components.render.roles import role_restore_env, role_restore_script
 from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import fetch_tls_script
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
+from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
 from tests.integration.test_backup import VENV_BIN, backup_environment, moto  # noqa: F401  (fixture)
 from tests.render.test_cloud_config import shipped_scripts
@@ -39,7 +41,11 @@ WATCHED = {
     "role-restore": role_restore_script,
     "backup": backup_script,
     "step-down": step_down_script,
+    # Fetched by the user data's launcher from the stack's bucket (too big for the user data).
+    "redis-observe": observe_script,
 }
+# Handle a secret but are not in the user data: the servers fetch them at run time.
+FETCHED = {observe_script}
 
 
 def handles_a_secret(text: str) -> bool:
@@ -57,7 +63,8 @@ def copy_of(tmp_path: Path, name: str) -> str:
 def test_every_shipped_script_that_handles_a_secret_is_run_here():
     # A new secret-handling script in any user-data shape must be added to WATCHED (and run below).
     handling = {text for text in shipped_scripts().values() if handles_a_secret(text)}
-    assert handling == {text() for text in WATCHED.values()}
+    assert handling | {text() for text in FETCHED} == {text() for text in WATCHED.values()}
+    assert all(handles_a_secret(text()) for text in FETCHED)
 
 
 def test_the_argv_guards_catch_a_planted_secret(tmp_path):
@@ -182,3 +189,37 @@ def test_step_down_keeps_the_password_off_every_command_line(loopback_factory, t
     assert_never_shown(stepped, sampler, shims, [lo.password])
     # The failover itself went through the shim (the password in REDISCLI_AUTH only).
     assert any("cluster failover" in " ".join(args) for args in shims.lines())
+
+
+def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+    """The launcher and the program it fetches (metrics, then logs with the password in the slow log)."""
+    lo = loopback_factory("5.0", 1)
+    lo.start()
+    r = lo.client(lo.processes[0])
+    r.config_set("slowlog-log-slower-than", 0)
+    r.set("planted", lo.password)
+    aws = Moto(tmp_path)
+    try:
+        aws.prepare_stack("argv")
+        entries = tmp_path / "journal.jsonl"
+        entries.write_text(journal_entry(1, "redis-auth.service", "redis-auth: wrote the auth include") + "\n")
+        journal_dir = tmp_path / "journal-bin"
+        fake_journalctl(journal_dir, entries)
+        # /usr/bin before the rest: python3 is the system one, as on a server (not a pyenv shim).
+        shims = Shims(tmp_path / "shims", first=[journal_dir, aws.bin, "/usr/bin"])
+        launcher = tmp_path / "redis-observe"
+        launcher.write_text(observe_launcher())
+        paths = lo.paths(0)
+        env = {**aws.env(), **observe_env(lo.topology, 0, stack="argv", tls=False, state_dir=str(tmp_path / "st")),
+               "AUTH_FILE": paths.auth_file, "REDIS_LOGS": f"{lo.processes[0].port}={paths.log_file(6379)}",
+               "PATH": shims.path}
+        for command in ("metrics", "logs"):
+            result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password], shims, 180)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert_never_shown(result, sampler, shims, [lo.password])
+        # Each run: SSM and S3 (the launcher); then one PutMetricData, or per stream (Redis log, journal,
+        # slow log) CreateLogStream and PutLogEvents. All through the shims: the log is real.
+        assert (shims.ran("aws"), shims.ran("python3"), shims.ran("journalctl")) == (2 + 1 + 2 + 6, 4, 1)
+        assert lo.password not in aws.everything()
+    finally:
+        aws.stop()

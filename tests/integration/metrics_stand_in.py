@@ -1,0 +1,168 @@
+"""moto in server mode on loopback, and the servers' redis-observe run against it exactly as on EC2.
+
+The only difference from a server: AWS_ENDPOINT_URL points the real AWS CLI (v1,
+PyPI `awscli`, as Ubuntu 20.04's apt package) at moto, with made-up credentials.
+The launcher in the user data fetches redis-observe.py from moto's S3 (uploaded as
+`pulumi up` would) and runs it with the system python3, which has no redis-py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from components import monitoring
+from components.loopback import BASH, Loopback
+from components.render.metrics import observe_env, observe_launcher, observe_script
+from tests.tools import loopback_octet, require
+
+REGION = "eu-west-1"
+VENV_BIN = Path(sys.executable).parent
+
+
+class Moto:
+    """A moto server on 127.<octet>.251.1, stopped by `stop()`."""
+
+    def __init__(self, tmp: Path) -> None:
+        moto_server = require(str(VENV_BIN / "moto_server"), "moto_server (pip install 'moto[server]')")
+        self.aws_cli = require(str(VENV_BIN / "aws"), "aws (pip install awscli)")
+        self.host = f"127.{loopback_octet()}.251.1"
+        with socket.socket() as s:
+            s.bind((self.host, 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://{self.host}:{self.port}"
+        self.log = open(tmp / "moto.log", "w")
+        self.proc = subprocess.Popen([moto_server, "-H", self.host, "-p", str(self.port)], stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise AssertionError(f"moto_server did not start: {(tmp / 'moto.log').read_text()}") from None
+                time.sleep(0.2)
+        self.bin = tmp / "aws-bin"  # only `aws` from the venv: python3 stays the system's, as on a server
+        self.bin.mkdir()
+        (self.bin / "aws").symlink_to(self.aws_cli)
+        self.home = tmp / "home"
+        self.home.mkdir()
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.url, region_name=REGION, aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.home), "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": self.url, "AWS_REGION": REGION}
+
+    def prepare_stack(self, stack: str, tool: str | None = None) -> None:
+        """What `pulumi up` makes for a stack: the bucket named in its parameter, the tool in it, the log group."""
+        bucket = f"osr-{stack}-bucket"
+        self.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        self.client("s3").put_object(Bucket=bucket, Key=monitoring.OBSERVE_TOOL_KEY,
+                                     Body=(tool if tool is not None else observe_script()).encode())
+        self.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(stack), Value=bucket, Type="String")
+        self.client("logs").create_log_group(logGroupName=monitoring.log_group_name(stack))
+
+    def everything(self) -> str:
+        """Every piece of state moto holds, as JSON text (to scan for a secret)."""
+        return urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=30).read().decode()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def observe(moto: Moto, lo: Loopback, server: int, stack: str, command: str, state_dir: Path,
+            extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the user data's launcher for server `server` of `lo`: its env file as rendered, paths remapped."""
+    launcher = state_dir.parent / "redis-observe"
+    launcher.write_text(observe_launcher())
+    env = observe_env(lo.topology, server, stack=stack, tls=lo.tls, state_dir=str(state_dir))
+    paths = lo.paths(server)
+    env["REDIS_LOGS"] = " ".join(f"{p.port}={paths.log_file(p.port)}" for p in lo.topology.servers[server].processes)
+    if lo.tls:
+        env["TLS_CA"] = paths.tls_ca
+    full = {**moto.env(), **env, "AUTH_FILE": paths.auth_file, **(extra or {})}
+    return subprocess.run([BASH, str(launcher), command], env=full, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def latest(moto: Moto, stack: str, server: str, name: str) -> float | None:
+    """The last value of one metric of one server (moto keeps every datapoint)."""
+    cw = moto.client("cloudwatch")
+    now = time.time()
+    points = cw.get_metric_statistics(
+        Namespace=monitoring.NAMESPACE, MetricName=name, StartTime=now - 3600, EndTime=now + 600, Period=60,
+        Statistics=["Maximum"], Dimensions=[{"Name": monitoring.STACK_DIMENSION, "Value": stack},
+                                            {"Name": monitoring.SERVER_DIMENSION, "Value": server}])["Datapoints"]
+    return max(points, key=lambda p: p["Timestamp"])["Maximum"] if points else None
+
+
+def published(moto: Moto, stack: str) -> dict[str, set[str]]:
+    """Server name -> the metric names it published, read back with list_metrics."""
+    out: dict[str, set[str]] = {}
+    pages = moto.client("cloudwatch").get_paginator("list_metrics").paginate(Namespace=monitoring.NAMESPACE)
+    for page in pages:
+        for m in page["Metrics"]:
+            dims = {d["Name"]: d["Value"] for d in m["Dimensions"]}
+            if dims.get(monitoring.STACK_DIMENSION) == stack and set(dims) == {monitoring.STACK_DIMENSION,
+                                                                               monitoring.SERVER_DIMENSION}:
+                out.setdefault(dims[monitoring.SERVER_DIMENSION], set()).add(m["MetricName"])
+    return out
+
+
+def log_events(moto: Moto, stack: str, stream: str) -> list[str]:
+    logs = moto.client("logs")
+    events = logs.get_log_events(logGroupName=monitoring.log_group_name(stack), logStreamName=stream,
+                                 startFromHead=True, limit=10000)["events"]
+    return [e["message"] for e in events]
+
+
+def fake_journalctl(directory: Path, entries: Path) -> Path:
+    """`journalctl --no-pager -o json --unit=U ... [--after-cursor=C]` from a JSON-lines file (see the report:
+    no journald runs on the build machines; the boot test runs the real one)."""
+    directory.mkdir(exist_ok=True)
+    script = directory / "journalctl"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "args = sys.argv[1:]\n"
+        "units = {a.split('=', 1)[1] for a in args if a.startswith('--unit=')}\n"
+        "after = next((a.split('=', 1)[1] for a in args if a.startswith('--after-cursor=')), None)\n"
+        "assert args[:3] == ['--no-pager', '-o', 'json'], args\n"
+        f"lines = open({str(entries)!r}).read().splitlines()\n"
+        "entries = [json.loads(line) for line in lines if line]\n"
+        "cursors = [e['__CURSOR'] for e in entries]\n"
+        "start = cursors.index(after) + 1 if after else 0\n"
+        "for e in entries[start:]:\n"
+        "    if e.get('_SYSTEMD_UNIT') in units or any(u.endswith('*.service') and "
+        "e.get('_SYSTEMD_UNIT', '').startswith(u[:-9]) for u in units):\n"
+        "        print(json.dumps(e))\n")
+    script.chmod(0o755)
+    return script
+
+
+def journal_entry(n: int, unit: str, message: str) -> str:
+    return json.dumps({"__CURSOR": f"s=fake;i={n}", "__REALTIME_TIMESTAMP": str(int(time.time() * 1e6) + n),
+                       "_SYSTEMD_UNIT": unit, "SYSLOG_IDENTIFIER": unit.split(".")[0], "_PID": str(1000 + n),
+                       "MESSAGE": message})
+
+
+def environ_without_aws() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -1,0 +1,135 @@
+"""The servers' log shipper against moto in server mode: the Redis log, the units' journal and the slow log.
+
+Real Redis 5.0 and 7.0 on loopback, the real AWS CLI, the launcher from the user data
+fetching redis-observe.py from moto's S3. The journal comes from a stand-in `journalctl`
+(no journald runs on the build machines; the boot test runs the servers' real one).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+import pytest
+
+from components.loopback import generate_password
+from components.render import metrics
+from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
+from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry, log_events, observe
+
+
+@pytest.fixture
+def moto(tmp_path):
+    server = Moto(tmp_path)
+    yield server
+    server.stop()
+
+
+def ship(moto, lo, tmp_path, journal_dir):
+    extra = {"PATH": f"{journal_dir}:{moto.env()['PATH']}"}
+    result = observe(moto, lo, 0, "logs", "logs", tmp_path / "state", extra=extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def log_lines(lo) -> list[str]:
+    return [line.rstrip() for line in lo.log_file(lo.processes[0]).read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("version", ["5.0", "7.0"])
+def test_logs_reach_their_streams_once_each_and_never_the_password(version, loopback_factory, moto,  # noqa: F811
+                                                                     tmp_path):
+    lo = loopback_factory(version, 1)
+    lo.start()
+    moto.prepare_stack("logs")
+    name = lo.topology.servers[0].name
+    port = lo.processes[0].port
+    password = lo.password
+    r = lo.client(lo.processes[0])
+    r.config_set("slowlog-log-slower-than", 0)  # every command is "slow" from here on
+    # The password where a slow log would carry it: an argument (and, on 5.0, every AUTH of a new connection).
+    r.set("planted", password)
+    r.execute_command("CONFIG", "SET", "requirepass", password)
+    # A password no file names yet (as redis-password-sync sets the new one before rewriting the auth
+    # include): only the shipper's redaction of such commands keeps it out (Redis 7.0 redacts it itself).
+    unseen = generate_password()
+    r.execute_command("CONFIG", "SET", "masterauth", unseen)
+    lo.client(lo.processes[0]).ping()
+    entries = tmp_path / "journal.jsonl"
+    units = ["redis-auth.service", "redis-provision.service", f"redis-server@{port}.service", "ssh.service"]
+    entries.write_text("".join(journal_entry(i, u, f"line {i} of {u}") + "\n" for i, u in enumerate(units))
+                       + journal_entry(9, "redis-auth.service", f"a line that quotes {password} by mistake") + "\n")
+    journal_dir = tmp_path / "journal-bin"
+    fake_journalctl(journal_dir, entries)
+
+    started = time.time()
+    ship(moto, lo, tmp_path, journal_dir)
+    redis_stream, journal_stream, slow_stream = (f"{name}/redis-{port}", f"{name}/journal", f"{name}/slowlog")
+    assert log_events(moto, "logs", redis_stream) == log_lines(lo)
+    journal = log_events(moto, "logs", journal_stream)
+    assert journal == [f"{u.split('.')[0]}[{1000 + i}]: line {i} of {u}" for i, u in enumerate(units[:3])] + [
+        "redis-auth[1009]: a line that quotes (redacted) by mistake"]
+    slow = log_events(moto, "logs", slow_stream)
+    assert any(f"port {port} " in m and "set planted (redacted)" in m.lower() for m in slow), slow
+    assert any("config set requirepass (redacted)" in m.lower() for m in slow), slow
+    assert any("config set masterauth (redacted)" in m.lower() for m in slow), slow
+
+    # More of everything; the second run sends only what is new.
+    before_slow = len(slow)
+    r.bgsave()
+    deadline = time.monotonic() + 30
+    while "Background saving terminated" not in lo.log_file(lo.processes[0]).read_text():
+        assert time.monotonic() < deadline, "no BGSAVE"
+        time.sleep(0.2)
+    with entries.open("a") as f:
+        f.write(journal_entry(10, "redis-provision.service", "a new line") + "\n")
+    r.set("another", "value")
+    ship(moto, lo, tmp_path, journal_dir)
+    assert log_events(moto, "logs", redis_stream) == log_lines(lo)  # all of it, once
+    assert log_events(moto, "logs", journal_stream)[4:] == ["redis-provision[1010]: a new line"]
+    slow = log_events(moto, "logs", slow_stream)
+    ids = [int(re.search(r" id (\d+) ", m).group(1)) for m in slow]
+    assert ids == sorted(set(ids)) and len(slow) > before_slow  # every entry once, in order
+    assert any("set another value" in m.lower() for m in slow[before_slow:])
+
+    # Timestamps: a Redis log line's own time (servers run in UTC), not the shipping time.
+    logs = moto.client("logs")
+    events = logs.get_log_events(logGroupName="/outsystems-redis/logs", logStreamName=redis_stream,
+                                 startFromHead=True)["events"]
+    stamp = re.match(r"^\d+:[A-Z] (\d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d)\.(\d{3}) ", events[-1]["message"])
+    assert stamp, events[-1]
+    assert events[-1]["timestamp"] == calendar.timegm(time.strptime(stamp.group(1), "%d %b %Y %H:%M:%S")) * 1000 \
+        + int(stamp.group(2))
+    assert abs(events[-1]["timestamp"] / 1000 - started) < 600
+
+    # Nothing moto holds (metrics, logs, S3, SSM) carries the password.
+    everything = moto.everything()
+    assert "set planted" in everything.lower()  # the scan sees the log events
+    assert password not in everything and unseen not in everything
+
+
+def test_batches_respect_cloudwatch_logs_limits():
+    """10,000 events and 1 MB (message bytes + 26 each) per batch, 24 h span, 256 KB per event."""
+    big = "x" * 300_000
+    events = [(1000 + i, f"line {i}", i) for i in range(25_000)] + [(50_000, big, "big")]
+    out = metrics_batches(events)
+    assert [len(b) for b in out][:2] == [10_000, 10_000]
+    assert sum(len(b) for b in out) == len(events)  # nothing dropped
+    for b in out:
+        assert len(b) <= 10_000 and sum(len(m.encode()) + 26 for _, m, _ in b) <= 1_048_576
+    cut = out[-1][-1][1]
+    assert len(cut.encode()) + 26 <= 262_144 and cut.endswith("[truncated: over CloudWatch's 256 KB]")
+    day = 24 * 3600 * 1000
+    spans = metrics_batches([(0, "a", 1), (day - 1, "b", 2), (day, "c", 3)])
+    assert [[p for _, _, p in b] for b in spans] == [[1, 2], [3]]
+    many = metrics_batches([(i, "y" * 100_000, i) for i in range(30)])
+    assert all(sum(len(m) + 26 for _, m, _ in b) <= 1_048_576 for b in many) and len(many) == 3
+
+
+def metrics_batches(events):
+    import importlib
+
+    agent = importlib.import_module("components.render.metrics_agent")
+    assert metrics.AGENT_SOURCE.name == "metrics_agent.py"
+    return agent.batches(events)

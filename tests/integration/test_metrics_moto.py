@@ -1,0 +1,154 @@
+"""The servers' metrics publisher against moto in server mode: real Redis 5.0 and 7.0 on loopback, the real AWS CLI.
+
+Each test runs the user data's launcher (it fetches redis-observe.py from moto's S3, as
+from the stack's bucket) for a server of a loopback cluster, then reads back from moto
+what CloudWatch received.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from components import monitoring
+from components.health import parse_cluster_info, parse_cluster_nodes
+from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
+from tests.integration.metrics_stand_in import Moto, latest, observe, published
+
+
+@pytest.fixture
+def moto(tmp_path):
+    server = Moto(tmp_path)
+    yield server
+    server.stop()
+
+
+def state(client: redis.Redis) -> str:
+    return parse_cluster_info(client.execute_command("CLUSTER", "INFO"))["cluster_state"]
+
+
+def run_ok(moto, lo, server, stack, tmp_path, **kw):
+    result = observe(moto, lo, server, stack, "metrics", tmp_path / f"state-{stack}-{server}", **kw)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.parametrize("version", ["5.0", "7.0"])
+def test_a_healthy_cluster_publishes_every_metric_per_server(version, loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory(version)
+    lo.start()
+    lo.bootstrap()
+    moto.prepare_stack("healthy")
+    for i in range(3):
+        run_ok(moto, lo, i, "healthy", tmp_path)
+    names = [s.name for s in lo.topology.servers]
+    # list_metrics: every metric, with exactly the Stack and Server dimensions, for every server.
+    assert published(moto, "healthy") == {n: set(monitoring.METRIC_NAMES) for n in names}
+    for n in names:
+        assert latest(moto, "healthy", n, "ClusterStateOk") == 1
+        assert latest(moto, "healthy", n, "SlotsServed") == 16384
+        assert latest(moto, "healthy", n, "ReplicaLinksDown") == 0
+        assert latest(moto, "healthy", n, "RoleDrift") == 0
+        assert 0 < latest(moto, "healthy", n, "MemoryUsedPercent") < 5
+        assert latest(moto, "healthy", n, "ConnectedClients") >= 2  # the replication links at least
+        assert 0 <= latest(moto, "healthy", n, "LastSaveAgeSeconds") < 600
+    assert lo.password not in moto.everything()
+
+
+def test_a_tls_cluster_is_read_through_the_stacks_ca(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0", tls=True)
+    lo.start()
+    lo.bootstrap()
+    moto.prepare_stack("tls")
+    for i in range(3):
+        run_ok(moto, lo, i, "tls", tmp_path)
+    assert published(moto, "tls") == {s.name: set(monitoring.METRIC_NAMES) for s in lo.topology.servers}
+    assert {latest(moto, "tls", s.name, "ClusterStateOk") for s in lo.topology.servers} == {1}
+
+
+def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("5.0")
+    lo.start()
+    lo.bootstrap()
+    moto.prepare_stack("killed")
+    moto.prepare_stack("failedover")
+    # Server 0's replica follows server 1's master; holding its failover back keeps the outage visible.
+    replica = lo.client(lo.topology.servers[0].processes[1])
+    replica.config_set("cluster-replica-no-failover", "yes")
+    master_1 = lo.client(lo.topology.servers[1].processes[0])
+    (lost,) = [n.slot_count for n in parse_cluster_nodes(master_1.execute_command("CLUSTER", "NODES"))
+               if "myself" in n.flags]
+    assert 0 < lost < 16384
+    lo.kill_server(1)
+    survivor = lo.client(lo.topology.servers[0].processes[0])
+    deadline = time.monotonic() + 60
+    while state(survivor) != "fail":
+        assert time.monotonic() < deadline, "server 1's master was never flagged failing"
+        time.sleep(0.5)
+    for i in (0, 2):
+        run_ok(moto, lo, i, "killed", tmp_path)
+    s0, s2 = lo.topology.servers[0].name, lo.topology.servers[2].name
+    for name in (s0, s2):
+        assert latest(moto, "killed", name, "ClusterStateOk") == 0
+        assert latest(moto, "killed", name, "SlotsServed") == 16384 - lost
+    assert latest(moto, "killed", s0, "ReplicaLinksDown") == 1  # its master is gone
+    assert latest(moto, "killed", s2, "ReplicaLinksDown") == 0
+
+    # Let the failover happen: the cluster is whole again, and server 0 holds two masters.
+    replica.config_set("cluster-replica-no-failover", "no")
+    deadline = time.monotonic() + 60
+    while state(survivor) != "ok":
+        assert time.monotonic() < deadline, "no failover"
+        time.sleep(0.5)
+    run_ok(moto, lo, 0, "failedover", tmp_path)
+    assert latest(moto, "failedover", s0, "ClusterStateOk") == 1
+    assert latest(moto, "failedover", s0, "SlotsServed") == 16384
+    assert latest(moto, "failedover", s0, "RoleDrift") == 1
+
+
+def test_counters_publish_the_increase_since_the_last_run(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0", 1)
+    lo.start()
+    moto.prepare_stack("counters")
+    name = lo.topology.servers[0].name
+    r = lo.client(lo.processes[0])
+    r.config_set("maxmemory", 4 * 1024 * 1024)
+    r.config_set("maxclients", 4)
+
+    def fill(prefix: str) -> None:
+        pipe = r.pipeline(transaction=False)
+        for i in range(400):
+            pipe.set(f"{prefix}{i}", "x" * 20_000)
+        pipe.execute()
+
+    def refuse(n: int) -> None:
+        held = [lo.client(lo.processes[0]) for _ in range(3)]
+        for c in held:
+            c.ping()
+        for _ in range(n):
+            with pytest.raises(redis.ConnectionError):
+                lo.client(lo.processes[0]).ping()
+        for c in held:
+            c.close()
+        time.sleep(0.5)  # the server notices the closed connections
+
+    fill("a")
+    refuse(2)
+    stats = r.info("stats")
+    run_ok(moto, lo, 0, "counters", tmp_path)
+    first_evicted = latest(moto, "counters", name, "EvictedKeys")
+    # The first run (no state yet): the increase since the process started.
+    assert first_evicted == stats["evicted_keys"] > 0
+    assert latest(moto, "counters", name, "RejectedConnections") == stats["rejected_connections"] == 2
+    time.sleep(1.1)  # another second, so the second run's datapoint is the latest
+    fill("b")
+    refuse(3)
+    after = r.info("stats")
+    run_ok(moto, lo, 0, "counters", tmp_path)
+    assert latest(moto, "counters", name, "EvictedKeys") == after["evicted_keys"] - stats["evicted_keys"] > 0
+    assert latest(moto, "counters", name, "RejectedConnections") == 3
+    assert latest(moto, "counters", name, "OpsPerSecond") > 0
+    assert latest(moto, "counters", name, "ClusterStateOk") == 1  # one server: 1 when up
+    assert latest(moto, "counters", name, "SlotsServed") == 16384

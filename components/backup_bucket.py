@@ -110,10 +110,10 @@ _TOOL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,200}")
 
 
 def tool_objects(tools: Mapping[str, str]) -> dict[str, str]:
-    """key under tools/ -> local file: the objects the program uploads for the servers to fetch."""
+    """key under tools/ -> text: the objects the program uploads for the servers to fetch."""
     out = {}
-    for key, path in tools.items():
+    for key, text in tools.items():
         if not _TOOL_KEY.fullmatch(key) or ".." in key.split("/") or "//" in key:
             raise ValueError(f"tool key {key!r}: a relative path such as health/judge.py (no '..', no leading '/')")
-        out[f"{TOOLS_PREFIX}{key}"] = path
+        out[f"{TOOLS_PREFIX}{key}"] = text
     return out

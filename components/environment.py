@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -32,6 +31,7 @@ from components.parameters import (
 )
 from components.platforms import PLATFORMS
 from components.render.cloud_config import encode_user_data, render_cloud_config
+from components.render.fetched import fetched_tools
 from components.server import RedisServer, ServerArgs
 from components.settings import Settings
 from components.topology import Topology, build_topology
@@ -67,7 +67,6 @@ class EnvironmentArgs:
     vcpus: int
     nat_subnet_id: str | None
     region: str
-    tools: Mapping[str, str] = field(default_factory=dict)  # uploaded under tools/ for the servers to fetch
 
 
 def hsconf_snippet(connection_string: str) -> str:
@@ -160,7 +159,8 @@ class RedisEnvironment(pulumi.ComponentResource):
         tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
         self.observability = RedisObservability(
             f"{name}-observability",
-            ObservabilityArgs(settings=s, region=args.region, tags=tags, server_role_arn=role.arn, tools=args.tools),
+            ObservabilityArgs(settings=s, region=args.region, tags=tags, server_role_arn=role.arn,
+                              tools=fetched_tools()),
             opts=child,
         )
         obs = self.observability

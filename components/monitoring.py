@@ -91,16 +91,13 @@ METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes
 #                              arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:*
 #                              (streams are named <server name>/<source>, see log_stream_name)
 #   ssm:GetParameter           arn:aws:ssm:<region>:<account>:parameter<backup_bucket_parameter(stack)>
-#   s3:GetObject               arn:aws:s3:::<bucket>/tools/*  (OBSERVE_TOOL_KEY)
+#   s3:GetObject               arn:aws:s3:::<bucket>/tools/*  (OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY)
 SERVER_API_ACTIONS = ("cloudwatch:PutMetricData", "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter",
                       "s3:GetObject")
 # Log streams each server writes (log_stream_name(server, source)).
 LOG_SOURCES = ("redis-7000", "redis-7001", "redis-6379", "journal", "slowlog")
-# The servers' metrics publisher and log shipper, which the program uploads and servers fetch
-# every minute (read-only for them). Its content is generated, not a file of the repository:
-#   from components.render.metrics import observe_script
-#   aws.s3.BucketObjectv2(..., key=OBSERVE_TOOL_KEY, content=observe_script(), content_type="text/x-python")
-# Servers need s3:GetObject on <bucket>/tools/* and ssm:GetParameter on backup_bucket_parameter(stack)
-# (the bucket's name); and nothing of theirs may write under TOOLS_PREFIX (they run what is there, as root).
+# Programs the servers fetch from the bucket at every run (components/render/fetched.py says why);
+# the program uploads them, and nothing of the servers' may write under TOOLS_PREFIX (they run what
+# is there, as root).
 OBSERVE_TOOL_KEY = f"{TOOLS_PREFIX}redis-observe.py"
-TOOLS = {OBSERVE_TOOL_KEY: "components.render.metrics:observe_script"}  # key -> the function giving its content
+BACKUP_TOOL_KEY = f"{TOOLS_PREFIX}redis-backup.sh"

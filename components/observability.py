@@ -31,7 +31,7 @@ class ObservabilityArgs:
     region: str
     tags: dict[str, str]
     server_role_arn: pulumi.Input[str]  # the only writer of snapshots
-    tools: Mapping[str, str] = field(default_factory=dict)  # key under tools/ -> local file to upload
+    tools: Mapping[str, str] = field(default_factory=dict)  # key under tools/ -> the text to upload
 
 
 @dataclass
@@ -172,10 +172,10 @@ class RedisObservability(pulumi.ComponentResource):
                 f"{name}-tool-{re.sub(r'[^A-Za-z0-9_.-]', '-', key)}",
                 bucket=self.bucket.id,
                 key=key,
-                source=pulumi.FileAsset(path),
+                content=text,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption]),
             )
-            for key, path in tool_objects(args.tools).items()
+            for key, text in tool_objects(args.tools).items()
         ]
         # What a server's first boot needs: its jobs write to these from the first minute.
         self.first_boot_needs: list[pulumi.Resource] = [

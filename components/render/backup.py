@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.monitoring import BACKUP_PERIOD_SECONDS, BACKUP_PREFIX, backup_bucket_parameter
+from components.monitoring import BACKUP_PERIOD_SECONDS, BACKUP_PREFIX, BACKUP_TOOL_KEY, backup_bucket_parameter
+from components.render.metrics import OBSERVE_PATH, STATE_DIR
 from components.render.shipped import shipped_script
 from components.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, SEARCH_PATH, redis_unit
 from components.topology import Topology
 
 BACKUP_SCRIPT = Path(__file__).with_name("backup.sh")
-BACKUP_PATH = "/usr/local/sbin/redis-backup"
 BACKUP_ENV_PATH = "/etc/redis/backup.env"
 BACKUP_UNIT = "redis-backup.service"
 BACKUP_TIMER = "redis-backup.timer"
@@ -49,6 +49,9 @@ def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = 
         "PERIOD_SECONDS": str(BACKUP_PERIOD_SECONDS),
         "REDIS_CLI": redis_cli,
         "WORK_DIR": work_dir,
+        # The launcher's: which program to fetch from the bucket, and where it keeps the last copy.
+        "TOOLS_KEY": BACKUP_TOOL_KEY,
+        "STATE_DIR": STATE_DIR,
     }
 
 
@@ -74,8 +77,8 @@ def render_backup_unit(ports: tuple[int, ...], env_file: str = BACKUP_ENV_PATH) 
         f"Environment=PATH={SEARCH_PATH}\n"
         f"EnvironmentFile={AUTH_ENV_PATH}\n"
         f"EnvironmentFile={env_file}\n"
-        f"ExecStart={BACKUP_PATH}\n"
-        f"StateDirectory={Path(BACKUP_WORK_DIR).name}\n"
+        f"ExecStart={OBSERVE_PATH}\n"
+        f"StateDirectory={Path(BACKUP_WORK_DIR).name} {Path(STATE_DIR).name}\n"
         "StateDirectoryMode=0700\n"
         "Nice=10\n"
         "IOSchedulingClass=best-effort\n"

@@ -18,11 +18,9 @@ import yaml
 from components.platforms import PLATFORMS, Platform
 from components.render.backup import (
     BACKUP_ENV_PATH,
-    BACKUP_PATH,
     BACKUP_TIMER,
     BACKUP_UNIT,
     backup_env,
-    backup_script,
     render_backup_timer,
     render_backup_unit,
 )
@@ -207,7 +205,6 @@ def server_files(
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}", render_password_sync_unit(ports)),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
         # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.
-        _file(BACKUP_PATH, backup_script(), "0755"),
         _file(BACKUP_ENV_PATH, render_env_file(backup_env(topology, server, stack=settings.stack,
                                                           redis_cli=redis_cli))),
         _file(f"{UNIT_DIR}/{BACKUP_UNIT}", render_backup_unit(ports)),

@@ -37,7 +37,8 @@ from components.topology import Topology
 
 AGENT_SOURCE = Path(__file__).with_name("metrics_agent.py")
 LAUNCHER_SOURCE = Path(__file__).with_name("metrics-observe.sh")
-OBSERVE_PATH = "/usr/local/sbin/redis-observe"
+# The launcher of the programs servers fetch from the bucket (redis-observe.py, redis-backup.sh).
+OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
 OBSERVE_ENV_PATH = "/etc/redis/observe.env"
 STATE_DIR = "/var/lib/outsystems-redis"  # systemd's StateDirectory=outsystems-redis
 METRICS_UNIT = "redis-metrics.service"
@@ -118,7 +119,7 @@ def _is_value(module: ModuleType, name: str) -> bool:
 
 
 def observe_launcher() -> str:
-    """The exact text of /usr/local/sbin/redis-observe in the user data."""
+    """The exact text of the launcher (OBSERVE_PATH) in the user data."""
     return shipped_script(LAUNCHER_SOURCE)
 
 

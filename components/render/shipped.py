@@ -2,7 +2,9 @@
 
 EC2 caps user data at 16,384 bytes, gzipped. The scripts' comments are most of
 their bytes, so the shipped copy keeps the code and drops comment-only and blank
-lines; the commented source stays here in components/render/. Everything that
+lines, and shortens each line's indentation to one space (bash ignores it; one
+space, not none, so a line continuation never glues two words); the commented
+source stays here in components/render/. Everything that
 runs a script (cloud-init, the loopback harness, the tests) runs this copy.
 """
 
@@ -12,6 +14,7 @@ import re
 from pathlib import Path
 
 _DROPPED = re.compile(r"^\s*(#(?!!|\s*shellcheck\b).*)?$")
+_INDENT = re.compile(r"^[ \t]+")
 
 
 def shipped_script(path: Path) -> str:
@@ -23,6 +26,6 @@ def shipped_script(path: Path) -> str:
     lines = text.splitlines()
     if not lines or not lines[0].startswith("#!"):
         raise ValueError(f"{path.name}: a shipped script starts with #!")
-    kept = [line for line in lines[1:] if not _DROPPED.match(line)]
+    kept = [_INDENT.sub(" ", line) for line in lines[1:] if not _DROPPED.match(line)]
     header = f"# {path.name} of outsystems-redis (components/render/); comments are in the source."
     return "\n".join([lines[0], header, *kept]) + "\n"

@@ -81,7 +81,6 @@ from typing import Any
 import yaml
 
 from components import monitoring
-from components.render.metrics import observe_script
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "boot-root.sh"
@@ -135,19 +134,25 @@ unverified_modules: [snap]
 AWS_STANDIN = r"""#!/bin/bash
 # tests/boot stand-in for the AWS CLI: only `aws ssm get-parameter` of the form
 # the servers use, answered from files under SSM_DIR (the program's own
-# Parameter resources), and redis-observe's s3 cp, put-metric-data, create-log-stream
+# Parameter resources), and the s3 cp of the fetched programs and backups, put-metric-data, create-log-stream
 # and put-log-events (recorded). Anything else fails loudly.
 set -u
 dir=@SSM_DIR@
 fail() { echo "$2" >&2; exit "$1"; }
 case "${1:-} ${2:-}" in
   "s3 cp" | "cloudwatch put-metric-data" | "logs create-log-stream" | "logs put-log-events")
-    # redis-observe's calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads.
+    # The jobs' calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads, keeps uploads.
     echo "$(date -u +%FT%TZ) $*" >>@AWS_LOG@
     [ ! -e @SSM_UNREACHABLE@ ] || fail 254 "Could not connect to the endpoint URL: \"https://$1.amazonaws.com/\""
     if [ "$1" = s3 ]; then
-      [ -f "/usr/local/lib/osr-boot/s3/${3#s3://*/}" ] || fail 1 "fatal error: An error occurred (404): Not Found"
-      exec cp "/usr/local/lib/osr-boot/s3/${3#s3://*/}" "$4"
+      case "$3" in
+        s3://*)  # a download: what `pulumi up` uploaded
+          [ -f "/usr/local/lib/osr-boot/s3/${3#s3://*/}" ] || fail 1 "fatal error: An error occurred (404): Not Found"
+          exec cp "/usr/local/lib/osr-boot/s3/${3#s3://*/}" "$4" ;;
+        *)  # an upload (redis-backup): kept where a test can look
+          mkdir -p "$(dirname "/usr/local/lib/osr-boot/s3/${4#s3://*/}")"
+          exec cp "$3" "/usr/local/lib/osr-boot/s3/${4#s3://*/}" ;;
+      esac
     fi
     for arg in "$@"; do [ "${arg#file://}" = "$arg" ] || { cat "${arg#file://}"; echo; } >>@AWS_LOG@; done
     echo "{}"
@@ -379,6 +384,7 @@ class Server:
     workdir: Path
     vpc: Vpc
     root: Path
+    tools: dict[str, str] = field(default_factory=dict)  # the stack bucket's objects (key -> text), as uploaded
     config: dict[str, Any] = field(init=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     leader: int = field(default=0, init=False)
@@ -416,11 +422,12 @@ class Server:
         (lib / "aws").chmod(0o755)
         (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))
         (m / "usr/bin/snap").chmod(0o755)
-        # redis-observe.py as `pulumi up` uploads it to the stack's bucket, and that bucket's parameter
-        # until the program creates it (the program's own value wins once it does).
-        tool = lib / "s3" / monitoring.OBSERVE_TOOL_KEY
-        tool.parent.mkdir(parents=True, exist_ok=True)
-        tool.write_text(observe_script())
+        # The programs `pulumi up` uploads to the stack's bucket (redis-observe.py, redis-backup.sh), as
+        # the mocked program uploads them, and that bucket's parameter (the program's own value wins).
+        for key, text in self.tools.items():
+            tool = lib / "s3" / key
+            tool.parent.mkdir(parents=True, exist_ok=True)
+            tool.write_text(text)
         stacks = {p.split("/")[2] for p in self.parameters if p.endswith("/redis-password")}
         for name, value in {**{monitoring.backup_bucket_parameter(s): "osr-boot-bucket" for s in stacks},
                             **self.parameters}.items():
@@ -716,8 +723,9 @@ class Fleet:
         self.vpc = Vpc()
         self.servers: dict[int, Server] = {}
 
-    def add(self, name: str, index: int, ip: str, user_data: bytes, parameters: dict[str, str]) -> Server:
-        server = Server(name, index, ip, user_data, parameters, self.workdir, self.vpc, self.root)
+    def add(self, name: str, index: int, ip: str, user_data: bytes, parameters: dict[str, str],
+            tools: dict[str, str] | None = None) -> Server:
+        server = Server(name, index, ip, user_data, parameters, self.workdir, self.vpc, self.root, dict(tools or {}))
         self.servers[index] = server
         return server
 

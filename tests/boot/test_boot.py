@@ -37,6 +37,7 @@ from tests.unit.program import Program, Recorded, run_program
 PLATFORM = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
 INSTANCE = "aws:ec2/instance:Instance"
 PARAMETER = "aws:ssm/parameter:Parameter"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 HEALTH_CHECK = "outsystems-redis-health-check"
 SLOTS = 16384
 BOOT_TIMEOUT = 240  # power on -> cloud-init finished (about 15 s here)
@@ -56,6 +57,7 @@ class Deployment:
     program: Program
     instances: dict[int, Recorded]  # by RedisServerIndex
     parameters: dict[str, str]
+    tools: dict[str, str]  # the bucket objects the program uploads (key -> text)
     check_command: str
     check_env: dict[str, str]
 
@@ -67,6 +69,7 @@ class Deployment:
             program=program,
             instances={int(r.inputs["tags"]["RedisServerIndex"]): r for r in program.of_type(INSTANCE)},
             parameters={p.inputs["name"]: str(p.inputs["value"]) for p in program.of_type(PARAMETER)},
+            tools={o.inputs["key"]: o.inputs["content"] for o in program.of_type(BUCKET_OBJECT)},
             check_command=str(check.inputs["create"]),
             check_env={k: str(v) for k, v in check.inputs["environment"].items()},
         )
@@ -77,7 +80,7 @@ class Deployment:
     def add_to(self, fleet: m.Fleet, index: int) -> m.Server:
         inputs = self.instances[index].inputs
         return fleet.add(self.instances[index].name, index, inputs["privateIp"], self.user_data(index),
-                         self.parameters)
+                         self.parameters, self.tools)
 
     @property
     def nodes(self) -> list[str]:

@@ -7,10 +7,11 @@ from datetime import datetime
 
 import pytest
 
-from components.monitoring import BACKUP_PREFIX, backup_bucket_parameter
+from components.monitoring import BACKUP_PREFIX, BACKUP_TOOL_KEY, backup_bucket_parameter
 from components.render import systemd
-from components.render.backup import BACKUP_ENV_PATH, BACKUP_PATH, BACKUP_TIMER, BACKUP_UNIT
+from components.render.backup import BACKUP_ENV_PATH, BACKUP_TIMER, BACKUP_UNIT, backup_script
 from components.render.cloud_config import render_cloud_config
+from components.render.metrics import OBSERVE_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
 from tests.render.test_cloud_config import _verify, files_of
 from tests.tools import tool
@@ -33,18 +34,19 @@ def test_every_server_runs_the_backup_with_names_only(servers, platform):
         assert env["PORTS"] == ('"6379"' if servers == 1 else '"7000 7001"')  # roles are read at run time
         assert env["BUCKET_PARAMETER"] == f'"{backup_bucket_parameter(settings.stack)}"'
         assert env["KEY_PREFIX"] == f'"{BACKUP_PREFIX}"'
-        assert PASSWORD not in files[BACKUP_ENV_PATH] + files[BACKUP_PATH]
+        assert env["TOOLS_KEY"] == f'"{BACKUP_TOOL_KEY}"'  # the launcher fetches the script from the bucket
+        assert PASSWORD not in files[BACKUP_ENV_PATH] + backup_script()
         provision = dict(line.split("=", 1) for line in files[systemd.PROVISION_ENV_PATH].splitlines())
         assert BACKUP_TIMER in provision["UNITS"].strip('"').split()
 
 
 def test_backup_units_pass_systemd_analyze_verify(tmp_path):
     files = server_files(3, "ubuntu-20.04-redis-5.0", 1)
-    copy = tmp_path / "redis-backup"
-    copy.write_text(files[BACKUP_PATH])
+    copy = tmp_path / "redis-run-fetched"
+    copy.write_text(files[OBSERVE_PATH])
     copy.chmod(0o755)
     for unit in (BACKUP_UNIT, BACKUP_TIMER):
-        text = files[f"{systemd.UNIT_DIR}/{unit}"].replace(f"ExecStart={BACKUP_PATH}", f"ExecStart={copy}")
+        text = files[f"{systemd.UNIT_DIR}/{unit}"].replace(f"ExecStart={OBSERVE_PATH}", f"ExecStart={copy}")
         (tmp_path / unit).write_text(text)
     assert _verify(tmp_path, str(tmp_path / BACKUP_UNIT), str(tmp_path / BACKUP_TIMER)) == "rc=0"
 

@@ -12,6 +12,7 @@ import yaml
 
 from components.render import systemd
 from components.render.cloud_config import render_cloud_config
+from components.render.fetched import fetched_tools
 from components.render.step_down import STEP_DOWN_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
 from tests.tools import tool
@@ -113,10 +114,11 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
     assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
                             systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
                             "/usr/local/sbin/redis-password-sync", "/usr/local/sbin/redis-role-restore",
-                            "/usr/local/sbin/redis-backup",
-                            "/usr/local/sbin/redis-step-down",
-                            "/usr/local/sbin/redis-observe"}
-    for path, content in scripts.items():
+                            "/usr/local/sbin/redis-step-down", "/usr/local/sbin/redis-run-fetched"}
+    # And the shell programs the launcher fetches from the stack's bucket.
+    fetched = {f"tools/{key}": text for key, text in fetched_tools().items() if key.endswith(".sh")}
+    assert set(fetched) == {"tools/redis-backup.sh"}
+    for path, content in {**scripts, **fetched}.items():
         f = tmp_path / Path(path).name
         f.write_text(content)
         result = subprocess.run([shellcheck, "--severity=style", str(f)], capture_output=True, text=True, timeout=120)

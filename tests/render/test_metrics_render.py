@@ -50,7 +50,7 @@ def test_every_server_gets_the_launcher_its_names_and_two_timers(servers, platfo
         assert env["TOOLS_KEY"] == monitoring.OBSERVE_TOOL_KEY
         cluster_units = (["redis-role-restore.service"] if servers > 1 else []) + (
             ["redis-cluster-bootstrap.service"] if servers > 1 and index == 0 else []) + (
-            ["redis-cluster-join.service"] if index >= 3 else [])
+            ["redis-cluster-join.service"] if servers > 1 else [])  # every cluster server can (re)join
         assert env["JOURNAL_UNITS"].split() == ["redis-auth.service", "redis-provision.service",
                                                 "redis-password-sync.service", "redis-server@*.service",
                                                 "redis-metrics.service", *cluster_units]

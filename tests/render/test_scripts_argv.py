@@ -45,7 +45,7 @@ WATCHED = {
     "redis-observe": observe_script,
 }
 # Handle a secret but are not in the user data: the servers fetch them at run time.
-FETCHED = {observe_script}
+FETCHED = {observe_script, backup_script}  # fetched from the bucket by the launcher
 
 
 def handles_a_secret(text: str) -> bool:

@@ -17,8 +17,15 @@ from components import alarms
 from components.alarms import dashboard_name
 from components.backup_bucket import tool_objects
 from components.errors import SettingsError
-from components.monitoring import METRIC_NAMES, backup_bucket_parameter, log_group_name
+from components.monitoring import (
+    BACKUP_TOOL_KEY,
+    METRIC_NAMES,
+    OBSERVE_TOOL_KEY,
+    backup_bucket_parameter,
+    log_group_name,
+)
 from components.observability import ObservabilityArgs, RedisObservability
+from components.render.fetched import fetched_tools
 from components.settings import KNOWN_KEYS, load_settings
 from tests.unit.program import ACCOUNT, ROOT, AwsMocks, Program, RecordingMonitor, run_program
 
@@ -277,11 +284,22 @@ def test_the_bucket_name_is_published_for_the_servers(programs: dict[str, Progra
     (param,) = [p for p in programs["prod"].of_type("aws:ssm/parameter:Parameter")
                 if p.inputs["name"] == "/outsystems-redis/prod/backup-bucket"]
     assert param.inputs["type"] == "String" and param.inputs["value"] == BUCKET_NAME
-    assert not programs["prod"].of_type("aws:s3/bucketObjectv2:BucketObjectv2")  # no tools by default
+
+
+
+def test_the_servers_fetched_programs_are_uploaded_and_the_servers_wait_for_them(programs: dict[str, Program]) -> None:
+    """What the user data's launcher fetches: exactly the rendered programs, under tools/."""
+    for program in programs.values():
+        uploaded = {o.inputs["key"]: o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
+        assert {k: o.inputs["content"] for k, o in uploaded.items()} == \
+            {f"tools/{k}": text for k, text in fetched_tools().items()}
+        assert set(uploaded) == {OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY}
+        for instance in program.of_type("aws:ec2/instance:Instance"):
+            assert all(o.urn in instance.dependencies for o in uploaded.values())
 
 
 def test_tool_keys_land_under_tools_and_may_not_escape_it() -> None:
-    assert tool_objects({"health/judge.py": "/tmp/judge.py"}) == {"tools/health/judge.py": "/tmp/judge.py"}
+    assert tool_objects({"health/judge.py": "print()"}) == {"tools/health/judge.py": "print()"}
     for bad in ("../snapshots/x", "/abs", "a//b", "a/../../b", ""):
         with pytest.raises(ValueError, match="tool key"):
             tool_objects({bad: "/tmp/x"})
@@ -320,7 +338,7 @@ def test_no_server_boots_before_its_alarm_topic_log_group_bucket_and_parameter(p
         needs = {r.urn for r in program.resources
                  if r.type == "aws:cloudwatch/logGroup:LogGroup" or r.type.startswith("aws:s3/")
                  or (r.type == "aws:ssm/parameter:Parameter" and r.inputs["name"].endswith("/backup-bucket"))}
-        assert len(needs) == 9
+        assert len(needs) == 9 + 2  # and the two programs the servers fetch (redis-observe.py, redis-backup.sh)
         for inst in program.of_type("aws:ec2/instance:Instance"):
             assert needs <= set(inst.dependencies), inst.name
             policy = program.of_type("aws:iam/rolePolicy:RolePolicy")[0]
@@ -387,8 +405,7 @@ def test_the_readme_documents_every_alarm_and_every_key_with_its_default() -> No
 
 def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: Path) -> None:
     """The hook for the servers' code: EnvironmentArgs.tools -> objects under tools/ in the bucket."""
-    judge = tmp_path / "judge.py"
-    judge.write_text("print('judge')\n")
+    judge = "print('judge')\n"
     program = Program(resources=[], exports={}, secret_exports=set())
     mocks = AwsMocks(program)
     pulumi.runtime.set_mocks(mocks, project="outsystems-redis", stack="dev", monitor=RecordingMonitor(mocks))
@@ -398,7 +415,7 @@ def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: 
     @pulumi.runtime.test
     def run() -> pulumi.Output:
         args = ObservabilityArgs(settings, "eu-west-1", {}, "arn:aws:iam::111122223333:role/servers",
-                                 tools={"health/judge.py": str(judge)})
+                                 tools={"health/judge.py": judge})
         obs = RedisObservability("obs", args)
         made.append(obs)
         return pulumi.Output.all(*[t.key for t in obs.tools])
@@ -407,7 +424,7 @@ def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: 
     (obs,) = made
     (tool,) = program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
     assert tool.inputs["key"] == "tools/health/judge.py" and tool.inputs["bucket"] == "obs-backups-a1b2c3d"
-    assert tool.inputs["source"].path == str(judge)
+    assert tool.inputs["content"] == judge
     assert obs.tools and all(t in obs.first_boot_needs for t in obs.tools)
 
 

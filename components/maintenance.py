@@ -70,7 +70,9 @@ class Server:
 class Timeouts:
     """Bounds of every wait, in seconds."""
 
-    failover: float = 10  # per CLUSTER FAILOVER try (three tries)
+    # Per CLUSTER FAILOVER try (three tries), past Redis's retry window: a replica whose election
+    # failed may start another only 4 x cluster-node-timeout (20 s) later, so 10 s tries wasted one.
+    failover: float = 21
     upgrade: float = 1800
     reboot: float = 900  # until the OS answers again
     back: float = 600  # until the processes answer and the replicas are in sync

@@ -103,6 +103,10 @@ environment = RedisEnvironment(
 )
 
 pulumi.export("serverPrivateIps", environment.private_ips)
+# In server order, like serverPrivateIps: the targets of `aws ssm start-session`.
+pulumi.export("serverInstanceIds", [srv.instance.id for srv in environment.servers])
+# The Redis line the servers run (major.minor), as the platform chose it.
+pulumi.export("redisVersion", platform.redis_version)
 pulumi.export("subnetIds", environment.network.subnet_ids)
 pulumi.export("securityGroupId", environment.network.security_group_id)
 pulumi.export("passwordParameter", environment.parameter.name)

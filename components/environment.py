@@ -33,7 +33,7 @@ from components.platforms import PLATFORMS
 from components.render.cloud_config import encode_user_data, render_cloud_config
 from components.render.fetched import fetched_tools
 from components.server import RedisServer, ServerArgs
-from components.settings import Settings
+from components.settings import Settings, merge_tags
 from components.topology import Topology, build_topology
 
 # What SSM Session Manager and Run Command (rolling maintenance: components.maintenance)
@@ -96,7 +96,8 @@ class RedisEnvironment(pulumi.ComponentResource):
         super().__init__("outsystems:redis:Environment", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
-        tags = {"Project": "outsystems-redis", "Stack": s.stack, "OutsystemsTier": s.minimums.tier}
+        # The user's tags (config `tags`) on every resource that takes tags; ours win on a conflict.
+        tags = merge_tags(s.tags, {"Project": "outsystems-redis", "Stack": s.stack, "OutsystemsTier": s.minimums.tier})
         topology = build_topology(s.servers, s.subnet_cidrs, s.port, name_prefix=f"{name}-server")
 
         if s.redis_password is not None:
@@ -201,13 +202,12 @@ class RedisEnvironment(pulumi.ComponentResource):
 
         self.servers: list[RedisServer] = []
         for server in topology.servers:
-            server_tags = {
-                **tags,
+            server_tags = merge_tags(tags, {
                 "RedisServerIndex": str(server.index),
                 "RedisRoles": ",".join(f"{p.role}:{p.port}" for p in server.processes),
                 "VCpus": str(args.vcpus),
                 "MemoryMiB": str(args.memory_mib),
-            }
+            })
             self.servers.append(
                 RedisServer(
                     server.name,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.settings import merge_tags
+
 
 @dataclass
 class NetworkArgs:
@@ -45,7 +47,7 @@ class RedisNetwork(pulumi.ComponentResource):
                 cidr_block=cidr,
                 availability_zone=zone,
                 map_public_ip_on_launch=False,
-                tags={**args.tags, "Name": f"{name}-subnet-{i + 1}"},
+                tags=merge_tags(args.tags, {"Name": f"{name}-subnet-{i + 1}"}),
                 opts=child,
             )
             for i, (cidr, zone) in enumerate(zip(args.subnet_cidrs, args.zones, strict=True))
@@ -56,13 +58,14 @@ class RedisNetwork(pulumi.ComponentResource):
         else:
             # Egress for apt and SSM only. A NAT gateway is billed per hour and
             # per GB; the README states the cost.
-            eip = aws.ec2.Eip(f"{name}-nat-ip", domain="vpc", tags={**args.tags, "Name": f"{name}-nat"}, opts=child)
+            eip = aws.ec2.Eip(f"{name}-nat-ip", domain="vpc", tags=merge_tags(args.tags, {"Name": f"{name}-nat"}),
+                              opts=child)
             nat = aws.ec2.NatGateway(
                 f"{name}-nat",
                 allocation_id=eip.id,
                 subnet_id=args.nat_subnet_id,
                 connectivity_type="public",
-                tags={**args.tags, "Name": f"{name}-nat"},
+                tags=merge_tags(args.tags, {"Name": f"{name}-nat"}),
                 opts=child,
             )
             nat_gateway_id = nat.id
@@ -73,7 +76,7 @@ class RedisNetwork(pulumi.ComponentResource):
             f"{name}-routes",
             vpc_id=args.vpc_id,
             routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat_gateway_id)],
-            tags={**args.tags, "Name": f"{name}-private"},
+            tags=merge_tags(args.tags, {"Name": f"{name}-private"}),
             opts=child,
         )
         # What a server's first boot needs before it starts: its subnet routed
@@ -91,7 +94,7 @@ class RedisNetwork(pulumi.ComponentResource):
             f"{name}-redis",
             vpc_id=args.vpc_id,
             description="Redis servers for OutSystems sessions: front-ends in, cluster bus between servers",
-            tags={**args.tags, "Name": f"{name}-redis"},
+            tags=merge_tags(args.tags, {"Name": f"{name}-redis"}),
             opts=child,
         )
         sg = self.security_group.id

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.settings import merge_tags
+
 
 @dataclass
 class ServerArgs:
@@ -73,8 +75,8 @@ class RedisServer(pulumi.ComponentResource):
             # when the host fails (simplified automatic recovery), as the alarm below also asks.
             maintenance_options=aws.ec2.InstanceMaintenanceOptionsArgs(auto_recovery="default"),
             monitoring=True,
-            tags={**args.tags, "Name": name},
-            volume_tags={**args.tags, "Name": name},
+            tags=merge_tags(args.tags, {"Name": name}),
+            volume_tags=merge_tags(args.tags, {"Name": name}),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 protect=args.protect,

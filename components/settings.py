@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ KNOWN_KEYS = (
     "alarmTopicArn",
     "logRetentionDays",
     "backupRetentionDays",
+    "tags",
 )
 
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
@@ -79,6 +81,18 @@ _TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-
 # What SNS can deliver to: one address, no spaces or commas; 254 is the longest address SMTP carries.
 _EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
 
+# AWS's tag limits, as the strictest of the services the stack tags (EC2, IAM, KMS, SNS, S3, SSM,
+# CloudWatch) has them: 50 tags a resource, keys of 1 to 128 characters, values of 0 to 256, Unicode
+# letters, digits and spaces plus _ . : / = + - @, and no `aws:` prefix (AWS's own).
+MAX_TAGS_PER_RESOURCE = 50
+TAG_KEY_MAX = 128
+TAG_VALUE_MAX = 256
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+# Every tag key the program sets itself, on any resource (a server's instance carries all of them).
+# They win over a user's tag of the same key, compared without case: IAM holds keys case-insensitively.
+OUR_TAG_KEYS = ("Project", "Stack", "OutsystemsTier", "Name", "RedisServerIndex", "RedisRoles", "VCpus", "MemoryMiB")
+MAX_USER_TAGS = MAX_TAGS_PER_RESOURCE - len(OUR_TAG_KEYS)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -106,6 +120,7 @@ class Settings:
     alarm_topic_arn: str | None = None  # set: alarms go to this existing topic, none is created
     log_retention_days: int = LOG_RETENTION_DAYS_DEFAULT
     backup_retention_days: int = BACKUP_RETENTION_DAYS_DEFAULT
+    tags: tuple[tuple[str, str], ...] = ()  # the user's, in config order; merge_tags adds ours on top
 
     @property
     def cluster(self) -> bool:
@@ -154,6 +169,62 @@ def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
     else:
         items = [i for i in text.split(",")]
     return tuple(i.strip() for i in items if i.strip())
+
+
+_TAG_CHARACTERS = "Unicode letters, digits, spaces and _ . : / = + - @"
+
+
+def _tag_text_ok(text: str) -> bool:
+    return all(unicodedata.category(c)[0] in "LNZ" or c in _TAG_PUNCTUATION for c in text)
+
+
+def _tags(raw: Mapping[str, str], key: str = "tags") -> tuple[tuple[str, str], ...]:
+    """A JSON object of string -> string (the stack file's YAML map), checked against AWS's tag limits."""
+    if key not in raw:
+        return ()
+    text = str(raw[key]).strip()
+    try:
+        tags = json.loads(text)
+    except json.JSONDecodeError:
+        tags = None
+    if not isinstance(tags, dict):
+        raise SettingsError(key, text, "a YAML map of tag keys to values, such as {CostCenter: '1234', Owner: ops}")
+    seen: dict[str, str] = {}  # lowercased key -> key as given
+    for name, value in tags.items():
+        where = f"{key}.{name}"
+        if not 1 <= len(name) <= TAG_KEY_MAX or not _tag_text_ok(name):
+            raise SettingsError(key, name, f"tag keys of 1 to {TAG_KEY_MAX} {_TAG_CHARACTERS}")
+        if not isinstance(value, str):
+            # YAML turns 0123 into 123 and yes into true: a tag that reaches AWS must be what was written.
+            raise SettingsError(
+                where, value,
+                "a string: quote numbers and true/false in the stack file, or set it with "
+                "pulumi config set --path --type string",
+            )
+        if len(value) > TAG_VALUE_MAX or not _tag_text_ok(value):
+            raise SettingsError(where, value, f"at most {TAG_VALUE_MAX} {_TAG_CHARACTERS}")
+        if name.lower().startswith("aws:") or value.lower().startswith("aws:"):
+            raise SettingsError(where, value, "no 'aws:' prefix on a key or value: AWS reserves it for its own tags")
+        if name.lower() in seen:
+            raise SettingsError(
+                key, f"{seen[name.lower()]} and {name}", "keys that differ in more than case (IAM holds them as one)"
+            )
+        seen[name.lower()] = name
+    ours = {k.lower() for k in OUR_TAG_KEYS}
+    extra = len([k for k in seen if k not in ours])
+    if extra > MAX_USER_TAGS:
+        raise SettingsError(
+            key, f"{extra} tags besides the program's own",
+            f"at most {MAX_USER_TAGS} besides the program's own ({', '.join(OUR_TAG_KEYS)}): "
+            f"AWS allows {MAX_TAGS_PER_RESOURCE} tags a resource",
+        )
+    return tuple(tags.items())
+
+
+def merge_tags(base: Mapping[str, str] | tuple[tuple[str, str], ...], ours: Mapping[str, str]) -> dict[str, str]:
+    """`base` with `ours` on top; a key of `base` that matches one of ours in any case gives way."""
+    mine = {k.lower() for k in ours}
+    return {**{k: v for k, v in dict(base).items() if k.lower() not in mine}, **ours}
 
 
 def _str(raw: Mapping[str, str], key: str) -> str | None:
@@ -355,6 +426,7 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             raw, "backupRetentionDays", BACKUP_RETENTION_DAYS_DEFAULT, 1, BACKUP_RETENTION_DAYS_MAX,
             f"days from 1 to {BACKUP_RETENTION_DAYS_MAX} (sessions in an older snapshot have expired anyway)",
         ),
+        tags=_tags(raw),
     )
 
 

@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from components.errors import SettingsError
 from components.monitoring import BACKUP_RETENTION_DAYS_DEFAULT, LOG_RETENTION_DAYS_DEFAULT
@@ -23,37 +24,195 @@ from components.sizing import Minimums, minimums_for
 
 NAMESPACE = "outsystems-redis"
 
-# Every key the program reads, with the default the README documents.
-KNOWN_KEYS = (
-    "servers",
-    "instanceType",
-    "platform",
-    "vpcId",
-    "subnetCidrs",
-    "availabilityZones",
-    "frontEndCidrs",
-    "frontEndSecurityGroupIds",
-    "natGatewayId",
-    "natSubnetId",
-    "amiId",
-    "rootVolumeGiB",
-    "port",
-    "redisPassword",
-    "protect",
-    "healthCheck",
-    "healthCheckTimeout",
-    "tls",
-    "replaceServers",
-    "alarmEmail",
-    "alarmTopicArn",
-    "logRetentionDays",
-    "backupRetentionDays",
-    "tags",
-)
+# Every key the program reads: its name, its default as the README shows it, and its meaning. The README's
+# configuration table is generated from this tuple (python -m components.settings --markdown-table).
+# `applied` says honestly who supplies the default:
+#   "settings": load_settings itself, the same for every stack;  "tier": load_settings, per tier;
+#   "unset":    nothing (the key stays None/empty) and the program does without;
+#   "deploy":   nothing here: the program computes it at deploy time (from AWS facts or a generated value);
+#   "required": no default (load_settings refuses the stack without it).
+Applied = Literal["settings", "tier", "unset", "deploy", "required"]
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    name: str
+    default: str  # Markdown, as the README's table shows it
+    meaning: str  # Markdown
+    applied: Applied
+
 
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
 DEFAULT_ROOT_VOLUME_GIB = 20
 DEFAULT_HEALTH_CHECK_TIMEOUT = 900  # a cold boot: packages, then cluster creation
+DEFAULT_PORT = 6379
+MIN_PASSWORD_LENGTH = 16
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy). Its 0, "never expire",
+# is not offered: logs of a session store are for incidents, not an archive that grows forever.
+LOG_RETENTION_CHOICES = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+# A snapshot holds sessions, which live minutes to hours; restored keys keep their TTL, so an old
+# snapshot restores nothing anyone still uses. 35 days is also ElastiCache's own snapshot retention
+# limit; S3 lifecycle expiration needs at least one day.
+BACKUP_RETENTION_DAYS_MAX = 35
+
+_NON_PROD, _PROD = minimums_for(1), minimums_for(3)
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey(
+        "servers", "`1`",
+        "Number of Redis servers. `1`: one standalone Redis (non-production tier). `3` to `100`: a Redis Cluster "
+        "(production tier). `2` and anything below 1 are refused.",
+        "settings",
+    ),
+    ConfigKey(
+        "instanceType",
+        f"`{DEFAULT_INSTANCE_TYPE['non-production']}` (1 server), `{DEFAULT_INSTANCE_TYPE['production']}` (cluster)",
+        "EC2 instance type. Checked at deploy time with AWS's own description of the type against the OutSystems "
+        f"minimums of the tier: non-production {_NON_PROD.vcpus} vCPU / {_NON_PROD.memory_mib // 1024} GiB, "
+        f"production {_PROD.vcpus} vCPU / {_PROD.memory_mib // 1024} GiB, both with a sustained clock above "
+        f"{_PROD.clock_ghz} GHz and no burstable CPU credits. x86_64 only.",
+        "tier",
+    ),
+    ConfigKey(
+        "platform", f"`{DEFAULT_PLATFORM}`",
+        "Operating system and Redis line: `ubuntu-20.04-redis-5.0` (Redis 5.0.7, what the requirements page names) "
+        "or `ubuntu-24.04-redis-7.0` (Redis 7.0.15, what OutSystems asks for with Platform Server 11.23). It selects "
+        "the Canonical AMI family, the apt pin, the version-specific `redis.conf` directives and the version the "
+        "health check expects. See [Choosing a platform](#choosing-a-platform).",
+        "settings",
+    ),
+    ConfigKey("vpcId", "the account's default VPC", "The existing VPC to deploy into.", "deploy"),
+    ConfigKey(
+        "subnetCidrs", "(required; the stack files set it)",
+        "One private subnet per CIDR, each in its own availability zone; servers are spread over them round-robin. "
+        "One CIDR puts a cluster in a single zone. Each must lie inside the VPC, must not overlap the others, and "
+        "must be /16 to /28.",
+        "required",
+    ),
+    ConfigKey(
+        "availabilityZones",
+        "the region's first zones, alphabetically; opted-in Local and Wavelength zones are never picked",
+        "Zone of each subnet, one per entry of `subnetCidrs`.",
+        "deploy",
+    ),
+    ConfigKey(
+        "frontEndCidrs", "dev: the VPC's CIDR; prod: none (required)",
+        "Private CIDRs of the OutSystems front-ends that may reach Redis. Public ranges and `0.0.0.0/0` are "
+        "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`.",
+        "deploy",
+    ),
+    ConfigKey(
+        "frontEndSecurityGroupIds", "none", "Security groups of the OutSystems front-ends that may reach Redis.",
+        "unset",
+    ),
+    ConfigKey(
+        "natGatewayId", "none: the program creates one",
+        "An existing NAT gateway for the servers' egress (apt, SSM).",
+        "unset",
+    ),
+    ConfigKey(
+        "natSubnetId", "the VPC's first default subnet", "Public subnet for the NAT gateway the program creates.",
+        "deploy",
+    ),
+    ConfigKey(
+        "amiId", "Canonical's current Ubuntu image for the platform, at creation",
+        "Pin the AMI. By default the id comes from Canonical's public SSM parameter "
+        "(`/aws/service/canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id`, or "
+        "`24.04/.../ebs-gp3/...`), which keeps working after Canonical deprecates older 20.04 images (a name search "
+        "would no longer see them). Either way, a newer AMI never replaces a running server (see below).",
+        "deploy",
+    ),
+    ConfigKey(
+        "rootVolumeGiB", f"`{DEFAULT_ROOT_VOLUME_GIB}`",
+        f"Size of each server's encrypted gp3 root volume; at least {_PROD.disk_gib} (the OutSystems minimum).",
+        "settings",
+    ),
+    ConfigKey(
+        "port", f"`{DEFAULT_PORT}`",
+        "Port of a single (non-production) server, 1024 to 55535. A cluster always uses 7000 (masters) and 7001 "
+        "(replicas); setting `port` on a cluster is refused.",
+        "settings",
+    ),
+    ConfigKey(
+        "redisPassword", "generated (40 letters and digits)",
+        f"Set it with `pulumi config set --secret redisPassword ...`. At least {MIN_PASSWORD_LENGTH} characters; "
+        "no `,` `=` spaces, quotes or backslash, which break the OutSystems connection string or `redis.conf`.",
+        "deploy",
+    ),
+    ConfigKey(
+        "protect", "`true` for a cluster, `false` for one server",
+        "Protects the servers from deletion and replacement: Pulumi `protect`, and EC2 termination protection.",
+        "tier",
+    ),
+    ConfigKey(
+        "healthCheck", "`true`", "Run the post-deploy health check at the end of `pulumi up`.", "settings",
+    ),
+    ConfigKey(
+        "healthCheckTimeout", f"`{DEFAULT_HEALTH_CHECK_TIMEOUT}`",
+        "Seconds the health check waits for the servers to become healthy (a cold boot installs packages, then "
+        "forms the cluster).",
+        "settings",
+    ),
+    ConfigKey(
+        "tls", "`false`",
+        "TLS in transit for clients, replication and the cluster bus, on the same ports. Only on "
+        "`ubuntu-24.04-redis-7.0` (Redis 5.0 has no TLS; asking for it there is refused). See "
+        "[TLS](#tls-redis-70-only).",
+        "settings",
+    ),
+    ConfigKey(
+        "replaceServers", "none",
+        "Server numbers (1, 2, ...) to rebuild with the current AMI, cloud-config and `instanceType`, by "
+        "replacement. Refused while `protect` is true. Only for the deliberate procedure under "
+        "[Safety](#safety-what-pulumi-up-will-and-will-not-do-to-running-servers); remove it afterwards.",
+        "unset",
+    ),
+    ConfigKey(
+        "alarmEmail", "none",
+        "An email address subscribed to the stack's alarm topic. SNS first mails a confirmation link: nothing "
+        "arrives until someone clicks it. Refused together with `alarmTopicArn` (subscribe the address to your own "
+        "topic where you manage it). See [What pages you and why](#what-pages-you-and-why).",
+        "unset",
+    ),
+    ConfigKey(
+        "alarmTopicArn", "none: the program creates an encrypted topic",
+        "An existing SNS topic (`arn:aws:sns:<region>:<account>:<name>`) for every alarm and \"OK\" notification; "
+        "no topic or key is created then. If that topic is encrypted, its key policy must let "
+        "`cloudwatch.amazonaws.com` use the key (`kms:Decrypt`, `kms:GenerateDataKey*`), or the notifications are "
+        "dropped.",
+        "unset",
+    ),
+    ConfigKey(
+        "logRetentionDays", f"`{LOG_RETENTION_DAYS_DEFAULT}`",
+        "Days CloudWatch Logs keeps the servers' logs (log group `/outsystems-redis/<stack>`). One of CloudWatch's "
+        "values: " + ", ".join(map(str, LOG_RETENTION_CHOICES)) + ". \"Never expire\" is not offered.",
+        "settings",
+    ),
+    ConfigKey(
+        "backupRetentionDays", f"`{BACKUP_RETENTION_DAYS_DEFAULT}`",
+        "Days an RDB snapshot stays in the stack's backup bucket (under `snapshots/`) before S3's lifecycle deletes "
+        "it; a replaced or deleted snapshot's old version goes one day later. "
+        f"1 to {BACKUP_RETENTION_DAYS_MAX}: sessions live minutes to hours and a restore keeps each key's TTL, so an "
+        f"older snapshot brings back nothing anyone still uses ({BACKUP_RETENTION_DAYS_MAX} days is also "
+        "ElastiCache's own snapshot retention limit).",
+        "settings",
+    ),
+    ConfigKey(
+        "tags", "none",
+        "Your tags (cost allocation, ownership), a map of key to string value, added to every resource of the "
+        "stack that AWS can tag (instances and their volumes, network, IAM role and profile, parameters, alarm "
+        "topic and key, log group, backup bucket, alarms; a dashboard cannot be tagged, and the program objects "
+        "in the backup bucket are left out: S3 allows 10 tags per object). The program's own tags win on the same "
+        "key (see below). Keys of 1 to 128 and values of up to 256 Unicode letters, digits, spaces and "
+        "`_ . : / = + - @`; no `aws:` prefix; no two keys that differ only in case; at most 42 besides the "
+        "program's own (AWS allows 50 per resource, and a server carries 8 of ours).",
+        "unset",
+    ),
+)
+
+KNOWN_KEYS = tuple(k.name for k in CONFIG_KEYS)
 
 # Front-end sources must be private: RFC 1918 plus the shared address space
 # (RFC 6598) that some VPNs and transit setups use.
@@ -64,17 +223,7 @@ PRIVATE_RANGES = tuple(
 # Characters that break a StackExchange.Redis connection string (`,` `=`),
 # whitespace, and quotes/backslash that redis.conf would need escaped.
 _PASSWORD_FORBIDDEN = re.compile(r"""[,=\s"'\\]""")
-MIN_PASSWORD_LENGTH = 16
 
-# The retention periods CloudWatch Logs accepts (PutRetentionPolicy). Its 0, "never expire",
-# is not offered: logs of a session store are for incidents, not an archive that grows forever.
-LOG_RETENTION_CHOICES = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
-)
-# A snapshot holds sessions, which live minutes to hours; restored keys keep their TTL, so an old
-# snapshot restores nothing anyone still uses. 35 days is also ElastiCache's own snapshot retention
-# limit; S3 lifecycle expiration needs at least one day.
-BACKUP_RETENTION_DAYS_MAX = 35
 # An SNS topic ARN: partition, region, account, then a standard (or .fifo) topic name of 1 to 256
 # letters, digits, hyphens and underscores.
 _TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
@@ -109,7 +258,7 @@ class Settings:
     nat_subnet_id: str | None = None
     ami_id: str | None = None
     root_volume_gib: int = DEFAULT_ROOT_VOLUME_GIB
-    port: int = 6379
+    port: int = DEFAULT_PORT
     redis_password: str | None = field(default=None, repr=False)
     protect: bool = False
     health_check: bool = True
@@ -342,7 +491,7 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             "a production cluster must list its front-ends explicitly in frontEndCidrs and/or frontEndSecurityGroupIds",
         )
 
-    port = _int(raw, "port", 6379, 1024, 55535, "a port from 1024 to 55535")
+    port = _int(raw, "port", DEFAULT_PORT, 1024, 55535, "a port from 1024 to 55535")
     if servers >= 3 and "port" in raw:
         raise SettingsError("port", raw["port"], "unset for a cluster (masters use 7000, replicas 7001)")
 
@@ -457,3 +606,42 @@ def check_subnets_in_vpc(settings: Settings, vpc_cidrs: list[str]) -> None:
         net = ipaddress.IPv4Network(cidr)
         if not any(net.subnet_of(b) for b in blocks):
             raise SettingsError("subnetCidrs", cidr, "blocks inside the VPC's CIDR " + ", ".join(vpc_cidrs))
+
+
+# ------------------------------------------------------------------ the README's configuration table
+
+TABLE_BEGIN = "<!-- configuration table: generated by `python -m components.settings --update-readme README.md` -->"
+TABLE_END = "<!-- end of the generated configuration table -->"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, from CONFIG_KEYS (one source)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k.name}` | {k.default} | {k.meaning} |" for k in CONFIG_KEYS]
+    deploy = ", ".join(f"`{k.name}`" for k in CONFIG_KEYS if k.applied == "deploy")
+    lines += ["", f"Defaults computed by the program at deploy time (AWS look-ups, a generated password): {deploy}."]
+    return "\n".join(lines) + "\n"
+
+
+def readme_with_table(readme: str) -> str:
+    """`readme` with the text between the table markers replaced by the generated table."""
+    if readme.count(TABLE_BEGIN) != 1 or readme.count(TABLE_END) != 1:
+        raise ValueError("the README must hold the configuration table's begin and end markers once each")
+    head, rest = readme.split(TABLE_BEGIN)
+    _, tail = rest.split(TABLE_END)
+    return f"{head}{TABLE_BEGIN}\n{markdown_table()}{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="The README's configuration table, generated from CONFIG_KEYS.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown-table", action="store_true", help="print the table")
+    group.add_argument("--update-readme", metavar="PATH", type=Path, help="rewrite the table between its markers")
+    args = parser.parse_args()
+    if args.markdown_table:
+        print(markdown_table(), end="")
+    else:
+        args.update_readme.write_text(readme_with_table(args.update_readme.read_text()))

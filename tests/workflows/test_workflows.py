@@ -164,7 +164,8 @@ def test_pulumi_action_inputs_exist_and_actions_are_pinned() -> None:
 
 def test_policy_pack_the_workflows_name_exists() -> None:
     pack = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
-    assert pack["runtime"] == "python"
+    runtime = pack["runtime"]  # a name, or {name, options} (the virtualenv: tests/policy/test_pack_starts.py)
+    assert (runtime["name"] if isinstance(runtime, dict) else runtime) == "python"
     assert (ROOT / "policy" / "__main__.py").exists()
 
 

@@ -401,7 +401,7 @@ class Loopback:
         self.write_password_scripts()
         envs = {server: {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds)}
                 for server in (range(len(self.topology.servers)) if servers is None else servers)}
-        return _run_at_once(self.state_dir / "redis-password-sync", envs, timeout)
+        return run_at_once(self.state_dir / "redis-password-sync", envs, timeout)
 
     def accepts(self, process: Process, password: str, timeout: float = 2) -> bool:
         """True when a NEW connection to `process` logs in with `password` (what a front-end's reconnect does)."""
@@ -669,7 +669,7 @@ class Loopback:
                          **role_restore_env(self.topology, server, auth_file=self.paths(server).auth_file,
                                             redis_cli=self.cli_for(server))}
                 for server in range(len(self.topology.servers))}
-        return _run_at_once(script, envs, timeout)
+        return run_at_once(script, envs, timeout)
 
     def step_down_environment(self, server: int) -> dict[str, str]:
         """What redis-step-down is given on server `server` (its step-down.env on EC2)."""
@@ -683,7 +683,7 @@ class Loopback:
         script = self.state_dir / "redis-step-down"
         _write_if_changed(script, step_down_script())
         ports = [p.port for p in self.topology.servers[server].processes]
-        return _run_at_once(script, {port: self.step_down_environment(server) for port in ports}, timeout,
+        return run_at_once(script, {port: self.step_down_environment(server) for port in ports}, timeout,
                             args={port: [str(port)] for port in ports})
 
     def stop_server_cleanly(self, server: int, timeout: float = 15) -> dict[int, tuple[int, str]]:
@@ -744,7 +744,7 @@ def _write_secret(path: Path, text: str) -> None:
         raise
 
 
-def _run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float,
+def run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float,
                  args: dict[int, list[str]] | None = None) -> dict[int, tuple[int, str]]:
     """Run one shipped script for several servers at the same moment (as their timers do); (exit code,
     output) by server. Never raises on a failed run; a run past `timeout` is killed and says so.

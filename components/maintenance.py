@@ -377,7 +377,8 @@ def run(servers: Sequence[Server], cluster: Cluster, runner: Runner, platform: P
         return 1
     except StepFailed as exc:
         say(f"STOPPED: {exc}")
-        facts, findings = cluster.check()
+        # Up to 15 s for a failure to clear: right after a handover the nodes' views still catch up.
+        facts, findings = cluster.check(wait=15)
         say(f"the cluster now: {health.verdict(findings).upper()} ({first_problem(findings)}); "
             "nothing else was touched. Fix the cause, then run this command again: it starts over from a "
             "HEALTHY cluster (the servers' redis-role-restore gives a master role back by itself once in sync).")

@@ -28,7 +28,7 @@ import boto3
 import pytest
 import redis
 
-from components.loopback import BASH, Loopback
+from components.loopback import Loopback, run_at_once
 from components.monitoring import (
     BACKUP_PERIOD_SECONDS,
     BACKUP_PREFIX,
@@ -145,22 +145,13 @@ def run_backups(lo: Loopback, moto: MotoServer, root: Path, timeout: float = 180
     """The shipped redis-backup on every server at once, as their timers run it; (exit code, output) by server."""
     script = root / "redis-backup"
     script.write_text(backup_script())
-    running = {}
+    envs = {}
     for server in range(len(lo.topology.servers)):
         env = backup_environment(lo, server, moto, root / f"work-{server}")
         if first_on_path:
             env["PATH"] = f"{first_on_path}:{env['PATH']}"
-        running[server] = subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    results = {}
-    for server, proc in running.items():
-        try:
-            out = proc.communicate(timeout=timeout)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0] + "\n(killed: timed out)"
-        results[server] = (proc.returncode, out)
-    return results
+        envs[server] = env
+    return run_at_once(script, envs, timeout)
 
 
 def slot_of_hour(epoch: float) -> str:

@@ -223,7 +223,10 @@ def compute_metrics(facts: Facts, host: str, previous: dict, now: float) -> tupl
     values["RejectedConnections"] = max(0.0, rejected)
     values["OpsPerSecond"] = round(ops, 2)
     masters = [n for n in up if n.info.get("role") == "master"] or up
-    values["LastSaveAgeSeconds"] = max(max(0.0, now - _num(n.info, "rdb_last_save_time")) for n in masters)
+    # An idle master (nothing changed since its last save) has nothing at risk: 0, or it would page at night.
+    values["LastSaveAgeSeconds"] = max(
+        0.0 if _num(n.info, "rdb_changes_since_last_save") == 0 else max(0.0, now - _num(n.info, "rdb_last_save_time"))
+        for n in masters)
     return values, {"time": now, "processes": counters}
 
 

@@ -113,3 +113,16 @@ def test_the_program_is_self_contained_python_3_8_with_the_health_checks_own_fun
     result = subprocess.run(["/usr/bin/python3", "-I", str(program), "metrics"], capture_output=True, text=True,
                             timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 1 and "STACK, SERVER_NAME, SERVER_IP" in result.stderr  # names what is missing
+
+
+def test_last_save_age_counts_only_what_is_unsaved() -> None:
+    """An idle master is as good as freshly saved (else the 2-hour alarm pages every quiet night)."""
+    from components.health import Facts, NodeFacts
+    from components.render.metrics_agent import compute_metrics
+
+    def age(changes: int) -> float:
+        info = {"role": "master", "rdb_last_save_time": "1000", "rdb_changes_since_last_save": str(changes)}
+        facts = Facts(cluster=False, expected_version="7.0", nodes=[NodeFacts("10.0.0.1", 6379, info=info)])
+        return compute_metrics(facts, "10.0.0.1", {}, now=1000 + 3 * 3600)[0]["LastSaveAgeSeconds"]
+
+    assert age(0) == 0 and age(5) == 3 * 3600

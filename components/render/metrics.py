@@ -108,9 +108,17 @@ def _inline(module: ModuleType, names: list[str]) -> tuple[list[ast.stmt], list[
             raise ValueError(f"{module.__name__} has no top-level {name}")
     out_imports = [ast.parse(f"from {m} import {n}").body[0] if spec else ast.parse(f"import {n}").body[0]
                    for n, spec in sorted(imports.items()) for m, _ in [spec or (None, None)]]
-    out = [ast.parse(f"{k} = {v!r}").body[0] for k, v in values.items()]
+    # By name, and sets sorted: the text must not depend on the process's hash seed, or every
+    # `pulumi up` would show the uploaded program as changed.
+    out = [ast.parse(f"{k} = {_literal(v)}").body[0] for k, v in sorted(values.items())]
     out += [defs[n.name] for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in wanted]
     return out_imports, out
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, frozenset):
+        return f"frozenset({sorted(value)!r})"
+    return repr(value)
 
 
 def _is_value(module: ModuleType, name: str) -> bool:

@@ -101,7 +101,9 @@ def snapshot(program: Program) -> dict[str, Any]:
     for r in program.resources:
         assert r.urn not in resources, f"two resources with the URN {r.urn}"
         resources[r.urn] = {
-            "parent": r.parent,
+            # The stack's own URN as the parent of top-level resources: the mocks keep the root resource of
+            # the first program a test process ran, and the stack's URN is not part of its children's URNs.
+            "parent": "pulumi:pulumi:Stack" if "::pulumi:pulumi:Stack::" in r.parent else r.parent,
             "inputs": _normal("", r.inputs),
             "secret_inputs": sorted(r.secret_inputs),
             "protect": r.protect,

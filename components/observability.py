@@ -86,7 +86,8 @@ class RedisObservability(pulumi.ComponentResource):
         if s.alarm_topic_arn:
             self.topic_arn = pulumi.Output.from_input(s.alarm_topic_arn)
         else:
-            identity = aws.get_caller_identity()
+            # Through the store's provider: the key policy names the account the store is deployed to.
+            identity = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self))
             key = aws.kms.Key(
                 f"{name}-alarms-key",
                 description=f"Encrypts the alarm topic of the OutSystems session store {s.stack}",

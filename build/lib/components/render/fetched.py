@@ -1,0 +1,27 @@
+"""Programs the servers fetch from the stack's bucket at every run, instead of carrying them in user data.
+
+EC2 refuses user data above 16 KB (after base64 decoding; ours is gzip). The jobs
+that need AWS anyway, and so cannot run without it, live in the bucket: the
+metrics publisher and log shipper (redis-observe.py, with the health check's
+judge inlined) and the hourly backup (redis-backup.sh, which writes to that very
+bucket). The user data carries their units and one launcher (metrics-observe.sh,
+installed as metrics.OBSERVE_PATH) that fetches the program named by TOOLS_KEY and
+runs it, or its last copy when S3 or SSM cannot be reached. What boots the
+cluster and what runs at a stop stays in the user data. A changed program is
+uploaded by `pulumi up` and reaches every running server at its next run.
+Pure text, no pulumi.
+"""
+
+from __future__ import annotations
+
+from components.monitoring import BACKUP_TOOL_KEY, OBSERVE_TOOL_KEY, TOOLS_PREFIX
+from components.render.backup import backup_script
+from components.render.metrics import observe_script
+
+
+def fetched_tools() -> dict[str, str]:
+    """Key under tools/ (without the prefix) -> the exact text the program uploads there."""
+    return {
+        OBSERVE_TOOL_KEY.removeprefix(TOOLS_PREFIX): observe_script(),
+        BACKUP_TOOL_KEY.removeprefix(TOOLS_PREFIX): backup_script(),
+    }

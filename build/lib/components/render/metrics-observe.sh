@@ -1,0 +1,54 @@
+#!/bin/bash
+# redis-run-fetched (the launcher in the user data): runs a job's program fetched at every run
+# from the stack's bucket: the object TOOLS_KEY (uploaded by `pulumi up`: redis-observe.py, the
+# metrics publisher and log shipper; redis-backup.sh) of the bucket whose name is in
+# BUCKET_PARAMETER, run by python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
+# limit (components/render/fetched.py); from S3 a fix also reaches running servers, whose user
+# data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);
+# with no copy at all the run fails, and the missing metrics raise the alarms. No secret here:
+# the programs read the password from AUTH_FILE themselves.
+# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR (and the program's own).
+set -euo pipefail
+
+: "${AWS_REGION:?AWS_REGION is required}"
+: "${BUCKET_PARAMETER:?BUCKET_PARAMETER is required}"
+: "${TOOLS_KEY:?TOOLS_KEY is required}"
+: "${STATE_DIR:?STATE_DIR is required}"
+export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
+export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
+
+program="$STATE_DIR/${TOOLS_KEY##*/}"
+log() { echo "redis-run-fetched: $*" >&2; }
+case "$program" in
+    *.py) run=python3 ;;
+    *.sh) run=bash ;;
+    *) log "ERROR: TOOLS_KEY $TOOLS_KEY: a .py or .sh object"; exit 2 ;;
+esac
+
+fetch() {
+    local bucket
+    bucket=$(timeout -k 2 20 aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
+        --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
+        return 1
+    [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
+    timeout -k 2 30 aws s3 cp "s3://$bucket/$TOOLS_KEY" "$program.new" --region "$AWS_REGION" --only-show-errors \
+        --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
+    # A truncated or foreign object never replaces a working copy.
+    if [ "$run" = python3 ]; then
+        python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$program.new" || return 1
+    else
+        bash -n "$program.new" || return 1
+    fi
+    mv -f "$program.new" "$program"
+}
+
+mkdir -p "$STATE_DIR"
+if ! fetch; then
+    rm -f "$program.new"
+    [ -s "$program" ] || {
+        log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
+        exit 1
+    }
+    log "WARNING: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
+fi
+exec "$run" "$program" "$@"

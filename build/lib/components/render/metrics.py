@@ -1,0 +1,247 @@
+"""Metrics and central logs of each server: redis-observe, its environment, and two timers.
+
+metrics_agent.py beside this file is the program. What servers run is one
+self-contained Python file, `observe_script()`: its code, with the functions it
+imports from components/health.py and the names from components/monitoring.py
+copied in (from their source, by name, with everything they need). One copy of
+the judge, two places it runs. It is about 9 KB gzipped, more than the user data
+has left under EC2's 16 KB, so `pulumi up` uploads it to the stack's bucket
+(monitoring.OBSERVE_TOOL_KEY) and the user data carries only the small launcher
+metrics-observe.sh, which fetches it at each run. Pure text, no pulumi.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+from types import ModuleType
+
+from components import health, monitoring
+from components.render.bootstrap import BOOTSTRAP_SERVER
+from components.render.join import runs_join
+from components.render.password import PASSWORD_SYNC_UNIT
+from components.render.redis_conf import EC2_PATHS
+from components.render.roles import ROLE_RESTORE_UNIT
+from components.render.shipped import shipped_script
+from components.render.systemd import (
+    AUTH_ENV_PATH,
+    AUTH_UNIT,
+    BOOTSTRAP_UNIT,
+    JOIN_UNIT,
+    PROVISION_UNIT,
+    SEARCH_PATH,
+    redis_unit,
+)
+from components.topology import Topology
+
+AGENT_SOURCE = Path(__file__).with_name("metrics_agent.py")
+LAUNCHER_SOURCE = Path(__file__).with_name("metrics-observe.sh")
+# The launcher of the programs servers fetch from the bucket (redis-observe.py, redis-backup.sh).
+OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
+OBSERVE_ENV_PATH = "/etc/redis/observe.env"
+STATE_DIR = "/var/lib/outsystems-redis"  # systemd's StateDirectory=outsystems-redis
+METRICS_UNIT = "redis-metrics.service"
+METRICS_TIMER = "redis-metrics.timer"
+LOGS_UNIT = "redis-logs.service"
+LOGS_TIMER = "redis-logs.timer"
+# Units whose journal goes to the log group, on every server (journal_units adds the cluster's).
+# Not redis-logs itself: each run would ship the lines of the run before.
+JOURNAL_UNITS = (AUTH_UNIT, PROVISION_UNIT, PASSWORD_SYNC_UNIT, "redis-server@*.service", METRICS_UNIT)
+_INLINED = {"components.health": health, "components.monitoring": monitoring}
+
+
+def _strip_docstrings(node: ast.AST) -> None:
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            n.body = body[1:] or [ast.Pass()]
+
+
+def _used_names(node: ast.AST) -> set[str]:
+    """Names a definition needs at run time (annotations are strings under `from __future__ import annotations`)."""
+    found: set[str] = set()
+
+    def visit(n: ast.AST) -> None:
+        if isinstance(n, ast.Name):
+            found.add(n.id)
+        for name, value in ast.iter_fields(n):
+            if name in ("annotation", "returns"):
+                continue
+            for child in value if isinstance(value, list) else [value]:
+                if isinstance(child, ast.AST):
+                    visit(child)
+
+    visit(node)
+    return found
+
+
+def _inline(module: ModuleType, names: list[str]) -> tuple[list[ast.stmt], list[ast.stmt]]:
+    """(imports, definitions) for `names` of `module` and everything they use, in the module's order.
+
+    Functions and classes come from the source; other module-level values are written as literals.
+    """
+    tree = ast.parse(inspect.getsource(module))
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    imported = {}
+    for n in tree.body:
+        if isinstance(n, ast.ImportFrom) and n.module != "__future__":
+            for alias in n.names:
+                imported[alias.asname or alias.name] = (n.module, alias.name)
+        elif isinstance(n, ast.Import):
+            for alias in n.names:
+                imported[alias.asname or alias.name] = None
+    wanted, todo, values, imports = set(), list(names), {}, {}
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        if name in defs:
+            todo += [u for u in _used_names(defs[name]) if u in defs or u in imported or _is_value(module, u)]
+        elif name in imported:
+            imports[name] = imported[name]
+        elif _is_value(module, name):
+            values[name] = getattr(module, name)
+        else:
+            raise ValueError(f"{module.__name__} has no top-level {name}")
+    out_imports = [ast.parse(f"from {m} import {n}").body[0] if spec else ast.parse(f"import {n}").body[0]
+                   for n, spec in sorted(imports.items()) for m, _ in [spec or (None, None)]]
+    # By name, and sets sorted: the text must not depend on the process's hash seed, or every
+    # `pulumi up` would show the uploaded program as changed.
+    out = [ast.parse(f"{k} = {_literal(v)}").body[0] for k, v in sorted(values.items())]
+    out += [defs[n.name] for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in wanted]
+    return out_imports, out
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, frozenset):
+        return f"frozenset({sorted(value)!r})"
+    return repr(value)
+
+
+def _is_value(module: ModuleType, name: str) -> bool:
+    value = getattr(module, name, None)
+    return isinstance(value, (str, int, float, tuple, dict, frozenset)) and not name.startswith("__")
+
+
+def observe_launcher() -> str:
+    """The exact text of the launcher (OBSERVE_PATH) in the user data."""
+    return shipped_script(LAUNCHER_SOURCE)
+
+
+def observe_script() -> str:
+    """The exact text servers fetch and run as redis-observe.py: Python 3.8+, standard library only.
+
+    `pulumi up` uploads it to monitoring.OBSERVE_TOOL_KEY; docstrings and comments are dropped.
+    """
+    tree = ast.parse(AGENT_SOURCE.read_text())
+    imports: list[ast.stmt] = []
+    inlined: list[ast.stmt] = []
+    rest: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module in _INLINED:
+            needed, defs = _inline(_INLINED[node.module], [a.name for a in node.names])
+            imports += needed
+            inlined += defs
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imports.append(node)
+        else:
+            rest.append(node)
+    unique = {ast.unparse(i): i for i in imports}  # `from __future__` is the first import of the source
+    tree.body = [*unique.values(), *inlined, *rest]
+    _strip_docstrings(tree)
+    header = ("#!/usr/bin/python3\n# redis-observe of outsystems-redis (components/render/metrics_agent.py, with "
+              "functions of components/health.py); comments are in the source.\n")
+    return header + ast.unparse(tree) + "\n"
+
+
+def journal_units(topology: Topology, server: int) -> list[str]:
+    """The units of server `server` whose journal it ships: only those it has (its user data names no other)."""
+    units = list(JOURNAL_UNITS)
+    if topology.cluster:
+        units.append(ROLE_RESTORE_UNIT)
+    if topology.cluster and server == BOOTSTRAP_SERVER:
+        units.append(BOOTSTRAP_UNIT)
+    if runs_join(topology, server):
+        units.append(JOIN_UNIT)
+    return units
+
+
+def observe_env(topology: Topology, server: int, *, stack: str, tls: bool, state_dir: str = STATE_DIR,
+                log_group: str | None = None) -> dict[str, str]:
+    """redis-observe's inputs on server `server` (AWS_REGION and AUTH_FILE come from auth.env). No secret."""
+    srv = topology.servers[server]
+    env = {
+        "STACK": stack,
+        "SERVER_NAME": srv.name,
+        "SERVER_IP": srv.private_ip,
+        "PORTS": " ".join(str(p.port) for p in srv.processes),
+        "CLUSTER": "1" if topology.cluster else "0",
+        "LOG_GROUP": log_group or monitoring.log_group_name(stack),
+        "REDIS_LOGS": " ".join(f"{p.port}={EC2_PATHS.log_file(p.port)}" for p in srv.processes),
+        "JOURNAL_UNITS": " ".join(journal_units(topology, server)),
+        "STATE_DIR": state_dir,
+        "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(stack),
+        "TOOLS_KEY": monitoring.OBSERVE_TOOL_KEY,
+    }
+    if tls:
+        env["TLS_CA"] = EC2_PATHS.tls_ca
+    return env
+
+
+def _observe_unit(ports: tuple[int, ...], what: str, command: str, identifier: str) -> str:
+    units = " ".join(redis_unit(p) for p in ports)
+    return (
+        "[Unit]\n"
+        f"Description={what}\n"
+        f"After=network-online.target redis-auth.service {units}\n"
+        "Wants=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "# root: it reads the auth include, the Redis logs and the system journal.\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={AUTH_ENV_PATH}\n"
+        f"EnvironmentFile={OBSERVE_ENV_PATH}\n"
+        "StateDirectory=outsystems-redis\n"
+        "StateDirectoryMode=0700\n"
+        f"ExecStart={OBSERVE_PATH} {command}\n"
+        f"SyslogIdentifier={identifier}\n"
+        "# Every AWS call is bounded (40 s): a run never reaches the next minute's.\n"
+        "TimeoutStartSec=55\n"
+    )
+
+
+def render_metrics_unit(ports: tuple[int, ...]) -> str:
+    return _observe_unit(ports, "Publish this Redis server's metrics to CloudWatch", "metrics", "redis-metrics")
+
+
+def render_logs_unit(ports: tuple[int, ...]) -> str:
+    return _observe_unit(ports, "Ship this Redis server's logs, units' journal and slow log to CloudWatch Logs",
+                         "logs", "redis-logs")
+
+
+def _timer(what: str, unit: str, second: int) -> str:
+    return (
+        "[Unit]\n"
+        f"Description={what} every minute\n"
+        "\n"
+        "[Timer]\n"
+        f"# Second {second}: clear of redis-password-sync (:00) and redis-role-restore (:30).\n"
+        f"OnCalendar=*:*:{second:02d}\n"
+        "AccuracySec=1s\n"
+        f"Unit={unit}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+
+
+def render_metrics_timer() -> str:
+    return _timer("Publish Redis metrics to CloudWatch", METRICS_UNIT, 15)
+
+
+def render_logs_timer() -> str:
+    return _timer("Ship Redis logs to CloudWatch Logs", LOGS_UNIT, 45)

@@ -1,0 +1,201 @@
+#!/bin/bash
+# Applies the password in SSM Parameter Store to this server's running Redis
+# processes (no restart) when it differs from AUTH_FILE's. Run every minute on
+# every server, on the minute (redis-password-sync.timer), so all switch together.
+# 5.0: CONFIG SET masterauth, then requirepass: new connections need the new
+#   password at once; open ones (front-ends, replication) stay logged in.
+# 7.0: the previous password stays accepted for GRACE_SECONDS (time to paste the
+#   new connection string into the front-ends), recorded in AUTH_FILE so a
+#   restart keeps it; the first run after that removes it.
+# Then AUTH_FILE is rewritten (first line `requirepass <password>`: the cluster
+# scripts read it). The password never reaches an argv (commands on redis-cli's
+# stdin, REDISCLI_AUTH) or the log; replies are checked (redis-cli exits 0 on
+# errors) but never printed: an error could quote the password.
+# Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE, PORTS, REDIS_LINE (5.0|7.0),
+# REDIS_CLI, GRACE_SECONDS; optional REDIS_HOST, SSM_CALL_SECONDS.
+# Exit 0: done, nothing to do, or SSM unreachable; 1: not switched. Either way
+# the next run tries again.
+set -euo pipefail
+
+: "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"
+: "${AWS_REGION:?AWS_REGION is required}"
+: "${AUTH_FILE:?AUTH_FILE is required}"
+: "${PORTS:?PORTS is required}"
+: "${REDIS_LINE:?REDIS_LINE is required}"
+REDIS_CLI=${REDIS_CLI:-redis-cli}
+REDIS_HOST=${REDIS_HOST:-127.0.0.1}
+GRACE_SECONDS=${GRACE_SECONDS:-3600}
+SSM_CALL_SECONDS=${SSM_CALL_SECONDS:-10}
+export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
+export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
+
+log() { echo "redis-password-sync: $*"; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+case "$REDIS_LINE" in 5.0 | 7.0) ;; *) die "REDIS_LINE must be 5.0 or 7.0, not $REDIS_LINE" ;; esac
+case "$GRACE_SECONDS" in '' | *[!0-9]*) die "GRACE_SECONDS must be a number of seconds" ;; esac
+read -r -a ports <<<"$PORTS"
+[ -s "$AUTH_FILE" ] || die "no $AUTH_FILE: redis-auth.service has not written it yet"
+
+# One run at a time (a manual run next to the timer's).
+exec 9>"$AUTH_FILE.lock"
+flock -n 9 || {
+    log "another run is in progress; leaving it to that one"
+    exit 0
+}
+
+# What the processes use now, parsed by the shell itself (no password reaches an argv):
+# current = requirepass; accepted = the default user's passwords of a 7.0 grace; until = its end.
+current="" until="" accepted=()
+while read -r -a words; do
+    case "${words[0]:-}" in
+    requirepass) [ -n "$current" ] || current=${words[1]:-} ;;
+    "#") [ "${words[1]:-}" != previous-password-until ] || until=${words[2]:-} ;;
+    user)
+        [ "${words[1]:-}" = default ] || continue
+        for word in "${words[@]:2}"; do
+            case "$word" in ">"?*) accepted+=("${word#>}") ;; esac
+        done
+        ;;
+    esac
+done <"$AUTH_FILE"
+[ -n "$current" ] || die "no requirepass in $AUTH_FILE"
+case "$until" in '' | *[!0-9]*) until=0 ;; esac
+previous=""
+for word in "${accepted[@]}"; do
+    [ "$word" = "$current" ] || previous=$word
+done
+printf -v now '%(%s)T' -1
+
+# ssm_password : the parameter's value on stdout, or a failure within SSM_CALL_SECONDS (+2 to kill).
+ssm_password() {
+    timeout -k 2 "$SSM_CALL_SECONDS" aws ssm get-parameter --region "$AWS_REGION" --name "$PASSWORD_PARAMETER" \
+        --with-decryption --query Parameter.Value --output text \
+        --cli-connect-timeout 3 --cli-read-timeout 5
+}
+
+# usable PASSWORD : what redis.conf and the OutSystems connection string can carry.
+usable() {
+    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
+    case "$1" in *[[:space:]\"\'\\]*) return 1 ;; esac
+}
+
+# send PORT PASSWORD COMMAND... : the COMMAND lines on redis-cli's stdin (printf is a builtin),
+# logged in with PASSWORD through REDISCLI_AUTH; prints the replies, blank lines dropped.
+send() {
+    local port=$1 password=$2
+    shift 2
+    printf '%s\n' "$@" | REDISCLI_AUTH=$password "$REDIS_CLI" -h "$REDIS_HOST" -p "$port" 2>/dev/null |
+        tr -d '\r' | sed '/^$/d' || true
+}
+
+# login PORT PASSWORD... : sets `auth` to the first PASSWORD the process on PORT accepts.
+# The current one first; after a partial earlier run a process may already take the new one.
+login() {
+    local port=$1 candidate
+    shift
+    for candidate in "$@"; do
+        [ -n "$candidate" ] || continue
+        if [ "$(send "$port" "$candidate" PING)" = PONG ]; then
+            auth=$candidate
+            return 0
+        fi
+    done
+    log "ERROR: $REDIS_HOST:$port accepts none of the known passwords (or is not running)"
+    return 1
+}
+
+# apply PORT COMMAND... : runs the commands logged in as `auth`; true when every reply is OK.
+apply() {
+    local port=$1 replies code
+    shift
+    replies=$(send "$port" "$auth" "$@")
+    [ "$replies" != "$(printf 'OK\n%.0s' "$@")" ] || return 0
+    # The first word of the first other reply: an error code (ERR, NOPERM, ...). The rest is withheld.
+    code=$(printf '%s\n' "$replies" | awk '$0 != "OK" { print $1; exit }')
+    case "$code" in '' | *[!A-Z]*) code="no or an unexpected reply" ;; esac
+    log "ERROR: $REDIS_HOST:$port refused the change ($code)"
+    return 1
+}
+
+tmp=""
+trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind
+
+# write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically (a temporary file beside it,
+# then a rename) with the same owner and mode. With UNTIL, the default user also accepts PREVIOUS.
+write_auth() {
+    umask 077
+    tmp=$(mktemp "$AUTH_FILE.XXXXXX")
+    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1" >"$tmp"
+    if [ $# -eq 3 ]; then
+        # `on` matters: a `user default` line without it disables the user.
+        printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1" >>"$tmp"
+    fi
+    chown --reference="$AUTH_FILE" "$tmp"
+    chmod --reference="$AUTH_FILE" "$tmp"
+    mv -f "$tmp" "$AUTH_FILE"
+    tmp=""
+}
+
+when() { date -u -d "@$1" '+%F %T UTC'; }
+
+if ! new=$(ssm_password); then
+    log "cannot read $PASSWORD_PARAMETER from SSM (unreachable?); trying again at the next run"
+    new=""
+elif ! usable "$new"; then
+    die "$PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash); nothing changed"
+fi
+
+if [ -n "$new" ] && [ "$new" != "$current" ]; then
+    grace=$GRACE_SECONDS
+    [ "$REDIS_LINE" = 7.0 ] || grace=0 # Redis 5.0 has one password per process
+    failed=0
+    for port in "${ports[@]}"; do
+        if ! login "$port" "$current" "$new" "$previous"; then
+            failed=1
+        elif [ "$grace" -gt 0 ]; then
+            # Exactly the current and the new password: a previous one still in its grace (a second
+            # change within the hour) goes now. One atomic command; repeating it changes nothing.
+            if apply "$port" "ACL SETUSER default resetpass \">$current\" \">$new\"" "CONFIG SET masterauth \"$new\""; then
+                log "$REDIS_HOST:$port takes the new password, and the previous one during the grace"
+            else
+                failed=1
+            fi
+        # masterauth first: this replica's link to its master must outlive the master's switch.
+        elif apply "$port" "CONFIG SET masterauth \"$new\"" "CONFIG SET requirepass \"$new\""; then
+            log "$REDIS_HOST:$port takes the new password only"
+        else
+            failed=1
+        fi
+    done
+    # AUTH_FILE says what a restart must accept: only once every process has switched.
+    [ "$failed" -eq 0 ] || die "not every process switched; $AUTH_FILE unchanged, the next run tries again"
+    if [ "$grace" -gt 0 ]; then
+        write_auth "$new" "$((now + grace))" "$current"
+        log "wrote the new password to $AUTH_FILE; the previous one stays accepted until $(when "$((now + grace))")"
+    else
+        write_auth "$new"
+        log "wrote the new password to $AUTH_FILE; the previous one is refused from now on"
+    fi
+elif [ -n "$previous" ] && [ "$until" -le "$now" ]; then
+    # The grace has ended (SSM reachable or not: it is this server's own clock that decides).
+    failed=0
+    for port in "${ports[@]}"; do
+        # resetpass: exactly this one password, whatever the process holds (`<OLD` fails where OLD
+        # is already gone). CONFIG SET requirepass alone would not do: a process started during the
+        # grace already has requirepass = current, and an unchanged value is not applied again.
+        # It only keeps CONFIG GET requirepass true.
+        if login "$port" "$current" "$previous" &&
+            apply "$port" "ACL SETUSER default resetpass \">$current\"" "CONFIG SET requirepass \"$current\""; then
+            log "$REDIS_HOST:$port: the grace has ended; the previous password is refused from now on"
+        else
+            failed=1
+        fi
+    done
+    [ "$failed" -eq 0 ] || die "the previous password is still accepted somewhere; the next run tries again"
+    write_auth "$current"
+    log "removed the previous password from $AUTH_FILE"
+fi

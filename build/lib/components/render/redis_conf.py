@@ -1,0 +1,170 @@
+"""One redis.conf per Redis process, the same text for Redis 5.0 and 7.0.
+
+The file holds no secret: it `include`s an auth file (requirepass/masterauth)
+that a boot-time unit writes from SSM. Paths and bind addresses come from a
+`Paths` value so the loopback rehearsal starts the very same text with only
+its addresses and directories remapped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.platforms import Platform
+from components.topology import Process
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a process keeps its files. EC2 uses Debian's layout; loopback a state dir."""
+
+    conf_dir: str = "/etc/redis"
+    data_root: str = "/var/lib/redis"
+    log_dir: str = "/var/log/redis"
+    run_root: str = "/run"
+    # On EC2 every process also listens on loopback (for redis-cli and the
+    # bootstrap on the server itself). On loopback the host already is one.
+    bind_loopback: bool = True
+
+    def conf(self, port: int) -> str:
+        return f"{self.conf_dir}/redis-{port}.conf"
+
+    def data_dir(self, port: int) -> str:
+        return f"{self.data_root}/{port}"
+
+    def log_file(self, port: int) -> str:
+        # Named redis-server-*.log so Debian's logrotate rule covers it.
+        return f"{self.log_dir}/redis-server-{port}.log"
+
+    def pid_file(self, port: int) -> str:
+        # The directory is the template's RuntimeDirectory=redis-%i.
+        return f"{self.run_root}/redis-{port}/redis-server.pid"
+
+    @property
+    def auth_file(self) -> str:
+        return f"{self.conf_dir}/auth.conf"
+
+    # TLS material, written at boot from SSM (EC2) or generated (loopback).
+    @property
+    def tls_dir(self) -> str:
+        return f"{self.conf_dir}/tls"
+
+    @property
+    def tls_ca(self) -> str:
+        return f"{self.tls_dir}/ca.crt"
+
+    @property
+    def tls_cert(self) -> str:
+        return f"{self.tls_dir}/server.crt"
+
+    @property
+    def tls_key(self) -> str:
+        return f"{self.tls_dir}/server.key"
+
+
+EC2_PATHS = Paths()
+
+# Sessions carry TTLs (the session timeout), so most of the time expiry frees
+# memory. When a burst fills maxmemory anyway, allkeys-lru drops the session
+# idle the longest: at worst one idle user logs in again. volatile-lru would
+# spare any key without a TTL, and once only such keys are left every write
+# fails with OOM, an outage for every user. Evicting idle sessions is the
+# gentler failure for a session store.
+EVICTION_POLICY = "allkeys-lru"
+
+# TLS 1.0/1.1 are deprecated (RFC 8996); StackExchange.Redis on .NET Framework
+# 4.7+ and .NET Core negotiate 1.2 or 1.3.
+TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
+
+
+def tls_lines(port: int, *, cluster: bool, paths: Paths) -> list[str]:
+    """The TLS directives of one process: the same port, TLS only, for clients, replication and the bus."""
+    lines = [
+        # The plain port is off; TLS takes the same port, so the security groups do not change.
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {paths.tls_cert}",
+        f"tls-key-file {paths.tls_key}",
+        f"tls-ca-cert-file {paths.tls_ca}",
+        f'tls-protocols "{TLS_PROTOCOLS}"',
+        # OutSystems front-ends (StackExchange.Redis) present no client certificate, so
+        # none is required. Clients are still authenticated by requirepass; replicas by
+        # masterauth; the cluster bus (which Redis never password-protects) is reachable
+        # only from the Redis security group. Outgoing connections to peers verify the
+        # peer's certificate against the CA.
+        "tls-auth-clients no",
+        "tls-replication yes",
+    ]
+    if cluster:
+        lines.append("tls-cluster yes")  # cluster bus and MIGRATE (rebalance) over TLS
+    return lines
+
+
+def render_redis_conf(
+    process: Process,
+    *,
+    platform: Platform,
+    maxmemory_mib: int,
+    cluster: bool,
+    paths: Paths = EC2_PATHS,
+    tls: bool = False,
+) -> str:
+    """redis.conf of one process, valid for the platform's Redis line (5.0 or 7.0).
+
+    `tls` (7.0 platform only) replaces the plain port by a TLS port with the same number.
+    """
+    if tls and not platform.supports_tls:
+        raise ValueError(f"platform {platform.name} (Redis {platform.redis_version}) has no TLS")
+    port = process.port
+    binds = [process.host] + (["127.0.0.1"] if paths.bind_loopback and process.host != "127.0.0.1" else [])
+    lines = [
+        f"# Redis {process.role} on port {port}, rendered by outsystems-redis. Do not edit by hand:",
+        "# a change here is lost when the server is replaced.",
+        *(tls_lines(port, cluster=cluster, paths=paths) if tls else [f"port {port}"]),
+        f"bind {' '.join(binds)}",
+        # A second lock: if the auth include were ever empty, protected mode
+        # still refuses every client that is not on loopback.
+        "protected-mode yes",
+        "tcp-backlog 511",
+        "tcp-keepalive 300",
+        "timeout 0",
+        # systemd supervises (the unit passes --supervised systemd); never fork.
+        "daemonize no",
+        f"pidfile {paths.pid_file(port)}",
+        "loglevel notice",
+        f"logfile {paths.log_file(port)}",
+        f"dir {paths.data_dir(port)}",
+        "databases 16",
+        # Persistence: OutSystems' appendonly no. Replicas are the protection
+        # against a lost server; an RDB snapshot every 5 minutes (when anything
+        # changed) and on clean shutdown lets a reboot or a package update keep
+        # the sessions. AOF would fsync every second under 10k writes/s for data
+        # that expires within the session timeout anyway.
+        "appendonly no",
+        "save 300 1",
+        "dbfilename dump.rdb",
+        "rdbcompression yes",
+        "stop-writes-on-bgsave-error no",
+        f"maxmemory {maxmemory_mib}mb",
+        f"maxmemory-policy {EVICTION_POLICY}",
+    ]
+    if cluster:
+        lines += [
+            "cluster-enabled yes",
+            f"cluster-config-file nodes-{port}.conf",  # relative: lives in `dir`
+            "cluster-node-timeout 5000",
+            # Peers and clients learn this address, never a NAT'd or loopback one.
+            f"cluster-announce-ip {process.host}",
+        ]
+        if platform.announce_bus_source:
+            # Redis 7 opens outgoing bus connections from the kernel's default
+            # source address unless told; peers would learn the wrong IP.
+            lines.append(f"bind-source-addr {process.host}")
+    # requirepass and masterauth, written at boot from SSM; never in user-data.
+    lines.append(f"include {paths.auth_file}")
+    return "\n".join(lines) + "\n"
+
+
+def render_auth_conf(password: str) -> str:
+    """The auth include. Only the boot-time unit (EC2) and the loopback runner write it."""
+    return f"requirepass {password}\nmasterauth {password}\n"

@@ -1,0 +1,31 @@
+"""The text of a shell script as the servers (and the loopback rehearsals) run it.
+
+EC2 caps user data at 16,384 bytes, gzipped. The scripts' comments are most of
+their bytes, so the shipped copy keeps the code and drops comment-only and blank
+lines, and shortens each line's indentation to one space (bash ignores it; one
+space, not none, so a line continuation never glues two words); the commented
+source stays here in components/render/. Everything that
+runs a script (cloud-init, the loopback harness, the tests) runs this copy.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_DROPPED = re.compile(r"^\s*(#(?!!|\s*shellcheck\b).*)?$")
+_INDENT = re.compile(r"^[ \t]+")
+
+
+def shipped_script(path: Path) -> str:
+    """`path`'s script without comment-only or blank lines, the shebang and shellcheck directives kept."""
+    text = path.read_text()
+    # A here-document could hold lines that only look like comments; the scripts use none.
+    if re.search(r"<<-?\s*['\"]?\w", text):
+        raise ValueError(f"{path.name}: here-documents are not supported by shipped_script")
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("#!"):
+        raise ValueError(f"{path.name}: a shipped script starts with #!")
+    kept = [_INDENT.sub(" ", line) for line in lines[1:] if not _DROPPED.match(line)]
+    header = f"# {path.name} of outsystems-redis (components/render/); comments are in the source."
+    return "\n".join([lines[0], header, *kept]) + "\n"

@@ -1,0 +1,220 @@
+"""systemd units, drop-ins, sysctl and tmpfiles rules for a Redis server.
+
+Each Redis process runs under Debian's hardened `redis-server@.service`
+template (`redis-server@<port>` reads /etc/redis/redis-<port>.conf); we add
+only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
+"""
+
+from __future__ import annotations
+
+from components.render.redis_conf import EC2_PATHS, Paths
+from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
+
+UNIT_DIR = "/etc/systemd/system"
+TEMPLATE_DROP_IN = f"{UNIT_DIR}/redis-server@.service.d/outsystems.conf"
+AUTH_UNIT = "redis-auth.service"
+BOOTSTRAP_UNIT = "redis-cluster-bootstrap.service"
+JOIN_UNIT = "redis-cluster-join.service"
+PROVISION_UNIT = "redis-provision.service"
+PROVISION_PATH = "/usr/local/sbin/redis-provision"
+PROVISION_ENV_PATH = "/etc/redis/provision.env"
+TIME_SYNC_PATH = "/etc/systemd/timesyncd.conf.d/60-amazon-time-sync.conf"
+FETCH_PASSWORD_PATH = "/usr/local/sbin/redis-fetch-password"
+FETCH_TLS_PATH = "/usr/local/sbin/redis-fetch-tls"
+TLS_CLI_PATH = "/usr/local/sbin/redis-cli-tls"
+BOOTSTRAP_PATH = "/usr/local/sbin/redis-cluster-bootstrap"
+BOOTSTRAP_ENV_PATH = "/etc/redis/cluster-bootstrap.env"
+JOIN_PATH = "/usr/local/sbin/redis-cluster-join"
+JOIN_ENV_PATH = "/etc/redis/cluster-join.env"
+AUTH_ENV_PATH = "/etc/redis/auth.env"
+SYSCTL_PATH = "/etc/sysctl.d/60-redis.conf"
+THP_TMPFILES_PATH = "/etc/tmpfiles.d/redis-thp.conf"
+# awscli is an apt package on 20.04 and a snap on 24.04.
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+
+
+def redis_unit(port: int) -> str:
+    """The systemd instance that runs the process on `port`."""
+    return f"redis-server@{port}.service"
+
+
+def render_sysctl() -> str:
+    return (
+        "# Redis: fork for RDB snapshots without refusing memory, and a listen\n"
+        "# backlog that matches tcp-backlog under connection bursts.\n"
+        "vm.overcommit_memory = 1\n"
+        "net.core.somaxconn = 65535\n"
+    )
+
+
+def render_thp_tmpfiles() -> str:
+    # systemd-tmpfiles-setup applies this early on every boot, before Redis starts.
+    return (
+        "# Transparent huge pages cause latency spikes and memory bloat in Redis.\n"
+        "w /sys/kernel/mm/transparent_hugepage/enabled - - - - never\n"
+        "w /sys/kernel/mm/transparent_hugepage/defrag - - - - never\n"
+    )
+
+
+def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -> str:
+    """Drop-in for every redis-server@<port>: notify supervision, limits, password first.
+
+    `step_down` (cluster servers): a clean stop first hands a master's slots to its replica.
+    """
+    return (
+        "# outsystems-redis: added to Debian's redis-server@.service template.\n"
+        "[Unit]\n"
+        f"# The auth include comes from SSM; no Redis process starts without it.\n"
+        f"Requires={AUTH_UNIT}\n"
+        f"After={AUTH_UNIT} network-online.target systemd-tmpfiles-setup.service\n"
+        "Wants=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "# The same on 20.04 (whose template forks) and 24.04: run in the foreground\n"
+        "# and tell systemd when ready.\n"
+        "Type=notify\n"
+        "ExecStart=\n"
+        f"ExecStart=/usr/bin/redis-server {paths.conf_dir}/redis-%i.conf --supervised systemd --daemonize no\n"
+        "LimitNOFILE=65535\n"
+        "# dir /var/lib/redis/<port>, created owned by redis.\n"
+        "StateDirectory=redis/%i\n"
+        "StateDirectoryMode=0750\n"
+        "TimeoutStartSec=300\n"
+        "# The template waits forever (0); a shutdown whose RDB save fails must not\n"
+        "# hang a reboot.\n"
+        "TimeoutStopSec=120\n"
+        "Restart=always\n"
+        "RestartSec=2\n"
+        + (_STEP_DOWN if step_down else "")
+    )
+
+
+# A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its
+# in-sync replica on another server (CLUSTER FAILOVER); then systemd sends SIGTERM. The empty
+# ExecStop= drops the template's own (20.04's sends SIGTERM, which must come after). '+' runs it
+# outside the template's sandbox (NoExecPaths=/ lets only redis-server run) and as root, which
+# reads the auth include. The script bounds itself, and TimeoutStopSec bounds it too.
+# (Kept out of the rendered text: user data is capped at 16 KB.)
+_STEP_DOWN = (
+    "# A clean stop first hands a master's slots to its replica (redis-step-down), then SIGTERM.\n"
+    f"EnvironmentFile=-{STEP_DOWN_ENV_PATH}\n"
+    "ExecStop=\n"
+    f"ExecStop=+{STEP_DOWN_PATH} %i\n"
+)
+
+
+def render_auth_unit(tls: bool = False) -> str:
+    """The boot step before any Redis process: the password and, with TLS, the certificates."""
+    what = "password and TLS certificates" if tls else "password"
+    return (
+        "[Unit]\n"
+        f"Description=Redis {what} from SSM Parameter Store (auth include)\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target snapd.seeded.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={AUTH_ENV_PATH}\n"
+        f"ExecStart={FETCH_PASSWORD_PATH}\n"
+        # A oneshot runs its ExecStart lines in order; either failing keeps Redis down.
+        + (f"ExecStart={FETCH_TLS_PATH}\n" if tls else "")
+        + "SyslogIdentifier=redis-auth\n"
+        "TimeoutStartSec=600\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def render_time_sync() -> str:
+    """systemd-timesyncd, the Ubuntu images' clock client, pointed at Amazon Time Sync.
+
+    Its default (ntp.ubuntu.com, UDP 123) is outside the servers' egress rules;
+    169.254.169.123 is link-local on every EC2 instance and no security group filters it.
+    """
+    return (
+        "# outsystems-redis: Amazon Time Sync, reachable without any egress rule.\n"
+        "[Time]\n"
+        "NTP=169.254.169.123\n"
+    )
+
+
+def render_provision_unit() -> str:
+    """Completes the install at every boot until it succeeds, then enables the Redis units."""
+    return (
+        "[Unit]\n"
+        "Description=Install the pinned Redis packages if missing, then enable and start the Redis units\n"
+        "Wants=network-online.target\n"
+        "# Not After=cloud-final.service: cloud-final is itself After=multi-user.target, which\n"
+        "# wants this unit (an ordering cycle on every reboot). At first boot cloud-init's runcmd\n"
+        "# starts it, from inside cloud-final, once the package step has run.\n"
+        "After=network-online.target snapd.seeded.service\n"
+        "\n"
+        "[Service]\n"
+        "# exec, not oneshot: retries can last as long as the way out is broken, and must\n"
+        "# never hold multi-user.target (or a reboot) while they do.\n"
+        "Type=exec\n"
+        "RemainAfterExit=yes\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={PROVISION_ENV_PATH}\n"
+        f"ExecStart={PROVISION_PATH}\n"
+        "SyslogIdentifier=redis-provision\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, script: str, identifier: str,
+                  timeout: str) -> str:
+    """A service that runs a cluster script as redis, after this server's own Redis processes."""
+    units = " ".join(redis_unit(p) for p in ports)
+    return (
+        "[Unit]\n"
+        f"Description={description}\n"
+        f"Wants=network-online.target {units}\n"
+        f"After=network-online.target {units}\n"
+        "\n"
+        "[Service]\n"
+        "# exec, not oneshot: it waits for peers that may be down, and a reboot must\n"
+        "# reach multi-user.target without waiting for it. The script bounds its waits.\n"
+        "Type=exec\n"
+        "RemainAfterExit=yes\n"
+        "User=redis\n"
+        "Group=redis\n"
+        f"Environment=PATH={SEARCH_PATH}\n"
+        f"EnvironmentFile={env_file}\n"
+        f"ExecStart={script}\n"
+        f"SyslogIdentifier={identifier}\n"
+        "# Idempotent: a run that gave up (a peer still installing) tries again.\n"
+        "Restart=on-failure\n"
+        "RestartSec=30\n"
+        f"{timeout}"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
+    """Runs on the designated server, after its own Redis processes; a no-op once formed."""
+    return _cluster_unit(
+        ports,
+        "Form the OutSystems Redis Cluster with crossed replicas (no-op once formed)",
+        BOOTSTRAP_ENV_PATH, BOOTSTRAP_PATH, "redis-cluster-bootstrap",
+        "# Peers boot in parallel; the script waits up to WAIT_SECONDS for them.\n"
+        "RuntimeMaxSec=1800\n",
+    )
+
+
+def render_join_unit(ports: tuple[int, ...]) -> str:
+    """Runs on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
+    return _cluster_unit(
+        ports,
+        "Join this server to the OutSystems Redis Cluster: fair share of slots, crossed ring (no-op once joined)",
+        JOIN_ENV_PATH, JOIN_PATH, "redis-cluster-join",
+        "# Joins queue behind lower-numbered servers and a rebalance moves sessions;\n"
+        "# the script bounds every wait itself (WAIT_SECONDS), so no runtime limit here.\n",
+    )

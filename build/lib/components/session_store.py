@@ -1,0 +1,635 @@
+"""ComponentResource: one OutSystems session store (network, password, servers, post-deploy check).
+
+`RedisSessionStore` is what another Pulumi program creates (`pip install` this repository; see
+examples/), and what this project's own `__main__.py` builds from the stack's config. It checks its
+arguments with the very rules of the stack config (settings.load_settings), looks up the AWS facts
+they depend on (the VPC, the instance type, the zones, the AMI, a public subnet for the NAT) and
+checks those too, all before it registers anything: bad input leaves nothing half-created. Then it
+only wires resources; the decisions come from the pure core (settings, topology, render).
+
+Its type token stays `outsystems:redis:Environment`, the name stacks deployed before this class
+was renamed already hold: every URN beneath it keeps its parent chain, so an upgrade replaces nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_command as command
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components.backup_bucket import server_statements
+from components.errors import SettingsError
+from components.network import NetworkArgs, RedisNetwork
+from components.observability import ObservabilityArgs, RedisObservability, WatchedServer
+from components.parameters import (
+    CA_VALIDITY_HOURS,
+    EARLY_RENEWAL_HOURS,
+    SERVER_VALIDITY_HOURS,
+    password_parameter,
+    server_certificate_ips,
+    tls_ca_parameter,
+    tls_cert_parameter,
+    tls_key_parameter,
+)
+from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+from components.render.cloud_config import encode_user_data, render_cloud_config
+from components.render.fetched import fetched_tools
+from components.server import RedisServer, ServerArgs
+from components.settings import (
+    CONFIG_KEYS,
+    DEFAULT_HEALTH_CHECK_TIMEOUT,
+    Settings,
+    check_front_end_cidr,
+    check_password,
+    check_subnets_in_vpc,
+    load_settings,
+    merge_tags,
+)
+from components.sizing import InstanceTypeInfo, check_instance_type
+from components.topology import Topology, build_topology
+
+# What SSM Session Manager and Run Command (rolling maintenance: components.maintenance)
+# need on the instance, and nothing more: the agent registers (UpdateInstanceInformation)
+# and takes Run Command's messages through ec2messages. The managed policy
+# AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
+# parameter in the account; the servers may read only their own password.
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+]
+
+
+
+
+@dataclass
+class SessionStoreArgs:
+    """The session store's arguments. Each is the stack config key of the same name in camelCase
+    (`subnet_cidrs` is `subnetCidrs`), with the same default and the same checks: the README's
+    configuration table describes both. An error names the argument (the config key when the
+    arguments came from `from_config`).
+    """
+
+    subnet_cidrs: Sequence[str]  # private CIDR blocks inside the VPC, one per availability zone
+    servers: int = 1  # 1: one non-production server; 3 or more: a production Redis Cluster
+    vpc_id: str | None = None  # an existing VPC; default: the region's default VPC
+    availability_zones: Sequence[str] = ()  # one per subnet; default: the region's first zones
+    front_end_cidrs: Sequence[str] = ()  # who may reach Redis; non-production default: the VPC
+    # Security groups of the front-ends; an Output (a group created beside the store) is accepted.
+    front_end_security_group_ids: Sequence[pulumi.Input[str]] = ()
+    nat_gateway_id: str | None = None  # the servers' way out to apt/SSM/S3; default: one is created
+    nat_subnet_id: str | None = None  # the public subnet of the NAT created; default: a default subnet
+    instance_type: str | None = None  # default per tier: c5.large, c5.xlarge
+    platform: str = DEFAULT_PLATFORM
+    ami_id: str | None = None  # default: Canonical's current image of the platform, read at creation
+    root_volume_gib: int | None = None  # default 20 (and at least the OutSystems minimum)
+    port: int | None = None  # a single server's port (default 6379); a cluster uses 7000/7001
+    # A Pulumi secret (config.require_secret) or a plain text; default: a generated 40-character one.
+    redis_password: pulumi.Input[str] | None = None
+    protect: bool | None = None  # default: true for a cluster
+    health_check: bool = True
+    health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
+    tls: bool = False
+    replace_servers: Sequence[int] = ()  # server numbers from 1, each replaced on the next `pulumi up`
+    alarm_email: str | None = None
+    alarm_topic_arn: str | None = None
+    log_retention_days: int | None = None  # default 30
+    backup_retention_days: int | None = None  # default 7
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # Not config keys. `stack` names what must be unique in the account and region (the Parameter
+    # Store paths, the log group, the dashboard); default: the Pulumi stack's name. Two stores in
+    # one stack need two values.
+    stack: str | None = None
+    # The Python that runs the post-deploy check (it needs this package and redis-py); default: the
+    # one running the program, relative to the working directory when it is inside it.
+    health_check_python: str | None = None
+    _names: str = field(default="argument", repr=False, compare=False)
+
+    @classmethod
+    def from_config(
+        cls, raw: Mapping[str, str], stack: str, health_check_python: str | None = None
+    ) -> SessionStoreArgs:
+        """The arguments a stack's config holds (keys without the project prefix), checked as such."""
+        s = load_settings(raw, stack)
+        return cls(
+            **{f: getattr(s, f) for f in _CONFIG_FIELDS if f not in ("port", "tags")},
+            port=None if s.cluster or "port" not in raw else s.port,
+            tags=dict(s.tags),
+            stack=stack,
+            health_check_python=health_check_python,
+            _names="config",
+        )
+
+
+def _field_of(key: str) -> str:
+    """The argument of a config key: the same words, in snake_case (rootVolumeGiB is root_volume_gib)."""
+    (found,) = [f.name for f in dataclasses.fields(SessionStoreArgs) if f.name.replace("_", "") == key.lower()]
+    return found
+
+
+# Config key -> argument, for every config key: a key without an argument fails at import.
+ARGUMENT_OF = {k.name: _field_of(k.name) for k in CONFIG_KEYS}
+_CONFIG_FIELDS = tuple(ARGUMENT_OF.values())
+# Stand-ins while checking, for values only known once deployed; the checks they pass are redone
+# on the real value where one applies (the password, inside its Output).
+_PENDING_GROUP = "sg-00000000"
+_PENDING_PASSWORD = "pending-secret-value"
+
+
+def _config_form(args: SessionStoreArgs) -> dict[str, str]:
+    """The arguments as the stack config would hand them over (strings, lists and maps as JSON)."""
+    raw: dict[str, str] = {}
+    for key, name in ARGUMENT_OF.items():
+        value = getattr(args, name)
+        if name == "front_end_security_group_ids":
+            value = [v if isinstance(v, str) else _PENDING_GROUP for v in value]
+        elif name == "redis_password" and value is not None and not isinstance(value, str):
+            value = _PENDING_PASSWORD
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if isinstance(value, bool):
+            raw[key] = "true" if value else "false"
+        elif isinstance(value, (Mapping, list, tuple)):
+            raw[key] = json.dumps(dict(value) if isinstance(value, Mapping) else [str(v) for v in value])
+        else:
+            raw[key] = str(value)
+    return raw
+
+
+def _named_for_arguments(error: SettingsError) -> SettingsError:
+    """The same error, naming the argument: `subnetCidrs` becomes `subnet_cidrs` in the key and the text."""
+
+    def rename(text: str) -> str:
+        return re.sub(r"\b(" + "|".join(ARGUMENT_OF) + r")\b", lambda m: ARGUMENT_OF[m.group(1)], text)
+
+    return SettingsError(rename(error.key), error.value, rename(error.allowed), label="argument")
+
+
+def default_health_check_python() -> str:
+    """The interpreter running this program, relative to the working directory when inside it.
+
+    pulumi-command runs the check in the program's directory; a relative path keeps the command (an
+    input in the state) the same on every operator's machine.
+    """
+    try:
+        relative = os.path.relpath(sys.executable)
+    except ValueError:
+        return sys.executable
+    return sys.executable if relative.startswith("..") else relative
+
+
+def hsconf_snippet(connection_string: str) -> str:
+    """The block an administrator pastes into each front-end's server.hsconf."""
+    return (
+        '<InMemorySessionConfiguration ProviderKey="Redis">\n'
+        f'  <ConnectionString encrypted="false">{connection_string}</ConnectionString>\n'
+        "</InMemorySessionConfiguration>"
+    )
+
+
+def health_check_command(settings: Settings, nodes: list[str], python: str = ".venv/bin/python") -> str:
+    """The post-deploy check, run in the program's directory with `python` (this project: its virtualenv)."""
+    args = [python, "-m", "components.health", "--nodes", ",".join(nodes)]
+    if settings.cluster:
+        args.append("--cluster")
+    args += ["--expect-version", PLATFORMS[settings.platform].redis_version]
+    if settings.tls:
+        # The CA's PEM arrives in the environment: no file to write or clean up.
+        args += ["--cacert-env", "REDIS_CA_CERT"]
+    args += ["--wait", str(settings.health_check_timeout)]
+    return shlex.join(args)
+
+
+@dataclass(frozen=True)
+class AwsFacts:
+    """What the store needs to know of the account before it creates anything."""
+
+    vpc_id: str
+    zones: list[str]
+    front_end_cidrs: list[str]  # already defaulted (non-production: the VPC's CIDRs)
+    ami_id: str
+    memory_mib: int
+    vcpus: int
+    nat_subnet_id: str | None
+    region: str
+
+
+def checked_settings(args: SessionStoreArgs) -> Settings:
+    """The arguments through the stack config's own checks; values known only at deploy time kept as given."""
+    names = args._names
+    settings = load_settings(_config_form(args), args.stack or pulumi.get_stack())
+    password = args.redis_password
+    if password is not None and not isinstance(password, str):
+
+        def checked(value: str) -> str:
+            try:
+                check_password(value)
+            except SettingsError as error:
+                raise (error if names == "config" else _named_for_arguments(error)) from None
+            return value
+
+        password = pulumi.Output.secret(password).apply(checked)
+    return dataclasses.replace(
+        settings, redis_password=password, front_end_security_group_ids=tuple(args.front_end_security_group_ids)
+    )
+
+
+def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts:
+    """The AWS facts the settings depend on, each checked; the errors name config keys."""
+    vpc = (aws.ec2.get_vpc(id=s.vpc_id, opts=invoke) if s.vpc_id
+           else aws.ec2.get_vpc(default=True, opts=invoke))
+    vpc_cidrs = [a.cidr_block for a in vpc.cidr_block_associations] or [vpc.cidr_block]
+    check_subnets_in_vpc(s, vpc_cidrs)
+
+    spec = aws.ec2.get_instance_type(instance_type=s.instance_type, opts=invoke)
+    if "x86_64" not in spec.supported_architectures:
+        raise SettingsError("instanceType", s.instance_type, "an x86_64 instance type (the Ubuntu AMI is amd64)")
+    check_instance_type(
+        InstanceTypeInfo(
+            name=s.instance_type,
+            vcpus=spec.default_vcpus,
+            memory_mib=spec.memory_size,
+            sustained_clock_ghz=spec.sustained_clock_speed,
+            burstable=spec.burstable_performance_supported,
+        ),
+        s.minimums,
+    )
+
+    zones = list(s.availability_zones)
+    if not zones:
+        # Only the region's own zones: opted-in Local and Wavelength zones sort first
+        # ("eu-west-1-lax-1a" < "eu-west-1a") and lack the instance types we need.
+        available = aws.get_availability_zones(
+            state="available",
+            filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+            opts=invoke,
+        ).names
+        if len(available) < len(s.subnet_cidrs):
+            raise SettingsError(
+                "subnetCidrs",
+                list(s.subnet_cidrs),
+                f"at most {len(available)} subnets, one per availability zone of this region",
+            )
+        zones = sorted(available)[: len(s.subnet_cidrs)]
+
+    # Canonical's public parameter, read once when a server is created (ami is in
+    # ignore_changes): a newer image never replaces a running server.
+    ami_id = s.ami_id or aws.ssm.get_parameter(name=PLATFORMS[s.platform].ami_parameter, opts=invoke).value
+
+    nat_subnet_id = s.nat_subnet_id
+    if not s.nat_gateway_id and not nat_subnet_id:
+        public = aws.ec2.get_subnets(
+            filters=[
+                aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id]),
+                aws.ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"]),
+            ],
+            opts=invoke,
+        ).ids
+        if not public:
+            raise SettingsError(
+                "natGatewayId",
+                None,
+                "the id of a NAT gateway in this VPC, or natSubnetId: a public "
+                "subnet for the NAT gateway this program creates (the VPC has no default subnet)",
+            )
+        nat_subnet_id = sorted(public)[0]
+
+    # Non-production defaults to the whole VPC; production must list its front-ends.
+    front_end_cidrs = list(s.front_end_cidrs) or ([] if s.front_end_security_group_ids else vpc_cidrs)
+    for cidr in front_end_cidrs:
+        check_front_end_cidr(cidr, "frontEndCidrs" if s.front_end_cidrs else "frontEndCidrs (default: the VPC's CIDR)")
+
+    return AwsFacts(
+        vpc_id=vpc.id,
+        zones=zones,
+        front_end_cidrs=front_end_cidrs,
+        ami_id=ami_id,
+        memory_mib=spec.memory_size,
+        vcpus=spec.default_vcpus,
+        nat_subnet_id=nat_subnet_id,
+        region=aws.get_region(opts=invoke).region,
+    )
+
+
+def _invoke_options(opts: pulumi.ResourceOptions | None) -> pulumi.InvokeOptions | None:
+    """Look-ups through the provider the store itself will use (another region or account), if one is given."""
+    if opts is None:
+        return None
+    provider = opts.provider
+    if provider is None and isinstance(opts.providers, Mapping):
+        provider = opts.providers.get("aws")
+    elif provider is None and opts.providers:
+        provider = next((p for p in opts.providers if getattr(p, "package", None) == "aws"), None)
+    return pulumi.InvokeOptions(parent=opts.parent, provider=provider)
+
+
+class RedisSessionStore(pulumi.ComponentResource):
+    """The OutSystems Redis session store: one server (non-production) or a crossed Redis Cluster (production)."""
+
+    def __init__(self, name: str, args: SessionStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        # Every check and look-up first: a bad argument must leave nothing registered.
+        try:
+            s = checked_settings(args)
+            facts = look_up(s, _invoke_options(opts))
+        except SettingsError as error:
+            if args._names == "config":
+                raise
+            raise _named_for_arguments(error) from None
+        super().__init__("outsystems:redis:Environment", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # The user's tags (config `tags`) on every resource that takes tags; ours win on a conflict.
+        tags = merge_tags(s.tags, {"Project": "outsystems-redis", "Stack": s.stack, "OutsystemsTier": s.minimums.tier})
+        topology = build_topology(s.servers, s.subnet_cidrs, s.port, name_prefix=f"{name}-server")
+
+        if s.redis_password is not None:
+            password: pulumi.Output[str] = pulumi.Output.secret(s.redis_password)
+        else:
+            # Letters and digits only: always safe in a StackExchange.Redis
+            # connection string and in redis.conf. The result is a secret.
+            password = pulumi.Output.secret(
+                random.RandomPassword(
+                    f"{name}-password",
+                    length=40,
+                    special=False,
+                    min_upper=2,
+                    min_lower=2,
+                    min_numeric=2,
+                    opts=child,
+                ).result
+            )
+        self.parameter = aws.ssm.Parameter(
+            f"{name}-password",
+            name=password_parameter(s.stack),
+            type="SecureString",
+            value=password,
+            description="Redis password of the OutSystems session store (requirepass/masterauth)",
+            tags=tags,
+            opts=child,
+        )
+
+        self.network = RedisNetwork(
+            f"{name}-network",
+            NetworkArgs(
+                vpc_id=facts.vpc_id,
+                subnet_cidrs=list(s.subnet_cidrs),
+                zones=facts.zones,
+                client_ports=list(topology.client_ports),
+                bus_ports=list(topology.bus_ports),
+                front_end_cidrs=facts.front_end_cidrs,
+                front_end_security_group_ids=list(s.front_end_security_group_ids),
+                nat_gateway_id=s.nat_gateway_id,
+                nat_subnet_id=facts.nat_subnet_id,
+                tags=tags,
+            ),
+            opts=child,
+        )
+
+        role = aws.iam.Role(
+            f"{name}-server-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            tags=tags,
+            opts=child,
+        )
+        self.ca_certificate: pulumi.Output[str] | None = None
+        tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
+        self.observability = RedisObservability(
+            f"{name}-observability",
+            ObservabilityArgs(settings=s, region=facts.region, tags=tags, server_role_arn=role.arn,
+                              tools=fetched_tools()),
+            opts=child,
+        )
+        obs = self.observability
+        readable = [self.parameter.arn, *[p.arn for p in tls_parameters], obs.bucket_parameter.arn]
+        policy = aws.iam.RolePolicy(
+            f"{name}-server-policy",
+            role=role.id,
+            policy=pulumi.Output.all(
+                logs=obs.log_group.arn, bucket=obs.bucket.arn, readable=pulumi.Output.all(*readable)
+            ).apply(
+                lambda arns: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            # Only this stack's own parameters: the password, the TLS material when on,
+                            # and the backup bucket's name.
+                            {
+                                "Sid": "ReadOwnSecrets",
+                                "Effect": "Allow",
+                                "Action": "ssm:GetParameter",
+                                "Resource": list(arns["readable"]),
+                            },
+                            {
+                                "Sid": "SessionManager",
+                                "Effect": "Allow",
+                                "Action": SESSION_MANAGER_ACTIONS,
+                                "Resource": "*",
+                            },
+                            # Metrics in the stack's namespace, its own log group, its own bucket prefixes.
+                            *server_statements(arns["logs"], arns["bucket"]),
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        profile = aws.iam.InstanceProfile(f"{name}-server-profile", role=role.name, tags=tags, opts=child)
+
+        self.servers: list[RedisServer] = []
+        for server in topology.servers:
+            server_tags = merge_tags(tags, {
+                "RedisServerIndex": str(server.index),
+                "RedisRoles": ",".join(f"{p.role}:{p.port}" for p in server.processes),
+                "VCpus": str(facts.vcpus),
+                "MemoryMiB": str(facts.memory_mib),
+            })
+            self.servers.append(
+                RedisServer(
+                    server.name,
+                    ServerArgs(
+                        ami_id=facts.ami_id,
+                        instance_type=s.instance_type,
+                        subnet_id=self.network.subnets[server.subnet].id,
+                        private_ip=server.private_ip,
+                        security_group_id=self.network.security_group_id,
+                        instance_profile=profile.name,
+                        user_data_base64=encode_user_data(
+                            render_cloud_config(
+                                s,
+                                topology,
+                                server.index,
+                                memory_mib=facts.memory_mib,
+                                password_parameter=password_parameter(s.stack),
+                                region=facts.region,
+                            )
+                        ),
+                        root_volume_gib=s.root_volume_gib,
+                        protect=s.protect,
+                        rebuild=server.index + 1 in s.replace_servers,
+                        tags=server_tags,
+                        # The secrets in Parameter Store, the right to read them, the way out, and
+                        # where the metrics, logs and snapshots go.
+                        depends_on=[
+                            self.parameter, *tls_parameters, profile, policy, *self.network.ready,
+                            *obs.first_boot_needs,
+                        ],
+                        region=facts.region,
+                        alarm_actions=[obs.topic_arn],
+                    ),
+                    opts=child,
+                )
+            )
+
+        self.topology = topology
+        self.private_ips = [srv.private_ip for srv in self.servers]
+        self.health_check = None
+        if s.health_check:
+            nodes = [p.address for p in topology.masters] + [p.address for p in topology.replicas]
+            check = health_check_command(s, nodes, args.health_check_python or default_health_check_python())
+            self.health_check = command.local.Command(
+                f"{name}-health-check",
+                create=check,
+                update=check,
+                # A new password changes the environment, so the check runs again and waits
+                # (--wait) until every server has taken it (redis-password-sync, every minute).
+                environment={"REDIS_PASSWORD": password, **({"REDIS_CA_CERT": self.ca_certificate} if s.tls else {})},
+                # Runs again whenever a server is created or replaced.
+                triggers=[srv.instance.id for srv in self.servers],
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[srv.instance for srv in self.servers],
+                ),
+            )
+
+        # The alarms come once the check has seen every server healthy: a server still in its first
+        # boot publishes nothing, and its heartbeat alarm would page for a server not yet in service.
+        obs.watch(
+            [WatchedServer(srv_name.name, srv.instance.id)
+             for srv_name, srv in zip(topology.servers, self.servers, strict=True)],
+            after=[self.health_check] if self.health_check is not None else [],
+        )
+
+        # With the check on, the connection string (and hsconf snippet) resolve only once
+        # every Redis process has accepted this password: after a password change the
+        # outputs never hand OutSystems a password the servers still refuse.
+        accepted = [self.health_check.stdout] if self.health_check is not None else []
+        self.connection_string = pulumi.Output.secret(
+            pulumi.Output.all(password, *accepted).apply(lambda v: topology.connection_string(v[0], s.tls))
+        )
+        self.hsconf = pulumi.Output.secret(self.connection_string.apply(hsconf_snippet))
+
+        # What a caller wires next (this project exports each; README "Outputs").
+        self.settings = s
+        self.instance_ids = [srv.instance.id for srv in self.servers]  # server order: `aws ssm start-session`
+        self.redis_version = PLATFORMS[s.platform].redis_version
+        self.password_parameter = self.parameter.name
+        self.alarm_topic_arn = obs.topic_arn
+        self.log_group_name = obs.log_group.name
+        self.dashboard_name = obs.dashboard.dashboard_name
+        self.backup_bucket = obs.bucket.bucket
+        # Holds no password, but the check's environment does: kept secret on purpose rather than by
+        # pulumi-command's inference, so no report ever lands in plain text in the state.
+        self.health_report = (pulumi.Output.secret(self.health_check.stdout)
+                              if self.health_check is not None else None)
+
+        self.register_outputs(
+            {
+                "private_ips": self.private_ips,
+                "subnet_ids": self.network.subnet_ids,
+                "security_group_id": self.network.security_group_id,
+                "connection_string": self.connection_string,
+            }
+        )
+
+    def _certificates(self, name: str, stack: str, topology: Topology, tags: dict[str, str]) -> list[aws.ssm.Parameter]:
+        """A private CA and one certificate per server, delivered through Parameter Store."""
+        child = pulumi.ResourceOptions(parent=self)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        ca = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=ca_key.private_key_pem,
+            is_ca_certificate=True,
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=f"outsystems-redis {stack} CA", organization="outsystems-redis"
+            ),
+            validity_period_hours=CA_VALIDITY_HOURS,
+            allowed_uses=["cert_signing", "crl_signing"],
+            opts=child,
+        )
+        self.ca_certificate = ca.cert_pem
+        parameters = [
+            aws.ssm.Parameter(
+                f"{name}-tls-ca",
+                name=tls_ca_parameter(stack),
+                type="String",
+                value=ca.cert_pem,
+                description="CA certificate of the Redis servers' TLS",
+                tags=tags,
+                opts=child,
+            )
+        ]
+        for server in topology.servers:
+            key = tls.PrivateKey(f"{server.name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            request = tls.CertRequest(
+                f"{server.name}-tls-request",
+                private_key_pem=key.private_key_pem,
+                subject=tls.CertRequestSubjectArgs(common_name=server.private_ip, organization="outsystems-redis"),
+                ip_addresses=server_certificate_ips(server),
+                opts=child,
+            )
+            cert = tls.LocallySignedCert(
+                f"{server.name}-tls-cert",
+                cert_request_pem=request.cert_request_pem,
+                ca_private_key_pem=ca_key.private_key_pem,
+                ca_cert_pem=ca.cert_pem,
+                validity_period_hours=SERVER_VALIDITY_HOURS,
+                early_renewal_hours=EARLY_RENEWAL_HOURS,
+                # Server and client: the same certificate serves clients and dials peers
+                # on the cluster bus and for replication.
+                allowed_uses=["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+                opts=child,
+            )
+            parameters += [
+                aws.ssm.Parameter(
+                    f"{server.name}-tls-cert",
+                    name=tls_cert_parameter(stack, server.index),
+                    type="String",
+                    value=cert.cert_pem,
+                    tags=tags,
+                    opts=child,
+                ),
+                aws.ssm.Parameter(
+                    f"{server.name}-tls-key",
+                    name=tls_key_parameter(stack, server.index),
+                    type="SecureString",
+                    value=pulumi.Output.secret(key.private_key_pem),
+                    tags=tags,
+                    opts=child,
+                ),
+            ]
+        return parameters

@@ -1,0 +1,647 @@
+"""Stack config -> one frozen, validated Settings object.
+
+Pulumi hands config over as strings (lists as JSON). Every check here runs
+before any resource is registered, and every error names the config key.
+Checks that need AWS facts (the VPC's CIDRs, the instance type's specs) are
+separate functions that take those facts as plain values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from components.errors import SettingsError
+from components.monitoring import BACKUP_RETENTION_DAYS_DEFAULT, LOG_RETENTION_DAYS_DEFAULT
+from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+from components.sizing import Minimums, minimums_for
+
+NAMESPACE = "outsystems-redis"
+
+# Every key the program reads: its name, its default as the README shows it, and its meaning. The README's
+# configuration table is generated from this tuple (python -m components.settings --markdown-table).
+# `applied` says honestly who supplies the default:
+#   "settings": load_settings itself, the same for every stack;  "tier": load_settings, per tier;
+#   "unset":    nothing (the key stays None/empty) and the program does without;
+#   "deploy":   nothing here: the program computes it at deploy time (from AWS facts or a generated value);
+#   "required": no default (load_settings refuses the stack without it).
+Applied = Literal["settings", "tier", "unset", "deploy", "required"]
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    name: str
+    default: str  # Markdown, as the README's table shows it
+    meaning: str  # Markdown
+    applied: Applied
+
+
+DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
+DEFAULT_ROOT_VOLUME_GIB = 20
+DEFAULT_HEALTH_CHECK_TIMEOUT = 900  # a cold boot: packages, then cluster creation
+DEFAULT_PORT = 6379
+MIN_PASSWORD_LENGTH = 16
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy). Its 0, "never expire",
+# is not offered: logs of a session store are for incidents, not an archive that grows forever.
+LOG_RETENTION_CHOICES = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+# A snapshot holds sessions, which live minutes to hours; restored keys keep their TTL, so an old
+# snapshot restores nothing anyone still uses. 35 days is also ElastiCache's own snapshot retention
+# limit; S3 lifecycle expiration needs at least one day.
+BACKUP_RETENTION_DAYS_MAX = 35
+
+_NON_PROD, _PROD = minimums_for(1), minimums_for(3)
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey(
+        "servers", "`1`",
+        "Number of Redis servers. `1`: one standalone Redis (non-production tier). `3` to `100`: a Redis Cluster "
+        "(production tier). `2` and anything below 1 are refused.",
+        "settings",
+    ),
+    ConfigKey(
+        "instanceType",
+        f"`{DEFAULT_INSTANCE_TYPE['non-production']}` (1 server), `{DEFAULT_INSTANCE_TYPE['production']}` (cluster)",
+        "EC2 instance type. Checked at deploy time with AWS's own description of the type against the OutSystems "
+        f"minimums of the tier: non-production {_NON_PROD.vcpus} vCPU / {_NON_PROD.memory_mib // 1024} GiB, "
+        f"production {_PROD.vcpus} vCPU / {_PROD.memory_mib // 1024} GiB, both with a sustained clock above "
+        f"{_PROD.clock_ghz} GHz and no burstable CPU credits. x86_64 only.",
+        "tier",
+    ),
+    ConfigKey(
+        "platform", f"`{DEFAULT_PLATFORM}`",
+        "Operating system and Redis line: `ubuntu-20.04-redis-5.0` (Redis 5.0.7, what the requirements page names) "
+        "or `ubuntu-24.04-redis-7.0` (Redis 7.0.15, what OutSystems asks for with Platform Server 11.23). It selects "
+        "the Canonical AMI family, the apt pin, the version-specific `redis.conf` directives and the version the "
+        "health check expects. See [Choosing a platform](#choosing-a-platform).",
+        "settings",
+    ),
+    ConfigKey("vpcId", "the account's default VPC", "The existing VPC to deploy into.", "deploy"),
+    ConfigKey(
+        "subnetCidrs", "(required; the stack files set it)",
+        "One private subnet per CIDR, each in its own availability zone; servers are spread over them round-robin. "
+        "One CIDR puts a cluster in a single zone. Each must lie inside the VPC, must not overlap the others, and "
+        "must be /16 to /28.",
+        "required",
+    ),
+    ConfigKey(
+        "availabilityZones",
+        "the region's first zones, alphabetically; opted-in Local and Wavelength zones are never picked",
+        "Zone of each subnet, one per entry of `subnetCidrs`.",
+        "deploy",
+    ),
+    ConfigKey(
+        "frontEndCidrs", "dev: the VPC's CIDR; prod: none (required)",
+        "Private CIDRs of the OutSystems front-ends that may reach Redis. Public ranges and `0.0.0.0/0` are "
+        "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`.",
+        "deploy",
+    ),
+    ConfigKey(
+        "frontEndSecurityGroupIds", "none", "Security groups of the OutSystems front-ends that may reach Redis.",
+        "unset",
+    ),
+    ConfigKey(
+        "natGatewayId", "none: the program creates one",
+        "An existing NAT gateway for the servers' egress (apt, SSM).",
+        "unset",
+    ),
+    ConfigKey(
+        "natSubnetId", "the VPC's first default subnet", "Public subnet for the NAT gateway the program creates.",
+        "deploy",
+    ),
+    ConfigKey(
+        "amiId", "Canonical's current Ubuntu image for the platform, at creation",
+        "Pin the AMI. By default the id comes from Canonical's public SSM parameter "
+        "(`/aws/service/canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id`, or "
+        "`24.04/.../ebs-gp3/...`), which keeps working after Canonical deprecates older 20.04 images (a name search "
+        "would no longer see them). Either way, a newer AMI never replaces a running server (see below).",
+        "deploy",
+    ),
+    ConfigKey(
+        "rootVolumeGiB", f"`{DEFAULT_ROOT_VOLUME_GIB}`",
+        f"Size of each server's encrypted gp3 root volume; at least {_PROD.disk_gib} (the OutSystems minimum).",
+        "settings",
+    ),
+    ConfigKey(
+        "port", f"`{DEFAULT_PORT}`",
+        "Port of a single (non-production) server, 1024 to 55535. A cluster always uses 7000 (masters) and 7001 "
+        "(replicas); setting `port` on a cluster is refused.",
+        "settings",
+    ),
+    ConfigKey(
+        "redisPassword", "generated (40 letters and digits)",
+        f"Set it with `pulumi config set --secret redisPassword ...`. At least {MIN_PASSWORD_LENGTH} characters; "
+        "no `,` `=` spaces, quotes or backslash, which break the OutSystems connection string or `redis.conf`.",
+        "deploy",
+    ),
+    ConfigKey(
+        "protect", "`true` for a cluster, `false` for one server",
+        "Protects the servers from deletion and replacement: Pulumi `protect`, and EC2 termination protection.",
+        "tier",
+    ),
+    ConfigKey(
+        "healthCheck", "`true`", "Run the post-deploy health check at the end of `pulumi up`.", "settings",
+    ),
+    ConfigKey(
+        "healthCheckTimeout", f"`{DEFAULT_HEALTH_CHECK_TIMEOUT}`",
+        "Seconds the health check waits for the servers to become healthy (a cold boot installs packages, then "
+        "forms the cluster).",
+        "settings",
+    ),
+    ConfigKey(
+        "tls", "`false`",
+        "TLS in transit for clients, replication and the cluster bus, on the same ports. Only on "
+        "`ubuntu-24.04-redis-7.0` (Redis 5.0 has no TLS; asking for it there is refused). See "
+        "[TLS](#tls-redis-70-only).",
+        "settings",
+    ),
+    ConfigKey(
+        "replaceServers", "none",
+        "Server numbers (1, 2, ...) to rebuild with the current AMI, cloud-config and `instanceType`, by "
+        "replacement. Refused while `protect` is true. Only for the deliberate procedure under "
+        "[Safety](#safety-what-pulumi-up-will-and-will-not-do-to-running-servers); remove it afterwards.",
+        "unset",
+    ),
+    ConfigKey(
+        "alarmEmail", "none",
+        "An email address subscribed to the stack's alarm topic. SNS first mails a confirmation link: nothing "
+        "arrives until someone clicks it. Refused together with `alarmTopicArn` (subscribe the address to your own "
+        "topic where you manage it). See [What pages you and why](#what-pages-you-and-why).",
+        "unset",
+    ),
+    ConfigKey(
+        "alarmTopicArn", "none: the program creates an encrypted topic",
+        "An existing SNS topic (`arn:aws:sns:<region>:<account>:<name>`) for every alarm and \"OK\" notification; "
+        "no topic or key is created then. If that topic is encrypted, its key policy must let "
+        "`cloudwatch.amazonaws.com` use the key (`kms:Decrypt`, `kms:GenerateDataKey*`), or the notifications are "
+        "dropped.",
+        "unset",
+    ),
+    ConfigKey(
+        "logRetentionDays", f"`{LOG_RETENTION_DAYS_DEFAULT}`",
+        "Days CloudWatch Logs keeps the servers' logs (log group `/outsystems-redis/<stack>`). One of CloudWatch's "
+        "values: " + ", ".join(map(str, LOG_RETENTION_CHOICES)) + ". \"Never expire\" is not offered.",
+        "settings",
+    ),
+    ConfigKey(
+        "backupRetentionDays", f"`{BACKUP_RETENTION_DAYS_DEFAULT}`",
+        "Days an RDB snapshot stays in the stack's backup bucket (under `snapshots/`) before S3's lifecycle deletes "
+        "it; a replaced or deleted snapshot's old version goes one day later. "
+        f"1 to {BACKUP_RETENTION_DAYS_MAX}: sessions live minutes to hours and a restore keeps each key's TTL, so an "
+        f"older snapshot brings back nothing anyone still uses ({BACKUP_RETENTION_DAYS_MAX} days is also "
+        "ElastiCache's own snapshot retention limit).",
+        "settings",
+    ),
+    ConfigKey(
+        "tags", "none",
+        "Your tags (cost allocation, ownership), a map of key to string value, added to every resource of the "
+        "stack that AWS can tag (instances and their volumes, network, IAM role and profile, parameters, alarm "
+        "topic and key, log group, backup bucket, alarms; a dashboard cannot be tagged, and the program objects "
+        "in the backup bucket are left out: S3 allows 10 tags per object). The program's own tags win on the same "
+        "key (see below). Keys of 1 to 128 and values of up to 256 Unicode letters, digits, spaces and "
+        "`_ . : / = + - @`; no `aws:` prefix; no two keys that differ only in case; at most 42 besides the "
+        "program's own (AWS allows 50 per resource, and a server carries 8 of ours).",
+        "unset",
+    ),
+)
+
+KNOWN_KEYS = tuple(k.name for k in CONFIG_KEYS)
+
+# Front-end sources must be private: RFC 1918 plus the shared address space
+# (RFC 6598) that some VPNs and transit setups use.
+PRIVATE_RANGES = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+
+# Characters that break a StackExchange.Redis connection string (`,` `=`),
+# whitespace, and quotes/backslash that redis.conf would need escaped.
+_PASSWORD_FORBIDDEN = re.compile(r"""[,=\s"'\\]""")
+
+# An SNS topic ARN: partition, region, account, then a standard (or .fifo) topic name of 1 to 256
+# letters, digits, hyphens and underscores.
+_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
+# What SNS can deliver to: one address, no spaces or commas; 254 is the longest address SMTP carries.
+_EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;.]+")
+
+# AWS's tag limits, as the strictest of the services the stack tags (EC2, IAM, KMS, SNS, S3, SSM,
+# CloudWatch) has them: 50 tags a resource, keys of 1 to 128 characters, values of 0 to 256, Unicode
+# letters, digits and spaces plus _ . : / = + - @, and no `aws:` prefix (AWS's own).
+MAX_TAGS_PER_RESOURCE = 50
+TAG_KEY_MAX = 128
+TAG_VALUE_MAX = 256
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+# Every tag key the program sets itself, on any resource (a server's instance carries all of them).
+# They win over a user's tag of the same key, compared without case: IAM holds keys case-insensitively.
+OUR_TAG_KEYS = ("Project", "Stack", "OutsystemsTier", "Name", "RedisServerIndex", "RedisRoles", "VCpus", "MemoryMiB")
+MAX_USER_TAGS = MAX_TAGS_PER_RESOURCE - len(OUR_TAG_KEYS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    servers: int
+    instance_type: str
+    platform: str
+    subnet_cidrs: tuple[str, ...]
+    availability_zones: tuple[str, ...] = ()
+    vpc_id: str | None = None
+    front_end_cidrs: tuple[str, ...] = ()
+    front_end_security_group_ids: tuple[str, ...] = ()
+    nat_gateway_id: str | None = None
+    nat_subnet_id: str | None = None
+    ami_id: str | None = None
+    root_volume_gib: int = DEFAULT_ROOT_VOLUME_GIB
+    port: int = DEFAULT_PORT
+    redis_password: str | None = field(default=None, repr=False)
+    protect: bool = False
+    health_check: bool = True
+    health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
+    tls: bool = False
+    replace_servers: tuple[int, ...] = ()  # 1-based server numbers
+    alarm_email: str | None = None
+    alarm_topic_arn: str | None = None  # set: alarms go to this existing topic, none is created
+    log_retention_days: int = LOG_RETENTION_DAYS_DEFAULT
+    backup_retention_days: int = BACKUP_RETENTION_DAYS_DEFAULT
+    tags: tuple[tuple[str, str], ...] = ()  # the user's, in config order; merge_tags adds ours on top
+
+    @property
+    def cluster(self) -> bool:
+        return self.servers >= 3
+
+    @property
+    def minimums(self) -> Minimums:
+        return minimums_for(self.servers)
+
+
+def _int(raw: Mapping[str, str], key: str, default: int, lo: int, hi: int, allowed: str) -> int:
+    if key not in raw:
+        return default
+    try:
+        value = int(str(raw[key]).strip())
+    except ValueError:
+        raise SettingsError(key, raw[key], allowed) from None
+    if not lo <= value <= hi:
+        raise SettingsError(key, value, allowed)
+    return value
+
+
+def _bool(raw: Mapping[str, str], key: str, default: bool) -> bool:
+    if key not in raw:
+        return default
+    text = str(raw[key]).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise SettingsError(key, raw[key], "true or false")
+
+
+def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
+    if key not in raw:
+        return ()
+    text = str(raw[key]).strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            raise SettingsError(key, text, "a YAML list of strings") from None
+        if not isinstance(items, list) or not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items):
+            raise SettingsError(key, text, "a YAML list of strings")
+        items = [str(i) for i in items]
+    else:
+        items = [i for i in text.split(",")]
+    return tuple(i.strip() for i in items if i.strip())
+
+
+_TAG_CHARACTERS = "Unicode letters, digits, spaces and _ . : / = + - @"
+
+
+def _tag_text_ok(text: str) -> bool:
+    return all(unicodedata.category(c)[0] in "LNZ" or c in _TAG_PUNCTUATION for c in text)
+
+
+def _tags(raw: Mapping[str, str], key: str = "tags") -> tuple[tuple[str, str], ...]:
+    """A JSON object of string -> string (the stack file's YAML map), checked against AWS's tag limits."""
+    if key not in raw:
+        return ()
+    text = str(raw[key]).strip()
+    try:
+        tags = json.loads(text)
+    except json.JSONDecodeError:
+        tags = None
+    if not isinstance(tags, dict):
+        raise SettingsError(key, text, "a YAML map of tag keys to values, such as {CostCenter: '1234', Owner: ops}")
+    seen: dict[str, str] = {}  # lowercased key -> key as given
+    for name, value in tags.items():
+        where = f"{key}.{name}"
+        if not 1 <= len(name) <= TAG_KEY_MAX or not _tag_text_ok(name):
+            raise SettingsError(key, name, f"tag keys of 1 to {TAG_KEY_MAX} {_TAG_CHARACTERS}")
+        if not isinstance(value, str):
+            # YAML turns 0123 into 123 and yes into true: a tag that reaches AWS must be what was written.
+            raise SettingsError(
+                where, value,
+                "a string: quote numbers and true/false in the stack file, or set it with "
+                "pulumi config set --path --type string",
+            )
+        if len(value) > TAG_VALUE_MAX or not _tag_text_ok(value):
+            raise SettingsError(where, value, f"at most {TAG_VALUE_MAX} {_TAG_CHARACTERS}")
+        if name.lower().startswith("aws:") or value.lower().startswith("aws:"):
+            raise SettingsError(where, value, "no 'aws:' prefix on a key or value: AWS reserves it for its own tags")
+        if name.lower() in seen:
+            raise SettingsError(
+                key, f"{seen[name.lower()]} and {name}", "keys that differ in more than case (IAM holds them as one)"
+            )
+        seen[name.lower()] = name
+    ours = {k.lower() for k in OUR_TAG_KEYS}
+    extra = len([k for k in seen if k not in ours])
+    if extra > MAX_USER_TAGS:
+        raise SettingsError(
+            key, f"{extra} tags besides the program's own",
+            f"at most {MAX_USER_TAGS} besides the program's own ({', '.join(OUR_TAG_KEYS)}): "
+            f"AWS allows {MAX_TAGS_PER_RESOURCE} tags a resource",
+        )
+    return tuple(tags.items())
+
+
+def merge_tags(base: Mapping[str, str] | tuple[tuple[str, str], ...], ours: Mapping[str, str]) -> dict[str, str]:
+    """`base` with `ours` on top; a key of `base` that matches one of ours in any case gives way."""
+    mine = {k.lower() for k in ours}
+    return {**{k: v for k, v in dict(base).items() if k.lower() not in mine}, **ours}
+
+
+def _str(raw: Mapping[str, str], key: str) -> str | None:
+    value = str(raw.get(key, "")).strip()
+    return value or None
+
+
+def _network(key: str, text: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(text, strict=True)
+    except ValueError:
+        raise SettingsError(key, text, "an IPv4 CIDR block such as 10.0.1.0/24, with no host bits set") from None
+
+
+def check_unknown_keys(raw: Mapping[str, str]) -> None:
+    for key in raw:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+            if not close:
+                close = [k for k in KNOWN_KEYS if k.lower() == key.lower()]
+            hint = f"did you mean '{NAMESPACE}:{close[0]}'? " if close else ""
+            # Never echo the value: a misspelled secret key (redisPasword) holds a secret.
+            raise SettingsError(
+                f"{NAMESPACE}:{key}",
+                "[value not shown]",
+                f"{hint}known keys are " + ", ".join(KNOWN_KEYS),
+            )
+
+
+def check_password(password: str, key: str = "redisPassword") -> None:
+    """Never echo the password itself: say what is wrong with it."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise SettingsError(
+            key, f"[secret of {len(password)} characters]", f"at least {MIN_PASSWORD_LENGTH} characters"
+        )
+    bad = sorted(set(_PASSWORD_FORBIDDEN.findall(password)))
+    if bad or not password.isascii() or not password.isprintable():
+        shown = " ".join(repr(c) for c in bad) or "non-printable or non-ASCII characters"
+        raise SettingsError(
+            key,
+            f"[secret containing {shown}]",
+            "printable ASCII without ',' '=' spaces, quotes or backslash "
+            "(they break the OutSystems connection string or redis.conf)",
+        )
+
+
+def check_front_end_cidr(text: str, key: str = "frontEndCidrs") -> None:
+    net = _network(key, text)
+    if net.prefixlen == 0 or not any(net.subnet_of(r) for r in PRIVATE_RANGES):
+        raise SettingsError(
+            key,
+            text,
+            "private ranges only (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10); "
+            "Redis must never be reachable from the internet",
+        )
+
+
+def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
+    """Validate the project's config namespace (keys without the `outsystems-redis:` prefix)."""
+    check_unknown_keys(raw)
+
+    servers = _int(raw, "servers", 1, -(10**6), 10**6, "1 (one non-production server) or 3 or more (a Redis Cluster)")
+    if servers < 1 or servers == 2:
+        raise SettingsError(
+            "servers",
+            servers,
+            "1 (one non-production server) or 3 or more (a Redis Cluster; 2 cannot keep a majority of masters)",
+        )
+    if servers > 100:
+        raise SettingsError("servers", servers, "at most 100")
+    tier = minimums_for(servers).tier
+
+    platform = _str(raw, "platform") or DEFAULT_PLATFORM
+    if platform not in PLATFORMS:
+        raise SettingsError("platform", platform, "one of " + ", ".join(PLATFORMS))
+
+    subnet_cidrs = _list(raw, "subnetCidrs")
+    if not subnet_cidrs:
+        raise SettingsError(
+            "subnetCidrs",
+            raw.get("subnetCidrs"),
+            "a list of one or more private CIDR blocks inside the VPC, one per availability zone",
+        )
+    nets = [_network("subnetCidrs", c) for c in subnet_cidrs]
+    for net in nets:
+        if not 16 <= net.prefixlen <= 28:
+            raise SettingsError("subnetCidrs", str(net), "prefix lengths /16 to /28 (the AWS subnet limits)")
+    for i, a in enumerate(nets):
+        for b in nets[i + 1 :]:
+            if a.overlaps(b):
+                raise SettingsError("subnetCidrs", f"{a} and {b}", "non-overlapping CIDR blocks")
+    for i, net in enumerate(nets):
+        per_subnet = len(range(i, servers, len(nets)))
+        # AWS reserves the first four and the last address; servers start at .10.
+        if per_subnet and 10 + per_subnet > net.num_addresses - 1:
+            raise SettingsError("subnetCidrs", str(net), f"room for {per_subnet} servers from host .10 upwards")
+
+    zones = _list(raw, "availabilityZones")
+    if zones and len(zones) != len(subnet_cidrs):
+        raise SettingsError(
+            "availabilityZones", list(zones), f"one zone per entry of subnetCidrs ({len(subnet_cidrs)}), or unset"
+        )
+
+    front_end_cidrs = _list(raw, "frontEndCidrs")
+    for cidr in front_end_cidrs:
+        check_front_end_cidr(cidr)
+    front_end_sgs = _list(raw, "frontEndSecurityGroupIds")
+    for sg in front_end_sgs:
+        if not re.fullmatch(r"sg-[0-9a-f]{8,17}", sg):
+            raise SettingsError("frontEndSecurityGroupIds", sg, "security group ids such as sg-0123456789abcdef0")
+    if servers >= 3 and not (front_end_cidrs or front_end_sgs):
+        raise SettingsError(
+            "frontEndCidrs",
+            None,
+            "a production cluster must list its front-ends explicitly in frontEndCidrs and/or frontEndSecurityGroupIds",
+        )
+
+    port = _int(raw, "port", DEFAULT_PORT, 1024, 55535, "a port from 1024 to 55535")
+    if servers >= 3 and "port" in raw:
+        raise SettingsError("port", raw["port"], "unset for a cluster (masters use 7000, replicas 7001)")
+
+    password = raw.get("redisPassword")
+    if password is not None:
+        check_password(str(password))
+
+    for key in ("vpcId", "natGatewayId", "natSubnetId", "amiId"):
+        prefix = {"vpcId": "vpc-", "natGatewayId": "nat-", "natSubnetId": "subnet-", "amiId": "ami-"}[key]
+        value = _str(raw, key)
+        if value is not None and not re.fullmatch(re.escape(prefix) + r"[0-9a-f]{8,17}", value):
+            raise SettingsError(key, value, f"an id such as {prefix}0123456789abcdef0")
+
+    tls = _bool(raw, "tls", False)
+    if tls and not PLATFORMS[platform].supports_tls:
+        raise SettingsError(
+            "tls",
+            raw["tls"],
+            f"false on platform {platform} (Redis {PLATFORMS[platform].redis_version} has no TLS); "
+            "TLS needs platform ubuntu-24.04-redis-7.0",
+        )
+
+    protect = _bool(raw, "protect", servers >= 3)
+    replace_servers: list[int] = []
+    for item in _list(raw, "replaceServers"):
+        if not item.isdigit() or not 1 <= int(item) <= servers:
+            raise SettingsError("replaceServers", item, f"server numbers from 1 to {servers}")
+        replace_servers.append(int(item))
+    if replace_servers and protect:
+        raise SettingsError(
+            "replaceServers", replace_servers, "unset while protect is true: lift the protection first "
+            "(pulumi config set protect false, then pulumi up), one server at a time",
+        )
+
+    alarm_email, alarm_topic_arn = _alarm_target(raw)
+    log_retention_days = _int(
+        raw, "logRetentionDays", LOG_RETENTION_DAYS_DEFAULT, 1, 3653,
+        "one of CloudWatch Logs' retention periods: " + ", ".join(map(str, LOG_RETENTION_CHOICES)),
+    )
+    if log_retention_days not in LOG_RETENTION_CHOICES:
+        raise SettingsError(
+            "logRetentionDays",
+            log_retention_days,
+            "one of CloudWatch Logs' retention periods: " + ", ".join(map(str, LOG_RETENTION_CHOICES)),
+        )
+
+    return Settings(
+        stack=stack,
+        servers=servers,
+        instance_type=_str(raw, "instanceType") or DEFAULT_INSTANCE_TYPE[tier],
+        platform=platform,
+        subnet_cidrs=tuple(str(n) for n in nets),
+        availability_zones=zones,
+        vpc_id=_str(raw, "vpcId"),
+        front_end_cidrs=front_end_cidrs,
+        front_end_security_group_ids=front_end_sgs,
+        nat_gateway_id=_str(raw, "natGatewayId"),
+        nat_subnet_id=_str(raw, "natSubnetId"),
+        ami_id=_str(raw, "amiId"),
+        root_volume_gib=_int(
+            raw,
+            "rootVolumeGiB",
+            DEFAULT_ROOT_VOLUME_GIB,
+            minimums_for(servers).disk_gib,
+            16384,
+            f"at least {minimums_for(servers).disk_gib} GiB (the OutSystems minimum)",
+        ),
+        port=port,
+        redis_password=str(password) if password is not None else None,
+        protect=protect,
+        health_check=_bool(raw, "healthCheck", True),
+        health_check_timeout=_int(
+            raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200, "seconds, from 10 to 7200"
+        ),
+        tls=tls,
+        replace_servers=tuple(replace_servers),
+        alarm_email=alarm_email,
+        alarm_topic_arn=alarm_topic_arn,
+        log_retention_days=log_retention_days,
+        backup_retention_days=_int(
+            raw, "backupRetentionDays", BACKUP_RETENTION_DAYS_DEFAULT, 1, BACKUP_RETENTION_DAYS_MAX,
+            f"days from 1 to {BACKUP_RETENTION_DAYS_MAX} (sessions in an older snapshot have expired anyway)",
+        ),
+        tags=_tags(raw),
+    )
+
+
+def _alarm_target(raw: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(alarmEmail, alarmTopicArn): where the alarms go."""
+    email = _str(raw, "alarmEmail")
+    if email is not None and (len(email) > 254 or not _EMAIL.fullmatch(email)):
+        raise SettingsError("alarmEmail", email, "one email address, such as ops@example.com")
+    topic = _str(raw, "alarmTopicArn")
+    if topic is not None and not _TOPIC_ARN.fullmatch(topic):
+        raise SettingsError(
+            "alarmTopicArn", topic, "an SNS topic ARN such as arn:aws:sns:eu-west-1:111122223333:redis-alarms"
+        )
+    if email is not None and topic is not None:
+        raise SettingsError(
+            "alarmEmail",
+            email,
+            "unset when alarmTopicArn is set: the program subscribes addresses only to the topic it creates; "
+            "subscribe the address to your own topic where that topic is managed",
+        )
+    return email, topic
+
+
+def check_subnets_in_vpc(settings: Settings, vpc_cidrs: list[str]) -> None:
+    """Every subnet CIDR must lie inside one of the VPC's CIDR blocks."""
+    blocks = [ipaddress.IPv4Network(c) for c in vpc_cidrs]
+    for cidr in settings.subnet_cidrs:
+        net = ipaddress.IPv4Network(cidr)
+        if not any(net.subnet_of(b) for b in blocks):
+            raise SettingsError("subnetCidrs", cidr, "blocks inside the VPC's CIDR " + ", ".join(vpc_cidrs))
+
+
+# ------------------------------------------------------------------ the README's configuration table
+
+TABLE_BEGIN = "<!-- configuration table: generated by `python -m components.settings --update-readme README.md` -->"
+TABLE_END = "<!-- end of the generated configuration table -->"
+
+
+def markdown_table() -> str:
+    """The README's configuration table, from CONFIG_KEYS (one source)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k.name}` | {k.default} | {k.meaning} |" for k in CONFIG_KEYS]
+    deploy = ", ".join(f"`{k.name}`" for k in CONFIG_KEYS if k.applied == "deploy")
+    lines += ["", f"Defaults computed by the program at deploy time (AWS look-ups, a generated password): {deploy}."]
+    return "\n".join(lines) + "\n"
+
+
+def readme_with_table(readme: str) -> str:
+    """`readme` with the text between the table markers replaced by the generated table."""
+    if readme.count(TABLE_BEGIN) != 1 or readme.count(TABLE_END) != 1:
+        raise ValueError("the README must hold the configuration table's begin and end markers once each")
+    head, rest = readme.split(TABLE_BEGIN)
+    _, tail = rest.split(TABLE_END)
+    return f"{head}{TABLE_BEGIN}\n{markdown_table()}{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="The README's configuration table, generated from CONFIG_KEYS.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown-table", action="store_true", help="print the table")
+    group.add_argument("--update-readme", metavar="PATH", type=Path, help="rewrite the table between its markers")
+    args = parser.parse_args()
+    if args.markdown_table:
+        print(markdown_table(), end="")
+    else:
+        args.update_readme.write_text(readme_with_table(args.update_readme.read_text()))

@@ -1,0 +1,70 @@
+"""`pip install` of this repository gives another Pulumi program everything the store needs.
+
+A fresh virtualenv gets the package from the repository (built as pip builds it: a wheel from
+pyproject.toml, in an isolated build environment). Its dependencies come from this suite's own
+virtualenv through a .pth file rather than from PyPI: installing pulumi-aws anew would cost minutes
+of the suite's budget, and `pip check` still proves the declared dependencies are all there. Then
+the example that uses the store beside other resources runs under Pulumi mocks from a folder outside
+the repository, with the mock harness copied beside it, so nothing can import the repository's files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+from tests.unit.program import ROOT
+
+PIP_TIMEOUT = 300
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+    assert done.returncode == 0, f"{args}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def test_pip_install_then_an_example_creates_the_store(tmp_path: Path) -> None:
+    fresh = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(fresh)], tmp_path)
+    python = fresh / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)], tmp_path)
+    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path)
+                .stdout.strip())
+    # The suite's virtualenv, after the fresh one's own packages: only dependencies can come from it.
+    (site / "zz-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    run([str(python), "-m", "pip", "check"], tmp_path)
+
+    program = tmp_path / "program"
+    shutil.copytree(ROOT / "examples" / "alongside-other-resources", program)
+    shutil.copy(ROOT / "tests" / "unit" / "program.py", program / "mock_harness.py")
+    # -I: no PYTHONPATH, no user site, not even the current folder; the harness is put on the path by hand.
+    script = textwrap.dedent("""\
+        import json
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, str(Path.cwd()))
+        import mock_harness
+        import components, operator_tools.health
+        key = "outsystems-platform:redisPassword"
+        done = mock_harness.run_program("staging", {key: "Sixteen-or-more-characters-42"}, secret_keys=(key,),
+                                        directory=Path.cwd())
+        print(json.dumps({
+            "components": components.__file__,
+            "operator_tools": operator_tools.health.__file__,
+            "types": sorted({r.type for r in done.resources}),
+            "servers": len(done.of_type("aws:ec2/instance:Instance")),
+            "exports": sorted(done.exports),
+        }))
+        """)
+    found = json.loads(run([str(python), "-I", "-c", script], program).stdout.splitlines()[-1])
+    assert found["components"].startswith(str(site)) and found["operator_tools"].startswith(str(site)), found
+    assert {"outsystems:redis:Environment", "aws:ec2/securityGroup:SecurityGroup",
+            "aws:secretsmanager/secretVersion:SecretVersion", "command:local:Command"} <= set(found["types"])
+    assert found["servers"] == 1
+    assert found["exports"] == ["connectionSecretArn", "frontEndSecurityGroupId", "serverPrivateIps"]

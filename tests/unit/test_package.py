@@ -33,7 +33,11 @@ def test_pip_install_then_an_example_creates_the_store(tmp_path: Path) -> None:
     fresh = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(fresh)], tmp_path)
     python = fresh / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)], tmp_path)
+    # From a copy: setuptools builds inside the source folder (build/, *.egg-info).
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "node_modules", ".rehearsal", "build", "*.egg-info", "__pycache__", ".ruff_cache"))
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)], tmp_path)
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path)
                 .stdout.strip())
     # The suite's virtualenv, after the fresh one's own packages: only dependencies can come from it.

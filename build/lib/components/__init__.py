@@ -1,2 +1,0 @@
-"""outsystems-redis: the pure core (settings, sizing, topology, renderers, health)
-and the thin Pulumi shell (network, server, environment)."""

@@ -1,1 +1,0 @@
-"""Renderers: pure text out (cloud-config, redis.conf, systemd drop-ins, scripts)."""

@@ -100,7 +100,8 @@ class RedisNetwork(pulumi.ComponentResource):
         sg = self.security_group.id
         lo, hi = _port_range(args.client_ports)
 
-        def rule(kind: type, suffix: str, first: int, last: int, text: str, **source: pulumi.Input[str]) -> None:
+        def rule(kind: type, suffix: str, first: int, last: int, text: pulumi.Input[str],
+                 **source: pulumi.Input[str]) -> None:
             self.ready.append(
                 kind(f"{name}-{suffix}", security_group_id=sg, ip_protocol="tcp", from_port=first, to_port=last,
                      description=text, tags=args.tags, opts=child, **source)
@@ -111,7 +112,9 @@ class RedisNetwork(pulumi.ComponentResource):
             rule(ingress, f"front-end-cidr-{i + 1}", lo, hi, f"Redis from OutSystems front-ends {cidr}",
                  cidr_ipv4=cidr)
         for i, group in enumerate(args.front_end_security_group_ids):
-            rule(ingress, f"front-end-group-{i + 1}", lo, hi, f"Redis from OutSystems front-end group {group}",
+            # concat: the group may be an Output (one the caller's program creates beside the store).
+            rule(ingress, f"front-end-group-{i + 1}", lo, hi,
+                 pulumi.Output.concat("Redis from OutSystems front-end group ", group),
                  referenced_security_group_id=group)
         # Servers talk to each other on the client ports too (replication, and
         # redis-cli --cluster during bootstrap and scale-out), and on the bus.

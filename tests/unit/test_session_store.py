@@ -73,6 +73,8 @@ def test_alongside_example_wires_the_programs_own_resources_in() -> None:
         "outsystems-front-ends-id"
     }
     assert not any(r.inputs.get("cidrIpv4") for r in program.of_type(INGRESS))
+    assert [r.inputs["description"] for r in front_end_rules] == [
+        "Redis from OutSystems front-end group outsystems-front-ends-id"]
     assert STORE not in group.urn
     # The configured secret is the password: in Parameter Store as a secret, and in the pipeline's secret.
     (parameter,) = [r for r in program.of_type("aws:ssm/parameter:Parameter") if r.name == "sessions-password"]

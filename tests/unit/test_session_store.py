@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.errors import SettingsError
-from components.session_store import ARGUMENT_OF, SessionStoreArgs
+from components.session_store import ARGUMENT_OF, SessionStoreArgs, default_health_check_python
 from components.settings import CONFIG_KEYS
 from tests.unit.program import ROOT, Program, Recorded, run_program
 
@@ -178,3 +178,13 @@ def test_look_ups_use_the_callers_provider(tmp_path: Path) -> None:
     # The store's resources inherit it too (the look-ups alone would be half the job).
     (instance,) = program.of_type(INSTANCE)
     assert "frankfurt" in instance.provider
+
+
+def test_the_check_runs_with_the_programs_own_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Relative inside the program's folder, so the command (an input in the state) is the same on every
+    # operator's machine; absolute when the interpreter lives elsewhere.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    assert default_health_check_python() == "venv/bin/python"
+    monkeypatch.setattr(sys, "executable", "/usr/lib/pulumi-python/bin/python3")
+    assert default_health_check_python() == "/usr/lib/pulumi-python/bin/python3"

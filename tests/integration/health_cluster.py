@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from components import health
-from components.loopback import Loopback
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 from tests.tools import ROOT
 

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from components.loopback import Loopback
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 from tests.tools import ROOT, tool
 from tests.unit.program import Program, run_program

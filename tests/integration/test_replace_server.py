@@ -21,7 +21,7 @@ import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
 from components import health
-from components.loopback import Loopback
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 
 

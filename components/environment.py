@@ -80,7 +80,7 @@ def hsconf_snippet(connection_string: str) -> str:
 
 def health_check_command(settings: Settings, nodes: list[str]) -> str:
     """The post-deploy check, run from the project directory with the stack's virtualenv."""
-    args = [".venv/bin/python", "-m", "components.health", "--nodes", ",".join(nodes)]
+    args = [".venv/bin/python", "-m", "operator_tools.health", "--nodes", ",".join(nodes)]
     if settings.cluster:
         args.append("--cluster")
     args += ["--expect-version", PLATFORMS[settings.platform].redis_version]

@@ -1,6 +1,6 @@
 """Rolling maintenance: patch a running cluster one server at a time, and keep it serving.
 
-    export REDIS_PASSWORD=...            # as for the health check (components.health)
+    export REDIS_PASSWORD=...            # as for the health check (operator_tools.health)
     python -m operator_tools.maintenance --stack prod [--instance-ids i-...,i-...,i-...] [--region R] [--dry-run]
 
 Needs AWS credentials (ec2:DescribeInstances, ssm:SendCommand, ssm:GetCommandInvocation) and,
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from components import health
 from components.platforms import PLATFORMS, Platform
 from components.topology import MASTER_PORT, REPLICA_PORT
+from operator_tools import health
 
 MOVE = "move its masters away"
 UPGRADE = "upgrade packages"
@@ -185,7 +185,7 @@ class Cluster:
 
         return redis.Redis(host=host, port=port, password=self.password, socket_timeout=timeout,
                            socket_connect_timeout=timeout, decode_responses=True,
-                           **(self.tls.redis_kwargs() if self.tls else {}))
+                           **(health.redis_tls_kwargs(self.tls) if self.tls else {}))
 
     def _ask(self, host: str, port: int, *command: str):
         c = self.client(host, port)

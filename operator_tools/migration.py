@@ -54,8 +54,8 @@ from pathlib import Path
 
 import redis
 
-from components import health
 from components.topology import MASTER_PORT, REPLICA_PORT, follows
+from operator_tools import health
 
 Address = tuple[str, int]
 WAIT_SECONDS = 120.0  # per step; each is seconds on loopback, a few more over a VPC
@@ -198,7 +198,8 @@ class Migration:
                                      "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
         cinfo = health.parse_cluster_info(str(self.call(self.old_nodes[0], "CLUSTER", "INFO")))
         if cinfo.get("cluster_state") != "ok":
-            raise MigrationError("the old cluster is not cluster_state:ok; fix it first (python -m components.health)")
+            raise MigrationError("the old cluster is not cluster_state:ok; "
+                                 "fix it first (python -m operator_tools.health)")
         masters = self.old_masters()
         if self._joined() and any(m.id in {n.id for n in masters} for m in self.view(self.new_nodes[0])):
             return (f"already joined (old Redis {', '.join(old_v)}, new {', '.join(new_v)}); "

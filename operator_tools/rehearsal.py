@@ -73,10 +73,10 @@ from pathlib import Path
 
 import yaml
 
-from components import health
 from components.platforms import PLATFORMS
 from components.render.password import PASSWORD_GRACE_SECONDS
 from components.settings import NAMESPACE, Settings, load_settings
+from operator_tools import health
 from operator_tools.loopback import Loopback, generate_password, loopback_hosts, platform_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from components import health
 from components.topology import follows
+from operator_tools import health
 from operator_tools.loopback import Loopback
 from operator_tools.rehearsal import SessionTraffic, verify_sessions
 from tests.integration.loopbacks import make_loopback

@@ -12,8 +12,7 @@ import re
 
 import pytest
 
-from components import health
-from operator_tools import maintenance, rehearsal
+from operator_tools import health, maintenance, rehearsal
 from operator_tools.rehearsal import master_hosts, slots_writable, write_sessions
 from tests.tools import REDIS_VERSIONS
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components import health
+from operator_tools import health
 from operator_tools.loopback import Loopback
 from operator_tools.migration import rehearse
 from tests.integration import loopbacks

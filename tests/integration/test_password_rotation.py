@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from components import health
+from operator_tools import health
 from operator_tools.loopback import BASH, Loopback, generate_password
 from operator_tools.rehearsal import SessionTraffic, verify_sessions
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from components import health
 from components.render.join import join_script
+from operator_tools import health
 from operator_tools.loopback import BASH, Loopback
 from operator_tools.rehearsal import (
     restore_roles,

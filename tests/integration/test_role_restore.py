@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from components import health
+from operator_tools import health
 from operator_tools.loopback import Loopback
 from operator_tools.rehearsal import lost_sessions, master_hosts, slots_writable, write_sessions
 from tests.tools import REDIS_VERSIONS

@@ -15,7 +15,7 @@ import sys
 import pytest
 import redis
 
-from components import health
+from operator_tools import health
 from operator_tools.loopback import Loopback, make_ca
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
 from tests.integration.test_bootstrap import assert_crossed
@@ -35,7 +35,7 @@ def tls_loopback(factory, servers: int) -> Loopback:
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "components.health", *args], cwd=ROOT, env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "operator_tools.health", *args], cwd=ROOT, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
 
 

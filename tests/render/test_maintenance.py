@@ -7,9 +7,8 @@ import subprocess
 
 import pytest
 
-from components import health
 from components.platforms import PLATFORMS
-from operator_tools import maintenance
+from operator_tools import health, maintenance
 from operator_tools.rehearsal import error_windows
 from tests.tools import tool
 

@@ -34,7 +34,7 @@ bench-quick: setup
 STACK ?= dev
 REHEARSAL_STATE ?= .rehearsal/$(STACK)
 HOST_PREFIX ?= 127.0.0.
-REHEARSE = $(PY) -m components.rehearsal --stack $(STACK) --state-dir $(REHEARSAL_STATE) --host-prefix $(HOST_PREFIX)
+REHEARSE = $(PY) -m operator_tools.rehearsal --stack $(STACK) --state-dir $(REHEARSAL_STATE) --host-prefix $(HOST_PREFIX)
 
 rehearsal: setup
 	$(REHEARSE) up

@@ -191,7 +191,7 @@ full run's time (about 27 minutes since that change; the run above says how long
 
 ## What is measured
 
-**Topologies**, all started by `components.loopback.Loopback` with the rendered `redis.conf` and formed by
+**Topologies**, all started by `operator_tools.loopback.Loopback` with the rendered `redis.conf` and formed by
 the shipped `cluster-bootstrap.sh`, all up at once and measured in turn (A, B, C, A, B, C, ...) so that
 machine noise hits them alike:
 

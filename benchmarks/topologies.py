@@ -1,4 +1,4 @@
-"""The topologies compared, each a components.loopback.Loopback with the shipped files.
+"""The topologies compared, each a operator_tools.loopback.Loopback with the shipped files.
 
 - `ours-prod`: the prod stack's cluster (3 servers, 7000 + 7001 crossed), our rendered redis.conf.
 - `stock-prod`: the same processes and the same bootstrap, but redis.conf is Redis's defaults except
@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from components.loopback import Loopback
 from components.topology import Process
+from operator_tools.loopback import Loopback
 
 ConfTransform = Callable[[Process, str], str]
 

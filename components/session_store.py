@@ -59,7 +59,7 @@ from components.settings import (
 from components.sizing import InstanceTypeInfo, check_instance_type
 from components.topology import Topology, build_topology
 
-# What SSM Session Manager and Run Command (rolling maintenance: components.maintenance)
+# What SSM Session Manager and Run Command (rolling maintenance: operator_tools.maintenance)
 # need on the instance, and nothing more: the agent registers (UpdateInstanceInformation)
 # and takes Run Command's messages through ec2messages. The managed policy
 # AmazonSSMManagedInstanceCore would also grant ssm:GetParameter on every
@@ -208,7 +208,7 @@ def hsconf_snippet(connection_string: str) -> str:
 
 def health_check_command(settings: Settings, nodes: list[str], python: str = ".venv/bin/python") -> str:
     """The post-deploy check, run in the program's directory with `python` (this project: its virtualenv)."""
-    args = [python, "-m", "components.health", "--nodes", ",".join(nodes)]
+    args = [python, "-m", "operator_tools.health", "--nodes", ",".join(nodes)]
     if settings.cluster:
         args.append("--cluster")
     args += ["--expect-version", PLATFORMS[settings.platform].redis_version]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.loopback import redis_binary
+from operator_tools.loopback import redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTIAL = "OUTSYSTEMS_REDIS_PARTIAL_TESTS"  # explicit opt-out for a partial run; never in CI

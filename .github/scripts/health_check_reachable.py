@@ -1,6 +1,6 @@
 """Stop a deploy early when its post-deploy health check could never reach the servers.
 
-With `healthCheck` on (the default), `pulumi up` runs components/health.py
+With `healthCheck` on (the default), `pulumi up` runs the health check (operator_tools/health)
 against the servers' private IPs from the runner. A GitHub-hosted runner is
 outside the VPC, so the check would only time out after healthCheckTimeout.
 Usage: python .github/scripts/health_check_reachable.py <stack>
@@ -40,7 +40,7 @@ def problem(stack: str, hosted: bool, root: Path = ROOT) -> str | None:
             f"Pulumi.{stack}.yaml leaves {NAMESPACE}:healthCheck on, but this job runs on a GitHub-hosted runner, "
             "which cannot reach the servers' private IPs. Run the deploy jobs on a self-hosted runner inside the "
             f"VPC (or one with a VPN into it), or set `{NAMESPACE}:healthCheck: false` in Pulumi.{stack}.yaml "
-            "and run `python -m components.health` from inside the VPC."
+            "and run `python -m operator_tools.health` from inside the VPC."
         )
     return None
 

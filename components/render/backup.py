@@ -5,7 +5,7 @@ each master process on the server (`redis-cli --rdb`) to the stack's S3 bucket,
 whose name it reads from SSM at run time, under components.monitoring's keys.
 Every server's timer fires at the same minute each hour, and each run names its
 snapshots after the hour it belongs to, so one hour's runs form one snapshot set
-(what `python -m components.backup restore` loads). Pure text, no pulumi.
+(what `python -m operator_tools.backup restore` loads). Pure text, no pulumi.
 """
 
 from __future__ import annotations

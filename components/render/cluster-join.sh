@@ -108,7 +108,7 @@ if ! [[ "$index" =~ ^[0-9]+$ ]] || [ "$index" -ge "$count" ]; then die "SERVER_I
 me=${servers[$index]}
 my_master="$me:$MASTER_PORT"
 my_replica="$me:$REPLICA_PORT"
-HEALTH_HINT="run the health check (python -m components.health --cluster --nodes ...) and its CLUSTER FAILOVER fix, then start this unit again"
+HEALTH_HINT="run the health check (python -m operator_tools.health --cluster --nodes ...) and its CLUSTER FAILOVER fix, then start this unit again"
 
 cli() {
     local node=$1

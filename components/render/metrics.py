@@ -2,7 +2,7 @@
 
 metrics_agent.py beside this file is the program. What servers run is one
 self-contained Python file, `observe_script()`: its code, with the functions it
-imports from components/health.py and the names from components/monitoring.py
+imports from components/judge.py and the names from components/monitoring.py
 copied in (from their source, by name, with everything they need). One copy of
 the judge, two places it runs. It is about 9 KB gzipped, more than the user data
 has left under EC2's 16 KB, so `pulumi up` uploads it to the stack's bucket
@@ -17,7 +17,7 @@ import inspect
 from pathlib import Path
 from types import ModuleType
 
-from components import health, monitoring
+from components import judge, monitoring
 from components.render.bootstrap import BOOTSTRAP_SERVER
 from components.render.join import runs_join
 from components.render.password import PASSWORD_SYNC_UNIT
@@ -48,7 +48,7 @@ LOGS_TIMER = "redis-logs.timer"
 # Units whose journal goes to the log group, on every server (journal_units adds the cluster's).
 # Not redis-logs itself: each run would ship the lines of the run before.
 JOURNAL_UNITS = (AUTH_UNIT, PROVISION_UNIT, PASSWORD_SYNC_UNIT, "redis-server@*.service", METRICS_UNIT)
-_INLINED = {"components.health": health, "components.monitoring": monitoring}
+_INLINED = {"components.judge": judge, "components.monitoring": monitoring}
 
 
 def _strip_docstrings(node: ast.AST) -> None:
@@ -153,7 +153,7 @@ def observe_script() -> str:
     tree.body = [*unique.values(), *inlined, *rest]
     _strip_docstrings(tree)
     header = ("#!/usr/bin/python3\n# redis-observe of outsystems-redis (components/render/metrics_agent.py, with "
-              "functions of components/health.py); comments are in the source.\n")
+              "functions of components/judge.py); comments are in the source.\n")
     return header + ast.unparse(tree) + "\n"
 
 

@@ -6,7 +6,7 @@
 
 The health check's own pure functions (parse_cluster_nodes, check_cluster_state,
 check_replication, serving_masters, ...) are copied into the file servers run
-from components/health.py (components/render/metrics.py, observe_script), so the
+from components/judge.py (components/render/metrics.py, observe_script), so the
 metrics are the health check's judgement, never a second judge. That file is about
 9 KB gzipped, more than EC2's user-data limit leaves: `pulumi up` puts it in the
 stack's bucket and the launcher in the user data (metrics-observe.sh) fetches it
@@ -35,7 +35,7 @@ import tempfile
 import time
 
 # Shipped: this import is replaced by the definitions themselves, copied from those modules.
-from components.health import (
+from components.judge import (
     FAIL,
     OK,
     Facts,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components import health
-from components.health import FAIL, OK, WARN, Facts, NodeFacts, parse_cluster_nodes
+from components.judge import FAIL, OK, WARN, Facts, NodeFacts, parse_cluster_nodes
 from components.topology import follows
+from operator_tools import health
+from operator_tools.health import __main__ as cli
 
 SLOTS = health.SLOTS
 
@@ -204,7 +205,7 @@ def test_slot_ranges():
                                   ["--nodes", "h:1", "--wait", "-1"], [], ["--nodes", "h:1", "--password", "x"]])
 def test_bad_usage_exits_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
-        health.main(argv)
+        cli.main(argv)
     assert exc.value.code == 2
 
 

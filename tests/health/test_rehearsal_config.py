@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from components.rehearsal import read_settings, stack_config
+from operator_tools.rehearsal import read_settings, stack_config
 from tests.tools import ROOT
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 import redis
 
-from components import health
+from operator_tools import health
+from operator_tools.health import __main__ as cli
 
 
 def test_an_untrusted_certificate_is_one_line_naming_the_ca_to_use():
@@ -36,9 +37,9 @@ def test_tls_against_a_plain_port_and_plain_against_a_tls_port():
 
 
 def parse(*argv: str, environ: dict[str, str] | None = None) -> health.Tls | None:
-    parser = health.build_parser()
+    parser = cli.build_parser()
     args = parser.parse_args(["--nodes", "h:7000", *argv])
-    return health.tls_from_args(args, parser, environ or {})
+    return cli.tls_from_args(args, parser, environ or {})
 
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -51,7 +52,7 @@ def test_tls_options(tmp_path):
     ca.write_text(PEM)
     assert parse("--cacert", str(ca)) == health.Tls(ca_file=str(ca))
     assert parse("--cacert-env", "REDIS_CA_CERT", environ={"REDIS_CA_CERT": PEM}) == health.Tls(ca_data=PEM)
-    assert health.Tls(ca_data=PEM).redis_kwargs()["ssl_ca_data"] == PEM
+    assert health.redis_tls_kwargs(health.Tls(ca_data=PEM))["ssl_ca_data"] == PEM
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from components import health
-from components.loopback import Loopback
+from operator_tools import health
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 from tests.tools import ROOT
 
@@ -32,7 +32,7 @@ def run_health(lo: Loopback, *args: str, password: str | None = None, timeout: f
     nodes = ",".join(p.address for p in lo.processes)
     env = {**os.environ, "REDIS_PASSWORD": password if password is not None else lo.password}
     return subprocess.run(
-        [sys.executable, "-m", "components.health", "--nodes", nodes, "--cluster", "--expect-version", lo.version,
+        [sys.executable, "-m", "operator_tools.health", "--nodes", nodes, "--cluster", "--expect-version", lo.version,
          *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from components.loopback import Loopback
+from operator_tools.loopback import Loopback
 from tests.tools import loopback_octet, redis_bin
 
 # Each Loopback gets its own 127.<a>.<b>.x hosts, so tests (and a rehearsal on

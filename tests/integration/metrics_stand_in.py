@@ -20,8 +20,8 @@ from pathlib import Path
 import boto3
 
 from components import monitoring
-from components.loopback import BASH, Loopback
 from components.render.metrics import observe_env, observe_launcher, observe_script
+from operator_tools.loopback import BASH, Loopback
 from tests.tools import loopback_octet, require
 
 REGION = "eu-west-1"

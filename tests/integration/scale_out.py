@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from components import health
-from components.loopback import Loopback
-from components.rehearsal import SessionTraffic, verify_sessions
 from components.topology import follows
+from operator_tools import health
+from operator_tools.loopback import Loopback
+from operator_tools.rehearsal import SessionTraffic, verify_sessions
 from tests.integration.loopbacks import make_loopback
 
 MAX_CLIENT_ERRORS = 5  # errors the client may give up on during a move (seen: 0); wrong answers: none at all

@@ -28,7 +28,6 @@ import boto3
 import pytest
 import redis
 
-from components.loopback import Loopback, run_at_once
 from components.monitoring import (
     BACKUP_PERIOD_SECONDS,
     BACKUP_PREFIX,
@@ -38,6 +37,7 @@ from components.monitoring import (
     backup_manifest_key,
 )
 from components.render.backup import backup_env, backup_script
+from operator_tools.loopback import Loopback, run_at_once
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.tools import loopback_octet, require
 
@@ -271,7 +271,7 @@ def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subpr
         extra = ("--tls", "--cacert", str(lo.ca_file), *extra)
     env = {**os.environ, **moto.env(), "REDIS_PASSWORD": lo.password}
     return subprocess.run(
-        [sys.executable, "-m", "components.backup", "restore", "--bucket", BUCKET, "--taken-at", taken_at,
+        [sys.executable, "-m", "operator_tools.backup", "restore", "--bucket", BUCKET, "--taken-at", taken_at,
          "--target", p.address, "--redis-server", lo.redis_server, *extra],
         env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
 
@@ -320,7 +320,7 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
         fresh.bootstrap()
     time.sleep(max(0.0, short_gone_at - time.monotonic()))  # the short sessions' TTLs have run out
 
-    listed = subprocess.run([sys.executable, "-m", "components.backup", "list", "--bucket", BUCKET],
+    listed = subprocess.run([sys.executable, "-m", "operator_tools.backup", "list", "--bucket", BUCKET],
                             env={**os.environ, **moto.env()}, capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).parents[2])
     assert listed.returncode == 0, listed.stderr

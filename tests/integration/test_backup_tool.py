@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components import backup
-from components.backup import BackupError, Snapshot, check_versions, coverage, group_sets, parse_slots, restore_ttl
 from components.monitoring import backup_key, backup_manifest_key
+from operator_tools import backup
+from operator_tools.backup import BackupError, Snapshot, check_versions, coverage, group_sets, parse_slots, restore_ttl
 
 
 def test_snapshot_sets_group_by_taken_at_and_need_their_manifest():

@@ -7,7 +7,7 @@ import time
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from components.loopback import Loopback
+from operator_tools.loopback import Loopback
 from tests.tools import REDIS_VERSIONS
 
 SLOTS = 16384

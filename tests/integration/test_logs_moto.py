@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from components.loopback import generate_password
 from components.render import metrics
+from operator_tools.loopback import generate_password
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry, log_events, observe
 

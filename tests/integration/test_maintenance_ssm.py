@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from components import maintenance
-from components.loopback import platform_for
-from components.rehearsal import master_hosts, slots_writable, tls_of
+from operator_tools import maintenance
+from operator_tools.loopback import platform_for
+from operator_tools.rehearsal import master_hosts, slots_writable, tls_of
 from tests.tools import loopback_octet
 
 REGION = "eu-west-1"

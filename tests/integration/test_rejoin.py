@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from components import health
-from components.loopback import BASH, Loopback
-from components.rehearsal import (
+from components.render.join import join_script
+from operator_tools import health
+from operator_tools.loopback import BASH, Loopback
+from operator_tools.rehearsal import (
     restore_roles,
     server_number,
     slots_writable,
     verify_sessions,
     write_session_store,
 )
-from components.render.join import join_script
 from tests.integration import loopbacks
 from tests.integration.argv import Shims, assert_never_shown, run_watched
 from tests.integration.scale_out import assert_ring, layout

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from components import health
-from components.loopback import Loopback
+from operator_tools import health
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 
 

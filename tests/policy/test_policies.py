@@ -240,7 +240,7 @@ def test_replica_on_its_own_masters_server_is_caught(programs: dict[str, Program
     assert any("has 1 Redis server(s)" in m for m in msgs)
 
 
-# Read by policy/rules.py but never written by the program (components/environment.py): a dead override
+# Read by policy/rules.py but never written by the program (components/session_store.py): a dead override
 # that no resource can carry. Listed so that no other such tag slips in; its branch belongs out of rules.py.
 UNWRITTEN_TAGS_READ = {"RedisReplicaFollows"}
 

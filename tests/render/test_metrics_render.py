@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import health, monitoring
+from components import judge, monitoring
 from components.render import metrics
 from components.render.cloud_config import render_cloud_config
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
@@ -93,9 +93,9 @@ def test_the_program_is_self_contained_python_3_8_with_the_health_checks_own_fun
         n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imports <= {"__future__", "calendar", "collections", "dataclasses", "json", "os", "re", "socket", "ssl",
                        "subprocess", "sys", "tempfile", "time"}
-    # The judge is health.py's, word for word (docstrings aside): no second judge.
+    # The judge is components/judge.py's, word for word (docstrings aside): no second judge.
     shipped = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    source = ast.parse(Path(health.__file__).read_text())
+    source = ast.parse(Path(judge.__file__).read_text())
     reused = [n for n in source.body
               if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in shipped and n.name != "main"]
     assert {n.name for n in reused} >= {"parse_cluster_nodes", "parse_cluster_info", "check_cluster_state",
@@ -117,7 +117,7 @@ def test_the_program_is_self_contained_python_3_8_with_the_health_checks_own_fun
 
 def test_last_save_age_counts_only_what_is_unsaved() -> None:
     """An idle master is as good as freshly saved (else the 2-hour alarm pages every quiet night)."""
-    from components.health import Facts, NodeFacts
+    from components.judge import Facts, NodeFacts
     from components.render.metrics_agent import compute_metrics
 
     def age(changes: int) -> float:

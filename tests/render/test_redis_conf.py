@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from components.loopback import Loopback
 from components.platforms import PLATFORMS
 from components.render.redis_conf import EC2_PATHS, EVICTION_POLICY, render_redis_conf
 from components.sizing import usable_memory_mib
+from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.render.stacks import stack
 from tests.tools import REDIS_VERSIONS

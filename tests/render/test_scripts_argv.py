@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from components.loopback import BASH, generate_password, make_ca, make_server_certificate
 from components.render.backup import backup_script
 from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
@@ -21,6 +20,7 @@ from components.render.password import fetch_password_script, password_sync_scri
 from components.render.roles import role_restore_env, role_restore_script
 from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import fetch_tls_script
+from operator_tools.loopback import BASH, generate_password, make_ca, make_server_certificate
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
 from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry

@@ -237,7 +237,7 @@ def test_dev_server_waits_for_its_way_out_too(dev: Program) -> None:
 def test_post_deploy_health_check_wiring(prod: Program) -> None:
     (check,) = prod.of_type("command:local:Command")
     args = shlex.split(check.inputs["create"])
-    assert args[:3] == [".venv/bin/python", "-m", "components.health"]
+    assert args[:3] == [".venv/bin/python", "-m", "operator_tools.health"]
     nodes = args[args.index("--nodes") + 1].split(",")
     ips = ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
     assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))

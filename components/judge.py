@@ -1,19 +1,13 @@
-"""The health check of the OutSystems session store: one Redis server or a Redis Cluster.
+"""The judge of the OutSystems session store's health: facts about Redis in, findings and a verdict out.
 
-    python -m components.health --nodes HOST:PORT[,HOST:PORT...] [--cluster] [--wait SECONDS] [--json]
-                                [--tls] [--cacert FILE | --cacert-env VAR]
-
-The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`).
-With the `tls` stack key on, give the stack's CA (the `caCertificate` output) as a
-file (--cacert) or as PEM text in an environment variable (--cacert-env); either
-implies --tls. The servers' certificates must chain to it and name the IP connected to.
-Exit codes: 0 healthy (warnings allowed unless --strict), 1 unhealthy, 2 bad usage.
-
-Two halves, kept apart on purpose:
-- gathering (`gather_*`): the only code that talks to Redis; it turns every
-  failure into a one-line reason instead of a traceback;
-- judging (`judge_*`, `check_*`): pure functions from parsed INFO / CLUSTER
-  NODES data to findings, unit-tested without Redis.
+Pure functions from parsed INFO / CLUSTER NODES data to findings, unit-tested without Redis.
+Two programs run them:
+- the health check on an operator's machine (operator_tools/health: it gathers the
+  facts with redis-py, calls `judge`, prints the report);
+- redis-observe on every server (components/render/metrics_agent.py): the functions it
+  imports from here are copied into the file the servers run, by name and in this
+  file's order (components/render/metrics.py), so the metrics are this judgement,
+  never a second one. Hence: Python 3.8+ standard library and components/ only.
 
 A "server" is an IP address. In a healthy cluster each server holds exactly one
 master, and no replica shares a server with its master (the crossed ring of
@@ -22,30 +16,24 @@ components/topology.py), so losing one whole server never loses a slot.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-
-from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 SLOTS = 16384
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
-CONNECT_TIMEOUT = 3.0
 MEMORY_WARN, MEMORY_FAIL = 0.80, 0.95  # share of maxmemory; at 100% session writes fail or evict
 LAG_WARN_BYTES = 1024 * 1024
 SLOT_BALANCE_TOLERANCE = 0.05  # of the fair share 16384/N: a finished rebalance is within 1-2 slots
-SESSION_TTL = 60  # seconds: the probe keys expire by themselves even if the delete never runs
 # Servers read their certificate at boot; `pulumi up` renews it in Parameter Store 30 days
 # before expiry, so a served certificate this close to its end was never reloaded.
 CERT_WARN_DAYS = 21
+# Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
+# Requires= it, so a restart of it would restart Redis too.
+FETCH_TLS = ("sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
+             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls")
 
 
 # ---------------------------------------------------------------- data
@@ -109,15 +97,14 @@ class NodeFacts:
 
 @dataclass(frozen=True)
 class Tls:
-    """How to reach servers that speak TLS only (the `tls` stack key). No CA given: the system's trust store."""
+    """How the servers were reached when they speak TLS only (the `tls` stack key). No CA: the system's trust store.
+
+    The judge reads it for its findings and fixes; operator_tools/health/gather.py turns it into redis-py's
+    arguments (redis_tls_kwargs).
+    """
 
     ca_file: str | None = None  # PEM file of the stack's CA
     ca_data: str | None = None  # the same PEM as text (the post-deploy check gets it from its environment)
-
-    def redis_kwargs(self) -> dict:
-        """redis-py arguments: TLS, the peer's certificate checked against the CA and the IP connected to."""
-        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
-                "ssl_ca_certs": self.ca_file, "ssl_ca_data": self.ca_data}
 
     @property
     def cli_args(self) -> str:
@@ -136,21 +123,6 @@ class Facts:
 
 
 # ---------------------------------------------------------------- parsing (pure)
-
-
-def parse_nodes_arg(text: str) -> list[tuple[str, int]]:
-    """"h1:7000,h2:7000" -> [("h1", 7000), ("h2", 7000)]; ValueError names the bad entry."""
-    result = []
-    for item in (i.strip() for i in text.split(",")):
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"'{item}' is not HOST:PORT")
-        result.append((host, int(port)))
-    if not result:
-        raise ValueError("no HOST:PORT given")
-    return result
 
 
 def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[ClusterNode, ...]:
@@ -650,334 +622,3 @@ def verdict(findings: Sequence[Finding]) -> str:
 def exit_code(findings: Sequence[Finding], strict: bool = False) -> int:
     v = verdict(findings)
     return 1 if v == "unhealthy" or (strict and v == "degraded") else 0
-
-
-def describe(facts: Facts) -> str:
-    hosts = list(dict.fromkeys(n.host for n in facts.nodes))
-    what = f"Redis Cluster, {len(hosts)} servers" if facts.cluster else "Redis server"
-    return f"{what}{' over TLS' if facts.tls else ''}: {', '.join(n.address for n in facts.nodes)}"
-
-
-def report(facts: Facts, findings: Sequence[Finding]) -> str:
-    """Problems first, each with its server and fix; then what was checked and passed."""
-    v = verdict(findings)
-    problems = [f for f in findings if f.severity != OK]
-    fails = sum(f.severity == FAIL for f in problems)
-    warns = len(problems) - fails
-    head = {"healthy": "HEALTHY", "degraded": "DEGRADED (sessions work; act soon)",
-            "unhealthy": "UNHEALTHY (sessions at risk or failing)"}[v]
-    lines = [f"{head} - {describe(facts)}"]
-    if problems:
-        lines.append(f"{fails} failure(s), {warns} warning(s):")
-    for f in problems:
-        lines.append(f"  {f.severity:<4}  {f.message}")
-        if f.fix:
-            lines.append(f"        fix: {f.fix}")
-    passed = [f for f in findings if f.severity == OK]
-    if passed:
-        lines.append("Passed:")
-        lines += [f"  ok    {line}" for line in summarize_passed(passed)]
-    return "\n".join(lines)
-
-
-_SAME_ON_EVERY_NODE = {"cluster-state": "cluster_state:ok", "version": "Redis version", "memory": "memory"}
-
-
-def summarize_passed(passed: Sequence[Finding]) -> list[str]:
-    """Per-node OKs of the same check fold into one line; details stay in --json."""
-    lines: list[str] = []
-    for check in dict.fromkeys(f.check for f in passed):
-        group = [f for f in passed if f.check == check]
-        if check == "memory" and len(group) > 1:
-            fullest = max(group, key=lambda f: int(re.search(r"\((\d+)%\)", f.message + "(0%)").group(1)))
-            lines.append(f"{len(group)} processes within maxmemory; the fullest: {fullest.message}")
-        elif check in _SAME_ON_EVERY_NODE and len(group) > 1:
-            detail = group[0].message.split(" ", 1)[1]  # drop the address: "runs Redis 7.0.15"
-            same = all(f.message.split(" ", 1)[1] == detail for f in group)
-            lines.append(f"{len(group)} processes: {detail}" if same else
-                         f"{_SAME_ON_EVERY_NODE[check]}: " + "; ".join(f.message for f in group))
-        else:
-            lines += [f.message for f in group]
-    return lines
-
-
-def to_json(facts: Facts, findings: Sequence[Finding], strict: bool = False) -> str:
-    return json.dumps({
-        "verdict": verdict(findings),
-        "exit_code": exit_code(findings, strict),
-        "cluster": facts.cluster,
-        "nodes": [n.address for n in facts.nodes],
-        "expected_version": facts.expected_version,
-        "tls": facts.tls is not None,
-        "findings": [asdict(f) for f in findings],
-    }, indent=2)
-
-
-# ---------------------------------------------------------------- gathering (talks to Redis)
-
-
-_VERIFY_DETAIL = re.compile(r"certificate verify failed: (.*?)(?: \(_ssl\.c:\d+\))?\.?$", re.IGNORECASE)
-
-
-def tls_reason(text: str, address: str) -> str | None:
-    """A TLS failure in one line, or None when `text` is not one."""
-    low = text.lower()
-    if "certificate verify failed" in low:
-        detail = _VERIFY_DETAIL.search(text)
-        why = detail.group(1) if detail else "certificate verify failed"
-        if "expired" in why.lower():
-            return (f"TLS certificate expired ({why}): pulumi up renews it in Parameter Store; then restart "
-                    "redis-auth and Redis on that server (README: certificate renewal)")
-        if "mismatch" in why.lower() or "doesn't match" in why.lower() or "not valid for" in why.lower():
-            return (f"TLS certificate does not name {address} ({why}): connect by the server's private IP, "
-                    "which its certificate names")
-        return (f"TLS certificate not trusted ({why}): the server's certificate is not signed by the given CA; "
-                "use the stack's CA (pulumi stack output caCertificate)")
-    if "wrong version number" in low or "record layer failure" in low or "unexpected eof" in low \
-            or "packet length too long" in low or "tlsv1 alert" in low or "[ssl" in low:
-        return f"TLS handshake failed ({text}): does {address} speak TLS (the stack's `tls` key)?"
-    return None
-
-
-# A server that does not answer on its first boot is usually still installing; when its
-# way out was broken, redis-provision retries the install and says so in its journal.
-FIRST_BOOT_HINT = ("; on a new server: still installing? On the server (Session Manager): "
-                   "journalctl -u redis-provision -u redis-auth")
-
-
-def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, tls: bool = False) -> str:
-    """One line a person can act on, for the errors a session store check meets."""
-    import redis
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    low = text.lower()
-    tls_why = tls_reason(text, address)
-    if tls_why:
-        return tls_why
-    if isinstance(exc, redis.AuthenticationError) or "wrongpass" in low or "invalid password" in low \
-            or "invalid username-password" in low:
-        if "required" in low:
-            return "the server requires a password: set REDIS_PASSWORD"
-        return ("wrong password (AUTH rejected): check REDIS_PASSWORD; after a password change each server "
-                "takes the new one within a minute (redis-password-sync.timer)")
-    if "noauth" in low or "authentication required" in low:
-        return "the server requires a password: set REDIS_PASSWORD"
-    if "without any password configured" in low:
-        return "the server has no password set (OutSystems requires one): check requirepass in redis.conf"
-    if isinstance(exc, redis.TimeoutError) or "timed out" in low or "timeout" in low:
-        return (f"no answer within {timeout:g}s (is this machine allowed by the security group, "
-                "and the server up?" + (" Does it speak TLS? It waits for plain text when the stack's `tls` "
-                                        "key is off)" if tls else ")") + FIRST_BOOT_HINT)
-    if not tls and ("reset by peer" in low or "closed by server" in low):
-        # A TLS-only port drops a client that sends plain text.
-        return (f"{address} closed the connection: it speaks TLS only if the stack's `tls` key is on "
-                "(use --tls --cacert FILE)")
-    if "refused" in low:
-        return f"connection refused: nothing listens on {address} (is redis-server running?)" + FIRST_BOOT_HINT
-    if "name or service not known" in low or "nodename nor servname" in low:
-        return "unknown host name"
-    if "loading" in low:
-        return "Redis is still loading its data set"
-    return text
-
-
-def _client(host: str, port: int, password: str | None, timeout: float, tls: Tls | None = None):
-    import redis
-
-    return redis.Redis(host=host, port=port, password=password, socket_timeout=timeout,
-                       socket_connect_timeout=timeout, decode_responses=True, **(tls.redis_kwargs() if tls else {}))
-
-
-def gather_node(host: str, port: int, password: str | None, timeout: float = CONNECT_TIMEOUT,
-                tls: Tls | None = None) -> NodeFacts:
-    facts = NodeFacts(host, port)
-    try:
-        r = _client(host, port, password, timeout, tls)
-        try:
-            facts.info = r.info()
-            if tls is not None:
-                facts.cert_expires = _cert_expiry(r)
-            if str(facts.info.get("cluster_enabled", "0")) == "1":
-                facts.cluster_info = parse_cluster_info(r.execute_command("CLUSTER", "INFO"))
-                facts.cluster_nodes = parse_cluster_nodes(r.execute_command("CLUSTER", "NODES"), host)
-        finally:
-            r.close()
-    except Exception as exc:  # every failure becomes a one-line reason, never a traceback
-        facts.error = reason(exc, facts.address, timeout, tls is not None)
-    return facts
-
-
-def _cert_expiry(client) -> float | None:
-    """notAfter of the certificate the server presented on `client`'s (verified) connection."""
-    import ssl
-
-    conn = client.connection_pool.get_connection()
-    try:
-        sock = getattr(conn, "_sock", None)
-        cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
-        return ssl.cert_time_to_seconds(cert["notAfter"]) if cert and "notAfter" in cert else None
-    finally:
-        client.connection_pool.release(conn)
-
-
-def session_keys() -> tuple[str, str]:
-    """A pair of keys shaped like OutSystems' session keys: one hash tag, so one slot, one master."""
-    tag = f"{{{uuid.uuid4()}_{uuid.uuid4().hex[:24]}}}"
-    return f"{tag}_Data", f"{tag}_Internal"
-
-
-# Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
-# Requires= it, so a restart of it would restart Redis too.
-FETCH_TLS = ("sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
-             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls")
-
-
-def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool,
-                      timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> tuple[float | None, str | None]:
-    """Write, read back and delete a session through the client OutSystems' would use. (ms, error)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.cluster import ClusterNode as PyClusterNode
-    from redis.cluster import RedisCluster
-    from redis.retry import Retry
-
-    started = time.monotonic()
-    client = None
-    try:
-        if cluster:
-            client = RedisCluster(
-                startup_nodes=[PyClusterNode(h, p) for h, p in nodes], password=password, decode_responses=True,
-                socket_timeout=timeout, socket_connect_timeout=timeout, require_full_coverage=True,
-                retry=Retry(NoBackoff(), 1), **(tls.redis_kwargs() if tls else {}),
-            )
-        else:
-            client = _client(nodes[0][0], nodes[0][1], password, timeout, tls)
-        data, internal = session_keys()
-        payload = os.urandom(64).hex()
-        client.set(data, payload, ex=SESSION_TTL)
-        client.set(internal, "probe", ex=SESSION_TTL)
-        if client.get(data) != payload or client.get(internal) != "probe":
-            return None, "the value read back differs from the value written"
-        if not 0 < client.ttl(data) <= SESSION_TTL:
-            return None, "the session key has no TTL after SET EX"
-        client.delete(data)
-        client.delete(internal)
-        return (time.monotonic() - started) * 1000, None
-    except redis.RedisError as exc:
-        return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout, tls is not None)
-    except Exception as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, tls_reason(text, f"{nodes[0][0]}:{nodes[0][1]}") or text
-    finally:
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
-
-
-def gather(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool, expected_version: str,
-           timeout: float = CONNECT_TIMEOUT, tls: Tls | None = None) -> Facts:
-    facts = Facts(cluster, expected_version, [gather_node(h, p, password, timeout, tls) for h, p in nodes], tls=tls)
-    # The round trip only means something once the nodes answer; otherwise it repeats their reason.
-    if any(not n.error for n in facts.nodes):
-        facts.round_trip_ms, facts.round_trip_error = gather_round_trip(
-            [(n.host, n.port) for n in facts.nodes if not n.error], password, cluster, timeout, tls)
-    return facts
-
-
-def run_check(nodes: Sequence[tuple[str, int]], password: str | None, cluster: bool, expected_version: str,
-              wait: float = 0, progress: Callable[[str], None] | None = None,
-              interval: float = 3.0, tls: Tls | None = None) -> tuple[Facts, list[Finding]]:
-    """Check once, or retry until no FAIL remains or `wait` seconds have passed. `tls`: the servers speak TLS."""
-    deadline = time.monotonic() + wait
-    started = time.monotonic()
-    while True:
-        facts = gather(nodes, password, cluster, expected_version, tls=tls)
-        findings = judge(facts)
-        if verdict(findings) != "unhealthy" or time.monotonic() + interval > deadline:
-            return facts, findings
-        if progress:
-            first = next(f for f in findings if f.severity == FAIL)
-            fails = sum(f.severity == FAIL for f in findings)
-            progress(f"waiting ({time.monotonic() - started:.0f}s of {wait:g}s): {fails} failure(s), "
-                     f"first: {first.message}")
-        time.sleep(interval)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def expected_version_default() -> str:
-    return PLATFORMS[DEFAULT_PLATFORM].redis_version
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m components.health",
-        description="Health check of the OutSystems Redis session store. Password from REDIS_PASSWORD.",
-        epilog="Exit codes: 0 healthy (or degraded, unless --strict), 1 unhealthy, 2 bad usage.",
-    )
-    p.add_argument("--nodes", required=True, help="HOST:PORT[,HOST:PORT...]: every Redis process to check")
-    p.add_argument("--cluster", action="store_true", help="the nodes form a Redis Cluster (production)")
-    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                   help="retry until healthy or this many seconds have passed (a fresh deploy)")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.add_argument("--expect-version", default=expected_version_default(), metavar="MAJOR.MINOR",
-                   help=f"the Redis line the stack pins (default {expected_version_default()})")
-    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    p.add_argument("--tls", action="store_true",
-                   help="the servers speak TLS only (the stack's `tls` key); without a CA below, trust the system's")
-    ca = p.add_mutually_exclusive_group()
-    ca.add_argument("--cacert", metavar="FILE",
-                    help="PEM file of the stack's CA (pulumi stack output caCertificate > redis-ca.crt); implies --tls")
-    ca.add_argument("--cacert-env", metavar="VAR",
-                    help="name of an environment variable holding the CA's PEM text (the post-deploy check); "
-                         "implies --tls")
-    return p
-
-
-def tls_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
-                  environ: Mapping[str, str] = os.environ) -> Tls | None:
-    """--tls / --cacert / --cacert-env -> Tls, or None for plain TCP; bad input exits 2 with one line."""
-    if args.cacert:
-        try:
-            with open(args.cacert, encoding="ascii") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            parser.error(f"--cacert: cannot read {args.cacert}: {exc.strerror if isinstance(exc, OSError) else exc}")
-        if "-----BEGIN CERTIFICATE-----" not in text:
-            parser.error(f"--cacert: {args.cacert} holds no PEM certificate")
-        return Tls(ca_file=args.cacert)
-    if args.cacert_env:
-        text = environ.get(args.cacert_env, "")
-        if "-----BEGIN CERTIFICATE-----" not in text:
-            parser.error(f"--cacert-env: ${args.cacert_env} holds no PEM certificate")
-        return Tls(ca_data=text)
-    return Tls() if args.tls else None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 on bad usage
-    try:
-        nodes = parse_nodes_arg(args.nodes)
-    except ValueError as exc:
-        parser.error(f"--nodes: {exc}")
-    if args.wait < 0:
-        parser.error("--wait: must be 0 or more seconds")
-    if not all(part.isdigit() for part in args.expect_version.split(".")):
-        parser.error("--expect-version: give MAJOR.MINOR such as 5.0 or 7.0")
-    password = os.environ.get("REDIS_PASSWORD") or None
-    tls = tls_from_args(args, parser)
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    facts, findings = run_check(nodes, password, args.cluster, args.expect_version, args.wait, progress, tls=tls)
-    print(to_json(facts, findings, args.strict) if args.json else report(facts, findings))
-    return exit_code(findings, args.strict)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,13 @@
 """A stack's topology rehearsed on this machine, before touching AWS.
 
-    python -m components.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0] [--tls]
-    python -m components.rehearsal scale --servers N --stack prod
-    python -m components.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
-    python -m components.rehearsal maintain --stack prod
-    python -m components.rehearsal replace --server K --stack prod
+    python -m operator_tools.rehearsal up|status|down|failover --stack dev|prod [--version 5.0|7.0] [--tls]
+    python -m operator_tools.rehearsal scale --servers N --stack prod
+    python -m operator_tools.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
+    python -m operator_tools.rehearsal maintain --stack prod
+    python -m operator_tools.rehearsal replace --server K --stack prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
-files and the same bootstrap script as the cloud-config (components.loopback
+files and the same bootstrap script as the cloud-config (operator_tools.loopback
 does the remapping of addresses and paths). Everything lives under one state
 directory (default .rehearsal/<stack>): configs, data, logs, pid files and the
 password (mode 0600). `down` stops every process and removes that directory.
@@ -46,7 +46,7 @@ report. On Redis 7.0 the old password stays accepted for `--grace` seconds
 removes it. On Redis 5.0 the old password is refused by new connections at
 once; open connections stay logged in.
 
-`maintain` runs the rolling maintenance of components.maintenance against the
+`maintain` runs the rolling maintenance of operator_tools.maintenance against the
 rehearsal, its steps unchanged (a loopback runner stands in for SSM Run Command:
 package commands are recorded, a reboot is the clean stop through the shipped
 redis-step-down, then the boot's steps), while a client keeps writing and
@@ -73,11 +73,11 @@ from pathlib import Path
 
 import yaml
 
-from components import health
-from components.loopback import Loopback, generate_password, loopback_hosts, platform_for
 from components.platforms import PLATFORMS
 from components.render.password import PASSWORD_GRACE_SECONDS
 from components.settings import NAMESPACE, Settings, load_settings
+from operator_tools import health
+from operator_tools.loopback import Loopback, generate_password, loopback_hosts, platform_for
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "rehearsal.json"
@@ -809,8 +809,8 @@ def error_windows(times: Sequence[float], gap: float = 1.0) -> list[tuple[float,
 
 
 def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
-    """`python -m components.maintenance` against the rehearsal, under a live session workload."""
-    from components import maintenance
+    """`python -m operator_tools.maintenance` against the rehearsal, under a live session workload."""
+    from operator_tools import maintenance
 
     if not lo.topology.cluster:
         print("a single non-production server has no replica to take its sessions during a reboot: "
@@ -851,7 +851,7 @@ def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m components.rehearsal",
+    p = argparse.ArgumentParser(prog="python -m operator_tools.rehearsal",
                                 description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
     p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "replace", "rotate-password",
                                         "sync-password", "maintain"))

@@ -1,7 +1,7 @@
 """Rolling maintenance: patch a running cluster one server at a time, and keep it serving.
 
-    export REDIS_PASSWORD=...            # as for the health check (components.health)
-    python -m components.maintenance --stack prod [--instance-ids i-...,i-...,i-...] [--region R] [--dry-run]
+    export REDIS_PASSWORD=...            # as for the health check (operator_tools.health)
+    python -m operator_tools.maintenance --stack prod [--instance-ids i-...,i-...,i-...] [--region R] [--dry-run]
 
 Needs AWS credentials (ec2:DescribeInstances, ssm:SendCommand, ssm:GetCommandInvocation) and,
 like the health check, a machine that reaches the servers' private IPs on the Redis ports.
@@ -20,7 +20,7 @@ serving: nothing is stopped before its masters have moved.
 
 Servers are reached through SSM Run Command (AWS-RunShellScript), by instance id: no SSH.
 The steps talk to the servers only through a `Runner`: `SsmRunner` on AWS, and
-`LoopbackRunner` for the rehearsal (`python -m components.rehearsal maintain`), which runs
+`LoopbackRunner` for the rehearsal (`python -m operator_tools.rehearsal maintain`), which runs
 the very same steps against the loopback servers. Plain Python, no pulumi.
 """
 
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from components import health
 from components.platforms import PLATFORMS, Platform
 from components.topology import MASTER_PORT, REPLICA_PORT
+from operator_tools import health
 
 MOVE = "move its masters away"
 UPGRADE = "upgrade packages"
@@ -185,7 +185,7 @@ class Cluster:
 
         return redis.Redis(host=host, port=port, password=self.password, socket_timeout=timeout,
                            socket_connect_timeout=timeout, decode_responses=True,
-                           **(self.tls.redis_kwargs() if self.tls else {}))
+                           **(health.redis_tls_kwargs(self.tls) if self.tls else {}))
 
     def _ask(self, host: str, port: int, *command: str):
         c = self.client(host, port)
@@ -417,7 +417,7 @@ class LoopbackRunner:
     (the shipped redis-step-down), SIGTERM, then the boot's steps (redis-auth, the Redis units).
     """
 
-    def __init__(self, lo) -> None:  # lo: components.loopback.Loopback
+    def __init__(self, lo) -> None:  # lo: operator_tools.loopback.Loopback
         self.lo = lo
         self.dir = Path(lo.state_dir) / "maintenance"
         self.bin = self.dir / "bin"
@@ -571,7 +571,7 @@ def chosen(servers: Sequence[Server], instance_ids: Sequence[str]) -> list[Serve
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m components.maintenance",
+        prog="python -m operator_tools.maintenance",
         description="Rolling maintenance of a deployed cluster (needs AWS credentials): one server at a time, "
                     "move its masters away, upgrade packages within the pinned Redis line, reboot, give the "
                     "masters back. Password from REDIS_PASSWORD.",
@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from components.rehearsal import read_settings
+    from operator_tools.rehearsal import read_settings
 
     try:
         settings = read_settings(args.stack, args.config)

@@ -1,8 +1,8 @@
 """Rolling migration of a running Redis 5.0 cluster onto Redis 7.0 servers, without losing sessions.
 
-    python -m components.migration join    --from OLD1,OLD2,OLD3 --to NEW1,NEW2,NEW3
-    python -m components.migration promote --from OLD1,OLD2,OLD3 --to NEW1,NEW2,NEW3
-    python -m components.migration rehearse [--servers 3]
+    python -m operator_tools.migration join    --from OLD1,OLD2,OLD3 --to NEW1,NEW2,NEW3
+    python -m operator_tools.migration promote --from OLD1,OLD2,OLD3 --to NEW1,NEW2,NEW3
+    python -m operator_tools.migration rehearse [--servers 3]
 
 `--from`/`--to` are server IPs (each runs a master on 7000 and a replica on
 7001); the password comes from REDIS_PASSWORD and is the same on both sides.
@@ -54,8 +54,8 @@ from pathlib import Path
 
 import redis
 
-from components import health
 from components.topology import MASTER_PORT, REPLICA_PORT, follows
+from operator_tools import health
 
 Address = tuple[str, int]
 WAIT_SECONDS = 120.0  # per step; each is seconds on loopback, a few more over a VPC
@@ -198,7 +198,8 @@ class Migration:
                                      "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
         cinfo = health.parse_cluster_info(str(self.call(self.old_nodes[0], "CLUSTER", "INFO")))
         if cinfo.get("cluster_state") != "ok":
-            raise MigrationError("the old cluster is not cluster_state:ok; fix it first (python -m components.health)")
+            raise MigrationError("the old cluster is not cluster_state:ok; "
+                                 "fix it first (python -m operator_tools.health)")
         masters = self.old_masters()
         if self._joined() and any(m.id in {n.id for n in masters} for m in self.view(self.new_nodes[0])):
             return (f"already joined (old Redis {', '.join(old_v)}, new {', '.join(new_v)}); "
@@ -401,7 +402,7 @@ class RehearsalResult:
 
 def ttl_problems(lo, keys: Sequence[str], written_since: float) -> list[str]:
     """Every session's two keys keep a TTL no longer than it was given and no shorter than time allows."""
-    from components.rehearsal import SESSION_TTL, _cluster_client
+    from operator_tools.rehearsal import SESSION_TTL, _cluster_client
 
     floor_ms = (SESSION_TTL - (time.monotonic() - written_since) - 5) * 1000
     client = _cluster_client(lo)
@@ -421,7 +422,7 @@ def switch_check(lo_new, keys: Sequence[str]) -> bool:
     """A front-end restarted with the new connection string (only new servers as seeds) reads old sessions."""
     from redis.cluster import ClusterNode, RedisCluster
 
-    from components.rehearsal import session_value
+    from operator_tools.rehearsal import session_value
 
     client = RedisCluster(startup_nodes=[ClusterNode(p.host, p.port) for p in lo_new.topology.masters],
                           password=lo_new.password, decode_responses=True, socket_timeout=2)
@@ -435,8 +436,8 @@ def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None =
              new_hosts: list[str] | None = None, progress: Callable[[str], None] = print,
              keep: bool = False) -> RehearsalResult:
     """A 5.0.6 cluster under live sessions becomes a 7.0.15 cluster; the result says what the client saw."""
-    from components.loopback import Loopback, loopback_hosts
-    from components.rehearsal import SessionTraffic, verify_sessions
+    from operator_tools.loopback import Loopback, loopback_hosts
+    from operator_tools.rehearsal import SessionTraffic, verify_sessions
 
     old_hosts = old_hosts or loopback_hosts(servers, OLD_PREFIX)
     new_hosts = new_hosts or loopback_hosts(servers, NEW_PREFIX)
@@ -507,7 +508,7 @@ def print_result(result: RehearsalResult) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m components.migration",
+    p = argparse.ArgumentParser(prog="python -m operator_tools.migration",
                                 description="Rolling migration of a Redis 5.0 cluster onto Redis 7.0 servers.")
     p.add_argument("command", choices=("join", "promote", "rehearse"))
     p.add_argument("--from", dest="old", help="old (5.0) server IPs, comma-separated, in server order")

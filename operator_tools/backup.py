@@ -1,7 +1,7 @@
 """List the stack's snapshot sets in S3, and restore one into a Redis Cluster (or one server), key by key.
 
-    python -m components.backup list --bucket NAME            # or --stack NAME: the bucket from SSM
-    REDIS_PASSWORD=... python -m components.backup restore --bucket NAME --taken-at 20261126T200000Z \\
+    python -m operator_tools.backup list --bucket NAME            # or --stack NAME: the bucket from SSM
+    REDIS_PASSWORD=... python -m operator_tools.backup restore --bucket NAME --taken-at 20261126T200000Z \\
         --target 10.0.1.10:7000 [--replace] [--redis-server /usr/bin/redis-server]
 
 Every server's redis-backup uploads, each hour, one RDB per master it holds and a
@@ -466,7 +466,7 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m components.backup", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m operator_tools.backup", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("list", "the snapshot sets in the bucket"), ("restore", "restore one snapshot set")):
         c = sub.add_parser(name, help=text)

@@ -1,0 +1,122 @@
+"""The health check of the OutSystems session store: one Redis server or a Redis Cluster.
+
+    python -m operator_tools.health --nodes HOST:PORT[,HOST:PORT...] [--cluster] [--wait SECONDS] [--json]
+                                    [--tls] [--cacert FILE | --cacert-env VAR]
+
+The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`).
+With the `tls` stack key on, give the stack's CA (the `caCertificate` output) as a
+file (--cacert) or as PEM text in an environment variable (--cacert-env); either
+implies --tls. The servers' certificates must chain to it and name the IP connected to.
+Exit codes: 0 healthy (warnings allowed unless --strict), 1 unhealthy, 2 bad usage.
+
+Three parts, kept apart on purpose:
+- gathering (operator_tools/health/gather.py): the only code that talks to Redis;
+  it turns every failure into a one-line reason instead of a traceback;
+- judging (components/judge.py): pure functions from parsed INFO / CLUSTER NODES
+  data to findings, unit-tested without Redis, and also run by the servers'
+  redis-observe (so it lives in the core);
+- printing (operator_tools/health/report.py): the text report and --json.
+This file is the command line: its arguments, progress lines while --wait retries, exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from components.judge import Tls, exit_code
+from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+from operator_tools.health.gather import run_check
+from operator_tools.health.report import report, to_json
+
+
+def parse_nodes_arg(text: str) -> list[tuple[str, int]]:
+    """"h1:7000,h2:7000" -> [("h1", 7000), ("h2", 7000)]; ValueError names the bad entry."""
+    result = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{item}' is not HOST:PORT")
+        result.append((host, int(port)))
+    if not result:
+        raise ValueError("no HOST:PORT given")
+    return result
+
+
+def expected_version_default() -> str:
+    return PLATFORMS[DEFAULT_PLATFORM].redis_version
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m operator_tools.health",
+        description="Health check of the OutSystems Redis session store. Password from REDIS_PASSWORD.",
+        epilog="Exit codes: 0 healthy (or degraded, unless --strict), 1 unhealthy, 2 bad usage.",
+    )
+    p.add_argument("--nodes", required=True, help="HOST:PORT[,HOST:PORT...]: every Redis process to check")
+    p.add_argument("--cluster", action="store_true", help="the nodes form a Redis Cluster (production)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="retry until healthy or this many seconds have passed (a fresh deploy)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--expect-version", default=expected_version_default(), metavar="MAJOR.MINOR",
+                   help=f"the Redis line the stack pins (default {expected_version_default()})")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument("--tls", action="store_true",
+                   help="the servers speak TLS only (the stack's `tls` key); without a CA below, trust the system's")
+    ca = p.add_mutually_exclusive_group()
+    ca.add_argument("--cacert", metavar="FILE",
+                    help="PEM file of the stack's CA (pulumi stack output caCertificate > redis-ca.crt); implies --tls")
+    ca.add_argument("--cacert-env", metavar="VAR",
+                    help="name of an environment variable holding the CA's PEM text (the post-deploy check); "
+                         "implies --tls")
+    return p
+
+
+def tls_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                  environ: Mapping[str, str] = os.environ) -> Tls | None:
+    """--tls / --cacert / --cacert-env -> Tls, or None for plain TCP; bad input exits 2 with one line."""
+    if args.cacert:
+        try:
+            with open(args.cacert, encoding="ascii") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--cacert: cannot read {args.cacert}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            parser.error(f"--cacert: {args.cacert} holds no PEM certificate")
+        return Tls(ca_file=args.cacert)
+    if args.cacert_env:
+        text = environ.get(args.cacert_env, "")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            parser.error(f"--cacert-env: ${args.cacert_env} holds no PEM certificate")
+        return Tls(ca_data=text)
+    return Tls() if args.tls else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        nodes = parse_nodes_arg(args.nodes)
+    except ValueError as exc:
+        parser.error(f"--nodes: {exc}")
+    if args.wait < 0:
+        parser.error("--wait: must be 0 or more seconds")
+    if not all(part.isdigit() for part in args.expect_version.split(".")):
+        parser.error("--expect-version: give MAJOR.MINOR such as 5.0 or 7.0")
+    password = os.environ.get("REDIS_PASSWORD") or None
+    tls = tls_from_args(args, parser)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    facts, findings = run_check(nodes, password, args.cluster, args.expect_version, args.wait, progress, tls=tls)
+    print(to_json(facts, findings, args.strict) if args.json else report(facts, findings))
+    return exit_code(findings, args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

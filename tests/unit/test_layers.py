@@ -1,0 +1,149 @@
+"""The direction of imports (issue 15): the layout says which code runs where, and the imports must agree.
+
+- components/ is what runs inside `pulumi up`: it never imports the operator tools, the benchmarks or the tests.
+- Only the ComponentResources import pulumi; the rest of the core is plain Python, so it can be rendered,
+  rehearsed, called by the health check and tested without mocks.
+- components/judge.py is also run by every server (inlined into redis-observe.py, Python 3.8, no pip
+  packages): it and the core modules it reaches use the standard library only.
+
+Imports are read with `ast` (every `import`/`from` anywhere in a module, and importlib.import_module or
+__import__ with a literal name), never executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = "components"
+# The ComponentResources: the only core modules that may import pulumi or a pulumi_* provider.
+# session_store.py is the reusable component of issue 15 (it may not exist yet on every branch).
+PULUMI_ALLOWED = {"network.py", "server.py", "observability.py", "session_store.py"}
+NOT_FOR_THE_CORE = ("operator_tools", "benchmarks", "tests")
+SERVER_SIDE = "components/judge.py"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, root: Path = ROOT) -> list[tuple[str, int]]:
+    """Every module `path` imports, absolute (relative imports resolved), with its line."""
+    package = module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join([*base, node.module] if node.module else base)
+            found.append((name, node.lineno))
+            # `from components import topology`: the names may be modules of a package of ours.
+            package_dir = root / Path(*name.split("."))
+            found += [(f"{name}.{alias.name}", node.lineno) for alias in node.names
+                      if (package_dir / f"{alias.name}.py").exists() or (package_dir / alias.name).is_dir()]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) and _is_dynamic_import(node.func):
+            found.append((node.args[0].value, node.lineno))
+    return found
+
+
+def _is_dynamic_import(func: ast.expr) -> bool:
+    return (isinstance(func, ast.Name) and func.id in ("__import__", "import_module")) or (
+        isinstance(func, ast.Attribute) and func.attr == "import_module")
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def core_modules(root: Path = ROOT) -> list[Path]:
+    return sorted((root / CORE).rglob("*.py"))
+
+
+def rel(path: Path, root: Path = ROOT) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def core_imports_of_tools(root: Path = ROOT) -> list[str]:
+    """Rule (a): lines where the core imports the tools, the benchmarks or the tests."""
+    return [f"{rel(p, root)}:{line}: imports {name}" for p in core_modules(root)
+            for name, line in imports(p, root) if top(name) in NOT_FOR_THE_CORE]
+
+
+def pulumi_outside_resources(root: Path = ROOT) -> list[str]:
+    """Rule (b): lines where a core module other than a ComponentResource imports pulumi."""
+    return [f"{rel(p, root)}:{line}: imports {name}" for p in core_modules(root)
+            if not (p.parent == root / CORE and p.name in PULUMI_ALLOWED)
+            for name, line in imports(p, root) if top(name) == "pulumi" or top(name).startswith("pulumi_")]
+
+
+def non_stdlib_on_servers(root: Path = ROOT) -> list[str]:
+    """Rule (c): what judge.py, and every core module it reaches, imports beyond the standard library."""
+    out: list[str] = []
+    todo, seen = [root / SERVER_SIDE], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name, line in imports(path, root):
+            if top(name) == CORE:
+                target = root / Path(*name.split("."))
+                todo += [c for c in (target.with_suffix(".py"), target / "__init__.py") if c.exists()]
+            elif top(name) not in sys.stdlib_module_names:
+                out.append(f"{rel(path, root)}:{line}: imports {name}")
+    return out
+
+
+def test_the_layout_is_there() -> None:
+    """Guards the guards: an empty or renamed folder would make every rule below pass vacuously."""
+    names = {rel(p) for p in core_modules()}
+    assert {"components/judge.py", "components/topology.py", "components/render/metrics.py",
+            "components/network.py", "components/session_store.py"} <= names
+    assert (ROOT / "operator_tools" / "health" / "__main__.py").exists()
+    assert not (ROOT / "components" / "health.py").exists(), "no shim: the core must not reach the tools"
+
+
+def test_the_core_never_imports_the_tools_benchmarks_or_tests() -> None:
+    assert core_imports_of_tools() == []
+
+
+def test_only_the_component_resources_import_pulumi() -> None:
+    assert pulumi_outside_resources() == []
+    # The rule sees real imports: the resources do import pulumi.
+    assert any(top(n) == "pulumi" for n, _ in imports(ROOT / CORE / "network.py"))
+
+
+def test_the_judge_the_servers_run_uses_the_standard_library_only() -> None:
+    assert non_stdlib_on_servers() == []
+
+
+def test_the_rules_catch_a_planted_violation_of_each(tmp_path: Path) -> None:
+    """A copy of the core with one bad import per rule, each written in a way the real code could be."""
+    core = tmp_path / CORE
+    (core / "render").mkdir(parents=True)
+    (core / "__init__.py").write_text("")
+    (core / "render" / "__init__.py").write_text("")
+    (core / "network.py").write_text("import pulumi\nimport pulumi_aws as aws\n")
+    (core / "topology.py").write_text("import ipaddress\nimport yaml\n")
+    (core / "judge.py").write_text("import time\nfrom components import topology\n\n\ndef f():\n"
+                                   "    import redis\n")
+    (core / "settings.py").write_text("def f():\n    from operator_tools import health\n")
+    (core / "render" / "metrics.py").write_text("from ..network import x\nfrom pulumi_random import RandomPassword\n"
+                                                "import importlib\nimportlib.import_module('tests.tools')\n")
+    (core / "sizing.py").write_text("from . import network\nimport benchmarks.topologies\n")
+    assert core_imports_of_tools(tmp_path) == ["components/render/metrics.py:4: imports tests.tools",
+                                               "components/settings.py:2: imports operator_tools",
+                                               "components/sizing.py:2: imports benchmarks.topologies"]
+    assert pulumi_outside_resources(tmp_path) == ["components/render/metrics.py:2: imports pulumi_random"]
+    assert sorted(non_stdlib_on_servers(tmp_path)) == ["components/judge.py:6: imports redis",
+                                                       "components/topology.py:2: imports yaml"]
+    # Relative imports resolve to the core's own modules.
+    assert ("components.network", 1) in imports(core / "render" / "metrics.py", tmp_path)
+    assert ("components.network", 1) in imports(core / "sizing.py", tmp_path)

@@ -308,6 +308,15 @@ def slots_writable(lo: Loopback, dead_hosts: set[str]) -> bool:
     return True
 
 
+def seconds_until_writable(lo: Loopback, dead_host: str, since: float) -> float | None:
+    """Seconds from `since` until every slot is writable off `dead_host`; None after RECOVERY_TIMEOUT."""
+    while time.monotonic() - since < RECOVERY_TIMEOUT:
+        if slots_writable(lo, {dead_host}):
+            return time.monotonic() - since
+        time.sleep(0.1)
+    return None
+
+
 def standalone_writable(lo: Loopback) -> bool:
     import redis
 
@@ -375,11 +384,7 @@ def failover(lo: Loopback) -> int:
     lo.kill_server(victim)
     recovered = None
     if cluster:
-        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
-            if slots_writable(lo, {host}):
-                recovered = time.monotonic() - killed_at
-                break
-            time.sleep(0.1)
+        recovered = seconds_until_writable(lo, host, killed_at)
         if recovered is None:
             print(f"NOT RECOVERED: slots still not all writable {RECOVERY_TIMEOUT:.0f}s after the kill")
         else:
@@ -633,11 +638,7 @@ def replace(lo: Loopback, index: int) -> int:
         lo.wipe_server(index)
         # On EC2 the replacement boots minutes later, long after the failover; booting before it would
         # hand the old master's address to an empty process that its replica then syncs from.
-        while time.monotonic() - killed_at < RECOVERY_TIMEOUT:
-            if slots_writable(lo, {host}):
-                failed_over = time.monotonic() - killed_at
-                break
-            time.sleep(0.1)
+        failed_over = seconds_until_writable(lo, host, killed_at)
         if failed_over is None:
             print(f"NOT FAILED OVER: slots still not all writable {RECOVERY_TIMEOUT:.0f}s after the kill")
             return 1

@@ -164,6 +164,14 @@ def _config_form(args: SessionStoreArgs) -> dict[str, str]:
             value = [v if isinstance(v, str) else _PENDING_GROUP for v in value]
         elif name == "redis_password" and value is not None and not isinstance(value, str):
             value = _PENDING_PASSWORD
+        elif isinstance(value, pulumi.Output) or (
+            isinstance(value, (list, tuple)) and any(isinstance(v, pulumi.Output) for v in value)
+        ):
+            raise SettingsError(
+                key, "an Output", "a plain value, known when the program starts: the store checks it, and looks "
+                "up AWS from it, before it creates anything (Outputs are taken only for the front-end security "
+                "groups and the password)",
+            )
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
         if isinstance(value, bool):

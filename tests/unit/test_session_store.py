@@ -125,6 +125,10 @@ def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: st
         ("subnet_cidrs=['10.9.0.0/24']", "subnet_cidrs", "inside the VPC"),
         ("subnet_cidrs=['172.31.140.0/24'], instance_type='c6g.xlarge'", "instance_type", "x86_64"),
         ("subnet_cidrs=['172.31.140.0/24'], servers=3", "front_end_cidrs", "front-ends explicitly in front_end_cidrs"),
+        # Values the look-ups need cannot wait for another resource.
+        ("subnet_cidrs=['172.31.140.0/24'], vpc_id=pulumi.Output.from_input('vpc-0a1b2c3d4e5f60718')", "vpc_id",
+         "a plain value"),
+        ("subnet_cidrs=[pulumi.Output.from_input('172.31.140.0/24')]", "subnet_cidrs", "a plain value"),
     ],
 )
 def test_a_bad_argument_is_named_and_nothing_is_registered(

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -96,28 +97,30 @@ class SessionStoreArgs:
     front_end_cidrs: Sequence[str] = ()  # who may reach Redis; non-production default: the VPC
     # Security groups of the front-ends; an Output (a group created beside the store) is accepted.
     front_end_security_group_ids: Sequence[pulumi.Input[str]] = ()
-    nat_gateway_id: str | None = None  # the servers' way out to apt/SSM/S3; default: one is created
-    nat_subnet_id: str | None = None  # the public subnet of the NAT created; default: a default subnet
+    # The servers' way out to apt/SSM/S3 (an Output is accepted); default: one is created.
+    nat_gateway_id: pulumi.Input[str] | None = None
+    # The public subnet of the NAT created (an Output is accepted); default: a default subnet.
+    nat_subnet_id: pulumi.Input[str] | None = None
     instance_type: str | None = None  # default per tier: c5.large, c5.xlarge
     platform: str = DEFAULT_PLATFORM
-    ami_id: str | None = None  # default: Canonical's current image of the platform, read at creation
+    ami_id: pulumi.Input[str] | None = None  # default: Canonical's current image of the platform, read at creation
     root_volume_gib: int | None = None  # default 20 (and at least the OutSystems minimum)
     port: int | None = None  # a single server's port (default 6379); a cluster uses 7000/7001
     # A Pulumi secret (config.require_secret) or a plain text; default: a generated 40-character one.
-    redis_password: pulumi.Input[str] | None = None
+    redis_password: pulumi.Input[str] | None = field(default=None, repr=False)
     protect: bool | None = None  # default: true for a cluster
     health_check: bool = True
     health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
     tls: bool = False
     replace_servers: Sequence[int] = ()  # server numbers from 1, each replaced on the next `pulumi up`
     alarm_email: str | None = None
-    alarm_topic_arn: str | None = None
+    alarm_topic_arn: pulumi.Input[str] | None = None  # an existing topic (an Output is accepted)
     log_retention_days: int | None = None  # default 30
     backup_retention_days: int | None = None  # default 7
     tags: Mapping[str, str] = field(default_factory=dict)
     # Not config keys. `stack` names what must be unique in the account and region (the Parameter
-    # Store paths, the log group, the dashboard); default: the Pulumi stack's name. Two stores in
-    # one stack need two values.
+    # Store paths, the log group, the dashboard): default `<project>-<stack>` of the Pulumi program
+    # (this project's own stacks pass the stack's name). Two stores in one program need two values.
     stack: str | None = None
     # The Python that runs the post-deploy check (it needs this package and redis-py); default: the
     # one running the program, relative to the working directory when it is inside it.
@@ -149,10 +152,19 @@ def _field_of(key: str) -> str:
 # Config key -> argument, for every config key: a key without an argument fails at import.
 ARGUMENT_OF = {k.name: _field_of(k.name) for k in CONFIG_KEYS}
 _CONFIG_FIELDS = tuple(ARGUMENT_OF.values())
-# Stand-ins while checking, for values only known once deployed; the checks they pass are redone
-# on the real value where one applies (the password, inside its Output).
-_PENDING_GROUP = "sg-00000000"
-_PENDING_PASSWORD = "pending-secret-value"
+# Stand-ins while checking, for arguments that may be Outputs (known once deployed): each is only
+# passed on to AWS, never looked up or computed with. The password's own checks run inside its Output.
+PENDING = {
+    "front_end_security_group_ids": "sg-00000000",
+    "redis_password": "pending-secret-value",
+    "nat_gateway_id": "nat-00000000",
+    "nat_subnet_id": "subnet-00000000",
+    "ami_id": "ami-00000000",
+    "alarm_topic_arn": "arn:aws:sns:us-east-1:000000000000:pending",
+}
+_SEQUENCES = {f.name for f in dataclasses.fields(SessionStoreArgs) if str(f.type).startswith("Sequence")}
+# Pulumi's own stack-name characters; the name goes into Parameter Store paths and systemd environment files.
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def _config_form(args: SessionStoreArgs) -> dict[str, str]:
@@ -160,17 +172,21 @@ def _config_form(args: SessionStoreArgs) -> dict[str, str]:
     raw: dict[str, str] = {}
     for key, name in ARGUMENT_OF.items():
         value = getattr(args, name)
+        if name in _SEQUENCES and isinstance(value, (str, pulumi.Output)):
+            raise SettingsError(key, "a single value", "a list, such as [\"...\"]")
+        if isinstance(value, Mapping) and any(not isinstance(v, str) for v in value.values()):
+            raise SettingsError(key, "a value that is not a plain string", "strings known when the program starts")
         if name == "front_end_security_group_ids":
-            value = [v if isinstance(v, str) else _PENDING_GROUP for v in value]
-        elif name == "redis_password" and value is not None and not isinstance(value, str):
-            value = _PENDING_PASSWORD
+            value = [v if isinstance(v, str) else PENDING[name] for v in value]
+        elif name in PENDING and value is not None and not isinstance(value, str):
+            value = PENDING[name]
         elif isinstance(value, pulumi.Output) or (
             isinstance(value, (list, tuple)) and any(isinstance(v, pulumi.Output) for v in value)
         ):
             raise SettingsError(
                 key, "an Output", "a plain value, known when the program starts: the store checks it, and looks "
-                "up AWS from it, before it creates anything (Outputs are taken only for the front-end security "
-                "groups and the password)",
+                "up AWS from it, before it creates anything (Outputs are taken only by "
+                + ", ".join(sorted(PENDING)) + ")",
             )
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
@@ -244,9 +260,15 @@ class AwsFacts:
 def checked_settings(args: SessionStoreArgs) -> Settings:
     """The arguments through the stack config's own checks; values known only at deploy time kept as given."""
     names = args._names
-    settings = load_settings(_config_form(args), args.stack or pulumi.get_stack())
+    stack = args.stack if args.stack is not None else f"{pulumi.get_project()}-{pulumi.get_stack()}"
+    if not _STACK_NAME.fullmatch(stack):
+        raise SettingsError("stack", stack, "1 to 100 letters, digits, '_', '.' or '-' (as Pulumi's stack names)")
+    settings = load_settings(_config_form(args), stack)
+    kept = {name: getattr(args, name) for name in PENDING
+            if isinstance(getattr(args, name), pulumi.Output)}
+    kept["front_end_security_group_ids"] = tuple(args.front_end_security_group_ids)
     password = args.redis_password
-    if password is not None and not isinstance(password, str):
+    if isinstance(password, pulumi.Output):
 
         def checked(value: str) -> str:
             try:
@@ -255,10 +277,24 @@ def checked_settings(args: SessionStoreArgs) -> Settings:
                 raise (error if names == "config" else _named_for_arguments(error)) from None
             return value
 
-        password = pulumi.Output.secret(password).apply(checked)
-    return dataclasses.replace(
-        settings, redis_password=password, front_end_security_group_ids=tuple(args.front_end_security_group_ids)
-    )
+        kept["redis_password"] = pulumi.Output.secret(password).apply(checked)
+    return dataclasses.replace(settings, **kept)
+
+
+def claim_stack(stack: str) -> None:
+    """Refuse a second store with the same `stack` in one program: they would share parameters and logs."""
+    claimed = _CLAIMED.setdefault(pulumi.runtime.settings.get_monitor() or _NO_ENGINE, set())
+    if stack in claimed:
+        raise SettingsError(
+            "stack", stack, "a name no other store of this program has: two stores with one name would write the "
+            "same Parameter Store parameters, log group and dashboard",
+        )
+    claimed.add(stack)
+
+
+# The `stack` names in use, per program run (the engine connection: one per run, also under mocks).
+_CLAIMED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+_NO_ENGINE = type("NoEngine", (), {})()
 
 
 def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts:
@@ -358,6 +394,7 @@ class RedisSessionStore(pulumi.ComponentResource):
         try:
             s = checked_settings(args)
             facts = look_up(s, _invoke_options(opts))
+            claim_stack(s.stack)
         except SettingsError as error:
             if args._names == "config":
                 raise

@@ -97,17 +97,20 @@ def test_every_config_key_is_an_argument() -> None:
 # --- a program of the test's own: bad arguments --------------------------------------------------
 
 
-def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: str = "None") -> Program:
+def run_code(tmp_path: Path, code: str, recorded: list[Recorded]) -> Program:
+    """`code` as the __main__.py of a program of the test's own (project team-program, stack test)."""
     (tmp_path / "Pulumi.yaml").write_text("name: team-program\nruntime: python\n")
     (tmp_path / "Pulumi.test.yaml").write_text("config:\n  aws:region: eu-west-1\n")
-    (tmp_path / "__main__.py").write_text(textwrap.dedent(f"""\
-        import pulumi
-        import pulumi_aws as aws
-        from components.session_store import RedisSessionStore, SessionStoreArgs
-        store = RedisSessionStore("sessions", SessionStoreArgs({arguments}), opts={opts})
-        pulumi.export("ips", store.private_ips)
-        """))
+    (tmp_path / "__main__.py").write_text(
+        "import pulumi\nimport pulumi_aws as aws\n"
+        "from components.session_store import RedisSessionStore, SessionStoreArgs\n" + code
+    )
     return run_program("test", directory=tmp_path, into=recorded)
+
+
+def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: str = "None") -> Program:
+    return run_code(tmp_path, f'store = RedisSessionStore("sessions", SessionStoreArgs({arguments}), opts={opts})\n'
+                              'pulumi.export("ips", store.private_ips)\n', recorded)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +132,10 @@ def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: st
         ("subnet_cidrs=['172.31.140.0/24'], vpc_id=pulumi.Output.from_input('vpc-0a1b2c3d4e5f60718')", "vpc_id",
          "a plain value"),
         ("subnet_cidrs=[pulumi.Output.from_input('172.31.140.0/24')]", "subnet_cidrs", "a plain value"),
+        ("subnet_cidrs=['172.31.140.0/24'], front_end_security_group_ids=pulumi.Output.from_input('sg-01234567')",
+         "front_end_security_group_ids", "a list"),
+        ("subnet_cidrs=['172.31.140.0/24'], tags={'Owner': pulumi.Output.from_input('x')}", "tags", "strings known"),
+        ("subnet_cidrs=['172.31.140.0/24'], stack='team a/x'", "stack", "letters, digits"),
     ],
 )
 def test_a_bad_argument_is_named_and_nothing_is_registered(
@@ -192,3 +199,41 @@ def test_the_check_runs_with_the_programs_own_python(tmp_path: Path, monkeypatch
     assert default_health_check_python() == "venv/bin/python"
     monkeypatch.setattr(sys, "executable", "/usr/lib/pulumi-python/bin/python3")
     assert default_health_check_python() == "/usr/lib/pulumi-python/bin/python3"
+
+
+def test_two_stores_in_one_program_need_two_names(tmp_path: Path) -> None:
+    recorded: list[Recorded] = []
+    two = ("RedisSessionStore('sessions', SessionStoreArgs(subnet_cidrs=['172.31.140.0/24']))\n"
+           "RedisSessionStore('more-sessions', SessionStoreArgs(subnet_cidrs=['172.31.141.0/24']{}))\n")
+    with pytest.raises(SettingsError, match="argument 'stack': got 'team-program-test'; allowed: a name no other"):
+        run_code(tmp_path, two.format(""), recorded)
+    # The first store is whole; the second registered nothing.
+    assert recorded and not any("more-sessions" in r.name for r in recorded)
+    program = run_code(tmp_path, two.format(", stack='more'"), [])
+    names = sorted(r.inputs["name"] for r in program.of_type("aws:ssm/parameter:Parameter"))
+    assert names == ["/outsystems-redis/more/backup-bucket", "/outsystems-redis/more/redis-password",
+                     "/outsystems-redis/team-program-test/backup-bucket",
+                     "/outsystems-redis/team-program-test/redis-password"]
+
+
+def test_what_is_only_passed_on_may_be_an_output(tmp_path: Path) -> None:
+    program = run_store(
+        tmp_path,
+        "subnet_cidrs=['172.31.140.0/24'], nat_gateway_id=aws.ec2.NatGateway('nat', subnet_id='subnet-0abc1234').id, "
+        "alarm_topic_arn=aws.sns.Topic('pager').arn, ami_id=pulumi.Output.from_input('ami-0fedcba987654321f')",
+        [],
+    )
+    (table,) = program.of_type("aws:ec2/routeTable:RouteTable")
+    assert [r["natGatewayId"] for r in table.inputs["routes"]] == ["nat-id"]
+    assert len(program.of_type("aws:ec2/natGateway:NatGateway")) == 1, "the store made a NAT of its own"
+    assert not program.of_type("aws:kms/key:Key"), "the store made a topic of its own"
+    alarms = program.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert alarms and all(a.inputs["alarmActions"][-1].startswith("arn:aws:sns:eu-west-1:111122223333:pager")
+                          for a in alarms)
+    (instance,) = program.of_type(INSTANCE)
+    assert instance.inputs["ami"] == "ami-0fedcba987654321f"
+
+
+def test_the_password_never_shows_in_the_arguments_repr() -> None:
+    args = SessionStoreArgs(subnet_cidrs=["172.31.140.0/24"], redis_password=PASSWORD)
+    assert PASSWORD not in repr(args) and PASSWORD not in str(args)

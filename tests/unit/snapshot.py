@@ -1,14 +1,16 @@
 """Every resource the program asks for, as one comparable document: URN, parent, options and inputs.
 
 `tests/unit/test_upgrade_snapshot.py` compares the program with the documents in golden/, written by
-`python -m tests.unit.snapshot --write` from commit cbafa15, before the reusable component and the
-layout split of issue 15. An existing stack upgrades without a replacement only if its URNs (type
-tokens, names, parent chain) stay, and it upgrades without a surprise only if its inputs stay.
+`python -m tests.unit.snapshot --write` at commit d1f9c00 (cbafa15 plus a fix of the hash-seed order
+of the uploaded redis-observe.py), before the reusable component and the layout split of issue 15.
+An existing stack upgrades without a replacement only if its URNs (type tokens, names, parent
+chain) stay, and without a surprise only if its inputs stay.
 
 Long texts (user data, policies, scripts) are kept as a digest of their text: the golden files stay
 small, and any change of one byte still shows. RENAMES are the refactor's only intended changes of
-text: the operator tools' module paths, which the post-deploy command and a hint in the servers'
-cluster-join script name. They are applied to both sides before comparing, so nothing else may differ.
+text, applied to both sides before comparing: the health check's module path in the post-deploy
+command and in a hint of the servers' cluster-join script (user data, which running servers ignore),
+and the judge's file named in the header of the uploaded redis-observe.py (re-uploaded once).
 """
 
 from __future__ import annotations

@@ -404,7 +404,7 @@ def test_the_readme_documents_every_alarm_and_every_key_with_its_default() -> No
 
 
 def test_tools_are_uploaded_under_tools_and_the_servers_wait_for_them(tmp_path: Path) -> None:
-    """The hook for the servers' code: EnvironmentArgs.tools -> objects under tools/ in the bucket."""
+    """The hook for the servers' code: ObservabilityArgs.tools -> objects under tools/ in the bucket."""
     judge = "print('judge')\n"
     program = Program(resources=[], exports={}, secret_exports=set())
     mocks = AwsMocks(program)

@@ -1,9 +1,8 @@
-"""An existing stack upgrades to this version without replacing or changing anything.
+"""An existing stack upgrades to this version without a replacement, and with no change but the renames.
 
 Each golden/<shape>.json holds every URN, parent, option and input the program asked for before
-issue 15's reusable component and layout split (written from cbafa15 by `python -m tests.unit.snapshot
---write`). The program today must ask for exactly the same, up to snapshot.RENAMES (the operator tools'
-new module paths, in the post-deploy command and a hint in the cluster-join script).
+issue 15's reusable component and layout split (see tests/unit/snapshot.py). The program today must
+ask for exactly the same, up to snapshot.RENAMES: the operator tools' new module paths.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ from components.settings import (
     Settings,
     check_front_end_cidr,
     check_password,
+    check_store_name,
     check_subnets_in_vpc,
     load_settings,
     merge_tags,
@@ -392,6 +393,7 @@ class RedisSessionStore(pulumi.ComponentResource):
     def __init__(self, name: str, args: SessionStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Every check and look-up first: a bad argument must leave nothing registered.
         try:
+            check_store_name(name)
             s = checked_settings(args)
             facts = look_up(s, _invoke_options(opts))
             claim_stack(s.stack)

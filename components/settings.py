@@ -599,6 +599,20 @@ def _alarm_target(raw: Mapping[str, str]) -> tuple[str | None, str | None]:
     return email, topic
 
 
+# The store's name prefixes every resource name; the tightest is the backup bucket's, autonamed
+# "<name>-observability-backups-<7 random>": S3 allows 63 characters, lowercase letters, digits and '-'.
+STORE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,32}")
+
+
+def check_store_name(name: str) -> None:
+    """Checked before anything is created: AWS would refuse the bucket only after other resources exist."""
+    if not STORE_NAME.fullmatch(name):
+        raise SettingsError(
+            "name", name, "1 to 33 lowercase letters, digits and '-', starting with a letter or digit (it "
+            "prefixes the backup bucket's name, which S3 limits to 63 such characters)",
+        )
+
+
 def check_subnets_in_vpc(settings: Settings, vpc_cidrs: list[str]) -> None:
     """Every subnet CIDR must lie inside one of the VPC's CIDR blocks."""
     blocks = [ipaddress.IPv4Network(c) for c in vpc_cidrs]

@@ -205,6 +205,23 @@ def test_the_check_runs_with_the_programs_own_python(tmp_path: Path, monkeypatch
     assert default_health_check_python() == "/usr/lib/pulumi-python/bin/python3"
 
 
+@pytest.mark.parametrize("name", ["Sessions", "sessions_eu", "-sessions", "s" * 34])
+def test_a_store_name_aws_would_refuse_for_the_bucket_is_refused_first(tmp_path: Path, name: str) -> None:
+    recorded: list[Recorded] = []
+    with pytest.raises(SettingsError, match="argument 'name'.*63"):
+        run_code(tmp_path, f"RedisSessionStore({name!r}, SessionStoreArgs(subnet_cidrs=['172.31.140.0/24']))\n",
+                 recorded)
+    assert recorded == []
+
+
+def test_the_longest_store_name_fits_s3s_bucket_limit(tmp_path: Path) -> None:
+    code = f"RedisSessionStore({'s' * 33!r}, SessionStoreArgs(subnet_cidrs=['172.31.140.0/24']))\n"
+    program = run_code(tmp_path, code, [])
+    (bucket,) = program.of_type("aws:s3/bucket:Bucket")
+    # Pulumi's autoname: the resource name, '-', 7 random characters.
+    assert len(bucket.name) + 8 <= 63
+
+
 def test_two_stores_in_one_program_need_two_names(tmp_path: Path) -> None:
     recorded: list[Recorded] = []
     two = ("RedisSessionStore('sessions', SessionStoreArgs(subnet_cidrs=['172.31.140.0/24']))\n"

@@ -94,9 +94,16 @@ class MotoServer:
 
     def requests(self) -> list[dict]:
         """Every request moto received (the recorder's entries, bodies decoded to bytes)."""
-        entries = []
-        for line in self.recording.read_text().splitlines() if self.recording.exists() else []:
-            entry = json.loads(line)
+        # moto writes an entry and its newline in two calls, and requests run in threads: a large entry
+        # can end up with another right behind it on one line. So: one JSON value after another.
+        text = self.recording.read_text() if self.recording.exists() else ""
+        decoder, at, entries = json.JSONDecoder(), 0, []
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at == len(text):
+                break
+            entry, at = decoder.raw_decode(text, at)
             body = entry.get("body") or ""
             entry["body"] = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
             entries.append(entry)

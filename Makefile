@@ -3,10 +3,14 @@ PY := .venv/bin/python
 
 .PHONY: test setup lint bench bench-quick boot-root rehearsal rehearsal-down
 
-# Two workers: the integration tests mostly wait on Redis (failover timeouts, joins);
-# --dist loadfile keeps each file's module fixtures in one worker.
+# Four workers on two cores: many tests wait on Redis (failover timeouts, joins, boots), so more
+# workers than cores overlap the waits (tests/tools.py claims each worker's loopback addresses, for any
+# count). --dist loadfile keeps each file's module fixtures in one worker; the boot scenarios are one
+# file per fleet so they boot side by side. Every test has a timeout (pyproject.toml). The benchmark
+# tool's own smoke run is in `make bench-quick`.
+WORKERS ?= 4
 test: setup lint
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not bench_smoke" --durations=15
 
 setup:
 	bash scripts/setup.sh
@@ -23,9 +27,11 @@ boot-root: setup
 bench: setup
 	$(PY) -m benchmarks
 
-# Under a minute: Redis 7.0, one repeat, no failover; benchmarks/results/quick.json.
+# Under a minute: Redis 7.0, one repeat, no failover; benchmarks/results/quick.json. Then the smoke
+# run's checks (tests/bench/test_bench_quick.py: every section present and self-consistent).
 bench-quick: setup
 	$(PY) -m benchmarks --quick
+	$(PY) -m pytest -q -m bench_smoke tests/bench
 
 # A first try with no AWS: the stack's servers as Redis processes on loopback, with the shipped
 # redis.conf files and bootstrap; prints the health report and the connection string.

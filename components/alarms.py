@@ -86,11 +86,12 @@ RULES: dict[str, AlarmRule] = {
         "this server has held more or fewer than one master for 15 minutes",
         "journalctl -u redis-role-restore on the server says what it waits for",
     ),
-    # maxmemory with allkeys-lru evicts sessions (logged-out users) when full: page at 85 % for five
-    # minutes, before evictions start, so there is time to scale out.
+    # At maxmemory, allkeys-lru evicts sessions (logged-out users, half sessions) and Redis 5.0 fails
+    # script writes that carry session data (README "When memory is full"): page on the first minute
+    # at 85 %, before eviction begins, so there is time to scale out.
     "MemoryUsedPercent": AlarmRule(
-        "Maximum", "GreaterThanOrEqualToThreshold", 85, PUBLISH_PERIOD_SECONDS, 5, "notBreaching", False,
-        "a Redis process on this server has used 85 % of maxmemory for five minutes",
+        "Maximum", "GreaterThanOrEqualToThreshold", 85, PUBLISH_PERIOD_SECONDS, 1, "notBreaching", False,
+        "a Redis process on this server has used 85 % of maxmemory",
         "add servers (README: Growing the cluster) or a larger instanceType before keys are evicted",
     ),
     # Every eviction is a user logged out: page on the first minute with any.

@@ -16,6 +16,8 @@ components/topology.py), so losing one whole server never loses a slot.
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -175,9 +177,19 @@ def slot_ranges(slots: Iterable[int]) -> str:
 
 
 def _cli(node: str, command: str) -> str:
-    """A fix command that keeps the password off the command line (redis-cli reads REDISCLI_AUTH)."""
-    host, _, port = node.rpartition(":")
-    return f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h {host} -p {port} {command}'
+    """A fix command that keeps the password off the command line (redis-cli reads REDISCLI_AUTH).
+
+    Addresses and node ids come from what Redis reports (CLUSTER NODES), which a compromised node controls:
+    each is quoted (and stripped of characters no address has), so pasting the line runs redis-cli and
+    nothing else.
+    """
+    host, _, port = (_shown(part) for part in node.rpartition(":"))
+    return f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h {shlex.quote(host)} -p {shlex.quote(port)} {command}'
+
+
+def _shown(text: str) -> str:
+    """A reported address or id inside a comment of a fix line: no character that could end the comment."""
+    return re.sub(r"[^0-9A-Za-z.:\[\]_-]", "?", text)
 
 
 def check_reachable(facts: Facts) -> list[Finding]:
@@ -298,7 +310,7 @@ def check_round_trip(facts: Facts) -> list[Finding]:
         return [Finding(FAIL, "session", f"session round-trip failed: {facts.round_trip_error}")]
     if facts.round_trip_ms is None:
         return []
-    return [Finding(OK, "session", f"session round-trip (write, read, TTL, delete of _Data/_Internal) "
+    return [Finding(OK, "session", f"session round-trip (the provider's scripts: lock, write, read, TTL, remove) "
                                    f"in {facts.round_trip_ms:.0f} ms")]
 
 
@@ -372,7 +384,8 @@ def check_slots(view: Sequence[ClusterNode]) -> list[Finding]:
         any_up = next((m.address for m in view if not m.failing), None)
         out.append(Finding(
             FAIL, "slots", f"{len(missing)} of {SLOTS} slots have no master ({slot_ranges(missing)})",
-            fix=f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --cluster fix {any_up}' if any_up else None,
+            fix=(f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --cluster fix {shlex.quote(_shown(any_up))}'
+                 if any_up else None),
         ))
     if not out:
         out.append(Finding(OK, "slots", f"all {SLOTS} slots are served by masters that are up"))
@@ -421,7 +434,8 @@ def check_crossed(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[F
         fix = None
         target = ring_master(view, servers, r.host)
         if target is not None:
-            fix = _cli(r.address, f"CLUSTER REPLICATE {target.id}") + f"   # follow {target.address} instead"
+            fix = (_cli(r.address, f"CLUSTER REPLICATE {shlex.quote(target.id)}")
+                   + f"   # follow {_shown(target.address)} instead")
         out.append(Finding(
             FAIL, "crossed", f"server {r.host}: replica {r.address} follows master {m.address} on the same server; "
             f"losing server {r.host} loses both copies of its slots", r.host, r.address, fix,
@@ -474,7 +488,7 @@ def check_balance(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[F
                 WARN, "balance", f"server {server} holds no master while server {busy} holds "
                 f"{len(per_server[busy])} ({', '.join(m.address for m in per_server[busy])}): roles drifted after "
                 f"a failover; losing server {busy} now costs two masters", server, r.address,
-                _cli(r.address, "CLUSTER FAILOVER") + f"   # {r.address} takes its master role back",
+                _cli(r.address, "CLUSTER FAILOVER") + f"   # {_shown(r.address)} takes its master role back",
             ))
         else:
             out.append(Finding(WARN, "balance", f"server {server} holds no master", server))
@@ -531,7 +545,7 @@ def check_ring(view: Sequence[ClusterNode], servers: Sequence[str]) -> list[Find
         if r.master_id != target.id:
             out.append(Finding(WARN, "ring", f"server {host}: replica {r.address} does not follow the master of "
                                               f"the next server ({target.address})", host, r.address,
-                               _cli(r.address, f"CLUSTER REPLICATE {target.id}")))
+                               _cli(r.address, f"CLUSTER REPLICATE {shlex.quote(target.id)}")))
     if not out:
         out.append(Finding(OK, "ring", f"crossed ring over {len(hosts)} servers: each replica follows the master "
                                        "of the next server"))

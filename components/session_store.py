@@ -22,6 +22,7 @@ import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from xml.sax.saxutils import escape as xml_escape
 
 import pulumi
 import pulumi_aws as aws
@@ -223,10 +224,13 @@ def default_health_check_python() -> str:
 
 
 def hsconf_snippet(connection_string: str) -> str:
-    """The block an administrator pastes into each front-end's server.hsconf."""
+    """The block an administrator pastes into each front-end's server.hsconf.
+
+    XML-escaped: a password may hold `&` or `<`, which would otherwise break the file or change its meaning.
+    """
     return (
         '<InMemorySessionConfiguration ProviderKey="Redis">\n'
-        f'  <ConnectionString encrypted="false">{connection_string}</ConnectionString>\n'
+        f'  <ConnectionString encrypted="false">{xml_escape(connection_string)}</ConnectionString>\n'
         "</InMemorySessionConfiguration>"
     )
 

@@ -525,6 +525,22 @@ class Loopback:
                 os.kill(pid, signal.SIGKILL)
                 _reap(pid)
 
+    def kill_process(self, process: Process) -> None:
+        """SIGKILL one redis-server process (a crash: OOM kill, segfault), and reap it."""
+        pid = self._pid(process)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.01)
+
+    def start_process(self, process: Process, timeout: float = 20) -> None:
+        """Start one process again with its files and data dir, as systemd's Restart= does."""
+        self._spawn(process)
+        self.wait_until_answering((process,), timeout)
+
     def kill_server(self, server: int) -> None:
         """SIGKILL both processes of server `server`: a server lost without warning."""
         self._signal_server(server, signal.SIGKILL, timeout=5)

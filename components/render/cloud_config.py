@@ -278,13 +278,19 @@ class _Literal(str):
     pass
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+def _literal_dumper(base: type) -> type:
+    """A safe YAML dumper that writes _Literal strings (the files) as `|` blocks."""
+    dumper = type(f"_Literal{base.__name__}", (base,), {})
+    dumper.add_representer(
+        _Literal, lambda d, data: d.represent_scalar("tag:yaml.org,2002:str", str(data), style="|")
+    )
+    return dumper
 
 
-_Dumper.add_representer(
-    _Literal, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-)
+# libyaml's emitter writes the same bytes (tests/render/test_cloud_config.py compares them) about ten
+# times faster than PyYAML's own; a 100-server program renders 100 user data. PyYAML without libyaml
+# falls back to its own.
+_Dumper = _literal_dumper(yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper)
 
 
 def render_cloud_config(

@@ -72,6 +72,9 @@ EC2_PATHS = Paths()
 # gentler failure for a session store.
 EVICTION_POLICY = "allkeys-lru"
 
+# OutSystems' value: a master unreachable this long is failed over to its replica.
+CLUSTER_NODE_TIMEOUT_MS = 5000
+
 # TLS 1.0/1.1 are deprecated (RFC 8996); StackExchange.Redis on .NET Framework
 # 4.7+ and .NET Core negotiate 1.2 or 1.3.
 TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
@@ -142,6 +145,9 @@ def render_redis_conf(
         # that expires within the session timeout anyway.
         "appendonly no",
         "save 300 1",
+        # A crash is restarted after the failover on a cluster (nothing lost); a single server has no
+        # replica, so it loses what changed since the last snapshot: at most a minute there.
+        *([] if cluster else ["save 60 1"]),
         "dbfilename dump.rdb",
         "rdbcompression yes",
         "stop-writes-on-bgsave-error no",
@@ -152,7 +158,7 @@ def render_redis_conf(
         lines += [
             "cluster-enabled yes",
             f"cluster-config-file nodes-{port}.conf",  # relative: lives in `dir`
-            "cluster-node-timeout 5000",
+            f"cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}",
             # Peers and clients learn this address, never a NAT'd or loopback one.
             f"cluster-announce-ip {process.host}",
         ]

@@ -67,6 +67,8 @@ def render_role_restore_timer() -> str:
         "[Timer]\n"
         "# Half a minute off redis-password-sync, which runs on the minute.\n"
         "OnCalendar=*:*:30\n"
+        "# systemd's default AccuracySec=1min would let it fire anywhere in the next minute.\n"
+        "AccuracySec=1s\n"
         f"Unit={ROLE_RESTORE_UNIT}\n"
         "\n"
         "[Install]\n"

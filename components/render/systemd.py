@@ -7,7 +7,7 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 
 from __future__ import annotations
 
-from components.render.redis_conf import EC2_PATHS, Paths
+from components.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS, EC2_PATHS, Paths
 from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
 
 UNIT_DIR = "/etc/systemd/system"
@@ -84,9 +84,31 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
         "# hang a reboot.\n"
         "TimeoutStopSec=120\n"
         "Restart=always\n"
-        "RestartSec=2\n"
+        + _restart_delay(cluster=step_down)
         + (_STEP_DOWN if step_down else "")
     )
+
+
+# A crashed cluster process must come back only after its replica has taken over: restarted sooner, a
+# master reloads its last RDB snapshot, keeps its slots, and its replica resyncs from that old copy, so
+# every session written since the snapshot is lost (both Redis lines, measured: README "A crashed Redis
+# process"). The failover takes cluster-node-timeout (5 s) plus the replica's election (up to about 2 s);
+# 15 s leaves room for a busy server. The restarted process then finds a newer epoch for its slots and
+# rejoins as the new master's replica. A single server has no replica to wait for: back at once.
+CLUSTER_RESTART_SECONDS = 3 * CLUSTER_NODE_TIMEOUT_MS // 1000
+SINGLE_RESTART_SECONDS = 2
+
+
+def restart_seconds(cluster: bool) -> int:
+    """How long systemd waits before restarting a crashed redis-server (RestartSec)."""
+    return CLUSTER_RESTART_SECONDS if cluster else SINGLE_RESTART_SECONDS
+
+
+def _restart_delay(cluster: bool) -> str:
+    if cluster:
+        return ("# Restart a crash only after the replica has taken over (cluster-node-timeout + election).\n"
+                f"RestartSec={restart_seconds(True)}\n")
+    return f"RestartSec={restart_seconds(False)}\n"
 
 
 # A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its

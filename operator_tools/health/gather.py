@@ -24,6 +24,8 @@ from components.judge import (
     parse_cluster_nodes,
     verdict,
 )
+from operator_tools.sessions import SessionStore, session_tag
+from operator_tools.sessions import session_keys as provider_keys
 
 CONNECT_TIMEOUT = 3.0
 SESSION_TTL = 60  # seconds: the probe keys expire by themselves even if the delete never runs
@@ -165,16 +167,24 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
             )
         else:
             client = _client(nodes[0][0], nodes[0][1], password, timeout, tls)
-        data, internal = session_keys()
+        # As a front-end does it: the session provider's scripts, its three keys, its write lock.
+        store = SessionStore(client, timeout=SESSION_TTL)
+        tag = session_tag("outsystems-redis-health")
         payload = os.urandom(64).hex()
-        client.set(data, payload, ex=SESSION_TTL)
-        client.set(internal, "probe", ex=SESSION_TTL)
-        if client.get(data) != payload or client.get(internal) != "probe":
+        store.create(tag, {"probe": payload})
+        held = store.lock_and_get(tag)
+        if held is None or held.items != {"probe": payload}:
+            return None, "the session read back under its write lock differs from the one written"
+        if not store.set_and_release(held, {"page": "probe"}):
+            return None, "the session's write lock was lost between taking it and writing"
+        items, timeout = store.get(tag)
+        if items != {"probe": payload, "page": "probe"} or timeout != SESSION_TTL:
             return None, "the value read back differs from the value written"
-        if not 0 < client.ttl(data) <= SESSION_TTL:
-            return None, "the session key has no TTL after SET EX"
-        client.delete(data)
-        client.delete(internal)
+        if not 0 < client.ttl(provider_keys(tag)[1]) <= SESSION_TTL:
+            return None, "the session has no TTL after the provider's write"
+        held = store.lock_and_get(tag)
+        if held is None or not store.remove(held):
+            return None, "the session could not be removed under its write lock"
         return (time.monotonic() - started) * 1000, None
     except redis.RedisError as exc:
         return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout, tls is not None)

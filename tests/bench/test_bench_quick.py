@@ -1,5 +1,7 @@
 """The benchmark's smoke mode (quick's sections plus the scale-out) runs and writes a well-formed report.
 
+Run by `make bench-quick`, not `make test`.
+
 No timing assertions: only that every section is there, complete and self-consistent.
 """
 
@@ -8,29 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
+
+from tests.bench.support import redis_on_blocks
 from tests.tools import ROOT, bench_octet, redis_bin
 
-# Every address block a run with --host-base B may use: 127.0.<B..B+4>.x (its --help; the smoke run itself
-# uses B for ours-prod and its TLS twin and the scale-out's 4th server, B+1 stock-prod, B+2 ours-dev).
-BLOCKS = 5
-
-
-def redis_on_blocks(base: int) -> dict[str, str]:
-    """pid -> command line of every redis-server serving an address of the blocks (Redis titles itself
-    "redis-server HOST:PORT [cluster]")."""
-    blocks = [f"127.0.{base + i}." for i in range(BLOCKS)]
-    found = {}
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # gone
-        if "redis-server" in text and any(b in text for b in blocks):
-            found[cmdline.parent.name] = text
-    return found
-
+# In `make bench-quick`, not `make test`: it asserts that the benchmark tool works (sections, counts, no
+# misses), which no product behaviour depends on, and it took 80-90 s of the suite's two cores.
+pytestmark = pytest.mark.bench_smoke
 
 def test_smoke_run_writes_a_well_formed_report(tmp_path):
     redis_bin("7.0", "redis-server")

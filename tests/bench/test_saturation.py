@@ -7,12 +7,11 @@ and that the servers' own counters saw exactly the requests redis-benchmark repo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from benchmarks import saturation
-from tests.bench.test_bench_quick import redis_on_blocks
-from tests.tools import _worker, redis_bin, require
+from tests.bench.support import redis_on_blocks
+from tests.tools import redis_bin, require, saturation_octet
 
 REQUESTS = 3000
 
@@ -20,9 +19,7 @@ REQUESTS = 3000
 def test_smoke_run_measures_real_cpu_and_counts(tmp_path):
     redis_bin("7.0", "redis-server")
     require(saturation.REDIS_BENCHMARK if Path(saturation.REDIS_BENCHMARK).exists() else None, "redis-benchmark")
-    # 127.0.200-239.x: clear of `make bench` (50+), failover pacing (90+), the bench smoke runs (100-194) and
-    # `python -m benchmarks.saturation` (240-247).
-    base = 200 + 20 * _worker() + os.getpid() % 20
+    base = saturation_octet()  # its own block of 127.0.x (see tests.tools)
     before = redis_on_blocks(base)
     out = tmp_path / "saturation.json"
     try:

@@ -275,3 +275,19 @@ def test_a_crossed_replica_off_the_ring_warns_with_the_replicate_fix():
     assert sorted(f.server for f in warns) == ["10.0.1.10", "10.0.1.11", "10.0.1.12"]
     r2 = next(f for f in warns if f.server == "10.0.1.12")
     assert r2.fix.endswith(f"CLUSTER REPLICATE {'m3'.ljust(40, '0')}")
+
+
+@pytest.mark.parametrize("address", ["10.0.1.12;reboot:7000", "$(reboot):7000", "10.0.1.12\nreboot:7000",
+                                     "10.0.1.12`reboot`:7000"])
+def test_a_fix_line_runs_redis_cli_and_nothing_else_whatever_address_redis_reports(address):
+    """Addresses in fix lines come from CLUSTER NODES, which a compromised node writes: pasted into a shell, the
+    line must still be one redis-cli command with the address as one argument."""
+    import shlex
+
+    from components.judge import _cli, _shown
+
+    line = _cli(address, "CLUSTER FAILOVER") + f"   # {_shown(address)} takes its master role back"
+    words = shlex.split(line, comments=True)
+    host = _shown(address.rpartition(":")[0])
+    assert words == ['REDISCLI_AUTH=$REDIS_PASSWORD', "redis-cli", "-h", host, "-p", "7000", "CLUSTER", "FAILOVER"]
+    assert "\n" not in line

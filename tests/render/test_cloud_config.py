@@ -188,3 +188,31 @@ def test_a_clean_stop_steps_down_on_cluster_servers_only():
     single = files_of(render_cloud_config(settings, topology, 0, memory_mib=8192, password_parameter=PARAMETER,
                                           region=REGION))
     assert "ExecStop" not in single[systemd.TEMPLATE_DROP_IN] and STEP_DOWN_PATH not in single
+
+
+@pytest.mark.parametrize("servers,platform,tls", SCHEMA_CASES)
+def test_every_calendar_timer_fires_within_a_second_of_its_time(servers, platform, tls):
+    """systemd's default AccuracySec is a minute: a timer at :30 could fire as late as :30 a minute on,
+    and what waits on it (a role restore, a password sync) would wait that long too."""
+    timers = {path: text for user_data in rendered(servers, platform, tls)
+              for path, text in files_of(user_data).items() if path.endswith(".timer") and "OnCalendar=" in text}
+    assert timers or servers == 1, "no calendar timer rendered"
+    loose = [path for path, text in timers.items() if not re.search(r"^AccuracySec=1s$", text, re.M)]
+    assert not loose, f"timers without AccuracySec=1s: {loose}"
+
+
+def test_libyaml_and_pyyaml_write_the_same_user_data():
+    """The renderer uses libyaml's emitter when PyYAML has it; a machine without it must get the same bytes."""
+    import yaml
+
+    from components.render import cloud_config
+
+    assert yaml.__with_libyaml__, "PyYAML without libyaml: the renderer would fall back to the slow emitter"
+    pure = cloud_config._literal_dumper(yaml.SafeDumper)
+    for servers, platform, tls in SCHEMA_CASES:
+        for text in rendered(servers, platform, tls):
+            doc = yaml.safe_load(text.removeprefix("#cloud-config\n"))
+            for f in doc["write_files"]:
+                f["content"] = cloud_config._Literal(f["content"])
+            again = "#cloud-config\n" + yaml.dump(doc, Dumper=pure, sort_keys=False, width=1000)
+            assert again == text, f"{servers} servers, {platform}, tls={tls}: the emitters differ"

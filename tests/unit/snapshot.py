@@ -1,10 +1,11 @@
 """Every resource the program asks for, as one comparable document: URN, parent, options and inputs.
 
-`tests/unit/test_upgrade_snapshot.py` compares the program with the documents in golden/, written by
-`python -m tests.unit.snapshot --write` at commit d1f9c00 (cbafa15 plus a fix of the hash-seed order
-of the uploaded redis-observe.py), before the reusable component and the layout split of issue 15.
-An existing stack upgrades without a replacement only if its URNs (type tokens, names, parent
-chain) stay, and without a surprise only if its inputs stay.
+Two guards read it (tests/unit/test_upgrade_snapshot.py). The invariant: no URN of golden/ is lost,
+re-typed or re-parented, and protect, ignore_changes and delete_before_replace stay: those would replace
+servers, and no command re-blesses them. The approved inputs: everything else (user data, scripts,
+policies, alarms) may change, once `python -m tests.unit.snapshot --approve` has printed what changed and
+written it to golden/, so the pull request shows it. The URNs in golden/ are those of commit d1f9c00,
+before issue 15's reusable component and layout split; they have held since.
 
 Long texts (user data, policies, scripts) are kept as a digest of their text: the golden files stay
 small, and any change of one byte still shows. RENAMES are the refactor's only intended changes of
@@ -129,19 +130,75 @@ def golden_path(shape: str) -> Path:
     return GOLDEN / f"{shape}.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="write golden/<shape>.json (only from the old code)")
+# What an existing stack's resources must keep for `pulumi up` to update them in place: a changed URN
+# (type token, name, parent chain) replaces a resource, and so can a changed option.
+INVARIANT = ("parent", "protect", "ignore_changes", "delete_before_replace")
+
+
+def invariant_breaks(golden: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Every way `now` would replace or orphan a resource of `golden`: lost URNs, changed parents and options.
+    New resources are fine (an upgrade creates them)."""
+    breaks = []
+    for urn, was in golden["resources"].items():
+        if urn not in now["resources"]:
+            breaks.append(f"lost (renamed, re-typed or re-parented): {urn}")
+            continue
+        for option in INVARIANT:
+            if now["resources"][urn][option] != was[option]:
+                breaks.append(f"{option} changed: {urn}: {was[option]!r} -> {now['resources'][urn][option]!r}")
+    return breaks
+
+
+def input_changes(golden: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What a reviewer approves: new resources, and changed inputs, dependencies and exports (by key)."""
+    changes = [f"new: {urn}" for urn in sorted(set(now["resources"]) - set(golden["resources"]))]
+    for urn, was in golden["resources"].items():
+        new = now["resources"].get(urn)
+        if new is None:
+            continue
+        for part in ("inputs", "secret_inputs", "dependencies"):
+            a, b = was[part], new[part]
+            if a == b:
+                continue
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                changes.append(f"{part} of {urn.rsplit('::', 1)[-1]}: {', '.join(keys)}")
+            else:
+                changes.append(f"{part} of {urn.rsplit('::', 1)[-1]}")
+    for part in ("exports", "secret_exports"):
+        if golden[part] != now[part]:
+            changes.append(part)
+    return changes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Approve the program's current inputs as the upgrade golden (tests/unit/golden/).",
+        epilog="--approve prints what changed, for the pull request, and refuses to approve a lost URN or a "
+               "changed parent, protect, ignore_changes or delete_before_replace: those replace servers.")
+    parser.add_argument("--approve", action="store_true", help="write golden/<shape>.json from the program now")
     parser.add_argument("shapes", nargs="*", default=list(SHAPES))
     args = parser.parse_args()
+    status = 0
     for shape in args.shapes:
         doc = take(shape)
-        text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-        if args.write:
+        path = golden_path(shape)
+        golden = json.loads(path.read_text()) if path.exists() else {"resources": {}, "exports": {},
+                                                                     "secret_exports": []}
+        breaks = invariant_breaks(golden, doc)
+        if breaks:
+            print(f"{shape}: NOT approved, an existing stack would lose or replace resources:")
+            print("\n".join(f"  {b}" for b in breaks))
+            status = 1
+            continue
+        changes = input_changes(golden, doc)
+        print(f"{shape}: {len(doc['resources'])} resources; {len(changes)} change(s) to approve")
+        print("\n".join(f"  {c}" for c in changes))
+        if args.approve and changes:
             GOLDEN.mkdir(exist_ok=True)
-            golden_path(shape).write_text(text)
-        print(f"{shape}: {len(doc['resources'])} resources, {len(text)} bytes")
+            path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,13 +12,16 @@ from tests.unit.program import Program, run_program, user_data
 INSTANCE = "aws:ec2/instance:Instance"
 CURRENT = "ubuntu-24.04-redis-7.0"
 LEGACY = "ubuntu-20.04-redis-5.0"
-# Every shape the README allows: one server, the first cluster, one and three joiners, and the largest
-# `servers` accepted, on both platforms, and with TLS (7.0 only).
+# Every shape the README allows: one server, the first cluster, one and three joiners, on both platforms,
+# and with TLS (7.0 only); and the largest `servers` accepted (100) once, on the platform whose user data is
+# the largest at every smaller count (checked below). A joiner's user data does not depend on the final
+# count (checked below too), so 100 servers on the other platforms would measure the same texts again.
+PLATFORM_SHAPES = ((LEGACY, False), (CURRENT, False), (CURRENT, True))
 SHAPES = [
     (stack, servers, platform, tls)
-    for stack, servers in (("dev", 1), ("prod", 3), ("prod", 4), ("prod", 6), ("prod", 100))
-    for platform, tls in ((LEGACY, False), (CURRENT, False), (CURRENT, True))
-]
+    for stack, servers in (("dev", 1), ("prod", 3), ("prod", 4), ("prod", 6))
+    for platform, tls in PLATFORM_SHAPES
+] + [("prod", 100, CURRENT, True)]
 
 
 def shape(stack: str, servers: int, platform: str, tls: bool) -> Program:
@@ -62,9 +65,19 @@ def test_the_limit_is_the_one_ec2_enforces_and_the_text_alone_would_break_it(siz
 
 def test_a_joiners_user_data_does_not_grow_with_the_final_server_count(sizes: dict) -> None:
     """Server 4's user data is the same whether the cluster ends at 4, 6 or 100 servers."""
-    for platform, tls in ((LEGACY, False), (CURRENT, True)):
-        fourth = {sizes[("prod", n, platform, tls)]["outsystems-redis-server-4-instance"] for n in (4, 6, 100)}
+    for platform, tls in PLATFORM_SHAPES:
+        fourth = {sizes[("prod", n, platform, tls)]["outsystems-redis-server-4-instance"] for n in (4, 6)}
         assert len(fourth) == 1
+    fourth = {sizes[("prod", n, CURRENT, True)]["outsystems-redis-server-4-instance"] for n in (4, 6, 100)}
+    assert len(fourth) == 1
+
+
+def test_the_100_server_shape_is_the_largest_user_data(sizes: dict) -> None:
+    """Why one 100-server program is enough: at every count, 7.0 with TLS has the largest user data."""
+    for stack, servers in (("dev", 1), ("prod", 3), ("prod", 4), ("prod", 6)):
+        largest = {case: max(size for size, _ in sizes[case].values())
+                   for case in SHAPES if case[:2] == (stack, servers)}
+        assert max(largest, key=largest.get)[2:] == (CURRENT, True), largest
 
 
 # --- password changes ---------------------------------------------------------------------------

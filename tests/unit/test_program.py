@@ -564,3 +564,14 @@ def test_ec2_recovery_is_stated_and_alarmed_per_server(prod: Program) -> None:
         # Each alarm watches its own server's instance (the mock's id is "<name>-id").
         server = alarm.name.removesuffix("-recover")
         assert a["dimensions"] == {"InstanceId": f"{server}-instance-id"}
+
+
+def test_the_hsconf_snippet_is_xml_that_gives_back_the_connection_string_exactly() -> None:
+    """A password with XML's special characters: the snippet parses, and its text is the connection string."""
+    import xml.etree.ElementTree as ET
+
+    from components.session_store import hsconf_snippet
+
+    conn = "10.0.0.1:7000,password=a&b<c>d\"e'f-0123456789"
+    element = ET.fromstring(hsconf_snippet(conn))
+    assert element.find("ConnectionString").text == conn

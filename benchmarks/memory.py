@@ -1,0 +1,160 @@
+"""Sessions written well past maxmemory, the way the session provider writes them: `python -m benchmarks.memory`.
+
+One Redis process per (version, policy), with a small maxmemory, on loopback. Front-end requests run the
+provider's scripts (operator_tools.sessions): each request takes its session's write lock, holds it while
+`--held` other requests run (the page's work), then writes its items and releases the lock. New sessions keep
+arriving until the store has been written `--fill` times its maxmemory. Counted:
+
+- writes: the share of requests whose scripts succeeded (an OOM error is a failed login);
+- locks lost: a request found its own lock gone when it came to write (evicted while held; its update is
+  dropped, and any other request could have taken the session meanwhile);
+- half sessions: sessions with one of _Data/_Internal left (the provider then reads an empty session).
+
+The numbers decide the eviction policy in components/render/redis_conf.py (README: "When memory is full").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+
+from operator_tools.loopback import redis_binary
+from operator_tools.sessions import SessionStore, inspect, session_tag
+
+POLICIES = ("allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-ttl")
+ITEM_BYTES = 2000
+
+
+@dataclass
+class Result:
+    version: str
+    policy: str
+    maxmemory_mb: int
+    requests: int
+    writes_ok: int
+    oom_errors: int
+    other_errors: int
+    locks_lost: int
+    sessions: int
+    half_sessions: int
+    whole_sessions: int
+    evicted_keys: int
+    other_error_kinds: dict
+
+    @property
+    def write_share(self) -> float:
+        return self.writes_ok / self.requests if self.requests else 0.0
+
+
+def _start(version: str, port: int, directory: Path, policy: str, maxmemory_mb: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [redis_binary(version), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory), "--maxmemory", f"{maxmemory_mb}mb", "--maxmemory-policy", policy],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port, socket_timeout=1).ping()
+            return proc
+        except redis.RedisError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server {version} exited ({proc.returncode})") from None
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server {version} on {port} did not answer PING in 20 s")
+
+
+def run_one(version: str, policy: str, *, port: int, maxmemory_mb: int = 8, fill: float = 3.0,
+            held: int = 50) -> Result:
+    """Write sessions until `fill` x maxmemory has been written; `held` requests hold their lock at any time."""
+    with tempfile.TemporaryDirectory(prefix="osr-memory-") as tmp:
+        proc = _start(version, port, Path(tmp), policy, maxmemory_mb)
+        try:
+            client = redis.Redis(port=port, socket_timeout=5)
+            store = SessionStore(client)
+            payload = os.urandom(ITEM_BYTES // 2).hex()
+            budget = int(fill * maxmemory_mb * 1024 * 1024 / ITEM_BYTES)
+            tags: list[str] = []
+            holding: deque = deque()
+            ok = oom = other = lost = 0
+            errors: dict[str, int] = {}
+            for n in range(budget):
+                # A returning user (every third request) or a new login.
+                returning = n % 3 == 2 and tags
+                tag = tags[(n * 7919) % len(tags)] if returning else session_tag(f"app{n % 7}", uuid.uuid4().hex[:24])
+                try:
+                    if not returning:
+                        store.create(tag, {"login": payload})
+                        tags.append(tag)
+                    lock = store.lock_and_get(tag)
+                    if lock is not None:
+                        holding.append(lock)
+                    if len(holding) > held:
+                        oldest = holding.popleft()
+                        if store.set_and_release(oldest, {"page": payload[:200]}):
+                            ok += 1
+                        else:
+                            lost += 1
+                except redis.ResponseError as exc:
+                    # redis-py strips the OOM code from its OutOfMemoryError; a script's error keeps it inside.
+                    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
+                        oom += 1
+                    else:
+                        other += 1
+                        errors.setdefault(str(exc)[:200], 0)
+                        errors[str(exc)[:200]] += 1
+            states = [inspect(client, t) for t in tags]
+            evicted = int(client.info("stats")["evicted_keys"])
+            client.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    requests = ok + oom + other + lost
+    return Result(version, policy, maxmemory_mb, requests, ok, oom, other, lost, len(tags),
+                  sum(s.half for s in states), sum(s.whole for s in states), evicted, errors)
+
+
+def table(results: list[Result]) -> str:
+    rows = ["| Redis | policy | requests | writes ok | OOM errors | locks lost while held | half sessions | "
+            "whole sessions left | keys evicted |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r.version} | {r.policy} | {r.requests} | {100 * r.write_share:.1f} % | {r.oom_errors} | "
+                    f"{r.locks_lost} | {r.half_sessions} | {r.whole_sessions} of {r.sessions} | {r.evicted_keys} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--versions", default="5.0,7.0")
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--maxmemory-mb", type=int, default=8)
+    ap.add_argument("--fill", type=float, default=3.0, help="write this many times maxmemory (default 3)")
+    ap.add_argument("--held", type=int, default=50, help="requests holding their lock at once (default 50)")
+    ap.add_argument("--port", type=int, default=6420)
+    ap.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    results = []
+    for version in args.versions.split(","):
+        for policy in args.policies.split(","):
+            print(f"{version} {policy} ...", file=sys.stderr, flush=True)
+            results.append(run_one(version, policy, port=args.port, maxmemory_mb=args.maxmemory_mb,
+                                   fill=args.fill, held=args.held))
+    print(table(results))
+    if args.out:
+        args.out.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

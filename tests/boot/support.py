@@ -1,0 +1,284 @@
+"""What the boot tests share: the mocked program's deployment of a stack, booting it, and the checks.
+
+The boot tests boot the program's own rendered user data on real cloud-init and systemd: each server is a
+systemd-nspawn container of Debian 12 (see machines.py for what stands in for EC2 and AWS, and which
+cloud-init steps fail by design in a container). The user data, private IPs, SSM parameters and the
+post-deploy check all come from the mocked program, never re-rendered here.
+
+The scenarios live in one module per fleet (test_boot_dev, test_boot_dev_offline, test_boot_prod_growth,
+test_boot_prod_faults), so pytest-xdist's --dist loadfile boots them on different workers at once; inside a
+module, later tests build on the earlier ones. Every wait is bounded; containers and namespaces are torn
+down by the fixtures even when a test fails, and a killed run's leftovers by the next run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.boot import machines as m
+from tests.unit.program import Program, Recorded, run_program
+
+PLATFORM = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
+INSTANCE = "aws:ec2/instance:Instance"
+PARAMETER = "aws:ssm/parameter:Parameter"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+HEALTH_CHECK = "outsystems-redis-health-check"
+SLOTS = 16384
+BOOT_TIMEOUT = 240  # power on -> cloud-init finished (about 15 s here)
+UNITS_TIMEOUT = 300  # -> every rendered unit active (the bootstrap and the join wait for peers)
+# The post-deploy check runs once the units are up, and answers in about a second then;
+# on a broken store it would wait its own --wait 900.
+CHECK_TIMEOUT = 120
+ROLE_RESTORE_TIMEOUT = 180  # the timer's next :30, the resync, and up to three CLUSTER FAILOVER tries
+FAILOVER_TIMEOUT = 90  # cluster-node-timeout is 5000 ms: a replica takes over within seconds
+SESSION_TTL = 3600
+
+
+@dataclass
+class Deployment:
+    """What the mocked program asks AWS for, for one stack."""
+
+    program: Program
+    instances: dict[int, Recorded]  # by RedisServerIndex
+    parameters: dict[str, str]
+    tools: dict[str, str]  # the bucket objects the program uploads (key -> text)
+    check_command: str
+    check_env: dict[str, str]
+
+    @classmethod
+    def of(cls, stack: str, overrides: dict[str, Any] | None = None) -> Deployment:
+        program = run_program(stack, {**PLATFORM, **(overrides or {})})
+        check = program.named(HEALTH_CHECK)
+        return cls(
+            program=program,
+            instances={int(r.inputs["tags"]["RedisServerIndex"]): r for r in program.of_type(INSTANCE)},
+            parameters={p.inputs["name"]: str(p.inputs["value"]) for p in program.of_type(PARAMETER)},
+            tools={o.inputs["key"]: o.inputs["content"] for o in program.of_type(BUCKET_OBJECT)},
+            check_command=str(check.inputs["create"]),
+            check_env={k: str(v) for k, v in check.inputs["environment"].items()},
+        )
+
+    def user_data(self, index: int) -> bytes:
+        return m.user_data_bytes(self.instances[index].inputs)
+
+    def add_to(self, fleet: m.Fleet, index: int) -> m.Server:
+        inputs = self.instances[index].inputs
+        return fleet.add(self.instances[index].name, index, inputs["privateIp"], self.user_data(index),
+                         self.parameters, self.tools)
+
+    @property
+    def nodes(self) -> list[str]:
+        """HOST:PORT of every Redis process, as the post-deploy check names them."""
+        argv = shlex.split(self.check_command)
+        return argv[argv.index("--nodes") + 1].split(",")
+
+    @property
+    def password(self) -> str:
+        return self.check_env["REDIS_PASSWORD"]
+
+
+@dataclass
+class Cluster:
+    fleet: m.Fleet
+    deployment: Deployment  # the stack as last deployed (3 servers, then 4)
+
+
+
+@contextmanager
+def booted(root: Path, deployment: Deployment) -> Iterator[m.Fleet]:
+    """Every server of `deployment` powered on together (as EC2 starts them) and booted; always torn down."""
+    fleet = m.Fleet(root)
+    try:
+        for index in sorted(deployment.instances):
+            deployment.add_to(fleet, index)
+        fleet.boot(fleet.servers.values(), BOOT_TIMEOUT)
+        yield fleet
+    finally:
+        fleet.destroy()
+
+
+def assert_first_boot(server: m.Server) -> None:
+    """The first boot did what the rendered user data asks, and nothing failed that should not."""
+    units = m.expected_units(server.config)
+    assert units, "the rendered user data names no unit to run"
+    # cloud-init's verdict first: a failed install would otherwise show only as units that never start.
+    assert_no_boot_problems(server, "cloud-init finished")
+    server.wait_units_active(units, UNITS_TIMEOUT)
+    assert_no_boot_problems(server, "units started")
+
+    # cloud-init was handed exactly the bytes EC2 would hand it (gzip when the program compresses).
+    given = server.merged / f"var/lib/cloud/instances/{server.instance_id}/user-data.txt"
+    assert given.read_bytes() == server.user_data, "cloud-init did not consume the seeded user data"
+    mismatched = server.rendered_files_mismatch()
+    assert not mismatched, f"{server.name}: write_files did not land as rendered:\n" + "\n".join(mismatched)
+
+    enabled = server.out("systemctl is-enabled " + " ".join(units)).split()
+    assert enabled == ["enabled"] * len(units), f"{server.name}: {dict(zip(units, enabled, strict=False))}"
+    # The packaged single-instance server stays off.
+    assert server.out("systemctl is-active redis-server.service") != "active"
+
+    # The pinned packages came from cloud-init's install, and are held.
+    held = server.out("apt-mark showhold").split()
+    for package, version in pinned_packages(server.config):
+        installed = server.out(f"dpkg-query -W -f '${{Version}}' {package}")
+        assert fnmatch.fnmatch(installed, version), f"{package} {installed}, pinned {version}"
+        assert package in held, f"{package} is not held: {held}"
+
+    # The password came from "SSM", through the AWS CLI the snap step installed.
+    if any("aws-cli" in cmd for cmd in map(str, server.config.get("snap", {}).get("commands", []))):
+        assert (server.merged / "snap/bin/aws").exists(), "snap install aws-cli did not run"
+    calls = server.out(f"cat {m.AWS_LOG}")
+    assert any(f"--name {name}" in calls for name in server.parameters), f"no SSM read: {calls!r}"
+
+
+def assert_no_boot_problems(server: m.Server, when: str) -> None:
+    problems = server.boot_problems()
+    assert not problems, f"{server.name} ({when}):\n" + "\n".join(problems) + "\n" + server.diagnostics()
+
+
+def pinned_packages(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(package, version glob) of the rendered `packages` entries that pin a version."""
+    return [(str(p[0]), str(p[1])) for p in config.get("packages", []) if isinstance(p, list)]
+
+
+def post_deploy_check(fleet: m.Fleet, deployment: Deployment) -> str:
+    """The program's own post-deploy command, exactly, from the repo root inside the VPC: exit 0."""
+    env = {**os.environ, **deployment.check_env}
+    code, out = m.bounded(["ip", "netns", "exec", fleet.vpc.ns, "/bin/sh", "-c", deployment.check_command],
+                          CHECK_TIMEOUT, env=env, cwd=m.REPO)
+    if code != 0:
+        why = f"did not finish in {CHECK_TIMEOUT}s" if code is None else f"exited {code}"
+        lines = out.splitlines()
+        shown = "\n".join(lines if len(lines) <= 30 else [*lines[:20], "...", *lines[-8:]])
+        raise AssertionError(f"post-deploy check {why}: {deployment.check_command}\n{shown}\n{fleet.diagnostics()}")
+    return out
+
+
+def cli(fleet: m.Fleet, deployment: Deployment, node: str, *args: str) -> str:
+    """redis-cli against one node, from inside the VPC (password through REDISCLI_AUTH, never argv)."""
+    host, port = node.rsplit(":", 1)
+    env = {**os.environ, "REDISCLI_AUTH": deployment.password}
+    return fleet.vpc.exec(["redis-cli", "-h", host, "-p", port, *args], env=env, timeout=20).stdout
+
+
+def cluster_view(fleet: m.Fleet, deployment: Deployment, via: str) -> list[dict[str, Any]]:
+    """CLUSTER NODES as one node sees it: id, ip, node, master, failing, follows, slots."""
+    rows = []
+    for line in cli(fleet, deployment, via, "cluster", "nodes").splitlines():
+        f = line.split()
+        if len(f) < 8:
+            continue
+        slots = 0
+        for r in f[8:]:
+            if not r.startswith("["):  # a slot being migrated, not owned
+                lo, _, hi = r.partition("-")
+                slots += int(hi or lo) - int(lo) + 1
+        node = f[1].split("@")[0]
+        rows.append({"id": f[0], "node": node, "ip": node.rsplit(":", 1)[0], "master": "master" in f[2],
+                     "failing": bool(re.search(r"fail|handshake|noaddr", f[2])), "follows": f[3], "slots": slots})
+    return rows
+
+
+def roles_restored(fleet: m.Fleet, deployment: Deployment, via: str) -> bool:
+    """Every server holds exactly one master with slots again (what redis-role-restore brings back)."""
+    view = cluster_view(fleet, deployment, via)
+    masters = [r for r in view if r["master"] and r["slots"] and not r["failing"]]
+    # ... and the view has settled: each of them followed by a replica on another server.
+    followed = all(any(not r["master"] and r["follows"] == mr["id"] and r["ip"] != mr["ip"] for r in view)
+                   for mr in masters)
+    return followed and sorted(r["ip"] for r in masters) == sorted(server.ip for server in fleet.servers.values())
+
+
+def assert_roles_restore_themselves(fleet: m.Fleet, deployment: Deployment, via: str, what: str) -> None:
+    # redis-role-restore.timer fires every minute at :30 on each server, and acts once the cluster is whole.
+    m.wait_for(lambda: roles_restored(fleet, deployment, via), ROLE_RESTORE_TIMEOUT,
+               f"{what}: roles still drifted {ROLE_RESTORE_TIMEOUT}s later", fleet.diagnostics)
+
+
+def assert_replicated_elsewhere(view: list[dict[str, Any]], what: str) -> None:
+    """Every slot served by a live master, and every such master replicated from another server."""
+    masters = [r for r in view if r["master"] and r["slots"] and not r["failing"]]
+    assert sum(r["slots"] for r in masters) == SLOTS, f"{what}: slots served {view}"
+    for master in masters:
+        replicas = [r for r in view if not r["master"] and r["follows"] == master["id"] and not r["failing"]]
+        assert replicas, f"{what}: {master['node']} has no replica: {view}"
+        assert all(r["ip"] != master["ip"] for r in replicas), f"{what}: replica beside its master: {view}"
+
+
+def assert_crossed(view: list[dict[str, Any]], servers: int) -> None:
+    """The shape the program promises: one master per server, each replicated on another server."""
+    assert_replicated_elsewhere(view, "crossed cluster")
+    masters = [r for r in view if r["master"] and r["slots"]]
+    assert len(masters) == servers and len({r["ip"] for r in masters}) == servers, f"masters: {masters}"
+
+
+SESSIONS_PY = r"""
+import json, os, sys
+from redis.cluster import ClusterNode, RedisCluster
+from operator_tools.sessions import SessionStore, inspect
+req = json.loads(sys.argv[1])
+nodes = [ClusterNode(n.rsplit(":", 1)[0], int(n.rsplit(":", 1)[1])) for n in req["nodes"]]
+rc = RedisCluster(startup_nodes=nodes, password=os.environ["REDIS_PASSWORD"], socket_timeout=5,
+                  decode_responses=True)
+store = SessionStore(rc, timeout=req["ttl"])
+if req["op"] == "write":
+    for tag, items in req["sessions"].items():
+        store.create(tag, {"login": items["login"]})
+        assert store.write(tag, {"page": items["page"]}), tag
+    print(json.dumps(len(req["sessions"])))
+else:
+    # Read key by key first (inspect does not reset the expiry), then as the provider reads.
+    out = {}
+    for tag in req["tags"]:
+        state = inspect(rc, tag)
+        out[tag] = [store.get(tag)[0] if state.whole else {}, state.data_ttl, state.half]
+    print(json.dumps(out))
+"""
+
+
+def sessions(fleet: m.Fleet, deployment: Deployment, request: dict[str, Any]) -> Any:
+    """Sessions written or read through the session provider's scripts (operator_tools.sessions), with
+    redis-py's cluster client, from inside the VPC."""
+    env = {**os.environ, "REDIS_PASSWORD": deployment.password}
+    request = {**request, "nodes": deployment.nodes, "ttl": SESSION_TTL}
+    result = fleet.vpc.exec([str(m.REPO / ".venv/bin/python"), "-c", SESSIONS_PY, json.dumps(request)],
+                            env=env, cwd=m.REPO, timeout=120)
+    assert result.returncode == 0, f"sessions {request['op']}: {result.stderr[-3000:]}"
+    return json.loads(result.stdout)
+
+
+def write_sessions(fleet: m.Fleet, deployment: Deployment, count: int) -> dict[str, dict[str, str]]:
+    """`count` sessions in the provider's shape: created, then updated by a request holding the write lock."""
+    written = {}
+    for n in range(count):
+        tag = f"{{{uuid.uuid4()}_{uuid.uuid4().hex[:24]}}}"
+        written[tag] = {"login": uuid.uuid4().hex * 8, "page": f"request {n}"}
+    assert sessions(fleet, deployment, {"op": "write", "sessions": written}) == count
+    return written
+
+
+def assert_sessions_kept(fleet: m.Fleet, deployment: Deployment, written: dict[str, dict[str, str]]) -> None:
+    got = sessions(fleet, deployment, {"op": "read", "tags": list(written)})
+    lost = [tag for tag, items in written.items() if got[tag][0] != items]
+    half = [tag for tag in written if got[tag][2]]
+    assert not lost, f"{len(lost)} of {len(written)} sessions lost ({len(half)} half), e.g. {lost[:3]}"
+    ttls = [ttl for _, ttl, _ in got.values()]
+    assert all(0 < ttl <= SESSION_TTL for ttl in ttls), f"TTLs not kept: {sorted(set(ttls))[:5]}"
+
+
+def verdict(report: str) -> str:
+    """The health check's headline and its warnings/failures, for the test log."""
+    return "\n".join(line for line in report.splitlines()
+                     if re.match(r"(HEALTHY|DEGRADED|UNHEALTHY)|\s+(WARN|FAIL)\b", line))
+
+

@@ -1,0 +1,159 @@
+"""Prod: three servers form the crossed cluster, publish, grow to four, and one is powered off and on."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.boot import machines as m
+from tests.boot.support import (
+    BOOT_TIMEOUT,
+    FAILOVER_TIMEOUT,
+    SLOTS,
+    UNITS_TIMEOUT,
+    Cluster,
+    Deployment,
+    assert_crossed,
+    assert_first_boot,
+    assert_no_boot_problems,
+    assert_replicated_elsewhere,
+    assert_roles_restore_themselves,
+    assert_sessions_kept,
+    booted,
+    cli,
+    cluster_view,
+    post_deploy_check,
+    verdict,
+    write_sessions,
+)
+
+
+@pytest.fixture(scope="module")
+def prod(root: Path) -> Iterator[Cluster]:
+    deployment = Deployment.of("prod")
+    with booted(root, deployment) as fleet:
+        yield Cluster(fleet, deployment)
+
+
+def test_prod_first_boot_forms_the_crossed_cluster(prod: Cluster) -> None:
+    servers = list(prod.fleet.servers.values())
+    assert len(servers) == 3
+    for server in servers:
+        assert_first_boot(server)
+    # The cluster was formed by the shipped bootstrap, run by systemd from the unit the
+    # user data installed on exactly one server (its files matched the render above).
+    formers = [(s, u) for s in servers for u in m.expected_units(s.config) if "bootstrap" in u]
+    assert len(formers) == 1, f"bootstrap units: {[(s.name, u) for s, u in formers]}"
+    server, unit = formers[0]
+    journal = server.out(f"journalctl -b --no-pager -o cat -u {unit}")
+    assert "[OK] All 16384 slots covered." in journal, journal  # redis-cli --cluster create ran here
+    assert re.search(r"(?m)^cluster-bootstrap: done$", journal), journal
+    print(f"{server.name} {unit}:\n" + "\n".join(journal.splitlines()[-5:]))
+
+
+def test_prod_post_deploy_check(prod: Cluster) -> None:
+    print(verdict(post_deploy_check(prod.fleet, prod.deployment)))
+    assert_crossed(cluster_view(prod.fleet, prod.deployment, prod.deployment.nodes[0]), 3)
+
+
+def test_prod_servers_publish_metrics_and_logs(prod: Cluster) -> None:
+    """redis-observe's timers, as booted: each server fetches the tool, publishes its metrics (the cluster
+    healthy, its own name as dimension) and ships its units' journal, read by the real journalctl."""
+    for server in prod.fleet.servers.values():
+        def recorded(server: m.Server = server) -> list[str]:
+            return server.out(f"cat {m.AWS_LOG}").splitlines()
+
+        def latest_metrics(server: m.Server = server) -> dict | None:
+            lines = recorded(server)
+            published = [i for i, line in enumerate(lines) if "cloudwatch put-metric-data" in line]
+            return {d["MetricName"]: d for d in json.loads(lines[published[-1] + 1])} if published else None
+
+        def healthy_metrics(server: m.Server = server) -> dict | None:
+            data = latest_metrics(server)
+            ok = data and data["ClusterStateOk"]["Value"] == 1 and data["SlotsServed"]["Value"] == SLOTS
+            return data if ok else None
+
+        m.wait_for(lambda: any("logs put-log-events" in line and "/journal " in line for line in recorded()), 150,
+                   f"{server.name}: no journal shipped", server.diagnostics)
+        # A run during the cluster's first minutes rightly published cluster_state not ok; the next ones
+        # (every minute) must say healthy, with every slot served.
+        data = m.wait_for(healthy_metrics, 150,
+                          f"{server.name}: no publish with ClusterStateOk 1 and {SLOTS} slots served",
+                          server.diagnostics)
+        lines = recorded()
+        assert any(line.split()[1:3] == ["s3", "cp"] for line in lines)
+        assert {x["Name"]: x["Value"] for x in data["ClusterStateOk"]["Dimensions"]} == {
+            "Stack": "prod", "Server": server.hostname}
+        journal = next(i for i, line in enumerate(lines) if "logs put-log-events" in line and "/journal " in line)
+        # redis-auth's own line, as the real journal has it (identifier and pid), from the first boot.
+        payload = lines[journal + 1]
+        wrote = r'"message": "redis-auth\[\d+\]: redis-auth: wrote /etc/redis/auth.conf'
+        assert re.search(wrote, payload), payload[:500]
+        assert prod.deployment.password not in "\n".join(lines)
+
+
+def test_fourth_server_joins(prod: Cluster) -> None:
+    grown = Deployment.of("prod", {"outsystems-redis:servers": 4})
+    assert sorted(grown.instances) == [0, 1, 2, 3]
+    # Raising the count only adds a server: the running three keep their user data.
+    for index in (0, 1, 2):
+        assert grown.user_data(index) == prod.deployment.user_data(index), f"server {index}'s user data changed"
+    new = grown.add_to(prod.fleet, 3)
+    prod.fleet.boot([new], BOOT_TIMEOUT)
+    assert_first_boot(new)
+    assert any("join" in u for u in m.expected_units(new.config)), "the 4th server renders no join unit"
+    prod.deployment = grown
+    print(verdict(post_deploy_check(prod.fleet, grown)))
+    assert_crossed(cluster_view(prod.fleet, grown, grown.nodes[0]), 4)
+
+
+def test_one_server_powered_off_and_on(prod: Cluster) -> None:
+    fleet, deployment = prod.fleet, prod.deployment
+    victim = fleet.servers[0]
+    survivor = next(n for n in deployment.nodes if not n.startswith(victim.ip + ":"))
+    items = write_sessions(fleet, deployment, 50)
+
+    poweroff_started = time.monotonic()
+    fleet.poweroff([victim])
+    # A clean poweroff steps down first (each Redis unit's ExecStop, redis-step-down): the victim's
+    # master handed its slots to its replica before going down, so right after the poweroff every
+    # slot is already served from another server, with no wait for cluster-node-timeout (a kill
+    # leaves the dead master owning its slots in every view for 5 s and an election).
+    view = cluster_view(fleet, deployment, survivor)
+    gone = [r for r in view if r["ip"] == victim.ip]
+    assert gone and not any(r["slots"] for r in gone), f"{victim.ip} went down holding slots: {view}"
+    masters = [r for r in view if r["master"] and r["slots"] and r["ip"] != victim.ip]
+    assert sum(r["slots"] for r in masters) == SLOTS, f"slots not all served right after the poweroff: {view}"
+    print(f"{victim.name} powered off in {time.monotonic() - poweroff_started:.1f}s; its master had moved first")
+
+    def failed_over() -> bool:
+        view = cluster_view(fleet, deployment, survivor)
+        masters = [r for r in view if r["master"] and r["slots"] and not r["failing"]]
+        return (sum(r["slots"] for r in masters) == SLOTS and all(r["ip"] != victim.ip for r in masters)
+                and "cluster_state:ok" in cli(fleet, deployment, survivor, "cluster", "info"))
+
+    m.wait_for(failed_over, FAILOVER_TIMEOUT, f"{victim.ip}'s slots were not taken over by another server",
+               fleet.diagnostics)
+    assert_sessions_kept(fleet, deployment, items)
+
+    victim.boot()
+    victim.wait_booted(BOOT_TIMEOUT)
+    victim.wait_units_active(m.expected_units(victim.config), UNITS_TIMEOUT)
+    assert_no_boot_problems(victim, "power cycle")
+    # Its old master came back as a replica; its redis-role-restore timer gives the role back by itself.
+    assert_roles_restore_themselves(fleet, deployment, survivor, f"after {victim.name}'s power cycle")
+    report = post_deploy_check(fleet, deployment)
+    print(f"after {victim.name} came back:\n{verdict(report)}")
+    assert verdict(report).startswith("HEALTHY") and "WARN" not in report, report
+    assert "master again" in victim.out("journalctl -u redis-role-restore --no-pager")
+    # What the step-down said while the server went down (the journal of the boot before).
+    said = victim.out("journalctl --no-pager -o cat -b -1 -u redis-server@7000 -u redis-server@7001")
+    assert "is the master now" in said and "stops as a replica" in said, said
+    print("\n".join(line for line in said.splitlines() if "redis-step-down" in line))
+    assert_replicated_elsewhere(cluster_view(fleet, deployment, survivor), "after one server's power cycle")
+    assert_sessions_kept(fleet, deployment, items)

@@ -57,15 +57,15 @@ class Result:
         return self.writes_ok / self.requests if self.requests else 0.0
 
 
-def _start(version: str, port: int, directory: Path, policy: str, maxmemory_mb: int) -> subprocess.Popen:
+def _start(version: str, host: str, port: int, directory: Path, policy: str, maxmemory_mb: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [redis_binary(version), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [redis_binary(version), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
          "--dir", str(directory), "--maxmemory", f"{maxmemory_mb}mb", "--maxmemory-policy", policy],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            redis.Redis(port=port, socket_timeout=1).ping()
+            redis.Redis(host, port, socket_timeout=1).ping()
             return proc
         except redis.RedisError:
             if proc.poll() is not None:
@@ -75,13 +75,13 @@ def _start(version: str, port: int, directory: Path, policy: str, maxmemory_mb: 
     raise RuntimeError(f"redis-server {version} on {port} did not answer PING in 20 s")
 
 
-def run_one(version: str, policy: str, *, port: int, maxmemory_mb: int = 8, fill: float = 3.0,
-            held: int = 50) -> Result:
+def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", maxmemory_mb: int = 8,
+            fill: float = 3.0, held: int = 50) -> Result:
     """Write sessions until `fill` x maxmemory has been written; `held` requests hold their lock at any time."""
     with tempfile.TemporaryDirectory(prefix="osr-memory-") as tmp:
-        proc = _start(version, port, Path(tmp), policy, maxmemory_mb)
+        proc = _start(version, host, port, Path(tmp), policy, maxmemory_mb)
         try:
-            client = redis.Redis(port=port, socket_timeout=5)
+            client = redis.Redis(host, port, socket_timeout=5)
             store = SessionStore(client)
             payload = os.urandom(ITEM_BYTES // 2).hex()
             budget = int(fill * maxmemory_mb * 1024 * 1024 / ITEM_BYTES)

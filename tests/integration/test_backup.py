@@ -23,6 +23,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -38,6 +39,7 @@ from components.monitoring import (
 )
 from components.render.backup import backup_env, backup_script
 from operator_tools.loopback import Loopback, run_at_once
+from operator_tools.sessions import SessionStore, session_keys, session_tag
 from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.tools import loopback_octet, require
 
@@ -211,23 +213,30 @@ def assert_nothing_left_behind(root: Path, servers: int) -> None:
         assert list((root / f"work-{server}").iterdir()) == [], "a snapshot was left on the server's disk"
 
 
-def write_sessions(lo: Loopback, count: int, size: int = 20_000) -> dict[str, tuple[bytes, int | None]]:
-    """Sessions as OutSystems writes them (a blob with a TTL); (content, absolute expiry in ms) by key."""
+def write_sessions(lo: Loopback, count: int, size: int = 20_000) -> dict[str, tuple[Any, int | None]]:
+    """Sessions as the session provider writes them (its scripts: a _Data hash and an _Internal hash under one
+    hash tag, each with the session's TTL, a different one per session); (content, absolute expiry in ms) by
+    key. Content is the hash (field -> bytes), or the bytes of the one plain key without a TTL."""
     from redis.cluster import RedisCluster
 
     p = lo.processes[0]
     c = RedisCluster(p.host, p.port, password=lo.password, socket_timeout=5, **lo.tls_kwargs) \
         if lo.topology.cluster else redis.Redis(p.host, p.port, password=lo.password, socket_timeout=5)
-    sessions = {}
+    sessions: dict[str, tuple[Any, int | None]] = {}
     for i in range(count):
-        key, content = f"session:{i:05d}", secrets.token_bytes(size)
-        ttl_ms = 600_000 + 1000 * i
-        c.set(key, content, px=ttl_ms)
-        sessions[key] = (content, int(time.time() * 1000) + c.pttl(key))
+        tag, item = session_tag("backup", f"{i:05d}"), secrets.token_bytes(size)
+        SessionStore(c, timeout=600 + i).create(tag, {"login": item})
+        _, data, internal = session_keys(tag)
+        for key, content in ((data, {b"login": item}), (internal, {b"SessionTimeout": str(600 + i).encode()})):
+            sessions[key] = (content, int(time.time() * 1000) + c.pttl(key))
     c.set("settings:no-expiry", b"kept")
     sessions["settings:no-expiry"] = (b"kept", None)
     c.close()
     return sessions
+
+
+def read_back(c, key: str, content: Any) -> Any:
+    return c.hgetall(key) if isinstance(content, dict) else c.get(key)
 
 
 # A cluster on each Redis line, a dev server, and a cluster with TLS on (the snapshot through the TLS redis-cli).
@@ -286,8 +295,9 @@ def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subpr
 # The restored TTL is the key's remaining TTL when the RESTORE runs, so its absolute expiry is the original's;
 # the test reads both through a client round trip, each bracketed by the clock: 1 s covers the restore's own delay.
 TTL_TOLERANCE_MS = 1000
-# Long enough to be in the snapshot (a backup run takes a few seconds here), short enough to end before the restore.
-SHORT_TTL_MS = 10_000
+# Long enough to be in the snapshot (a backup run takes a few seconds here, over 10 s on a busy machine),
+# short enough to end before the restore.
+SHORT_TTL_MS = 20_000
 
 
 def client_of(lo: Loopback):  # noqa: ANN201
@@ -332,14 +342,16 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
                             cwd=Path(__file__).parents[2])
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith(taken_at)).split()
-    assert row[1:4] == ["3", str(len(sessions) + 10), "16384/16384"], listed.stdout
+    # Every session, and at least one short one (else "expired: not brought back" below would prove nothing).
+    assert row[1] == "3" and row[3] == "16384/16384", listed.stdout
+    assert len(sessions) < int(row[2]) <= len(sessions) + 10, listed.stdout
 
     done = restore(moto, fresh, taken_at)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"restored {len(sessions)} key(s)" in done.stdout, done.stdout
     c = client_of(fresh)
     for key, (content, expires_at) in sessions.items():
-        assert c.get(key) == content, key
+        assert read_back(c, key, content) == content, key  # hashes come back as hashes, field by field
         # The clock read with each PTTL, not once for all 300 keys: on a busy machine the reads alone took
         # more than the tolerance.
         before_ms = time.time() * 1000
@@ -353,10 +365,11 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     assert not any(c.exists(f"session:short-{i}") for i in range(10))  # expired: not brought back
 
     # Again, without --replace: refused before anything is written, naming a key.
-    c.set("session:00000", b"newer")
+    first = next(iter(sessions))
+    c.hset(first, "login", b"newer")
     again = restore(moto, fresh, taken_at)
-    assert again.returncode == 2 and "--replace" in again.stderr and "'session:0" in again.stderr, again.stderr
-    assert c.get("session:00000") == b"newer"
+    assert again.returncode == 2 and "--replace" in again.stderr and "'{backup_0" in again.stderr, again.stderr
+    assert c.hget(first, "login") == b"newer"
     c.close()
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
 

@@ -33,6 +33,7 @@ from operator_tools.loopback import redis_binary
 from operator_tools.sessions import SessionStore, inspect, session_tag
 
 POLICIES = ("allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-ttl")
+RESULTS = Path(__file__).resolve().parent / "results" / "memory.json"
 ITEM_BYTES = 2000
 
 
@@ -134,6 +135,22 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def section(path: Path = RESULTS) -> str:
+    """BENCHMARKS.md's section on sessions past maxmemory, from the last `python -m benchmarks.memory --out`."""
+    if not path.exists():
+        return ""
+    results = [Result(**r) for r in json.loads(path.read_text())]
+    first = results[0]
+    return (
+        "\n## Sessions past maxmemory, in the session provider's shape\n\n"
+        "`python -m benchmarks.memory --out benchmarks/results/memory.json`: one Redis process per line and "
+        f"policy, {first.maxmemory_mb} MiB of maxmemory, written about three times over through the provider's "
+        "scripts (operator_tools/sessions.py), 50 requests holding their write lock at any time. What the "
+        "numbers decide, and why Redis 5.0 fails script writes at the limit: README, \"When memory is full\".\n\n"
+        + table(results) + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n\n")[0])
     ap.add_argument("--versions", default="5.0,7.0")
@@ -142,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fill", type=float, default=3.0, help="write this many times maxmemory (default 3)")
     ap.add_argument("--held", type=int, default=50, help="requests holding their lock at once (default 50)")
     ap.add_argument("--port", type=int, default=6420)
-    ap.add_argument("--out", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--out", type=Path, help=f"also write the results as JSON (BENCHMARKS.md reads {RESULTS.name})")
     args = ap.parse_args(argv)
     results = []
     for version in args.versions.split(","):

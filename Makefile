@@ -1,7 +1,20 @@
 # One command sets up a fresh Debian/Ubuntu machine and runs every test.
 PY := .venv/bin/python
 
-.PHONY: test setup lint bench bench-quick boot-root rehearsal rehearsal-down
+.PHONY: help test setup lint bench bench-quick boot-root rehearsal rehearsal-down
+
+# A bare `make` explains itself instead of starting the whole suite.
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make test            set up this machine (apt, venv, Redis 5.0 build) and run every test (as root)"
+	@echo "make setup           only the setup: Debian packages, .venv, Redis 5.0, actionlint"
+	@echo "make lint            ruff and shellcheck"
+	@echo "make rehearsal       STACK=dev|prod: the stack's servers as Redis processes on loopback, no AWS"
+	@echo "make rehearsal-down  STACK=dev|prod: stop them and remove their files"
+	@echo "make bench-quick     a one-minute benchmark on Redis 7.0, and its smoke checks"
+	@echo "make bench           the full benchmark (about 20 min); rewrites BENCHMARKS.md"
+	@echo "make boot-root       build the boot tests' cached Debian root ahead of time"
 
 # Four workers on two cores: many tests wait on Redis (failover timeouts, joins, boots), so more
 # workers than cores overlap the waits (tests/tools.py claims each worker's loopback addresses, for any

@@ -1,0 +1,25 @@
+"""Facts the README states that the code can contradict, checked against the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+
+from tests.tools import ROOT, tool
+
+
+def test_the_python_version_the_readme_asks_for_is_the_packages() -> None:
+    required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minimum = re.fullmatch(r">=(\d+\.\d+)", required).group(1)
+    asked = re.search(r"Python (\d+\.\d+) or later", (ROOT / "README.md").read_text()).group(1)
+    assert asked == minimum, f"README asks for Python {asked}; pyproject.toml requires {required}"
+
+
+def test_a_bare_make_prints_the_targets_instead_of_running_the_suite() -> None:
+    done = subprocess.run([tool("make"), "-C", str(ROOT)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    targets = re.findall(r"^make ([a-z-]+) ", done.stdout, re.M)
+    assert {"test", "setup", "rehearsal", "bench-quick"} <= set(targets), done.stdout
+    declared = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M)) - {"help"}
+    assert declared <= set(targets), f"targets without a line in make help: {declared - set(targets)}"

@@ -108,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not all(part.isdigit() for part in args.expect_version.split(".")):
         parser.error("--expect-version: give MAJOR.MINOR such as 5.0 or 7.0")
     password = os.environ.get("REDIS_PASSWORD") or None
+    if password is None:
+        # Every server the product deploys requires one: without it the check would report an outage.
+        parser.error("REDIS_PASSWORD is not set: export the store's password first (README, \"Checking the "
+                     "session store at 3 a.m.\": aws ssm get-parameter --with-decryption --name "
+                     "/outsystems-redis/<stack>/redis-password)")
     tls = tls_from_args(args, parser)
 
     def progress(line: str) -> None:

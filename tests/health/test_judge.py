@@ -291,3 +291,13 @@ def test_a_fix_line_runs_redis_cli_and_nothing_else_whatever_address_redis_repor
     host = _shown(address.rpartition(":")[0])
     assert words == ['REDISCLI_AUTH=$REDIS_PASSWORD', "redis-cli", "-h", host, "-p", "7000", "CLUSTER", "FAILOVER"]
     assert "\n" not in line
+
+
+def test_a_missing_password_is_a_usage_mistake_not_an_outage(monkeypatch, capsys):
+    """Without REDIS_PASSWORD the check would report every server as failing: exit 2 and one line instead."""
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--nodes", "127.0.0.1:1"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "REDIS_PASSWORD is not set" in err and "UNHEALTHY" not in err

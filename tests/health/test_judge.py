@@ -301,3 +301,18 @@ def test_a_missing_password_is_a_usage_mistake_not_an_outage(monkeypatch, capsys
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert "REDIS_PASSWORD is not set" in err and "UNHEALTHY" not in err
+
+
+def test_a_closed_pipe_ends_the_check_without_a_traceback():
+    """`--json | head`: the reader is gone before the report is written (here `true`, which reads nothing and
+    exits at once, long before Python has started); the check says nothing on stderr."""
+    import subprocess
+    import sys
+
+    from tests.tools import ROOT
+
+    done = subprocess.run(
+        f"{sys.executable} -m operator_tools.health --nodes 127.0.0.1:1 --json | true",
+        shell=True, cwd=ROOT, env={"REDIS_PASSWORD": "x" * 20, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

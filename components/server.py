@@ -71,6 +71,10 @@ class RedisServer(pulumi.ComponentResource):
             # session store in place: it is ignored, or (rebuild) it replaces the server.
             user_data_replace_on_change=args.rebuild,
             disable_api_termination=args.protect,
+            # pulumi-aws deletes a termination-protected instance only if force_destroy was already in its
+            # state before the operation that deletes it. Set from the start, a replaceServers run can
+            # replace a server; Pulumi's own `protect` still guards every deletion until an operator lifts it.
+            force_destroy=True,
             # Stated, not left to the account's default: EC2 moves the instance to new hardware
             # when the host fails (simplified automatic recovery), as the alarm below also asks.
             maintenance_options=aws.ec2.InstanceMaintenanceOptionsArgs(auto_recovery="default"),

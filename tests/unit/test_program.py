@@ -63,6 +63,8 @@ def test_prod_servers_are_private_hardened_and_protected(prod: Program) -> None:
         assert root["encrypted"] is True and root["volumeType"] == "gp3" and root["volumeSize"] >= 10
         assert "keyName" not in i  # no SSH key: operators use SSM Session Manager
         assert i["disableApiTermination"] is True
+        # In state before any replacement: pulumi-aws ignores force_destroy set in the deleting operation.
+        assert i["forceDestroy"] is True
         assert inst.protect is True
         assert set(inst.ignore_changes) == {"ami", "userData", "userDataBase64", "instanceType"}
         assert inst.delete_before_replace is True  # the static IP must be free for the replacement
@@ -384,6 +386,26 @@ def test_replace_servers_takes_the_current_image_and_user_data_for_that_server_o
     for name in ("outsystems-redis-server-1-instance", "outsystems-redis-server-3-instance"):
         assert set(by_name[name].ignore_changes) == {"ami", "userData", "userDataBase64", "instanceType"}
         assert by_name[name].inputs["userDataReplaceOnChange"] is False
+
+
+def test_replace_servers_steps_ask_aws_for_what_each_step_needs() -> None:
+    """The README's steps, as pulumi-aws will act on them. Step 1 (`protect false` alone) lifts EC2's
+    termination protection in place and replaces nothing: every server keeps its ignore_changes, and
+    forceDestroy stays in state. Step 2 (`replaceServers`) then replaces server k, whose old instance is
+    no longer termination-protected, and asks the same of the others as step 1."""
+    before = run_program("prod")
+    step1 = run_program("prod", {"outsystems-redis:protect": False})
+    step2 = run_program("prod", {"outsystems-redis:protect": False, "outsystems-redis:replaceServers": [2]})
+    old = {r.name: r for r in before.of_type(INSTANCE)}
+    for r in step1.of_type(INSTANCE):
+        assert r.inputs["disableApiTermination"] is False and r.protect is False and r.inputs["forceDestroy"] is True
+        assert set(r.ignore_changes) == set(old[r.name].ignore_changes)  # nothing replaced in step 1
+        changed = {k for k in r.inputs if r.inputs[k] != old[r.name].inputs.get(k)}
+        assert changed == {"disableApiTermination"}, changed  # an in-place attribute change only
+    after = {r.name: r for r in step2.of_type(INSTANCE)}
+    for name, r in after.items():
+        assert r.inputs["disableApiTermination"] is False and r.inputs["forceDestroy"] is True
+        assert (r.ignore_changes == ()) == (name == "outsystems-redis-server-2-instance")
 
 
 @pytest.mark.parametrize(

@@ -515,7 +515,8 @@ class RedisSessionStore(pulumi.ComponentResource):
         for server in topology.servers:
             server_tags = merge_tags(tags, {
                 "RedisServerIndex": str(server.index),
-                "RedisRoles": ",".join(f"{p.role}:{p.port}" for p in server.processes),
+                # Space-separated: a comma is not among the tag characters every AWS service accepts.
+                "RedisRoles": " ".join(f"{p.role}:{p.port}" for p in server.processes),
                 "VCpus": str(facts.vcpus),
                 "MemoryMiB": str(facts.memory_mib),
             })

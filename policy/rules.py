@@ -346,9 +346,9 @@ class ServerFacts:
 
 
 def _roles(tags: Mapping[str, Any]) -> dict[str, int]:
-    """"master:7000,replica:7001" -> {"master": 7000, "replica": 7001}."""
+    """"master:7000 replica:7001" (or, on stacks created before 0.3, comma-separated) -> {"master": 7000, ...}."""
     roles: dict[str, int] = {}
-    for item in str(tags.get("RedisRoles") or "").split(","):
+    for item in re.split(r"[\s,]+", str(tags.get("RedisRoles") or "")):
         role, _, port = item.strip().partition(":")
         if role and port.isdigit():
             roles[role] = int(port)
@@ -365,7 +365,7 @@ def topology_violations(
 
     `subnets` maps a subnet key to its CIDR block. Roles come from the tags the
     program writes from components/topology.py, the same data its cloud-init
-    is rendered from: RedisServerIndex and RedisRoles ("master:7000,replica:7001").
+    is rendered from: RedisServerIndex and RedisRoles ("master:7000 replica:7001").
     Which master a replica follows is not tagged (a tag would change on
     existing servers at every scale-out); it is the ring of
     components/topology.follows over the server indexes, which must therefore

@@ -215,3 +215,17 @@ def test_the_readme_names_every_output_and_the_tags_key(pairs: dict) -> None:
     assert "| `tags` | none |" in table and f"at most {MAX_USER_TAGS} besides" in table
     assert "aws ssm start-session --target <instance id of outsystems-redis-server-1>" not in text
     assert "serverInstanceIds" in text.split("aws ssm start-session", 1)[1][:400]
+
+
+@pytest.mark.parametrize("stack, overrides", [("dev", {}), ("prod", {}),
+                                              ("prod", {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0",
+                                                        "outsystems-redis:tls": True})])
+def test_every_tag_the_program_writes_uses_only_characters_every_service_accepts(stack, overrides) -> None:
+    """The general AWS tag rule (letters, digits, spaces, _ . : / = + - @): some services refuse the rest,
+    a comma among them (the servers' RedisRoles tag carried one)."""
+    from components.settings import _tag_text_ok
+
+    program = run_program(stack, overrides)
+    bad = [(r.name, k, v) for r in program.resources for k, v in (r.inputs.get("tags") or {}).items()
+           if not (_tag_text_ok(str(k)) and _tag_text_ok(str(v)))]
+    assert not bad, bad

@@ -30,38 +30,39 @@ LOCK_TTL_SECONDS = 110
 SESSION_TIMEOUT_SECONDS = 1200
 PROVIDER_RETRY_BUDGET_MS = 5000
 
+# Every read resets the session's expiry to its timeout (-1 in `timeout` when there is no session).
+_RESET_EXPIRY = """
+local timeout = redis.call('HGET', KEYS[3], 'SessionTimeout')
+if timeout then
+  redis.call('EXPIRE', KEYS[2], timeout)
+  redis.call('EXPIRE', KEYS[3], timeout)
+else
+  timeout = -1
+end
+"""
+
 # KEYS: lock, data, internal. ARGV: lock id, lock TTL (s).
 # Takes the lock if it is free (or already ours); reads the items only when we hold it; resets the expiry.
 _LOCK_AND_GET = """
 local holder = ARGV[1]
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  holder = ARGV[1]
+if redis.call('SETNX', KEYS[1], ARGV[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
 else
   holder = redis.call('GET', KEYS[1])
 end
 local items = {}
 if holder == ARGV[1] then items = redis.call('HGETALL', KEYS[2]) end
-local timeout = redis.call('HGET', KEYS[3], 'SessionTimeout')
-if timeout then
-  redis.call('EXPIRE', KEYS[2], timeout)
-  redis.call('EXPIRE', KEYS[3], timeout)
-else
-  timeout = -1
-end
+""" + _RESET_EXPIRY + """
 return {holder, items, timeout}
 """
 
-# KEYS: lock, data, internal. ARGV: none. A read-only request: no lock taken; the expiry is reset.
+# KEYS: lock, data, internal. ARGV: none. A read-only request: no lock taken; the expiry is reset. (The
+# provider's own read-only script skips the items while another request holds the lock, and polls; ours
+# reads them anyway, so a drill can check a held session's content.)
 _GET = """
 local holder = redis.call('GET', KEYS[1])
 local items = redis.call('HGETALL', KEYS[2])
-local timeout = redis.call('HGET', KEYS[3], 'SessionTimeout')
-if timeout then
-  redis.call('EXPIRE', KEYS[2], timeout)
-  redis.call('EXPIRE', KEYS[3], timeout)
-else
-  timeout = -1
-end
+""" + _RESET_EXPIRY + """
 return {holder or '', items, timeout}
 """
 
@@ -72,8 +73,8 @@ _SET_AND_RELEASE = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local removed = tonumber(ARGV[3])
 for i = 4, 3 + removed do redis.call('HDEL', KEYS[2], ARGV[i]) end
-for i = 4 + removed, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[3], 'SessionTimeout', ARGV[2])
+if #ARGV >= 4 + removed then redis.call('HMSET', KEYS[2], unpack(ARGV, 4 + removed)) end
+redis.call('HMSET', KEYS[3], 'SessionTimeout', ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 if ARGV[1] ~= '' then redis.call('DEL', KEYS[1]) end

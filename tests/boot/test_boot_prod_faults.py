@@ -4,8 +4,6 @@ a wiped disk."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,13 +14,11 @@ from tests.boot.support import (
     SLOTS,
     UNITS_TIMEOUT,
     Cluster,
-    Deployment,
     assert_crossed,
     assert_no_boot_problems,
     assert_replicated_elsewhere,
     assert_roles_restore_themselves,
     assert_sessions_kept,
-    booted,
     cli,
     cluster_view,
     post_deploy_check,
@@ -31,15 +27,12 @@ from tests.boot.support import (
 )
 
 
-@pytest.fixture(scope="module")
-def prod(root: Path) -> Iterator[Cluster]:
-    deployment = Deployment.of("prod")
-    with booted(root, deployment) as fleet:
-        # Formed and healthy before any fault (test_boot_prod_growth checks the first boot itself).
-        for server in fleet.servers.values():
-            server.wait_units_active(m.expected_units(server.config), UNITS_TIMEOUT)
-        post_deploy_check(fleet, deployment)
-        yield Cluster(fleet, deployment)
+@pytest.fixture(scope="module", autouse=True)
+def formed(prod: Cluster) -> None:
+    """Formed and healthy before any fault (test_boot_prod_growth checks the first boot itself)."""
+    for server in prod.fleet.servers.values():
+        server.wait_units_active(m.expected_units(server.config), UNITS_TIMEOUT)
+    post_deploy_check(prod.fleet, prod.deployment)
 
 
 def test_a_crashed_master_process_comes_back_after_its_failover_and_keeps_every_session(prod: Cluster) -> None:

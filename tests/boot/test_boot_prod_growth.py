@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.boot import machines as m
 from tests.boot.support import (
@@ -24,20 +20,12 @@ from tests.boot.support import (
     assert_replicated_elsewhere,
     assert_roles_restore_themselves,
     assert_sessions_kept,
-    booted,
     cli,
     cluster_view,
     post_deploy_check,
     verdict,
     write_sessions,
 )
-
-
-@pytest.fixture(scope="module")
-def prod(root: Path) -> Iterator[Cluster]:
-    deployment = Deployment.of("prod")
-    with booted(root, deployment) as fleet:
-        yield Cluster(fleet, deployment)
 
 
 def test_prod_first_boot_forms_the_crossed_cluster(prod: Cluster) -> None:

@@ -1026,6 +1026,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if lo is None:
         print(f"no rehearsal of {args.stack} under {state_dir}: run `up` first")
         return 1
+    if args.command == "up" and ((args.version and lo.version != platform_for(args.version).redis_version)
+                                 or (args.tls and not lo.tls)):
+        # An `up` that would silently keep the running rehearsal's Redis line or plain TCP is a mistake.
+        wanted = f"Redis {args.version or lo.version}{' with TLS' if args.tls else ''}"
+        print(f"a rehearsal of Redis {lo.version}{' with TLS' if lo.tls else ''} is already up under {state_dir}; "
+              f"for {wanted}, run `down` first", file=sys.stderr)
+        return 2
     try:
         if args.command == "up":
             return up(lo, args.stack)

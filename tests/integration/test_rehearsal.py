@@ -55,6 +55,12 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
         status = rehearse("status", stack, state, prefix, version)
         assert status.returncode == 0 and "HEALTHY" in status.stdout, status.stdout
 
+        # `up` for another Redis line while this one runs: refused, not silently ignored.
+        other = "7.0" if version is None else "5.0"
+        again = rehearse("up", stack, state, prefix, other)
+        assert again.returncode == 2 and "already up" in again.stderr and "run `down` first" in again.stderr, \
+            again.stdout + again.stderr
+
         failover = rehearse("failover", stack, state, prefix, version)
         assert failover.returncode == 0, failover.stdout + failover.stderr
         if stack == "prod":

@@ -188,7 +188,8 @@ def _cli(node: str, command: str) -> str:
 
 
 def _shown(text: str) -> str:
-    """A reported address or id inside a comment of a fix line: no character that could end the comment."""
+    """A reported address or id as a fix line shows it: only characters an address or id has (no quote,
+    space, newline or shell character that could end the argument or the comment)."""
     return re.sub(r"[^0-9A-Za-z.:\[\]_-]", "?", text)
 
 

@@ -92,6 +92,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "rehearsal.json"
 SESSIONS = 200  # sessions written before a failover; enough to land on every master
 HELD_LOCKS = 20  # crash: sessions whose write lock a request holds across the crash
+ITEM_BYTES = 64  # the login item of the drills' sessions (SessionTraffic's carry SESSION_BYTES)
 SESSION_BYTES = 20 * 1024  # the requirements page's session size
 SESSION_TTL = 3600  # seconds: outlives any rehearsal, still expires by itself
 KILLED_SERVER = 1  # the second server: its master's slots fail over to the replica on the first
@@ -228,7 +229,7 @@ def _session_client(lo: Loopback):
     return _cluster_client(lo) if lo.topology.cluster else lo.client(lo.processes[0])
 
 
-def write_sessions(lo: Loopback, count: int, item_bytes: int = 64) -> list[str]:
+def write_sessions(lo: Loopback, count: int, item_bytes: int = ITEM_BYTES) -> list[str]:
     """Write `count` sessions through the session provider's scripts (create, then a request that takes the
     write lock, writes and releases); return the _Data keys of those acknowledged.
 
@@ -243,7 +244,8 @@ def write_sessions(lo: Loopback, count: int, item_bytes: int = 64) -> list[str]:
             tag = session_tag()
             data = session_keys(tag)[1]
             store.create(tag, {"login": session_value(data)[:item_bytes]})
-            store.write(tag, {"internal": internal_value(data)})
+            if not store.write(tag, {"internal": internal_value(data)}):
+                raise RuntimeError(f"session {tag}: its fresh write lock was held by another request")
             if lo.topology.cluster and int(client.execute_command(
                     "WAIT", 1, 2000, target_nodes=client.get_node_from_key(data))) < 1:
                 continue
@@ -259,7 +261,8 @@ def session_intact(store: SessionStore, data: str, item_bytes: int) -> bool:
     return timeout > 0 and items == {"login": session_value(data)[:item_bytes], "internal": internal_value(data)}
 
 
-def lost_sessions(lo: Loopback, keys: Sequence[str], skip_server: int | None = None, item_bytes: int = 64) -> int:
+def lost_sessions(lo: Loopback, keys: Sequence[str], skip_server: int | None = None,
+                  item_bytes: int = ITEM_BYTES) -> int:
     client = _cluster_client(lo, skip_server) if lo.topology.cluster else lo.client(lo.processes[0])
     store = SessionStore(client, timeout=SESSION_TTL)
     try:
@@ -430,7 +433,7 @@ def failover(lo: Loopback) -> int:
 
 
 def process_playing(lo: Loopback, index: int, role: str) -> Process:
-    """The process of server `index` that is the master (holding slots) or the replica right now."""
+    """The process of server `index` that is the master or the replica right now (INFO replication)."""
     import redis
 
     for p in lo.topology.servers[index].processes:
@@ -443,58 +446,20 @@ def process_playing(lo: Loopback, index: int, role: str) -> Process:
     raise RuntimeError(f"server {index + 1} has no running {role} process (roles drifted or a process is down)")
 
 
-def write_provider_sessions(lo: Loopback, count: int) -> dict[str, dict[str, str]]:
-    """`count` sessions created and updated through the provider's scripts; on a cluster each one
-    acknowledged by a replica (WAIT 1). Returns tag -> the items it must still hold."""
-    client = _session_client(lo)
-    store = SessionStore(client, timeout=SESSION_TTL)
-    written = {}
-    try:
-        for n in range(count):
-            tag = session_tag("rehearsal")
-            items = {"login": session_value(tag)[:512], "page": f"request {n}"}
-            store.create(tag, {"login": items["login"]})
-            if not store.write(tag, {"page": items["page"]}):
-                raise RuntimeError(f"session {tag}: its fresh lock was held by another request")
-            if lo.topology.cluster and int(client.execute_command(
-                    "WAIT", 1, 2000, target_nodes=client.get_node_from_key(tag))) < 1:
-                continue  # not acknowledged by a replica: not counted
-            written[tag] = items
-    finally:
-        client.close()
-    return written
-
-
-def sessions_lost(lo: Loopback, written: Mapping[str, Mapping[str, str]]) -> tuple[list[str], int]:
-    """(tags whose items are not all there, how many of those are half sessions)."""
-    client = _session_client(lo)
-    try:
-        lost, half = [], 0
-        for tag, items in written.items():
-            state = inspect(client, tag)
-            got = SessionStore(client, timeout=SESSION_TTL).get(tag)[0] if state.whole else {}
-            if got != dict(items):
-                lost.append(tag)
-                half += state.half
-        return lost, half
-    finally:
-        client.close()
-
-
 def crash(lo: Loopback, index: int, role: str = "master") -> int:
     """kill -9 one Redis process; restart it after RestartSec, as the shipped unit does; count what was lost."""
     cluster = lo.topology.cluster
     process = process_playing(lo, index, role) if cluster else lo.processes[0]
     delay = restart_seconds(cluster)
-    written = write_provider_sessions(lo, SESSIONS)
+    acked = write_sessions(lo, SESSIONS)
     client = _session_client(lo)
     store = SessionStore(client, timeout=SESSION_TTL)
-    held = [h for h in (store.lock_and_get(tag) for tag in list(written)[:HELD_LOCKS]) if h is not None]
+    held = [h for h in (store.lock_and_get(tag_of(data)) for data in acked[:HELD_LOCKS]) if h is not None]
     if cluster:
         for h in held:
             client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(h.tag))
     client.close()
-    print(f"wrote {len(written)} sessions through the provider's scripts"
+    print(f"wrote {len(acked)} sessions through the provider's scripts"
           + (" (each acknowledged by a replica, WAIT 1)" if cluster else "")
           + f"; {len(held)} of them held by a request's write lock")
     print(f"crash: SIGKILL of the {role if cluster else 'Redis'} process {process.address} on server {index + 1}; "
@@ -521,15 +486,16 @@ def crash(lo: Loopback, index: int, role: str = "master") -> int:
               f"A request on that {'master' if cluster else 'server'} waits that long: the provider retries "
               f"for {PROVIDER_RETRY_BUDGET_MS} ms by default")
     facts, findings = check(lo, wait=60)
-    lost, half = sessions_lost(lo, written)
     client = _session_client(lo)
     store = SessionStore(client, timeout=SESSION_TTL)
+    lost = [data for data in acked if not session_intact(store, data, ITEM_BYTES)]
+    half = sum(inspect(client, tag_of(data)).half for data in lost)
     kept = 0
     for h in held:
         state = inspect(client, h.tag)
         kept += state.lock == h.lock_id and store.set_and_release(h, {"page": "after the crash"})
     client.close()
-    print(f"sessions lost: {len(lost)} of {len(written)} ({half} half: one of _Data/_Internal gone)"
+    print(f"sessions lost: {len(lost)} of {len(acked)} ({half} half: one of _Data/_Internal gone)"
           + ("" if cluster else " (one server, no replica: what changed since its last snapshot, save 60 1)"))
     print(f"write locks kept: {kept} of {len(held)} (still held by their request, and its write went through)")
     if cluster:

@@ -55,6 +55,7 @@ import redis
 from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
 from components.render.join import join_env, join_script, runs_join
+from components.render.make_room import LOOPBACK_INTERVALS, make_room_env, make_room_script, needs_make_room
 from components.render.password import (
     PASSWORD_GRACE_SECONDS,
     fetch_password_script,
@@ -222,6 +223,7 @@ class Loopback:
         memory_mib: int = 8 * 1024,
         password: str | None = None,
         tls: bool = False,
+        make_room: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.platform = PLATFORMS[platform] if platform else platform_for(version or "7.0")
@@ -236,6 +238,9 @@ class Loopback:
         self.redis_server = redis_binary(self.version, "redis-server")
         self.redis_cli = redis_binary(self.version, "redis-cli")
         self._password = password
+        # Run redis-make-room beside each 5.0 server, as the servers do (the rehearsal does; the tests
+        # that do not fill memory leave it off, to spare the CPU of its polling).
+        self.make_room = make_room and needs_make_room(self.platform)
 
     @classmethod
     def from_settings(cls, settings, state_dir: str | os.PathLike[str], **kwargs) -> Loopback:
@@ -500,6 +505,8 @@ class Loopback:
         for p in self.processes:
             self._spawn(p)
         self.wait_until_answering(self.processes, timeout)
+        for server in self.topology.servers:
+            self.start_make_room(server.index)
 
     def start_server(self, server: int, timeout: float = 20) -> None:
         """Start both processes of one server again (same files, same data dir)."""
@@ -507,6 +514,45 @@ class Loopback:
         for p in procs:
             self._spawn(p)
         self.wait_until_answering(procs, timeout)
+        self.start_make_room(server)
+
+    def _make_room_pid(self, server: int) -> int | None:
+        """The live pid of server `server`'s redis-make-room loop, checked against /proc."""
+        script = str(self.state_dir / "redis-make-room")
+        try:
+            pid = int((Path(self.paths(server).run_root) / "make-room.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if script.encode() in cmdline else None
+
+    def start_make_room(self, server: int) -> None:
+        """Start the shipped redis-make-room for one server, detached (a no-op unless `make_room`)."""
+        if not self.make_room or self._make_room_pid(server):
+            return
+        script = self.state_dir / "redis-make-room"
+        _write_if_changed(script, make_room_script())
+        srv = self.topology.servers[server]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               **make_room_env(srv.private_ip, tuple(p.port for p in srv.processes),
+                               auth_file=self.paths(server).auth_file),
+               **LOOPBACK_INTERVALS}
+        run_root = Path(self.paths(server).run_root)
+        run_root.mkdir(parents=True, exist_ok=True)
+        with open(Path(self.paths(server).log_dir) / "make-room.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, str(script)], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        (run_root / "make-room.pid").write_text(f"{proc.pid}\n")
+
+    def stop_make_room(self, server: int) -> None:
+        pid = self._make_room_pid(server)
+        if pid is None:
+            return
+        os.killpg(pid, signal.SIGKILL)  # its own session: the loop and any redis-cli it runs
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.01)
 
     def _signal_server(self, server: int, sig: signal.Signals, timeout: float) -> None:
         procs = self.topology.servers[server].processes
@@ -547,6 +593,7 @@ class Loopback:
 
     def stop_server(self, server: int, timeout: float = 15) -> None:
         """SIGTERM both processes of one server (a clean shutdown saves the RDB), SIGKILL after `timeout`."""
+        self.stop_make_room(server)
         self._signal_server(server, signal.SIGTERM, timeout)
 
     def stop(self, timeout: float = 15) -> None:

@@ -147,7 +147,8 @@ def load_loopback(state_dir: Path) -> Loopback | None:
         return None
     state = json.loads(path.read_text())
     return Loopback(state_dir, servers=state["servers"], platform=state["platform"], port=state["port"],
-                    hosts=state["hosts"], memory_mib=state["memory_mib"], tls=state.get("tls", False))
+                    hosts=state["hosts"], memory_mib=state["memory_mib"], tls=state.get("tls", False),
+                    make_room=True)
 
 
 def nodes_of(lo: Loopback) -> list[tuple[str, int]]:

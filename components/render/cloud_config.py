@@ -26,6 +26,15 @@ from components.render.backup import (
 )
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
 from components.render.join import join_env, join_script, runs_join
+from components.render.make_room import (
+    MAKE_ROOM_ENV_PATH,
+    MAKE_ROOM_PATH,
+    MAKE_ROOM_UNIT,
+    make_room_env,
+    make_room_script,
+    needs_make_room,
+    render_make_room_unit,
+)
 from components.render.metrics import (
     LOGS_TIMER,
     LOGS_UNIT,
@@ -198,6 +207,14 @@ def server_files(
             _file(STEP_DOWN_ENV_PATH, render_env_file(
                 step_down_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
         ]
+    if needs_make_room(platform):
+        # 5.0 refuses script writes at maxmemory: each master is kept below it (make-room.sh says how).
+        files += [
+            _file(MAKE_ROOM_PATH, make_room_script(), "0755"),
+            _file(MAKE_ROOM_ENV_PATH, render_env_file(make_room_env(srv.private_ip, ports,
+                                                                     auth_file=EC2_PATHS.auth_file))),
+            _file(f"{UNIT_DIR}/{MAKE_ROOM_UNIT}", render_make_room_unit(ports)),
+        ]
     files += [
         # A changed password reaches the running processes within a minute (Parameter Store is read at boot only).
         _file(PASSWORD_SYNC_PATH, password_sync_script(), "0755"),
@@ -212,7 +229,8 @@ def server_files(
         # Metrics to CloudWatch and logs to CloudWatch Logs, every minute: a launcher that runs the
         # program `pulumi up` puts in the stack's bucket (components/render/metrics.py says why).
         _file(OBSERVE_PATH, observe_launcher(), "0755"),
-        _file(OBSERVE_ENV_PATH, render_env_file(observe_env(topology, server, stack=settings.stack, tls=tls))),
+        _file(OBSERVE_ENV_PATH, render_env_file(observe_env(topology, server, platform, stack=settings.stack,
+                                                                        tls=tls))),
         _file(f"{UNIT_DIR}/{METRICS_UNIT}", render_metrics_unit(ports)),
         _file(f"{UNIT_DIR}/{METRICS_TIMER}", render_metrics_timer()),
         _file(f"{UNIT_DIR}/{LOGS_UNIT}", render_logs_unit(ports)),
@@ -225,10 +243,12 @@ def server_files(
     return files
 
 
-def _units(topology: Topology, server: int) -> list[str]:
+def _units(topology: Topology, server: int, platform: Platform) -> list[str]:
     """What a server runs, enabled for every boot: the password first, its Redis processes, the cluster step."""
     units = [AUTH_UNIT, *(redis_unit(p.port) for p in topology.servers[server].processes), PASSWORD_SYNC_TIMER,
              BACKUP_TIMER, METRICS_TIMER, LOGS_TIMER]
+    if needs_make_room(platform):
+        units.append(MAKE_ROOM_UNIT)
     if topology.cluster:
         units.append(ROLE_RESTORE_TIMER)
     if runs_bootstrap(topology, server):
@@ -246,7 +266,7 @@ def provision_env(settings: Settings, topology: Topology, server: int) -> dict[s
         "PACKAGES": " ".join(packages),
         "HOLD": "redis-server redis-tools",
         "SNAPS": " ".join(_snaps(platform)),
-        "UNITS": " ".join(_units(topology, server)),
+        "UNITS": " ".join(_units(topology, server, platform)),
     }
 
 

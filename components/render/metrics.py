@@ -18,12 +18,14 @@ from pathlib import Path
 from types import ModuleType
 
 from components import judge, monitoring
+from components.platforms import Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER
 from components.render.join import runs_join
+from components.render.make_room import MAKE_ROOM_UNIT, needs_make_room
 from components.render.password import PASSWORD_SYNC_UNIT
 from components.render.redis_conf import EC2_PATHS
 from components.render.roles import ROLE_RESTORE_UNIT
-from components.render.shipped import shipped_script
+from components.render.shipped import shipped_script, strip_docstrings
 from components.render.systemd import (
     AUTH_ENV_PATH,
     AUTH_UNIT,
@@ -49,14 +51,6 @@ LOGS_TIMER = "redis-logs.timer"
 # Not redis-logs itself: each run would ship the lines of the run before.
 JOURNAL_UNITS = (AUTH_UNIT, PROVISION_UNIT, PASSWORD_SYNC_UNIT, "redis-server@*.service", METRICS_UNIT)
 _INLINED = {"components.judge": judge, "components.monitoring": monitoring}
-
-
-def _strip_docstrings(node: ast.AST) -> None:
-    for n in ast.walk(node):
-        body = getattr(n, "body", None)
-        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            n.body = body[1:] or [ast.Pass()]
 
 
 def _used_names(node: ast.AST) -> set[str]:
@@ -151,15 +145,17 @@ def observe_script() -> str:
             rest.append(node)
     unique = {ast.unparse(i): i for i in imports}  # `from __future__` is the first import of the source
     tree.body = [*unique.values(), *inlined, *rest]
-    _strip_docstrings(tree)
+    strip_docstrings(tree)
     header = ("#!/usr/bin/python3\n# redis-observe of outsystems-redis (components/render/metrics_agent.py, with "
               "functions of components/judge.py); comments are in the source.\n")
     return header + ast.unparse(tree) + "\n"
 
 
-def journal_units(topology: Topology, server: int) -> list[str]:
+def journal_units(topology: Topology, server: int, platform: Platform) -> list[str]:
     """The units of server `server` whose journal it ships: only those it has (its user data names no other)."""
     units = list(JOURNAL_UNITS)
+    if needs_make_room(platform):
+        units.append(MAKE_ROOM_UNIT)
     if topology.cluster:
         units.append(ROLE_RESTORE_UNIT)
     if topology.cluster and server == BOOTSTRAP_SERVER:
@@ -169,7 +165,8 @@ def journal_units(topology: Topology, server: int) -> list[str]:
     return units
 
 
-def observe_env(topology: Topology, server: int, *, stack: str, tls: bool, state_dir: str = STATE_DIR,
+def observe_env(topology: Topology, server: int, platform: Platform, *, stack: str, tls: bool,
+                state_dir: str = STATE_DIR,
                 log_group: str | None = None) -> dict[str, str]:
     """redis-observe's inputs on server `server` (AWS_REGION and AUTH_FILE come from auth.env). No secret."""
     srv = topology.servers[server]
@@ -181,7 +178,7 @@ def observe_env(topology: Topology, server: int, *, stack: str, tls: bool, state
         "CLUSTER": "1" if topology.cluster else "0",
         "LOG_GROUP": log_group or monitoring.log_group_name(stack),
         "REDIS_LOGS": " ".join(f"{p.port}={EC2_PATHS.log_file(p.port)}" for p in srv.processes),
-        "JOURNAL_UNITS": " ".join(journal_units(topology, server)),
+        "JOURNAL_UNITS": " ".join(journal_units(topology, server, platform)),
         "STATE_DIR": state_dir,
         "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(stack),
         "TOOLS_KEY": monitoring.OBSERVE_TOOL_KEY,

@@ -10,6 +10,7 @@ runs a script (cloud-init, the loopback harness, the tests) runs this copy.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -29,3 +30,12 @@ def shipped_script(path: Path) -> str:
     kept = [_INDENT.sub(" ", line) for line in lines[1:] if not _DROPPED.match(line)]
     header = f"# {path.name} of outsystems-redis (components/render/); comments are in the source."
     return "\n".join([lines[0], header, *kept]) + "\n"
+
+
+def strip_docstrings(node: ast.AST) -> None:
+    """Drop the docstrings of a parsed Python program (ast.unparse drops its comments)."""
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            n.body = body[1:] or [ast.Pass()]

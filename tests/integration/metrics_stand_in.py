@@ -93,7 +93,7 @@ def observe(moto: Moto, lo: Loopback, server: int, stack: str, command: str, sta
     """Run the user data's launcher for server `server` of `lo`: its env file as rendered, paths remapped."""
     launcher = state_dir.parent / "redis-observe"
     launcher.write_text(observe_launcher())
-    env = observe_env(lo.topology, server, stack=stack, tls=lo.tls, state_dir=str(state_dir))
+    env = observe_env(lo.topology, server, lo.platform, stack=stack, tls=lo.tls, state_dir=str(state_dir))
     paths = lo.paths(server)
     env["REDIS_LOGS"] = " ".join(f"{p.port}={paths.log_file(p.port)}" for p in lo.topology.servers[server].processes)
     if lo.tls:

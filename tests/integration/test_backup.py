@@ -310,9 +310,10 @@ def client_of(lo: Loopback):  # noqa: ANN201
 
 
 # The same Redis line and layout; a 5.0 cluster's set into a single 7.0 server (another slot layout
-# altogether, and the migration's direction: the 7.0 redis-server loads the 5.0 RDB files); and TLS on.
+# altogether, and the migration's direction: the 7.0 redis-server loads the 5.0 RDB files); and a 7.0
+# cluster with TLS on (a plain 7.0 cluster adds no path of its own: dropped for the suite's time).
 @pytest.mark.parametrize("version,fresh_version,fresh_servers,tls", [
-    ("5.0", "5.0", 3, False), ("7.0", "7.0", 3, False), ("5.0", "7.0", 1, False), ("7.0", "7.0", 3, True)])
+    ("5.0", "5.0", 3, False), ("5.0", "7.0", 1, False), ("7.0", "7.0", 3, True)])
 def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,  # noqa: F811
                                                                  version, fresh_version, fresh_servers, tls):
     lo = loopback_factory(version, 3, tls)

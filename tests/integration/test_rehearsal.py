@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.tools import ROOT, loopback_octet, redis_bin
 
@@ -25,15 +27,15 @@ def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | 
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
 
 
-def redis_processes(prefix: str) -> list[str]:
-    """Every redis-server on this machine serving one of the rehearsal's addresses."""
+def redis_processes(prefix: str, program: str = "redis-server") -> list[str]:
+    """Every process of `program` on this machine whose command line holds `prefix` (an address, a path)."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "redis-server" in text and prefix in text:
+        if program in text and prefix in text:
             found.append(text)
     return found
 
@@ -54,6 +56,24 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
 
         status = rehearse("status", stack, state, prefix, version)
         assert status.returncode == 0 and "HEALTHY" in status.stdout, status.stdout
+
+        # Redis 5.0 servers run redis-make-room, and so does their rehearsal: one per server, and it acts.
+        agents = redis_processes(str(state / "redis-make-room"), program="python")
+        assert len(agents) == (0 if version == "7.0" else len(masters)), agents
+        if version != "7.0":
+            master = redis.Redis(masters[0].split(":")[0], int(masters[0].split(":")[1]), password=password)
+            shipped = master.config_get("maxmemory")["maxmemory"]
+            master.execute_command("DEBUG", "POPULATE", "20000", "filler", "100")
+            limit = int(master.info("memory")["used_memory"]) * 100 // 95
+            master.config_set("maxmemory", limit)  # at 95 %: the agent evicts down to 85 % at once
+            deadline = time.monotonic() + 10
+            while int(master.info("memory")["used_memory"]) * 100 >= limit * 86 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert int(master.info("memory")["used_memory"]) * 100 < limit * 86, "redis-make-room did not act"
+            assert int(master.config_get("maxmemory")["maxmemory"]) == limit  # and put the limit back
+            master.flushall()
+            master.config_set("maxmemory", shipped)
+            master.close()
 
         # `up` for another Redis line while this one runs: refused, not silently ignored.
         other = "7.0" if version is None else "5.0"
@@ -79,6 +99,7 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
     assert down.returncode == 0, down.stdout + down.stderr
     assert not state.exists()
     assert redis_processes(prefix) == []
+    assert redis_processes(str(state / "redis-make-room"), program="python") == []
 
 
 def test_down_refuses_a_directory_it_did_not_create(tmp_path):

@@ -83,6 +83,8 @@ def test_user_data_content(servers, platform):
         assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
                                                    "redis-password-sync.timer", "redis-backup.timer",
                                                    "redis-metrics.timer", "redis-logs.timer",
+                                                   # Only Redis 5.0 needs room made below maxmemory.
+                                                   *(["redis-make-room.service"] if "5.0" in platform else []),
                                                    *(["redis-role-restore.timer"] if servers > 1 else []),
                                                    *cluster_step]
         assert "NTP=169.254.169.123" in files[systemd.TIME_SYNC_PATH]
@@ -150,11 +152,11 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     drop_in.write_text(files[systemd.TEMPLATE_DROP_IN].replace(STEP_DOWN_PATH, str(step_down)))
     units = []
     for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT, systemd.PROVISION_UNIT, "redis-role-restore.service",
-                 "redis-role-restore.timer"):
+                 "redis-role-restore.timer", "redis-make-room.service"):
         text = files[f"{systemd.UNIT_DIR}/{unit}"]
         # verify checks that ExecStart exists: point it at the shipped script's copy.
         for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.PROVISION_PATH,
-                       "/usr/local/sbin/redis-role-restore"):
+                       "/usr/local/sbin/redis-role-restore", "/usr/local/sbin/redis-make-room"):
             copy = tmp_path / Path(script).name
             copy.write_text(files[script])
             copy.chmod(0o755)

@@ -13,6 +13,7 @@ import yaml
 from components import judge, monitoring
 from components.render import metrics
 from components.render.cloud_config import render_cloud_config
+from components.render.shipped import strip_docstrings
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
 from tests.tools import tool
 
@@ -51,9 +52,10 @@ def test_every_server_gets_the_launcher_its_names_and_two_timers(servers, platfo
         cluster_units = (["redis-role-restore.service"] if servers > 1 else []) + (
             ["redis-cluster-bootstrap.service"] if servers > 1 and index == 0 else []) + (
             ["redis-cluster-join.service"] if servers > 1 else [])  # every cluster server can (re)join
+        make_room = ["redis-make-room.service"] if "5.0" in platform else []  # Redis 5.0 only
         assert env["JOURNAL_UNITS"].split() == ["redis-auth.service", "redis-provision.service",
                                                 "redis-password-sync.service", "redis-server@*.service",
-                                                "redis-metrics.service", *cluster_units]
+                                                "redis-metrics.service", *make_room, *cluster_units]
         assert PASSWORD not in f[metrics.OBSERVE_ENV_PATH]
         for unit in (metrics.METRICS_UNIT, metrics.LOGS_UNIT):
             assert "EnvironmentFile=/etc/redis/auth.env" in f[f"/etc/systemd/system/{unit}"]
@@ -102,7 +104,7 @@ def test_the_program_is_self_contained_python_3_8_with_the_health_checks_own_fun
                                         "check_replication", "reference_view", "serving_masters", "memory_share",
                                         "replication_lag", "ClusterNode", "NodeFacts", "Facts", "Finding"}
     for node in reused:
-        metrics._strip_docstrings(node)
+        strip_docstrings(node)
         assert ast.dump(node) == ast.dump(shipped[node.name]), node.name
     # It runs with a bare system python3 (no redis-py, no repository on the path).
     program = tmp_path / "redis-observe.py"

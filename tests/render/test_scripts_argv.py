@@ -10,11 +10,13 @@ redis-cli, or the key to openssl as an argument, fails here.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from components.render.backup import backup_script
 from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
+from components.render.make_room import LOOPBACK_INTERVALS, TARGET_PERCENT, make_room_env, make_room_script
 from components.render.metrics import observe_env, observe_launcher, observe_script
 from components.render.password import fetch_password_script, password_sync_script
 from components.render.roles import role_restore_env, role_restore_script
@@ -39,6 +41,7 @@ WATCHED = {
     "password-sync": password_sync_script,
     "fetch-tls": fetch_tls_script,
     "role-restore": role_restore_script,
+    "make-room": make_room_script,
     "backup": backup_script,
     "step-down": step_down_script,
     # Fetched by the user data's launcher from the stack's bucket (too big for the user data).
@@ -62,7 +65,8 @@ def copy_of(tmp_path: Path, name: str) -> str:
 
 def test_every_shipped_script_that_handles_a_secret_is_run_here():
     # A new secret-handling script in any user-data shape must be added to WATCHED (and run below).
-    handling = {text for text in shipped_scripts().values() if handles_a_secret(text)}
+    # The shell scripts, and the one Python program (redis-make-room) the user data carries.
+    handling = {text for text in [*shipped_scripts().values(), make_room_script()] if handles_a_secret(text)}
     assert handling | {text() for text in FETCHED} == {text() for text in WATCHED.values()}
     assert all(handles_a_secret(text()) for text in FETCHED)
 
@@ -159,6 +163,29 @@ def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory
     assert any("cluster failover" in " ".join(args) for args in shims.lines())
 
 
+def test_make_room_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+    lo = loopback_factory("5.0", servers=1)
+    lo.start()
+    client = lo.client(lo.processes[0])
+    client.execute_command("DEBUG", "POPULATE", "20000", "key", "100")
+    used = int(client.info("memory")["used_memory"])
+    limit = used * 100 // 95  # the process at 95 % of its maxmemory: the script must act
+    client.config_set("maxmemory", limit)
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
+    env = {**make_room_env(lo.topology.servers[0].private_ip, (lo.port,), auth_file=lo.paths(0).auth_file),
+           **LOOPBACK_INTERVALS, "PATH": shims.path}
+    # It loops for good, as its unit runs it: two seconds of it.
+    ran, sampler = run_watched([tool("timeout"), "2", sys.executable, copy_of(tmp_path, "make-room")], env,
+                               [lo.password], shims, 60)
+    assert ran.returncode == 124, ran.stdout + ran.stderr  # stopped by timeout, not failed
+    assert_never_shown(ran, sampler, shims, [lo.password])
+    assert re.search(rf"held 9\d % of maxmemory; evicted down to {TARGET_PERCENT} %", ran.stdout), ran.stdout
+    memory = client.info("memory")
+    assert int(memory["maxmemory"]) == limit  # put back as it was
+    assert int(memory["used_memory"]) * 100 < limit * 86
+    assert not shims.lines()  # it runs no program: its password goes over its own connection
+
+
 def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto, tmp_path):  # noqa: F811
     lo = loopback_factory("7.0")
     lo.start()
@@ -210,7 +237,8 @@ def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factor
         launcher = tmp_path / "redis-observe"
         launcher.write_text(observe_launcher())
         paths = lo.paths(0)
-        env = {**aws.env(), **observe_env(lo.topology, 0, stack="argv", tls=False, state_dir=str(tmp_path / "st")),
+        env = {**aws.env(),
+               **observe_env(lo.topology, 0, lo.platform, stack="argv", tls=False, state_dir=str(tmp_path / "st")),
                "AUTH_FILE": paths.auth_file, "REDIS_LOGS": f"{lo.processes[0].port}={paths.log_file(6379)}",
                "PATH": shims.path}
         for command in ("metrics", "logs"):

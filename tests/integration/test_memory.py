@@ -32,7 +32,10 @@ def test_the_shipped_policy_evicts_the_fewest_held_locks(version):
         assert r.other_errors == 0, r.other_error_kinds
     shipped = results[EVICTION_POLICY]
     assert shipped.locks_lost <= shipped.requests // 100, f"{shipped.locks_lost} held locks evicted"
-    assert all(shipped.locks_lost < results[p].locks_lost for p in OTHERS if p != EVICTION_POLICY), \
+    # On 5.0 four requests in ten fail with OOM before they evict anything, so the others lose few locks
+    # too (allkeys-lfu lost 0 to 51 across runs): never more than the shipped one there; fewer on 7.0.
+    fewer = (lambda a, b: a <= b) if version == "5.0" else (lambda a, b: a < b)
+    assert all(fewer(shipped.locks_lost, results[p].locks_lost) for p in OTHERS if p != EVICTION_POLICY), \
         {p: r.locks_lost for p, r in results.items()}
     if version == "7.0":
         assert shipped.oom_errors == 0

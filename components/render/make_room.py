@@ -24,10 +24,11 @@ MAKE_ROOM_UNIT = "redis-make-room.service"
 TRIGGER_PERCENT = 90
 TARGET_PERCENT = 80
 INTERVAL_SECONDS = 0.25
+IDLE_INTERVAL_SECONDS = 1  # while every process is below half its maxmemory
 # The loopback rehearsal and benchmarks give a process a few MiB, not GiB: one client on loopback
 # fills 10 % of that in a fraction of a second, which no front-end fleet does to 10 % of 3 GiB.
 # They look every 10 ms, to keep a like ratio of interval to fill time on a busy test machine.
-LOOPBACK_INTERVALS = {"INTERVAL_SECONDS": "0.01"}
+LOOPBACK_INTERVALS = {"INTERVAL_SECONDS": "0.01", "IDLE_INTERVAL_SECONDS": "0.25"}
 
 
 def needs_make_room(platform: Platform) -> bool:
@@ -62,6 +63,7 @@ def make_room_env(server_ip: str, ports: tuple[int, ...], *, auth_file: str) -> 
         "TRIGGER_PERCENT": str(TRIGGER_PERCENT),
         "TARGET_PERCENT": str(TARGET_PERCENT),
         "INTERVAL_SECONDS": f"{INTERVAL_SECONDS:g}",
+        "IDLE_INTERVAL_SECONDS": f"{IDLE_INTERVAL_SECONDS:g}",
     }
 
 

@@ -9,7 +9,8 @@ the script's first write with OOM (6.0 changed this). At the limit, about 4 logi
 
 How: one connection per Redis process on this server, kept open (on a busy machine a new
 connection now and then waits a second or more for its SYN to be retried: too long here). Every
-INTERVAL_SECONDS it reads INFO memory; a master at TRIGGER_PERCENT of its maxmemory or more is
+INTERVAL_SECONDS (IDLE_INTERVAL_SECONDS while every process is below half its maxmemory) it reads INFO
+memory; a master at TRIGGER_PERCENT of its maxmemory or more is
 made to evict, under its own policy (allkeys-lru), down to TARGET_PERCENT: CONFIG SET maxmemory
 to the lower figure (5.0 evicts at once), then back, in one MULTI/EXEC, so no client command
 ever runs under the lowered limit and a stop half way cannot leave it lowered. The limit put
@@ -19,7 +20,7 @@ alone: they follow their master's evictions. The MemoryUsedPercent alarm (85 %) 
 Runs as the redis user (the auth include's group gives it the password, which it sends only
 over the connection: never argv). Python 3.8 (Ubuntu 20.04), standard library only.
 Inputs (environment): SERVER_IP, PORTS (space-separated), AUTH_FILE, TRIGGER_PERCENT,
-TARGET_PERCENT, INTERVAL_SECONDS.
+TARGET_PERCENT, INTERVAL_SECONDS, IDLE_INTERVAL_SECONDS.
 """
 
 from __future__ import annotations
@@ -69,39 +70,42 @@ def info(conn, reader, section: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in call(conn, reader, "INFO", section).splitlines() if ":" in line)
 
 
-def make_room(conn, reader, address: str, trigger: int, target: int) -> None:
+def make_room(conn, reader, address: str, trigger: int, target: int) -> bool:
+    """Evict if this master is at `trigger` % or more; whether the process is at half its maxmemory or more."""
     memory = info(conn, reader, "memory")
     used, limit = int(memory["used_memory"]), int(memory["maxmemory"])
     if limit <= 0 or used * 100 < limit * trigger or info(conn, reader, "replication")["role"] != "master":
-        return
+        return used * 2 >= limit > 0
     for command in (["MULTI"], ["CONFIG", "SET", "maxmemory", str(limit * target // 100)],
                     ["CONFIG", "SET", "maxmemory", str(limit)]):
         call(conn, reader, *command)
     done = call(conn, reader, "EXEC")
     log(f"{address} held {used * 100 // limit} % of maxmemory; " +
         (f"evicted down to {target} %" if done == ["OK", "OK"] else f"WARNING: EXEC {done}"))
+    return True
 
 
 def main() -> None:
     env = os.environ
     host, ports, auth_file = env["SERVER_IP"], [int(p) for p in env["PORTS"].split()], env["AUTH_FILE"]
     trigger, target = int(env["TRIGGER_PERCENT"]), int(env["TARGET_PERCENT"])
-    interval = float(env["INTERVAL_SECONDS"])
+    interval, idle = float(env["INTERVAL_SECONDS"]), float(env["IDLE_INTERVAL_SECONDS"])
     conns, retry = {}, {}  # port -> connection; port -> when to connect again
     while True:
+        half = False  # any process at half its maxmemory or more: look every `interval`, else every `idle`
         for port in ports:
             if port not in conns and time.monotonic() < retry.get(port, 0):
                 continue
             try:
                 if port not in conns:
                     conns[port] = connect(host, port, auth_file)
-                make_room(*conns[port], f"{host}:{port}", trigger, target)
+                half = make_room(*conns[port], f"{host}:{port}", trigger, target) or half
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
                 if port in conns:
                     conns.pop(port)[0].close()
                 log(f"{host}:{port}: {exc!r}; trying again in 5 s")  # down or restarting
                 retry[port] = time.monotonic() + 5
-        time.sleep(interval)
+        time.sleep(interval if half else idle)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def server_files(
                 step_down_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
         ]
     if needs_make_room(platform):
-        # 5.0 refuses script writes at maxmemory: each master is kept below it (make-room.sh says how).
+        # 5.0 refuses script writes at maxmemory: each master is kept below it (make_room_agent.py says how).
         files += [
             _file(MAKE_ROOM_PATH, make_room_script(), "0755"),
             _file(MAKE_ROOM_ENV_PATH, render_env_file(make_room_env(srv.private_ip, ports,

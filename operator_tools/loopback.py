@@ -548,7 +548,7 @@ class Loopback:
         pid = self._make_room_pid(server)
         if pid is None:
             return
-        os.killpg(pid, signal.SIGKILL)  # its own session: the loop and any redis-cli it runs
+        os.killpg(pid, signal.SIGKILL)  # its own session (start_new_session)
         deadline = time.monotonic() + 5
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             _reap(pid)

@@ -447,6 +447,21 @@ def process_playing(lo: Loopback, index: int, role: str) -> Process:
     raise RuntimeError(f"server {index + 1} has no running {role} process (roles drifted or a process is down)")
 
 
+ELECTION_NOTES = ("unable to failover", "its master is up", "Failover attempt expired", "Starting a failover")
+
+
+def election_notes(lo: Loopback, last: int = 6) -> list[str]:
+    """The last election lines of every running process's log (address: line)."""
+    notes = []
+    for p in lo.running():
+        try:
+            lines = lo.log_file(p).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        notes += [f"{p.address}: {line}" for line in lines if any(n in line for n in ELECTION_NOTES)]
+    return notes[-last:]
+
+
 def crash(lo: Loopback, index: int, role: str = "master") -> int:
     """kill -9 one Redis process; restart it after RestartSec, as the shipped unit does; count what was lost."""
     cluster = lo.topology.cluster
@@ -486,6 +501,10 @@ def crash(lo: Loopback, index: int, role: str = "master") -> int:
         print(f"every slot writable again {writable:.1f}s after the crash ({where}); restarted at {restarted:.1f}s. "
               f"A request on that {'master' if cluster else 'server'} waits that long: the provider retries "
               f"for {PROVIDER_RETRY_BUDGET_MS} ms by default")
+        if cluster and role == "master" and writable >= restarted:
+            # Why the replica did not take over first, in Redis's own words (a denied or expired election).
+            for line in election_notes(lo):
+                print(f"  {line}")
     facts, findings = check(lo, wait=60)
     client = _session_client(lo)
     store = SessionStore(client, timeout=SESSION_TTL)

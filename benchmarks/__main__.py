@@ -77,6 +77,7 @@ class Plan:
     open_fraction: float = 0.5  # open-loop rate = this x the median closed-loop req/s of ours-prod
     rate: float | None = None
     host_base: int = 50
+    shape: str = "provider"  # benchmarks.workload.SHAPES: the session provider's scripts and hashes
 
 
 FULL = Plan("full", ("5.0", "7.0"), duration_s=5, repeats=3, keyspace=20_000, generators=2, scaling=(1, 2, 4),
@@ -121,7 +122,7 @@ def machine() -> dict:
 def load_spec(lo: BenchLoopback, plan: Plan, generators: int, rate: float | None) -> LoadSpec:
     return LoadSpec(nodes=lo.nodes, password=lo.password, cluster=lo.topology.cluster, keyspace=plan.keyspace,
                     duration_s=plan.duration_s, data_bytes=plan.data_bytes, internal_bytes=plan.internal_bytes,
-                    rate=rate, processes=generators, cafile=lo.cafile)
+                    rate=rate, processes=generators, cafile=lo.cafile, shape=plan.shape)
 
 
 def measured_run(lo: BenchLoopback, plan: Plan, generators: int, rate: float | None) -> dict:
@@ -159,12 +160,12 @@ def fill_and_measure_memory(lo: BenchLoopback, plan: Plan) -> dict:
     # Warm-up sessions outside the key space first: the first writes allocate one-off
     # buffers (replication backlog, client buffers) that are no per-session cost.
     prefill(lo.nodes, lo.password, lo.topology.cluster, 200, plan.data_bytes, plan.internal_bytes, first=10**9,
-            cafile=lo.cafile)
+            cafile=lo.cafile, shape=plan.shape)
     wait_replicated(lo)
     before = used_memory(lo)
     t = time.monotonic()
     prefill(lo.nodes, lo.password, lo.topology.cluster, plan.keyspace, plan.data_bytes, plan.internal_bytes,
-            cafile=lo.cafile)
+            cafile=lo.cafile, shape=plan.shape)
     fill_s = time.monotonic() - t
     wait_replicated(lo)
     after = used_memory(lo)

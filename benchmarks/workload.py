@@ -1,11 +1,16 @@
 """The OutSystems session workload and the load-generator processes that drive it.
 
-A request is what a Platform Server front-end does with a session: read
-`{id}_Data` (20 KB by default) and `{id}_Internal` (small), which share one
-hash tag, then write both back with the session timeout as TTL. The two reads
-go in one pipeline and the two writes in another (StackExchange.Redis pipelines
-commands to one slot; the read happens at the start of the page request and
-the write at its end), so a request is two round trips.
+A request is what a Platform Server front-end does with a session through the session provider
+(operator_tools/sessions.py; README "How front-ends use sessions"). A session is three keys under one hash
+tag `{<guid>_<id>}`: `_Write_Lock`, `_Data` (a hash; one item of 20 KB by default) and `_Internal` (a hash
+holding SessionTimeout). A request is two round trips, each one EVALSHA of the provider's scripts: at the
+start of the page request, take the write lock and read the items (lock_and_get, which also resets the
+expiry); at its end, write the items and release the lock (set_and_release). The scripts are loaded with
+SCRIPT LOAD when a connection opens, as the provider's client does before its first EVALSHA.
+
+`shape="plain"` is the workload the benchmarks ran before: GET of `_Data` and `_Internal` as strings in one
+pipeline, SET of both with the timeout as TTL in another. It is kept so that one run can report both shapes
+(benchmarks/shape.py).
 
 Routing and the protocol are done here, not by redis-py: a slot -> node table
 from CLUSTER SLOTS and one raw RESP socket per master with pre-encoded
@@ -15,7 +20,9 @@ the generator must stay cheap next to Redis on a 2-core machine.
 MOVED and ASK are followed, as a cluster client does (StackExchange.Redis too),
 and counted as redirects, not errors: they are what a slot move (scale-out)
 looks like to a client. Any other error reply (CLUSTERDOWN, ...) or a connection
-error counts as an error and reloads the slot table (failover).
+error counts as an error and reloads the slot table (failover). A held lock found by lock_and_get (another
+request holds the session) counts as an error too: in these runs every request takes a session at random,
+so two requests on one session at once are rare, and each one is a request the provider would retry.
 
 TLS (`cafile`): the same sockets wrapped by `ssl`, verifying the server's
 certificate against the CA, hostname check on (the certificates name the
@@ -25,6 +32,7 @@ loopback IPs as SANs).
 from __future__ import annotations
 
 import array
+import hashlib
 import os
 import random
 import resource
@@ -38,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 import redis
 from redis.crc import key_slot
 
+from operator_tools.sessions import LOCK_TTL_SECONDS, SCRIPTS
+
 SLOTS = 16384
 MAX_REDIRECTS = 5  # as redis-py's cluster client; a loop of redirects beyond that is an error
 
@@ -48,12 +58,37 @@ def session_base(sid: int) -> str:
 
 
 def session_keys(sid: int) -> tuple[str, str]:
+    """(_Data, _Internal) of session `sid`."""
     base = session_base(sid)
     return base + "_Data", base + "_Internal"
 
 
+def lock_key(sid: int) -> str:
+    return session_base(sid) + "_Write_Lock"
+
+
+SHAPES = ("provider", "plain")
+# The provider's two scripts of a request, by SHA1 (what EVALSHA names them by).
+LOCK_AND_GET = SCRIPTS["lock_and_get"].encode()
+SET_AND_RELEASE = SCRIPTS["set_and_release"].encode()
+_SHA = {script: hashlib.sha1(script).hexdigest().encode() for script in (LOCK_AND_GET, SET_AND_RELEASE)}
+DATA_ITEM = b"Data"  # the one session item: what the page keeps in its session, serialized
+
+
+def provider_requests(sid: int, lock_id: bytes, lock_ttl: bytes, timeout: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """A request's two EVALSHA commands: lock_and_get at its start, set_and_release at its end."""
+    keys = (lock_key(sid).encode(), *(k.encode() for k in session_keys(sid)))
+    return (encode(b"EVALSHA", _SHA[LOCK_AND_GET], b"3", *keys, lock_id, lock_ttl),
+            encode(b"EVALSHA", _SHA[SET_AND_RELEASE], b"3", *keys, lock_id, timeout, b"0", DATA_ITEM, data))
+
+
 class RespError(Exception):
     """An error reply from Redis (MOVED, CLUSTERDOWN, NOAUTH, ...)."""
+
+
+class SessionConflict(RespError):
+    """The provider's scripts answered, but another request held the session (LOCKED), or the request's lock
+    was gone when it wrote (LOCKLOST). The node is fine: no reconnect."""
 
 
 class RespConn:
@@ -69,6 +104,11 @@ class RespConn:
         self.rf = self.sock.makefile("rb", buffering=1 << 17)
         if password:
             (reply,) = self.pipeline(encode(b"AUTH", password.encode()), 1)
+            if isinstance(reply, RespError):
+                raise reply
+        # Every node gets the provider's scripts before its first EVALSHA (a master promoted by a failover
+        # is a new connection too, so it gets them then).
+        for reply in self.pipeline(b"".join(encode(b"SCRIPT", b"LOAD", script) for script in _SHA), len(_SHA)):
             if isinstance(reply, RespError):
                 raise reply
 
@@ -228,6 +268,13 @@ class LoadSpec:
     seed: int = 1
     cafile: str | None = None  # TLS: the CA to verify the servers against; None = plain TCP
     timeline: bool = False  # keep each request's start time and every error's (scale-out phases)
+    shape: str = "provider"  # SHAPES: the provider's scripts and hashes, or plain GET/SET strings (before)
+    lock_ttl_s: int = LOCK_TTL_SECONDS
+    first_session: int = 0  # sessions first_session .. first_session + keyspace - 1
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:  # here, not in the generator processes, which must never fail to report
+            raise ValueError(f"LoadSpec.shape must be one of {SHAPES}, got {self.shape!r}")
 
 
 @dataclass
@@ -280,6 +327,8 @@ def _worker(spec: LoadSpec, index: int, ready, go, start_at, stop, out) -> None:
     deadline = t0 + spec.duration_s
     interval = spec.processes / spec.rate if spec.rate else 0.0
     ttl = str(spec.ttl_s).encode()
+    lock_ttl = str(spec.lock_ttl_s).encode()
+    provider = spec.shape == "provider"
     offset = interval * index / spec.processes  # stagger the workers' schedules
     while time.perf_counter() < t0:
         time.sleep(min(0.01, max(0.0, t0 - time.perf_counter())))
@@ -306,21 +355,43 @@ def _worker(spec: LoadSpec, index: int, ready, go, start_at, stop, out) -> None:
         else:
             intended = now
         i += 1
-        data_key, internal_key = (k.encode() for k in session_keys(rng.randrange(spec.keyspace)))
+        sid = spec.first_session + rng.randrange(spec.keyspace)
+        data_key, internal_key = (k.encode() for k in session_keys(sid))
         node = router.node_for(data_key.decode())
         try:
-            replies = router.exchange(node, [encode(b"GET", data_key), encode(b"GET", internal_key)], redirects)
-            replies += router.exchange(node, [encode(b"SET", data_key, data_value, b"EX", ttl),
-                                              encode(b"SET", internal_key, internal_value, b"EX", ttl)], redirects)
-            failed = [r for r in replies if isinstance(r, RespError)]
-            if failed:
-                raise failed[0]
-            if replies[0] is None:
+            if provider:
+                lock_id = b"%d-%d" % (index, i)
+                start, end = provider_requests(sid, lock_id, lock_ttl, ttl, data_value)
+                (got,) = router.exchange(node, [start], redirects)
+                if isinstance(got, RespError):
+                    raise got
+                holder, items, _ = got
+                if holder != lock_id:
+                    raise SessionConflict("LOCKED another request holds the session")
+                (written,) = router.exchange(node, [end], redirects)
+                if isinstance(written, RespError):
+                    raise written
+                if written != 1:
+                    raise SessionConflict("LOCKLOST the write lock was gone when the request wrote")
+                missed = not items
+                result.bytes_read += sum(len(v) for v in items[1::2])
+                result.bytes_written += spec.data_bytes
+            else:
+                replies = router.exchange(node, [encode(b"GET", data_key), encode(b"GET", internal_key)],
+                                          redirects)
+                replies += router.exchange(node, [encode(b"SET", data_key, data_value, b"EX", ttl),
+                                                  encode(b"SET", internal_key, internal_value, b"EX", ttl)],
+                                           redirects)
+                failed = [r for r in replies if isinstance(r, RespError)]
+                if failed:
+                    raise failed[0]
+                missed = replies[0] is None
+                result.bytes_read += sum(len(r) for r in replies[:2] if r is not None)
+                result.bytes_written += spec.data_bytes + spec.internal_bytes
+            if missed:
                 result.misses += 1
                 if spec.timeline:
                     miss_times.append(wall0 + intended - t0)
-            result.bytes_read += sum(len(r) for r in replies[:2] if r is not None)
-            result.bytes_written += spec.data_bytes + spec.internal_bytes
             lat.append(time.perf_counter() - intended)
             if spec.timeline:
                 starts.append(wall0 + intended - t0)
@@ -331,9 +402,10 @@ def _worker(spec: LoadSpec, index: int, ready, go, start_at, stop, out) -> None:
                 error_times.append(wall0 + intended - t0)
             kind = str(exc).split(" ", 1)[0] if isinstance(exc, RespError) else type(exc).__name__
             kinds[kind] = kinds.get(kind, 0) + 1
-            router.drop(node)
-            router.refresh()
-            time.sleep(0.01)  # a dead node: don't spin on connection refused
+            if not isinstance(exc, SessionConflict):
+                router.drop(node)
+                router.refresh()
+                time.sleep(0.01)  # a dead node: don't spin on connection refused
     result.elapsed_s = min(time.perf_counter(), deadline) - t0
     result.cpu_s = _cpu() - cpu0
     result.latencies = lat.tobytes()
@@ -475,8 +547,10 @@ def _merge(spec: LoadSpec, results: list[dict], started_at: float) -> dict:
 
 def prefill(nodes: Sequence[tuple[str, int]], password: str, cluster: bool, keyspace: int,
             data_bytes: int, internal_bytes: int, ttl_s: int = 3600, first: int = 0, batch: int = 200,
-            cafile: str | None = None) -> None:
-    """Write sessions first..first+keyspace-1, so every read of the run finds a full session."""
+            cafile: str | None = None, shape: str = "provider") -> None:
+    """Write sessions first..first+keyspace-1, so every read of the run finds a full session. In the provider's
+    shape, as it creates a new session: set_and_release with no lock id (`internal_bytes` is then unused:
+    _Internal holds the timeout)."""
     router = Router(nodes, password, cluster, cafile=cafile)
     data_value, internal_value = os.urandom(data_bytes), os.urandom(internal_bytes)
     try:
@@ -485,17 +559,22 @@ def prefill(nodes: Sequence[tuple[str, int]], password: str, cluster: bool, keys
             node = router.node_for(session_keys(sid)[0])
             pending.setdefault(node, []).append(sid)
             if len(pending[node]) >= batch:
-                _write(router, node, pending.pop(node), data_value, internal_value, ttl_s)
+                _write(router, node, pending.pop(node), data_value, internal_value, ttl_s, shape)
         for node, sids in pending.items():
-            _write(router, node, sids, data_value, internal_value, ttl_s)
+            _write(router, node, sids, data_value, internal_value, ttl_s, shape)
     finally:
         router.close()
 
 
-def _write(router: Router, node: tuple[str, int], sids: list[int], data: bytes, internal: bytes, ttl: int) -> None:
-    payload = b"".join(encode(b"SET", k.encode(), v, b"EX", str(ttl).encode())
-                       for sid in sids for k, v in zip(session_keys(sid), (data, internal), strict=True))
-    replies = router.conn(node).pipeline(payload, 2 * len(sids))
+def _write(router: Router, node: tuple[str, int], sids: list[int], data: bytes, internal: bytes, ttl: int,
+           shape: str) -> None:
+    if shape == "provider":
+        payload = b"".join(provider_requests(sid, b"", b"", str(ttl).encode(), data)[1] for sid in sids)
+        replies = router.conn(node).pipeline(payload, len(sids))
+    else:
+        payload = b"".join(encode(b"SET", k.encode(), v, b"EX", str(ttl).encode())
+                           for sid in sids for k, v in zip(session_keys(sid), (data, internal), strict=True))
+        replies = router.conn(node).pipeline(payload, 2 * len(sids))
     failed = [r for r in replies if isinstance(r, RespError)]
     if failed:
         raise failed[0]

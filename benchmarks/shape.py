@@ -67,7 +67,11 @@ def summarize(results: dict) -> list[dict]:
         medians = {}
         for shape in SHAPES:
             runs = [r for r in results["runs"] if r["version"] == version and r["shape"] == shape]
-            row = {"version": version, "shape": shape, "runs": len(runs),
+            kinds: dict[str, int] = {}
+            for r in runs:
+                for kind, n in r["error_kinds"].items():
+                    kinds[kind] = kinds.get(kind, 0) + n
+            row = {"version": version, "shape": shape, "runs": len(runs), "error_kinds": kinds,
                    "errors": sum(r["errors"] for r in runs), "misses": sum(r["misses"] for r in runs)}
             for key in ("achieved_rps", "p50_ms", "p99_ms"):
                 values = [r[key] for r in runs]
@@ -85,9 +89,11 @@ def table(results: dict) -> str:
         rps, p50, p99 = r["achieved_rps"], r["p50_ms"], r["p99_ms"]
         shape = "provider's scripts (now)" if r["shape"] == "provider" else "plain GET/SET (before)"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "1"
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(r["error_kinds"].items()))
+        errors = f"{r['errors']} ({kinds})" if kinds else str(r["errors"])
         lines.append(f"| {r['version']} | {shape} | {rps[0]:,.0f} ({rps[1]:,.0f}–{rps[2]:,.0f}) | "
                      f"{p50[0]:.2f} ({p50[1]:.2f}–{p50[2]:.2f}) | {p99[0]:.2f} ({p99[1]:.2f}–{p99[2]:.2f}) | "
-                     f"{r['errors']} | {r['misses']} | {ratio} |")
+                     f"{errors} | {r['misses']} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -105,7 +111,9 @@ def section(path: Path = RESULTS) -> str:
         "the lock) over `_Write_Lock`, a `_Data` hash and an `_Internal` hash; a plain request is GET of two "
         "strings and SET of both, two pipelines. Both move one "
         f"{results['data_bytes'] // 1024} KiB item each way. The figures elsewhere in this file come from the "
-        "benchmark run named at its top: they are in the plain shape if that run is older than this one.\n\n"
+        "benchmark run named at its top: they are in the plain shape if that run is older than this one. "
+        "LOCKED: two generator processes drew the same session at once and the second found it held, as a "
+        "provider request would (it retries); the plain shape has no lock to find.\n\n"
         + table(results) + "\n"
     )
 

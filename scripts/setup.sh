@@ -38,7 +38,8 @@ fi
 # for a machine where uv cannot reach its index.
 quiet_pip() { grep -v "^WARNING: Location 'file:" || true; }
 .venv/bin/pip install -q --disable-pip-version-check uv 2>&1 | quiet_pip
-if ! .venv/bin/uv pip install -q --python .venv/bin/python -r requirements.txt -r requirements-dev.txt; then
+# --system-certs: the machine's own CA store, as pip uses (a TLS-inspecting proxy's CA lives there).
+if ! .venv/bin/uv pip install -q --system-certs --python .venv/bin/python -r requirements.txt -r requirements-dev.txt; then
   echo "setup: uv could not install the requirements; pip installs them instead"
   .venv/bin/pip install -q --disable-pip-version-check --no-compile -r requirements.txt -r requirements-dev.txt 2>&1 \
     | quiet_pip

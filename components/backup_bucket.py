@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from components.monitoring import BACKUP_PREFIX, NAMESPACE, TOOLS_PREFIX
@@ -39,9 +39,18 @@ def lifecycle_rules(backup_retention_days: int) -> list[dict[str, Any]]:
     ]
 
 
-def bucket_policy(bucket_arn: str, server_role_arn: str) -> str:
-    """Deny every request without TLS (snapshots hold every session), and snapshot writes by anyone
-    but the stack's servers, so a snapshot set is what the servers saved."""
+# What changes the programs a server fetches from tools/ and runs as root: a write or overwrite, and the
+# deletion of a version (which would make an older one current again). ACLs are off (BucketOwnerEnforced).
+TOOL_WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion")
+
+
+def bucket_policy(bucket_arn: str, server_role_arn: str, tool_writers: Sequence[str]) -> str:
+    """Deny every request without TLS (snapshots hold every session); snapshot writes by anyone but the
+    stack's servers, so a snapshot set is what the servers saved; and tool writes by anyone but
+    `tool_writers` (the deployer), so that an identity policy granting s3:PutObject on the bucket (or on
+    `*`) is not a way to run code as root on every server."""
+    if not tool_writers:
+        raise ValueError("tool_writers: at least the principal that deploys the stack")
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -62,6 +71,16 @@ def bucket_policy(bucket_arn: str, server_role_arn: str) -> str:
                     "Resource": f"{bucket_arn}/{BACKUP_PREFIX}*",
                     # An instance's session carries its role's ARN as aws:PrincipalArn.
                     "Condition": {"ArnNotEquals": {"aws:PrincipalArn": server_role_arn}},
+                },
+                {
+                    "Sid": "ToolsOnlyFromTheDeployers",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": list(TOOL_WRITE_ACTIONS),
+                    "Resource": f"{bucket_arn}/{TOOLS_PREFIX}*",
+                    # A negated operator with several values matches none of them: only the listed
+                    # principals (an assumed role's session carries its role's ARN) pass.
+                    "Condition": {"ArnNotEquals": {"aws:PrincipalArn": sorted(set(tool_writers))}},
                 },
             ],
         }

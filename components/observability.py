@@ -152,10 +152,19 @@ class RedisObservability(pulumi.ComponentResource):
             # Noncurrent-version expiry means something only once versioning is on.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
+        if s.tool_writers:
+            tool_writers = pulumi.Output.from_input(list(s.tool_writers))
+        else:
+            # The principal running `pulumi up`: its role's ARN when it is an assumed-role session (what
+            # aws:PrincipalArn carries), or the user's own ARN.
+            caller = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self))
+            tool_writers = aws.iam.get_session_context_output(
+                arn=caller.arn, opts=pulumi.InvokeOptions(parent=self)).issuer_arn.apply(lambda arn: [arn])
         policy = aws.s3.BucketPolicy(
             f"{name}-backups-policy",
             bucket=self.bucket.id,
-            policy=pulumi.Output.all(self.bucket.arn, args.server_role_arn).apply(lambda v: bucket_policy(*v)),
+            policy=pulumi.Output.all(self.bucket.arn, args.server_role_arn, tool_writers).apply(
+                lambda v: bucket_policy(*v)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
         # The name is generated (globally unique): servers read it here at run time.
@@ -174,7 +183,8 @@ class RedisObservability(pulumi.ComponentResource):
                 bucket=self.bucket.id,
                 key=key,
                 content=text,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption]),
+                # After the policy: a new deployer (say a CI role taking over) lists itself before it writes.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption, policy]),
             )
             for key, text in tool_objects(args.tools).items()
         ]

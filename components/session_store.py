@@ -120,6 +120,7 @@ class SessionStoreArgs:
     log_retention_days: int | None = None  # default 30
     backup_retention_days: int | None = None  # default 7
     tags: Mapping[str, str] = field(default_factory=dict)
+    tool_writers: Sequence[str] = ()  # who may write tools/; default: the principal running `pulumi up`
     # Not config keys. `stack` names what must be unique in the account and region (the Parameter
     # Store paths, the log group, the dashboard): default `<project>-<stack>` of the Pulumi program
     # (this project's own stacks pass the stack's name). Two stores in one program need two values.

@@ -200,6 +200,16 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "settings",
     ),
     ConfigKey(
+        "toolWriters", "the IAM role or user running `pulumi up`",
+        "IAM principal ARNs (`arn:aws:iam::<account>:role/<name>` or `:user/<name>`) that may write, overwrite or "
+        "delete the programs under `tools/` in the backup bucket, which every server fetches and runs as root. The "
+        "bucket policy denies those writes to everyone else in the account, whatever their own IAM policies allow. "
+        "Set, it must list every principal that runs `pulumi up` or `pulumi destroy` for this stack (a CI role, "
+        "the administrators' role): any other gets AccessDenied on the tool objects. See "
+        "[The backup bucket](#the-backup-bucket-and-pulumi-destroy).",
+        "deploy",
+    ),
+    ConfigKey(
         "tags", "none",
         "Your tags (cost allocation, ownership), a map of key to string value, added to every resource of the "
         "stack that AWS can tag (instances and their volumes, network, IAM role and profile, parameters, alarm "
@@ -270,6 +280,7 @@ class Settings:
     log_retention_days: int = LOG_RETENTION_DAYS_DEFAULT
     backup_retention_days: int = BACKUP_RETENTION_DAYS_DEFAULT
     tags: tuple[tuple[str, str], ...] = ()  # the user's, in config order; merge_tags adds ours on top
+    tool_writers: tuple[str, ...] = ()  # empty: the principal running `pulumi up` (read at deploy time)
 
     @property
     def cluster(self) -> bool:
@@ -576,7 +587,25 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             f"days from 1 to {BACKUP_RETENTION_DAYS_MAX} (sessions in an older snapshot have expired anyway)",
         ),
         tags=_tags(raw),
+        tool_writers=_tool_writers(raw),
     )
+
+
+# An IAM role or user ARN as aws:PrincipalArn carries it: partition, account, then role/ or user/ with an
+# optional path and the name (IAM's own characters). Not an assumed-role session ARN (sts), which never
+# matches aws:PrincipalArn.
+_PRINCIPAL_ARN = re.compile(r"arn:aws(-[a-z]+)*:iam::\d{12}:(role|user)(/[\w+=,.@-]+)*/[\w+=,.@-]{1,128}")
+
+
+def _tool_writers(raw: Mapping[str, str]) -> tuple[str, ...]:
+    writers = _list(raw, "toolWriters")
+    for arn in writers:
+        if not _PRINCIPAL_ARN.fullmatch(arn):
+            raise SettingsError(
+                "toolWriters", arn, "IAM role or user ARNs such as arn:aws:iam::111122223333:role/deployer (not an "
+                "assumed-role session ARN arn:aws:sts::...)",
+            )
+    return writers
 
 
 def _alarm_target(raw: Mapping[str, str]) -> tuple[str | None, str | None]:

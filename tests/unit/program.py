@@ -52,6 +52,8 @@ AMI_PARAMETERS = {
     "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id": "ami-0a24b24c24d24e24f",
 }
 ACCOUNT = "111122223333"
+# The deploying role sits under a path, which its assumed-role session ARN leaves out (IAM does).
+DEPLOYER_ROLE_PATH = "ci/"
 VPC_ID = "vpc-0a1b2c3d4e5f60718"
 VPC_CIDR = "172.31.0.0/16"
 AMI_ID = "ami-0123456789abcdef0"
@@ -232,6 +234,13 @@ class AwsMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/session",
                     "id": ACCOUNT, "userId": "AROAEXAMPLE:session"}, []
+        if args.token == "aws:iam/getSessionContext:getSessionContext":
+            # What the data source answers for an assumed-role session: the role's own ARN, path included.
+            arn = args.args["arn"]
+            role = arn.split(":assumed-role/")[1].split("/")[0] if ":assumed-role/" in arn else None
+            issuer = f"arn:aws:iam::{ACCOUNT}:role/{DEPLOYER_ROLE_PATH}{role}" if role else arn
+            return {"arn": arn, "issuerArn": issuer, "issuerId": "AROAEXAMPLE", "issuerName": role or "",
+                    "sessionName": "session" if role else "", "id": arn}, []
         if args.token == "aws:index/getRegion:getRegion":
             return {"region": "eu-west-1", "name": "eu-west-1", "id": "eu-west-1"}, []
         raise AssertionError(f"unexpected data source call {args.token}")

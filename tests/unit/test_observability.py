@@ -27,7 +27,7 @@ from components.monitoring import (
 from components.observability import ObservabilityArgs, RedisObservability
 from components.render.fetched import fetched_tools
 from components.settings import KNOWN_KEYS, load_settings
-from tests.unit.program import ACCOUNT, ROOT, AwsMocks, Program, RecordingMonitor, run_program
+from tests.unit.program import ACCOUNT, DEPLOYER_ROLE_PATH, ROOT, AwsMocks, Program, RecordingMonitor, run_program
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 TOPIC = "aws:sns/topic:Topic"
@@ -180,7 +180,9 @@ def test_an_email_subscription_only_when_alarm_email_is_set() -> None:
 
 
 def test_a_given_topic_is_used_and_none_created() -> None:
-    program = run_program("prod", {"outsystems-redis:alarmTopicArn": GIVEN_TOPIC})
+    # With toolWriters named too, nothing needs the deployer's identity (the key policy would).
+    program = run_program("prod", {"outsystems-redis:alarmTopicArn": GIVEN_TOPIC,
+                                   "outsystems-redis:toolWriters": [f"arn:aws:iam::{ACCOUNT}:role/admins"]})
     assert not program.of_type(TOPIC) and not program.of_type("aws:kms/key:Key")
     assert not program.of_type(SUBSCRIPTION)
     for a in program.of_type(ALARM):
@@ -252,7 +254,7 @@ def test_the_backup_bucket_is_encrypted_versioned_private_and_owner_enforced(pro
     assert [pab[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")] \
         == [True] * 4
     assert by["BucketOwnershipControls"]["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
-    deny, others = json.loads(by["BucketPolicy"]["policy"])["Statement"]
+    deny, others, _tools = json.loads(by["BucketPolicy"]["policy"])["Statement"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
     assert deny["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -261,6 +263,39 @@ def test_the_backup_bucket_is_encrypted_versioned_private_and_owner_enforced(pro
     assert others["Resource"] == f"{BUCKET_ARN}/snapshots/*"
     assert others["Condition"] == {
         "ArnNotEquals": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/outsystems-redis-server-role-name"}}
+
+
+def _tools_statement(program: Program) -> dict:
+    (policy,) = program.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    (statement,) = [st for st in json.loads(policy.inputs["policy"])["Statement"]
+                    if st["Resource"] == f"{BUCKET_ARN}/tools/*"]
+    return statement
+
+
+def test_only_the_deployer_may_change_the_programs_the_servers_run_as_root(programs: dict[str, Program]) -> None:
+    """tools/ holds what every server fetches and runs as root: writes, overwrites and version deletions
+    by anyone but the deploying principal are denied, whatever their own IAM policy grants."""
+    for program in programs.values():
+        tools = _tools_statement(program)
+        assert tools["Effect"] == "Deny" and tools["Principal"] == "*"
+        assert set(tools["Action"]) == {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"}
+        # The role behind the assumed-role session running `pulumi up`, with its path: aws:PrincipalArn
+        # carries the role's ARN, never the session's (arn:aws:sts::...:assumed-role/...), which would
+        # match nobody and lock the deployer out.
+        assert tools["Condition"] == {
+            "ArnNotEquals": {"aws:PrincipalArn": [f"arn:aws:iam::{ACCOUNT}:role/{DEPLOYER_ROLE_PATH}deployer"]}}
+        (policy,) = program.of_type("aws:s3/bucketPolicy:BucketPolicy")
+        for tool in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2"):
+            # A new deployer (a CI role taking over) is listed before it writes the tools.
+            assert policy.urn in tool.dependencies, tool.name
+
+
+def test_tool_writers_can_be_named_and_are_checked() -> None:
+    writers = [f"arn:aws:iam::{ACCOUNT}:role/admins", f"arn:aws:iam::{ACCOUNT}:user/ops/alice"]
+    program = run_program("dev", {"outsystems-redis:toolWriters": writers})
+    assert _tools_statement(program)["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": sorted(writers)}}
+    with pytest.raises(Exception, match="toolWriters.*assumed-role session"):
+        run_program("dev", {"outsystems-redis:toolWriters": [f"arn:aws:sts::{ACCOUNT}:assumed-role/ci/session"]})
 
 
 @pytest.mark.parametrize(("days", "expected"), [(None, 7), (1, 1), (35, 35)])

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import redis
 
-from components.render.make_room import LOOPBACK_INTERVALS, make_room_env, make_room_script, needs_make_room
+from components.render.make_room import needs_make_room
 from components.render.redis_conf import EVICTION_POLICY
-from operator_tools.loopback import platform_for, redis_binary
+from operator_tools.loopback import platform_for, redis_binary, spawn_make_room
 from operator_tools.sessions import SessionStore, inspect, session_tag
 
 POLICIES = ("allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-ttl")
@@ -80,25 +80,12 @@ def _start(version: str, host: str, port: int, directory: Path, policy: str, max
     raise RuntimeError(f"redis-server {version} on {port} did not answer PING in 20 s")
 
 
-def _ahead() -> None:
-    if os.geteuid() == 0:
-        os.nice(-10)
-
-
-def _start_make_room(version: str, host: str, port: int, directory: Path, password: str) -> subprocess.Popen:
-    """The shipped redis-make-room with the shipped figures, watching this one process, every 0.1 s (see below)."""
+def _start_make_room(host: str, port: int, directory: Path, password: str) -> subprocess.Popen:
+    """The shipped redis-make-room with the shipped figures, watching this one process (ahead of the writer)."""
     auth = directory / "auth.conf"
     auth.write_text(f"requirepass {password}\n")
-    script = directory / "redis-make-room"
-    script.write_text(make_room_script())
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           **make_room_env(host, (port,), auth_file=str(auth)),
-           **LOOPBACK_INTERVALS}
-    # Ahead of the busy writer and test processes when run as root (the test suite): on a server
-    # nothing competes with it like that.
-    return subprocess.Popen([sys.executable, str(script)], env=env, preexec_fn=_ahead,
-                            stdout=open(directory / "make-room.log", "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return spawn_make_room(directory / "redis-make-room", host, (port,), str(auth), directory / "make-room.log",
+                           ahead=True)
 
 
 def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", maxmemory_mb: int = 8,
@@ -110,7 +97,7 @@ def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", ma
     password = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="osr-memory-") as tmp:
         proc = _start(version, host, port, Path(tmp), policy, maxmemory_mb, password)
-        agent = _start_make_room(version, host, port, Path(tmp), password) if make_room else None
+        agent = _start_make_room(host, port, Path(tmp), password) if make_room else None
         try:
             client = redis.Redis(host, port, password=password, socket_timeout=5)
             store = SessionStore(client)

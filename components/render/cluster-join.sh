@@ -277,8 +277,11 @@ wait_known() {
     done
     mapfile -t peers < <(awk '!$6 { print $2 }' <<<"$view")
     for peer in "${peers[@]}"; do
+        local nudge=$((SECONDS + 10))
         until cli "$peer" cluster nodes 2>/dev/null | grep -q "^$id "; do
             [ "$SECONDS" -lt "$deadline" ] || die "$peer has not met $node in ${WAIT_SECONDS}s"
+            # Gossip missed it (a handshake timed out under load): introduce them.
+            [ "$SECONDS" -lt "$nudge" ] || { cli "$peer" cluster meet "${node%:*}" "${node##*:}"; nudge=$((SECONDS + 10)); }
             sleep 0.5
         done
     done

@@ -61,27 +61,26 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
 
     `step_down` (cluster servers): a clean stop first hands a master's slots to its replica.
     """
+    # Why each line (kept out of the rendered text: user data is capped at 16 KB): the auth include comes
+    # from SSM, so no Redis process starts without it; Type=notify and the foreground ExecStart are the
+    # same on 20.04 (whose template forks) and 24.04; StateDirectory creates dir /var/lib/redis/<port>
+    # owned by redis; the template waits forever to stop (0), and a shutdown whose RDB save fails must
+    # not hang a reboot.
     return (
-        "# outsystems-redis: added to Debian's redis-server@.service template.\n"
+        "# outsystems-redis: added to Debian's redis-server@.service (components/render/systemd.py says why).\n"
         "[Unit]\n"
-        f"# The auth include comes from SSM; no Redis process starts without it.\n"
         f"Requires={AUTH_UNIT}\n"
         f"After={AUTH_UNIT} network-online.target systemd-tmpfiles-setup.service\n"
         "Wants=network-online.target\n"
         "\n"
         "[Service]\n"
-        "# The same on 20.04 (whose template forks) and 24.04: run in the foreground\n"
-        "# and tell systemd when ready.\n"
         "Type=notify\n"
         "ExecStart=\n"
         f"ExecStart=/usr/bin/redis-server {paths.conf_dir}/redis-%i.conf --supervised systemd --daemonize no\n"
         "LimitNOFILE=65535\n"
-        "# dir /var/lib/redis/<port>, created owned by redis.\n"
         "StateDirectory=redis/%i\n"
         "StateDirectoryMode=0750\n"
         "TimeoutStartSec=300\n"
-        "# The template waits forever (0); a shutdown whose RDB save fails must not\n"
-        "# hang a reboot.\n"
         "TimeoutStopSec=120\n"
         "Restart=always\n"
         + _restart_delay(cluster=step_down)
@@ -109,10 +108,7 @@ def restart_seconds(cluster: bool) -> int:
 
 
 def _restart_delay(cluster: bool) -> str:
-    if cluster:
-        return ("# Restart a crash only after the replica has taken over, even after a retried election.\n"
-                f"RestartSec={restart_seconds(True)}\n")
-    return f"RestartSec={restart_seconds(False)}\n"
+    return f"RestartSec={restart_seconds(cluster)}\n"
 
 
 # A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its
@@ -122,7 +118,6 @@ def _restart_delay(cluster: bool) -> str:
 # reads the auth include. The script bounds itself, and TimeoutStopSec bounds it too.
 # (Kept out of the rendered text: user data is capped at 16 KB.)
 _STEP_DOWN = (
-    "# A clean stop first hands a master's slots to its replica (redis-step-down), then SIGTERM.\n"
     f"EnvironmentFile=-{STEP_DOWN_ENV_PATH}\n"
     "ExecStop=\n"
     f"ExecStop=+{STEP_DOWN_PATH} %i\n"

@@ -120,8 +120,8 @@ def provision_script() -> str:
 def encode_user_data(cloud_config: str) -> str:
     """The cloud-config gzipped and base64-encoded, for the instance's user_data_base64.
 
-    cloud-init decompresses gzip user data itself. Compressed, the largest server
-    (a joiner with TLS) is about a third of EC2's limit. mtime=0 keeps the bytes
+    cloud-init decompresses gzip user data itself. Compressed, the largest server (server 1
+    on Redis 5.0) is close to EC2's limit: tests/unit/test_deploy_limits.py checks every shape. mtime=0 keeps the bytes
     the same for the same text, so a preview shows no spurious change.
     """
     return base64.b64encode(gzip.compress(cloud_config.encode(), compresslevel=9, mtime=0)).decode("ascii")

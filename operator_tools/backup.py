@@ -160,13 +160,14 @@ def check_versions(local: str, snapshots: list[str], target: str) -> None:
                           f"its DUMP payloads: give a redis-server of {target[:3]}")
 
 
-def restore_ttl(pttl: int) -> int | None:
-    """RESTORE's ttl for a key's PTTL: None when the key expired (or vanished), 0 for no expiry."""
+def restore_ttl(pttl: int, read_at_ms: int = 0) -> int | None:
+    """RESTORE's ttl for a key's PTTL read at `read_at_ms` (unix ms): the absolute expiry for ABSTTL (the
+    relative PTTL when `read_at_ms` is 0); None when the key expired (or vanished), 0 for no expiry."""
     if pttl == -1:
         return 0
     if pttl == -2 or pttl <= 0:
         return None
-    return pttl
+    return read_at_ms + pttl
 
 
 def show(key: bytes) -> str:
@@ -337,6 +338,10 @@ def copy_keys(local: LocalServer, target, slots: set[int] | None, replace: bool,
         for key in batch:
             src.pttl(key)
             src.dump(key)
+        # Absolute expiry (RESTORE ... ABSTTL, Redis 5.0+): the time between reading a batch and restoring it
+        # (seconds on a busy machine or a slow link) no longer adds to each session's life. The clock is read
+        # before the PTTLs, so an expiry errs early by the read's duration, never late.
+        read_at_ms = int(time.time() * 1000)
         answers = src.execute()
         pipe = target.pipeline(transaction=False)
         sent = []
@@ -344,11 +349,11 @@ def copy_keys(local: LocalServer, target, slots: set[int] | None, replace: bool,
             if not wanted(key):
                 counts.outside_slots += 1
                 continue
-            ttl, payload = restore_ttl(answers[2 * i]), answers[2 * i + 1]
+            ttl, payload = restore_ttl(answers[2 * i], read_at_ms), answers[2 * i + 1]
             if ttl is None or payload is None:
                 counts.expired += 1
                 continue
-            pipe.restore(key, ttl, payload, replace=replace)
+            pipe.restore(key, ttl, payload, replace=replace, absttl=ttl != 0)
             sent.append(key)
         if not sent:
             continue

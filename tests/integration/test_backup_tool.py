@@ -38,6 +38,8 @@ def test_ttls_expired_keys_are_skipped():
     assert restore_ttl(-2) is None  # expired or gone
     assert restore_ttl(0) is None
     assert restore_ttl(1234) == 1234
+    assert restore_ttl(1234, read_at_ms=1_700_000_000_000) == 1_700_000_001_234  # ABSTTL: read time + PTTL
+    assert restore_ttl(-1, read_at_ms=1_700_000_000_000) == 0
 
 
 def test_versions_the_local_redis_server_must_fit_between():

@@ -83,7 +83,7 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
         "TimeoutStartSec=300\n"
         "TimeoutStopSec=120\n"
         "Restart=always\n"
-        + _restart_delay(cluster=step_down)
+        + f"RestartSec={restart_seconds(step_down)}\n"
         + (_STEP_DOWN if step_down else "")
     )
 
@@ -105,10 +105,6 @@ SINGLE_RESTART_SECONDS = 2
 def restart_seconds(cluster: bool) -> int:
     """How long systemd waits before restarting a crashed redis-server (RestartSec)."""
     return CLUSTER_RESTART_SECONDS if cluster else SINGLE_RESTART_SECONDS
-
-
-def _restart_delay(cluster: bool) -> str:
-    return f"RestartSec={restart_seconds(cluster)}\n"
 
 
 # A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its

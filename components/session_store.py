@@ -54,6 +54,7 @@ from components.settings import (
     Settings,
     check_front_end_cidr,
     check_password,
+    check_stack_name,
     check_store_name,
     check_subnets_in_vpc,
     load_settings,
@@ -166,8 +167,6 @@ PENDING = {
     "alarm_topic_arn": "arn:aws:sns:us-east-1:000000000000:pending",
 }
 _SEQUENCES = {f.name for f in dataclasses.fields(SessionStoreArgs) if str(f.type).startswith("Sequence")}
-# Pulumi's own stack-name characters; the name goes into Parameter Store paths and systemd environment files.
-_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def _config_form(args: SessionStoreArgs) -> dict[str, str]:
@@ -267,8 +266,7 @@ def checked_settings(args: SessionStoreArgs) -> Settings:
     """The arguments through the stack config's own checks; values known only at deploy time kept as given."""
     names = args._names
     stack = args.stack if args.stack is not None else f"{pulumi.get_project()}-{pulumi.get_stack()}"
-    if not _STACK_NAME.fullmatch(stack):
-        raise SettingsError("stack", stack, "1 to 100 letters, digits, '_', '.' or '-' (as Pulumi's stack names)")
+    check_stack_name(stack)
     settings = load_settings(_config_form(args), stack)
     kept = {name: getattr(args, name) for name in PENDING
             if isinstance(getattr(args, name), pulumi.Output)}

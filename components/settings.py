@@ -633,6 +633,15 @@ def _alarm_target(raw: Mapping[str, str]) -> tuple[str | None, str | None]:
 STORE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,32}")
 
 
+# Pulumi's own stack-name characters; the name goes into Parameter Store paths and systemd environment files.
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def check_stack_name(stack: str) -> None:
+    if not _STACK_NAME.fullmatch(stack):
+        raise SettingsError("stack", stack, "1 to 100 letters, digits, '_', '.' or '-' (as Pulumi's stack names)")
+
+
 def check_store_name(name: str) -> None:
     """Checked before anything is created: AWS would refuse the bucket only after other resources exist."""
     if not STORE_NAME.fullmatch(name):

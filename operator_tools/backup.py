@@ -507,4 +507,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from operator_tools.cli import exit_with
+
+    exit_with(main)

@@ -194,7 +194,16 @@ def make_server_certificate(ca: tuple[Path, Path], cert: str | os.PathLike[str],
 
 
 def loopback_hosts(servers: int, prefix: str = "127.0.0.") -> list[str]:
-    """Server i is `prefix` + (i+1): 127.0.0.1, 127.0.0.2, ..."""
+    """Server N (counted from 1) is `prefix` + N: 127.0.0.1, 127.0.0.2, ...
+
+    ValueError unless every host is a loopback address (127.a.b.N): a rehearsal never reaches past this machine.
+    """
+    parts = prefix.split(".")
+    if len(parts) != 4 or parts[0] != "127" or parts[3] != "" or \
+            not all(p.isdigit() and int(p) <= 255 for p in parts[1:3]):
+        raise ValueError(f"--host-prefix: a loopback prefix such as 127.0.0. (three numbers and a dot), got {prefix!r}")
+    if servers > 254:
+        raise ValueError(f"--host-prefix: {servers} servers do not fit in {prefix}1 to {prefix}254")
     return [f"{prefix}{i + 1}" for i in range(servers)]
 
 
@@ -241,6 +250,7 @@ class Loopback:
         # Run redis-make-room beside each 5.0 server, as the servers do (the rehearsal does; the tests
         # that do not fill memory leave it off, to spare the CPU of its polling).
         self.make_room = make_room and needs_make_room(self.platform)
+        self._started: dict[str, subprocess.Popen] = {}  # by address: the processes this object spawned
 
     @classmethod
     def from_settings(cls, settings, state_dir: str | os.PathLike[str], **kwargs) -> Loopback:
@@ -474,7 +484,7 @@ class Loopback:
             return
         conf = self.paths(process.server).conf(process.port)
         # Detached: survives the Python process that started it (rehearsal up).
-        subprocess.Popen(
+        self._started[process.address] = subprocess.Popen(
             [self.redis_server, conf, "--daemonize", "no"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -493,6 +503,9 @@ class Loopback:
                         break
                 except redis.RedisError:
                     pass
+                spawned = self._started.get(p.address)
+                if spawned is not None and spawned.poll() is not None:
+                    raise RuntimeError(start_failure(p.address, self.log_file(p)))
                 if time.monotonic() > deadline:
                     log = self.log_file(p)
                     tail = log.read_text()[-2000:] if log.exists() else "(no log)"
@@ -653,7 +666,7 @@ class Loopback:
         """
         for server in servers:
             if not runs_join(self.topology, server):
-                raise ValueError(f"server {server} forms the cluster; it does not join")
+                raise ValueError(f"server {server + 1} forms the cluster; it does not join")
         # Written once, before any starts: bash reads a script as it runs, so rewriting
         # it under a running join would feed that join a truncated file.
         _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
@@ -673,8 +686,8 @@ class Loopback:
             if proc.returncode != 0:
                 failed.append(server)
         if failed:
-            text = "\n".join(f"--- server {s} ---\n{outputs[s]}" for s in outputs)
-            raise RuntimeError(f"join failed on server(s) {failed}:\n{text}")
+            text = "\n".join(f"--- server {s + 1} ---\n{outputs[s]}" for s in outputs)
+            raise RuntimeError(f"join failed on server(s) {', '.join(str(s + 1) for s in failed)}:\n{text}")
         return outputs
 
     def wipe_server(self, server: int) -> None:
@@ -694,7 +707,8 @@ class Loopback:
             raise ValueError("a single server has no cluster to rejoin")
         fetched = self.fetch_password(server, ATTEMPTS="3", RETRY_SECONDS="1")
         if fetched.returncode != 0:
-            raise RuntimeError(f"redis-fetch-password failed for server {server}:\n{fetched.stdout}{fetched.stderr}")
+            raise RuntimeError(f"redis-fetch-password failed for server {server + 1}:\n"
+                               f"{fetched.stdout}{fetched.stderr}")
         self.start_server(server, timeout)
         _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
         _write_if_changed(self.state_dir / "cluster-bootstrap.sh", bootstrap_script())
@@ -787,6 +801,22 @@ class Loopback:
                 self._spawn(p)
         self.wait_until_answering(tuple(p for s in new for p in self.topology.servers[s].processes), timeout)
         return self.join_all(new, wait_seconds) if join else {}
+
+
+def start_failure(address: str, log: Path) -> str:
+    """One line for a redis-server that exited at start, with the fix when its log names the cause."""
+    lines = [line for line in (log.read_text(errors="replace") if log.exists() else "").splitlines() if line.strip()]
+    warnings = [line.split("# ", 1)[1] for line in lines if "# " in line]
+    # Redis says why (bind: ...) a line before it says that it exits.
+    said = next((w for w in warnings if "listening socket" in w),
+                warnings[-1] if warnings else lines[-1] if lines else "(nothing in its log)")
+    if "already in use" in said:
+        hint = "another process listens there (another rehearsal? `ss -ltnp`): stop it, or pick another --host-prefix"
+    elif "assign requested address" in said:
+        hint = "this machine has no such address: --host-prefix must be a loopback prefix such as 127.0.0."
+    else:
+        hint = f"its log: {log}"
+    return f"redis-server for {address} exited at start: {said}; {hint}"
 
 
 def _write_secret(path: Path, text: str) -> None:

@@ -55,7 +55,7 @@ PROJECT_TAG = "outsystems-redis"
 class Server:
     """One server as maintenance sees it: where its processes listen, and its instance on AWS."""
 
-    index: int
+    index: int  # from 0, as the RedisServerIndex tag stores it; people read index + 1 (the Name tag, redis-<N>)
     name: str
     host: str  # the private IP its Redis processes announce
     instance_id: str = ""  # empty on loopback
@@ -63,7 +63,8 @@ class Server:
 
     @property
     def label(self) -> str:
-        return f"server {self.index} ({self.name}, {self.host}{', ' + self.instance_id if self.instance_id else ''})"
+        instance = f", {self.instance_id}" if self.instance_id else ""
+        return f"server {self.index + 1} ({self.name}, {self.host}{instance})"
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def upgrade_script(platform: Platform) -> str:
         f"apt_get install --allow-change-held-packages {pins}",
         f"apt-mark hold {' '.join(HELD)}",
         "apt_get upgrade --with-new-pkgs",
-        "echo \"held: $(apt-mark showhold | tr '\\n' ' ')\"",
+        "echo \"held: $(apt-mark showhold | paste -sd ' ' -)\"",
         f"echo 'upgraded: the OS, and Redis within {platform.apt_version}'",
     ]) + "\n"
 
@@ -590,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from operator_tools.rehearsal import read_settings
+    from operator_tools.stack_file import read_settings
 
     try:
         settings = read_settings(args.stack, args.config)
@@ -626,4 +627,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from operator_tools.cli import exit_with
+
+    exit_with(main)

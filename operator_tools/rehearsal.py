@@ -7,7 +7,7 @@
     python -m operator_tools.rehearsal replace --server K --stack prod
     python -m operator_tools.rehearsal crash --server K [--process master|replica] --stack prod
 
-Server i of the stack becomes 127.0.0.(i+1), with the same rendered redis.conf
+Server N of the stack (counted from 1) becomes 127.0.0.N, with the same rendered redis.conf
 files and the same bootstrap script as the cloud-config (operator_tools.loopback
 does the remapping of addresses and paths). Everything lives under one state
 directory (default .rehearsal/<stack>): configs, data, logs, pid files and the
@@ -77,16 +77,14 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
 from components.platforms import PLATFORMS
 from components.render.password import PASSWORD_GRACE_SECONDS
 from components.render.systemd import restart_seconds
-from components.settings import NAMESPACE, Settings, load_settings
 from components.topology import Process
 from operator_tools import health
 from operator_tools.loopback import Loopback, generate_password, loopback_hosts, platform_for
 from operator_tools.sessions import PROVIDER_RETRY_BUDGET_MS, SessionStore, inspect, session_keys, session_tag, tag_of
+from operator_tools.stack_file import read_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "rehearsal.json"
@@ -101,35 +99,6 @@ PASSWORD_SWITCH_TIMEOUT = 30.0  # seconds; the sync itself takes well under one
 # Kill -> HEALTHY with no WARN for `replace`: failover (6-15 s) + rejoin (10-30 s) + role restore (2-10 s).
 REPLACE_TIMEOUT = 120.0
 REJOIN_WAIT_SECONDS = 90  # the join's own bound on each wait (WAIT_SECONDS)
-
-
-# ---------------------------------------------------------------- settings (pure)
-
-
-def stack_config(document: Mapping, stack: str) -> dict[str, str]:
-    """The project's keys of a Pulumi.<stack>.yaml, without prefix, as the strings Pulumi hands over.
-
-    Pulumi passes lists as JSON text, so lists are turned back into JSON here.
-    """
-    config = (document or {}).get("config") or {}
-    raw: dict[str, str] = {}
-    for key, value in config.items():
-        namespace, _, name = str(key).partition(":")
-        if namespace != NAMESPACE or not name:
-            continue
-        if isinstance(value, dict) and "secure" in value:
-            continue  # an encrypted secret: the rehearsal generates its own password
-        raw[name] = json.dumps(value) if isinstance(value, list) else str(value).lower() \
-            if isinstance(value, bool) else str(value)
-    return raw
-
-
-def read_settings(stack: str, config_file: Path | None = None) -> Settings:
-    path = config_file or ROOT / f"Pulumi.{stack}.yaml"
-    document = yaml.safe_load(path.read_text())
-    raw = stack_config(document, stack)
-    raw.pop("redisPassword", None)  # never reuse a real password on a laptop
-    return load_settings(raw, stack)
 
 
 # ---------------------------------------------------------------- state
@@ -665,7 +634,7 @@ def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) 
         save_state(state_dir, {**json.loads((state_dir / STATE_FILE).read_text()),
                                "servers": len(lo.topology.servers), "hosts": lo.hosts})
     for server, output in sorted(outputs.items()):
-        print(f"server {server} ({lo.topology.servers[server].private_ip}) join:")
+        print(f"server {server + 1} ({lo.topology.servers[server].private_ip}) join:")
         print("\n".join("  " + line for line in output.strip().splitlines() if line.startswith("cluster-join:")
                         and ("moved" in line or "done" in line or "now follows" in line)))
     after = slot_owners(lo)
@@ -797,7 +766,7 @@ def _print_sync_logs(results: Mapping[int, tuple[int, str]], lo: Loopback) -> bo
     ok = True
     for server, (code, output) in sorted(results.items()):
         lines = [line for line in output.strip().splitlines() if line]
-        print(f"server {server} ({lo.topology.servers[server].private_ip}): redis-password-sync exit {code}"
+        print(f"server {server + 1} ({lo.topology.servers[server].private_ip}): redis-password-sync exit {code}"
               + ("" if lines else ", nothing to do"))
         print("\n".join("  " + line for line in lines))
         ok = ok and code == 0
@@ -836,7 +805,7 @@ def adopt_password(lo: Loopback, new: str, old: str | None, state_dir: Path) -> 
         print(f"\nthe previous password: accepted by {len(still)} of {len(lo.processes)} processes on new "
               "connections; connections already open stay logged in")
     if ends:
-        until = time.strftime("%H:%M:%S", time.localtime(max(ends.values())))
+        until = time.strftime("%H:%M:%S %Z", time.localtime(max(ends.values())))
         print(f"Redis 7.0 grace: the previous password stays accepted until {until} on {', '.join(sorted(ends))}; "
               "paste the new connection string into every front-end before then; `sync-password` after that "
               "removes it (on AWS the timer does, every minute)")
@@ -966,7 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
     p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
     p.add_argument("--host-prefix", default="127.0.0.",
-                   help="loopback prefix of the servers (default 127.0.0.; server i is prefix + (i+1))")
+                   help="loopback prefix of the servers (default 127.0.0.; server N is prefix + N, from 1)")
     p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
     p.add_argument("--server", metavar="K",
                    help="replace, crash: the server, counted from 1 as replaceServers does (1 = redis-1)")
@@ -1003,7 +972,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tls and not PLATFORMS[platform].supports_tls:
             parser.error(f"--tls needs Redis 7.0 ({platform} runs Redis {PLATFORMS[platform].redis_version}): "
                          "add --version 7.0")
-        hosts = loopback_hosts(settings.servers, args.host_prefix)
+        try:
+            hosts = loopback_hosts(settings.servers, args.host_prefix)
+        except ValueError as exc:
+            parser.error(str(exc))
         save_state(state_dir, {"stack": args.stack, "servers": settings.servers, "platform": platform,
                                "port": settings.port, "hosts": hosts, "tls": tls,
                                # maxmemory as on the tier's minimum instance (no AWS here to ask for the real one)
@@ -1040,9 +1012,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return maintain(lo)
         return failover(lo)
     except (OSError, RuntimeError, TimeoutError) as exc:
-        print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)")
+        print(f"rehearsal {args.command} failed: {exc}\n(state kept in {state_dir}; `down` cleans up)", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from operator_tools.cli import exit_with
+
+    exit_with(main)

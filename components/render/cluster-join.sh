@@ -104,7 +104,7 @@ count=${#servers[@]}
 index=${SERVER_INDEX:-$((count - 1))}
 if ! [[ "$index" =~ ^[0-9]+$ ]] || [ "$index" -ge "$count" ]; then die "SERVER_INDEX $index is not a server of SERVERS"; fi
 # A server past the first three names servers 0..k, itself last (its user data ignores later servers).
-[ "$index" -lt 3 ] || [ "$index" = $((count - 1)) ] || die "server $index must be the last of SERVERS"
+[ "$index" -lt 3 ] || [ "$index" = $((count - 1)) ] || die "server $((index + 1)) must be the last of SERVERS"
 me=${servers[$index]}
 my_master="$me:$MASTER_PORT"
 my_replica="$me:$REPLICA_PORT"
@@ -221,7 +221,7 @@ check_ready() {
         # whose processes are both replicas lost its master role to a failover.
         if [ "$n" = 0 ] && [ "$i" -ge 3 ] && ! awk -v ip="$ip" '{ split($2, a, ":") }
                 a[1] == ip && $3 == "slave" { found = 1 } END { exit !found }' <<<"$view"; then
-            why="server $i ($ip) has not finished joining yet"
+            why="server $((i + 1)) ($ip) has not finished joining yet"
             return 0
         fi
         if [ "$n" != 1 ]; then
@@ -312,7 +312,7 @@ add_replica() {
         log "$my_replica is already a member of the cluster"
     else
         target_node=$(row_of "$target" | cut -d' ' -f2)
-        log "adding replica $my_replica following $target_node ($target), the master of server 0"
+        log "adding replica $my_replica following $target_node ($target), the master of server 1"
         "$REDIS_CLI" --cluster add-node "$my_replica" "$SEED" --cluster-slave --cluster-master-id "$target"
     fi
     wait_known "$my_replica"
@@ -333,7 +333,7 @@ link_ring() {
         node=$(cut -d' ' -f2 <<<"$row")
         [ "$(follows_now "$node")" = "$target" ] && continue
         [ "$(cut -d' ' -f5 <<<"$row")" = 0 ] || die "$node owns slots; never demoting a master"
-        log "replica $node of server $i now follows $(row_of "$target" | cut -d' ' -f2) ($target)"
+        log "replica $node of server $((i + 1)) now follows $(row_of "$target" | cut -d' ' -f2) ($target)"
         reply=$(cli "$node" cluster replicate "$target" | tr -d '\r')
         [ "$reply" = OK ] || die "CLUSTER REPLICATE on $node: $reply"
         changed=1
@@ -426,7 +426,7 @@ classify() {
         for ((i = 0; i < count; i++)); do
             [ "$i" != "$index" ] || continue
             n=$(awk -v ip="${servers[$i]}" '{ split($2, a, ":") } a[1] == ip && !$6' <<<"$view" | wc -l)
-            [ "$n" -gt 0 ] || { why="server $i (${servers[$i]}) has no live node"; return 0; }
+            [ "$n" -gt 0 ] || { why="server $((i + 1)) (${servers[$i]}) has no live node"; return 0; }
         done
         ip=$(awk -v me="$me" '!$6 { split($2, a, ":"); if (a[1] != me) n[a[1]]++ } END { for (i in n) if (n[i] != 2) print i }' <<<"$view")
         [ -z "$ip" ] || { why="server(s) $(tr '\n' ' ' <<<"$ip")hold one process, not two (another join at work?)"; return 0; }
@@ -441,7 +441,7 @@ classify() {
         mode="join"
     else
         node=$(awk -v ip="$me" '{ split($2, a, ":") } a[1] == ip' <<<"$view" | wc -l)
-        why="this server's processes are not both members yet ($node known): the bootstrap on server 0 adds them at first boot"
+        why="this server's processes are not both members yet ($node known): the bootstrap on server 1 adds them at first boot"
     fi
 }
 
@@ -567,7 +567,7 @@ settle_place() {
     done
 }
 
-log "server $index ($me); the other servers: ${servers[*]/$me/}"
+log "server $((index + 1)) ($me); the other servers: ${servers[*]/$me/}"
 wait_for_own_nodes
 settle_place
 if member "$my_master" && member "$my_replica"; then

@@ -124,11 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # `--json | head`: the reader left; say nothing more (Python's own error would be a traceback).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 1
-    sys.exit(code)
+    from operator_tools.cli import exit_with
+
+    exit_with(main)

@@ -40,8 +40,8 @@ def redis_tls_kwargs(tls: Tls) -> dict:
 _VERIFY_DETAIL = re.compile(r"certificate verify failed: (.*?)(?: \(_ssl\.c:\d+\))?\.?$", re.IGNORECASE)
 
 
-def tls_reason(text: str, address: str) -> str | None:
-    """A TLS failure in one line, or None when `text` is not one."""
+def tls_reason(text: str, address: str, ca_given: bool = True) -> str | None:
+    """A TLS failure in one line, or None when `text` is not one. `ca_given`: a CA was passed (--cacert)."""
     low = text.lower()
     if "certificate verify failed" in low:
         detail = _VERIFY_DETAIL.search(text)
@@ -52,6 +52,9 @@ def tls_reason(text: str, address: str) -> str | None:
         if "mismatch" in why.lower() or "doesn't match" in why.lower() or "not valid for" in why.lower():
             return (f"TLS certificate does not name {address} ({why}): connect by the server's private IP, "
                     "which its certificate names")
+        if not ca_given:
+            return (f"TLS certificate not trusted ({why}): no CA was given, and the stack's own CA signs the "
+                    "servers' certificates: add --cacert FILE (pulumi stack output caCertificate > redis-ca.crt)")
         return (f"TLS certificate not trusted ({why}): the server's certificate is not signed by the given CA; "
                 "use the stack's CA (pulumi stack output caCertificate)")
     if "wrong version number" in low or "record layer failure" in low or "unexpected eof" in low \
@@ -66,13 +69,14 @@ FIRST_BOOT_HINT = ("; on a new server: still installing? On the server (Session 
                    "journalctl -u redis-provision -u redis-auth")
 
 
-def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, tls: bool = False) -> str:
+def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, tls: bool = False,
+           ca_given: bool = True) -> str:
     """One line a person can act on, for the errors a session store check meets."""
     import redis
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     low = text.lower()
-    tls_why = tls_reason(text, address)
+    tls_why = tls_reason(text, address, ca_given)
     if tls_why:
         return tls_why
     if isinstance(exc, redis.AuthenticationError) or "wrongpass" in low or "invalid password" in low \
@@ -102,6 +106,10 @@ def reason(exc: BaseException, address: str, timeout: float = CONNECT_TIMEOUT, t
     return text
 
 
+def _ca_given(tls: Tls | None) -> bool:
+    return bool(tls and (tls.ca_file or tls.ca_data))
+
+
 def _client(host: str, port: int, password: str | None, timeout: float, tls: Tls | None = None):
     import redis
 
@@ -124,7 +132,7 @@ def gather_node(host: str, port: int, password: str | None, timeout: float = CON
         finally:
             r.close()
     except Exception as exc:  # every failure becomes a one-line reason, never a traceback
-        facts.error = reason(exc, facts.address, timeout, tls is not None)
+        facts.error = reason(exc, facts.address, timeout, tls is not None, _ca_given(tls))
     return facts
 
 
@@ -187,10 +195,10 @@ def gather_round_trip(nodes: Sequence[tuple[str, int]], password: str | None, cl
             return None, "the session could not be removed under its write lock"
         return (time.monotonic() - started) * 1000, None
     except redis.RedisError as exc:
-        return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout, tls is not None)
+        return None, reason(exc, f"{nodes[0][0]}:{nodes[0][1]}", timeout, tls is not None, _ca_given(tls))
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, tls_reason(text, f"{nodes[0][0]}:{nodes[0][1]}") or text
+        return None, tls_reason(text, f"{nodes[0][0]}:{nodes[0][1]}", _ca_given(tls)) or text
     finally:
         if client is not None:
             try:

@@ -17,6 +17,9 @@ def test_an_untrusted_certificate_is_one_line_naming_the_ca_to_use():
     why = health.reason(exc, "10.0.1.10:7000", tls=True)
     assert why.startswith("TLS certificate not trusted (self-signed certificate in certificate chain)")
     assert "pulumi stack output caCertificate" in why and "\n" not in why and "_ssl.c" not in why
+    assert "not signed by the given CA" in why
+    bare = health.reason(exc, "10.0.1.10:7000", tls=True, ca_given=False)
+    assert "no CA was given" in bare and "add --cacert FILE" in bare and "the given CA" not in bare
 
 
 def test_a_certificate_for_another_address_says_so():

@@ -88,6 +88,8 @@ def cluster_fixture(version: str):
 def test_three_to_four_under_live_sessions(cluster):
     outputs, traffic, took = grow(cluster, 1)
     assert "moved to it: 4096" in outputs[3], outputs[3]
+    # People count servers from 1 (the Name tag redis-4, the README); the logs do too.
+    assert f"server 4 ({cluster.topology.servers[3].private_ip})" in outputs[3], outputs[3]
     assert_sessions_kept(cluster, traffic)
     assert_ring(cluster)
     assert_fully_green(cluster)
@@ -106,8 +108,8 @@ def test_a_second_join_changes_nothing(cluster):
 
 def test_four_to_six_two_servers_joining_at_once(cluster):
     outputs, traffic, took = grow(cluster, 2)
-    # Server 5 queued behind server 4 (serialised by index), then took its share.
-    assert "waiting: server 4" in outputs[5] or "slots are being moved" in outputs[5], outputs[5]
+    # Server 6 queued behind server 5 (serialised by index), then took its share.
+    assert "waiting: server 5" in outputs[5] or "slots are being moved" in outputs[5], outputs[5]
     assert outputs[4].index("done") and "done" in outputs[5]
     assert_sessions_kept(cluster, traffic)
     assert_ring(cluster)

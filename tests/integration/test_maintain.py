@@ -45,6 +45,7 @@ def test_maintain_patches_every_server_without_losing_a_session(version, loopbac
         assert re.search(rf"{server.host}:7000 handed its \d+ slots to .*:7001 \(CLUSTER FAILOVER", section)
         assert f"{server.host}:7000 is a replica: nothing to hand over" in section
         assert f"{server.host}:7000 is a master again" in section
+        assert "\n  held: redis-server redis-tools\n" in section  # what the stand-in apt-mark holds, no trailing space
         log = runner.log(server)
         # Redis only within the pinned line, the hold kept, the OS without removals.
         assert any(f"install --allow-change-held-packages redis-server={PINS[version]} "
@@ -83,7 +84,7 @@ def test_maintain_stops_at_a_failing_step_naming_it_and_the_cluster_keeps_servin
 
     assert rehearsal.maintain(lo, runner) == 1
     out = capsys.readouterr().out
-    assert (f"STOPPED: stopped at server 1 (redis-2, {servers[1].host}), step 'upgrade packages': exit 100: "
+    assert (f"STOPPED: stopped at server 2 (redis-2, {servers[1].host}), step 'upgrade packages': exit 100: "
             f"E: apt-get failed on {servers[1].host}") in out, out
     assert f"{servers[0].label}:\n" in out and "done in" in out.split(f"{servers[1].label}:")[0]
     assert runner.log(servers[2]) == [] and servers[2].label + ":" not in out  # never reached

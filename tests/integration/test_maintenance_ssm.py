@@ -130,7 +130,7 @@ def test_a_run_through_ssm_stops_at_the_reboot_that_never_comes_back(aws, loopba
 
     assert maintenance.run(servers, cluster, runner, lo.platform) == 1
     out = capsys.readouterr().out
-    assert (f"STOPPED: stopped at server 0 (redis-1, {servers[0].host}, {ids[0]}), step 'reboot': its OS did not "
+    assert (f"STOPPED: stopped at server 1 (redis-1, {servers[0].host}, {ids[0]}), step 'reboot': its OS did not "
             "answer Run Command within 1 s of the reboot") in out, out
     commands = [c["Parameters"]["commands"] for c in sent(ssm, ids[0])]
     assert commands[0] == maintenance.upgrade_script(lo.platform).strip().splitlines()
@@ -156,7 +156,7 @@ def test_the_command_line_finds_the_stacks_servers_and_names_bad_input(aws, monk
 
     assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", f"{ids[2]},{ids[0]}"]) == 0
     out = capsys.readouterr().out
-    assert out.index("server 2 (redis-3, ") < out.index("server 0 (redis-1, ") and ids[1] not in out
+    assert out.index("server 3 (redis-3, ") < out.index("server 1 (redis-1, ") and ids[1] not in out
     assert "'redis-server=5:5.0.7*'" in out  # Pulumi.prod.yaml's platform
 
     with pytest.raises(SystemExit) as exit_:

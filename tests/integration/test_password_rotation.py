@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -485,10 +486,12 @@ def test_rehearsal_rotate_password_then_status_keeps_working(version, b, tmp_pat
         assert (state / "password").stat().st_mode & 0o777 == 0o600
         assert f"{prefix}1:6379,password={new}" in rotated.stdout and "HEALTHY" in rotated.stdout
         assert "errors seen by the client: 0; wrong answers: 0" in rotated.stdout
+        assert f"server 1 ({prefix}1): redis-password-sync exit 0" in rotated.stdout  # counted from 1
         status = rehearse(state, prefix, version, "status")
         assert status.returncode == 0 and "HEALTHY" in status.stdout and f"password={new}" in status.stdout
         if version == "7.0":
             assert "grace" in rotated.stdout and "accepted by 1 of 1" in rotated.stdout
+            assert re.search(r"stays accepted until \d\d:\d\d:\d\d [A-Z]{3,5} on ", rotated.stdout), rotated.stdout
             time.sleep(3)
             synced = rehearse(state, prefix, version, "sync-password")
             assert synced.returncode == 0 and "grace has ended" in synced.stdout, synced.stdout

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +107,28 @@ def test_down_refuses_a_directory_it_did_not_create(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = rehearse("down", "prod", tmp_path, "127.0.0.", None)
     assert result.returncode == 1 and (tmp_path / "precious.txt").exists()
+
+
+def test_an_address_in_use_or_not_on_this_machine_is_one_line_with_the_fix(tmp_path):
+    """A server that cannot bind exits at once: the rehearsal says why and what to do, not "did not answer PING"
+    20 s later. Planted (no exit check in wait_until_answering): the reason is the PING timeout."""
+    redis_bin("5.0", "redis-server")
+    prefix = f"127.{A}.251."  # the dev case's block: the tests of one file run one after another
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind((f"{prefix}1", 6379))
+    taken.listen()
+    try:
+        up = rehearse("up", "dev", tmp_path / "in-use", prefix, None)
+    finally:
+        taken.close()
+        rehearse("down", "dev", tmp_path / "in-use", prefix, None)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert f"redis-server for {prefix}1:6379 exited at start" in up.stderr, up.stderr
+    assert "Address already in use" in up.stderr and "another process listens there" in up.stderr
+    assert "Traceback" not in up.stdout + up.stderr
+    # Not a loopback prefix: refused before anything starts (nothing is ever sent past this machine).
+    elsewhere = rehearse("up", "dev", tmp_path / "elsewhere", "10.255.254.", None)
+    assert elsewhere.returncode == 2 and "--host-prefix: a loopback prefix such as 127.0.0." in elsewhere.stderr, \
+        elsewhere.stdout + elsewhere.stderr
+    assert not (tmp_path / "elsewhere").exists()

@@ -108,6 +108,14 @@ def test_bootstrap_forms_a_crossed_cluster_over_tls_and_health_passes(tls_cluste
     assert len(fails) == 1, bad.stdout
     assert "TLS certificate not trusted" in fails[0] and "caCertificate" in fails[0]
 
+    # --tls and no CA at all: the fix is to give one, not to doubt the one given.
+    bare = run_cli("--cluster", "--nodes", node_list, "--expect-version", "7.0", "--tls",
+                   env={"REDIS_PASSWORD": lo.password})
+    assert bare.returncode == 1 and "Traceback" not in bare.stdout + bare.stderr, bare.stdout + bare.stderr
+    fails = [line for line in bare.stdout.splitlines() if line.strip().startswith("FAIL")]
+    assert len(fails) == 1 and "no CA was given" in fails[0] and "--cacert FILE" in fails[0], bare.stdout
+    assert "the given CA" not in bare.stdout
+
 
 def test_a_server_joins_a_tls_cluster(tls_cluster):
     """Scale-out over TLS: add-node, replica re-linking and rebalance (MIGRATE goes over the TLS bus)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from components.errors import SettingsError
-from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program, user_data
+from operator_tools import check
+from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program, stack_config, user_data
 
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -367,7 +369,8 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(
     ("stack", "overrides", "key", "detail"), BAD_INPUTS, ids=[f"{k}-{d}" for _, _, k, d in BAD_INPUTS]
 )
-def test_bad_input_names_the_key_and_registers_nothing(stack: str, overrides: dict, key: str, detail: str) -> None:
+def test_bad_input_names_the_key_and_registers_nothing(stack: str, overrides: dict, key: str, detail: str,
+                                                       tmp_path) -> None:
     recorded: list = []
     with pytest.raises(SettingsError) as err:
         run_program(stack, overrides, secret_keys=("outsystems-redis:redisPassword",), into=recorded)
@@ -376,6 +379,19 @@ def test_bad_input_names_the_key_and_registers_nothing(stack: str, overrides: di
     assert recorded == [], "a resource was registered before the error"
     if "redisPassword" in overrides or "outsystems-redis:redisPassword" in overrides:
         assert overrides["outsystems-redis:redisPassword"] not in str(err.value)  # never echo a secret
+    # The config check, on the same stack file, refuses it with the program's own line, or (when only AWS's
+    # answers can tell) names the key among the checks left for `pulumi up`.
+    config = {k: v for k, v in {**stack_config(stack), **overrides}.items() if v is not None}
+    path = tmp_path / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    out, err_out = io.StringIO(), io.StringIO()
+    code = check.run(stack, path, out, err_out)
+    if code == 2:
+        assert err_out.getvalue() == f"{path.name}: {err.value}\n"
+    else:
+        assert code == 0, err_out.getvalue()
+        left = out.getvalue().split("Left for `pulumi up`, which asks AWS:\n")[1]
+        assert any(line.startswith(f"  - {key} ") for line in left.splitlines()), out.getvalue()
 
 
 def test_replace_servers_takes_the_current_image_and_user_data_for_that_server_only() -> None:

@@ -8,30 +8,21 @@ Usage: python .github/scripts/health_check_reachable.py <stack>
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from components.settings import NAMESPACE, load_settings  # noqa: E402
+from operator_tools import stack_file  # noqa: E402
 
 
 def health_check_enabled(stack: str, root: Path = ROOT) -> bool:
-    """The stack's healthCheck, parsed (and defaulted) exactly as the program does."""
-    config = (yaml.safe_load((root / f"Pulumi.{stack}.yaml").read_text()) or {}).get("config") or {}
-    prefix = NAMESPACE + ":"
-    raw = {
-        k[len(prefix):]: json.dumps(v) if isinstance(v, (list, dict)) else str(v).lower() if isinstance(v, bool)
-        else str(v)
-        for k, v in config.items()
-        if k.startswith(prefix)
-    }
-    return load_settings(raw, stack).health_check
+    """The stack's healthCheck, parsed (and defaulted) exactly as the program does: the stack file read as the
+    config check reads it (a `secure:` password and a `tags` map included)."""
+    return load_settings(stack_file.read(stack, root / f"Pulumi.{stack}.yaml").raw, stack).health_check
 
 
 def problem(stack: str, hosted: bool, root: Path = ROOT) -> str | None:

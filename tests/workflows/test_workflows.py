@@ -169,10 +169,17 @@ def test_policy_pack_the_workflows_name_exists() -> None:
     assert (ROOT / "policy" / "__main__.py").exists()
 
 
+# As the README sets them up: a password by `pulumi config set --secret`, tags as a map.
+DOCUMENTED = {"outsystems-redis:redisPassword": {"secure": "v1:AAAAAAAAAAAAAAAA:BBBBBBBBBBBB"},
+              "outsystems-redis:tags": {"CostCenter": "1234", "Team": "web"}}
+
+
 @pytest.mark.parametrize(
     ("config", "hosted", "stops"),
-    [({}, True, True), ({"outsystems-redis:healthCheck": False}, True, False), ({}, False, False)],
-    ids=["hosted-runner-default-health-check", "health-check-off", "self-hosted"],
+    [({}, True, True), ({"outsystems-redis:healthCheck": False}, True, False), ({}, False, False),
+     ({**DOCUMENTED, "outsystems-redis:healthCheck": False}, True, False), (DOCUMENTED, True, True)],
+    ids=["hosted-runner-default-health-check", "health-check-off", "self-hosted", "secret-and-tags-off",
+         "secret-and-tags-on"],
 )
 def test_hosted_runner_with_health_check_stops_early(tmp_path: Path, config: dict, hosted: bool, stops: bool) -> None:
     import importlib.util

@@ -475,7 +475,12 @@ class RedisSessionStore(pulumi.ComponentResource):
             opts=child,
         )
         obs = self.observability
-        readable = [self.parameter.arn, *[p.arn for p in tls_parameters], obs.bucket_parameter.arn]
+        readable = [self.parameter.arn, obs.bucket_parameter.arn]
+        if tls_parameters:
+            # The TLS material by its folder (/outsystems-redis/<stack>/tls/*): the one server role reads every
+            # server's key anyway, and two ARNs per server pass IAM's 10,240 characters for a role's inline
+            # policies past about 47 servers.
+            readable.append(tls_parameters[0].arn.apply(lambda arn: arn.rsplit("/", 1)[0] + "/*"))
         policy = aws.iam.RolePolicy(
             f"{name}-server-policy",
             role=role.id,

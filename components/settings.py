@@ -23,6 +23,7 @@ from components.platforms import DEFAULT_PLATFORM, PLATFORMS
 from components.sizing import Minimums, minimums_for
 
 NAMESPACE = "outsystems-redis"
+SECURITY_GROUP_INBOUND_RULES = 60  # AWS's default quota of inbound rules per security group (IPv4)
 
 # Every key the program reads: its name, its default as the README shows it, and its meaning. The README's
 # configuration table is generated from this tuple (python -m components.settings --markdown-table).
@@ -100,7 +101,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "frontEndCidrs", "dev: the VPC's CIDR; prod: none (required)",
         "Private CIDRs of the OutSystems front-ends that may reach Redis. Public ranges and `0.0.0.0/0` are "
-        "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`.",
+        "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`. With "
+        "`frontEndSecurityGroupIds`, at most 58 entries on a cluster and 59 on one server (a security group's "
+        "default quota of 60 inbound rules).",
         "deploy",
     ),
     ConfigKey(
@@ -495,6 +498,15 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
     for sg in front_end_sgs:
         if not re.fullmatch(r"sg-[0-9a-f]{8,17}", sg):
             raise SettingsError("frontEndSecurityGroupIds", sg, "security group ids such as sg-0123456789abcdef0")
+    # One inbound rule per front-end source, plus the servers' own (Redis between servers; the cluster bus).
+    own_rules = 2 if servers >= 3 else 1
+    if len(front_end_cidrs) + len(front_end_sgs) + own_rules > SECURITY_GROUP_INBOUND_RULES:
+        raise SettingsError(
+            "frontEndCidrs", f"{len(front_end_cidrs)} CIDR blocks and {len(front_end_sgs)} security groups",
+            f"at most {SECURITY_GROUP_INBOUND_RULES - own_rules} front-end CIDR blocks and security groups together "
+            f"(a security group holds {SECURITY_GROUP_INBOUND_RULES} inbound rules by AWS's default quota, "
+            f"{own_rules} of them for the servers themselves): list wider blocks, or the front-ends' security groups",
+        )
     if servers >= 3 and not (front_end_cidrs or front_end_sgs):
         raise SettingsError(
             "frontEndCidrs",

@@ -351,6 +351,8 @@ BAD_INPUTS = [
     ("prod", {"outsystems-redis:frontEndCidrs": ["0.0.0.0/0"]}, "frontEndCidrs", "private ranges only"),
     ("prod", {"outsystems-redis:frontEndCidrs": ["8.8.8.0/24"]}, "frontEndCidrs", "private ranges only"),
     ("prod", {"outsystems-redis:frontEndCidrs": None}, "frontEndCidrs", "must list its front-ends"),
+    ("prod", {"outsystems-redis:frontEndCidrs": [f"10.1.{i}.0/24" for i in range(59)]}, "frontEndCidrs",
+     "at most 58 front-end CIDR blocks and security groups together"),
     ("dev", {"outsystems-redis:redisPassword": "short-password"}, "redisPassword", "at least 16"),
     ("dev", {"outsystems-redis:redisPassword": "long-enough,but-comma"}, "redisPassword", "','"),
     ("dev", {"outsystems-redis:redisPassword": "long-enough=but-equals"}, "redisPassword", "'='"),
@@ -516,10 +518,15 @@ def test_tls_adds_a_private_ca_and_per_server_certificates_through_parameter_sto
     for name in keys:
         assert params[name].inputs["type"] == "SecureString" and "value" in params[name].secret_inputs
     assert params["/outsystems-redis/prod/tls/ca.crt"].inputs["type"] == "String"
-    # The servers may read exactly these parameters and the password, nothing else.
+    # The servers may read exactly these parameters and the password, nothing else: the TLS folder of this stack
+    # (every TLS parameter is in it), the password and the bucket's name.
     (policy,) = program.of_type("aws:iam/rolePolicy:RolePolicy")
     (read,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if s["Sid"] == "ReadOwnSecrets"]
-    assert sorted(read["Resource"]) == sorted(f"arn:aws:ssm:eu-west-1:111122223333:parameter{n}" for n in params)
+    arn = "arn:aws:ssm:eu-west-1:111122223333:parameter"
+    assert sorted(read["Resource"]) == sorted([f"{arn}/outsystems-redis/prod/tls/*", *(
+        f"{arn}{n}" for n in params if "/tls/" not in n)])
+    assert all(n.startswith("/outsystems-redis/prod/tls/") for n in params if "/tls/" in n)
+    assert len(params) == 2 + 1 + 2 * 3  # password, bucket name; the CA; each server's certificate and key
     assert program.exports["connectionString"].endswith(",ssl=true")
     (check,) = program.of_type("command:local:Command")
     assert "--cacert-env REDIS_CA_CERT" in check.inputs["create"]
@@ -613,3 +620,10 @@ def test_the_hsconf_snippet_is_xml_that_gives_back_the_connection_string_exactly
     conn = "10.0.0.1:7000,password=a&b<c>d\"e'f-0123456789"
     element = ET.fromstring(hsconf_snippet(conn))
     assert element.find("ConnectionString").text == conn
+
+
+def test_front_end_sources_fill_the_security_groups_inbound_quota_exactly() -> None:
+    """58 front-end CIDR blocks on a cluster: 60 inbound rules, AWS's default quota; one more is refused by name
+    (BAD_INPUTS). Planted (the servers' own rules counted as one): BAD_INPUTS' 59 blocks pass, 61 rules."""
+    program = run_program("prod", {"outsystems-redis:frontEndCidrs": [f"10.1.{i}.0/24" for i in range(58)]})
+    assert len(program.of_type(INGRESS)) == 60

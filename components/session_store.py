@@ -60,7 +60,7 @@ from components.settings import (
     load_settings,
     merge_tags,
 )
-from components.sizing import InstanceTypeInfo, check_instance_type
+from components.sizing import InstanceTypeInfo, check_instance_type, check_zones_offer
 from components.topology import Topology, build_topology
 
 # What SSM Session Manager and Run Command (rolling maintenance: operator_tools.maintenance)
@@ -322,15 +322,15 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
         s.minimums,
     )
 
+    # Only the region's own zones: opted-in Local and Wavelength zones sort first
+    # ("eu-west-1-lax-1a" < "eu-west-1a") and lack the instance types we need.
+    available = aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+        opts=invoke,
+    ).names
     zones = list(s.availability_zones)
     if not zones:
-        # Only the region's own zones: opted-in Local and Wavelength zones sort first
-        # ("eu-west-1-lax-1a" < "eu-west-1a") and lack the instance types we need.
-        available = aws.get_availability_zones(
-            state="available",
-            filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
-            opts=invoke,
-        ).names
         if len(available) < len(s.subnet_cidrs):
             raise SettingsError(
                 "subnetCidrs",
@@ -338,6 +338,12 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
                 f"at most {len(available)} subnets, one per availability zone of this region",
             )
         zones = sorted(available)[: len(s.subnet_cidrs)]
+    offerings = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[s.instance_type])],
+        opts=invoke,
+    )
+    check_zones_offer(s.instance_type, zones, set(offerings.locations), set(available), bool(s.availability_zones))
 
     # Canonical's public parameter, read once when a server is created (ami is in
     # ignore_changes): a newer image never replaces a running server.

@@ -95,7 +95,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "availabilityZones",
         "the region's first zones, alphabetically; opted-in Local and Wavelength zones are never picked",
-        "Zone of each subnet, one per entry of `subnetCidrs`.",
+        "Zone of each subnet, one per entry of `subnetCidrs`. Every zone must offer `instanceType` "
+        "(checked at deploy time, before anything is created; the error names the zones that do).",
         "deploy",
     ),
     ConfigKey(

@@ -71,6 +71,26 @@ def check_instance_type(info: InstanceTypeInfo, minimums: Minimums, key: str = "
         )
 
 
+def check_zones_offer(instance_type: str, zones: list[str], offered: set[str], regional: set[str],
+                      chosen: bool) -> None:
+    """Every zone of a subnet must offer the instance type, or RunInstances fails there after the network is built.
+
+    `regional`: the region's own zones (the ones worth suggesting). `chosen`: the zones came from the
+    availabilityZones key (else the program picked the region's first ones).
+    """
+    missing = [z for z in zones if z not in offered]
+    if not missing:
+        return
+    elsewhere = sorted((offered & regional) - set(zones))
+    where = f"; it is offered in {', '.join(elsewhere)}" if elsewhere else ""
+    if chosen:
+        raise SettingsError("availabilityZones", list(zones),
+                            f"zones that offer {instance_type} (not {', '.join(missing)}{where})")
+    raise SettingsError("instanceType", instance_type,
+                        f"a type offered in every zone picked for the subnets ({', '.join(zones)}; not offered in "
+                        f"{', '.join(missing)}{where}), or set availabilityZones to zones that offer it")
+
+
 def usable_memory_mib(instance_memory_mib: int, processes_per_server: int) -> int:
     """maxmemory per Redis process: leave the OS its share, then split the rest.
 

@@ -32,9 +32,12 @@ def left_for_deploy(settings: Settings, stack_file: StackFile) -> list[str]:
         "the type",
         f"subnetCidrs {', '.join(settings.subnet_cidrs)}: inside the CIDR blocks of {vpc}, which EC2 reports",
     ]
-    if not settings.availability_zones:
+    if settings.availability_zones:
+        lines.append(f"availabilityZones {', '.join(settings.availability_zones)}: each offers "
+                     f"{settings.instance_type}, from EC2")
+    else:
         lines.append(f"availabilityZones (unset): the region has {len(settings.subnet_cidrs)} zone(s) for the "
-                     "subnets, from EC2")
+                     f"subnets, each offering {settings.instance_type}, from EC2")
     if not (settings.nat_gateway_id or settings.nat_subnet_id):
         lines.append(f"natGatewayId/natSubnetId (unset): {vpc} has a default (public) subnet for the NAT gateway")
     if not (settings.front_end_cidrs or settings.front_end_security_group_ids):

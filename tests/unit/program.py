@@ -27,6 +27,9 @@ INSTANCE_TYPES = {
     "c5.large": {"defaultVcpus": 2, "memorySize": 4096, "sustainedClockSpeed": 3.4, "burstable": False},
     "c5.xlarge": {"defaultVcpus": 4, "memorySize": 8192, "sustainedClockSpeed": 3.4, "burstable": False},
     "r5.xlarge": {"defaultVcpus": 4, "memorySize": 32768, "sustainedClockSpeed": 3.1, "burstable": False},
+    # Not offered in every zone (as some types are not, in some regions).
+    "c5n.xlarge": {"defaultVcpus": 4, "memorySize": 10752, "sustainedClockSpeed": 3.4, "burstable": False,
+                   "zones": ["eu-west-1a", "eu-west-1b", "eu-west-1-lhr-1a"]},
     "m5.large": {"defaultVcpus": 2, "memorySize": 8192, "sustainedClockSpeed": 3.1, "burstable": False},
     "t3.micro": {"defaultVcpus": 2, "memorySize": 1024, "sustainedClockSpeed": 2.5, "burstable": True},
     "t3.xlarge": {"defaultVcpus": 4, "memorySize": 16384, "sustainedClockSpeed": 2.5, "burstable": True},
@@ -229,6 +232,15 @@ class AwsMocks(pulumi.runtime.Mocks):
                 raise AssertionError(f"ParameterNotFound: {name}")
             return {"name": name, "type": "String", "value": AMI_PARAMETERS[name], "arn": f"arn:{name}",
                     "id": name, "insecureValue": AMI_PARAMETERS[name], "version": 42}, []
+        if args.token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            # AWS applies the filters; the mock does too (a type not offered somewhere says where it is).
+            assert args.args.get("locationType") == "availability-zone", args.args
+            ((f,),) = [args.args["filters"]]
+            assert f["name"] == "instance-type", f
+            (wanted,) = f["values"]
+            zones = INSTANCE_TYPES[wanted].get("zones", list(ZONES))
+            return {"locations": zones, "locationTypes": ["availability-zone"] * len(zones),
+                    "instanceTypes": [wanted] * len(zones), "id": "eu-west-1"}, []
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"ids": ["subnet-0bbbbbbbbbbbbbbb2", "subnet-0aaaaaaaaaaaaaaa1"]}, []
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":

@@ -342,6 +342,10 @@ BAD_INPUTS = [
     ("prod", {"outsystems-redis:instanceType": "t3.xlarge"}, "instanceType", "sustained clock of 2.5 GHz"),
     ("prod", {"outsystems-redis:instanceType": "c6g.xlarge"}, "instanceType", "x86_64"),
     ("dev", {"outsystems-redis:subnetCidrs": ["10.9.0.0/24"]}, "subnetCidrs", "inside the VPC"),
+    ("prod", {"outsystems-redis:instanceType": "c5n.xlarge"}, "instanceType", "not offered in eu-west-1c"),
+    ("prod", {"outsystems-redis:instanceType": "c5n.xlarge",
+              "outsystems-redis:availabilityZones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"]},
+     "availabilityZones", "zones that offer c5n.xlarge (not eu-west-1c)"),
     (
         "prod",
         {"outsystems-redis:subnetCidrs": ["172.31.129.0/24", "172.31.129.128/25"]},

@@ -303,8 +303,17 @@ _NO_ENGINE = type("NoEngine", (), {})()
 
 def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts:
     """The AWS facts the settings depend on, each checked; the errors name config keys."""
-    vpc = (aws.ec2.get_vpc(id=s.vpc_id, opts=invoke) if s.vpc_id
-           else aws.ec2.get_vpc(default=True, opts=invoke))
+    try:
+        vpc = (aws.ec2.get_vpc(id=s.vpc_id, opts=invoke) if s.vpc_id
+               else aws.ec2.get_vpc(default=True, opts=invoke))
+    except Exception as exc:
+        # The provider's words when nothing matched ("no matching EC2 VPC found"); any other error is not ours.
+        if "no matching" not in str(exc) or "VPC found" not in str(exc):
+            raise
+        if s.vpc_id:
+            raise SettingsError("vpcId", s.vpc_id, "the id of a VPC in this account and region") from None
+        raise SettingsError("vpcId", None, "the id of the VPC to deploy into: this region has no default VPC "
+                            "(pulumi config set vpcId vpc-...; then subnetCidrs inside its CIDR)") from None
     vpc_cidrs = [a.cidr_block for a in vpc.cidr_block_associations] or [vpc.cidr_block]
     check_subnets_in_vpc(s, vpc_cidrs)
 

@@ -27,6 +27,8 @@ def left_for_deploy(settings: Settings, stack_file: StackFile) -> list[str]:
     m = settings.minimums
     vpc = f"VPC {settings.vpc_id}" if settings.vpc_id else "the region's default VPC"
     lines = [
+        f"vpcId {settings.vpc_id}: a VPC of this account and region" if settings.vpc_id
+        else "vpcId (unset): the region has a default VPC",
         f"instanceType {settings.instance_type}: x86_64 and the OutSystems {m.tier} minimums ({m.vcpus} vCPU, "
         f"{m.memory_mib / 1024:g} GiB, > {m.clock_ghz:g} GHz sustained, not burstable), from EC2's facts about "
         "the type",

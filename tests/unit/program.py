@@ -156,9 +156,10 @@ def rpc_inputs(request: Any) -> dict[str, Any]:
 
 
 class AwsMocks(pulumi.runtime.Mocks):
-    def __init__(self, program: Program, preview: bool = False) -> None:
+    def __init__(self, program: Program, preview: bool = False, default_vpc: bool = True) -> None:
         self.program = program
         self.preview = preview
+        self.default_vpc = default_vpc  # an account whose region has a default VPC (most do; some deleted it)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
@@ -204,6 +205,8 @@ class AwsMocks(pulumi.runtime.Mocks):
         self.program.calls.append((args.token, dict(args.args)))
         self.program.call_providers.append(args.provider)
         if args.token == "aws:ec2/getVpc:getVpc":
+            if (args.args.get("default") and not self.default_vpc) or args.args.get("id", VPC_ID) != VPC_ID:
+                return {}, [("", "no matching EC2 VPC found")]  # the provider's words; the SDK raises them
             return {
                 "id": VPC_ID,
                 "cidrBlock": VPC_CIDR,
@@ -289,6 +292,7 @@ def run_program(
     into: list[Recorded] | None = None,
     preview: bool = False,
     directory: Path = ROOT,
+    default_vpc: bool = True,
 ) -> Program:
     """`overrides` maps full keys (outsystems-redis:servers) to values; None removes a key.
 
@@ -305,7 +309,7 @@ def run_program(
     pulumi.runtime.set_all_config({k: _as_config_string(v) for k, v in config.items()}, list(secret_keys))
 
     program = Program(resources=into if into is not None else [], exports={}, secret_exports=set())
-    mocks = AwsMocks(program, preview)
+    mocks = AwsMocks(program, preview, default_vpc)
     pulumi.runtime.set_mocks(
         mocks, project=project_name(directory), stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
     )

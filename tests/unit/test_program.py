@@ -631,3 +631,17 @@ def test_front_end_sources_fill_the_security_groups_inbound_quota_exactly() -> N
     (BAD_INPUTS). Planted (the servers' own rules counted as one): BAD_INPUTS' 59 blocks pass, 61 rules."""
     program = run_program("prod", {"outsystems-redis:frontEndCidrs": [f"10.1.{i}.0/24" for i in range(58)]})
     assert len(program.of_type(INGRESS)) == 60
+
+
+@pytest.mark.parametrize(("overrides", "value", "detail"), [
+    ({}, None, "this region has no default VPC"),
+    ({"outsystems-redis:vpcId": "vpc-0123456789abcdef0"}, "vpc-0123456789abcdef0", "a VPC in this account and region"),
+], ids=["no-default-vpc", "unknown-vpc-id"])
+def test_a_missing_vpc_is_a_named_config_error_and_registers_nothing(overrides: dict, value, detail: str) -> None:
+    """The provider's own "no matching EC2 VPC found" becomes an error naming vpcId (planted: no translation, the
+    provider's text surfaces)."""
+    recorded: list = []
+    with pytest.raises(SettingsError) as err:
+        run_program("dev", overrides, into=recorded, default_vpc=False)
+    assert err.value.key == "vpcId" and err.value.value == value and detail in str(err.value)
+    assert recorded == []

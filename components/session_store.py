@@ -56,6 +56,7 @@ from components.settings import (
     check_password,
     check_stack_name,
     check_store_name,
+    check_subnets_free,
     check_subnets_in_vpc,
     load_settings,
     merge_tags,
@@ -316,6 +317,10 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
                             "(pulumi config set vpcId vpc-...; then subnetCidrs inside its CIDR)") from None
     vpc_cidrs = [a.cidr_block for a in vpc.cidr_block_associations] or [vpc.cidr_block]
     check_subnets_in_vpc(s, vpc_cidrs)
+    in_vpc = aws.ec2.get_subnets(filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id])],
+                                 opts=invoke).ids
+    subnets = [aws.ec2.get_subnet(id=subnet_id, opts=invoke) for subnet_id in sorted(in_vpc)]
+    check_subnets_free(s, [(n.id, n.cidr_block, dict(n.tags or {})) for n in subnets])
 
     spec = aws.ec2.get_instance_type(instance_type=s.instance_type, opts=invoke)
     if "x86_64" not in spec.supported_architectures:

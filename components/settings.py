@@ -88,8 +88,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "subnetCidrs", "(required; the stack files set it)",
         "One private subnet per CIDR, each in its own availability zone; servers are spread over them round-robin. "
-        "One CIDR puts a cluster in a single zone. Each must lie inside the VPC, must not overlap the others, and "
-        "must be /16 to /28.",
+        "One CIDR puts a cluster in a single zone. Each must lie inside the VPC, must not overlap the others or a "
+        "subnet already in the VPC (checked at deploy time), and must be /16 to /28.",
         "required",
     ),
     ConfigKey(
@@ -671,6 +671,22 @@ def check_subnets_in_vpc(settings: Settings, vpc_cidrs: list[str]) -> None:
         net = ipaddress.IPv4Network(cidr)
         if not any(net.subnet_of(b) for b in blocks):
             raise SettingsError("subnetCidrs", cidr, "blocks inside the VPC's CIDR " + ", ".join(vpc_cidrs))
+
+
+def check_subnets_free(settings: Settings, existing: list[tuple[str, str, Mapping[str, str]]]) -> None:
+    """No subnet CIDR may overlap a subnet already in the VPC, other than this stack's own (an update).
+
+    `existing`: (subnet id, CIDR, tags) of every subnet in the VPC. EC2 refuses an overlapping subnet with
+    InvalidSubnet.Conflict, after the program has begun creating resources.
+    """
+    for subnet_id, cidr, tags in existing:
+        if tags.get("Project") == NAMESPACE and tags.get("Stack") == settings.stack:
+            continue  # this stack's own subnet, from an earlier pulumi up
+        taken = ipaddress.IPv4Network(cidr)
+        for ours in settings.subnet_cidrs:
+            if ipaddress.IPv4Network(ours).overlaps(taken):
+                raise SettingsError("subnetCidrs", ours, f"blocks free in the VPC: {cidr} is already subnet "
+                                    f"{subnet_id}{' (' + tags['Name'] + ')' if tags.get('Name') else ''}")
 
 
 # ------------------------------------------------------------------ the README's configuration table

@@ -32,7 +32,8 @@ def left_for_deploy(settings: Settings, stack_file: StackFile) -> list[str]:
         f"instanceType {settings.instance_type}: x86_64 and the OutSystems {m.tier} minimums ({m.vcpus} vCPU, "
         f"{m.memory_mib / 1024:g} GiB, > {m.clock_ghz:g} GHz sustained, not burstable), from EC2's facts about "
         "the type",
-        f"subnetCidrs {', '.join(settings.subnet_cidrs)}: inside the CIDR blocks of {vpc}, which EC2 reports",
+        f"subnetCidrs {', '.join(settings.subnet_cidrs)}: inside the CIDR blocks of {vpc}, and overlapping none "
+        "of its subnets but this stack's own, as EC2 reports them",
     ]
     if settings.availability_zones:
         lines.append(f"availabilityZones {', '.join(settings.availability_zones)}: each offers "

@@ -58,6 +58,11 @@ ACCOUNT = "111122223333"
 # The deploying role sits under a path, which its assumed-role session ARN leaves out (IAM does).
 DEPLOYER_ROLE_PATH = "ci/"
 VPC_ID = "vpc-0a1b2c3d4e5f60718"
+# A default VPC's own subnets (one /20 per zone, public), as EC2 lists them.
+DEFAULT_SUBNETS = {
+    "subnet-0aaaaaaaaaaaaaaa1": {"cidr": "172.31.0.0/20", "default": True, "tags": {}},
+    "subnet-0bbbbbbbbbbbbbbb2": {"cidr": "172.31.16.0/20", "default": True, "tags": {}},
+}
 VPC_CIDR = "172.31.0.0/16"
 AMI_ID = "ami-0123456789abcdef0"
 
@@ -156,10 +161,12 @@ def rpc_inputs(request: Any) -> dict[str, Any]:
 
 
 class AwsMocks(pulumi.runtime.Mocks):
-    def __init__(self, program: Program, preview: bool = False, default_vpc: bool = True) -> None:
+    def __init__(self, program: Program, preview: bool = False, default_vpc: bool = True,
+                 subnets: dict[str, dict] | None = None) -> None:
         self.program = program
         self.preview = preview
         self.default_vpc = default_vpc  # an account whose region has a default VPC (most do; some deleted it)
+        self.subnets = DEFAULT_SUBNETS if subnets is None else subnets  # the VPC's subnets before this program
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         state = dict(args.inputs)
@@ -245,7 +252,20 @@ class AwsMocks(pulumi.runtime.Mocks):
             return {"locations": zones, "locationTypes": ["availability-zone"] * len(zones),
                     "instanceTypes": [wanted] * len(zones), "id": "eu-west-1"}, []
         if args.token == "aws:ec2/getSubnets:getSubnets":
-            return {"ids": ["subnet-0bbbbbbbbbbbbbbb2", "subnet-0aaaaaaaaaaaaaaa1"]}, []
+            # AWS applies the filters; so does the mock: the VPC's subnets, or its default (public) ones.
+            found = dict(self.subnets)
+            for f in args.args.get("filters") or []:
+                if f["name"] == "vpc-id":
+                    assert f["values"] == [VPC_ID], f
+                elif f["name"] == "default-for-az":
+                    found = {i: s for i, s in found.items() if s.get("default")}
+                else:
+                    raise AssertionError(f"unexpected subnet filter {f}")
+            return {"ids": list(found)}, []
+        if args.token == "aws:ec2/getSubnet:getSubnet":
+            subnet = self.subnets[args.args["id"]]
+            return {"id": args.args["id"], "cidrBlock": subnet["cidr"], "tags": subnet.get("tags", {}),
+                    "vpcId": VPC_ID}, []
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/session",
                     "id": ACCOUNT, "userId": "AROAEXAMPLE:session"}, []
@@ -293,6 +313,7 @@ def run_program(
     preview: bool = False,
     directory: Path = ROOT,
     default_vpc: bool = True,
+    subnets: dict[str, dict] | None = None,
 ) -> Program:
     """`overrides` maps full keys (outsystems-redis:servers) to values; None removes a key.
 
@@ -309,7 +330,7 @@ def run_program(
     pulumi.runtime.set_all_config({k: _as_config_string(v) for k, v in config.items()}, list(secret_keys))
 
     program = Program(resources=into if into is not None else [], exports={}, secret_exports=set())
-    mocks = AwsMocks(program, preview, default_vpc)
+    mocks = AwsMocks(program, preview, default_vpc, subnets)
     pulumi.runtime.set_mocks(
         mocks, project=project_name(directory), stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
     )

@@ -11,7 +11,7 @@ import yaml
 
 from components.errors import SettingsError
 from operator_tools import check
-from tests.unit.program import AMI_ID, VPC_CIDR, Program, run_program, stack_config, user_data
+from tests.unit.program import AMI_ID, DEFAULT_SUBNETS, VPC_CIDR, Program, run_program, stack_config, user_data
 
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -342,6 +342,8 @@ BAD_INPUTS = [
     ("prod", {"outsystems-redis:instanceType": "t3.xlarge"}, "instanceType", "sustained clock of 2.5 GHz"),
     ("prod", {"outsystems-redis:instanceType": "c6g.xlarge"}, "instanceType", "x86_64"),
     ("dev", {"outsystems-redis:subnetCidrs": ["10.9.0.0/24"]}, "subnetCidrs", "inside the VPC"),
+    ("dev", {"outsystems-redis:subnetCidrs": ["172.31.8.0/24"]}, "subnetCidrs",
+     "172.31.0.0/20 is already subnet subnet-0aaaaaaaaaaaaaaa1"),
     ("prod", {"outsystems-redis:instanceType": "c5n.xlarge"}, "instanceType", "not offered in eu-west-1c"),
     ("prod", {"outsystems-redis:instanceType": "c5n.xlarge",
               "outsystems-redis:availabilityZones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"]},
@@ -645,3 +647,17 @@ def test_a_missing_vpc_is_a_named_config_error_and_registers_nothing(overrides: 
         run_program("dev", overrides, into=recorded, default_vpc=False)
     assert err.value.key == "vpcId" and err.value.value == value and detail in str(err.value)
     assert recorded == []
+
+
+def test_an_update_finds_its_own_subnets_in_the_vpc_and_another_stacks_are_refused() -> None:
+    """On a second pulumi up the VPC holds this stack's own subnets (tagged Project and Stack): they are not a
+    conflict. The same blocks held by another stack are. Planted: the Stack tag not compared (another stack's
+    blocks pass); no subnet compared (BAD_INPUTS' overlap passes)."""
+    own = {f"subnet-0c{i}": {"cidr": f"172.31.{129 + i}.0/24", "tags": {"Project": "outsystems-redis",
+                                                                      "Stack": "prod", "Name": f"s{i}"}}
+           for i in range(3)}
+    assert run_program("prod", subnets={**DEFAULT_SUBNETS, **own}).of_type("aws:ec2/subnet:Subnet")
+    theirs = {i: {**n, "tags": {**n["tags"], "Stack": "staging"}} for i, n in own.items()}
+    with pytest.raises(SettingsError) as err:
+        run_program("prod", subnets={**DEFAULT_SUBNETS, **theirs})
+    assert err.value.key == "subnetCidrs" and "172.31.129.0/24 is already subnet subnet-0c0 (s0)" in str(err.value)

@@ -925,11 +925,34 @@ def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
 # ---------------------------------------------------------------- CLI
 
 
+# Each verb, what it does, and an example: the --help text (README: Rehearsing a stack before AWS).
+VERBS = {
+    "up": ("start the stack's servers as Redis processes, form the cluster, print the health report",
+           "up --stack prod"),
+    "status": ("the health report and the connection string of the running rehearsal", "status --stack prod"),
+    "down": ("stop every process and remove the rehearsal's files", "down --stack prod"),
+    "failover": ("kill one whole server under live sessions; time the failover, count sessions lost",
+                 "failover --stack prod"),
+    "crash": ("kill -9 one process; systemd's restart comes after its failover", "crash --server 2 --stack prod"),
+    "scale": ("grow the running cluster, as raising `servers` does", "scale --servers 4 --stack prod"),
+    "replace": ("wipe one server and let it rejoin by itself, as replaceServers does",
+                "replace --server 2 --stack prod"),
+    "rotate-password": ("change the password under live sessions, as pulumi up with a new redisPassword does",
+                        "rotate-password --stack prod"),
+    "sync-password": ("run each server's password sync again (ends the 7.0 grace)", "sync-password --stack prod"),
+    "maintain": ("rolling OS/Redis maintenance, one server at a time", "maintain --stack prod"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    width = max(map(len, VERBS))
+    verbs = "\n".join(f"  {verb:<{width}}  {what}\n  {'':<{width}}  e.g. python -m operator_tools.rehearsal {example}"
+                      for verb, (what, example) in VERBS.items())
     p = argparse.ArgumentParser(prog="python -m operator_tools.rehearsal",
-                                description="Rehearse a stack's Redis topology on loopback (127.0.0.x).")
-    p.add_argument("command", choices=("up", "status", "down", "failover", "crash", "scale", "replace",
-                                        "rotate-password", "sync-password", "maintain"))
+                                description="Rehearse a stack's Redis topology on loopback (127.0.0.x).",
+                                epilog=f"commands:\n{verbs}\n\nExit codes: 0 done, 1 failed, 2 bad usage.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=tuple(VERBS), help="one of the commands below")
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
 from components.render.cloud_config import EC2_USER_DATA_LIMIT
+from tests.tools import ROOT
 from tests.unit.program import Program, run_program, user_data
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -141,3 +143,13 @@ def test_the_outputs_wait_for_the_servers_to_accept_the_password() -> None:
     unchecked = with_password(A, preview=True, healthCheck=False)
     assert "connectionString" not in unchecked.unknown_exports
     assert unchecked.exports["connectionString"].endswith(f"password={A}")
+
+
+def test_the_readmes_user_data_figures_are_the_measured_ones(sizes: dict) -> None:
+    """The README quotes the largest user data; it must be what the program renders now (it went stale before)."""
+    largest = max(size for per_server in sizes.values() for size, _ in per_server.values())
+    readme = (ROOT / "README.md").read_text()
+    quoted = [int(n.replace(",", "")) for n in re.findall(r"gzipped it is at most ([\d,]+) bytes", readme)]
+    quoted += [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) of EC2's 16,384 bytes", readme)]
+    assert quoted, "the README quotes no user-data size any more: update this test"
+    assert set(quoted) == {largest}, f"README says {quoted}; the largest user data is {largest:,} bytes"

@@ -63,7 +63,6 @@ REHEARSE = $(PY) -m operator_tools.rehearsal --stack $(STACK) --state-dir $(REHE
 
 rehearsal: setup
 	$(REHEARSE) up
-	$(REHEARSE) status
 
 rehearsal-down:
 	$(REHEARSE) down

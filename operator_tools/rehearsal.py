@@ -166,10 +166,35 @@ def status(lo: Loopback) -> int:
     return health.exit_code(findings)
 
 
+class Ticker:
+    """Says every few seconds that a long step is still running (`with Ticker("joining"):`), so no wait is silent."""
+
+    def __init__(self, what: str, every: float = 5.0) -> None:
+        self.what, self.every = what, every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def _tick(self) -> None:
+        started = time.monotonic()
+        while not self._done.wait(self.every):
+            print(f"  ... {self.what}: {time.monotonic() - started:.0f}s", flush=True)
+
+    def __enter__(self) -> Ticker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def down(state_dir: Path) -> int:
     lo = load_loopback(state_dir)
     if lo is not None:
-        lo.stop()
+        print(f"stopping {len(lo.processes)} process(es) under {state_dir} (each hands its masters over first) ...",
+              flush=True)
+        with Ticker("stopping"):
+            lo.stop()
         left = lo.running()
         if left:
             print(f"still running: {', '.join(p.address for p in left)}; state kept in {state_dir}")
@@ -627,7 +652,9 @@ def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) 
     print(f"scaling {current} -> {servers} servers; new servers join at once, a client keeps writing "
           f"{SESSION_BYTES // 1024} KB sessions")
     try:
-        outputs = lo.add_servers(servers - current, wait_seconds=wait_seconds)
+        joining = f"server {servers}" if servers == current + 1 else f"servers {current + 1} to {servers}"
+        with Ticker(f"{joining} joining (rebalance moves slots under the client)"):
+            outputs = lo.add_servers(servers - current, wait_seconds=wait_seconds)
     finally:
         duration = time.monotonic() - started
         traffic.stop()

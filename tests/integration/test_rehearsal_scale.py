@@ -22,6 +22,8 @@ def test_scale_grows_a_running_rehearsal_and_refuses_to_shrink(tmp_path):
                      "all readable with their content afterwards: yes", "wrong answers: 0", "HEALTHY",
                      "crossed ring over 4 servers"):
             assert line in out, out
+        # The join takes longer than 5 s (it waits 5 s for a settled cluster before it starts): never silent.
+        assert "  ... server 4 joining (rebalance moves slots under the client): 5s\n" in out, out
         status = rehearse("status", "prod", state, prefix, "7.0")
         assert "8 of 8 processes running" in status.stdout and "HEALTHY" in status.stdout
         shrink = rehearse("scale", "prod", state, prefix, "7.0", "--servers", "3")
@@ -29,4 +31,5 @@ def test_scale_grows_a_running_rehearsal_and_refuses_to_shrink(tmp_path):
     finally:
         down = rehearse("down", "prod", state, prefix, "7.0")
     assert down.returncode == 0, down.stdout + down.stderr
+    assert down.stdout.startswith("stopping 8 process(es) under "), down.stdout
     assert redis_processes(prefix) == []

@@ -607,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.tls and not args.cacert:
         parser.error("--cacert: the stack speaks TLS; give its CA (pulumi stack output caCertificate > redis-ca.crt)")
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     session = boto3.session.Session(region_name=args.region)
     try:
@@ -615,6 +616,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"maintenance: {exc}", file=sys.stderr)
         return 2
+    except NoRegionError:
+        print("maintenance: no AWS region: give --region (the stack's aws:region) or set AWS_REGION", file=sys.stderr)
+        return 2
+    except NoCredentialsError:
+        print("maintenance: no AWS credentials: `aws sso login`, or set AWS_PROFILE", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as exc:
+        print(f"maintenance: cannot list the stack's servers (EC2 DescribeInstances): {exc}", file=sys.stderr)
+        return 1
     if args.dry_run:
         print("servers to patch, in order:\n" + "\n".join(f"  {s.label}" for s in patched))
         print(f"steps per server: {'; '.join(STEPS)}\nupgrade script:\n{upgrade_script(platform)}")

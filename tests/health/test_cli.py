@@ -39,3 +39,18 @@ def test_the_rehearsals_help_gives_every_command_a_line_and_an_example_that_pars
         assert f"  {verb} " in text and what in text and f"e.g. python -m operator_tools.rehearsal {example}" in text
         args = parser.parse_args(shlex.split(example))  # exits 2 (SystemExit) on a stale example
         assert args.command == verb
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ([], "maintenance: no AWS region: give --region"),
+    (["--region", "eu-west-1"], "maintenance: no AWS credentials: `aws sso login`, or set AWS_PROFILE"),
+], ids=["no-region", "no-credentials"])
+def test_maintenance_without_a_region_or_credentials_is_one_line(tmp_path, extra, said):
+    """Before, a botocore traceback. Nothing is sent anywhere: both are known before the first request (the
+    instance metadata service is switched off, as it is off an EC2 instance)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    done = subprocess.run([sys.executable, "-m", "operator_tools.maintenance", "--stack", "prod", "--dry-run",
+                           *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                "2 a mistake (the line names the key or the file).",
     )
     p.add_argument("--stack", required=True, help="the stack whose Pulumi.<stack>.yaml to check")
-    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
+    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml in the current directory)")
     return p
 
 

@@ -582,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance-ids", default="", metavar="ID[,ID...]",
                    help="only these servers, in this order (default: every running server of the stack)")
     p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
-    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
+    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml in the current directory)")
     p.add_argument("--cacert", metavar="FILE", help="the stack's CA (TLS stacks): pulumi stack output caCertificate")
     p.add_argument("--dry-run", action="store_true", help="print the servers and the upgrade script; do nothing")
     return p

@@ -86,7 +86,6 @@ from operator_tools.loopback import Loopback, generate_password, loopback_hosts,
 from operator_tools.sessions import PROVIDER_RETRY_BUDGET_MS, SessionStore, inspect, session_keys, session_tag, tag_of
 from operator_tools.stack_file import read_settings
 
-ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "rehearsal.json"
 SESSIONS = 200  # sessions written before a failover; enough to land on every master
 HELD_LOCKS = 20  # crash: sessions whose write lock a request holds across the crash
@@ -983,7 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
-    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml at the repo root)")
+    p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml in the current directory)")
     p.add_argument("--host-prefix", default="127.0.0.",
                    help="loopback prefix of the servers (default 127.0.0.; server N is prefix + N, from 1)")
     p.add_argument("--servers", type=int, help="scale: the server count to grow the running cluster to")
@@ -1002,7 +1001,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    state_dir = (args.state_dir or ROOT / ".rehearsal" / args.stack).resolve()
+    state_dir = (args.state_dir or Path.cwd() / ".rehearsal" / args.stack).resolve()
     if args.command == "down":
         return down(state_dir)
     if args.command == "scale" and args.servers is None:

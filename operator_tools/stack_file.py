@@ -17,8 +17,6 @@ import yaml
 
 from components.settings import NAMESPACE, Settings, check_stack_name, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 class StackFileError(ValueError):
     """The stack file cannot be read as a Pulumi stack file."""
@@ -32,7 +30,8 @@ class StackFile:
 
 
 def default_path(stack: str) -> Path:
-    return ROOT / f"Pulumi.{stack}.yaml"
+    """Where `pulumi up` reads it: the project directory, the current one (also for the pip-installed tools)."""
+    return Path.cwd() / f"Pulumi.{stack}.yaml"
 
 
 def config_strings(document: Mapping | None) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -61,7 +60,8 @@ def config_strings(document: Mapping | None) -> tuple[dict[str, str], tuple[str,
 
 
 def read(stack: str, path: Path | None = None) -> StackFile:
-    """The stack file of `stack` (default Pulumi.<stack>.yaml at the repo root); StackFileError names it."""
+    """The stack file of `stack` (default Pulumi.<stack>.yaml in the current directory, where `pulumi up` reads it);
+    StackFileError names it."""
     path = path or default_path(stack)
     try:
         check_stack_name(stack)

@@ -80,3 +80,17 @@ def test_a_bad_stack_name_or_usage_is_exit_2():
     assert run.returncode == 2 and "config key 'stack'" in run.stderr and "Traceback" not in run.stderr
     run = check()
     assert run.returncode == 2 and "--stack" in run.stderr
+
+
+def test_the_tools_read_the_stack_file_where_pulumi_does_the_current_directory(tmp_path):
+    """The pip-installed tools have no repository around them: outside a project they say so in one line, and
+    leave nothing behind; inside one, they read its stack file."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    outside = subprocess.run([sys.executable, "-m", "operator_tools.rehearsal", "up", "--stack", "prod"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 2 and f"{tmp_path}/Pulumi.prod.yaml: no such file" in outside.stderr
+    assert "Traceback" not in outside.stderr and list(tmp_path.iterdir()) == []
+    (tmp_path / "Pulumi.mine.yaml").write_text(DEV)
+    inside = subprocess.run([sys.executable, "-m", "operator_tools.check", "--stack", "mine"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert inside.returncode == 0 and inside.stdout.startswith("Pulumi.mine.yaml: every check"), inside.stderr

@@ -102,9 +102,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "frontEndCidrs", "dev: the VPC's CIDR; prod: none (required)",
         "Private CIDRs of the OutSystems front-ends that may reach Redis. Public ranges and `0.0.0.0/0` are "
-        "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`. With "
-        "`frontEndSecurityGroupIds`, at most 58 entries on a cluster and 59 on one server (a security group's "
-        "default quota of 60 inbound rules).",
+        "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`. This key "
+        "and `frontEndSecurityGroupIds` together hold at most 58 entries on a cluster and 59 on one server (a "
+        "security group's default quota of 60 inbound rules).",
         "deploy",
     ),
     ConfigKey(
@@ -680,8 +680,8 @@ def check_subnets_free(settings: Settings, existing: list[tuple[str, str, Mappin
     InvalidSubnet.Conflict, after the program has begun creating resources.
     """
     for subnet_id, cidr, tags in existing:
-        if tags.get("Project") == NAMESPACE and tags.get("Stack") == settings.stack:
-            continue  # this stack's own subnet, from an earlier pulumi up
+        if not cidr or (tags.get("Project") == NAMESPACE and tags.get("Stack") == settings.stack):
+            continue  # an IPv6-only subnet (no IPv4 block), or this stack's own subnet from an earlier pulumi up
         taken = ipaddress.IPv4Network(cidr)
         for ours in settings.subnet_cidrs:
             if ipaddress.IPv4Network(ours).overlaps(taken):

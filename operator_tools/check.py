@@ -70,7 +70,8 @@ def run(stack: str, path: Path | None, out: TextIO, err: TextIO) -> int:
         stack_file = read(stack, path)
         settings = load_settings(stack_file.raw, stack)
     except (StackFileError, SettingsError) as exc:
-        where = "" if isinstance(exc, StackFileError) else f"{(path or Path(f'Pulumi.{stack}.yaml')).name}: "
+        named_file = isinstance(exc, StackFileError) or getattr(exc, "key", "") == "stack"
+        where = "" if named_file else f"{(path or Path(f'Pulumi.{stack}.yaml')).name}: "
         print(f"{where}{exc}", file=err)
         return 2
     layout = (f"{settings.servers} servers, a Redis Cluster" if settings.cluster

@@ -488,7 +488,7 @@ class Loopback:
             [self.redis_server, conf, "--daemonize", "no"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.log_file(process).with_suffix(".stderr"), "ab"),
+            stderr=open(self.log_file(process).with_suffix(".stderr"), "wb"),  # this start only: start_failure reads it
             start_new_session=True,
             close_fds=True,
         )
@@ -806,12 +806,19 @@ class Loopback:
 def start_failure(address: str, log: Path) -> str:
     """One line for a redis-server that exited at start, with the fix when its log names the cause."""
     lines = [line for line in (log.read_text(errors="replace") if log.exists() else "").splitlines() if line.strip()]
+    # The log is appended to: only this start's lines (from its last "Redis is starting").
+    starts = [i for i, line in enumerate(lines) if "Redis is starting" in line]
+    lines = lines[starts[-1]:] if starts else lines
+    errors = log.with_suffix(".stderr")
+    if errors.exists():  # configuration and TLS errors go to stderr before the log file is open
+        lines += [f"# {line}" for line in errors.read_text(errors="replace").splitlines()[-3:] if line.strip()]
     warnings = [line.split("# ", 1)[1] for line in lines if "# " in line]
     # Redis says why (bind: ...) a line before it says that it exits.
     said = next((w for w in warnings if "listening socket" in w),
                 warnings[-1] if warnings else lines[-1] if lines else "(nothing in its log)")
     if "already in use" in said:
-        hint = "another process listens there (another rehearsal? `ss -ltnp`): stop it, or pick another --host-prefix"
+        hint = ("another process listens there (another rehearsal? `ss -ltnp`): stop it, or run `down` and `up` "
+                "again with another --host-prefix")
     elif "assign requested address" in said:
         hint = "this machine has no such address: --host-prefix must be a loopback prefix such as 127.0.0."
     else:

@@ -508,10 +508,26 @@ def print_result(result: RehearsalResult) -> int:
 # ---------------------------------------------------------------- CLI
 
 
+# Each verb, what it does, and an example: the --help text (README: Migrating to Redis 7.0).
+_EXAMPLE_IPS = "--from 172.31.129.10,172.31.130.10,172.31.131.10 --to 172.31.132.10,172.31.133.10,172.31.134.10"
+VERBS = {
+    "join": ("the new 7.0 servers join the running 5.0 cluster as replicas (nothing is lost by stopping here)",
+             f"join {_EXAMPLE_IPS}"),
+    "promote": ("fail each 5.0 master over to its 7.0 replica, retire the 5.0 servers, check 7.0 is healthy",
+                f"promote {_EXAMPLE_IPS}"),
+    "rehearse": ("both steps on loopback under live sessions, with no AWS", "rehearse --servers 3"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    width = max(map(len, VERBS))
+    verbs = "\n".join(f"  {verb:<{width}}  {what}\n  {'':<{width}}  e.g. python -m operator_tools.migration {example}"
+                      for verb, (what, example) in VERBS.items())
     p = argparse.ArgumentParser(prog="python -m operator_tools.migration",
-                                description="Rolling migration of a Redis 5.0 cluster onto Redis 7.0 servers.")
-    p.add_argument("command", choices=("join", "promote", "rehearse"))
+                                description="Rolling migration of a Redis 5.0 cluster onto Redis 7.0 servers.",
+                                epilog=f"commands:\n{verbs}\n\nPassword from REDIS_PASSWORD (join, promote).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=tuple(VERBS), help="one of the commands below")
     p.add_argument("--from", dest="old", help="old (5.0) server IPs, comma-separated, in server order")
     p.add_argument("--to", dest="new", help="new (7.0) server IPs, comma-separated, in server order")
     p.add_argument("--servers", type=int, default=3, help="rehearse: server count (default 3)")

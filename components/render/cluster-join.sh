@@ -269,7 +269,8 @@ wait_for_own_nodes() {
     log "$my_master and $my_replica answer, cluster_enabled:1"
 }
 
-# Waits until NODE is known to a consistent cluster and every member has met it
+# Waits until NODE is known to a consistent cluster and every member has met it. (Replies are read whole,
+# then searched: `redis-cli | grep -q` fails under pipefail when grep leaves before a long reply is written.)
 # (gossip: a node that has not met it yet answers "Unknown node" to CLUSTER REPLICATE).
 wait_known() {
     local node=$1 deadline=$((SECONDS + WAIT_SECONDS)) id peer peers
@@ -282,7 +283,7 @@ wait_known() {
     mapfile -t peers < <(awk '!$6 { print $2 }' <<<"$view")
     for peer in "${peers[@]}"; do
         local nudge=$((SECONDS + 10))
-        until cli "$peer" cluster nodes 2>/dev/null | grep -q "^$id "; do
+        until grep -q "^$id " <<<"$(cli "$peer" cluster nodes 2>/dev/null)"; do
             [ "$SECONDS" -lt "$deadline" ] || die "$peer has not met $node in ${WAIT_SECONDS}s"
             # This member missed it (a FORGET bars a node from its gossip for 60 s): introduce them.
             [ "$SECONDS" -lt "$nudge" ] || { cli "$peer" cluster meet "${node%:*}" "${node##*:}"; nudge=$((SECONDS + 10)); }
@@ -479,7 +480,7 @@ forget_dead() {
         local left=0
         for node in "${nodes[@]}"; do
             for id in "${dead[@]}"; do
-                cli "$node" cluster nodes 2>/dev/null | grep -q "^$id " || continue
+                grep -q "^$id " <<<"$(cli "$node" cluster nodes 2>/dev/null)" || continue
                 left=1
                 reply=$(cli "$node" cluster forget "$id" 2>&1 | tr -d '\r')
                 [ "$reply" = OK ] || log "CLUSTER FORGET $id on $node: $reply"
@@ -506,7 +507,7 @@ attach() {
     fi
     wait_known "$node"
     target=$("$pick") || die "cannot tell which master $node must replicate: holes $(holes | tr '\n' ';')"
-    until cli "$node" cluster nodes 2>/dev/null | grep -q "^$target "; do
+    until grep -q "^$target " <<<"$(cli "$node" cluster nodes 2>/dev/null)"; do
         [ "$SECONDS" -lt "$deadline" ] || die "$node has not learned of $target in ${WAIT_SECONDS}s"
         sleep 0.5
     done

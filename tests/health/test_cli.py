@@ -25,18 +25,19 @@ def test_a_closed_pipe_ends_the_tool_without_a_traceback(tool):
     assert helped.returncode == 0 and "usage:" in helped.stdout, helped.stderr
 
 
-def test_the_rehearsals_help_gives_every_command_a_line_and_an_example_that_parses():
-    """Every verb the rehearsal accepts is explained in --help, and its example is a valid command line."""
+@pytest.mark.parametrize("tool", ["rehearsal", "migration"])
+def test_the_help_gives_every_command_a_line_and_an_example_that_parses(tool):
+    """Every verb the tool accepts is explained in --help, and its example is a valid command line."""
+    import importlib
     import shlex
 
-    from operator_tools import rehearsal
-
-    parser = rehearsal.build_parser()
+    module = importlib.import_module(f"operator_tools.{tool}")
+    parser = module.build_parser()
     text = parser.format_help()
     (choices,) = [a.choices for a in parser._actions if a.dest == "command"]
     for verb in choices:
-        what, example = rehearsal.VERBS[verb]
-        assert f"  {verb} " in text and what in text and f"e.g. python -m operator_tools.rehearsal {example}" in text
+        what, example = module.VERBS[verb]
+        assert f"  {verb} " in text and what in text and f"e.g. python -m operator_tools.{tool} {example}" in text
         args = parser.parse_args(shlex.split(example))  # exits 2 (SystemExit) on a stale example
         assert args.command == verb
 

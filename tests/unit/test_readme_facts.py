@@ -23,3 +23,18 @@ def test_a_bare_make_prints_the_targets_instead_of_running_the_suite() -> None:
     assert {"test", "setup", "rehearsal", "bench-quick"} <= set(targets), done.stdout
     declared = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M)) - {"help"}
     assert declared <= set(targets), f"targets without a line in make help: {declared - set(targets)}"
+
+
+def test_the_readmes_server_addresses_are_the_shipped_stacks() -> None:
+    """Example addresses a reader copies (172.31.x.y) are the servers the shipped stack files create (they once said
+    10.0.12x.10, from no stack at all)."""
+    from components.topology import build_topology
+    from operator_tools.stack_file import read_settings
+
+    shipped = set()
+    for stack in ("dev", "prod"):
+        s = read_settings(stack, ROOT / f"Pulumi.{stack}.yaml")
+        shipped |= {server.private_ip for server in build_topology(s.servers, s.subnet_cidrs, s.port).servers}
+    quoted = set(re.findall(r"\b(172\.31\.\d+\.\d+)\b(?!/)", (ROOT / "README.md").read_text()))
+    assert quoted, "the README quotes no server address any more: update this test"
+    assert quoted <= shipped, f"README addresses of no shipped server: {sorted(quoted - shipped)}"

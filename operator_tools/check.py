@@ -67,12 +67,14 @@ def warnings(stack_file: StackFile) -> list[str]:
 
 def run(stack: str, path: Path | None, out: TextIO, err: TextIO) -> int:
     try:
-        stack_file = read(stack, path)
-        settings = load_settings(stack_file.raw, stack)
+        stack_file = read(stack, path)  # its errors name the file, or the stack
     except (StackFileError, SettingsError) as exc:
-        named_file = isinstance(exc, StackFileError) or getattr(exc, "key", "") == "stack"
-        where = "" if named_file else f"{(path or Path(f'Pulumi.{stack}.yaml')).name}: "
-        print(f"{where}{exc}", file=err)
+        print(exc, file=err)
+        return 2
+    try:
+        settings = load_settings(stack_file.raw, stack)
+    except SettingsError as exc:
+        print(f"{stack_file.path.name}: {exc}", file=err)
         return 2
     layout = (f"{settings.servers} servers, a Redis Cluster" if settings.cluster
               else "1 server, non-production")

@@ -55,6 +55,7 @@ import redis
 
 from components.topology import MASTER_PORT, REPLICA_PORT, follows
 from operator_tools import health
+from operator_tools.cli import command_parser
 
 Address = tuple[str, int]
 WAIT_SECONDS = 120.0  # per step; each is seconds on loopback, a few more over a VPC
@@ -520,14 +521,8 @@ VERBS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    width = max(map(len, VERBS))
-    verbs = "\n".join(f"  {verb:<{width}}  {what}\n  {'':<{width}}  e.g. python -m operator_tools.migration {example}"
-                      for verb, (what, example) in VERBS.items())
-    p = argparse.ArgumentParser(prog="python -m operator_tools.migration",
-                                description="Rolling migration of a Redis 5.0 cluster onto Redis 7.0 servers.",
-                                epilog=f"commands:\n{verbs}\n\nPassword from REDIS_PASSWORD (join, promote).",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=tuple(VERBS), help="one of the commands below")
+    p = command_parser("python -m operator_tools.migration", "Rolling migration of a Redis 5.0 cluster onto "
+                       "Redis 7.0 servers.", VERBS, "Password from REDIS_PASSWORD (join, promote).")
     p.add_argument("--from", dest="old", help="old (5.0) server IPs, comma-separated, in server order")
     p.add_argument("--to", dest="new", help="new (7.0) server IPs, comma-separated, in server order")
     p.add_argument("--servers", type=int, default=3, help="rehearse: server count (default 3)")

@@ -82,6 +82,7 @@ from components.render.password import PASSWORD_GRACE_SECONDS
 from components.render.systemd import restart_seconds
 from components.topology import Process
 from operator_tools import health
+from operator_tools.cli import command_parser
 from operator_tools.loopback import Loopback, generate_password, loopback_hosts, platform_for
 from operator_tools.sessions import PROVIDER_RETRY_BUDGET_MS, SessionStore, inspect, session_keys, session_tag, tag_of
 from operator_tools.stack_file import read_settings
@@ -971,14 +972,8 @@ VERBS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    width = max(map(len, VERBS))
-    verbs = "\n".join(f"  {verb:<{width}}  {what}\n  {'':<{width}}  e.g. python -m operator_tools.rehearsal {example}"
-                      for verb, (what, example) in VERBS.items())
-    p = argparse.ArgumentParser(prog="python -m operator_tools.rehearsal",
-                                description="Rehearse a stack's Redis topology on loopback (127.0.0.x).",
-                                epilog=f"commands:\n{verbs}\n\nExit codes: 0 done, 1 failed, 2 bad usage.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=tuple(VERBS), help="one of the commands below")
+    p = command_parser("python -m operator_tools.rehearsal", "Rehearse a stack's Redis topology on loopback "
+                       "(127.0.0.x).", VERBS, "Exit codes: 0 done, 1 failed, 2 bad usage.")
     p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")

@@ -15,14 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from components.settings import NAMESPACE, load_settings  # noqa: E402
+from components.settings import NAMESPACE  # noqa: E402
 from operator_tools import stack_file  # noqa: E402
 
 
 def health_check_enabled(stack: str, root: Path = ROOT) -> bool:
     """The stack's healthCheck, parsed (and defaulted) exactly as the program does: the stack file read as the
     config check reads it (a `secure:` password and a `tags` map included)."""
-    return load_settings(stack_file.read(stack, root / f"Pulumi.{stack}.yaml").raw, stack).health_check
+    return stack_file.read_settings(stack, root / f"Pulumi.{stack}.yaml").health_check
 
 
 def problem(stack: str, hosted: bool, root: Path = ROOT) -> str | None:

@@ -269,9 +269,10 @@ wait_for_own_nodes() {
     log "$my_master and $my_replica answer, cluster_enabled:1"
 }
 
-# Waits until NODE is known to a consistent cluster and every member has met it. (Replies are read whole,
-# then searched: `redis-cli | grep -q` fails under pipefail when grep leaves before a long reply is written.)
+# Waits until NODE is known to a consistent cluster and every member has met it
 # (gossip: a node that has not met it yet answers "Unknown node" to CLUSTER REPLICATE).
+# Replies are read whole, then searched: `redis-cli | grep -q` fails under pipefail when grep
+# leaves before a long reply is written.
 wait_known() {
     local node=$1 deadline=$((SECONDS + WAIT_SECONDS)) id peer peers
     # The node's own word for its id: a peer's view can still hold a handshake placeholder.

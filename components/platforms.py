@@ -24,6 +24,7 @@ class Platform:
     redis_version: str  # major.minor the health check expects
     announce_bus_source: bool  # Redis 7 needs bind-source-addr for its outgoing bus connections
     supports_tls: bool  # Redis 6 and later can speak TLS
+    diskless_sync: bool  # Redis 7 sends a full sync over the socket by default (repl-diskless-sync yes)
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -35,6 +36,7 @@ PLATFORMS: dict[str, Platform] = {
         redis_version="5.0",
         announce_bus_source=False,
         supports_tls=False,
+        diskless_sync=False,
     ),
     "ubuntu-24.04-redis-7.0": Platform(
         name="ubuntu-24.04-redis-7.0",
@@ -44,6 +46,7 @@ PLATFORMS: dict[str, Platform] = {
         redis_version="7.0",
         announce_bus_source=True,
         supports_tls=True,
+        diskless_sync=True,
     ),
 }
 

@@ -166,6 +166,10 @@ def render_redis_conf(
             # Redis 7 opens outgoing bus connections from the kernel's default
             # source address unless told; peers would learn the wrong IP.
             lines.append(f"bind-source-addr {process.host}")
+        if platform.diskless_sync:
+            # A diskless full sync waits repl-diskless-sync-delay (5 s) for more replicas to share it.
+            # Each master here has one replica: the wait only keeps the master without a copy longer.
+            lines.append("repl-diskless-sync-delay 0")
     # requirepass and masterauth, written at boot from SSM; never in user-data.
     lines.append(f"include {paths.auth_file}")
     return "\n".join(lines) + "\n"

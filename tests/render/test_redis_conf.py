@@ -43,6 +43,10 @@ def test_rendered_conf_starts_without_warnings(loopback_factory, version, server
         config = lo.client(p).config_get("*")
         assert config["maxmemory-policy"] == EVICTION_POLICY
         assert config["appendonly"] == "no"
+        if servers > 1:
+            # A replica's full sync starts at once: from disk (5.0), or diskless with no wait for more
+            # replicas (7.0: its default waits 5 s, and each master has only the one).
+            assert config["repl-diskless-sync"] == "no" or config["repl-diskless-sync-delay"] == "0", config
         assert int(config["maxmemory"]) == usable_memory_mib(lo.memory_mib, len(lo.topology.servers[0].processes)) << 20
     assert warnings(lo) == []
 

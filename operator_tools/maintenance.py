@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from components.platforms import PLATFORMS, Platform
-from components.topology import MASTER_PORT, REPLICA_PORT
+from components.topology import MASTER_PORT, REPLICA_PORT, Topology, build_topology
 from operator_tools import health
 
 MOVE = "move its masters away"
@@ -558,6 +558,21 @@ def discover_servers(ec2, stack: str) -> list[Server]:
     return servers
 
 
+def check_addresses(servers: Sequence[Server], topology: Topology, stack: str) -> None:
+    """Each tagged instance must sit at the address the stack file gives its server: tags alone are not
+    trusted, since anyone who may tag an instance could otherwise receive the password and root scripts.
+    Raises ValueError naming the first instance that does not match."""
+    if len(servers) != len(topology.servers):
+        raise ValueError(f"stack {stack}: {len(servers)} running server(s) carry its tags but its stack file "
+                         f"says servers: {len(topology.servers)}; run `pulumi up` first, or give --config")
+    for server in servers:
+        expected = topology.servers[server.index].private_ip
+        if server.host != expected:
+            raise ValueError(f"instance {server.instance_id} is tagged as server {server.index + 1} of stack {stack} "
+                             f"but its address is {server.host}, not {expected} (subnetCidrs): not one of this "
+                             "stack's servers; nothing was sent to any server")
+
+
 def chosen(servers: Sequence[Server], instance_ids: Sequence[str]) -> list[Server]:
     """The servers to patch: `instance_ids` in their order (each one a server of the stack), or every server."""
     if not instance_ids:
@@ -612,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     session = boto3.session.Session(region_name=args.region)
     try:
         servers = discover_servers(session.client("ec2"), args.stack)
+        check_addresses(servers, build_topology(settings.servers, settings.subnet_cidrs), args.stack)
         patched = chosen(servers, ids)
     except ValueError as exc:
         print(f"maintenance: {exc}", file=sys.stderr)

@@ -53,10 +53,10 @@ LONGEST_FIRST = (
 )
 
 
-def unit_of(nodeid: str) -> str | None:
-    """The xdist group of a test: its file (without tests/ and .py), or None for a test of a SPREAD file."""
+def unit_of(nodeid: str) -> str:
+    """A test's unit of work: its file, or the test itself in a SPREAD file."""
     path = nodeid.split("::", 1)[0]
-    return None if path in SPREAD else path.removeprefix("tests/").removesuffix(".py")
+    return nodeid if path in SPREAD else path
 
 
 def rank(nodeid: str) -> int:
@@ -64,16 +64,25 @@ def rank(nodeid: str) -> int:
     return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)), len(LONGEST_FIRST))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    by_file: dict[str, int] = {}
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest units first. A file that is one unit stays in one piece (its module fixtures are set up once,
+    its tests keep their order); a SPREAD file's tests are placed one by one."""
+    starts: dict[str, int] = {}
     for item in items:
-        group = unit_of(item.nodeid)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-        path = item.nodeid.split("::", 1)[0]
-        by_file[path] = min(by_file.get(path, len(LONGEST_FIRST)), rank(item.nodeid))
-    # A grouped file stays in one piece (its module fixtures are set up once); a SPREAD file's tests are
-    # ordered one by one.
-    items.sort(key=lambda item: rank(item.nodeid) if unit_of(item.nodeid) is None
-               else by_file[item.nodeid.split("::", 1)[0]])
+        unit = unit_of(item.nodeid)
+        starts[unit] = min(starts.get(unit, len(LONGEST_FIRST)), rank(item.nodeid))
+    items.sort(key=lambda item: starts[unit_of(item.nodeid)])
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+    """For --dist loadgroup: the units above, handed out in collection order (--no-loadscope-reorder).
+    (xdist's own loadgroup reads xdist_group marks through a test id that pytest 9 no longer lets it change.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return Units(config, log)

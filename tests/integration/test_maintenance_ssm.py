@@ -16,10 +16,12 @@ import time
 
 import pytest
 
+from components.topology import build_topology
 from operator_tools import maintenance
 from operator_tools.loopback import platform_for
 from operator_tools.rehearsal import master_hosts, slots_writable, tls_of
-from tests.tools import loopback_octet
+from operator_tools.stack_file import read_settings
+from tests.tools import ROOT, loopback_octet
 
 REGION = "eu-west-1"
 
@@ -69,15 +71,27 @@ def aws(request):
     return boto3.client("ec2", **kwargs), ssm
 
 
-def launch(ec2, stack: str, count: int) -> list[str]:
-    """Instances tagged as the program tags a stack's servers; their ids by server index."""
+def launch(ec2, stack: str, count: int, moved: dict[int, str] | None = None,
+           only: list[int] | None = None) -> list[str]:
+    """Instances tagged as the program tags the servers of a `count`-server stack (or `only` these
+    indexes), each at the address its stack file gives it (or at `moved[index]`); their ids in order."""
+    settings = read_settings(stack, ROOT / f"Pulumi.{stack}.yaml")
+    topology = build_topology(count, settings.subnet_cidrs)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = {s["CidrBlock"]: s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]}
     image = ec2.describe_images()["Images"][0]["ImageId"]
     ids = []
-    for index in range(count):
+    for index in range(count) if only is None else only:
+        server = topology.servers[index]
+        cidr = settings.subnet_cidrs[server.subnet]
+        if cidr not in subnets:
+            subnets[cidr] = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr)["Subnet"]["SubnetId"]
         tags = {"Project": "outsystems-redis", "Stack": stack, "RedisServerIndex": str(index),
-                "Name": f"redis-{index + 1}"}
-        got = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large", TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+                "Name": f"outsystems-redis-server-{index + 1}"}
+        got = ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large", SubnetId=subnets[cidr],
+            PrivateIpAddress=(moved or {}).get(index, server.private_ip),
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
         ids.append(got["Instances"][0]["InstanceId"])
     return ids
 
@@ -92,8 +106,9 @@ def test_servers_are_found_by_the_stacks_tags_and_scripts_go_through_run_command
     ids = launch(ec2, "prod", 3)
     launch(ec2, "dev", 1)  # another stack's server is never touched
     servers = maintenance.discover_servers(ec2, "prod")
-    assert [(s.index, s.name, s.instance_id) for s in servers] == [(i, f"redis-{i + 1}", ids[i]) for i in range(3)]
-    assert all(s.host.count(".") == 3 for s in servers)
+    assert [(s.index, s.name, s.instance_id) for s in servers] == [
+        (i, f"outsystems-redis-server-{i + 1}", ids[i]) for i in range(3)]
+    assert [s.host for s in servers] == ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
     assert maintenance.chosen(servers, [ids[2], ids[0]]) == [servers[2], servers[0]]
     with pytest.raises(ValueError, match="i-00000000000000000 is not a running server"):
         maintenance.chosen(servers, ["i-00000000000000000"])
@@ -156,7 +171,8 @@ def test_the_command_line_finds_the_stacks_servers_and_names_bad_input(aws, monk
 
     assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", f"{ids[2]},{ids[0]}"]) == 0
     out = capsys.readouterr().out
-    assert out.index("server 3 (redis-3, ") < out.index("server 1 (redis-1, ") and ids[1] not in out
+    assert out.index("server 3 (outsystems-redis-server-3, 172.31.131.10") < out.index(
+        "server 1 (outsystems-redis-server-1, 172.31.129.10") and ids[1] not in out
     assert "'redis-server=5:5.0.7*'" in out  # Pulumi.prod.yaml's platform
 
     with pytest.raises(SystemExit) as exit_:
@@ -168,3 +184,28 @@ def test_the_command_line_finds_the_stacks_servers_and_names_bad_input(aws, monk
     assert "--instance-ids: EC2 instance ids" in capsys.readouterr().err
     assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", "i-0123456789abcdef0"]) == 2
     assert "i-0123456789abcdef0 is not a running server of this stack" in capsys.readouterr().err
+
+
+def test_an_instance_tagged_as_a_server_but_elsewhere_is_refused_before_anything_is_sent(aws, monkeypatch,
+                                                                                         capsys) -> None:
+    """Tags are not trusted alone: whoever may tag an instance would otherwise get the password and root
+    scripts. An instance carrying server 2's tags at another address stops the run before any command."""
+    ec2, ssm = aws
+    ids = launch(ec2, "prod", 3, moved={1: "172.31.130.77"})
+    for name, value in {"AWS_ENDPOINT_URL": ssm.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                        "REDIS_PASSWORD": "not-used-here-0123456789"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    assert maintenance.main(["--stack", "prod"]) == 2
+    err = capsys.readouterr().err
+    assert (f"instance {ids[1]} is tagged as server 2 of stack prod but its address is 172.31.130.77, "
+            "not 172.31.130.10") in err, err
+    assert ssm.sent == []
+    # A fourth tagged instance where the stack file says three servers: refused too.
+    launch(ec2, "dev", 1)
+    assert maintenance.main(["--stack", "dev", "--dry-run"]) == 0  # the dev server is where dev's file says
+    launch(ec2, "prod", 4, only=[3])
+    assert maintenance.main(["--stack", "prod", "--dry-run"]) == 2
+    assert "carry its tags but its stack file says servers: 3" in capsys.readouterr().err
+    assert ssm.sent == []

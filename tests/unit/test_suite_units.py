@@ -1,0 +1,30 @@
+"""The suite's units of work (tests/conftest.py): a file listed as SPREAD must be safe to split."""
+
+from __future__ import annotations
+
+import re
+
+from tests import conftest
+from tests.tools import ROOT
+
+
+def test_spread_files_share_no_fixture_beyond_one_test() -> None:
+    """A module-, class- or session-scoped fixture in a SPREAD file would be set up on every worker that
+    runs one of its tests, and tests that build on each other would run apart."""
+    for path in conftest.SPREAD:
+        text = (ROOT / path).read_text()
+        assert not re.search(r"scope=\"(module|class|session|package)\"", text), path
+        assert "globals().update" not in text, path  # tests generated in order from a shared module
+
+
+def test_a_spread_files_tests_are_units_and_any_other_file_is_one() -> None:
+    spread = "tests/integration/test_backup.py::test_a_snapshot_the_disk_cannot_hold_is_not_taken"
+    assert conftest.unit_of(spread) == spread
+    for name in ("test_three_to_four_under_live_sessions", "test_a_drifted_cluster_is_not_fought"):
+        assert conftest.unit_of(f"tests/integration/test_scale_out_5_0.py::{name}") == \
+            "tests/integration/test_scale_out_5_0.py"
+
+
+def test_every_listed_unit_is_a_file_here() -> None:
+    for prefix in (*conftest.SPREAD, *conftest.LONGEST_FIRST):
+        assert (ROOT / prefix.split("::")[0]).is_file(), prefix

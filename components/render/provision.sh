@@ -66,6 +66,12 @@ done
 
 # The pin holds across unattended upgrades; the units are enabled for every boot.
 apt-mark hold "${hold[@]}" >/dev/null
+# Root reads and writes files in /etc/redis; Debian makes it redis:redis 2770, so a compromised Redis
+# could replace them. The redis user may read it, nothing more: set at every boot (an upgrade's postinst
+# honours the statoverride; this also covers one that did not).
+dpkg-statoverride --list /etc/redis >/dev/null || dpkg-statoverride --add root redis 0750 /etc/redis
+chown root:redis /etc/redis
+chmod 0750 /etc/redis
 systemctl daemon-reload
 # --no-block: the Redis units wait for the password (redis-auth) and the cluster
 # units for their peers; none of that may hold this unit or the boot.

@@ -613,9 +613,18 @@ class Server:
     def wait_units_active(self, units: list[str], timeout: float) -> None:
         """Until every unit runs (a service) or has finished (a RemainAfterExit one); a failed one fails at once."""
 
+        retried: set[str] = set()
+
         def all_done() -> bool:
             states = self.units_state(units)
             failed = [u for u, st in states.items() if st == "failed"]
+            for unit in [u for u in failed if u not in retried and self._failed_at_cgroup_setup(u)]:
+                # 219/CGROUP: systemd could not set up the unit's cgroup in this container, so its
+                # program never ran (an artifact of nested cgroups under load; EC2 has none). Once.
+                print(f"{self.name}: {unit} failed with 219/CGROUP before it ran; starting it again")
+                retried.add(unit)
+                self.exec(f"systemctl reset-failed {unit}; systemctl start --no-block {unit}")
+                failed.remove(unit)
             if failed:
                 raise AssertionError(f"{self.name}: failed: {failed}\n{self.diagnostics()}")
             if all(st == "done" for st in states.values()):
@@ -657,6 +666,9 @@ class Server:
         if failed:
             problems.append(f"failed units: {failed}\n{self.out('systemctl status --no-pager ' + ' '.join(failed))}")
         return problems
+
+    def _failed_at_cgroup_setup(self, unit: str) -> bool:
+        return self.out(f"systemctl show -p ExecMainStatus --value {unit}") == "219"
 
     def _cgroup_flake_recovered(self, unit: str, timeout: float = 75) -> bool:
         """True for a timer's run that failed at systemd's cgroup setup (exit status 219/CGROUP, a

@@ -141,10 +141,23 @@ def test_aws_by_oidc_role_never_long_lived_keys() -> None:
     prepare = yaml.safe_load(PREPARE.read_text())
     (aws,) = [s for s in prepare["runs"]["steps"] if str(s.get("uses", "")).startswith("aws-actions/")]
     assert aws["with"]["role-to-assume"] == "${{ inputs.role-to-assume }}"
-    for name, job in [*load("preview.yml")["jobs"].items(), *load("deploy.yml")["jobs"].items()]:
-        for step in job["steps"]:
-            if step.get("uses") == "./.github/actions/prepare-stack":
-                assert step["with"]["role-to-assume"] == "${{ secrets.AWS_ROLE_ARN }}", name
+    roles = {"preview.yml": "${{ secrets.AWS_PREVIEW_ROLE_ARN }}", "deploy.yml": "${{ secrets.AWS_ROLE_ARN }}"}
+    for workflow, role in roles.items():
+        for name, job in load(workflow)["jobs"].items():
+            for step in job["steps"]:
+                if step.get("uses") == "./.github/actions/prepare-stack":
+                    assert step["with"]["role-to-assume"] == role, (workflow, name)
+
+
+def test_previews_run_branch_code_with_a_read_only_role_and_prod_behind_its_reviewers() -> None:
+    """A pull request's code runs in its preview: never with the deploying role, and prod's preview waits
+    in the `production` environment (its reviewers, its secrets) like prod's deploy."""
+    job = load("preview.yml")["jobs"]["preview"]
+    assert "AWS_ROLE_ARN }}" not in (WORKFLOWS / "preview.yml").read_text()
+    assert job["environment"] == "${{ matrix.stack == 'prod' && 'production' || 'preview' }}"
+    assert load("deploy.yml")["jobs"]["prod"]["environment"] == "production"
+    readme = (ROOT / "README.md").read_text()
+    assert "AWS_PREVIEW_ROLE_ARN" in readme and "AWS_ROLE_ARN" in readme
 
 
 def test_pulumi_action_inputs_exist_and_actions_are_pinned() -> None:

@@ -471,7 +471,14 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m operator_tools.backup", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m operator_tools.backup", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples (AWS credentials for the stack's account):\n"
+               "  python -m operator_tools.backup list --stack prod\n"
+               "  REDIS_PASSWORD=... python -m operator_tools.backup restore --stack prod \\\n"
+               "      --taken-at 20260101T030000Z --target 172.31.129.10:7000\n"
+               "exit codes: 0 done, 2 refused or bad input (the message says why)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("list", "the snapshot sets in the bucket"), ("restore", "restore one snapshot set")):
         c = sub.add_parser(name, help=text)

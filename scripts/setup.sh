@@ -38,6 +38,7 @@ fi
 # otherwise recompile awscli and botocore at every `aws` call the tests make. pip is the fallback, for a
 # machine where uv cannot reach its index.
 quiet_pip() { grep -v "^WARNING: Location 'file:" || true; }
+echo "setup: Python packages into .venv (a minute or two the first time, seconds after)"
 .venv/bin/pip install -q --disable-pip-version-check uv 2>&1 | quiet_pip
 # --system-certs: the machine's own CA store, as pip uses (a TLS-inspecting proxy's CA lives there).
 if ! .venv/bin/uv pip install -q --system-certs --compile-bytecode --python .venv/bin/python -r requirements.txt -r requirements-dev.txt; then

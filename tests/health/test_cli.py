@@ -55,3 +55,17 @@ def test_maintenance_without_a_region_or_credentials_is_one_line(tmp_path, extra
                            *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_backup_tools_examples_parse():
+    """The examples under `backup --help` are command lines the tool accepts (a stale one exits 2)."""
+    import shlex
+
+    from operator_tools import backup
+
+    parser = backup.parser()
+    lines = parser.epilog.replace("\\\n", " ").splitlines()
+    tool = "python -m operator_tools.backup "
+    examples = [line.split(tool, 1)[1] for line in lines if tool in line]
+    assert [parser.parse_args(shlex.split(e)).command for e in examples] == ["list", "restore"]
+    assert "examples" in parser.format_help()

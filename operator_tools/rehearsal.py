@@ -144,10 +144,12 @@ def up(lo: Loopback, stack: str) -> int:
     lo.start()
     print(f"started {len(lo.processes)} redis-server process(es): {', '.join(p.address for p in lo.processes)}")
     if lo.topology.cluster:
-        print("running the shipped cluster bootstrap script ...")
-        log = lo.bootstrap()
+        print("running the shipped cluster bootstrap script ...", flush=True)
+        with Ticker("forming the cluster"):
+            log = lo.bootstrap()
         print("\n".join("  " + line for line in log.strip().splitlines()[-3:]))
-    facts, findings = check(lo, wait=60)
+    with Ticker("checking its health"):
+        facts, findings = check(lo, wait=60)
     print(health.report(facts, findings))
     print(f"\nOutSystems connection string (server.hsconf <ConnectionString>):\n  "
           f"{lo.topology.connection_string(lo.password, lo.tls)}")

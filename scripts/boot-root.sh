@@ -99,9 +99,12 @@ in_root apt-get install -y -qq --no-install-recommends cloud-init >"$work/apt.lo
   tail -30 "$work/apt.log" >&2
   exit 1
 }
-# en_US.UTF-8 as on Ubuntu images: cloud-init's locale module sets it as the default.
+# en_US.UTF-8 generated, and LANG=C.UTF-8 in /etc/default/locale, as on Ubuntu's cloud images: cloud-init's
+# locale module then finds the system locale set and keeps it. (Without the file it ran locale-gen at every
+# first boot: 19 s of the suite's CPU in localedef.)
 sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' "$root/etc/locale.gen"
 in_root locale-gen >/dev/null
+echo 'LANG=C.UTF-8' >"$root/etc/default/locale"
 
 log "downloading redis-server/redis-tools $REDIS_VERSION and dependencies into /srv/repo"
 in_root apt-get clean

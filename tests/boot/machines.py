@@ -38,7 +38,8 @@ and why:
 
 No module is disabled. The root carries what an Ubuntu server image has and a
 minbase lacks, so modules that would otherwise fail run for real: `locales`
-with en_US.UTF-8 generated (the `locale` module), openssh-server (`ssh` host
+with en_US.UTF-8 generated and LANG=C.UTF-8 set, as Ubuntu's images ship it (the
+`locale` module finds it and keeps it), openssh-server (`ssh` host
 keys), sudo (`users-groups`), procps (`sysctl` in the rendered runcmd).
 
 What fails in a container by design, and is expected exactly (EXPECTED_OUTPUT;

@@ -1,7 +1,9 @@
 """A stack file (Pulumi.<stack>.yaml) read as Pulumi hands its config to the program, without the Pulumi CLI.
 
-The config check, the rehearsal and maintenance read stack files through here. Every problem with the file
-itself (missing, not YAML, not a mapping) is a StackFileError: one line naming the file, never a traceback.
+The config check, the rehearsal, maintenance, the deploy workflow's guard and the tests' mock harnesses
+read stack files through here, so a `secure:` value or a map reads the same everywhere. Every problem
+with the file itself (missing, not YAML, not a mapping) is a StackFileError: one line naming the file,
+never a traceback.
 Encrypted values (`secure:`) cannot be read without the stack's secrets provider: they are reported, not
 checked.
 """
@@ -34,37 +36,41 @@ def default_path(stack: str) -> Path:
     return Path.cwd() / f"Pulumi.{stack}.yaml"
 
 
-def config_strings(document: Mapping | None) -> tuple[dict[str, str], tuple[str, ...]]:
-    """(the project's plain keys as Pulumi's strings, the project's encrypted keys).
+def config_string(value: object) -> str:
+    """One plain value as Pulumi hands it to the program: lists and maps as JSON text, booleans as true/false,
+    the rest as text."""
+    if isinstance(value, (list, Mapping)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
-    Pulumi hands lists and maps to the program as JSON text, booleans as true/false, the rest as text.
-    """
+
+def config_strings(document: Mapping | None,
+                   namespace: str | None = NAMESPACE) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(the plain keys as Pulumi's strings, the encrypted keys) of `namespace` (this project's by default),
+    without the prefix; with `namespace=None`, every key under its full name (aws:region too)."""
     config = (document or {}).get("config") or {}
     if not isinstance(config, Mapping):
         raise StackFileError("`config` must be a mapping of keys to values")
     raw: dict[str, str] = {}
     encrypted: list[str] = []
     for key, value in config.items():
-        namespace, _, name = str(key).partition(":")
-        if namespace != NAMESPACE or not name:
+        prefix, _, name = str(key).partition(":")
+        if namespace is None:
+            name = str(key)
+        elif prefix != namespace or not name:
             continue
         if isinstance(value, Mapping) and "secure" in value:
             encrypted.append(name)
-        elif isinstance(value, (list, Mapping)):
-            raw[name] = json.dumps(value)
-        elif isinstance(value, bool):
-            raw[name] = "true" if value else "false"
         else:
-            raw[name] = "" if value is None else str(value)
+            raw[name] = config_string(value)
     return raw, tuple(encrypted)
 
 
-def read(stack: str, path: Path | None = None) -> StackFile:
-    """The stack file of `stack` (default Pulumi.<stack>.yaml in the current directory, where `pulumi up` reads it);
-    StackFileError names it."""
-    path = path or default_path(stack)
+def load(path: Path) -> Mapping:
+    """The stack file at `path` as a YAML mapping (empty for an empty file); StackFileError names the file."""
     try:
-        check_stack_name(stack)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         there = sorted(p.name for p in path.parent.glob("Pulumi.*.yaml") if p.name != "Pulumi.yaml")
@@ -80,6 +86,15 @@ def read(stack: str, path: Path | None = None) -> StackFile:
         raise StackFileError(f"{path}: not valid YAML{where}: {problem}") from None
     if document is not None and not isinstance(document, Mapping):
         raise StackFileError(f"{path}: a stack file is a mapping with a `config:` key")
+    return document or {}
+
+
+def read(stack: str, path: Path | None = None) -> StackFile:
+    """The stack file of `stack` (default Pulumi.<stack>.yaml in the current directory, where `pulumi up` reads it);
+    StackFileError names it."""
+    path = path or default_path(stack)
+    check_stack_name(stack)
+    document = load(path)
     try:
         raw, encrypted = config_strings(document)
     except StackFileError as exc:

@@ -591,6 +591,9 @@ class Server:
               for unit in expected_units(self.config)),
             "--- cloud-init-output.log (tail)",
             self.out("tail -n 40 /var/log/cloud-init-output.log"),
+            # Failovers, role changes and syncs: what a cluster fault test needs to tell what happened.
+            "--- Redis logs (tail of each)",
+            self.out("tail -n 25 /var/log/redis/redis-server-*.log"),
         ]
         return "\n".join(parts)
 

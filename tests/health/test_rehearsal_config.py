@@ -8,6 +8,7 @@ import pytest
 
 from components.errors import SettingsError
 from operator_tools.stack_file import config_strings, read_settings
+from operator_tools.stack_file import read as read_stack_file
 from tests.tools import ROOT
 
 
@@ -38,3 +39,33 @@ def test_a_plain_text_password_is_checked_then_never_kept(tmp_path):
     path.write_text("config:\n  outsystems-redis:subnetCidrs: [172.31.128.0/24]\n"
                     "  outsystems-redis:redisPassword: abcdefghijklmnopqrstuvwxyz0123\n")
     assert read_settings("mine", path).redis_password is None
+
+
+MINE = """config:
+  aws:region: eu-west-1
+  outsystems-redis:subnetCidrs: [172.31.128.0/24]
+  outsystems-redis:protect: false
+  outsystems-redis:tags: {Team: web, CostCenter: "42"}
+  outsystems-redis:redisPassword:
+    secure: v1:AAAABBBBCCCC
+"""
+
+
+def test_the_tests_mock_harnesses_read_stack_files_by_the_same_rule(tmp_path):
+    """The mock harnesses (tests/unit/program.py, tests/policy/harness.py) hand a stack file to the program as
+    the tools do: a tags map as JSON (a reader of their own once made it a Python repr), false as `false`, and
+    a `secure:` value refused by its key rather than handed over as JSON text."""
+    from tests.unit.program import config_for_pulumi, stack_config
+
+    (tmp_path / "Pulumi.mine.yaml").write_text(MINE)
+    config = stack_config("mine", tmp_path)
+    with pytest.raises(AssertionError, match="outsystems-redis:redisPassword"):
+        config_for_pulumi(config)
+    handed = config_for_pulumi({**config, "outsystems-redis:redisPassword": "Sixteen-or-more-characters-42"})
+    assert json.loads(handed["outsystems-redis:tags"]) == {"Team": "web", "CostCenter": "42"}
+    assert handed["outsystems-redis:protect"] == "false" and handed["aws:region"] == "eu-west-1"
+    # The tools read the same file to the same strings, under the project's names.
+    tools = read_stack_file("mine", tmp_path / "Pulumi.mine.yaml")
+    assert tools.raw == {k.partition(":")[2]: v for k, v in handed.items()
+                         if k.startswith("outsystems-redis:") and k != "outsystems-redis:redisPassword"}
+    assert tools.encrypted == ("redisPassword",)

@@ -10,7 +10,6 @@ references -> the group), so the URN-based matching is exercised too.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import rules
 from policy.pack import policies
-from tests.unit.program import Program, stack_config
+from tests.unit.program import Program, config_for_pulumi, stack_config
 
 SG_PROPS = ("securityGroupId", "referencedSecurityGroupId", "sourceSecurityGroupId")
 
@@ -68,10 +67,7 @@ def from_program(program: Program) -> list[Res]:
 
 
 def set_stack_config(stack: str, overrides: dict[str, Any] | None = None) -> None:
-    config = {**stack_config(stack), **(overrides or {})}
-    pulumi.runtime.set_all_config(
-        {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in config.items() if v is not None}
-    )
+    pulumi.runtime.set_all_config(config_for_pulumi({**stack_config(stack), **(overrides or {})}))
 
 
 def _opts() -> PolicyResourceOptions:

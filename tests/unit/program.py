@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import pulumi
 import yaml
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
+
+from operator_tools import stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -288,21 +289,22 @@ def user_data(inputs: dict[str, Any]) -> str:
 
 
 def stack_config(stack: str, directory: Path = ROOT) -> dict[str, Any]:
-    doc = yaml.safe_load((directory / f"Pulumi.{stack}.yaml").read_text())
-    return dict(doc.get("config") or {})
+    """The stack file's config as written (full keys, YAML values), read by operator_tools.stack_file."""
+    return dict(stack_file.load(directory / f"Pulumi.{stack}.yaml").get("config") or {})
+
+
+def config_for_pulumi(config: dict[str, Any]) -> dict[str, str]:
+    """`config` (full keys) as Pulumi hands it to a program, by operator_tools.stack_file's one rule; None
+    drops a key. A `secure:` value cannot be decrypted here: the test must pass the plain value in
+    `overrides` (with its key in `secret_keys`)."""
+    raw, encrypted = stack_file.config_strings({"config": {k: v for k, v in config.items() if v is not None}},
+                                               namespace=None)
+    assert not encrypted, f"{', '.join(encrypted)}: a secure: value needs the plain value in overrides"
+    return raw
 
 
 def project_name(directory: Path = ROOT) -> str:
     return str(yaml.safe_load((directory / "Pulumi.yaml").read_text())["name"])
-
-
-def _as_config_string(value: Any) -> str:
-    """Pulumi hands structured config to programs as JSON, scalars as strings."""
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def run_program(
@@ -321,13 +323,8 @@ def run_program(
     see what was registered even when the program raises. `directory` holds the
     program (its Pulumi.yaml, Pulumi.<stack>.yaml and __main__.py): this project, or an example.
     """
-    config = stack_config(stack, directory)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    pulumi.runtime.set_all_config({k: _as_config_string(v) for k, v in config.items()}, list(secret_keys))
+    config = {**stack_config(stack, directory), **(overrides or {})}
+    pulumi.runtime.set_all_config(config_for_pulumi(config), list(secret_keys))
 
     program = Program(resources=into if into is not None else [], exports={}, secret_exports=set())
     mocks = AwsMocks(program, preview, default_vpc, subnets)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from typing import Any
 
 import pytest
-import yaml
 
 from components.errors import SettingsError
 from components.settings import CONFIG_KEYS, KNOWN_KEYS, Settings, load_settings, markdown_table, readme_with_table
+from operator_tools import stack_file
 from tests.tools import ROOT
 
 STACKS = ("dev", "prod")
@@ -27,10 +26,7 @@ def _attribute(key: str) -> str:
 
 def _stack_raw(stack: str) -> dict[str, str]:
     """The stack file's keys in the project namespace, as Pulumi hands them over (lists as JSON)."""
-    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    prefix = "outsystems-redis:"
-    return {k[len(prefix):]: json.dumps(v) if isinstance(v, list) else str(v)
-            for k, v in config.items() if k.startswith(prefix)}
+    return stack_file.read(stack, ROOT / f"Pulumi.{stack}.yaml").raw
 
 
 def _applied(stack: str, key: str) -> Any:

@@ -24,8 +24,9 @@ help:
 # longest units first; the boot scenarios are one file per fleet so they boot side by side. Every test
 # has a timeout (pyproject.toml). The benchmark tool's own smoke run is in `make bench-quick`.
 WORKERS ?= 6
+# Bytecode is cached for what the tests import (setup does not compile every package; see scripts/setup.sh).
 test: setup lint
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m "not bench_smoke" --durations=15
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m "not bench_smoke" --durations=15
 
 setup:
 	bash scripts/setup.sh

@@ -34,14 +34,15 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 # uv installs the same requirements as pip in a fraction of its time (pip took over two minutes of CPU
-# here). Byte-compiled at install: with PYTHONDONTWRITEBYTECODE set (CI machines set it), Python would
-# otherwise recompile awscli and botocore at every `aws` call the tests make. pip is the fallback, for a
-# machine where uv cannot reach its index.
+# here). Not byte-compiled at install: compiling every package (3,141 modules of pulumi-aws alone) took
+# 31 s of setup's 47 here; `make test` lets Python cache the bytecode of what it imports instead, even where
+# PYTHONDONTWRITEBYTECODE is set (CI machines set it), so no `aws` call recompiles awscli and botocore.
+# pip is the fallback, for a machine where uv cannot reach its index.
 quiet_pip() { grep -v "^WARNING: Location 'file:" || true; }
 echo "setup: Python packages into .venv (a minute or two the first time, seconds after)"
 .venv/bin/pip install -q --disable-pip-version-check uv 2>&1 | quiet_pip
 # --system-certs: the machine's own CA store, as pip uses (a TLS-inspecting proxy's CA lives there).
-if ! .venv/bin/uv pip install -q --system-certs --compile-bytecode --python .venv/bin/python -r requirements.txt -r requirements-dev.txt; then
+if ! .venv/bin/uv pip install -q --system-certs --python .venv/bin/python -r requirements.txt -r requirements-dev.txt; then
   echo "setup: uv could not install the requirements; pip installs them instead"
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt 2>&1 \
     | quiet_pip

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from components.monitoring import (
     METRIC_NAMES,
     METRICS,
-    NAMESPACE,
     PUBLISH_PERIOD_SECONDS,
     SERVER_DIMENSION,
     STACK_DIMENSION,
+    metric_namespace,
 )
 
 # AWS limits that mocks do not enforce (PutMetricAlarm, PutDashboard).
@@ -166,7 +166,7 @@ def server_alarms(stack: str, server_name: str, cluster: bool) -> list[AlarmSpec
     dims = ((STACK_DIMENSION, stack), (SERVER_DIMENSION, server_name))
     specs = [
         AlarmSpec(metric, alarm_name(stack, server_name, metric), f"{server_name}: {rule.summary}. {rule.action}.",
-                  NAMESPACE, metric, dims, rule)
+                  metric_namespace(stack), metric, dims, rule)
         for metric, rule in rules_for(cluster).items()
     ]
     check = "StatusCheckFailed_Instance"
@@ -207,7 +207,7 @@ def dashboard_body(stack: str, region: str, servers: list[tuple[str, str]], clus
 
     for metric in shown:
         rule = RULES.get(metric.name)
-        lines = [[NAMESPACE, metric.name, STACK_DIMENSION, stack, SERVER_DIMENSION, name, {"label": name}]
+        lines = [[metric_namespace(stack), metric.name, STACK_DIMENSION, stack, SERVER_DIMENSION, name, {"label": name}]
                  for name, _ in servers]
         notes = [{"label": "alarm", "value": rule.threshold}] if rule else []
         widgets.append(graph(f"{metric.name} ({metric.unit})", lines, rule.statistic if rule else "Average", notes))

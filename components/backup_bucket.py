@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.monitoring import BACKUP_PREFIX, NAMESPACE, TOOLS_PREFIX
+from components.monitoring import BACKUP_PREFIX, TOOLS_PREFIX, metric_namespace
 
 LIFECYCLE_RULE_ID_MAX = 255  # S3's limit on a lifecycle rule's ID
 # A snapshot overwritten or expired stays as a noncurrent version this long: enough to undo a
@@ -87,7 +87,7 @@ def bucket_policy(bucket_arn: str, server_role_arn: str, tool_writers: Sequence[
     )
 
 
-def server_statements(log_group_arn: str, bucket_arn: str) -> list[dict[str, Any]]:
+def server_statements(stack: str, log_group_arn: str, bucket_arn: str) -> list[dict[str, Any]]:
     """What the servers' metrics publisher, log shipper and backup job need, and nothing more.
 
     No s3:ListBucket: the backup job writes known keys and retention is the lifecycle's job, so
@@ -102,7 +102,7 @@ def server_statements(log_group_arn: str, bucket_arn: str) -> list[dict[str, Any
             "Effect": "Allow",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",  # PutMetricData has no resource type: the namespace condition scopes it
-            "Condition": {"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+            "Condition": {"StringEquals": {"cloudwatch:namespace": metric_namespace(stack)}},
         },
         {
             "Sid": "ShipLogs",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NAMESPACE = "OutSystems/Redis"
+NAMESPACE_ROOT = "OutSystems/Redis"
 # Every metric carries both: one stack's servers never mix with another's.
 STACK_DIMENSION = "Stack"
 SERVER_DIMENSION = "Server"  # the server's name (topology Server.name), as its EC2 Name tag
@@ -42,6 +42,13 @@ METRIC_NAMES = tuple(m.name for m in METRICS)
 
 # Central logs: one log group per stack; each server writes streams named after itself.
 LOG_RETENTION_DAYS_DEFAULT = 30
+
+
+def metric_namespace(stack: str) -> str:
+    """The stack's own metric namespace. PutMetricData has no resource to scope: IAM's cloudwatch:namespace
+    condition is its only scope, so with one namespace for all, a dev server could publish a healthy
+    ClusterStateOk for a prod server and silence its alarm."""
+    return f"{NAMESPACE_ROOT}/{stack}"
 
 
 def log_group_name(stack: str) -> str:
@@ -86,7 +93,7 @@ def backup_manifest_key(server_name: str, taken_at: str, port: int) -> str:
 # ---- appended for the servers' publisher and log shipper (issue 13, server side: components/render/metrics*.py)
 METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes, name -> CloudWatch unit
 # What the servers' role must be allowed (IAM) for redis-observe, and nothing more; it calls exactly these:
-#   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace = NAMESPACE
+#   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace = metric_namespace(stack)
 #   logs:CreateLogStream, logs:PutLogEvents
 #                              arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:*
 #                              (streams are named <server name>/<source>, see log_stream_name)

@@ -526,7 +526,7 @@ class RedisSessionStore(pulumi.ComponentResource):
                                 "Resource": "*",
                             },
                             # Metrics in the stack's namespace, its own log group, its own bucket prefixes.
-                            *server_statements(arns["logs"], arns["bucket"]),
+                            *server_statements(s.stack, arns["logs"], arns["bucket"]),
                         ],
                     }
                 )

@@ -49,7 +49,13 @@ from components.judge import (
     replication_lag,
     serving_masters,
 )
-from components.monitoring import METRIC_UNITS, NAMESPACE, SERVER_DIMENSION, STACK_DIMENSION, log_stream_name
+from components.monitoring import (
+    METRIC_UNITS,
+    SERVER_DIMENSION,
+    STACK_DIMENSION,
+    log_stream_name,
+    metric_namespace,
+)
 
 SLOTS_ALL = 16384
 CONNECT_TIMEOUT = 3.0
@@ -308,8 +314,8 @@ def publish_metrics(env: dict) -> int:
     for n in facts.nodes:
         if n.error:
             print(f"redis-observe: {n.address} does not answer: {n.error}", file=sys.stderr)
-    aws(env, "cloudwatch", "put-metric-data", "--namespace", NAMESPACE, "--metric-data", "@PAYLOAD@",
-        payload=metric_data(values, env["STACK"], env["SERVER_NAME"], now))
+    aws(env, "cloudwatch", "put-metric-data", "--namespace", metric_namespace(env["STACK"]),
+        "--metric-data", "@PAYLOAD@", payload=metric_data(values, env["STACK"], env["SERVER_NAME"], now))
     save_state(env, "metrics.json", counters)
     return 0
 

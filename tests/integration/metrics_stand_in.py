@@ -108,7 +108,8 @@ def latest(moto: Moto, stack: str, server: str, name: str) -> float | None:
     cw = moto.client("cloudwatch")
     now = time.time()
     points = cw.get_metric_statistics(
-        Namespace=monitoring.NAMESPACE, MetricName=name, StartTime=now - 3600, EndTime=now + 600, Period=60,
+        Namespace=monitoring.metric_namespace(stack), MetricName=name, StartTime=now - 3600, EndTime=now + 600,
+        Period=60,
         Statistics=["Maximum"], Dimensions=[{"Name": monitoring.STACK_DIMENSION, "Value": stack},
                                             {"Name": monitoring.SERVER_DIMENSION, "Value": server}])["Datapoints"]
     return max(points, key=lambda p: p["Timestamp"])["Maximum"] if points else None
@@ -117,7 +118,8 @@ def latest(moto: Moto, stack: str, server: str, name: str) -> float | None:
 def published(moto: Moto, stack: str) -> dict[str, set[str]]:
     """Server name -> the metric names it published, read back with list_metrics."""
     out: dict[str, set[str]] = {}
-    pages = moto.client("cloudwatch").get_paginator("list_metrics").paginate(Namespace=monitoring.NAMESPACE)
+    pages = moto.client("cloudwatch").get_paginator("list_metrics").paginate(
+        Namespace=monitoring.metric_namespace(stack))
     for page in pages:
         for m in page["Metrics"]:
             dims = {d["Name"]: d["Value"] for d in m["Dimensions"]}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components import alarms
+from components import alarms, monitoring
 from components.alarms import dashboard_name
 from components.backup_bucket import tool_objects
 from components.errors import SettingsError
@@ -103,7 +103,7 @@ def test_every_server_has_each_alarm_with_its_threshold_and_missing_data_choice(
         if metric.startswith("StatusCheckFailed"):
             assert a["namespace"] == "AWS/EC2" and a["dimensions"] == {"InstanceId": f"{server}-instance-id"}
         else:
-            assert a["namespace"] == "OutSystems/Redis"
+            assert a["namespace"] == f"OutSystems/Redis/{stack}"
             assert a["dimensions"] == {"Stack": stack, "Server": server}
 
 
@@ -141,6 +141,9 @@ def test_alarms_keep_within_cloudwatchs_limits(programs: dict[str, Program]) -> 
             assert len(i["alarmActions"]) <= 5 and len(i.get("okActions", [])) <= 5
     # The longest names the settings allow: a 100-character stack (Pulumi's limit), server 100.
     assert len(alarms.alarm_name("s" * 100, "outsystems-redis-server-100", "StatusCheckFailed_Instance")) <= 255
+    # CloudWatch namespaces: at most 255 characters of letters, digits and . - _ / # : (no "AWS/" prefix).
+    longest = monitoring.metric_namespace("s" * 100)
+    assert len(longest) <= 255 and re.fullmatch(r"[A-Za-z0-9.\-_/#:]+", longest) and not longest.startswith("AWS/")
     with pytest.raises(ValueError, match="alarm name"):
         alarms.alarm_name("s" * 250, "outsystems-redis-server-1", "ClusterStateOk")
 
@@ -210,7 +213,7 @@ def test_the_dashboard_names_every_server_and_instance(programs: dict[str, Progr
         if name.startswith("StatusCheckFailed"):
             assert sorted(line[3] for line in lines) == [f"{s}-instance-id" for s in servers_of(program)]
         else:
-            assert all(line[:4] == ["OutSystems/Redis", name, "Stack", stack] for line in lines)
+            assert all(line[:4] == [f"OutSystems/Redis/{stack}", name, "Stack", stack] for line in lines)
     assert graphs["MemoryUsedPercent"]["annotations"]["horizontal"] == [{"label": "alarm", "value": 85}]
 
 
@@ -353,7 +356,8 @@ def test_the_servers_gain_exactly_the_scoped_rights(programs: dict[str, Program]
     assert {k: v for k, v in statements.items() if k not in ("ReadOwnSecrets", "SessionManager")} == {
         "PublishMetrics": {"Sid": "PublishMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
                            "Resource": "*",
-                           "Condition": {"StringEquals": {"cloudwatch:namespace": "OutSystems/Redis"}}},
+                           # The stack's own namespace: no other stack's servers may publish there.
+                           "Condition": {"StringEquals": {"cloudwatch:namespace": f"OutSystems/Redis/{stack}"}}},
         "ShipLogs": {"Sid": "ShipLogs", "Effect": "Allow",
                      "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                      "Resource": [group, f"{group}:log-stream:*"]},

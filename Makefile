@@ -19,10 +19,11 @@ help:
 
 # Six workers on two cores: many tests wait on Redis (failover timeouts, joins, boots), so more
 # workers than cores overlap the waits (tests/tools.py claims each worker's loopback addresses, for any
-# count). Measured on a fresh clone: tests in 709 s on six, 857 s on four; later 595 s on six, 611 s on eight. tests/conftest.py makes each
-# file one unit (its module fixtures in one worker) except files of independent tests, and starts the
-# longest units first; the boot scenarios are one file per fleet so they boot side by side. Every test
-# has a timeout (pyproject.toml). The benchmark tool's own smoke run is in `make bench-quick`.
+# count). Measured on a fresh clone: tests in 709 s on six, 857 s on four; later 595 s on six, 611 s on
+# eight. tests/conftest.py makes each file one unit (its module fixtures in one worker) except files of
+# independent tests, and starts the longest units first; the boot scenarios are one file per fleet so
+# they boot side by side. Every test has a timeout (pyproject.toml). The benchmark tool's own smoke run
+# is in `make bench-quick`.
 WORKERS ?= 6
 # Bytecode is cached for what the tests import (setup does not compile every package; see scripts/setup.sh).
 test: setup lint

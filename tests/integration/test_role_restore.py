@@ -31,19 +31,39 @@ def fail_over(lo: Loopback, server: int) -> None:
     lo.start_server(server)
 
 
+def cluster_views(lo: Loopback) -> dict[str, str]:
+    """Each process's own view: its cluster_state and the nodes it flags (for waits and failure messages)."""
+    views = {}
+    for p in lo.processes:
+        try:
+            client = lo.client(p)
+            state = client.execute_command("CLUSTER", "INFO").split("cluster_state:")[1].split()[0]
+            flagged = [line.split()[1] for line in client.execute_command("CLUSTER", "NODES").splitlines()
+                       if any(f in line.split()[2] for f in ("fail", "handshake", "noaddr"))]
+            views[f"{p.host}:{p.port}"] = state + (" flags " + ",".join(flagged) if flagged else "")
+        except Exception as e:  # noqa: BLE001 (a process still starting: say so)
+            views[f"{p.host}:{p.port}"] = f"no answer ({e})"
+    return views
+
+
 def wait_synced(lo: Loopback, timeout: float = 30) -> None:
-    """Every process answers and every replica's link to its master is up and synced. (A restarted
-    replica that never synced cannot take over: Redis refuses its election as too old.)"""
+    """Every process answers, every replica's link to its master is up and synced, and every process sees
+    the cluster whole (cluster_state ok, no node flagged failing): the state a server's timer meets a
+    minute after a return. (A restarted replica that never synced cannot take over: Redis refuses its
+    election as too old. A restarted process sees the cluster whole only once it has heard from every
+    node again, which takes longer on a busy machine.)"""
     deadline = time.monotonic() + timeout
     while True:
         try:
             infos = [lo.client(p).info("replication") for p in lo.processes]
             if all(i["role"] == "master" or (i.get("master_link_status") == "up"
-                                              and not i.get("master_sync_in_progress")) for i in infos):
+                                              and not i.get("master_sync_in_progress")) for i in infos) \
+                    and all(view == "ok" for view in cluster_views(lo).values()):
                 return
         except Exception:  # noqa: BLE001 (a process still starting: try again)
             pass
-        assert time.monotonic() < deadline, f"replicas not in sync within {timeout}s"
+        assert time.monotonic() < deadline, f"replicas not in sync or cluster not whole within {timeout}s: " \
+            f"{cluster_views(lo)}"
         time.sleep(0.5)
 
 
@@ -81,7 +101,7 @@ def test_a_returning_server_takes_its_master_back_one_server_per_run(version, lo
 
     first = lo.restore_roles()
     assert acted(first) == [1], first  # the first drifted server by IP, alone
-    assert "server " + hosts[1] + " restores its master role first" in first[2][1]
+    assert "server " + hosts[1] + " restores its master role first" in first[2][1], (first, cluster_views(lo))
     wait_synced(lo)
     second = lo.restore_roles()
     assert acted(second) == [2], second

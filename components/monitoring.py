@@ -98,7 +98,8 @@ METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes
 #                              arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:*
 #                              (streams are named <server name>/<source>, see log_stream_name)
 #   ssm:GetParameter           arn:aws:ssm:<region>:<account>:parameter<backup_bucket_parameter(stack)>
-#   s3:GetObject               arn:aws:s3:::<bucket>/tools/*  (OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY)
+#   s3:GetObject               arn:aws:s3:::<bucket>/tools/*  (OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY,
+#                              PASSWORD_SYNC_TOOL_KEY)
 SERVER_API_ACTIONS = ("cloudwatch:PutMetricData", "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter",
                       "s3:GetObject")
 # Log streams each server writes (log_stream_name(server, source)).
@@ -108,3 +109,4 @@ LOG_SOURCES = ("redis-7000", "redis-7001", "redis-6379", "journal", "slowlog")
 # is there, as root).
 OBSERVE_TOOL_KEY = f"{TOOLS_PREFIX}redis-observe.py"
 BACKUP_TOOL_KEY = f"{TOOLS_PREFIX}redis-backup.sh"
+PASSWORD_SYNC_TOOL_KEY = f"{TOOLS_PREFIX}redis-password-sync.sh"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import redis
 
 from operator_tools.loopback import redis_binary
 
@@ -94,3 +95,24 @@ def saturation_octet() -> int:
     `python -m benchmarks.saturation` (240-247).
     """
     return 200 + 8 * _claim("saturation", 0, 4)
+
+
+def fill(client, count: int, prefix: str, value_bytes: int = 100) -> None:
+    """`count` keys of `value_bytes` each on the node behind `client`, in pipelined batches. On a cluster
+    node the keys share a hash tag whose slot that node serves. (DEBUG POPULATE, which ignores slots, is
+    disabled on the product's Redis: components.render.redis_conf.DISABLED_COMMANDS.)"""
+    value = "x" * value_bytes
+    tag = ""
+    for candidate in range(16384 * 4):
+        tag = "{" + f"{prefix}{candidate}" + "}"
+        try:
+            client.set(f"{tag}:probe", value)
+            client.delete(f"{tag}:probe")
+            break
+        except redis.exceptions.MovedError:
+            continue
+    for start in range(0, count, 1000):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(start + 1000, count)):
+            pipe.set(f"{prefix}:{tag}:{i}", value)
+        pipe.execute()

@@ -51,12 +51,11 @@ from components.render.metrics import (
 )
 from components.render.password import (
     PASSWORD_SYNC_ENV_PATH,
-    PASSWORD_SYNC_PATH,
     PASSWORD_SYNC_TIMER,
     PASSWORD_SYNC_UNIT,
     fetch_password_script,
     password_sync_env,
-    password_sync_script,
+    password_sync_fetch_env,
     render_password_sync_timer,
     render_password_sync_unit,
 )
@@ -217,8 +216,9 @@ def server_files(
         ]
     files += [
         # A changed password reaches the running processes within a minute (Parameter Store is read at boot only).
-        _file(PASSWORD_SYNC_PATH, password_sync_script(), "0755"),
-        _file(PASSWORD_SYNC_ENV_PATH, render_env_file(password_sync_env(ports, platform.redis_version, redis_cli))),
+        # (The program itself comes from the stack's bucket, through redis-run-fetched: fetched.py.)
+        _file(PASSWORD_SYNC_ENV_PATH, render_env_file({**password_sync_env(ports, platform.redis_version, redis_cli),
+                                                       **password_sync_fetch_env(settings.stack)})),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}", render_password_sync_unit(ports)),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
         # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.

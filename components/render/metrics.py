@@ -31,18 +31,17 @@ from components.render.systemd import (
     AUTH_UNIT,
     BOOTSTRAP_UNIT,
     JOIN_UNIT,
+    OBSERVE_PATH,
     PROVISION_UNIT,
     SEARCH_PATH,
+    STATE_DIR,
     redis_unit,
 )
 from components.topology import Topology
 
 AGENT_SOURCE = Path(__file__).with_name("metrics_agent.py")
 LAUNCHER_SOURCE = Path(__file__).with_name("metrics-observe.sh")
-# The launcher of the programs servers fetch from the bucket (redis-observe.py, redis-backup.sh).
-OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
 OBSERVE_ENV_PATH = "/etc/redis/observe.env"
-STATE_DIR = "/var/lib/outsystems-redis"  # systemd's StateDirectory=outsystems-redis
 METRICS_UNIT = "redis-metrics.service"
 METRICS_TIMER = "redis-metrics.timer"
 LOGS_UNIT = "redis-logs.service"

@@ -1,7 +1,9 @@
 """A changed password reaches running servers: redis-password-sync and its timer.
 
 Servers read the SSM password at boot only (fetch-password.sh, redis-auth.service).
-password-sync.sh beside this file, shipped verbatim as redis-password-sync, runs
+password-sync.sh beside this file (uploaded by `pulumi up` to the stack's bucket as
+monitoring.PASSWORD_SYNC_TOOL_KEY, and run by the launcher redis-run-fetched, as it
+needs AWS anyway: components/render/fetched.py) runs
 every minute on every server, on the minute, and applies a changed parameter to
 the server's running Redis processes through their ports, without a restart:
 on Redis 5.0 at once, on Redis 7.0 with a grace during which the previous
@@ -12,12 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components import monitoring
 from components.render.shipped import shipped_script
-from components.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, SEARCH_PATH, redis_unit
+from components.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, OBSERVE_PATH, SEARCH_PATH, STATE_DIR, redis_unit
 
 PASSWORD_SYNC_SCRIPT = Path(__file__).with_name("password-sync.sh")
 FETCH_PASSWORD_SCRIPT = Path(__file__).with_name("fetch-password.sh")
-PASSWORD_SYNC_PATH = "/usr/local/sbin/redis-password-sync"
 PASSWORD_SYNC_ENV_PATH = "/etc/redis/password-sync.env"
 PASSWORD_SYNC_UNIT = "redis-password-sync.service"
 PASSWORD_SYNC_TIMER = "redis-password-sync.timer"
@@ -55,6 +57,12 @@ def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -
     }
 
 
+def password_sync_fetch_env(stack: str) -> dict[str, str]:
+    """The launcher's inputs on EC2: the bucket's parameter, the program's key, where its last copy stays."""
+    return {"BUCKET_PARAMETER": monitoring.backup_bucket_parameter(stack),
+            "TOOLS_KEY": monitoring.PASSWORD_SYNC_TOOL_KEY, "STATE_DIR": STATE_DIR}
+
+
 def render_password_sync_unit(ports: tuple[int, ...]) -> str:
     """The oneshot the timer starts: root (it rewrites the root:redis auth file), after this server's Redis."""
     units = " ".join(redis_unit(p) for p in ports)
@@ -70,11 +78,13 @@ def render_password_sync_unit(ports: tuple[int, ...]) -> str:
         f"Environment=PATH={SEARCH_PATH}\n"
         f"EnvironmentFile={AUTH_ENV_PATH}\n"
         f"EnvironmentFile={PASSWORD_SYNC_ENV_PATH}\n"
-        f"ExecStart={PASSWORD_SYNC_PATH}\n"
+        f"ExecStart={OBSERVE_PATH}\n"
+        f"StateDirectory={Path(STATE_DIR).name}\n"
+        "StateDirectoryMode=0700\n"
         "SyslogIdentifier=redis-password-sync\n"
-        "# The SSM call is bounded (about 10 s) and each Redis command is quick: a run never\n"
-        "# reaches the next minute's.\n"
-        "TimeoutStartSec=50\n"
+        "# The fetch and the SSM call are bounded and each Redis command is quick: a run ends\n"
+        "# before the next minute's.\n"
+        "TimeoutStartSec=58\n"
     )
 
 

@@ -80,6 +80,37 @@ CLUSTER_NODE_TIMEOUT_MS = 5000
 TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
 
 
+# Commands that no client, script or tool of this product sends, and that let a holder of the
+# password administer the store rather than keep sessions in it. The front-ends and the servers' scripts
+# share one password (SECURITY.md), so these are removed outright (renamed to ""), on both Redis lines,
+# for every caller. CONFIG and CLUSTER stay: the scripts rotate the password and set maxmemory with
+# CONFIG SET, and StackExchange.Redis reads the slot map with CLUSTER NODES.
+DISABLED_COMMANDS = (
+    "MODULE",  # loads native code into the Redis process
+    "DEBUG",  # crashes or stalls the process on demand
+    # Point the server at another master: its sessions are replaced by another server's data, and on
+    # 5.0 that data can carry the module that MODULE LOAD would run.
+    "REPLICAOF",
+    "SLAVEOF",
+    "FLUSHALL",  # every session gone at once
+    "FLUSHDB",
+    "SWAPDB",
+    "SHUTDOWN",  # systemd stops Redis with SIGTERM, never with this
+    "SAVE",  # blocks every client for the whole snapshot; backups use BGSAVE
+)
+
+
+def command_lines(platform: Platform) -> list[str]:
+    """What the password cannot do: DISABLED_COMMANDS gone; on 7.0 its own switches stated, all off."""
+    lines = [f'rename-command {command} ""' for command in DISABLED_COMMANDS]
+    if platform.redis_version != "5.0":
+        # Redis 7.0's defaults, written out so that a changed default cannot turn them on: no DEBUG or
+        # MODULE (already gone above), and no CONFIG SET of dir, dbfilename and the other protected
+        # configs, which would let a client write a file anywhere the redis user may.
+        lines += ["enable-protected-configs no", "enable-debug-command no", "enable-module-command no"]
+    return lines
+
+
 def tls_lines(port: int, *, cluster: bool, paths: Paths) -> list[str]:
     """The TLS directives of one process: the same port, TLS only, for clients, replication and the bus."""
     lines = [
@@ -153,6 +184,7 @@ def render_redis_conf(
         "stop-writes-on-bgsave-error no",
         f"maxmemory {maxmemory_mib}mb",
         f"maxmemory-policy {EVICTION_POLICY}",
+        *command_lines(platform),
     ]
     if cluster:
         lines += [

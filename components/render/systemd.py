@@ -31,6 +31,10 @@ SYSCTL_PATH = "/etc/sysctl.d/60-redis.conf"
 THP_TMPFILES_PATH = "/etc/tmpfiles.d/redis-thp.conf"
 # awscli is an apt package on 20.04 and a snap on 24.04.
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+# The launcher of the programs servers fetch from the stack's bucket (components/render/fetched.py), and
+# where it keeps each one's last copy (systemd's StateDirectory=outsystems-redis).
+OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
+STATE_DIR = "/var/lib/outsystems-redis"
 
 
 def redis_unit(port: int) -> str:

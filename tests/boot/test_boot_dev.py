@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from components.monitoring import PASSWORD_SYNC_TOOL_KEY
+from components.render.systemd import STATE_DIR
 from tests.boot import machines as m
 from tests.boot.support import (
     Deployment,
@@ -37,6 +39,21 @@ def test_dev_server_first_boot(dev: tuple[Deployment, m.Fleet]) -> None:
 def test_dev_post_deploy_check(dev: tuple[Deployment, m.Fleet]) -> None:
     deployment, fleet = dev
     print(verdict(post_deploy_check(fleet, deployment)))
+
+
+def test_the_password_sync_runs_the_program_from_the_stacks_bucket(dev: tuple[Deployment, m.Fleet]) -> None:
+    """redis-password-sync is not in the user data: its unit runs the launcher, which fetches the program
+    `pulumi up` uploaded (the aws stand-in serves the program's uploads) and runs it; with the password
+    unchanged it changes nothing and succeeds."""
+    deployment, fleet = dev
+    server = fleet.servers[0]
+    ran = server.exec("systemctl start redis-password-sync.service", timeout=120)
+    journal = server.out("journalctl -u redis-password-sync --no-pager -o cat")
+    assert ran.returncode == 0, journal + "\n" + server.diagnostics()
+    copy = server.merged / STATE_DIR.lstrip("/") / Path(PASSWORD_SYNC_TOOL_KEY).name
+    assert copy.read_text() == deployment.tools[PASSWORD_SYNC_TOOL_KEY], journal
+    assert "ERROR" not in journal and "WARNING" not in journal, journal
+    assert not (server.merged / "usr/local/sbin/redis-password-sync").exists()
 
 
 # Paths where the redis user may write by design: its data, logs and runtime directories (its pid file),

@@ -63,7 +63,7 @@ def test_maintain_refuses_an_unhealthy_cluster_and_touches_nothing(loopback_fact
     lo.bootstrap()
     masters = master_hosts(lo)
     replica = lo.topology.servers[2].processes[1]
-    lo.client(replica).shutdown(nosave=True)  # a master without its replica: sessions at risk
+    lo.kill_process(replica)  # a master without its replica: sessions at risk
     runner = maintenance.LoopbackRunner(lo)
 
     assert rehearsal.maintain(lo, runner) == 1

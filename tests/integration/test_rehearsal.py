@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.tools import ROOT, loopback_octet, redis_bin
+from tests.tools import ROOT, fill, loopback_octet, redis_bin
 
 # Own 127.<a>.<b>.x block: `a` from the pid like tests/integration/loopbacks.py, `b` above its range.
 A = loopback_octet()
@@ -64,7 +64,7 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
         if version != "7.0":
             master = redis.Redis(masters[0].split(":")[0], int(masters[0].split(":")[1]), password=password)
             shipped = master.config_get("maxmemory")["maxmemory"]
-            master.execute_command("DEBUG", "POPULATE", "20000", "filler", "100")
+            fill(master, 20000, "filler")
             limit = int(master.info("memory")["used_memory"]) * 100 // 95
             master.config_set("maxmemory", limit)  # at 95 %: the agent evicts down to 85 % at once
             deadline = time.monotonic() + 10
@@ -72,7 +72,9 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
                 time.sleep(0.1)
             assert int(master.info("memory")["used_memory"]) * 100 < limit * 86, "redis-make-room did not act"
             assert int(master.config_get("maxmemory")["maxmemory"]) == limit  # and put the limit back
-            master.flushall()
+            fillers = list(master.scan_iter(match="filler:*", count=1000))
+            for i in range(0, len(fillers), 1000):
+                master.delete(*fillers[i:i + 1000])
             master.config_set("maxmemory", shipped)
             master.close()
 

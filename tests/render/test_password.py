@@ -18,7 +18,6 @@ from components.render import systemd
 from components.render.password import (
     PASSWORD_GRACE_SECONDS,
     PASSWORD_SYNC_ENV_PATH,
-    PASSWORD_SYNC_PATH,
     PASSWORD_SYNC_TIMER,
     PASSWORD_SYNC_UNIT,
     fetch_password_script,
@@ -63,7 +62,7 @@ def write_units(tmp_path: Path, timer: str | None = None) -> list[str]:
     copy = tmp_path / "redis-password-sync"
     copy.write_text(password_sync_script())
     copy.chmod(0o755)
-    unit = render_password_sync_unit(PORTS).replace(f"ExecStart={PASSWORD_SYNC_PATH}\n", f"ExecStart={copy}\n")
+    unit = render_password_sync_unit(PORTS).replace(f"ExecStart={systemd.OBSERVE_PATH}\n", f"ExecStart={copy}\n")
     (tmp_path / PASSWORD_SYNC_UNIT).write_text(unit)
     (tmp_path / PASSWORD_SYNC_TIMER).write_text(timer if timer is not None else render_password_sync_timer())
     return [str(tmp_path / PASSWORD_SYNC_UNIT), str(tmp_path / PASSWORD_SYNC_TIMER)]
@@ -100,7 +99,9 @@ def test_unit_runs_the_script_as_root_after_this_servers_redis_with_both_env_fil
     assert "Type=oneshot\n" in unit and "User=" not in unit  # root: the auth file is root:redis
     assert f"EnvironmentFile={systemd.AUTH_ENV_PATH}\n" in unit
     assert f"EnvironmentFile={PASSWORD_SYNC_ENV_PATH}\n" in unit
-    assert f"ExecStart={PASSWORD_SYNC_PATH}\n" in unit and "SyslogIdentifier=redis-password-sync\n" in unit
+    # The launcher runs the program `pulumi up` put in the stack's bucket (fetched.py), keeping its last copy.
+    assert f"ExecStart={systemd.OBSERVE_PATH}\n" in unit and "SyslogIdentifier=redis-password-sync\n" in unit
+    assert f"StateDirectory={Path(systemd.STATE_DIR).name}\n" in unit
     # Requires/Wants on Redis would start it from a timer; ordering only.
     assert not re.search(r"^(Requires|BindsTo)=", unit, re.M)
     assert f"Unit={PASSWORD_SYNC_UNIT}" in render_password_sync_timer()

@@ -29,7 +29,7 @@ from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_en
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
 from tests.integration.test_backup import VENV_BIN, backup_environment, moto  # noqa: F401  (fixture)
 from tests.render.test_cloud_config import shipped_scripts
-from tests.tools import redis_bin, tool
+from tests.tools import fill, redis_bin, tool
 
 # What marks a script as handling a secret, outside its comments.
 SECRET_INPUTS = re.compile(r"REDISCLI_AUTH|AUTH_FILE|PASSWORD_PARAMETER|TLS_KEY_PARAMETER|TLS_KEY_FILE")
@@ -48,7 +48,7 @@ WATCHED = {
     "redis-observe": observe_script,
 }
 # Handle a secret but are not in the user data: the servers fetch them at run time.
-FETCHED = {observe_script, backup_script}  # fetched from the bucket by the launcher
+FETCHED = {observe_script, backup_script, password_sync_script}  # fetched from the bucket by the launcher
 
 
 def handles_a_secret(text: str) -> bool:
@@ -167,7 +167,7 @@ def test_make_room_keeps_the_password_off_every_command_line(loopback_factory, t
     lo = loopback_factory("5.0", servers=1)
     lo.start()
     client = lo.client(lo.processes[0])
-    client.execute_command("DEBUG", "POPULATE", "20000", "key", "100")
+    fill(client, 20000, "key")
     used = int(client.info("memory")["used_memory"])
     limit = used * 100 // 95  # the process at 95 % of its maxmemory: the script must act
     client.config_set("maxmemory", limit)

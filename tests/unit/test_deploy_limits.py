@@ -80,6 +80,18 @@ def test_every_servers_user_data_fits_ec2s_limit(case: tuple, sizes: dict) -> No
     assert not over, f"user data over EC2's {EC2_USER_DATA_LIMIT} bytes: {over}"
 
 
+# Below EC2's limit on purpose: the room a fix needs without first moving a script to the bucket. A change
+# that passes it moves a program that needs AWS anyway behind the launcher (components/render/fetched.py).
+USER_DATA_BUDGET = 15_000
+
+
+def test_the_largest_user_data_stays_within_the_budget(sizes: dict) -> None:
+    largest = {case: max(size for size, _ in per_server.values()) for case, per_server in sizes.items()}
+    over = {case: size for case, size in largest.items() if size > USER_DATA_BUDGET}
+    assert not over, f"user data over the {USER_DATA_BUDGET:,}-byte budget (EC2 refuses {EC2_USER_DATA_LIMIT:,}):" \
+        f" {over}"
+
+
 def test_the_limit_is_the_one_ec2_enforces_and_the_text_alone_would_break_it(sizes: dict) -> None:
     assert EC2_USER_DATA_LIMIT == 16384
     # Uncompressed, a joiner with TLS is far over the limit: the check above guards something real.
@@ -99,7 +111,7 @@ def test_a_joiners_user_data_does_not_grow_with_the_final_server_count(sizes: di
 def test_no_shapes_largest_user_data_grows_past_four_servers(sizes: dict) -> None:
     """Why one 100-server program (7.0 with TLS) is enough: beyond 4 servers, no shape's largest grows.
 
-    (Redis 5.0's server 1 is the largest of all now, 16,281 of 16,384 bytes.)
+    (Redis 5.0's server 1 is the largest of all now, 14,812 of 16,384 bytes.)
     """
     for platform, tls in PLATFORM_SHAPES:
         largest = {n: max(size for size, _ in sizes[("prod", n, platform, tls)].values()) for n in (4, 6)}

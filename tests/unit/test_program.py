@@ -224,8 +224,8 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     # The password (and the TLS material), and the backup bucket's name.
     assert len(needs["secrets"]) == (1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3) + 1
     # The log group, the bucket and its encryption, versioning, public access block, ownership,
-    # lifecycle and policy, and the two programs the servers fetch from it (metrics/logs, backup).
-    assert len(needs["observability"]) == 1 + 7 + 2
+    # lifecycle and policy, and the three programs the servers fetch from it (metrics/logs, backup, password sync).
+    assert len(needs["observability"]) == 1 + 7 + 3
     for inst in program.of_type(INSTANCE):
         for kind, urns in needs.items():
             missing = urns - set(inst.dependencies)

@@ -1,0 +1,78 @@
+"""What the front-ends' password can do, on real Redis 5.0 and 7.0 started from the shipped redis.conf.
+
+The front-ends and the servers' scripts share one password (SECURITY.md). The commands that administer
+the store rather than keep sessions in it, and that nothing of ours sends, are gone
+(redis_conf.DISABLED_COMMANDS): each is tried with the front-ends' password, as a compromised front-end
+would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the write
+lock: operator_tools.sessions) keeps working before and after, on a single server (dev) and a cluster.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from components.render.redis_conf import DISABLED_COMMANDS
+from operator_tools.loopback import Loopback
+from operator_tools.rehearsal import lost_sessions, write_sessions
+from tests.tools import REDIS_VERSIONS
+
+# Each disabled command with arguments that would do harm if it ran. (A command that ran would also
+# break what follows: SHUTDOWN stops the process, FLUSHALL loses the sessions checked afterwards.)
+ATTEMPTS = {
+    "MODULE": ["LOAD", "/tmp/no-such-module.so"],
+    "DEBUG": ["SLEEP", "0"],
+    "REPLICAOF": ["127.0.0.1", "1"],
+    "SLAVEOF": ["127.0.0.1", "1"],
+    "FLUSHALL": [],
+    "FLUSHDB": [],
+    "SWAPDB": ["0", "1"],
+    "SHUTDOWN": ["NOSAVE"],
+    "SAVE": [],
+}
+
+
+def refused(client: redis.Redis, command: str, args: list[str]) -> str | None:
+    """The error Redis answers with, or None if the command ran."""
+    try:
+        client.execute_command(command, *args)
+    except redis.exceptions.ResponseError as e:
+        return str(e)
+    return None
+
+
+def assert_only_sessions(lo: Loopback) -> None:
+    acked = write_sessions(lo, 50)
+    assert len(acked) == 50
+    for process in lo.processes:
+        client = lo.client(process)  # the front-ends' password, straight to each process
+        for command, args in ATTEMPTS.items():
+            error = refused(client, command, args)
+            assert error is not None and "unknown command" in error.lower(), \
+                f"{process.host}:{process.port} ran {command} {' '.join(args)} for the front-ends' password: {error}"
+        if lo.version != "5.0":
+            # 7.0 also refuses a CONFIG SET of a protected config: no file written where the redis user may.
+            error = refused(client, "CONFIG", ["SET", "dir", "/tmp"])
+            assert error is not None and "protected" in error.lower(), error
+        client.close()
+    assert lost_sessions(lo, acked) == 0
+    assert len(write_sessions(lo, 20)) == 20
+
+
+def test_the_list_covers_what_makes_a_password_an_administrators() -> None:
+    assert set(ATTEMPTS) == set(DISABLED_COMMANDS)
+
+
+@pytest.mark.parametrize("version", REDIS_VERSIONS)
+def test_a_single_servers_front_end_password_keeps_sessions_and_nothing_else(version, loopback_factory) -> None:
+    lo = loopback_factory(version, servers=1)
+    lo.start()
+    assert_only_sessions(lo)
+
+
+@pytest.mark.parametrize("version", REDIS_VERSIONS)
+def test_a_clusters_front_end_password_keeps_sessions_and_nothing_else(version, loopback_factory) -> None:
+    lo = loopback_factory(version)
+    lo.start()
+    lo.bootstrap()
+    assert_only_sessions(lo)

@@ -131,6 +131,24 @@ def decode_user_data(encoded: str) -> str:
     return gzip.decompress(base64.b64decode(encoded)).decode()
 
 
+def user_data_costs(cloud_config: str) -> dict[str, int]:
+    """What each write_files entry of a rendered cloud-config costs in EC2's count: the gzipped size of
+    the whole, less that of the whole without it (gzip shares text between files, so a file costs less
+    than its own compressed size). Where the bytes go when the budget is tight."""
+    head, body = cloud_config.split("\n", 1)
+    config = yaml.safe_load(body)
+
+    def size(files: list[dict]) -> int:
+        text = head + "\n" + yaml.dump({**config, "write_files": [{**f, "content": _Literal(f["content"])}
+                                                                   for f in files]},
+                                       Dumper=_Dumper, sort_keys=False, width=1000)
+        return len(gzip.compress(text.encode(), compresslevel=9, mtime=0))
+
+    files = config["write_files"]
+    whole = size(files)
+    return {f["path"]: whole - size(files[:i] + files[i + 1:]) for i, f in enumerate(files)}
+
+
 def runs_bootstrap(topology: Topology, server: int) -> bool:
     """Exactly one server of a cluster forms it: server 0."""
     return topology.cluster and server == BOOTSTRAP_SERVER

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from components.render import systemd
-from components.render.cloud_config import render_cloud_config
+from components.render.cloud_config import encode_user_data, render_cloud_config, user_data_costs
 from components.render.fetched import fetched_tools
 from components.render.step_down import STEP_DOWN_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
@@ -214,3 +215,14 @@ def test_libyaml_and_pyyaml_write_the_same_user_data(monkeypatch):
     monkeypatch.setattr(cloud_config, "_Dumper", cloud_config._literal_dumper(yaml.SafeDumper))
     for case in SCHEMA_CASES:
         assert rendered(*case) == fast[case], f"{case}: the emitters differ"
+
+
+def test_the_user_data_report_charges_each_file_what_it_adds() -> None:
+    """user_data_costs (tests/unit/user_data_report.py prints it): every file, each a positive share, the
+    biggest script the dearest, and together no more than the whole."""
+    text = rendered(3, "ubuntu-20.04-redis-5.0")[0]
+    costs = user_data_costs(text)
+    assert set(costs) == set(files_of(text))
+    assert all(cost > 0 for cost in costs.values()), costs
+    assert sum(costs.values()) <= len(base64.b64decode(encode_user_data(text)))
+    assert max(costs, key=costs.get) == "/usr/local/sbin/redis-cluster-join"

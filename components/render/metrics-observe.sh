@@ -1,7 +1,7 @@
 #!/bin/bash
 # redis-run-fetched (the launcher in the user data): runs a job's program fetched at every run
 # from the stack's bucket: the object TOOLS_KEY (uploaded by `pulumi up`: redis-observe.py, the
-# metrics publisher and log shipper; redis-backup.sh) of the bucket whose name is in
+# metrics publisher and log shipper; redis-backup.sh; redis-password-sync.sh) of the bucket whose name is in
 # BUCKET_PARAMETER, run by python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
 # limit (components/render/fetched.py); from S3 a fix also reaches running servers, whose user
 # data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);

@@ -95,9 +95,10 @@ DISABLED_COMMANDS = (
     "FLUSHALL",  # every session gone at once
     "FLUSHDB",
     "SWAPDB",
-    "SHUTDOWN",  # systemd stops Redis with SIGTERM, never with this
-    "SAVE",  # blocks every client for the whole snapshot; backups use BGSAVE
+    "SAVE",  # blocks every client for the whole snapshot; backups stream one with `redis-cli --rdb`
 )
+# Not SHUTDOWN: redis-cli 5.0's `--cluster del-node` (README: shrinking) ends with it. A front-end that stops
+# a process only gets it restarted by systemd (and, on a cluster, failed over first).
 
 
 def command_lines(platform: Platform) -> list[str]:
@@ -105,8 +106,8 @@ def command_lines(platform: Platform) -> list[str]:
     lines = [f'rename-command {command} ""' for command in DISABLED_COMMANDS]
     if platform.redis_version != "5.0":
         # Redis 7.0's defaults, written out so that a changed default cannot turn them on: no DEBUG or
-        # MODULE (already gone above), and no CONFIG SET of dir, dbfilename and the other protected
-        # configs, which would let a client write a file anywhere the redis user may.
+        # MODULE (already gone above), and no CONFIG SET of the protected configs (dir, dbfilename),
+        # which would let a client write a file anywhere the redis user may.
         lines += ["enable-protected-configs no", "enable-debug-command no", "enable-module-command no"]
     return lines
 

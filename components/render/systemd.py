@@ -37,6 +37,23 @@ OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
 STATE_DIR = "/var/lib/outsystems-redis"
 
 
+# The sandbox of the units that only talk to Redis over the network, as the redis user (cluster bootstrap
+# and join, role restore, make-room): no privilege gain, the file system read-only but for a private /tmp,
+# no home directories, no devices. A compromised script gets the redis user's sockets and nothing more.
+# (Not for the units that call AWS: 24.04's aws-cli is a snap, which needs privileges to start.)
+REDIS_ONLY_SANDBOX = (
+    "NoNewPrivileges=yes\n"
+    "ProtectSystem=strict\n"
+    "ProtectHome=yes\n"
+    "PrivateTmp=yes\n"
+    "PrivateDevices=yes\n"
+)
+
+
+# EC2's instance metadata service (IMDSv2): the instance role's credentials. Only the root units need it.
+IMDS_ADDRESS = "169.254.169.254"
+
+
 def redis_unit(port: int) -> str:
     """The systemd instance that runs the process on `port`."""
     return f"redis-server@{port}.service"
@@ -69,7 +86,8 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
     # from SSM, so no Redis process starts without it; Type=notify and the foreground ExecStart are the
     # same on 20.04 (whose template forks) and 24.04; StateDirectory creates dir /var/lib/redis/<port>
     # owned by redis; the template waits forever to stop (0), and a shutdown whose RDB save fails must
-    # not hang a reboot.
+    # not hang a reboot. IPAddressDeny: a compromised Redis process cannot reach the instance metadata
+    # service for the instance role's credentials (the ExecStop step-down runs outside it, '+').
     return (
         "# outsystems-redis: added to Debian's redis-server@.service (components/render/systemd.py says why).\n"
         "[Unit]\n"
@@ -82,6 +100,7 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
         "ExecStart=\n"
         f"ExecStart=/usr/bin/redis-server {paths.conf_dir}/redis-%i.conf --supervised systemd --daemonize no\n"
         "LimitNOFILE=65535\n"
+        f"IPAddressDeny={IMDS_ADDRESS}\n"
         "StateDirectory=redis/%i\n"
         "StateDirectoryMode=0750\n"
         "TimeoutStartSec=300\n"
@@ -209,6 +228,7 @@ def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, scrip
         f"EnvironmentFile={env_file}\n"
         f"ExecStart={script}\n"
         f"SyslogIdentifier={identifier}\n"
+        f"{REDIS_ONLY_SANDBOX}"
         "# Idempotent: a run that gave up (a peer still installing) tries again.\n"
         "Restart=on-failure\n"
         "RestartSec=30\n"

@@ -226,3 +226,19 @@ def test_the_user_data_report_charges_each_file_what_it_adds() -> None:
     assert all(cost > 0 for cost in costs.values()), costs
     assert sum(costs.values()) <= len(base64.b64decode(encode_user_data(text)))
     assert max(costs, key=costs.get) == "/usr/local/sbin/redis-cluster-join"
+
+
+def test_the_units_that_only_talk_to_redis_run_sandboxed() -> None:
+    """Cluster bootstrap and join, role restore and make-room: the redis user, and systemd's sandbox."""
+    sandboxed = {systemd.BOOTSTRAP_UNIT, systemd.JOIN_UNIT, "redis-role-restore.service", "redis-make-room.service"}
+    seen = set()
+    for servers, platform, tls in SCHEMA_CASES:
+        for text in rendered(servers, platform, tls):
+            for path, content in files_of(text).items():
+                name = Path(path).name
+                if name in sandboxed:
+                    seen.add(name)
+                    assert "User=redis\n" in content, path
+                    assert all(line in content.splitlines() for line in systemd.REDIS_ONLY_SANDBOX.splitlines()), \
+                        f"{path} ({servers} servers, {platform}): not sandboxed"
+    assert seen == sandboxed

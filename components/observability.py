@@ -23,6 +23,7 @@ from components.alarms import dashboard_body, dashboard_name, server_alarms
 from components.backup_bucket import bucket_policy, lifecycle_rules, tool_objects
 from components.monitoring import backup_bucket_parameter, log_group_name
 from components.settings import Settings
+from components.signing import SIGNATURE_SUFFIX, signature
 
 
 @dataclass
@@ -32,6 +33,9 @@ class ObservabilityArgs:
     tags: dict[str, str]
     server_role_arn: pulumi.Input[str]  # the only writer of snapshots
     tools: Mapping[str, str] = field(default_factory=dict)  # key under tools/ -> the text to upload
+    # The secret the tools' signing key derives from (components/signing.py): each tool gets a signature
+    # object beside it, which the servers verify before they run the tool.
+    tools_signing_seed: pulumi.Input[str] | None = None
 
 
 @dataclass
@@ -188,6 +192,19 @@ class RedisObservability(pulumi.ComponentResource):
             )
             for key, text in tool_objects(args.tools).items()
         ]
+        if args.tools_signing_seed is not None:
+            seed = pulumi.Output.from_input(args.tools_signing_seed)
+            self.tools += [
+                aws.s3.BucketObjectv2(
+                    f"{name}-tool-{re.sub(r'[^A-Za-z0-9_.-]', '-', key)}{SIGNATURE_SUFFIX}",
+                    bucket=self.bucket.id,
+                    key=key + SIGNATURE_SUFFIX,
+                    # Not a secret (a signature), though derived from one: reviewers see it change with its tool.
+                    content=pulumi.Output.unsecret(seed.apply(lambda s, text=text: signature(s, text))),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption, policy]),
+                )
+                for key, text in tool_objects(args.tools).items()
+            ]
         # What a server's first boot needs: its jobs write to these from the first minute.
         self.first_boot_needs: list[pulumi.Resource] = [
             self.log_group, self.bucket, encryption, versioning, public_access, ownership, lifecycle, policy,

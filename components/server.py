@@ -18,7 +18,7 @@ class ServerArgs:
     private_ip: str
     security_group_id: pulumi.Input[str]
     instance_profile: pulumi.Input[str]
-    user_data_base64: str  # gzipped cloud-config (render.cloud_config.encode_user_data)
+    user_data_base64: pulumi.Input[str]  # gzipped cloud-config (render.cloud_config.encode_user_data)
     root_volume_gib: int
     protect: bool
     rebuild: bool  # config replaceServers: take the current AMI, user-data and type, by replacement

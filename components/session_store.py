@@ -61,6 +61,7 @@ from components.settings import (
     load_settings,
     merge_tags,
 )
+from components.signing import public_key_pem
 from components.sizing import InstanceTypeInfo, check_instance_type, check_zones_offer
 from components.topology import Topology, build_topology
 
@@ -488,10 +489,16 @@ class RedisSessionStore(pulumi.ComponentResource):
         )
         self.ca_certificate: pulumi.Output[str] | None = None
         tls_parameters = self._certificates(name, s.stack, topology, tags) if s.tls else []
+        # The programs the servers fetch are signed with a key only the state holds (components/signing.py);
+        # the servers get its public half in their user data. Never replace it: servers created before
+        # would refuse every program signed with the new key (and keep running their last good copies).
+        signing_seed = pulumi.Output.secret(
+            random.RandomPassword(f"{name}-tools-signing-seed", length=64, special=False, opts=child).result)
+        tools_public_key = pulumi.Output.unsecret(signing_seed.apply(public_key_pem))
         self.observability = RedisObservability(
             f"{name}-observability",
             ObservabilityArgs(settings=s, region=facts.region, tags=tags, server_role_arn=role.arn,
-                              tools=fetched_tools()),
+                              tools=fetched_tools(), tools_signing_seed=signing_seed),
             opts=child,
         )
         obs = self.observability
@@ -554,14 +561,17 @@ class RedisSessionStore(pulumi.ComponentResource):
                         private_ip=server.private_ip,
                         security_group_id=self.network.security_group_id,
                         instance_profile=profile.name,
-                        user_data_base64=encode_user_data(
-                            render_cloud_config(
-                                s,
-                                topology,
-                                server.index,
-                                memory_mib=facts.memory_mib,
-                                password_parameter=password_parameter(s.stack),
-                                region=facts.region,
+                        user_data_base64=tools_public_key.apply(
+                            lambda public_key, index=server.index: encode_user_data(
+                                render_cloud_config(
+                                    s,
+                                    topology,
+                                    index,
+                                    memory_mib=facts.memory_mib,
+                                    password_parameter=password_parameter(s.stack),
+                                    region=facts.region,
+                                    tools_public_key=public_key,
+                                )
                             )
                         ),
                         root_volume_gib=s.root_volume_gib,

@@ -104,6 +104,7 @@ from components.render.systemd import (
 )
 from components.render.tls import fetch_tls_script, render_tls_cli, tls_env
 from components.settings import Settings
+from components.signing import TOOLS_PUBLIC_KEY_PATH
 from components.sizing import usable_memory_mib
 from components.topology import INITIAL_CLUSTER_SERVERS, Topology
 
@@ -163,9 +164,11 @@ def _file(path: str, content: str, permissions: str = "0644") -> dict:
 
 
 def server_files(
-    settings: Settings, topology: Topology, server: int, *, memory_mib: int, password_parameter: str, region: str
+    settings: Settings, topology: Topology, server: int, *, memory_mib: int, password_parameter: str, region: str,
+    tools_public_key: str | None = None,
 ) -> list[dict]:
-    """Every file server `server` needs, as cloud-init write_files entries."""
+    """Every file server `server` needs, as cloud-init write_files entries. `tools_public_key`: the PEM the
+    launcher verifies fetched programs with (components/signing.py); without it they run unverified."""
     platform = PLATFORMS[settings.platform]
     srv = topology.servers[server]
     maxmemory = usable_memory_mib(memory_mib, len(srv.processes))
@@ -247,6 +250,7 @@ def server_files(
         # Metrics to CloudWatch and logs to CloudWatch Logs, every minute: a launcher that runs the
         # program `pulumi up` puts in the stack's bucket (components/render/metrics.py says why).
         _file(OBSERVE_PATH, observe_launcher(), "0755"),
+        *([_file(TOOLS_PUBLIC_KEY_PATH, tools_public_key)] if tools_public_key else []),
         _file(OBSERVE_ENV_PATH, render_env_file(observe_env(topology, server, platform, stack=settings.stack,
                                                                         tls=tls))),
         _file(f"{UNIT_DIR}/{METRICS_UNIT}", render_metrics_unit(ports)),
@@ -339,11 +343,13 @@ def render_cloud_config(
     memory_mib: int,
     password_parameter: str,
     region: str,
+    tools_public_key: str | None = None,
 ) -> str:
     """The user-data of server `server`. Holds no secret: the password is read from SSM at boot."""
     platform = PLATFORMS[settings.platform]
     files = server_files(
-        settings, topology, server, memory_mib=memory_mib, password_parameter=password_parameter, region=region
+        settings, topology, server, memory_mib=memory_mib, password_parameter=password_parameter, region=region,
+        tools_public_key=tools_public_key,
     )
     for f in files:
         f["content"] = _Literal(f["content"])

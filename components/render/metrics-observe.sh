@@ -5,9 +5,14 @@
 # BUCKET_PARAMETER, run by python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
 # limit (components/render/fetched.py); from S3 a fix also reaches running servers, whose user
 # data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);
-# with no copy at all the run fails, and the missing metrics raise the alarms. No secret here:
+# with no copy at all the run fails, and the missing metrics raise the alarms. When the user data
+# gave this server the deployer's public key (TOOLS_PUBLIC_KEY), a program runs only if its signature,
+# the object TOOLS_KEY.sig (components/signing.py), verifies against it: anything else in the bucket,
+# or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
+# No secret here:
 # the programs read the password from AUTH_FILE themselves.
-# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR (and the program's own).
+# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY (and the
+# program's own).
 set -euo pipefail
 
 : "${AWS_REGION:?AWS_REGION is required}"
@@ -16,6 +21,7 @@ set -euo pipefail
 : "${STATE_DIR:?STATE_DIR is required}"
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
+TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
 
 program="$STATE_DIR/${TOOLS_KEY##*/}"
 log() { echo "redis-run-fetched: $*" >&2; }
@@ -33,6 +39,16 @@ fetch() {
     [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
     timeout -k 2 30 aws s3 cp "s3://$bucket/$TOOLS_KEY" "$program.new" --region "$AWS_REGION" --only-show-errors \
         --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
+    if [ -e "$TOOLS_PUBLIC_KEY" ]; then
+        timeout -k 2 10 aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$program.sig" --region "$AWS_REGION" \
+            --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
+            { log "ERROR: cannot fetch $TOOLS_KEY.sig: $TOOLS_KEY refused unsigned"; return 1; }
+        if ! base64 -d "$program.sig" >"$program.der" 2>/dev/null ||
+            ! openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$program.der" "$program.new" >/dev/null 2>&1; then
+            log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
+            return 1
+        fi
+    fi
     # A truncated or foreign object never replaces a working copy.
     if [ "$run" = python3 ]; then
         python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$program.new" || return 1
@@ -43,7 +59,10 @@ fetch() {
 }
 
 mkdir -p "$STATE_DIR"
-if ! fetch; then
+fetched=0
+fetch && fetched=1
+rm -f "$program.sig" "$program.der"
+if [ "$fetched" = 0 ]; then
     rm -f "$program.new"
     [ -s "$program" ] || {
         log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"

@@ -82,9 +82,9 @@ def render_password_sync_unit(ports: tuple[int, ...]) -> str:
         f"StateDirectory={Path(STATE_DIR).name}\n"
         "StateDirectoryMode=0700\n"
         "SyslogIdentifier=redis-password-sync\n"
-        "# Every call is bounded: the fetch (SSM 22 s, S3 32 s at worst), the sync's SSM read (12 s),\n"
-        "# each Redis command. A slow run delays the next minute's; it is not cut short.\n"
-        "TimeoutStartSec=90\n"
+        "# Every call is bounded: the fetch (SSM 22 s, the program 32 s, its signature 12 s at worst),\n"
+        "# the sync's SSM read (12 s), each Redis command. A slow run delays the next minute's.\n"
+        "TimeoutStartSec=110\n"
     )
 
 

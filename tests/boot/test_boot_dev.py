@@ -41,10 +41,10 @@ def test_dev_post_deploy_check(dev: tuple[Deployment, m.Fleet]) -> None:
     print(verdict(post_deploy_check(fleet, deployment)))
 
 
-def test_the_password_sync_runs_the_program_from_the_stacks_bucket(dev: tuple[Deployment, m.Fleet]) -> None:
+def test_the_password_sync_runs_the_signed_program_from_the_stacks_bucket(dev: tuple[Deployment, m.Fleet]) -> None:
     """redis-password-sync is not in the user data: its unit runs the launcher, which fetches the program
-    `pulumi up` uploaded (the aws stand-in serves the program's uploads) and runs it; with the password
-    unchanged it changes nothing and succeeds."""
+    `pulumi up` uploaded (the aws stand-in serves the program's uploads), checks its signature against the
+    user data's key, and runs it; with the password unchanged it changes nothing and succeeds."""
     deployment, fleet = dev
     server = fleet.servers[0]
     ran = server.exec("systemctl start redis-password-sync.service", timeout=120)
@@ -54,6 +54,19 @@ def test_the_password_sync_runs_the_program_from_the_stacks_bucket(dev: tuple[De
     assert copy.read_text() == deployment.tools[PASSWORD_SYNC_TOOL_KEY], journal
     assert "ERROR" not in journal and "WARNING" not in journal, journal
     assert not (server.merged / "usr/local/sbin/redis-password-sync").exists()
+
+    # A tampered object in the bucket (its signature no longer matches) is refused; the last good copy runs.
+    served = server.merged / "usr/local/lib/osr-boot/s3" / PASSWORD_SYNC_TOOL_KEY
+    original = served.read_text()
+    served.write_text(original + "echo tampered\n")
+    try:
+        ran = server.exec("systemctl start redis-password-sync.service", timeout=120)
+        journal = server.out("journalctl -u redis-password-sync --no-pager -o cat")
+        assert ran.returncode == 0, journal
+        assert "no valid signature from this stack's deployer" in journal and "tampered" not in journal, journal
+        assert copy.read_text() == deployment.tools[PASSWORD_SYNC_TOOL_KEY]
+    finally:
+        served.write_text(original)
 
 
 def test_the_redis_unit_denies_the_instance_metadata_address(dev: tuple[Deployment, m.Fleet]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pulumi
 import pytest
+import yaml
 
 from components import alarms, monitoring
 from components.alarms import dashboard_name
@@ -26,8 +27,17 @@ from components.monitoring import (
     log_group_name,
 )
 from components.observability import ObservabilityArgs, RedisObservability
+from components.render.cloud_config import decode_user_data
 from components.render.fetched import fetched_tools
 from components.settings import KNOWN_KEYS, load_settings
+from components.signing import (
+    SEED_MIN_LENGTH,
+    SIGNATURE_SUFFIX,
+    TOOLS_PUBLIC_KEY_PATH,
+    public_key_pem,
+    signature,
+    verifies,
+)
 from tests.unit.program import ACCOUNT, DEPLOYER_ROLE_PATH, ROOT, AwsMocks, Program, RecordingMonitor, run_program
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -330,7 +340,8 @@ def test_the_bucket_name_is_published_for_the_servers(programs: dict[str, Progra
 def test_the_servers_fetched_programs_are_uploaded_and_the_servers_wait_for_them(programs: dict[str, Program]) -> None:
     """What the user data's launcher fetches: exactly the rendered programs, under tools/."""
     for program in programs.values():
-        uploaded = {o.inputs["key"]: o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
+        uploaded = {o.inputs["key"]: o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+                    if not o.inputs["key"].endswith(SIGNATURE_SUFFIX)}
         assert {k: o.inputs["content"] for k, o in uploaded.items()} == \
             {f"tools/{k}": text for k, text in fetched_tools().items()}
         assert set(uploaded) == {OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY, PASSWORD_SYNC_TOOL_KEY}
@@ -379,7 +390,7 @@ def test_no_server_boots_before_its_alarm_topic_log_group_bucket_and_parameter(p
         needs = {r.urn for r in program.resources
                  if r.type == "aws:cloudwatch/logGroup:LogGroup" or r.type.startswith("aws:s3/")
                  or (r.type == "aws:ssm/parameter:Parameter" and r.inputs["name"].endswith("/backup-bucket"))}
-        assert len(needs) == 9 + 3  # and the programs the servers fetch (observe, backup, password sync)
+        assert len(needs) == 9 + 3 * 2  # and the programs the servers fetch, and their signatures
         for inst in program.of_type("aws:ec2/instance:Instance"):
             assert needs <= set(inst.dependencies), inst.name
             policy = program.of_type("aws:iam/rolePolicy:RolePolicy")[0]
@@ -489,3 +500,32 @@ def test_exports_say_where_to_look_when_something_pages(extra: dict, topic: str)
     (parameter,) = [r for r in program.of_type("aws:ssm/parameter:Parameter")
                     if r.inputs["name"] == backup_bucket_parameter("prod")]
     assert program.exports["backupBucket"] and program.exports["backupBucket"] == parameter.inputs["value"]
+
+
+def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(programs: dict[str, Program]) -> None:
+    """Beside each program, tools/<program>.sig: its signature with the stack's key (components/signing.py),
+    which verifies against the public key every server's user data carries, and against nothing else;
+    the same text signs the same way again (no preview noise), and the state holds the seed only as a secret."""
+    for program in programs.values():
+        objects = {o.inputs["key"]: o.inputs["content"]
+                   for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")}
+        (seed_resource,) = [r for r in program.of_type("random:index/randomPassword:RandomPassword")
+                            if r.name.endswith("tools-signing-seed")]
+        assert seed_resource.inputs["length"] >= SEED_MIN_LENGTH and seed_resource.inputs["special"] is False
+        seed = "A1b2" + "x" * (int(seed_resource.inputs["length"]) - 4)  # the mocks' result (tests/unit/program.py)
+        public = public_key_pem(seed)
+        for instance in program.of_type("aws:ec2/instance:Instance"):
+            files = {f["path"]: f["content"] for f in
+                     yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))["write_files"]}
+            assert files[TOOLS_PUBLIC_KEY_PATH] == public, instance.name
+            assert "userDataBase64" not in instance.secret_inputs  # reviewers still see user data diffs
+        programs_ = {k: v for k, v in objects.items() if not k.endswith(SIGNATURE_SUFFIX)}
+        assert set(objects) == set(programs_) | {k + SIGNATURE_SUFFIX for k in programs_}
+        for key, text in programs_.items():
+            signed = objects[key + SIGNATURE_SUFFIX]
+            assert verifies(public, text, signed), key
+            (sig_object,) = [o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+                             if o.inputs["key"] == key + SIGNATURE_SUFFIX]
+            assert "content" not in sig_object.secret_inputs
+            assert signed == signature(seed, text)
+            assert not verifies(public, text + "\n", signed) and not verifies(public_key_pem("B" * 64), text, signed)

@@ -141,7 +141,8 @@ def test_prod_exports_the_hsconf_connection_string_as_a_secret(prod: Program) ->
 
 
 def test_generated_password_is_long_connection_string_safe_and_only_in_secrets(prod: Program) -> None:
-    (generator,) = prod.of_type("random:index/randomPassword:RandomPassword")
+    (generator,) = [r for r in prod.of_type("random:index/randomPassword:RandomPassword")
+                    if not r.name.endswith("tools-signing-seed")]
     assert generator.inputs["length"] >= 32 and generator.inputs["special"] is False
     password = prod.exports["connectionString"].rsplit("=", 1)[1]
     (param,) = [p for p in prod.of_type("aws:ssm/parameter:Parameter") if p.name == "outsystems-redis-password"]
@@ -158,7 +159,9 @@ def test_configured_password_is_used_and_kept_secret() -> None:
     program = run_program(
         "dev", {"outsystems-redis:redisPassword": secret}, secret_keys=("outsystems-redis:redisPassword",)
     )
-    assert not program.of_type("random:index/randomPassword:RandomPassword")
+    # Only the tools' signing seed is generated (components/signing.py), not a password.
+    assert [r.name for r in program.of_type("random:index/randomPassword:RandomPassword")] == \
+        ["outsystems-redis-tools-signing-seed"]
     assert program.exports["connectionString"] == f"172.31.128.10:6379,password={secret}"
     for r in program.resources:
         for key, value in r.inputs.items():
@@ -224,8 +227,9 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     # The password (and the TLS material), and the backup bucket's name.
     assert len(needs["secrets"]) == (1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3) + 1
     # The log group, the bucket and its encryption, versioning, public access block, ownership,
-    # lifecycle and policy, and the three programs the servers fetch from it (metrics/logs, backup, password sync).
-    assert len(needs["observability"]) == 1 + 7 + 3
+    # lifecycle and policy, and the three programs the servers fetch from it (metrics/logs, backup, password
+    # sync) with their signatures.
+    assert len(needs["observability"]) == 1 + 7 + 3 * 2
     for inst in program.of_type(INSTANCE):
         for kind, urns in needs.items():
             missing = urns - set(inst.dependencies)

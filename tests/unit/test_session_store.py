@@ -83,7 +83,8 @@ def test_alongside_example_wires_the_programs_own_resources_in() -> None:
     # The configured secret is the password: in Parameter Store as a secret, and in the pipeline's secret.
     (parameter,) = [r for r in program.of_type("aws:ssm/parameter:Parameter") if r.name == "sessions-password"]
     assert parameter.inputs["value"] == PASSWORD and "value" in parameter.secret_inputs
-    assert not program.of_type("random:index/randomPassword:RandomPassword")
+    assert [r.name for r in program.of_type("random:index/randomPassword:RandomPassword")] == \
+        ["sessions-tools-signing-seed"]  # the tools' signing seed only, no generated password
     (version,) = program.of_type("aws:secretsmanager/secretVersion:SecretVersion")
     assert PASSWORD in version.inputs["secretString"] and "secretString" in version.secret_inputs
     # Every resource of the store hangs under it, whatever else the program holds.

@@ -1,0 +1,96 @@
+"""The user data's launcher (redis-run-fetched) runs a program from the stack's bucket only if it is signed by
+the stack's deployer: the shipped launcher, the real AWS CLI against moto's S3 and SSM, the real openssl.
+
+A program someone else put in the bucket (or in another bucket the parameter was pointed at) is refused,
+and the last good copy runs; the signature is checked against the public key in the user data
+(components/signing.py, what `pulumi up` uploads beside each program).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components import monitoring, signing
+from components.render.metrics import observe_launcher
+from operator_tools.loopback import BASH
+from tests.integration.metrics_stand_in import REGION, Moto
+
+SEED = "Deployer" * 5  # the stack's seed (the program's is a generated secret)
+STACK = "signed"
+KEY = "tools/probe.sh"
+
+
+@pytest.fixture
+def moto(tmp_path):
+    server = Moto(tmp_path)
+    yield server
+    server.stop()
+
+
+class Bucket:
+    def __init__(self, moto: Moto) -> None:
+        self.s3 = moto.client("s3")
+        self.name = f"osr-{STACK}-bucket"
+        self.s3.create_bucket(Bucket=self.name, CreateBucketConfiguration={"LocationConstraint": REGION})
+        moto.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(STACK), Value=self.name,
+                                         Type="String")
+
+    def put(self, text: str, signed: str | None) -> None:
+        self.s3.put_object(Bucket=self.name, Key=KEY, Body=text.encode())
+        if signed is None:
+            self.s3.delete_object(Bucket=self.name, Key=KEY + signing.SIGNATURE_SUFFIX)
+        else:
+            self.s3.put_object(Bucket=self.name, Key=KEY + signing.SIGNATURE_SUFFIX, Body=signed.encode())
+
+
+def program(version: int) -> str:
+    return f"#!/bin/bash\necho \"probe version {version}\"\n"
+
+
+def launch(moto: Moto, tmp: Path, public_key: Path, state: str = "state") -> subprocess.CompletedProcess:
+    launcher = tmp / "redis-run-fetched"
+    launcher.write_text(observe_launcher())
+    env = {**moto.env(), "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(STACK), "TOOLS_KEY": KEY,
+           "STATE_DIR": str(tmp / state), "TOOLS_PUBLIC_KEY": str(public_key)}
+    return subprocess.run([BASH, str(launcher)], env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_last_good_copy(moto, tmp_path):
+    public_key = tmp_path / "tools.pub"
+    public_key.write_text(signing.public_key_pem(SEED))
+    bucket = Bucket(moto)
+
+    bucket.put(program(1), signing.signature(SEED, program(1)))
+    ran = launch(moto, tmp_path, public_key)
+    assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr
+    assert ran.stderr == ""
+
+    # Tampered: new text under the old signature; signed by another key; no signature at all.
+    for signed in (signing.signature(SEED, program(1)), signing.signature("Attacker" * 5, program(2)), None):
+        bucket.put(program(2), signed)
+        ran = launch(moto, tmp_path, public_key)
+        assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr  # the last good copy
+        assert "ERROR" in ran.stderr and "refused" in ran.stderr and "running the copy of" in ran.stderr, ran.stderr
+
+    # A first run with nothing good to fall back on runs nothing.
+    ran = launch(moto, tmp_path, public_key, state="fresh-state")
+    assert ran.returncode == 1 and ran.stdout == "" and "no earlier copy" in ran.stderr, ran.stdout + ran.stderr
+
+    # The deployer's next upload is taken at the next run.
+    bucket.put(program(2), signing.signature(SEED, program(2)))
+    ran = launch(moto, tmp_path, public_key)
+    assert ran.returncode == 0 and ran.stdout == "probe version 2\n" and ran.stderr == "", ran.stdout + ran.stderr
+    assert not list((tmp_path / "state").glob("*.sig")) and not list((tmp_path / "state").glob("*.der"))
+
+
+def test_a_server_whose_user_data_has_no_key_runs_what_it_fetches(moto, tmp_path):
+    """Servers created before the signatures (their user data carries no key, and their launcher predates the
+    check) are unchanged by them: the launcher verifies only when the key file exists."""
+    bucket = Bucket(moto)
+    bucket.put(program(3), None)
+    ran = launch(moto, tmp_path, tmp_path / "no-such-key.pub")
+    assert ran.returncode == 0 and ran.stdout == "probe version 3\n", ran.stdout + ran.stderr

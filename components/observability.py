@@ -200,7 +200,7 @@ class RedisObservability(pulumi.ComponentResource):
                     bucket=self.bucket.id,
                     key=key + SIGNATURE_SUFFIX,
                     # Not a secret (a signature), though derived from one: reviewers see it change with its tool.
-                    content=pulumi.Output.unsecret(seed.apply(lambda s, text=text: signature(s, text))),
+                    content=pulumi.Output.unsecret(seed.apply(lambda s, key=key, text=text: signature(s, key, text))),
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption, policy]),
                 )
                 for key, text in tool_objects(args.tools).items()

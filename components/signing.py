@@ -38,16 +38,21 @@ def public_key_pem(seed: str) -> str:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def signature(seed: str, text: str) -> str:
-    """The signature object's text for a program: base64 of the DER signature of its UTF-8 bytes."""
-    return base64.b64encode(_private_key(seed).sign(text.encode(), _ALGORITHM)).decode() + "\n"
+def _message(key: str, text: str) -> bytes:
+    # The object's key, then its bytes: a signed program put under another tool's name does not verify.
+    return f"{key}\n{text}".encode()
 
 
-def verifies(public_pem: str, text: str, signed: str) -> bool:
-    """What a server's `openssl dgst -sha256 -verify` decides, in Python (for the tests)."""
-    key = serialization.load_pem_public_key(public_pem.encode())
+def signature(seed: str, key: str, text: str) -> str:
+    """The signature object's text for the program `text` at bucket key `key`: base64 of the DER signature."""
+    return base64.b64encode(_private_key(seed).sign(_message(key, text), _ALGORITHM)).decode() + "\n"
+
+
+def verifies(public_pem: str, key: str, text: str, signed: str) -> bool:
+    """What the launcher's `openssl dgst -sha256 -verify` decides, in Python (for the tests)."""
+    public = serialization.load_pem_public_key(public_pem.encode())
     try:
-        key.verify(base64.b64decode(signed), text.encode(), ec.ECDSA(hashes.SHA256()))
+        public.verify(base64.b64decode(signed), _message(key, text), ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         return False
     return True

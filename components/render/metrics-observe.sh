@@ -37,37 +37,40 @@ fetch() {
         --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
         return 1
     [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
-    timeout -k 2 30 aws s3 cp "s3://$bucket/$TOOLS_KEY" "$program.new" --region "$AWS_REGION" --only-show-errors \
+    timeout -k 2 30 aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
         --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
     if [ -e "$TOOLS_PUBLIC_KEY" ]; then
-        timeout -k 2 10 aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$program.sig" --region "$AWS_REGION" \
+        timeout -k 2 10 aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$work/sig" --region "$AWS_REGION" \
             --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
             { log "ERROR: cannot fetch $TOOLS_KEY.sig: $TOOLS_KEY refused unsigned"; return 1; }
-        if ! base64 -d "$program.sig" >"$program.der" 2>/dev/null ||
-            ! openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$program.der" "$program.new" >/dev/null 2>&1; then
+        # What the deployer signed: the object's key, then its bytes (a signed program under another name fails).
+        { printf '%s\n' "$TOOLS_KEY"; cat "$work/program"; } >"$work/signed"
+        if ! base64 -d "$work/sig" >"$work/der" 2>/dev/null ||
+            ! openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$work/der" "$work/signed" >/dev/null 2>&1; then
             log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
             return 1
         fi
     fi
     # A truncated or foreign object never replaces a working copy.
     if [ "$run" = python3 ]; then
-        python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$program.new" || return 1
+        python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$work/program" || return 1
     else
-        bash -n "$program.new" || return 1
+        bash -n "$work/program" || return 1
     fi
-    mv -f "$program.new" "$program"
+    mv -f "$work/program" "$program"
 }
 
 mkdir -p "$STATE_DIR"
-fetched=0
-fetch && fetched=1
-rm -f "$program.sig" "$program.der"
-if [ "$fetched" = 0 ]; then
-    rm -f "$program.new"
+# Each run downloads into a directory of its own: two units fetching the same program at once never
+# check one download and install another.
+work=$(mktemp -d "$STATE_DIR/.fetch.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+if ! fetch; then
     [ -s "$program" ] || {
         log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
         exit 1
     }
-    log "WARNING: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
+    log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
 fi
+rm -rf "$work" # exec replaces this shell: the trap would not run
 exec "$run" "$program" "$@"

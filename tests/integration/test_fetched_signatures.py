@@ -64,13 +64,15 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     public_key.write_text(signing.public_key_pem(SEED))
     bucket = Bucket(moto)
 
-    bucket.put(program(1), signing.signature(SEED, program(1)))
+    bucket.put(program(1), signing.signature(SEED, KEY, program(1)))
     ran = launch(moto, tmp_path, public_key)
     assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr
     assert ran.stderr == ""
 
-    # Tampered: new text under the old signature; signed by another key; no signature at all.
-    for signed in (signing.signature(SEED, program(1)), signing.signature("Attacker" * 5, program(2)), None):
+    # Tampered: new text under the old signature; signed by another key; signed for another object's name
+    # (one of the deployer's programs put in another's place); no signature at all.
+    for signed in (signing.signature(SEED, KEY, program(1)), signing.signature("Attacker" * 5, KEY, program(2)),
+                   signing.signature(SEED, "tools/other.sh", program(2)), None):
         bucket.put(program(2), signed)
         ran = launch(moto, tmp_path, public_key)
         assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr  # the last good copy
@@ -81,10 +83,10 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     assert ran.returncode == 1 and ran.stdout == "" and "no earlier copy" in ran.stderr, ran.stdout + ran.stderr
 
     # The deployer's next upload is taken at the next run.
-    bucket.put(program(2), signing.signature(SEED, program(2)))
+    bucket.put(program(2), signing.signature(SEED, KEY, program(2)))
     ran = launch(moto, tmp_path, public_key)
     assert ran.returncode == 0 and ran.stdout == "probe version 2\n" and ran.stderr == "", ran.stdout + ran.stderr
-    assert not list((tmp_path / "state").glob("*.sig")) and not list((tmp_path / "state").glob("*.der"))
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["probe.sh"]  # no download left behind
 
 
 def test_a_server_whose_user_data_has_no_key_runs_what_it_fetches(moto, tmp_path):

@@ -523,9 +523,11 @@ def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(
         assert set(objects) == set(programs_) | {k + SIGNATURE_SUFFIX for k in programs_}
         for key, text in programs_.items():
             signed = objects[key + SIGNATURE_SUFFIX]
-            assert verifies(public, text, signed), key
+            assert verifies(public, key, text, signed), key
             (sig_object,) = [o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
                              if o.inputs["key"] == key + SIGNATURE_SUFFIX]
             assert "content" not in sig_object.secret_inputs
-            assert signed == signature(seed, text)
-            assert not verifies(public, text + "\n", signed) and not verifies(public_key_pem("B" * 64), text, signed)
+            assert signed == signature(seed, key, text)
+            assert not verifies(public, key, text + "\n", signed)
+            assert not verifies(public_key_pem("B" * 64), key, text, signed)
+            assert not any(verifies(public, other, text, signed) for other in programs_ if other != key)

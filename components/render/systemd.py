@@ -50,10 +50,6 @@ REDIS_ONLY_SANDBOX = (
 )
 
 
-# EC2's instance metadata service (IMDSv2): the instance role's credentials. Only the root units need it.
-IMDS_ADDRESS = "169.254.169.254"
-
-
 def redis_unit(port: int) -> str:
     """The systemd instance that runs the process on `port`."""
     return f"redis-server@{port}.service"
@@ -86,8 +82,7 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
     # from SSM, so no Redis process starts without it; Type=notify and the foreground ExecStart are the
     # same on 20.04 (whose template forks) and 24.04; StateDirectory creates dir /var/lib/redis/<port>
     # owned by redis; the template waits forever to stop (0), and a shutdown whose RDB save fails must
-    # not hang a reboot. IPAddressDeny: a compromised Redis process cannot reach the instance metadata
-    # service for the instance role's credentials (the ExecStop step-down runs outside it, '+').
+    # not hang a reboot.
     return (
         "# outsystems-redis: added to Debian's redis-server@.service (components/render/systemd.py says why).\n"
         "[Unit]\n"
@@ -100,7 +95,6 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
         "ExecStart=\n"
         f"ExecStart=/usr/bin/redis-server {paths.conf_dir}/redis-%i.conf --supervised systemd --daemonize no\n"
         "LimitNOFILE=65535\n"
-        f"IPAddressDeny={IMDS_ADDRESS}\n"
         "StateDirectory=redis/%i\n"
         "StateDirectoryMode=0750\n"
         "TimeoutStartSec=300\n"

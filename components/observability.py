@@ -181,30 +181,24 @@ class RedisObservability(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        self.tools = [
-            aws.s3.BucketObjectv2(
+        def upload(key: str, content: pulumi.Input[str]) -> aws.s3.BucketObjectv2:
+            return aws.s3.BucketObjectv2(
                 f"{name}-tool-{re.sub(r'[^A-Za-z0-9_.-]', '-', key)}",
                 bucket=self.bucket.id,
                 key=key,
-                content=text,
+                content=content,
                 # After the policy: a new deployer (say a CI role taking over) lists itself before it writes.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption, policy]),
             )
-            for key, text in tool_objects(args.tools).items()
-        ]
-        if args.tools_signing_seed is not None:
-            seed = pulumi.Output.from_input(args.tools_signing_seed)
-            self.tools += [
-                aws.s3.BucketObjectv2(
-                    f"{name}-tool-{re.sub(r'[^A-Za-z0-9_.-]', '-', key)}{SIGNATURE_SUFFIX}",
-                    bucket=self.bucket.id,
-                    key=key + SIGNATURE_SUFFIX,
-                    # Not a secret (a signature), though derived from one: reviewers see it change with its tool.
-                    content=pulumi.Output.unsecret(seed.apply(lambda s, key=key, text=text: signature(s, key, text))),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[encryption, policy]),
-                )
-                for key, text in tool_objects(args.tools).items()
-            ]
+
+        seed = pulumi.Output.from_input(args.tools_signing_seed) if args.tools_signing_seed is not None else None
+        self.tools: list[aws.s3.BucketObjectv2] = []
+        for key, text in tool_objects(args.tools).items():
+            self.tools.append(upload(key, text))
+            if seed is not None:
+                # Not a secret (a signature), though derived from one: reviewers see it change with its tool.
+                self.tools.append(upload(key + SIGNATURE_SUFFIX, pulumi.Output.unsecret(
+                    seed.apply(lambda s, key=key, text=text: signature(s, key, text)))))
         # What a server's first boot needs: its jobs write to these from the first minute.
         self.first_boot_needs: list[pulumi.Resource] = [
             self.log_group, self.bucket, encryption, versioning, public_access, ownership, lifecycle, policy,

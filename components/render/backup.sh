@@ -17,7 +17,10 @@
 #     Our copy is the only extra one on disk: one master at a time, removed
 #     once uploaded; a run refuses a snapshot the disk could not hold.
 #   - its slots before and after: a master that changed role or slots during
-#     the snapshot is not uploaded, and the run fails (exit 1).
+#     the snapshot is not uploaded. It is tried again RETRY_SECONDS later, up
+#     to SNAPSHOT_ATTEMPTS times (a scale-out's rebalance moves slots for a
+#     minute or two, and the hourly timers may fire in it); after the last
+#     attempt the run fails (exit 1).
 #   - upload <prefix><server>/<taken_at>/<port>.rdb, then <port>.json (the
 #     manifest: the slots it held, its keys, its Redis version). The manifest
 #     goes last: a snapshot without one is incomplete and the restore ignores it.
@@ -28,7 +31,7 @@
 #
 # Inputs (environment): SERVER_NAME, SERVER_IP, PORTS, AUTH_FILE, AWS_REGION,
 # BUCKET_PARAMETER, KEY_PREFIX, WORK_DIR; optional REDIS_CLI, PERIOD_SECONDS,
-# SNAPSHOT_SECONDS, UPLOAD_SECONDS.
+# SNAPSHOT_SECONDS, UPLOAD_SECONDS, SNAPSHOT_ATTEMPTS, RETRY_SECONDS.
 set -euo pipefail
 
 : "${SERVER_NAME:?SERVER_NAME is required}"
@@ -43,6 +46,8 @@ REDIS_CLI=${REDIS_CLI:-redis-cli}
 PERIOD_SECONDS=${PERIOD_SECONDS:-3600}
 SNAPSHOT_SECONDS=${SNAPSHOT_SECONDS:-900}
 UPLOAD_SECONDS=${UPLOAD_SECONDS:-1800}
+SNAPSHOT_ATTEMPTS=${SNAPSHOT_ATTEMPTS:-4}
+RETRY_SECONDS=${RETRY_SECONDS:-30}
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-3}
 
@@ -87,18 +92,16 @@ aws_put() {
         --only-show-errors --no-progress --cli-connect-timeout 5 --cli-read-timeout 60
 }
 
-failed=0
-backed_up=0
-for port in $PORTS; do
-    me="$SERVER_IP:$port"
+# snapshot PORT: back up one master (return 0), or say why not (1), or that it moved under the snapshot (2).
+snapshot() {
+    local port=$1 me="$SERVER_IP:$1" replication info used free rdb keys before after key manifest slots
     if ! replication=$(cli info replication) || [ -z "$replication" ]; then
         log "ERROR: $me does not answer; not backed up"
-        failed=$((failed + 1))
-        continue
+        return 1
     fi
     if [ "$(value "$replication" role)" != master ]; then
         log "$me is a replica: its master is backed up by the server it runs on"
-        continue
+        return 0
     fi
     info=$(cli info) || info=""
     cluster=$(value "$info" cluster_enabled)
@@ -108,8 +111,7 @@ for port in $PORTS; do
     # An RDB is smaller than the memory it comes from; below that much free space, do not try.
     if [ "$free" -lt "${used:-0}" ]; then
         log "ERROR: $me uses $used bytes; $WORK_DIR has $free free; not backed up"
-        failed=$((failed + 1))
-        continue
+        return 1
     fi
     rdb="$run_dir/$port.rdb"
     keys=$(cli dbsize) || keys=0
@@ -117,15 +119,13 @@ for port in $PORTS; do
         >"$run_dir/snapshot.log" 2>&1 || [ "$(head -c 5 "$rdb" 2>/dev/null)" != REDIS ]; then
         log "ERROR: no snapshot of $me: $(tail -n 3 "$run_dir/snapshot.log" | tr '\n' ' ')"
         rm -f "$rdb"
-        failed=$((failed + 1))
-        continue
+        return 1
     fi
     after=$(held) || after=unknown
     if [ "$after" != "$before" ] || [ "${before%% *}" != master ]; then
-        log "ERROR: $me changed during the snapshot ($before -> $after); not uploaded"
+        log "$me changed during the snapshot ($before -> $after); not uploaded"
         rm -f "$rdb"
-        failed=$((failed + 1))
-        continue
+        return 2
     fi
     key="$KEY_PREFIX$SERVER_NAME/$taken_at/$port"
     manifest="$run_dir/$port.json"
@@ -136,12 +136,30 @@ for port in $PORTS; do
         "${keys:-0}" "$(stat -c %s "$rdb")" "$(value "$info" redis_version)" >"$manifest"
     if aws_put "$rdb" "$key.rdb" && aws_put "$manifest" "$key.json"; then
         log "$me: uploaded s3://$bucket/$key.rdb ($(stat -c %s "$rdb") bytes, ${keys:-0} keys${slots:+, slots $slots})"
+        rm -f "$rdb" "$manifest"
         backed_up=$((backed_up + 1))
-    else
-        log "ERROR: upload of $me to s3://$bucket/$key.rdb failed"
-        failed=$((failed + 1))
+        return 0
     fi
+    log "ERROR: upload of $me to s3://$bucket/$key.rdb failed"
     rm -f "$rdb" "$manifest"
+    return 1
+}
+
+failed=0
+backed_up=0
+for port in $PORTS; do
+    for attempt in $(seq "$SNAPSHOT_ATTEMPTS"); do
+        outcome=0
+        snapshot "$port" || outcome=$?
+        [ "$outcome" -eq 2 ] || break
+        if [ "$attempt" -lt "$SNAPSHOT_ATTEMPTS" ]; then
+            log "$SERVER_IP:$port: trying again in $RETRY_SECONDS s (attempt $((attempt + 1)) of $SNAPSHOT_ATTEMPTS)"
+            sleep "$RETRY_SECONDS"
+        else
+            log "ERROR: $SERVER_IP:$port changed during each of $SNAPSHOT_ATTEMPTS snapshots; not backed up"
+        fi
+    done
+    [ "$outcome" -eq 0 ] || failed=$((failed + 1))
 done
 
 log "snapshot set $taken_at: $backed_up master(s) backed up, $failed failed"

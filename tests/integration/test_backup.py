@@ -285,6 +285,77 @@ def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto,
     assert_uploaded_cleanly(lo, moto, tmp_path)
 
 
+
+# What a scale-out's rebalance does to a master while the hourly run snapshots it: one of its slots (an empty
+# one, so no MIGRATE is needed) is handed to another master, target first, as `redis-cli --cluster` does.
+HAND_OVER_A_SLOT = """\
+import os, sys
+import redis
+host, port, left = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(left) as f:
+    moves = int(f.read())
+if moves > 0:
+    with open(left, "w") as f:
+        f.write(str(moves - 1))
+    def client(h, p):
+        return redis.Redis(h, int(p), password=os.environ["REDISCLI_AUTH"], socket_timeout=5, decode_responses=True)
+    me = client(host, port)
+    lines = [line.split() for line in me.execute_command("CLUSTER", "NODES").splitlines()]
+    mine = next(n for n in lines if "myself" in n[2])
+    other = next(n for n in lines if "master" in n[2] and "myself" not in n[2])
+    low, _, high = mine[8].partition("-")
+    slot = next(s for s in range(int(low), int(high or low) + 1) if me.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) == 0)
+    for h, p in ((other[1].split("@")[0].rsplit(":", 1)), (host, port)):
+        client(h, p).execute_command("CLUSTER", "SETSLOT", slot, "NODE", other[0])
+"""
+
+
+def served(lo: Loopback, process) -> list[str]:
+    """The slot ranges `process` serves, in order, written as CLUSTER NODES writes them ("low-high" or "slot")."""
+    ranges = lo.client(process).execute_command("CLUSTER", "SLOTS")
+    return [f"{low}-{high}" if high > low else f"{low}" for low, high, *nodes in sorted(ranges)
+            if (str(nodes[0][0]), int(nodes[0][1])) == (process.host, process.port)]
+
+
+def count(ranges: list[str]) -> int:
+    return sum(int(r.rpartition("-")[2]) - int(r.partition("-")[0]) + 1 for r in ranges)
+
+
+def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_factory, moto, tmp_path):  # noqa: F811
+    lo = loopback_factory("7.0")
+    lo.start()
+    lo.bootstrap()
+    write_sessions(lo, 30, size=2000)
+    hook, left = tmp_path / "hand_over_a_slot.py", tmp_path / "moves-left"
+    hook.write_text(HAND_OVER_A_SLOT)
+    cli = tmp_path / "redis-cli"  # the real one; after a snapshot (--rdb), the hook moves a slot if any are left
+    cli.write_text(f'#!/bin/bash\n"{lo.cli_for(0)}" "$@"; rc=$?\n'
+                   f'if [[ " $* " == *" --rdb "* ]]; then "{sys.executable}" "{hook}" "$2" "$4" "{left}"; fi\n'
+                   'exit $rc\n')
+    cli.chmod(0o755)
+    env = {**backup_environment(lo, 0, moto, tmp_path / "work-0"), "REDIS_CLI": str(cli), "RETRY_SECONDS": "1",
+           "SNAPSHOT_ATTEMPTS": "2"}
+    script = tmp_path / "redis-backup"
+    script.write_text(backup_script())
+    master = lo.topology.servers[0].processes[0]
+    before = served(lo, master)
+
+    # Moved once: the second attempt is uploaded, with the slots the master holds after the move.
+    left.write_text("1")
+    (code, out), = run_at_once(script, {0: env}, 120).values()
+    assert code == 0 and "changed during the snapshot" in out and "trying again in 1 s" in out, out
+    manifest, = [json.loads(b) for k, b in objects(moto).items() if k.endswith("7000.json")]
+    after = served(lo, master)
+    assert manifest["slots"].split() == after and count(after) == count(before) - 1, (manifest, before, after)
+
+    # Moved at every attempt: nothing of that master uploaded, and the run fails, saying so.
+    for key in objects(moto):
+        moto.client("s3").delete_object(Bucket=BUCKET, Key=key)
+    left.write_text("2")
+    (code, out), = run_at_once(script, {0: env}, 120).values()
+    assert code == 1 and "changed during each of 2 snapshots; not backed up" in out, out
+    assert objects(moto) == {}
+
 def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
     p = lo.processes[0]
     if lo.tls:

@@ -304,7 +304,8 @@ if moves > 0:
     mine = next(n for n in lines if "myself" in n[2])
     other = next(n for n in lines if "master" in n[2] and "myself" not in n[2])
     low, _, high = mine[8].partition("-")
-    slot = next(s for s in range(int(low), int(high or low) + 1) if me.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) == 0)
+    slot = next(s for s in range(int(low), int(high or low) + 1)
+                if me.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) == 0)
     for h, p in ((other[1].split("@")[0].rsplit(":", 1)), (host, port)):
         client(h, p).execute_command("CLUSTER", "SETSLOT", slot, "NODE", other[0])
 """

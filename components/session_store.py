@@ -115,6 +115,7 @@ class SessionStoreArgs:
     redis_password: pulumi.Input[str] | None = field(default=None, repr=False)
     protect: bool | None = None  # default: true for a cluster
     health_check: bool = True
+    health_check_via: str = "cloudwatch"  # or "direct" (from inside the VPC)
     health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
     tls: bool = False
     replace_servers: Sequence[int] = ()  # server numbers from 1, each replaced on the next `pulumi up`
@@ -237,15 +238,26 @@ def hsconf_snippet(connection_string: str) -> str:
     )
 
 
-def health_check_command(settings: Settings, nodes: list[str], python: str = ".venv/bin/python") -> str:
-    """The post-deploy check, run in the program's directory with `python` (this project: its virtualenv)."""
-    args = [python, "-m", "operator_tools.health", "--nodes", ",".join(nodes)]
-    if settings.cluster:
-        args.append("--cluster")
-    args += ["--expect-version", PLATFORMS[settings.platform].redis_version]
-    if settings.tls:
-        # The CA's PEM arrives in the environment: no file to write or clean up.
-        args += ["--cacert-env", "REDIS_CA_CERT"]
+def health_check_command(settings: Settings, topology: Topology, region: str,
+                         python: str = ".venv/bin/python") -> str:
+    """The post-deploy check, run in the program's directory with `python` (this project: its virtualenv).
+
+    `cloudwatch` (the default) needs only the deployer's AWS credentials; `direct` needs a route to the servers.
+    """
+    args = [python, "-m", "operator_tools.health"]
+    if settings.health_check_via == "cloudwatch":
+        args += ["--through-cloudwatch", "--stack", settings.stack, "--region", region,
+                 "--servers", ",".join(s.name for s in topology.servers)]
+        if settings.cluster:
+            args.append("--cluster")
+    else:
+        args += ["--nodes", ",".join(p.address for p in (*topology.masters, *topology.replicas))]
+        if settings.cluster:
+            args.append("--cluster")
+        args += ["--expect-version", PLATFORMS[settings.platform].redis_version]
+        if settings.tls:
+            # The CA's PEM arrives in the environment: no file to write or clean up.
+            args += ["--cacert-env", "REDIS_CA_CERT"]
     args += ["--wait", str(settings.health_check_timeout)]
     return shlex.join(args)
 
@@ -595,15 +607,22 @@ class RedisSessionStore(pulumi.ComponentResource):
         self.private_ips = [srv.private_ip for srv in self.servers]
         self.health_check = None
         if s.health_check:
-            nodes = [p.address for p in topology.masters] + [p.address for p in topology.replicas]
-            check = health_check_command(s, nodes, args.health_check_python or default_health_check_python())
+            check = health_check_command(s, topology, facts.region,
+                                         args.health_check_python or default_health_check_python())
+            if s.health_check_via == "direct":
+                # A new password changes the environment, so the check runs again and waits
+                # (--wait) until every server has taken it (redis-password-sync, every minute).
+                environment = {"REDIS_PASSWORD": password, **({"REDIS_CA_CERT": self.ca_certificate} if s.tls else {})}
+            else:
+                # No secret: it reads CloudWatch with the deploying shell's credentials, and the stack's
+                # AWS profile when the provider has one (boto3 does not read Pulumi's config).
+                profile = pulumi.Config("aws").get("profile")
+                environment = {"AWS_PROFILE": profile} if profile else None
             self.health_check = command.local.Command(
                 f"{name}-health-check",
                 create=check,
                 update=check,
-                # A new password changes the environment, so the check runs again and waits
-                # (--wait) until every server has taken it (redis-password-sync, every minute).
-                environment={"REDIS_PASSWORD": password, **({"REDIS_CA_CERT": self.ca_certificate} if s.tls else {})},
+                environment=environment,
                 # Runs again whenever a server is created or replaced.
                 triggers=[srv.instance.id for srv in self.servers],
                 opts=pulumi.ResourceOptions(
@@ -620,9 +639,9 @@ class RedisSessionStore(pulumi.ComponentResource):
             after=[self.health_check] if self.health_check is not None else [],
         )
 
-        # With the check on, the connection string (and hsconf snippet) resolve only once
-        # every Redis process has accepted this password: after a password change the
-        # outputs never hand OutSystems a password the servers still refuse.
+        # With the check on, the connection string (and hsconf snippet) resolve only once it passed; with
+        # the direct check, that is once every Redis process has accepted this password, so after a
+        # password change the outputs never hand OutSystems a password the servers still refuse.
         accepted = [self.health_check.stdout] if self.health_check is not None else []
         self.connection_string = pulumi.Output.secret(
             pulumi.Output.all(password, *accepted).apply(lambda v: topology.connection_string(v[0], s.tls))

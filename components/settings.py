@@ -46,6 +46,7 @@ class ConfigKey:
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
 DEFAULT_ROOT_VOLUME_GIB = 20
 DEFAULT_HEALTH_CHECK_TIMEOUT = 900  # a cold boot: packages, then cluster creation
+HEALTH_CHECK_VIA = ("cloudwatch", "direct")  # the default first
 DEFAULT_PORT = 6379
 MIN_PASSWORD_LENGTH = 16
 # The retention periods CloudWatch Logs accepts (PutRetentionPolicy). Its 0, "never expire",
@@ -152,6 +153,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey(
         "healthCheck", "`true`", "Run the post-deploy health check at the end of `pulumi up`.", "settings",
+    ),
+    ConfigKey(
+        "healthCheckVia", "`cloudwatch`",
+        "How the post-deploy check sees the servers. `cloudwatch`: it waits for every server's own verdict "
+        "(published each minute by its metrics agent) with the deploying machine's AWS credentials "
+        "(`cloudwatch:GetMetricData`), so `pulumi up` succeeds from a laptop or a hosted runner. `direct`: it "
+        "connects to every Redis process from the deploying machine, which must reach the servers' private IPs "
+        "(a runner inside the VPC), and also proves that every process accepts the stack's password.",
+        "settings",
     ),
     ConfigKey(
         "healthCheckTimeout", f"`{DEFAULT_HEALTH_CHECK_TIMEOUT}`",
@@ -276,6 +286,7 @@ class Settings:
     redis_password: str | None = field(default=None, repr=False)
     protect: bool = False
     health_check: bool = True
+    health_check_via: str = "cloudwatch"  # one of HEALTH_CHECK_VIA
     health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
     tls: bool = False
     replace_servers: tuple[int, ...] = ()  # 1-based server numbers
@@ -304,6 +315,16 @@ def _int(raw: Mapping[str, str], key: str, default: int, lo: int, hi: int, allow
         raise SettingsError(key, raw[key], allowed) from None
     if not lo <= value <= hi:
         raise SettingsError(key, value, allowed)
+    return value
+
+
+def _one_of(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    """The key's value among `choices` (the first is the default)."""
+    if key not in raw:
+        return choices[0]
+    value = str(raw[key]).strip()
+    if value not in choices:
+        raise SettingsError(key, raw[key], " or ".join(choices))
     return value
 
 
@@ -587,6 +608,7 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         redis_password=str(password) if password is not None else None,
         protect=protect,
         health_check=_bool(raw, "healthCheck", True),
+        health_check_via=_one_of(raw, "healthCheckVia", HEALTH_CHECK_VIA),
         health_check_timeout=_int(
             raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200, "seconds, from 10 to 7200"
         ),

@@ -1,8 +1,9 @@
 """Stop a deploy early when its post-deploy health check could never reach the servers.
 
-With `healthCheck` on (the default), `pulumi up` runs the health check (operator_tools/health)
-against the servers' private IPs from the runner. A GitHub-hosted runner is
-outside the VPC, so the check would only time out after healthCheckTimeout.
+With `healthCheck` on and `healthCheckVia: direct`, `pulumi up` runs the health check
+(operator_tools/health) against the servers' private IPs from the runner. A GitHub-hosted
+runner is outside the VPC, so the check would only time out after healthCheckTimeout.
+The default, `healthCheckVia: cloudwatch`, reads the servers' verdicts through AWS and runs anywhere.
 Usage: python .github/scripts/health_check_reachable.py <stack>
 """
 
@@ -19,19 +20,20 @@ from components.settings import NAMESPACE  # noqa: E402
 from operator_tools import stack_file  # noqa: E402
 
 
-def health_check_enabled(stack: str, root: Path = ROOT) -> bool:
-    """The stack's healthCheck, parsed (and defaulted) exactly as the program does: the stack file read as the
-    config check reads it (a `secure:` password and a `tags` map included)."""
-    return stack_file.read_settings(stack, root / f"Pulumi.{stack}.yaml").health_check
+def connects_directly(stack: str, root: Path = ROOT) -> bool:
+    """The check is on and connects to the servers (healthCheckVia: direct): the stack file parsed (and
+    defaulted) exactly as the program does, a `secure:` password and a `tags` map included."""
+    settings = stack_file.read_settings(stack, root / f"Pulumi.{stack}.yaml")
+    return settings.health_check and settings.health_check_via == "direct"
 
 
 def problem(stack: str, hosted: bool, root: Path = ROOT) -> str | None:
-    if hosted and health_check_enabled(stack, root):
+    if hosted and connects_directly(stack, root):
         return (
-            f"Pulumi.{stack}.yaml leaves {NAMESPACE}:healthCheck on, but this job runs on a GitHub-hosted runner, "
-            "which cannot reach the servers' private IPs. Run the deploy jobs on a self-hosted runner inside the "
-            f"VPC (or one with a VPN into it), or set `{NAMESPACE}:healthCheck: false` in Pulumi.{stack}.yaml "
-            "and run `python -m operator_tools.health` from inside the VPC."
+            f"Pulumi.{stack}.yaml sets {NAMESPACE}:healthCheckVia: direct, but this job runs on a GitHub-hosted "
+            "runner, which cannot reach the servers' private IPs. Remove the key (the default, cloudwatch, reads "
+            "the servers' verdicts through AWS), run the deploy jobs on a self-hosted runner inside the VPC (or "
+            f"one with a VPN into it), or set `{NAMESPACE}:healthCheck: false` in Pulumi.{stack}.yaml."
         )
     return None
 
@@ -41,4 +43,6 @@ if __name__ == "__main__":
     if message:
         print(f"::error file=Pulumi.{sys.argv[1]}.yaml::{message}")
         sys.exit(1)
-    print(f"health check: {'on' if health_check_enabled(sys.argv[1]) else 'off'} for {sys.argv[1]}; runner ok")
+    settings = stack_file.read_settings(sys.argv[1], ROOT / f"Pulumi.{sys.argv[1]}.yaml")
+    how = f"on, {settings.health_check_via}" if settings.health_check else "off"
+    print(f"health check: {how} for {sys.argv[1]}; runner ok")

@@ -2,6 +2,11 @@
 
     python -m operator_tools.health --nodes HOST:PORT[,HOST:PORT...] [--cluster] [--wait SECONDS] [--json]
                                     [--tls] [--cacert FILE | --cacert-env VAR]
+    python -m operator_tools.health --through-cloudwatch --stack STACK --region REGION --servers NAME[,NAME...]
+                                    [--cluster] [--wait SECONDS]
+
+The second form (the post-deploy check's default) reads the servers' own verdicts from CloudWatch with
+the caller's AWS credentials, so it runs from anywhere (operator_tools/health/cloudwatch.py).
 
 The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`).
 With the `tls` stack key on, give the stack's CA (the `caCertificate` output) as a
@@ -57,7 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Health check of the OutSystems Redis session store. Password from REDIS_PASSWORD.",
         epilog="Exit codes: 0 healthy (or degraded, unless --strict), 1 unhealthy, 2 bad usage.",
     )
-    p.add_argument("--nodes", required=True, help="HOST:PORT[,HOST:PORT...]: every Redis process to check")
+    p.add_argument("--nodes", help="HOST:PORT[,HOST:PORT...]: every Redis process to check")
+    p.add_argument("--through-cloudwatch", action="store_true",
+                   help="read the servers' own verdicts from CloudWatch instead of connecting to them "
+                        "(needs --stack, --region, --servers and cloudwatch:GetMetricData)")
+    p.add_argument("--stack", help="with --through-cloudwatch: the Pulumi stack's name")
+    p.add_argument("--region", help="with --through-cloudwatch: the stack's AWS region")
+    p.add_argument("--servers", help="with --through-cloudwatch: NAME[,NAME...], every server's name (its Name tag)")
+    p.add_argument("--poll", type=float, default=15.0, metavar="SECONDS",
+                   help="with --through-cloudwatch: seconds between reads while --wait lasts (default 15; the "
+                        "servers publish once a minute)")
     p.add_argument("--cluster", action="store_true", help="the nodes form a Redis Cluster (production)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="retry until healthy or this many seconds have passed (a fresh deploy)")
@@ -99,12 +113,18 @@ def tls_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad usage
+    if args.wait < 0:
+        parser.error("--wait: must be 0 or more seconds")
+    if args.poll <= 0:
+        parser.error("--poll: must be more than 0 seconds")
+    if args.through_cloudwatch:
+        return through_cloudwatch(args, parser)
+    if not args.nodes:
+        parser.error("--nodes is required (or --through-cloudwatch)")
     try:
         nodes = parse_nodes_arg(args.nodes)
     except ValueError as exc:
         parser.error(f"--nodes: {exc}")
-    if args.wait < 0:
-        parser.error("--wait: must be 0 or more seconds")
     if not all(part.isdigit() for part in args.expect_version.split(".")):
         parser.error("--expect-version: give MAJOR.MINOR such as 5.0 or 7.0")
     password = os.environ.get("REDIS_PASSWORD") or None
@@ -121,6 +141,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts, findings = run_check(nodes, password, args.cluster, args.expect_version, args.wait, progress, tls=tls)
     print(to_json(facts, findings, args.strict) if args.json else report(facts, findings))
     return exit_code(findings, args.strict)
+
+
+def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The check from anywhere: wait for every server's own healthy verdict in CloudWatch; 0 healthy, 1 not."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from operator_tools.health import cloudwatch
+
+    if args.nodes:
+        parser.error("--through-cloudwatch: --nodes is for the direct check; give --servers")
+    missing = [f"--{k}" for k in ("stack", "region", "servers") if not getattr(args, k)]
+    if missing:
+        parser.error(f"--through-cloudwatch needs {', '.join(missing)}")
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not servers:
+        parser.error("--servers: no server name given")
+    try:
+        client = boto3.client("cloudwatch", region_name=args.region)
+        healthy, text = cloudwatch.wait_healthy(client, args.stack, servers, args.cluster, args.wait,
+                                                lambda line: print(line, file=sys.stderr, flush=True),
+                                                poll=args.poll)
+    except (BotoCoreError, ClientError) as exc:
+        # No credentials, AccessDenied on cloudwatch:GetMetricData, throttling past the SDK's retries.
+        print(f"UNHEALTHY - cannot read the servers' verdicts from CloudWatch in {args.region}: {exc}\n"
+              "  The deploying identity needs cloudwatch:GetMetricData (README: Permissions), or set "
+              "healthCheckVia: direct and deploy from inside the VPC.")
+        return 1
+    print(text)
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

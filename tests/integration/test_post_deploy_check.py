@@ -3,16 +3,22 @@
 The command is asserted whole, as a literal: a suffix that swallows its exit status
 (`|| true`, `; echo`) or a changed flag fails here. pulumi-command runs `create` as
 `/bin/sh -c <create>` in the project directory and fails the update on a non-zero
-exit; so the same string, with only `--nodes` pointed at a loopback cluster (and
-`--wait` shortened where the store is meant to stay unhealthy), runs here through
-`sh -c` from the repository root, the password in REDIS_PASSWORD:
+exit; so the same string, with only the values that name the servers pointed at a
+loopback cluster (and `--wait` shortened where the store is meant to stay unhealthy),
+runs here through `sh -c` from the repository root.
 
-- while the servers are up but the cluster is not formed yet (a fresh deploy), it
-  waits, then exits 0 with HEALTHY once the shipped bootstrap has formed it;
-- with a server lost, `--wait` runs out: exit 1, and the report on stdout names it.
+Through CloudWatch (the default, `healthCheckVia: cloudwatch`): the servers' real metrics
+agent (the user data's launcher, the real AWS CLI) publishes to moto in server mode, and
+the check reads it there with the deployer's credentials only, no route to the servers:
 
-Redis 5.0 for the stacks as shipped (dev, prod), Redis 7.0 over TLS for the
-`platform: ubuntu-24.04-redis-7.0`, `tls: true` variant (the CA's PEM in REDIS_CA_CERT).
+- while the servers have published nothing (still booting), it waits, then exits 0
+  with HEALTHY once each has published a healthy verdict;
+- with a server lost, `--wait` runs out: exit 1, and the report names it.
+
+Direct (`healthCheckVia: direct`, from inside the VPC), the password in REDIS_PASSWORD:
+a dev server on Redis 5.0, and Redis 7.0 over TLS for the `platform:
+ubuntu-24.04-redis-7.0`, `tls: true` variant (the CA's PEM in REDIS_CA_CERT): it waits for
+the cluster to form, passes, then fails with a server lost.
 """
 
 from __future__ import annotations
@@ -27,19 +33,27 @@ import pytest
 
 from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
+from tests.integration.metrics_stand_in import REGION, Moto, observe
 from tests.tools import ROOT, tool
 from tests.unit.program import Program, run_program
 
 TLS_7_0 = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0", "outsystems-redis:tls": True}
-STACKS = {"dev": ("dev", {}), "prod": ("prod", {}), "prod-7.0-tls": ("prod", TLS_7_0)}
+DIRECT = {"outsystems-redis:healthCheckVia": "direct"}
+STACKS = {"dev": ("dev", {}), "prod": ("prod", {}), "dev-direct": ("dev", DIRECT),
+          "prod-7.0-tls-direct": ("prod", {**TLS_7_0, **DIRECT})}
 PROD_NODES = ("172.31.129.10:7000,172.31.130.10:7000,172.31.131.10:7000,"
               "172.31.129.10:7001,172.31.130.10:7001,172.31.131.10:7001")
+PROD_SERVERS = "outsystems-redis-server-1,outsystems-redis-server-2,outsystems-redis-server-3"
 # Written out, not rebuilt from the code under test.
 EXPECTED = {
-    "dev": ".venv/bin/python -m operator_tools.health --nodes 172.31.128.10:6379 --expect-version 5.0 --wait 900",
-    "prod": f".venv/bin/python -m operator_tools.health --nodes {PROD_NODES} --cluster --expect-version 5.0 --wait 900",
-    "prod-7.0-tls": f".venv/bin/python -m operator_tools.health --nodes {PROD_NODES} --cluster --expect-version 7.0 "
-                    "--cacert-env REDIS_CA_CERT --wait 900",
+    "dev": ".venv/bin/python -m operator_tools.health --through-cloudwatch --stack dev --region eu-west-1 "
+           "--servers outsystems-redis-server-1 --wait 900",
+    "prod": ".venv/bin/python -m operator_tools.health --through-cloudwatch --stack prod --region eu-west-1 "
+            f"--servers {PROD_SERVERS} --cluster --wait 900",
+    "dev-direct": ".venv/bin/python -m operator_tools.health --nodes 172.31.128.10:6379 --expect-version 5.0 "
+                  "--wait 900",
+    "prod-7.0-tls-direct": f".venv/bin/python -m operator_tools.health --nodes {PROD_NODES} --cluster "
+                           "--expect-version 7.0 --cacert-env REDIS_CA_CERT --wait 900",
 }
 FORMING = 150  # seconds: bound on a check that waits for the cluster to form (its own --wait is 900)
 # Seconds of --wait when the store is meant to stay unhealthy: more than the check's 3 s between tries,
@@ -65,17 +79,24 @@ def test_the_post_deploy_command_is_exactly_this(programs: dict[str, Program], n
     # No interpreter and no dir: pulumi-command's defaults, `/bin/sh -c` in the project directory, which
     # passes the command's exit status on (so an unhealthy store fails `pulumi up`).
     assert "interpreter" not in check.inputs and "dir" not in check.inputs
-    tls = name.endswith("tls")
-    assert set(check.inputs["environment"]) == {"REDIS_PASSWORD", *(["REDIS_CA_CERT"] if tls else [])}
-    assert "environment" in check.secret_inputs
+    if name.endswith("direct"):
+        tls = "tls" in name
+        assert set(check.inputs["environment"]) == {"REDIS_PASSWORD", *(["REDIS_CA_CERT"] if tls else [])}
+        assert "environment" in check.secret_inputs
+    else:  # the deploying shell's AWS credentials, nothing of the stack's secrets
+        assert not check.inputs.get("environment")
 
 
-def as_run_here(create: str, lo: Loopback, wait: str | None = None) -> str:
-    """The program's command with the value of `--nodes` (and of `--wait` when given) replaced in the string
-    itself: every other character stays as the program wrote it, shell syntax included."""
+def as_run_here(create: str, lo: Loopback, wait: str | None = None, **values: str) -> str:
+    """The program's command with the value of `--nodes` (or of each flag in `values`, such as `servers=`), and
+    of `--wait` when given, replaced in the string itself: every other character stays as the program wrote it,
+    shell syntax included."""
     args = shlex.split(create)
-    nodes = ",".join(p.address for p in (*lo.topology.masters, *lo.topology.replicas))
-    swaps = [("--nodes", nodes)] + ([("--wait", wait)] if wait is not None else [])
+    if values:
+        swaps = [(f"--{flag}", value) for flag, value in values.items()]
+    else:
+        swaps = [("--nodes", ",".join(p.address for p in (*lo.topology.masters, *lo.topology.replicas)))]
+    swaps += [("--wait", wait)] if wait is not None else []
     for flag, value in swaps:
         old = f" {flag} {args[args.index(flag) + 1]}"
         assert create.count(old) == 1, f"{old!r} is not in {create!r} exactly once"
@@ -83,11 +104,13 @@ def as_run_here(create: str, lo: Loopback, wait: str | None = None) -> str:
     return create
 
 
-def start(command: str, lo: Loopback) -> subprocess.Popen:
-    """`sh -c <command>` from the project directory, as pulumi-command runs `create`."""
-    env = {**os.environ, "REDIS_PASSWORD": lo.password}
-    if lo.tls:
-        env["REDIS_CA_CERT"] = lo.ca_file.read_text()
+def start(command: str, lo: Loopback, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`sh -c <command>` from the project directory, as pulumi-command runs `create`; with `env`, that
+    environment (the deploying shell's) instead of the direct check's password and CA."""
+    if env is None:
+        env = {**os.environ, "REDIS_PASSWORD": lo.password}
+        if lo.tls:
+            env["REDIS_CA_CERT"] = lo.ca_file.read_text()
     return subprocess.Popen([tool("sh"), "-c", command], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -135,18 +158,61 @@ def fails_with_a_server_lost(create: str, lo: Loopback, server: int) -> str:
     return result.stdout
 
 
-def test_prod_check_waits_for_the_cluster_then_fails_when_a_server_is_lost(programs, request, tmp_path_factory):
+def deployer_env(moto: Moto) -> dict[str, str]:
+    """A deploying shell outside the VPC: its own AWS credentials (moto's), no password, no CA."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_"))}
+    return {**keep, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": moto.url, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def test_prod_check_through_cloudwatch_waits_for_every_verdict_then_fails_when_a_server_is_lost(
+        programs, request, tmp_path_factory, tmp_path):
     create = check_of(programs["prod"]).inputs["create"]
     lo = make_loopback(request, tmp_path_factory, "5.0")
     lo.start()
-    out = waits_then_passes(create, lo)
-    assert out.startswith("HEALTHY - Redis Cluster, 3 servers")
-    assert "no replica shares a server with its master" in out
-    fails_with_a_server_lost(create, lo, 1)
+    moto = Moto(tmp_path)
+    request.addfinalizer(moto.stop)
+    stack = "deployed"
+    moto.prepare_stack(stack)
+    names = ",".join(s.name for s in lo.topology.servers)
+    # Polled every second here (the servers publish once a minute, so the program leaves the default 15 s).
+    def here(wait: str | None = None) -> str:
+        return as_run_here(create, lo, wait, stack=stack, region=REGION, servers=names) + " --poll 1"
+
+    def publish(*servers: int) -> None:
+        for server in servers:
+            result = observe(moto, lo, server, stack, "metrics", tmp_path / f"agent-{server}")
+            assert result.returncode == 0, result.stdout + result.stderr
+
+    # A fresh deploy: nothing published yet (the servers boot), then the cluster forms and each publishes.
+    proc = start(here(), lo, deployer_env(moto))
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, "the check did not wait for the servers' verdicts"
+        lo.bootstrap()
+        publish(0, 1, 2)
+    finally:
+        out, err = finish(proc, FORMING)
+    assert proc.returncode == 0, out + err
+    assert "waiting (" in err and "no verdict published since the check began" in err
+    assert out.startswith("HEALTHY - Redis Cluster, 3 servers, as the servers judge themselves"), out
+    assert all(f"  {s.name}: ClusterStateOk 1, SlotsServed 16384, ReplicaLinksDown 0" in out
+               for s in lo.topology.servers), out
+
+    # Server 2 lost: the next check hears only from the other two, runs out, exits 1 naming it.
+    lo.kill_server(2)
+    proc = start(here(UNHEALTHY_WAIT), lo, deployer_env(moto))
+    publish(0, 1)
+    out, err = finish(proc, 60)
+    assert proc.returncode == 1 and out.startswith("UNHEALTHY"), out + err
+    lost = lo.topology.servers[2].name
+    assert f"FAIL {lost}: no verdict published since the check began" in out, out
+    assert lo.password not in out + err
 
 
 def test_dev_check_passes_then_fails_when_the_server_is_lost(programs, request, tmp_path_factory):
-    create = check_of(programs["dev"]).inputs["create"]
+    create = check_of(programs["dev-direct"]).inputs["create"]
     lo = make_loopback(request, tmp_path_factory, "5.0", servers=1)
     lo.start()
     ok = run(as_run_here(create, lo), lo)
@@ -157,7 +223,7 @@ def test_dev_check_passes_then_fails_when_the_server_is_lost(programs, request, 
 def test_prod_tls_check_waits_for_the_cluster_then_fails_when_a_server_is_lost(programs, request,
                                                                                tmp_path_factory):
     tool("openssl")
-    create = check_of(programs["prod-7.0-tls"]).inputs["create"]
+    create = check_of(programs["prod-7.0-tls-direct"]).inputs["create"]
     lo = make_loopback(request, tmp_path_factory, "7.0", tls=True)
     lo.start()
     out = waits_then_passes(create, lo)

@@ -52,6 +52,7 @@ def test_settings_defaults_per_tier() -> None:
     prod = load_settings(PROD, "prod")
     assert (prod.instance_type, prod.protect, prod.cluster, prod.minimums) == ("c5.xlarge", True, True, PRODUCTION)
     assert prod.root_volume_gib == 20 and prod.health_check and prod.health_check_timeout == 900
+    assert prod.health_check_via == "cloudwatch"
     assert "redis_password" not in repr(load_settings({**PROD, "redisPassword": "a" * 20}, "prod"))
 
 
@@ -65,6 +66,7 @@ def test_settings_defaults_per_tier() -> None:
         ({**PROD, "availabilityZones": '["eu-west-1a"]'}, "availabilityZones"),
         ({**PROD, "frontEndSecurityGroupIds": "default"}, "frontEndSecurityGroupIds"),
         ({**PROD, "protect": "maybe"}, "protect"),
+        ({**PROD, "healthCheckVia": "ssh"}, "healthCheckVia"),
         ({**PROD, "vpcId": "my-vpc"}, "vpcId"),
         ({**PROD, "servers": "101"}, "servers"),
         ({"servers": "1"}, "subnetCidrs"),

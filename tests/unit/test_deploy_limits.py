@@ -130,14 +130,15 @@ def with_password(password: str, preview: bool = False, **keys) -> Program:
     return run_program("prod", config, secret_keys=("outsystems-redis:redisPassword",), preview=preview)
 
 
-def test_a_password_change_touches_no_server() -> None:
-    """Only the parameter, the health check's environment and the outputs change: no server is replaced."""
-    before, after = with_password(A), with_password(B)
+@pytest.mark.parametrize("via", ["cloudwatch", "direct"])
+def test_a_password_change_touches_no_server(via: str) -> None:
+    """Only the parameter (and the direct check's environment) and the outputs change: no server is replaced."""
+    before, after = with_password(A, healthCheckVia=via), with_password(B, healthCheckVia=via)
     old = {r.urn: r for r in before.resources}
     new = {r.urn: r for r in after.resources}
     assert old.keys() == new.keys()
     changed = {urn.rsplit("::", 1)[1] for urn in old if old[urn].inputs != new[urn].inputs}
-    assert changed == {"outsystems-redis-password", "outsystems-redis-health-check"}
+    assert changed == {"outsystems-redis-password", *(["outsystems-redis-health-check"] if via == "direct" else [])}
     for urn, r in old.items():
         if r.type == INSTANCE:
             assert new[urn].inputs == r.inputs and set(new[urn].dependencies) == set(r.dependencies)
@@ -145,9 +146,9 @@ def test_a_password_change_touches_no_server() -> None:
 
 
 def test_the_outputs_wait_for_the_servers_to_accept_the_password() -> None:
-    """The connection string is known only once the post-deploy check has run, and that check waits
+    """The connection string is known only once the post-deploy check has run, and the direct check waits
     (--wait) with the new password: a preview of a password change shows the outputs as unknown."""
-    program = with_password(A, preview=True)
+    program = with_password(A, preview=True, healthCheckVia="direct")
     (check,) = program.of_type("command:local:Command")
     assert check.inputs["environment"]["REDIS_PASSWORD"] == A and "--wait" in check.inputs["create"]
     assert {"connectionString", "hsconfSnippet"} <= program.unknown_exports

@@ -243,7 +243,25 @@ def test_dev_server_waits_for_its_way_out_too(dev: Program) -> None:
 
 
 def test_post_deploy_health_check_wiring(prod: Program) -> None:
+    # By default it reads the servers' own verdicts from CloudWatch: no route to the servers, no secret.
     (check,) = prod.of_type("command:local:Command")
+    args = shlex.split(check.inputs["create"])
+    assert args[:4] == [".venv/bin/python", "-m", "operator_tools.health", "--through-cloudwatch"]
+    assert args[args.index("--stack") + 1] == "prod" and args[args.index("--region") + 1] == "eu-west-1"
+    # The names the servers publish under (their Server dimension is their Name tag), in server order.
+    names = [r.inputs["tags"]["Name"] for r in sorted(prod.of_type(INSTANCE), key=lambda r: r.name)]
+    assert args[args.index("--servers") + 1].split(",") == names and len(names) == 3
+    assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
+    assert "--nodes" not in args and "--password" not in check.inputs["create"]
+    assert not check.inputs.get("environment")  # nothing secret: the deploying shell's AWS credentials
+    assert check.inputs["triggers"] == [f"outsystems-redis-server-{i}-instance-id" for i in (1, 2, 3)]
+    instance_urns = {r.urn for r in prod.of_type(INSTANCE)}
+    assert instance_urns <= set(check.dependencies)
+
+
+def test_the_direct_post_deploy_check_connects_to_every_process_with_the_password() -> None:
+    direct = run_program("prod", {"outsystems-redis:healthCheckVia": "direct"})
+    (check,) = direct.of_type("command:local:Command")
     args = shlex.split(check.inputs["create"])
     assert args[:3] == [".venv/bin/python", "-m", "operator_tools.health"]
     nodes = args[args.index("--nodes") + 1].split(",")
@@ -251,12 +269,9 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))
     assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
     assert args[args.index("--expect-version") + 1] == "5.0"
-    assert "--password" not in check.inputs["create"]
+    assert "--password" not in check.inputs["create"] and "--through-cloudwatch" not in args
     assert "environment" in check.secret_inputs and set(check.inputs["environment"]) == {"REDIS_PASSWORD"}
     assert "--cacert" not in check.inputs["create"]
-    assert check.inputs["triggers"] == [f"outsystems-redis-server-{i}-instance-id" for i in (1, 2, 3)]
-    instance_urns = {r.urn for r in prod.of_type(INSTANCE)}
-    assert instance_urns <= set(check.dependencies)
 
 
 def test_health_check_can_be_turned_off_and_its_deadline_set() -> None:
@@ -506,7 +521,7 @@ CURRENT = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
 
 
 def test_current_platform_selects_noble_and_redis_7(prod: Program) -> None:
-    program = run_program("prod", CURRENT)
+    program = run_program("prod", {**CURRENT, "outsystems-redis:healthCheckVia": "direct"})
     (call,) = [args for token, args in program.calls if token == GET_PARAMETER]
     assert call["name"] == "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
     assert {r.inputs["ami"] for r in program.of_type(INSTANCE)} == {"ami-0a24b24c24d24e24f"}
@@ -516,7 +531,8 @@ def test_current_platform_selects_noble_and_redis_7(prod: Program) -> None:
 
 
 def test_tls_adds_a_private_ca_and_per_server_certificates_through_parameter_store(prod: Program) -> None:
-    program = run_program("prod", {**CURRENT, "outsystems-redis:tls": True})
+    program = run_program("prod", {**CURRENT, "outsystems-redis:tls": True,
+                                   "outsystems-redis:healthCheckVia": "direct"})
     (ca,) = program.of_type("tls:index/selfSignedCert:SelfSignedCert")
     assert ca.inputs["isCaCertificate"] is True
     requests = program.of_type("tls:index/certRequest:CertRequest")

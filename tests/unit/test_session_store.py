@@ -61,10 +61,10 @@ def test_tls_example_is_a_7_0_cluster_with_a_certificate_per_server() -> None:
     assert len(program.of_type("tls:index/locallySignedCert:LocallySignedCert")) == 3
     (subscription,) = program.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert subscription.inputs["endpoint"] == "ops@example.com"
-    # The check runs with the interpreter running the program (it has the package), over TLS.
+    # The check runs with the interpreter running the program (it has the package), through CloudWatch.
     (check,) = program.of_type("command:local:Command")
-    assert check.inputs["create"].startswith(f"{default_health_check_python()} -m operator_tools.health --nodes ")
-    assert "--cacert-env REDIS_CA_CERT" in check.inputs["create"]
+    assert check.inputs["create"].startswith(
+        f"{default_health_check_python()} -m operator_tools.health --through-cloudwatch ")
 
 
 def test_alongside_example_wires_the_programs_own_resources_in() -> None:

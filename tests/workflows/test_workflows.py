@@ -185,14 +185,16 @@ def test_policy_pack_the_workflows_name_exists() -> None:
 # As the README sets them up: a password by `pulumi config set --secret`, tags as a map.
 DOCUMENTED = {"outsystems-redis:redisPassword": {"secure": "v1:AAAAAAAAAAAAAAAA:BBBBBBBBBBBB"},
               "outsystems-redis:tags": {"CostCenter": "1234", "Team": "web"}}
+DIRECT = {"outsystems-redis:healthCheckVia": "direct"}
 
 
 @pytest.mark.parametrize(
     ("config", "hosted", "stops"),
-    [({}, True, True), ({"outsystems-redis:healthCheck": False}, True, False), ({}, False, False),
-     ({**DOCUMENTED, "outsystems-redis:healthCheck": False}, True, False), (DOCUMENTED, True, True)],
-    ids=["hosted-runner-default-health-check", "health-check-off", "self-hosted", "secret-and-tags-off",
-         "secret-and-tags-on"],
+    [({}, True, False), ({**DIRECT}, True, True), ({**DIRECT, "outsystems-redis:healthCheck": False}, True, False),
+     ({**DIRECT}, False, False), ({**DOCUMENTED, **DIRECT, "outsystems-redis:healthCheck": False}, True, False),
+     ({**DOCUMENTED, **DIRECT}, True, True), (DOCUMENTED, True, False)],
+    ids=["hosted-runner-default-check-through-cloudwatch", "hosted-runner-direct-check", "health-check-off",
+         "self-hosted", "secret-and-tags-off", "secret-and-tags-direct", "secret-and-tags-cloudwatch"],
 )
 def test_hosted_runner_with_health_check_stops_early(tmp_path: Path, config: dict, hosted: bool, stops: bool) -> None:
     import importlib.util
@@ -208,3 +210,4 @@ def test_hosted_runner_with_health_check_stops_early(tmp_path: Path, config: dic
     assert (message is not None) == stops
     if stops:
         assert "self-hosted runner inside the VPC" in message and "healthCheck: false" in message
+        assert "healthCheckVia: direct" in message

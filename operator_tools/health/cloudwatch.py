@@ -1,0 +1,137 @@
+"""The post-deploy check through CloudWatch: the servers' own verdicts, read with the deployer's AWS credentials.
+
+A laptop or a hosted CI runner cannot reach the servers' private IPs, but it can call CloudWatch. Every
+minute each server's metrics agent (redis-observe.py, redis-metrics.timer) judges its own Redis processes
+and the cluster as they see it, with the health check's own functions (components/judge.py), and publishes
+the verdict in the stack's namespace. This check waits until every server has published, after the check
+began, a healthy verdict:
+
+- ClusterStateOk 1: every Redis process of the server answers, and (a cluster) reports cluster_state:ok;
+- SlotsServed 16384: every slot is served by a master that is not failing, as the server sees the cluster;
+- ReplicaLinksDown 0: every replica on the server is linked to its master.
+
+RoleDrift 1 (a server holding two masters or none, after a failover) is a warning, as in the direct check.
+What it cannot see from outside: whether the servers took a new password (they do within a minute of
+`pulumi up` writing it); the direct check (`healthCheckVia: direct`) tests that from inside the VPC.
+
+The pure parts (judge, report) take readings; `read` is the only code that calls AWS.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from components.judge import SLOTS
+from components.monitoring import PUBLISH_PERIOD_SECONDS, SERVER_DIMENSION, STACK_DIMENSION, metric_namespace
+
+VERDICT_METRICS = ("ClusterStateOk", "SlotsServed", "ReplicaLinksDown", "RoleDrift")
+POLL_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Reading:
+    at: datetime  # the datapoint's timestamp (UTC)
+    value: float
+
+
+Readings = Mapping[str, Mapping[str, Reading]]  # server name -> metric name -> its latest reading
+
+
+def judge(readings: Readings, servers: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the latest readings of every server; no problem means healthy."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for server in servers:
+        got = readings.get(server, {})
+        if not got:
+            problems.append(f"{server}: no verdict published since the check began (still booting, or its "
+                            "metrics agent cannot reach CloudWatch: `journalctl -u redis-metrics` on it)")
+            continue
+        state, slots, links, drift = (got.get(m) for m in VERDICT_METRICS)
+        if state is None or slots is None or links is None:
+            problems.append(f"{server}: an incomplete verdict (no ClusterStateOk, SlotsServed or ReplicaLinksDown)")
+            continue
+        if state.value != 1:
+            problems.append(f"{server}: not ok at {_hhmmss(state.at)} (a Redis process on it does not answer, or "
+                            "the cluster it sees is not whole)")
+        if slots.value != SLOTS:
+            problems.append(f"{server}: sees {slots.value:.0f} of {SLOTS} slots served at {_hhmmss(slots.at)}")
+        if links.value > 0:
+            problems.append(f"{server}: {links.value:.0f} replica link(s) to a master down at {_hhmmss(links.at)}")
+        if drift is not None and drift.value > 0:
+            warnings.append(f"{server}: holds two masters or none (roles drifted after a failover; its "
+                            "role-restore timer gives the master role back)")
+    return problems, warnings
+
+
+def report(readings: Readings, servers: Sequence[str], stack: str, cluster: bool) -> str:
+    """The verdict's text: HEALTHY or UNHEALTHY first, as the direct check prints it, then each server."""
+    problems, warnings = judge(readings, servers)
+    what = f"Redis Cluster, {len(servers)} servers" if cluster else "Redis server"
+    verdict = "UNHEALTHY" if problems else ("DEGRADED" if warnings else "HEALTHY")
+    lines = [f"{verdict} - {what}, as the servers judge themselves (CloudWatch, {metric_namespace(stack)})"]
+    for server in servers:
+        got = readings.get(server, {})
+        shown = ", ".join(f"{m} {got[m].value:g}" for m in VERDICT_METRICS if m in got)
+        newest = max((r.at for r in got.values()), default=None)
+        lines.append(f"  {server}: {shown or 'nothing yet'}" + (f" (at {_hhmmss(newest)} UTC)" if newest else ""))
+    lines += [f"  FAIL {p}" for p in problems] + [f"  WARN {w}" for w in warnings]
+    return "\n".join(lines)
+
+
+def read(cloudwatch, stack: str, servers: Sequence[str], since: datetime,
+         now: datetime) -> dict[str, dict[str, Reading]]:
+    """The latest datapoint since `since` of each verdict metric of each server (GetMetricData, one call per 500)."""
+    queries, keys = [], {}
+    for i, server in enumerate(servers):
+        for j, metric in enumerate(VERDICT_METRICS):
+            qid = f"m{i}_{j}"
+            keys[qid] = (server, metric)
+            queries.append({"Id": qid, "ReturnData": True, "MetricStat": {
+                "Metric": {"Namespace": metric_namespace(stack), "MetricName": metric,
+                           "Dimensions": [{"Name": STACK_DIMENSION, "Value": stack},
+                                          {"Name": SERVER_DIMENSION, "Value": server}]},
+                # The worst value of each minute: a minute with one bad verdict is bad.
+                "Period": PUBLISH_PERIOD_SECONDS, "Stat": "Minimum" if metric in ("ClusterStateOk", "SlotsServed")
+                else "Maximum"}})
+    readings: dict[str, dict[str, Reading]] = {}
+    for start in range(0, len(queries), 500):  # GetMetricData's limit of queries per call
+        kwargs = {"MetricDataQueries": queries[start:start + 500], "StartTime": since,
+                  "EndTime": now + timedelta(minutes=1), "ScanBy": "TimestampDescending"}
+        while True:
+            page = cloudwatch.get_metric_data(**kwargs)
+            for result in page["MetricDataResults"]:
+                points = sorted(zip(result["Timestamps"], result["Values"], strict=True), reverse=True)
+                if points:
+                    server, metric = keys[result["Id"]]
+                    readings.setdefault(server, {})[metric] = Reading(points[0][0].astimezone(UTC), points[0][1])
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+    return readings
+
+
+def wait_healthy(cloudwatch, stack: str, servers: Sequence[str], cluster: bool, wait: float,
+                 progress: Callable[[str], None], poll: float = POLL_SECONDS,
+                 clock: Callable[[], float] = time.time) -> tuple[bool, str]:
+    """Read until every server's verdict since now is healthy, or `wait` seconds pass; (healthy, report)."""
+    began = clock()
+    since = datetime.fromtimestamp(began, UTC).replace(microsecond=0)
+    while True:
+        readings = read(cloudwatch, stack, servers, since, datetime.fromtimestamp(clock(), UTC))
+        problems, _ = judge(readings, servers)
+        text = report(readings, servers, stack, cluster)
+        if not problems:
+            return True, text
+        left = began + wait - clock()
+        if left <= 0:
+            return False, text
+        progress(f"waiting ({clock() - began:.0f} s of {wait:g}): {problems[0]}")
+        time.sleep(min(poll, left))
+
+
+def _hhmmss(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%H:%M:%S")

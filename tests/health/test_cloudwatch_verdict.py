@@ -1,0 +1,83 @@
+"""The post-deploy check through CloudWatch: how it judges the servers' published verdicts, and how it fails
+when AWS refuses it. (Reading what the real metrics agent published, from moto, is in
+tests/integration/test_post_deploy_check.py.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from operator_tools.health.cloudwatch import Reading, judge, report
+from tests.tools import ROOT
+
+AT = datetime(2026, 12, 6, 10, 0, 5, tzinfo=UTC)
+SERVERS = ("s-1", "s-2", "s-3")
+
+
+def healthy() -> dict[str, float]:
+    return {"ClusterStateOk": 1, "SlotsServed": 16384, "ReplicaLinksDown": 0, "RoleDrift": 0}
+
+
+def readings(**changed: dict[str, float | None]) -> dict[str, dict[str, Reading]]:
+    """Every server healthy, except the metrics given per server (None: not published)."""
+    out = {}
+    for server in SERVERS:
+        values = {**healthy(), **changed.get(server.replace("-", "_"), {})}
+        out[server] = {m: Reading(AT, v) for m, v in values.items() if v is not None}
+    return out
+
+
+def test_every_server_healthy_is_healthy() -> None:
+    assert judge(readings(), SERVERS) == ([], [])
+    assert report(readings(), SERVERS, "prod", True).startswith(
+        "HEALTHY - Redis Cluster, 3 servers, as the servers judge themselves (CloudWatch, OutSystems/Redis/prod)")
+
+
+@pytest.mark.parametrize(("changed", "says"), [
+    ({"ClusterStateOk": 0}, "s-2: not ok at 10:00:05"),
+    ({"SlotsServed": 10923}, "s-2: sees 10923 of 16384 slots served"),
+    ({"ReplicaLinksDown": 1}, "s-2: 1 replica link(s) to a master down"),
+    ({"SlotsServed": None}, "s-2: an incomplete verdict"),
+])
+def test_one_bad_reading_makes_the_store_unhealthy_and_names_the_server(changed, says) -> None:
+    problems, _ = judge(readings(s_2=changed), SERVERS)
+    assert len(problems) == 1 and problems[0].startswith(says), problems
+    text = report(readings(s_2=changed), SERVERS, "prod", True)
+    assert text.startswith("UNHEALTHY") and f"FAIL {says}" in text
+
+
+def test_a_server_that_published_nothing_is_unhealthy() -> None:
+    got = readings()
+    del got["s-3"]
+    problems, _ = judge(got, SERVERS)
+    assert problems == [problems[0]] and problems[0].startswith("s-3: no verdict published since the check began")
+    assert "  s-3: nothing yet" in report(got, SERVERS, "prod", True)
+
+
+def test_role_drift_is_a_warning_not_a_failure() -> None:
+    problems, warnings = judge(readings(s_1={"RoleDrift": 1}), SERVERS)
+    assert problems == [] and len(warnings) == 1 and warnings[0].startswith("s-1: holds two masters or none")
+    assert report(readings(s_1={"RoleDrift": 1}), SERVERS, "prod", True).startswith("DEGRADED")
+
+
+def test_no_credentials_is_one_clear_unhealthy_verdict_not_a_traceback(tmp_path) -> None:
+    # What a deploying shell without AWS credentials meets: botocore's NoCredentialsError, exit 1, one verdict.
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod",
+                          "--region", "eu-west-1", "--servers", "s-1"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    assert run.stdout.startswith("UNHEALTHY - cannot read the servers' verdicts from CloudWatch in eu-west-1")
+    assert "cloudwatch:GetMetricData" in run.stdout and "healthCheckVia: direct" in run.stdout
+
+
+def test_through_cloudwatch_names_what_it_lacks() -> None:
+    run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--through-cloudwatch needs --region, --servers" in run.stderr

@@ -136,13 +136,10 @@ def user_data_costs(cloud_config: str) -> dict[str, int]:
     """What each write_files entry of a rendered cloud-config costs in EC2's count: the gzipped size of
     the whole, less that of the whole without it (gzip shares text between files, so a file costs less
     than its own compressed size). Where the bytes go when the budget is tight."""
-    head, body = cloud_config.split("\n", 1)
-    config = yaml.safe_load(body)
+    config = yaml.safe_load(cloud_config)
 
     def size(files: list[dict]) -> int:
-        text = head + "\n" + yaml.dump({**config, "write_files": [{**f, "content": _Literal(f["content"])}
-                                                                   for f in files]},
-                                       Dumper=_Dumper, sort_keys=False, width=1000)
+        text = _as_cloud_config({**config, "write_files": [{**f, "content": _Literal(f["content"])} for f in files]})
         return len(gzip.compress(text.encode(), compresslevel=9, mtime=0))
 
     files = config["write_files"]
@@ -365,4 +362,9 @@ def render_cloud_config(
     }
     if _snaps(platform):
         config["snap"] = {"commands": [["snap", "install", name, "--classic"] for name in _snaps(platform)]}
+    return _as_cloud_config(config)
+
+
+def _as_cloud_config(config: dict) -> str:
+    """The document cloud-init reads: its header line, then the YAML (file contents as literal blocks)."""
     return "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=1000)

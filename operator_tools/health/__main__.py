@@ -146,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The check from anywhere: wait for every server's own healthy verdict in CloudWatch; 0 healthy, 1 not."""
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     from operator_tools.health import cloudwatch
@@ -159,7 +160,9 @@ def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser
     if not servers:
         parser.error("--servers: no server name given")
     try:
-        client = boto3.client("cloudwatch", region_name=args.region)
+        # Throttling and 5xx are retried by the SDK (standard mode, with backoff); each call is bounded.
+        client = boto3.client("cloudwatch", region_name=args.region, config=Config(
+            retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=20))
         healthy, text = cloudwatch.wait_healthy(client, args.stack, servers, args.cluster, args.wait,
                                                 lambda line: print(line, file=sys.stderr, flush=True),
                                                 poll=args.poll)

@@ -62,8 +62,8 @@ def render_backup_unit(ports: tuple[int, ...], env_file: str = BACKUP_ENV_PATH) 
       /home (redis's is /var/lib/redis); the snapshot stays in a root-only StateDirectory on disk
       (not /run, a tmpfs: memory).
     - Nice and idle-ish I/O: sessions come first.
-    - The script bounds the snapshot (15 min) and each upload (30 min); TimeoutStartSec ends a run
-      before the next hour's.
+    - The script bounds each snapshot (15 min; up to 3 of them, 30 s apart, while a rebalance moves
+      a master's slots) and each upload (30 min); TimeoutStartSec ends a run before the next hour's.
     """
     units = " ".join(redis_unit(p) for p in ports)
     return (

@@ -16,11 +16,13 @@
 #     waited for, within SNAPSHOT_SECONDS). Neither schedule nor config changes.
 #     Our copy is the only extra one on disk: one master at a time, removed
 #     once uploaded; a run refuses a snapshot the disk could not hold.
-#   - its slots before and after: a master that changed role or slots during
-#     the snapshot is not uploaded. It is tried again RETRY_SECONDS later, up
-#     to SNAPSHOT_ATTEMPTS times (a scale-out's rebalance moves slots for a
-#     minute or two, and the hourly timers may fire in it); after the last
-#     attempt the run fails (exit 1).
+#   - its role and slots before and after: a master that changed during the
+#     snapshot is not uploaded. One that lost or gained slots is tried again
+#     RETRY_SECONDS later, up to SNAPSHOT_ATTEMPTS times (a scale-out's
+#     rebalance moves slots for a minute or two, and the hourly timers may
+#     fire in it); after the last attempt the run fails (exit 1). One that
+#     became a replica fails the run at once: its slots' new master, on
+#     another server, may have been passed over by that server's run.
 #   - upload <prefix><server>/<taken_at>/<port>.rdb, then <port>.json (the
 #     manifest: the slots it held, its keys, its Redis version). The manifest
 #     goes last: a snapshot without one is incomplete and the restore ignores it.
@@ -46,8 +48,9 @@ REDIS_CLI=${REDIS_CLI:-redis-cli}
 PERIOD_SECONDS=${PERIOD_SECONDS:-3600}
 SNAPSHOT_SECONDS=${SNAPSHOT_SECONDS:-900}
 UPLOAD_SECONDS=${UPLOAD_SECONDS:-1800}
-SNAPSHOT_ATTEMPTS=${SNAPSHOT_ATTEMPTS:-4}
+SNAPSHOT_ATTEMPTS=${SNAPSHOT_ATTEMPTS:-3}
 RETRY_SECONDS=${RETRY_SECONDS:-30}
+case "$SNAPSHOT_ATTEMPTS" in '' | *[!0-9]* | 0) echo "redis-backup: ERROR: SNAPSHOT_ATTEMPTS must be 1 or more" >&2; exit 1 ;; esac
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-3}
 
@@ -92,7 +95,8 @@ aws_put() {
         --only-show-errors --no-progress --cli-connect-timeout 5 --cli-read-timeout 60
 }
 
-# snapshot PORT: back up one master (return 0), or say why not (1), or that it moved under the snapshot (2).
+# snapshot PORT: back up one master (return 0), or say why not (1), or that its slots moved under the
+# snapshot (2). Called as `snapshot ... || ...`, where bash suspends `set -e`: every step checks its own status.
 snapshot() {
     local port=$1 me="$SERVER_IP:$1" replication info used free rdb keys before after key manifest slots
     if ! replication=$(cli info replication) || [ -z "$replication" ]; then
@@ -108,6 +112,7 @@ snapshot() {
     before=$(held) || before=unknown
     used=$(value "$info" used_memory)
     free=$(df -P -B1 "$run_dir" | awk 'NR == 2 { print $4 }')
+    case "$free" in '' | *[!0-9]*) log "ERROR: cannot read the free space of $WORK_DIR; $me not backed up"; return 1 ;; esac
     # An RDB is smaller than the memory it comes from; below that much free space, do not try.
     if [ "$free" -lt "${used:-0}" ]; then
         log "ERROR: $me uses $used bytes; $WORK_DIR has $free free; not backed up"
@@ -123,17 +128,25 @@ snapshot() {
     fi
     after=$(held) || after=unknown
     if [ "$after" != "$before" ] || [ "${before%% *}" != master ]; then
-        log "$me changed during the snapshot ($before -> $after); not uploaded"
         rm -f "$rdb"
-        return 2
+        if [ "${before%% *}" = master ] && [ "${after%% *}" = master ]; then
+            log "$me changed during the snapshot ($before -> $after); not uploaded"
+            return 2
+        fi
+        log "ERROR: $me is no longer a master it could vouch for ($before -> $after); not backed up"
+        return 1
     fi
     key="$KEY_PREFIX$SERVER_NAME/$taken_at/$port"
     manifest="$run_dir/$port.json"
     slots=${before#master}
     slots=${slots# }
-    printf '{"server": "%s", "port": %s, "taken_at": "%s", "cluster": %s, "slots": "%s", "keys": %s, "bytes": %s, "redis_version": "%s"}\n' \
+    if ! printf '{"server": "%s", "port": %s, "taken_at": "%s", "cluster": %s, "slots": "%s", "keys": %s, "bytes": %s, "redis_version": "%s"}\n' \
         "$SERVER_NAME" "$port" "$taken_at" "$([ "$cluster" = 1 ] && echo true || echo false)" "$slots" \
-        "${keys:-0}" "$(stat -c %s "$rdb")" "$(value "$info" redis_version)" >"$manifest"
+        "${keys:-0}" "$(stat -c %s "$rdb")" "$(value "$info" redis_version)" >"$manifest"; then
+        log "ERROR: cannot write the manifest of $me; not uploaded"
+        rm -f "$rdb" "$manifest"
+        return 1
+    fi
     if aws_put "$rdb" "$key.rdb" && aws_put "$manifest" "$key.json"; then
         log "$me: uploaded s3://$bucket/$key.rdb ($(stat -c %s "$rdb") bytes, ${keys:-0} keys${slots:+, slots $slots})"
         rm -f "$rdb" "$manifest"

@@ -29,6 +29,10 @@ from tests.boot import machines as m
 from tests.unit.program import Program, Recorded, run_program
 
 PLATFORM = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"}
+# The boot tests' own judge is the direct check, run from inside the VPC with the password (the strictest
+# one: every process, the password, the version). The default check, through CloudWatch from outside, is
+# booted by test_boot_prod_growth.test_the_default_post_deploy_check_from_outside_the_vpc.
+DIRECT_CHECK = {"outsystems-redis:healthCheckVia": "direct"}
 INSTANCE = "aws:ec2/instance:Instance"
 PARAMETER = "aws:ssm/parameter:Parameter"
 BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
@@ -57,7 +61,7 @@ class Deployment:
 
     @classmethod
     def of(cls, stack: str, overrides: dict[str, Any] | None = None) -> Deployment:
-        program = run_program(stack, {**PLATFORM, **(overrides or {})})
+        program = run_program(stack, {**PLATFORM, **DIRECT_CHECK, **(overrides or {})})
         check = program.named(HEALTH_CHECK)
         return cls(
             program=program,

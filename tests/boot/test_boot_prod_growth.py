@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 
 from tests.boot import machines as m
 from tests.boot.support import (
     BOOT_TIMEOUT,
+    CHECK_TIMEOUT,
     FAILOVER_TIMEOUT,
+    HEALTH_CHECK,
+    PLATFORM,
     SLOTS,
     UNITS_TIMEOUT,
     Cluster,
@@ -26,6 +32,8 @@ from tests.boot.support import (
     verdict,
     write_sessions,
 )
+from tests.integration.metrics_stand_in import VENV_BIN
+from tests.unit.program import run_program
 
 
 def test_prod_first_boot_forms_the_crossed_cluster(prod: Cluster) -> None:
@@ -87,6 +95,83 @@ def test_prod_servers_publish_metrics_and_logs(prod: Cluster) -> None:
         wrote = r'"message": "redis-auth\[\d+\]: redis-auth: wrote /etc/redis/auth.conf'
         assert re.search(wrote, payload), payload[:500]
         assert prod.deployment.password not in "\n".join(lines)
+
+
+# Sends on, inside the deployer's namespace, what one server's `aws cloudwatch put-metric-data` calls carried.
+RELAY = """\
+import json, sys
+import boto3
+url, recorded = sys.argv[1], sys.stdin.read().splitlines()
+for i, line in enumerate(recorded):
+    if " cloudwatch put-metric-data " in f" {line} ":
+        args = line.split()
+        boto3.client("cloudwatch", endpoint_url=url, region_name=args[args.index("--region") + 1],
+                     aws_access_key_id="testing", aws_secret_access_key="testing").put_metric_data(
+            Namespace=args[args.index("--namespace") + 1], MetricData=json.loads(recorded[i + 1]))
+        print("relayed")
+"""
+
+
+def test_the_default_post_deploy_check_from_outside_the_vpc(prod: Cluster) -> None:
+    """The program's default check (healthCheckVia: cloudwatch), run as pulumi-command runs it, by a deployer
+    with AWS credentials only: no password, and a network namespace of its own whose only interface is
+    loopback (no route to the servers; moto, CloudWatch's stand-in, listens there). The booted servers' own
+    metrics agent publishes through the boot stand-in `aws`, which records each call with its payload; each
+    call goes on to moto as the server made it, and the check reads it there."""
+    check = run_program("prod", PLATFORM).named(HEALTH_CHECK)
+    assert "--through-cloudwatch" in check.inputs["create"] and not check.inputs.get("environment")
+    servers = list(prod.fleet.servers.values())
+    ns = f"{prod.fleet.vpc.tag}-deployer"  # removed with the VPC's namespaces
+    m.run(["ip", "netns", "add", ns])
+    m.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    inside = ["ip", "netns", "exec", ns]
+    for server in servers:
+        unroutable = m.run([*inside, "ip", "route", "get", server.ip], check=False)
+        assert unroutable.returncode != 0 and "unreachable" in unroutable.stderr, unroutable
+    url = "http://127.0.0.1:4566"
+    moto = subprocess.Popen([*inside, str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", "4566"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    python = str(VENV_BIN / "python")
+    try:
+        m.wait_for(lambda: m.run([*inside, python, "-c", f"import urllib.request; urllib.request.urlopen("
+                                  f"'{url}/moto-api/', timeout=2)"], check=False).returncode == 0,
+                   60, "moto did not start in the deployer's namespace")
+        seen = {s.name: len(s.out(f"cat {m.AWS_LOG}").splitlines()) for s in servers}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_"))}
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=url,
+                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                   AWS_EC2_METADATA_DISABLED="true")
+        # Polled every 2 s (the program leaves the default 15 s, the servers publishing once a minute).
+        command = str(check.inputs["create"]) + " --poll 2"
+        proc = subprocess.Popen([*inside, "/bin/sh", "-c", command], cwd=m.REPO, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            time.sleep(3)
+            assert proc.poll() is None, "the check passed before any server published since it began"
+            for server in servers:
+                # What the server's timer runs every minute, now rather than at the next :15.
+                started = server.exec("systemctl start redis-metrics.service", timeout=120)
+                assert started.returncode == 0, started.stderr + server.diagnostics()
+                recorded = "\n".join(server.out(f"cat {m.AWS_LOG}").splitlines()[seen[server.name]:])
+                relayed = subprocess.run([*inside, python, "-c", RELAY, url], input=recorded, text=True,
+                                         capture_output=True, timeout=60, cwd=m.REPO)
+                assert relayed.returncode == 0 and "relayed" in relayed.stdout, relayed.stderr + recorded[-2000:]
+            out, err = proc.communicate(timeout=CHECK_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+    finally:
+        os.killpg(moto.pid, signal.SIGTERM)
+        moto.wait(timeout=10)
+        m.run(["ip", "netns", "del", ns], check=False)
+    assert proc.returncode == 0, out + err
+    assert "waiting (" in err and "no verdict published since the check began" in err, err
+    assert out.startswith("HEALTHY - Redis Cluster, 3 servers, as the servers judge themselves"), out
+    for server in servers:
+        assert f"  {server.hostname}: ClusterStateOk 1, SlotsServed {SLOTS}, ReplicaLinksDown 0" in out, out
+    assert prod.deployment.password not in out + err
 
 
 def test_fourth_server_joins(prod: Cluster) -> None:

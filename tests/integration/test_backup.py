@@ -286,28 +286,40 @@ def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto,
 
 
 
-# What a scale-out's rebalance does to a master while the hourly run snapshots it: one of its slots (an empty
-# one, so no MIGRATE is needed) is handed to another master, target first, as `redis-cli --cluster` does.
-HAND_OVER_A_SLOT = """\
-import os, sys
+# What can happen to a master while the hourly run snapshots it, done right after the snapshot (the hook below,
+# run by a redis-cli wrapper after each --rdb while the file `left` holds "<action> <times>"):
+# - "slot": a scale-out's rebalance moves one of its slots (an empty one, so no MIGRATE is needed) to another
+#   master: the target is told first, then the source (CLUSTER SETSLOT ... NODE, the step that ends a slot's
+#   move in `redis-cli --cluster`);
+# - "failover": its replica, on another server, takes over (CLUSTER FAILOVER).
+AFTER_THE_SNAPSHOT = """\
+import os, sys, time
 import redis
 host, port, left = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with open(left) as f:
-    moves = int(f.read())
-if moves > 0:
+    action, times = f.read().split()
+if int(times) > 0:
     with open(left, "w") as f:
-        f.write(str(moves - 1))
+        f.write(f"{action} {int(times) - 1}")
     def client(h, p):
         return redis.Redis(h, int(p), password=os.environ["REDISCLI_AUTH"], socket_timeout=5, decode_responses=True)
     me = client(host, port)
     lines = [line.split() for line in me.execute_command("CLUSTER", "NODES").splitlines()]
     mine = next(n for n in lines if "myself" in n[2])
-    other = next(n for n in lines if "master" in n[2] and "myself" not in n[2])
-    low, _, high = mine[8].partition("-")
-    slot = next(s for s in range(int(low), int(high or low) + 1)
-                if me.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) == 0)
-    for h, p in ((other[1].split("@")[0].rsplit(":", 1)), (host, port)):
-        client(h, p).execute_command("CLUSTER", "SETSLOT", slot, "NODE", other[0])
+    if action == "slot":
+        other = next(n for n in lines if "master" in n[2] and "myself" not in n[2])
+        low, _, high = mine[8].partition("-")
+        slot = next(s for s in range(int(low), int(high or low) + 1)
+                    if me.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) == 0)
+        for h, p in ((other[1].split("@")[0].rsplit(":", 1)), (host, port)):
+            client(h, p).execute_command("CLUSTER", "SETSLOT", slot, "NODE", other[0])
+    else:
+        replica = next(n for n in lines if n[3] == mine[0])
+        client(*replica[1].split("@")[0].rsplit(":", 1)).execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + 30
+        while me.info("replication")["role"] != "slave":
+            assert time.monotonic() < deadline, "no failover"
+            time.sleep(0.2)
 """
 
 
@@ -327,9 +339,9 @@ def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_f
     lo.start()
     lo.bootstrap()
     write_sessions(lo, 30, size=2000)
-    hook, left = tmp_path / "hand_over_a_slot.py", tmp_path / "moves-left"
-    hook.write_text(HAND_OVER_A_SLOT)
-    cli = tmp_path / "redis-cli"  # the real one; after a snapshot (--rdb), the hook moves a slot if any are left
+    hook, left = tmp_path / "after_the_snapshot.py", tmp_path / "left"
+    hook.write_text(AFTER_THE_SNAPSHOT)
+    cli = tmp_path / "redis-cli"  # the real one, then the hook after a snapshot (--rdb)
     cli.write_text(f'#!/bin/bash\n"{lo.cli_for(0)}" "$@"; rc=$?\n'
                    f'if [[ " $* " == *" --rdb "* ]]; then "{sys.executable}" "{hook}" "$2" "$4" "{left}"; fi\n'
                    'exit $rc\n')
@@ -341,21 +353,33 @@ def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_f
     master = lo.topology.servers[0].processes[0]
     before = served(lo, master)
 
-    # Moved once: the second attempt is uploaded, with the slots the master holds after the move.
-    left.write_text("1")
-    (code, out), = run_at_once(script, {0: env}, 120).values()
+    def run_once(action: str) -> tuple[int, str]:
+        for key in objects(moto):
+            moto.client("s3").delete_object(Bucket=BUCKET, Key=key)
+        left.write_text(action)
+        (code, out), = run_at_once(script, {0: env}, 120).values()
+        assert_nothing_left_behind(tmp_path, 1)
+        return code, out
+
+    # Moved once: the second attempt is uploaded, once, with the slots the master holds after the move.
+    code, out = run_once("slot 1")
     assert code == 0 and "changed during the snapshot" in out and "trying again in 1 s" in out, out
     manifest, = [json.loads(b) for k, b in objects(moto).items() if k.endswith("7000.json")]
     after = served(lo, master)
     assert manifest["slots"].split() == after and count(after) == count(before) - 1, (manifest, before, after)
+    assert sum(1 for e in moto.requests() if e["method"] == "PUT" and e["url"].endswith("7000.rdb")) == 1
 
     # Moved at every attempt: nothing of that master uploaded, and the run fails, saying so.
-    for key in objects(moto):
-        moto.client("s3").delete_object(Bucket=BUCKET, Key=key)
-    left.write_text("2")
-    (code, out), = run_at_once(script, {0: env}, 120).values()
+    code, out = run_once("slot 2")
     assert code == 1 and "changed during each of 2 snapshots; not backed up" in out, out
     assert objects(moto) == {}
+
+    # Failed over during the snapshot: not tried again as a replica (its new master's server may have passed
+    # it over already); the run fails at once.
+    code, out = run_once("failover 1")
+    assert code == 1 and "is no longer a master it could vouch for" in out and "trying again" not in out, out
+    assert objects(moto) == {}
+
 
 def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
     p = lo.processes[0]

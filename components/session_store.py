@@ -238,16 +238,19 @@ def hsconf_snippet(connection_string: str) -> str:
     )
 
 
-def health_check_command(settings: Settings, topology: Topology, region: str,
+def health_check_command(settings: Settings, topology: Topology, region: str, account: str | None,
                          python: str = ".venv/bin/python") -> str:
     """The post-deploy check, run in the program's directory with `python` (this project: its virtualenv).
 
-    `cloudwatch` (the default) needs only the deployer's AWS credentials; `direct` needs a route to the servers.
+    `cloudwatch` (the default) needs only the deployer's AWS credentials, which must be for `account` (the
+    check refuses others at once: a provider for another account is not the shell's); `direct` needs a route
+    to the servers.
     """
     args = [python, "-m", "operator_tools.health"]
     if settings.health_check_via == "cloudwatch":
-        args += ["--through-cloudwatch", "--stack", settings.stack, "--region", region,
-                 "--servers", ",".join(s.name for s in topology.servers)]
+        args += ["--through-cloudwatch", "--stack", settings.stack, "--region", region]
+        args += ["--account", account] if account else []
+        args += ["--servers", ",".join(s.name for s in topology.servers)]
         if settings.cluster:
             args.append("--cluster")
     else:
@@ -274,6 +277,7 @@ class AwsFacts:
     vcpus: int
     nat_subnet_id: str | None
     region: str
+    account: str | None  # the account the store deploys into (the provider's), when the check needs it
 
 
 def checked_settings(args: SessionStoreArgs) -> Settings:
@@ -408,6 +412,9 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
         vcpus=spec.default_vcpus,
         nat_subnet_id=nat_subnet_id,
         region=aws.get_region(opts=invoke).region,
+        # Only the check through CloudWatch needs it (it refuses credentials for another account).
+        account=(aws.get_caller_identity(opts=invoke).account_id
+                 if s.health_check and s.health_check_via == "cloudwatch" else None),
     )
 
 
@@ -607,7 +614,7 @@ class RedisSessionStore(pulumi.ComponentResource):
         self.private_ips = [srv.private_ip for srv in self.servers]
         self.health_check = None
         if s.health_check:
-            check = health_check_command(s, topology, facts.region,
+            check = health_check_command(s, topology, facts.region, facts.account,
                                          args.health_check_python or default_health_check_python())
             if s.health_check_via == "direct":
                 # A new password changes the environment, so the check runs again and waits

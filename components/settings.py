@@ -166,7 +166,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "healthCheckTimeout", f"`{DEFAULT_HEALTH_CHECK_TIMEOUT}`",
         "Seconds the health check waits for the servers to become healthy (a cold boot installs packages, then "
-        "forms the cluster).",
+        "forms the cluster): 10 to 7200, and at least 180 through CloudWatch (the servers publish once a minute).",
         "settings",
     ),
     ConfigKey(
@@ -583,6 +583,9 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             "one of CloudWatch Logs' retention periods: " + ", ".join(map(str, LOG_RETENTION_CHOICES)),
         )
 
+    health_check_via = _one_of(raw, "healthCheckVia", HEALTH_CHECK_VIA)
+    shortest_check = 180 if health_check_via == "cloudwatch" else 10
+
     return Settings(
         stack=stack,
         servers=servers,
@@ -608,9 +611,12 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
         redis_password=str(password) if password is not None else None,
         protect=protect,
         health_check=_bool(raw, "healthCheck", True),
-        health_check_via=_one_of(raw, "healthCheckVia", HEALTH_CHECK_VIA),
+        health_check_via=health_check_via,
         health_check_timeout=_int(
-            raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, 10, 7200, "seconds, from 10 to 7200"
+            raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, shortest_check, 7200,
+            f"seconds, from {shortest_check} to 7200"
+            + (" with healthCheckVia cloudwatch (the servers publish once a minute, and a verdict counts from the "
+               "first whole minute after the check starts)" if health_check_via == "cloudwatch" else ""),
         ),
         tls=tls,
         replace_servers=tuple(replace_servers),

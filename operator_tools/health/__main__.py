@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 
 from components.judge import Tls, exit_code
 from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+from operator_tools.health.cloudwatch import POLL_SECONDS
 from operator_tools.health.gather import run_check
 from operator_tools.health.report import report, to_json
 
@@ -68,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needs --stack, --region, --servers and cloudwatch:GetMetricData)")
     p.add_argument("--stack", help="with --through-cloudwatch: the Pulumi stack's name")
     p.add_argument("--region", help="with --through-cloudwatch: the stack's AWS region")
+    p.add_argument("--account", help="with --through-cloudwatch: the stack's AWS account id; other credentials "
+                                     "are refused at once")
     p.add_argument("--servers", help="with --through-cloudwatch: NAME[,NAME...], every server's name (its Name tag)")
-    p.add_argument("--poll", type=float, default=15.0, metavar="SECONDS",
-                   help="with --through-cloudwatch: seconds between reads while --wait lasts (default 15; the "
-                        "servers publish once a minute)")
+    p.add_argument("--poll", type=float, default=POLL_SECONDS, metavar="SECONDS",
+                   help=f"with --through-cloudwatch: seconds between reads while --wait lasts (default "
+                        f"{POLL_SECONDS:g}; the servers publish once a minute)")
     p.add_argument("--cluster", action="store_true", help="the nodes form a Redis Cluster (production)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="retry until healthy or this many seconds have passed (a fresh deploy)")
@@ -143,34 +146,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code(findings, args.strict)
 
 
+# AWS answers worth waiting out (the SDK already retried them a few times); anything else ends the check.
+TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable",
+                   "InternalFailure", "InternalServiceError", "RequestTimeout"}
+DIRECT_ONLY = ("json", "strict", "tls", "cacert", "cacert_env")
+
+
 def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The check from anywhere: wait for every server's own healthy verdict in CloudWatch; 0 healthy, 1 not."""
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
 
     from operator_tools.health import cloudwatch
 
     if args.nodes:
         parser.error("--through-cloudwatch: --nodes is for the direct check; give --servers")
+    given = [f"--{k.replace('_', '-')}" for k in DIRECT_ONLY if getattr(args, k)]
+    if given or args.expect_version != expected_version_default():
+        parser.error(f"--through-cloudwatch: {', '.join(given) or '--expect-version'} is for the direct check only")
     missing = [f"--{k}" for k in ("stack", "region", "servers") if not getattr(args, k)]
     if missing:
         parser.error(f"--through-cloudwatch needs {', '.join(missing)}")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not servers:
         parser.error("--servers: no server name given")
+
+    def transient(exc: Exception) -> bool:
+        if isinstance(exc, ClientError):
+            return exc.response.get("Error", {}).get("Code") in TRANSIENT_CODES
+        return isinstance(exc, (ConnectionError, ReadTimeoutError))
+
+    # Throttling and 5xx are retried by the SDK first (standard mode, with backoff); each call is bounded.
+    config = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=20)
     try:
-        # Throttling and 5xx are retried by the SDK (standard mode, with backoff); each call is bounded.
-        client = boto3.client("cloudwatch", region_name=args.region, config=Config(
-            retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=20))
+        if args.account:
+            caller = boto3.client("sts", region_name=args.region, config=config).get_caller_identity()["Account"]
+            if caller != args.account:
+                print(f"UNHEALTHY - these AWS credentials are for account {caller}, the stack is in {args.account}: "
+                      "the check reads CloudWatch with the credentials of the shell running `pulumi up`, not the "
+                      "stack's provider. Give that shell credentials for the stack's account (AWS_PROFILE), "
+                      "or set healthCheckVia: direct.")
+                return 1
+        client = boto3.client("cloudwatch", region_name=args.region, config=config)
         healthy, text = cloudwatch.wait_healthy(client, args.stack, servers, args.cluster, args.wait,
                                                 lambda line: print(line, file=sys.stderr, flush=True),
-                                                poll=args.poll)
+                                                poll=args.poll, transient=transient)
     except (BotoCoreError, ClientError) as exc:
-        # No credentials, AccessDenied on cloudwatch:GetMetricData, throttling past the SDK's retries.
+        # No credentials, AccessDenied on cloudwatch:GetMetricData, an expired session, or AWS unreachable
+        # past --wait.
         print(f"UNHEALTHY - cannot read the servers' verdicts from CloudWatch in {args.region}: {exc}\n"
-              "  The deploying identity needs cloudwatch:GetMetricData (README: Permissions), or set "
-              "healthCheckVia: direct and deploy from inside the VPC.")
+              "  The deploying identity needs cloudwatch:GetMetricData (README: The post-deploy health check), "
+              "or set healthCheckVia: direct and deploy from inside the VPC.")
         return 1
     print(text)
     return 0 if healthy else 1

@@ -3,16 +3,19 @@
 A laptop or a hosted CI runner cannot reach the servers' private IPs, but it can call CloudWatch. Every
 minute each server's metrics agent (redis-observe.py, redis-metrics.timer) judges its own Redis processes
 and the cluster as they see it, with the health check's own functions (components/judge.py), and publishes
-the verdict in the stack's namespace. This check waits until every server has published, after the check
-began, a healthy verdict:
+the verdict in the stack's namespace. This check waits until every server has published a healthy verdict
+in a minute that began after the check did (CloudWatch keeps these metrics per minute, time-stamped with the
+minute's start, and rounds a query's start down to the minute: a reading from before the check could
+otherwise pass for a new one):
 
 - ClusterStateOk 1: every Redis process of the server answers, and (a cluster) reports cluster_state:ok;
 - SlotsServed 16384: every slot is served by a master that is not failing, as the server sees the cluster;
 - ReplicaLinksDown 0: every replica on the server is linked to its master.
 
 RoleDrift 1 (a server holding two masters or none, after a failover) is a warning, as in the direct check.
-What it cannot see from outside: whether the servers took a new password (they do within a minute of
-`pulumi up` writing it); the direct check (`healthCheckVia: direct`) tests that from inside the VPC.
+So the check takes one to two minutes at least. What the servers do not publish, it cannot judge: whether
+they took a new password (they do within a minute of `pulumi up` writing it), the Redis version, memory,
+TLS, a round trip; the direct check (`healthCheckVia: direct`) judges those from inside the VPC.
 
 The pure parts (judge, report) take readings; `read` is the only code that calls AWS.
 """
@@ -29,6 +32,7 @@ from components.monitoring import PUBLISH_PERIOD_SECONDS, SERVER_DIMENSION, STAC
 
 VERDICT_METRICS = ("ClusterStateOk", "SlotsServed", "ReplicaLinksDown", "RoleDrift")
 POLL_SECONDS = 15.0
+MINUTE = PUBLISH_PERIOD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -104,25 +108,42 @@ def read(cloudwatch, stack: str, servers: Sequence[str], since: datetime,
         while True:
             page = cloudwatch.get_metric_data(**kwargs)
             for result in page["MetricDataResults"]:
-                points = sorted(zip(result["Timestamps"], result["Values"], strict=True), reverse=True)
-                if points:
-                    server, metric = keys[result["Id"]]
-                    readings.setdefault(server, {})[metric] = Reading(points[0][0].astimezone(UTC), points[0][1])
+                server, metric = keys[result["Id"]]
+                for at, value in zip(result["Timestamps"], result["Values"], strict=True):
+                    at = at.astimezone(UTC)
+                    known = readings.get(server, {}).get(metric)
+                    # Only minutes from `since` on (CloudWatch rounds StartTime down); the newest across pages.
+                    if at >= since and (known is None or at > known.at):
+                        readings.setdefault(server, {})[metric] = Reading(at, value)
             if not page.get("NextToken"):
                 break
             kwargs["NextToken"] = page["NextToken"]
     return readings
 
 
+def first_whole_minute(began: float) -> datetime:
+    """The start of the first minute that begins at or after `began` (a Unix time)."""
+    return datetime.fromtimestamp(-(-int(began) // MINUTE) * MINUTE, UTC)
+
+
 def wait_healthy(cloudwatch, stack: str, servers: Sequence[str], cluster: bool, wait: float,
                  progress: Callable[[str], None], poll: float = POLL_SECONDS,
-                 clock: Callable[[], float] = time.time) -> tuple[bool, str]:
-    """Read until every server's verdict since now is healthy, or `wait` seconds pass; (healthy, report)."""
+                 clock: Callable[[], float] = time.time,
+                 transient: Callable[[Exception], bool] = lambda exc: False) -> tuple[bool, str]:
+    """Read until every server's verdict, from the first whole minute after now on, is healthy, or `wait`
+    seconds pass; (healthy, report). An error `transient` accepts (throttling, a timeout) is retried while
+    time is left; any other is raised."""
     began = clock()
-    since = datetime.fromtimestamp(began, UTC).replace(microsecond=0)
+    since = first_whole_minute(began)
+    readings: dict[str, dict[str, Reading]] = {}
     while True:
-        readings = read(cloudwatch, stack, servers, since, datetime.fromtimestamp(clock(), UTC))
-        problems, _ = judge(readings, servers)
+        try:
+            readings = read(cloudwatch, stack, servers, since, datetime.fromtimestamp(clock(), UTC))
+            problems, _ = judge(readings, servers)
+        except Exception as exc:
+            if not transient(exc) or clock() - began >= wait:
+                raise
+            problems = [f"CloudWatch did not answer ({exc})"]
         text = report(readings, servers, stack, cluster)
         if not problems:
             return True, text

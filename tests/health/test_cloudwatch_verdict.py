@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from operator_tools.health.cloudwatch import Reading, judge, report
+from operator_tools.health.cloudwatch import Reading, first_whole_minute, judge, read, report
 from tests.tools import ROOT
 
 AT = datetime(2026, 12, 6, 10, 0, 5, tzinfo=UTC)
@@ -81,3 +81,34 @@ def test_through_cloudwatch_names_what_it_lacks() -> None:
     run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--through-cloudwatch needs --region, --servers" in run.stderr
+
+
+class TwoPages:
+    """GetMetricData's answer in two pages, newest first (ScanBy TimestampDescending), for one query."""
+
+    def __init__(self, pages: list[list[tuple[datetime, float]]]) -> None:
+        self.pages = pages
+
+    def get_metric_data(self, **kwargs):  # noqa: ANN003, ANN201
+        index = int(kwargs.get("NextToken", 0))
+        points = self.pages[index]
+        (query,) = [q for q in kwargs["MetricDataQueries"] if q["MetricStat"]["Metric"]["MetricName"] ==
+                    "ClusterStateOk"]
+        results = [{"Id": query["Id"], "Timestamps": [t for t, _ in points], "Values": [v for _, v in points]}]
+        return {"MetricDataResults": results, **({"NextToken": str(index + 1)} if index + 1 < len(self.pages) else {})}
+
+
+def test_read_keeps_the_newest_reading_across_pages_and_none_before_the_check() -> None:
+    since = datetime(2026, 12, 6, 10, 1, tzinfo=UTC)
+    newer, older, before = (datetime(2026, 12, 6, 10, m, tzinfo=UTC) for m in (3, 2, 0))
+    got = read(TwoPages([[(newer, 1.0)], [(older, 0.0), (before, 1.0)]]), "prod", ["s-1"], since, newer)
+    assert got == {"s-1": {"ClusterStateOk": Reading(newer, 1.0)}}
+    stale = read(TwoPages([[(before, 1.0)]]), "prod", ["s-1"], since, newer)
+    assert stale == {}
+
+
+def test_the_check_counts_from_the_first_whole_minute_after_it_starts() -> None:
+    assert first_whole_minute(datetime(2026, 12, 6, 10, 0, 40, tzinfo=UTC).timestamp()) == datetime(
+        2026, 12, 6, 10, 1, tzinfo=UTC)
+    assert first_whole_minute(datetime(2026, 12, 6, 10, 1, tzinfo=UTC).timestamp()) == datetime(
+        2026, 12, 6, 10, 1, tzinfo=UTC)

@@ -53,6 +53,8 @@ def test_settings_defaults_per_tier() -> None:
     assert (prod.instance_type, prod.protect, prod.cluster, prod.minimums) == ("c5.xlarge", True, True, PRODUCTION)
     assert prod.root_volume_gib == 20 and prod.health_check and prod.health_check_timeout == 900
     assert prod.health_check_via == "cloudwatch"
+    direct = load_settings({**PROD, "healthCheckVia": "direct", "healthCheckTimeout": "60"}, "prod")
+    assert direct.health_check_timeout == 60
     assert "redis_password" not in repr(load_settings({**PROD, "redisPassword": "a" * 20}, "prod"))
 
 
@@ -67,6 +69,7 @@ def test_settings_defaults_per_tier() -> None:
         ({**PROD, "frontEndSecurityGroupIds": "default"}, "frontEndSecurityGroupIds"),
         ({**PROD, "protect": "maybe"}, "protect"),
         ({**PROD, "healthCheckVia": "ssh"}, "healthCheckVia"),
+        ({**PROD, "healthCheckTimeout": "60"}, "healthCheckTimeout"),  # under 180 through CloudWatch
         ({**PROD, "vpcId": "my-vpc"}, "vpcId"),
         ({**PROD, "servers": "101"}, "servers"),
         ({"servers": "1"}, "subnetCidrs"),

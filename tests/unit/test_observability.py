@@ -194,9 +194,11 @@ def test_an_email_subscription_only_when_alarm_email_is_set() -> None:
 
 
 def test_a_given_topic_is_used_and_none_created() -> None:
-    # With toolWriters named too, nothing needs the deployer's identity (the key policy would).
+    # With toolWriters named too and the direct check, nothing needs the deployer's identity (the key policy
+    # would, and the check through CloudWatch compares the shell's account with it).
     program = run_program("prod", {"outsystems-redis:alarmTopicArn": GIVEN_TOPIC,
-                                   "outsystems-redis:toolWriters": [f"arn:aws:iam::{ACCOUNT}:role/admins"]})
+                                   "outsystems-redis:toolWriters": [f"arn:aws:iam::{ACCOUNT}:role/admins"],
+                                   "outsystems-redis:healthCheckVia": "direct"})
     assert not program.of_type(TOPIC) and not program.of_type("aws:kms/key:Key")
     assert not program.of_type(SUBSCRIPTION)
     for a in program.of_type(ALARM):

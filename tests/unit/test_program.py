@@ -248,6 +248,7 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     args = shlex.split(check.inputs["create"])
     assert args[:4] == [".venv/bin/python", "-m", "operator_tools.health", "--through-cloudwatch"]
     assert args[args.index("--stack") + 1] == "prod" and args[args.index("--region") + 1] == "eu-west-1"
+    assert args[args.index("--account") + 1] == "111122223333"  # the provider's, which the shell's must match
     # The names the servers publish under (their Server dimension is their Name tag), in server order.
     names = [r.inputs["tags"]["Name"] for r in sorted(prod.of_type(INSTANCE), key=lambda r: r.name)]
     assert args[args.index("--servers") + 1].split(",") == names and len(names) == 3

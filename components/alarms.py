@@ -86,6 +86,14 @@ RULES: dict[str, AlarmRule] = {
         "this server has held more or fewer than one master for 15 minutes",
         "journalctl -u redis-role-restore on the server says what it waits for",
     ),
+    # A master whose only copy is gone or on its own server: losing that server loses its sessions. Five
+    # minutes, as ReplicaLinksDown: a replica restarting is back well within it.
+    "ShapeFailures": AlarmRule(
+        "Maximum", "GreaterThanOrEqualToThreshold", 1, PUBLISH_PERIOD_SECONDS, 5, "notBreaching", True,
+        "for five minutes, a master on this server has no working replica on another server, a replica here "
+        "follows a master on this same server, or a process here is marked failing",
+        "run the health check (README: Checking the session store at 3 a.m.): it names the node and the fix",
+    ),
     # At maxmemory, allkeys-lru evicts sessions (logged-out users, half sessions) and Redis 5.0 fails
     # script writes that carry session data (README "When memory is full"): page on the first minute
     # at 85 %, before eviction begins, so there is time to scale out.

@@ -82,7 +82,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "Operating system and Redis line: `ubuntu-20.04-redis-5.0` (Redis 5.0.7, what the requirements page names) "
         "or `ubuntu-24.04-redis-7.0` (Redis 7.0.15, what OutSystems asks for with Platform Server 11.23). It selects "
         "the Canonical AMI family, the apt pin, the version-specific `redis.conf` directives and the version the "
-        "health check expects. See [Choosing a platform](#choosing-a-platform).",
+        "direct health check expects. See [Choosing a platform](#choosing-a-platform).",
         "settings",
     ),
     ConfigKey("vpcId", "the account's default VPC", "The existing VPC to deploy into.", "deploy"),

@@ -4,7 +4,7 @@
     python -m operator_tools.maintenance --stack prod [--instance-ids i-...,i-...,i-...] [--region R] [--dry-run]
 
 Needs AWS credentials (ec2:DescribeInstances, ssm:SendCommand, ssm:GetCommandInvocation) and,
-like the health check, a machine that reaches the servers' private IPs on the Redis ports.
+like the direct health check, a machine that reaches the servers' private IPs on the Redis ports.
 
 It starts only on a HEALTHY cluster (the health check's own verdict: no failure, no warning).
 Then, for each server in turn:

@@ -41,6 +41,9 @@ from components.judge import (
     Facts,
     NodeFacts,
     check_cluster_state,
+    check_crossed,
+    check_nodes_up,
+    check_replicas,
     check_replication,
     memory_share,
     parse_cluster_info,
@@ -196,9 +199,14 @@ def compute_metrics(facts: Facts, host: str, previous: dict, now: float) -> tupl
         values["SlotsServed"] = float(sum(m.slot_count for m in serving_masters(view)))
         if view:
             values["RoleDrift"] = float(len([m for m in serving_masters(view) if m.host == host]) != 1)
+            # The direct check's shape failures, as this server sees the cluster, about its own processes.
+            servers = sorted({n.host for n in view})
+            shape = (*check_nodes_up(view), *check_replicas(view), *check_crossed(view, servers))
+            values["ShapeFailures"] = float(sum(1 for f in shape if f.severity == FAIL and f.server == host))
     else:
         values["SlotsServed"] = float(SLOTS_ALL if up else 0)
         values["RoleDrift"] = 0.0
+        values["ShapeFailures"] = 0.0
     if not up:
         return values, previous
     by_address = {n.address: n for n in facts.nodes if not n.error}

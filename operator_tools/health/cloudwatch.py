@@ -10,7 +10,9 @@ otherwise pass for a new one):
 
 - ClusterStateOk 1: every Redis process of the server answers, and (a cluster) reports cluster_state:ok;
 - SlotsServed 16384: every slot is served by a master that is not failing, as the server sees the cluster;
-- ReplicaLinksDown 0: every replica on the server is linked to its master.
+- ReplicaLinksDown 0: every replica on the server is linked to its master;
+- ShapeFailures 0: every master on the server has a working replica on another server, no replica on it
+  follows a master beside it, and the cluster marks none of its processes failing.
 
 RoleDrift 1 (a server holding two masters or none, after a failover) is a warning, as in the direct check.
 So the check takes one to two minutes at least. What the servers do not publish, it cannot judge: whether
@@ -30,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from components.judge import SLOTS
 from components.monitoring import PUBLISH_PERIOD_SECONDS, SERVER_DIMENSION, STACK_DIMENSION, metric_namespace
 
-VERDICT_METRICS = ("ClusterStateOk", "SlotsServed", "ReplicaLinksDown", "RoleDrift")
+VERDICT_METRICS = ("ClusterStateOk", "SlotsServed", "ReplicaLinksDown", "ShapeFailures", "RoleDrift")
 POLL_SECONDS = 15.0
 MINUTE = PUBLISH_PERIOD_SECONDS
 
@@ -54,9 +56,10 @@ def judge(readings: Readings, servers: Sequence[str]) -> tuple[list[str], list[s
             problems.append(f"{server}: no verdict published since the check began (still booting, or its "
                             "metrics agent cannot reach CloudWatch: `journalctl -u redis-metrics` on it)")
             continue
-        state, slots, links, drift = (got.get(m) for m in VERDICT_METRICS)
-        if state is None or slots is None or links is None:
-            problems.append(f"{server}: an incomplete verdict (no ClusterStateOk, SlotsServed or ReplicaLinksDown)")
+        state, slots, links, shape, drift = (got.get(m) for m in VERDICT_METRICS)
+        if state is None or slots is None or links is None or shape is None:
+            problems.append(f"{server}: an incomplete verdict (no ClusterStateOk, SlotsServed, ReplicaLinksDown or "
+                            "ShapeFailures)")
             continue
         if state.value != 1:
             problems.append(f"{server}: not ok at {_hhmmss(state.at)} (a Redis process on it does not answer, or "
@@ -65,6 +68,10 @@ def judge(readings: Readings, servers: Sequence[str]) -> tuple[list[str], list[s
             problems.append(f"{server}: sees {slots.value:.0f} of {SLOTS} slots served at {_hhmmss(slots.at)}")
         if links.value > 0:
             problems.append(f"{server}: {links.value:.0f} replica link(s) to a master down at {_hhmmss(links.at)}")
+        if shape.value > 0:
+            problems.append(f"{server}: {shape.value:.0f} failure(s) of the cluster's shape at {_hhmmss(shape.at)} (a "
+                            "master without a working replica elsewhere, a replica beside its master, or a process "
+                            "marked failing: the direct health check names them)")
         if drift is not None and drift.value > 0:
             warnings.append(f"{server}: holds two masters or none (roles drifted after a failover; its "
                             "role-restore timer gives the master role back)")

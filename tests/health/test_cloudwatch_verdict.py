@@ -19,7 +19,7 @@ SERVERS = ("s-1", "s-2", "s-3")
 
 
 def healthy() -> dict[str, float]:
-    return {"ClusterStateOk": 1, "SlotsServed": 16384, "ReplicaLinksDown": 0, "RoleDrift": 0}
+    return {"ClusterStateOk": 1, "SlotsServed": 16384, "ReplicaLinksDown": 0, "ShapeFailures": 0, "RoleDrift": 0}
 
 
 def readings(**changed: dict[str, float | None]) -> dict[str, dict[str, Reading]]:
@@ -41,6 +41,8 @@ def test_every_server_healthy_is_healthy() -> None:
     ({"ClusterStateOk": 0}, "s-2: not ok at 10:00:05"),
     ({"SlotsServed": 10923}, "s-2: sees 10923 of 16384 slots served"),
     ({"ReplicaLinksDown": 1}, "s-2: 1 replica link(s) to a master down"),
+    ({"ShapeFailures": 2}, "s-2: 2 failure(s) of the cluster's shape"),
+    ({"ShapeFailures": None}, "s-2: an incomplete verdict"),
     ({"SlotsServed": None}, "s-2: an incomplete verdict"),
 ])
 def test_one_bad_reading_makes_the_store_unhealthy_and_names_the_server(changed, says) -> None:

@@ -48,6 +48,7 @@ def assert_every_metric_healthy(moto, lo, tmp_path) -> None:
         assert latest(moto, "healthy", n, "SlotsServed") == 16384
         assert latest(moto, "healthy", n, "ReplicaLinksDown") == 0
         assert latest(moto, "healthy", n, "RoleDrift") == 0
+        assert latest(moto, "healthy", n, "ShapeFailures") == 0
         assert 0 < latest(moto, "healthy", n, "MemoryUsedPercent") < 5
         assert latest(moto, "healthy", n, "ConnectedClients") >= 2  # the replication links at least
         assert 0 <= latest(moto, "healthy", n, "LastSaveAgeSeconds") < 600
@@ -101,6 +102,9 @@ def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback
         assert latest(moto, "killed", name, "SlotsServed") == 16384 - lost
     assert latest(moto, "killed", s0, "ReplicaLinksDown") == 1  # its master is gone
     assert latest(moto, "killed", s2, "ReplicaLinksDown") == 0
+    # Server 2's master had its replica on server 1: no working copy left (server 0's master still has one).
+    assert latest(moto, "killed", s2, "ShapeFailures") == 1
+    assert latest(moto, "killed", s0, "ShapeFailures") == 0
 
     # Let the failover happen: the cluster is whole again, and server 0 holds two masters.
     replica.config_set("cluster-replica-no-failover", "no")
@@ -112,6 +116,7 @@ def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback
     assert latest(moto, "failedover", s0, "ClusterStateOk") == 1
     assert latest(moto, "failedover", s0, "SlotsServed") == 16384
     assert latest(moto, "failedover", s0, "RoleDrift") == 1
+    assert latest(moto, "failedover", s0, "ShapeFailures") == 1  # the master it took over has no replica
 
 
 def test_counters_publish_the_increase_since_the_last_run(loopback_factory, moto, tmp_path):  # noqa: F811

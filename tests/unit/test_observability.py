@@ -58,6 +58,7 @@ EXPECTED = {
     "ReplicaLinksDown": ("Maximum", "GreaterThanOrEqualToThreshold", 1, 60, 5, "notBreaching"),
     "ReplicationLagBytes": ("Maximum", "GreaterThanThreshold", 67108864, 60, 5, "notBreaching"),
     "RoleDrift": ("Maximum", "GreaterThanOrEqualToThreshold", 1, 60, 15, "notBreaching"),
+    "ShapeFailures": ("Maximum", "GreaterThanOrEqualToThreshold", 1, 60, 5, "notBreaching"),
     # Eviction (and on 5.0, failed script writes) starts at 100 %: the first minute at 85 % pages.
     "MemoryUsedPercent": ("Maximum", "GreaterThanOrEqualToThreshold", 85, 60, 1, "notBreaching"),
     "EvictedKeys": ("Sum", "GreaterThanOrEqualToThreshold", 1, 60, 1, "notBreaching"),
@@ -66,7 +67,7 @@ EXPECTED = {
     "LastSaveAgeSeconds": ("Minimum", "GreaterThanThreshold", 7200, 300, 3, "notBreaching"),
     "StatusCheckFailed_Instance": ("Maximum", "GreaterThanOrEqualToThreshold", 1, 60, 3, "missing"),
 }
-CLUSTER_ONLY = {"SlotsServed", "ReplicaLinksDown", "ReplicationLagBytes", "RoleDrift"}
+CLUSTER_ONLY = {"SlotsServed", "ReplicaLinksDown", "ReplicationLagBytes", "RoleDrift", "ShapeFailures"}
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +236,9 @@ def test_the_dashboard_stays_within_cloudwatchs_limits_at_100_servers() -> None:
     body = alarms.dashboard_body("production-eu", "eu-west-1", servers, cluster=True)
     doc = json.loads(body)
     assert len(body.encode()) < alarms.DASHBOARD_BODY_MAX_BYTES == 1_000_000
-    assert sum(len(w["properties"].get("metrics", [])) for w in doc["widgets"]) == 100 * (11 + 2) <= 2500
+    assert sum(len(w["properties"].get("metrics", [])) for w in doc["widgets"]) == 100 * (12 + 2) <= 2500
     with pytest.raises(ValueError, match="dashboard over CloudWatch's limits"):
-        alarms.dashboard_body("x", "eu-west-1", servers * 2, cluster=True)  # 200 servers: 2600 metrics
+        alarms.dashboard_body("x", "eu-west-1", servers * 2, cluster=True)  # 200 servers: 2800 metrics
     assert alarms.dashboard_name("team.prod") == "outsystems-redis-team-prod"  # '.' is not allowed there
 
 

@@ -90,8 +90,8 @@ RULES: dict[str, AlarmRule] = {
     # minutes, as ReplicaLinksDown: a replica restarting is back well within it.
     "ShapeFailures": AlarmRule(
         "Maximum", "GreaterThanOrEqualToThreshold", 1, PUBLISH_PERIOD_SECONDS, 5, "notBreaching", True,
-        "for five minutes, a master on this server has no working replica on another server, a replica here "
-        "follows a master on this same server, or a process here is marked failing",
+        "for five minutes, a master on this server has no working replica on another server, or a process here "
+        "is marked failing",
         "run the health check (README: Checking the session store at 3 a.m.): it names the node and the fix",
     ),
     # At maxmemory, allkeys-lru evicts sessions (logged-out users, half sessions) and Redis 5.0 fails

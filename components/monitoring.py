@@ -32,8 +32,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("ReplicationLagBytes", "Bytes", "largest offset gap between a master and a replica on this server"),
     Metric("RoleDrift", "Count", "1 when this server holds more or fewer than one master (cluster only)"),
     Metric("ShapeFailures", "Count", "the health check's failures of the cluster's shape about this server's "
-           "processes: a master without a working replica on another server, a replica beside its own master, "
-           "a process the cluster marks failing (cluster only)"),
+           "processes: a master without a working replica on another server, a process the cluster marks failing "
+           "(cluster only)"),
     Metric("MemoryUsedPercent", "Percent", "largest used_memory / maxmemory of this server's processes"),
     Metric("EvictedKeys", "Count", "keys evicted for maxmemory since the last publish (sessions lost)"),
     Metric("ConnectedClients", "Count", "client connections to this server's processes"),

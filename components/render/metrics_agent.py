@@ -41,7 +41,6 @@ from components.judge import (
     Facts,
     NodeFacts,
     check_cluster_state,
-    check_crossed,
     check_nodes_up,
     check_replicas,
     check_replication,
@@ -199,9 +198,10 @@ def compute_metrics(facts: Facts, host: str, previous: dict, now: float) -> tupl
         values["SlotsServed"] = float(sum(m.slot_count for m in serving_masters(view)))
         if view:
             values["RoleDrift"] = float(len([m for m in serving_masters(view) if m.host == host]) != 1)
-            # The direct check's shape failures, as this server sees the cluster, about its own processes.
-            servers = sorted({n.host for n in view})
-            shape = (*check_nodes_up(view), *check_replicas(view), *check_crossed(view, servers))
+            # The direct check's shape failures, as this server sees the cluster, about its own processes. (Its
+            # check_crossed is left out: its fix hint imports the topology module, which servers do not have;
+            # check_replicas already fails a master whose only working replicas are beside it.)
+            shape = (*check_nodes_up(view), *check_replicas(view))
             values["ShapeFailures"] = float(sum(1 for f in shape if f.severity == FAIL and f.server == host))
     else:
         values["SlotsServed"] = float(SLOTS_ALL if up else 0)

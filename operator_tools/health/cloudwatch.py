@@ -11,8 +11,8 @@ otherwise pass for a new one):
 - ClusterStateOk 1: every Redis process of the server answers, and (a cluster) reports cluster_state:ok;
 - SlotsServed 16384: every slot is served by a master that is not failing, as the server sees the cluster;
 - ReplicaLinksDown 0: every replica on the server is linked to its master;
-- ShapeFailures 0: every master on the server has a working replica on another server, no replica on it
-  follows a master beside it, and the cluster marks none of its processes failing.
+- ShapeFailures 0: every master on the server has a working replica on another server, and the cluster
+  marks none of its processes failing.
 
 RoleDrift 1 (a server holding two masters or none, after a failover) is a warning, as in the direct check.
 So the check takes one to two minutes at least. What the servers do not publish, it cannot judge: whether
@@ -70,8 +70,8 @@ def judge(readings: Readings, servers: Sequence[str]) -> tuple[list[str], list[s
             problems.append(f"{server}: {links.value:.0f} replica link(s) to a master down at {_hhmmss(links.at)}")
         if shape.value > 0:
             problems.append(f"{server}: {shape.value:.0f} failure(s) of the cluster's shape at {_hhmmss(shape.at)} (a "
-                            "master without a working replica elsewhere, a replica beside its master, or a process "
-                            "marked failing: the direct health check names them)")
+                            "master without a working replica on another server, or a process marked failing: the "
+                            "direct health check names them)")
         if drift is not None and drift.value > 0:
             warnings.append(f"{server}: holds two masters or none (roles drifted after a failover; its "
                             "role-restore timer gives the master role back)")

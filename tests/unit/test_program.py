@@ -260,21 +260,6 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     assert instance_urns <= set(check.dependencies)
 
 
-def test_the_direct_post_deploy_check_connects_to_every_process_with_the_password() -> None:
-    direct = run_program("prod", {"outsystems-redis:healthCheckVia": "direct"})
-    (check,) = direct.of_type("command:local:Command")
-    args = shlex.split(check.inputs["create"])
-    assert args[:3] == [".venv/bin/python", "-m", "operator_tools.health"]
-    nodes = args[args.index("--nodes") + 1].split(",")
-    ips = ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
-    assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))
-    assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
-    assert args[args.index("--expect-version") + 1] == "5.0"
-    assert "--password" not in check.inputs["create"] and "--through-cloudwatch" not in args
-    assert "environment" in check.secret_inputs and set(check.inputs["environment"]) == {"REDIS_PASSWORD"}
-    assert "--cacert" not in check.inputs["create"]
-
-
 def test_health_check_can_be_turned_off_and_its_deadline_set() -> None:
     off = run_program("dev", {"outsystems-redis:healthCheck": False})
     assert not off.of_type("command:local:Command") and "healthReport" not in off.exports
@@ -526,9 +511,19 @@ def test_current_platform_selects_noble_and_redis_7(prod: Program) -> None:
     (call,) = [args for token, args in program.calls if token == GET_PARAMETER]
     assert call["name"] == "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
     assert {r.inputs["ami"] for r in program.of_type(INSTANCE)} == {"ami-0a24b24c24d24e24f"}
-    (check,) = program.of_type("command:local:Command")
-    assert "--expect-version 7.0" in check.inputs["create"]
     assert ingress(program) == ingress(prod)  # one code path: the same security group rules
+    # The direct post-deploy check: every process, from inside the VPC, with the password as a secret.
+    (check,) = program.of_type("command:local:Command")
+    args = shlex.split(check.inputs["create"])
+    assert args[:3] == [".venv/bin/python", "-m", "operator_tools.health"]
+    nodes = args[args.index("--nodes") + 1].split(",")
+    ips = ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
+    assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))
+    assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
+    assert args[args.index("--expect-version") + 1] == "7.0"
+    assert "--password" not in check.inputs["create"] and "--through-cloudwatch" not in args
+    assert "environment" in check.secret_inputs and set(check.inputs["environment"]) == {"REDIS_PASSWORD"}
+    assert "--cacert" not in check.inputs["create"]
 
 
 def test_tls_adds_a_private_ca_and_per_server_certificates_through_parameter_store(prod: Program) -> None:

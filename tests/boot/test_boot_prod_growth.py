@@ -34,7 +34,7 @@ from tests.boot.support import (
     verdict,
     write_sessions,
 )
-from tests.integration.metrics_stand_in import VENV_BIN
+from tests.integration.metrics_stand_in import VENV_BIN, deployer_env
 from tests.unit.program import ACCOUNT, run_program
 
 
@@ -140,10 +140,7 @@ def test_the_default_post_deploy_check_from_outside_the_vpc(prod: Cluster) -> No
                                   f"'{url}/moto-api/', timeout=2)"], check=False).returncode == 0,
                    60, "moto did not start in the deployer's namespace")
         seen = {s.name: len(s.out(f"cat {m.AWS_LOG}").splitlines()) for s in servers}
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_"))}
-        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_ENDPOINT_URL=url,
-                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-                   AWS_EC2_METADATA_DISABLED="true")
+        env = deployer_env(url)
         # Polled every 2 s (the program leaves the default 15 s, the servers publishing once a minute), and
         # the stack's account as moto's (AWS's own check of the shell's credentials runs against moto).
         command = str(check.inputs["create"]).replace(f"--account {ACCOUNT} ", f"--account {DEFAULT_ACCOUNT_ID} ")

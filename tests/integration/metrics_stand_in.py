@@ -88,6 +88,15 @@ class Moto:
         self.log.close()
 
 
+def deployer_env(url: str) -> dict[str, str]:
+    """A deploying shell outside the VPC: this process's environment without AWS or Redis settings, and
+    credentials for the AWS stand-in at `url` only (no password, no CA, no instance metadata)."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_"))}
+    return {**keep, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": url,
+            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
 def observe(moto: Moto, lo: Loopback, server: int, stack: str, command: str, state_dir: Path,
             extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the user data's launcher for server `server` of `lo`: its env file as rendered, paths remapped."""

@@ -37,7 +37,7 @@ import pytest
 
 from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
-from tests.integration.metrics_stand_in import REGION, Moto, observe
+from tests.integration.metrics_stand_in import REGION, Moto, deployer_env, observe
 from tests.tools import ROOT, tool
 from tests.unit.program import Program, run_program
 
@@ -163,14 +163,6 @@ def fails_with_a_server_lost(create: str, lo: Loopback, server: int) -> str:
     return result.stdout
 
 
-def deployer_env(moto: Moto) -> dict[str, str]:
-    """A deploying shell outside the VPC: its own AWS credentials (moto's), no password, no CA."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_"))}
-    return {**keep, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_ENDPOINT_URL": moto.url, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-            "AWS_EC2_METADATA_DISABLED": "true"}
-
-
 def test_prod_check_through_cloudwatch_waits_for_every_verdict_from_after_it_began(
         programs, request, tmp_path_factory, tmp_path):
     create = check_of(programs["prod"]).inputs["create"]
@@ -194,7 +186,7 @@ def test_prod_check_through_cloudwatch_waits_for_every_verdict_from_after_it_beg
             assert result.returncode == 0, result.stdout + result.stderr
 
     # Credentials for another account than the stack's: refused at once, saying why.
-    other = run(here(account="999999999999"), lo, env=deployer_env(moto))
+    other = run(here(account="999999999999"), lo, env=deployer_env(moto.url))
     assert other.returncode == 1 and "these AWS credentials are for account" in other.stdout, other.stdout
 
     # Each server publishes in the minute the check started (not counted: it would pass a reading from before
@@ -203,7 +195,7 @@ def test_prod_check_through_cloudwatch_waits_for_every_verdict_from_after_it_beg
     if next_minute(time.time()) - time.time() < 20:
         time.sleep(next_minute(time.time()) - time.time() + 1)
     began = time.time()
-    proc = start(here(), lo, deployer_env(moto))
+    proc = start(here(), lo, deployer_env(moto.url))
     try:
         publish()
         time.sleep(max(0.0, next_minute(began) - time.time()) + 1)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from components.alarms import RULES
 from components.judge import SLOTS
 from components.monitoring import PUBLISH_PERIOD_SECONDS, SERVER_DIMENSION, STACK_DIMENSION, metric_namespace
 
@@ -105,9 +106,8 @@ def read(cloudwatch, stack: str, servers: Sequence[str], since: datetime,
                 "Metric": {"Namespace": metric_namespace(stack), "MetricName": metric,
                            "Dimensions": [{"Name": STACK_DIMENSION, "Value": stack},
                                           {"Name": SERVER_DIMENSION, "Value": server}]},
-                # The worst value of each minute: a minute with one bad verdict is bad.
-                "Period": PUBLISH_PERIOD_SECONDS, "Stat": "Minimum" if metric in ("ClusterStateOk", "SlotsServed")
-                else "Maximum"}})
+                # The worst value of each minute, as its alarm reads it: a minute with one bad verdict is bad.
+                "Period": PUBLISH_PERIOD_SECONDS, "Stat": RULES[metric].statistic}})
     readings: dict[str, dict[str, Reading]] = {}
     for start in range(0, len(queries), 500):  # GetMetricData's limit of queries per call
         kwargs = {"MetricDataQueries": queries[start:start + 500], "StartTime": since,

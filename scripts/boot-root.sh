@@ -21,8 +21,9 @@ SUITE=bookworm
 REDIS_VERSION='5:7.0.15*'
 # What an Ubuntu cloud image has that minbase lacks and the boot needs: systemd as
 # init, iproute2, procps (sysctl, used by the rendered runcmd), sudo and locales
-# (cloud-init's users and locale modules), openssh-server (its ssh module), ca-certificates.
-INCLUDE=systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,sudo,locales,netbase,less,openssh-server
+# (cloud-init's users and locale modules), openssh-server (its ssh module), ca-certificates,
+# iptables (redis-auth fences the metadata service off from the redis user).
+INCLUDE=systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,sudo,locales,netbase,less,openssh-server,iptables
 
 key=$(sha256sum "$0" | cut -c1-12)
 final="$CACHE/root-$key"

@@ -291,8 +291,9 @@ def provision_env(settings: Settings, topology: Topology, server: int) -> dict[s
 
 def _packages(platform: Platform) -> list:
     pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
-    # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only.
-    return pinned + (["awscli"] if platform.ubuntu == "20.04" else [])
+    # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only. iptables (in
+    # Ubuntu's images already) fences the metadata service off from the redis user (systemd.py).
+    return pinned + ["iptables"] + (["awscli"] if platform.ubuntu == "20.04" else [])
 
 
 def _snaps(platform: Platform) -> list[str]:

@@ -137,8 +137,24 @@ _STEP_DOWN = (
 )
 
 
+# The instance metadata service hands out the instance role's credentials (the password, TLS keys,
+# the bucket) to any process that asks. Redis, and the scripts that run as redis, never need it, so the
+# redis user is refused it at every boot, before any Redis process starts: a compromised Redis (a Lua
+# sandbox escape, a module) stays inside the redis user's sockets. Checked first, so a restart of
+# redis-auth adds no second rule. (The IPv6 endpoint is off: server.py leaves http_protocol_ipv6 unset.)
+METADATA_ADDRESS = "169.254.169.254"
+METADATA_FENCE_RULE = f"OUTPUT -d {METADATA_ADDRESS} -m owner --uid-owner redis -j REJECT"
+
+
+def metadata_fence_command() -> str:
+    """The root command (redis-auth's first step) that keeps the redis user from the metadata service."""
+    return (f"/bin/sh -c 'iptables -w 10 -C {METADATA_FENCE_RULE} 2>/dev/null || "
+            f"iptables -w 10 -I {METADATA_FENCE_RULE}'")
+
+
 def render_auth_unit(tls: bool = False) -> str:
-    """The boot step before any Redis process: the password and, with TLS, the certificates."""
+    """The boot step before any Redis process: no metadata service for redis, the password and, with
+    TLS, the certificates."""
     what = "password and TLS certificates" if tls else "password"
     return (
         "[Unit]\n"
@@ -151,8 +167,9 @@ def render_auth_unit(tls: bool = False) -> str:
         "RemainAfterExit=yes\n"
         f"Environment=PATH={SEARCH_PATH}\n"
         f"EnvironmentFile={AUTH_ENV_PATH}\n"
+        # A oneshot runs its ExecStart lines in order; any failing keeps Redis down.
+        f"ExecStart={metadata_fence_command()}\n"
         f"ExecStart={FETCH_PASSWORD_PATH}\n"
-        # A oneshot runs its ExecStart lines in order; either failing keeps Redis down.
         + (f"ExecStart={FETCH_TLS_PATH}\n" if tls else "")
         + "SyslogIdentifier=redis-auth\n"
         "TimeoutStartSec=600\n"

@@ -472,6 +472,9 @@ class Server:
                 "-D", str(self.merged),
                 f"--machine={self.hostname}",
                 f"--network-namespace-path=/run/netns/{self.ns}",
+                # Root on an instance may change its firewall (redis-auth fences the metadata service
+                # off from the redis user); nspawn withholds it unless asked. Only this server's namespace.
+                "--capability=CAP_NET_ADMIN",
                 "--link-journal=no", "--resolv-conf=off", "--timezone=off",
                 "--console=read-only",
             ],

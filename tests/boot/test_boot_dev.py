@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from components.monitoring import PASSWORD_SYNC_TOOL_KEY
-from components.render.systemd import STATE_DIR
+from components.render.systemd import METADATA_ADDRESS, STATE_DIR
 from tests.boot import machines as m
 from tests.boot.support import (
     Deployment,
@@ -93,3 +93,68 @@ def test_the_redis_user_can_write_nothing_that_root_reads(dev: tuple[Deployment,
     assert tried.stdout.split() == ["refused", "refused"], tried.stdout + tried.stderr
     owner, mode = server.out("stat -c '%U:%G %a' /etc/redis").split()
     assert owner == "root:redis" and int(mode, 8) & 0o022 == 0, (owner, mode)  # group and others only read
+
+
+# A stand-in for the instance metadata service on the server's own loopback (its own network namespace:
+# nothing leaves it). It records the user id of every process that reaches it (the kernel's socket table
+# says who owns the peer end) and answers "token".
+METADATA_STAND_IN = f"""
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{METADATA_ADDRESS}", 80))
+s.listen()
+s.settimeout(float(sys.argv[1]))
+with open(sys.argv[2], "a") as log:
+    try:
+        while True:
+            c, (_, port) = s.accept()
+            owner = [line.split()[7] for line in open("/proc/net/tcp").read().splitlines()[1:]
+                     if int(line.split()[1].split(":")[1], 16) == port]
+            log.write(" ".join(owner) + "\\n")
+            log.flush()
+            c.sendall(b"token")
+            c.close()
+    except socket.timeout:
+        pass
+"""
+PROBE = f"""
+import socket
+try:
+    print(socket.create_connection(("{METADATA_ADDRESS}", 80), 3).recv(5).decode())
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+def test_the_redis_user_cannot_reach_the_instance_metadata_service(dev: tuple[Deployment, m.Fleet]) -> None:
+    """The metadata service hands the instance role's credentials (the password, the TLS keys, the bucket)
+    to any process that asks. A compromised Redis, or any program running as redis, must not reach it:
+    neither code of its own nor redis-server's own outgoing connections (MIGRATE, which any holder of the
+    password can aim anywhere). Root's AWS calls still reach it. And redis-auth put exactly one rule."""
+    deployment, fleet = dev
+    server = fleet.servers[0]
+    lib = server.merged / "usr/local/lib/osr-boot"
+    (lib / "metadata.py").write_text(METADATA_STAND_IN)
+    (lib / "probe.py").write_text(PROBE)
+    seen = "/run/metadata-seen"
+    assert server.exec(f"ip addr replace {METADATA_ADDRESS}/32 dev lo").returncode == 0
+    server.exec(f"rm -f {seen}; (timeout 60 python3 /usr/local/lib/osr-boot/metadata.py 30 {seen} "
+                ">/dev/null 2>&1 &); sleep 1")
+    try:
+        as_root = server.out("python3 /usr/local/lib/osr-boot/probe.py")
+        as_redis = server.out("runuser -u redis -- python3 /usr/local/lib/osr-boot/probe.py")
+        auth = f"REDISCLI_AUTH={deployment.password}"
+        cli = f"{auth} redis-cli -h {server.ip} -p 6379"
+        assert server.out(f"{cli} SET metadata-probe 1") == "OK"
+        migrated = server.out(f"{cli} MIGRATE {METADATA_ADDRESS} 80 '' 0 2000 COPY KEYS metadata-probe")
+        redis_uid = server.out("id -u redis")
+        reached = server.out(f"cat {seen}").split()
+    finally:
+        server.exec(f"pkill -f osr-boot/metadata.py; ip addr del {METADATA_ADDRESS}/32 dev lo")
+    assert as_root == "token", as_root
+    assert as_redis == "ConnectionRefusedError", as_redis
+    assert "IOERR" in migrated, migrated  # redis-server could not connect
+    assert reached == ["0"], f"the metadata stand-in was reached by user ids {reached} (redis is {redis_uid})"
+    rules = [r for r in server.out("iptables -S OUTPUT").splitlines() if METADATA_ADDRESS in r]
+    assert len(rules) == 1 and f"--uid-owner {redis_uid} -j REJECT" in rules[0], rules

@@ -73,8 +73,10 @@ def test_user_data_content(servers, platform):
         assert config["runcmd"][-1] == ["systemctl", "enable", "--now", "--no-block", systemd.PROVISION_UNIT]
         files = files_of(text)
         env = dict(line.split("=", 1) for line in files[systemd.PROVISION_ENV_PATH].splitlines())
-        aws_cli = f'"redis-server={pin} redis-tools={pin} awscli"'
+        # iptables fences the metadata service off from the redis user (redis-auth, systemd.py).
+        aws_cli = f'"redis-server={pin} redis-tools={pin} iptables awscli"'
         assert env["PACKAGES"] == (aws_cli if "20.04" in platform else aws_cli.replace(" awscli", ""))
+        assert "iptables" in config["packages"]
         assert env["SNAPS"] == ('""' if "20.04" in platform else '"aws-cli"')
         assert env["HOLD"] == '"redis-server redis-tools"'
         ports = (6379,) if servers == 1 else (7000, 7001)
@@ -223,7 +225,11 @@ def test_the_user_data_report_charges_each_file_what_it_adds() -> None:
     text = rendered(3, "ubuntu-20.04-redis-5.0")[0]
     costs = user_data_costs(text)
     assert set(costs) == set(files_of(text))
-    assert all(cost > 0 for cost in costs.values()), costs
+    # deflate is not monotonic: without a file that is mostly text shared with others (a unit), its
+    # choices can come out a few bytes longer, so such a file may show a small negative share. A script
+    # always costs.
+    assert all(cost > 0 for path, cost in costs.items() if path.startswith("/usr/local/sbin/")), costs
+    assert all(cost > -32 for cost in costs.values()), costs
     assert sum(costs.values()) <= len(base64.b64decode(encode_user_data(text)))
     assert max(costs, key=costs.get) == "/usr/local/sbin/redis-cluster-join"
 

@@ -61,6 +61,7 @@ from components.render.password import (
     fetch_password_script,
     password_sync_env,
     password_sync_script,
+    secret_names_env,
 )
 from components.render.redis_conf import Paths, render_redis_conf
 from components.render.roles import role_restore_env, role_restore_script
@@ -73,11 +74,22 @@ LOOPBACK_SUBNET = ("10.0.0.0/24",)  # only feeds build_topology; hosts override 
 TLS_CERT_DAYS = 30  # throwaway certificates: a rehearsal never lives that long
 # The rehearsal's Parameter Store: one SecureString, as the program's /outsystems-redis/<stack>/redis-password.
 PASSWORD_PARAMETER = "/outsystems-redis/rehearsal/redis-password"
+STACK = "rehearsal"
 REGION = "loopback-1"
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 40
 SSM_OUTAGE_FILE = "ssm-outage"  # in the state dir: "fail" (exit 254) or "hang" (never answers)
 BASH = shutil.which("bash") or "/bin/bash"  # by path: the scripts may run with a PATH of their own
+
+
+def command_name_in(auth_file: Path, command: str) -> str:
+    """What the server of `auth_file` calls `command`: Redis 5.0's secret name from its auth include, as the
+    servers' scripts read it (redis_conf.SECRET_NAMED_COMMANDS), else the command itself."""
+    for line in auth_file.read_text().splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "rename-command" and words[1] == command.upper():
+            return words[2]
+    return command
 
 
 def generate_password() -> str:
@@ -387,7 +399,7 @@ class Loopback:
     def fetch_password_environment(self, server: int) -> dict[str, str]:
         """auth.env of server `server`, as on EC2 but for the stand-in parameter and this state dir."""
         return {"PASSWORD_PARAMETER": PASSWORD_PARAMETER, "AWS_REGION": REGION,
-                "AUTH_FILE": self.paths(server).auth_file}
+                "AUTH_FILE": self.paths(server).auth_file, **secret_names_env(STACK, self.platform)}
 
     def fetch_password(self, server: int, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
         """Run the shipped boot step (redis-auth.service) for server `server`: SSM -> its auth include.
@@ -441,6 +453,9 @@ class Loopback:
         self.write_password_scripts()
         if self.ssm_value() is None:
             self.ssm_put(self.password)
+        ops = secret_names_env(STACK, self.platform).get("OPS_PARAMETER")
+        if ops and self.ssm_value(ops) is None:
+            self.ssm_put(generate_password(), ops)  # as the program's pulumi-random operations secret
         for server in self.topology.servers:
             paths = self.paths(server.index)
             Path(paths.conf_dir).mkdir(parents=True, exist_ok=True)
@@ -467,6 +482,29 @@ class Loopback:
         kwargs.setdefault("socket_timeout", 2)
         return redis.Redis(process.host, process.port, password=self.password, decode_responses=True,
                            **{**self.tls_kwargs, **kwargs})
+
+    @property
+    def ops_secret(self) -> str | None:
+        """Redis 5.0's operations secret in the stand-in Parameter Store (None on 7.0, or before write_files)."""
+        name = secret_names_env(STACK, self.platform).get("OPS_PARAMETER")
+        return self.ssm_value(name) if name else None
+
+    def command_name(self, process: Process, command: str) -> str:
+        """What `process`'s server calls `command` (command_name_in its auth include)."""
+        return command_name_in(Path(self.paths(process.server).auth_file), command)
+
+    def config(self, process: Process, *args: str):
+        """CONFIG `args` on `process`, as the servers' scripts send it (by its name there)."""
+        client = self.client(process)
+        try:
+            return client.execute_command(self.command_name(process, "CONFIG"), *args)
+        finally:
+            client.close()
+
+    def config_get(self, process: Process, name: str) -> dict[str, str]:
+        """CONFIG GET `name` on `process`, as a dict."""
+        reply = self.config(process, "GET", name)
+        return dict(zip(reply[::2], reply[1::2], strict=True))
 
     def _pid(self, process: Process) -> int | None:
         """The live pid of `process`, checked against /proc so a recycled pid is never signalled."""

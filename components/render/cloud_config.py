@@ -58,6 +58,7 @@ from components.render.password import (
     password_sync_fetch_env,
     render_password_sync_timer,
     render_password_sync_unit,
+    secret_names_env,
 )
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
 from components.render.roles import (
@@ -175,6 +176,7 @@ def server_files(
     # Names, not secrets: which parameters to read and where to write them.
     auth_env = (f'PASSWORD_PARAMETER="{password_parameter}"\nAWS_REGION="{region}"\n'
                 f'AUTH_FILE="{EC2_PATHS.auth_file}"\n')
+    auth_env += render_env_file(secret_names_env(settings.stack, platform))
     if tls:
         auth_env += render_env_file(tls_env(settings.stack, server))
     files = [

@@ -8,14 +8,20 @@
 # A Redis 7.0 grace entry left by redis-password-sync (previous password still
 # accepted until an epoch) is kept while SSM holds the password it belongs to,
 # so a reboot during the grace accepts both; an ended grace is dropped.
+# Redis 5.0 (RENAMED_COMMANDS set): the commands it names are renamed to
+# <COMMAND>-<operations secret>, from OPS_PARAMETER, in the same include; only
+# the servers' own scripts, which read them there, know those names.
 # Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).
-# Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional ATTEMPTS,
+# Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional OPS_PARAMETER and
+# RENAMED_COMMANDS (both or neither: the program sets them), ATTEMPTS,
 # RETRY_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
 set -euo pipefail
 
 : "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"
 : "${AWS_REGION:?AWS_REGION is required}"
 AUTH_FILE=${AUTH_FILE:-/etc/redis/auth.conf}
+OPS_PARAMETER=${OPS_PARAMETER:-}
+RENAMED_COMMANDS=${RENAMED_COMMANDS:-}
 ATTEMPTS=${ATTEMPTS:-30}
 RETRY_SECONDS=${RETRY_SECONDS:-10}
 CACHED_WAIT_SECONDS=${CACHED_WAIT_SECONDS:-30}
@@ -25,20 +31,30 @@ export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 
 log() { echo "redis-auth: $*"; }
 
-# ssm_password SECONDS : the parameter's value on stdout, or a failure within SECONDS (+2 to kill).
-# The instance role may read this one parameter and nothing else.
-ssm_password() {
-    timeout -k 2 "$1" aws ssm get-parameter --region "$AWS_REGION" --name "$PASSWORD_PARAMETER" \
+# ssm_get NAME SECONDS : the parameter's value on stdout, or a failure within SECONDS (+2 to kill).
+# The instance role may read only its stack's parameters.
+ssm_get() {
+    timeout -k 2 "$2" aws ssm get-parameter --region "$AWS_REGION" --name "$1" \
         --with-decryption --query Parameter.Value --output text \
         --cli-connect-timeout 3 --cli-read-timeout 5
 }
 
+# ssm_secrets SECONDS : sets `password` and, with OPS_PARAMETER, `fresh_ops`; each call within SECONDS.
+fresh_ops=""
+ssm_secrets() {
+    password=$(ssm_get "$PASSWORD_PARAMETER" "$1") || return 1
+    [ -z "$OPS_PARAMETER" ] || fresh_ops=$(ssm_get "$OPS_PARAMETER" "$1")
+}
+
 # usable PASSWORD : what redis.conf and the OutSystems connection string can carry (the program
-# refuses anything else; `aws --output text` prints None for a missing value).
+# refuses anything else; `aws --output text` prints None for a missing value). And the operations
+# secret, when there is one, can make command names.
 usable() {
     [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
     case "$1" in *[[:space:]\"\'\\]*) return 1 ;; esac
+    [ -z "$OPS_PARAMETER" ] || [[ "$fresh_ops" =~ ^[[:alnum:]]{16,}$ ]]
 }
+unusable="$PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash)${OPS_PARAMETER:+, or $OPS_PARAMETER no usable secret (16+ letters and digits)}"
 
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind
@@ -50,6 +66,11 @@ write_auth() {
     tmp=$(mktemp "$AUTH_FILE.XXXXXX")
     # printf is a shell builtin: the password is never an argv of a process.
     printf 'requirepass %s\nmasterauth %s\n' "$1" "$1" >"$tmp"
+    # A file this script wrote always has the secret; one without it must not start Redis with CONFIG.
+    [ -n "$ops" ] || [ -z "$RENAMED_COMMANDS" ] || return 1
+    for command in $RENAMED_COMMANDS; do
+        printf 'rename-command %s %s-%s\n' "$command" "$command" "$ops"
+    done >>"$tmp"
     if [ $# -eq 3 ]; then
         printf '# previous-password-until %s\n%s\n' "$2" "$3" >>"$tmp"
     fi
@@ -65,11 +86,12 @@ write_auth() {
 
 # What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no
 # password reaches an argv.
-cached="" until="" user_line=""
+cached="" until="" user_line="" ops=""
 if [ -s "$AUTH_FILE" ]; then
     while read -r -a words; do
         case "${words[0]:-}" in
         requirepass) [ -n "$cached" ] || cached=${words[1]:-} ;;
+        rename-command) [ "${#words[@]}" -ne 3 ] || ops=${words[2]#"${words[1]}-"} ;;
         "#") [ "${words[1]:-}" != previous-password-until ] || until=${words[2]:-} ;;
         user) [ "${words[1]:-}" != default ] || user_line=${words[*]} ;;
         esac
@@ -81,6 +103,7 @@ in_grace() { [ -n "$user_line" ] && [ "$until" -gt "$now" ]; }
 
 # from_ssm PASSWORD ATTEMPT : write what SSM holds, keeping a running grace that belongs to it.
 from_ssm() {
+    [ -z "$OPS_PARAMETER" ] || ops=$fresh_ops
     if [ "$1" = "$cached" ] && in_grace; then
         write_auth "$1" "$until" "$user_line"
         log "wrote $AUTH_FILE from $PASSWORD_PARAMETER (attempt $2); the previous password stays accepted until $(date -u -d "@$until" '+%F %T UTC')"
@@ -98,12 +121,12 @@ if [ -n "$cached" ]; then
     while [ "$SECONDS" -lt "$deadline" ]; do
         attempt=$((attempt + 1))
         left=$((deadline - SECONDS))
-        if password=$(ssm_password "$((left < SSM_CALL_SECONDS ? left : SSM_CALL_SECONDS))"); then
+        if ssm_secrets "$((left < SSM_CALL_SECONDS ? left : SSM_CALL_SECONDS))"; then
             if usable "$password"; then
                 from_ssm "$password" "$attempt"
                 exit 0
             fi
-            why="$PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash)"
+            why=$unusable
             break
         fi
         left=$((deadline - SECONDS))
@@ -119,16 +142,16 @@ if [ -n "$cached" ]; then
 fi
 
 for attempt in $(seq 1 "$ATTEMPTS"); do
-    if password=$(ssm_password "$SSM_CALL_SECONDS"); then
+    if ssm_secrets "$SSM_CALL_SECONDS"; then
         if usable "$password"; then
             from_ssm "$password" "$attempt"
             exit 0
         fi
-        log "ERROR: $PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash)"
+        log "ERROR: $unusable"
         break
     fi
     [ "$attempt" -lt "$ATTEMPTS" ] || break
-    log "cannot read $PASSWORD_PARAMETER yet (attempt $attempt of $ATTEMPTS); retrying in ${RETRY_SECONDS}s"
+    log "cannot read $PASSWORD_PARAMETER ${OPS_PARAMETER:+or $OPS_PARAMETER }yet (attempt $attempt of $ATTEMPTS); retrying in ${RETRY_SECONDS}s"
     sleep "$RETRY_SECONDS"
 done
 log "ERROR: no password from $PASSWORD_PARAMETER and no earlier $AUTH_FILE; Redis cannot start"

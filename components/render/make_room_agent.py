@@ -18,7 +18,8 @@ back is the one just read, so an operator's CONFIG SET maxmemory is kept. Replic
 alone: they follow their master's evictions. The MemoryUsedPercent alarm (85 %) fires first.
 
 Runs as the redis user (the auth include's group gives it the password, which it sends only
-over the connection: never argv). Python 3.8 (Ubuntu 20.04), standard library only.
+over the connection: never argv, and CONFIG's secret name there: redis_conf.SECRET_NAMED_COMMANDS).
+Python 3.8 (Ubuntu 20.04), standard library only.
 Inputs (environment): SERVER_IP, PORTS (space-separated), AUTH_FILE, TRIGGER_PERCENT,
 TARGET_PERCENT, INTERVAL_SECONDS, IDLE_INTERVAL_SECONDS.
 """
@@ -35,15 +36,17 @@ def log(message: str) -> None:
 
 
 def connect(host: str, port: int, auth_file: str):
-    """A connection and its reader; AUTH with the password of the auth include, read anew each time."""
+    """A connection, its reader and CONFIG's name; AUTH with the password of the auth include, read
+    anew each time, which also says what CONFIG is called on this server."""
     conn = socket.create_connection((host, port), timeout=5)
     reader = conn.makefile("rb")
     with open(auth_file) as f:
         words = [line.split() for line in f]
     password = next((w[1] for w in words if len(w) > 1 and w[0] == "requirepass"), "")
+    config = next((w[2] for w in words if len(w) == 3 and w[:2] == ["rename-command", "CONFIG"]), "CONFIG")
     if password:
         call(conn, reader, "AUTH", password)
-    return conn, reader
+    return conn, reader, config
 
 
 def call(conn, reader, *args: str):
@@ -70,14 +73,14 @@ def info(conn, reader, section: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in call(conn, reader, "INFO", section).splitlines() if ":" in line)
 
 
-def make_room(conn, reader, address: str, trigger: int, target: int) -> bool:
+def make_room(conn, reader, config: str, address: str, trigger: int, target: int) -> bool:
     """Evict if this master is at `trigger` % or more; whether the process is at half its maxmemory or more."""
     memory = info(conn, reader, "memory")
     used, limit = int(memory["used_memory"]), int(memory["maxmemory"])
     if limit <= 0 or used * 100 < limit * trigger or info(conn, reader, "replication")["role"] != "master":
         return used * 2 >= limit > 0
-    for command in (["MULTI"], ["CONFIG", "SET", "maxmemory", str(limit * target // 100)],
-                    ["CONFIG", "SET", "maxmemory", str(limit)]):
+    for command in (["MULTI"], [config, "SET", "maxmemory", str(limit * target // 100)],
+                    [config, "SET", "maxmemory", str(limit)]):
         call(conn, reader, *command)
     done = call(conn, reader, "EXEC")
     log(f"{address} held {used * 100 // limit} % of maxmemory; " +

@@ -140,6 +140,15 @@ def read_passwords(auth_file: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def read_command_names(auth_file: str) -> dict[str, str]:
+    """What this server's Redis calls a renamed command (5.0's secret names, redis_conf.SECRET_NAMED_COMMANDS):
+    `rename-command CONFIG <name>` lines of the auth include; empty without any."""
+    if not os.path.exists(auth_file):
+        return {}
+    with open(auth_file) as f:
+        return {w[1].upper(): w[2] for w in (line.split() for line in f) if len(w) == 3 and w[0] == "rename-command"}
+
+
 def parse_info(text: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
@@ -448,11 +457,15 @@ def journal_events(units: list[str], cursor: str | None) -> list[tuple[int, str,
     return out
 
 
-def slowlog_events(r: Redis, port: int, saved: dict | None, now_ms: int) -> list[tuple[int, str, dict]]:
+def slowlog_events(r: Redis, port: int, saved: dict | None, now_ms: int,
+                   names: dict[str, str] | None = None) -> list[tuple[int, str, dict]]:
     """Slow log entries newer than the last one shipped, tracked by id (no SLOWLOG RESET: an operator's
-    own SLOWLOG GET still sees them); a restart (new run_id) starts the ids again."""
+    own SLOWLOG GET still sees them); a restart (new run_id) starts the ids again. `names`: the secret
+    names of renamed commands (read_command_names); an entry says the command's own name instead."""
+    names = names or {}
+    real = {secret.lower(): command for command, secret in names.items()}
     run_id = parse_info(r.call("INFO", "server")).get("run_id", "")
-    entries = sorted(r.call("SLOWLOG", "GET", str(SLOWLOG_FETCH)) or [], key=lambda e: e[0])
+    entries = sorted(r.call(names.get("SLOWLOG", "SLOWLOG"), "GET", str(SLOWLOG_FETCH)) or [], key=lambda e: e[0])
     last = saved["last_id"] if saved and saved.get("run_id") == run_id else -1
     new = [e for e in entries if e[0] > last]
     out = []
@@ -462,7 +475,8 @@ def slowlog_events(r: Redis, port: int, saved: dict | None, now_ms: int) -> list
                             "could be shipped (slowlog-max-len)", {"run_id": run_id, "last_id": new[0][0] - 1}))
     for e in new:
         client = f" {e[4]}" if len(e) > 4 and e[4] else ""
-        shape = command_shape([a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in e[3]])
+        args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in e[3]]
+        shape = command_shape([real.get(args[0].lower(), args[0]), *args[1:]] if args else args)
         out.append((int(e[1]) * 1000, f"port {port} id {e[0]} {e[2]} us{client}: {shape}",
                     {"run_id": run_id, "last_id": e[0]}))
     return out
@@ -522,7 +536,9 @@ def put_events(env: dict, state: dict, stream: str, batch: list) -> None:
 
 def ship_logs(env: dict) -> int:
     state = load_state(env, "logs.json")
-    passwords = read_passwords(env["AUTH_FILE"])
+    names = read_command_names(env["AUTH_FILE"])
+    # The secret names are scrubbed like the passwords, wherever one would show up.
+    passwords = read_passwords(env["AUTH_FILE"]) + list(names.values())
     server = env["SERVER_NAME"]
     now_ms = int(time.time() * 1000)
     failures = 0
@@ -548,7 +564,7 @@ def ship_logs(env: dict) -> int:
         try:
             r = Redis(env["SERVER_IP"], int(port), passwords[0] if passwords else None, env.get("TLS_CA") or None)
             try:
-                events = slowlog_events(r, int(port), slow.get(port), now_ms)
+                events = slowlog_events(r, int(port), slow.get(port), now_ms, names)
             finally:
                 r.close()
         except (OSError, RedisError) as exc:

@@ -15,6 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from components import monitoring
+from components.parameters import ops_password_parameter
+from components.platforms import Platform
+from components.render.redis_conf import secret_named_commands
 from components.render.shipped import shipped_script
 from components.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, OBSERVE_PATH, SEARCH_PATH, STATE_DIR, redis_unit
 
@@ -37,6 +40,13 @@ def password_sync_script() -> str:
 def fetch_password_script() -> str:
     """The exact text of the boot step (redis-fetch-password) that writes the auth include from SSM."""
     return shipped_script(FETCH_PASSWORD_SCRIPT)
+
+
+def secret_names_env(stack: str, platform: Platform) -> dict[str, str]:
+    """redis-fetch-password's inputs for Redis 5.0's secret command names (redis_conf.SECRET_NAMED_COMMANDS):
+    the operations secret's parameter and the commands to rename; nothing on 7.0."""
+    commands = secret_named_commands(platform)
+    return {"OPS_PARAMETER": ops_password_parameter(stack), "RENAMED_COMMANDS": " ".join(commands)} if commands else {}
 
 
 def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -> dict[str, str]:

@@ -81,10 +81,10 @@ TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
 
 
 # Commands that no client, script or tool of this product sends, and that let a holder of the
-# password administer the store rather than keep sessions in it. The front-ends and the servers' scripts
-# share one password (SECURITY.md), so these are removed outright (renamed to ""), on both Redis lines,
-# for every caller. CONFIG and CLUSTER stay: the scripts rotate the password and set maxmemory with
-# CONFIG SET, and StackExchange.Redis reads the slot map with CLUSTER NODES.
+# password administer the store rather than keep sessions in it. On Redis 5.0 the front-ends and the
+# servers' scripts share one password (SECURITY.md), so these are removed outright (renamed to ""), on
+# both Redis lines, for every caller. CLUSTER stays: StackExchange.Redis reads the slot map with CLUSTER
+# NODES.
 DISABLED_COMMANDS = (
     "MODULE",  # loads native code into the Redis process
     "DEBUG",  # crashes or stalls the process on demand
@@ -96,9 +96,25 @@ DISABLED_COMMANDS = (
     "FLUSHDB",
     "SWAPDB",
     "SAVE",  # blocks every client for the whole snapshot; backups stream one with `redis-cli --rdb`
+    "MONITOR",  # every other client's commands as sent: session keys, and the secret names below
 )
 # Not SHUTDOWN: redis-cli 5.0's `--cluster del-node` (README: shrinking) ends with it. A front-end that stops
 # a process only gets it restarted by systemd (and, on a cluster, failed over first).
+
+# Redis 5.0 has no users: what the servers' scripts need and the front-ends must not have is renamed to a
+# name only the servers know, `<COMMAND>-<operations secret>` (its own SecureString,
+# parameters.ops_password_parameter), written into the auth include at boot by redis-auth. CONFIG rotates
+# the password and makes room below maxmemory; without it a front-end could move `dir` and `dbfilename`
+# (a file written wherever redis may), set its own `requirepass` (everyone locked out) or `maxmemory 1`
+# (every session evicted). SLOWLOG goes with it: an entry quotes a slow command as sent, the secret name
+# of a CONFIG SET that evicted included. (Redis 7.0's CONFIG SET of `dir` and `dbfilename` is refused by
+# enable-protected-configs.)
+SECRET_NAMED_COMMANDS = ("CONFIG", "SLOWLOG")
+
+
+def secret_named_commands(platform: Platform) -> tuple[str, ...]:
+    """The commands that `platform`'s Redis knows only by secret names (none on 7.0)."""
+    return SECRET_NAMED_COMMANDS if platform.redis_version == "5.0" else ()
 
 
 def command_lines(platform: Platform) -> list[str]:
@@ -203,11 +219,6 @@ def render_redis_conf(
             # A diskless full sync waits repl-diskless-sync-delay (5 s) for more replicas to share it.
             # Each master here has one replica: the wait only keeps the master without a copy longer.
             lines.append("repl-diskless-sync-delay 0")
-    # requirepass and masterauth, written at boot from SSM; never in user-data.
+    # requirepass, masterauth and (5.0) the secret command names, written at boot from SSM; never in user-data.
     lines.append(f"include {paths.auth_file}")
     return "\n".join(lines) + "\n"
-
-
-def render_auth_conf(password: str) -> str:
-    """The auth include. Only the boot-time unit (EC2) and the loopback runner write it."""
-    return f"requirepass {password}\nmasterauth {password}\n"

@@ -2,9 +2,11 @@
 
 The front-ends and the servers' scripts share one password (SECURITY.md). The commands that administer
 the store rather than keep sessions in it, and that nothing of ours sends, are gone
-(redis_conf.DISABLED_COMMANDS): each is tried with the front-ends' password, as a compromised front-end
-would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the write
-lock: operator_tools.sessions) keeps working before and after, on a single server (dev) and a cluster.
+(redis_conf.DISABLED_COMMANDS), and on Redis 5.0 those that the servers' scripts need go by secret names
+(redis_conf.SECRET_NAMED_COMMANDS): each is tried with the front-ends' password, as a compromised
+front-end would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the
+write lock: operator_tools.sessions) keeps working before and after, on a single server (dev) and a
+cluster, and the scripts' own name for CONFIG still works.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from components.render.redis_conf import DISABLED_COMMANDS
+from components.platforms import PLATFORMS
+from components.render.redis_conf import DISABLED_COMMANDS, secret_named_commands
 from operator_tools.loopback import Loopback
 from operator_tools.rehearsal import lost_sessions, write_sessions
 from tests.tools import REDIS_VERSIONS
@@ -28,6 +31,12 @@ ATTEMPTS = {
     "FLUSHDB": [],
     "SWAPDB": ["0", "1"],
     "SAVE": [],
+    "MONITOR": [],
+}
+# What a front-end would do with the commands that only the servers' scripts may use (on 5.0).
+SECRET_NAMED_ATTEMPTS = {
+    "CONFIG": ["SET", "dir", "/tmp"],
+    "SLOWLOG": ["GET", "10"],
 }
 
 
@@ -49,17 +58,27 @@ def assert_only_sessions(lo: Loopback) -> None:
             error = refused(client, command, args)
             assert error is not None and "unknown command" in error.lower(), \
                 f"{process.host}:{process.port} ran {command} {' '.join(args)} for the front-ends' password: {error}"
-        if lo.version != "5.0":
-            # 7.0 also refuses a CONFIG SET of a protected config: no file written where the redis user may.
+        renamed = secret_named_commands(lo.platform)
+        for command in renamed:
+            error = refused(client, command, SECRET_NAMED_ATTEMPTS[command])
+            assert error is not None and "unknown command" in error.lower(), \
+                f"{process.host}:{process.port} ran {command} for the front-ends' password: {error}"
+            secret = lo.command_name(process, command)
+            assert secret != command and len(secret) > len(command) + 16, secret
+        if not renamed:
+            # 7.0 refuses a CONFIG SET of a protected config: no file written where the redis user may.
             error = refused(client, "CONFIG", ["SET", "dir", "/tmp"])
             assert error is not None and "protected" in error.lower(), error
         client.close()
+        # The servers' scripts reach CONFIG by its name in the auth include.
+        assert int(lo.config_get(process, "maxmemory")["maxmemory"]) > 0
     assert lost_sessions(lo, acked) == 0
     assert len(write_sessions(lo, 20)) == 20
 
 
 def test_the_list_covers_what_makes_a_password_an_administrators() -> None:
     assert set(ATTEMPTS) == set(DISABLED_COMMANDS)
+    assert set(SECRET_NAMED_ATTEMPTS) == set(secret_named_commands(PLATFORMS["ubuntu-20.04-redis-5.0"]))
 
 
 @pytest.mark.parametrize("version", REDIS_VERSIONS)

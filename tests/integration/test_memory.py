@@ -31,7 +31,9 @@ def test_the_shipped_policy_evicts_the_fewest_held_locks(version):
         assert r.evicted_keys > 0, "the fill never reached maxmemory: this run proves nothing"
         assert r.other_errors == 0, r.other_error_kinds
     shipped = results[EVICTION_POLICY]
-    assert shipped.locks_lost <= shipped.requests // 100, f"{shipped.locks_lost} held locks evicted"
+    # Redis samples keys, so a few held locks go: 12 of 5,077 in one run, 39 to 67 in three on another
+    # machine (README "When memory is full"). The others lose about 9 in 100 on 7.0 (checked below).
+    assert shipped.locks_lost <= shipped.requests // 50, f"{shipped.locks_lost} held locks evicted"
     # On 5.0 four requests in ten fail with OOM before they evict anything, so the others lose few locks
     # too (allkeys-lfu lost 0 to 51 across runs): never more than the shipped one there; fewer on 7.0.
     fewer = (lambda a, b: a <= b) if version == "5.0" else (lambda a, b: a < b)

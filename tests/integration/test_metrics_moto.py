@@ -82,8 +82,8 @@ def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback
     moto.prepare_stack("killed")
     moto.prepare_stack("failedover")
     # Server 0's replica follows server 1's master; holding its failover back keeps the outage visible.
-    replica = lo.client(lo.topology.servers[0].processes[1])
-    replica.config_set("cluster-replica-no-failover", "yes")
+    replica = lo.topology.servers[0].processes[1]
+    lo.config(replica, "SET", "cluster-replica-no-failover", "yes")
     master_1 = lo.client(lo.topology.servers[1].processes[0])
     (lost,) = [n.slot_count for n in parse_cluster_nodes(master_1.execute_command("CLUSTER", "NODES"))
                if "myself" in n.flags]
@@ -107,7 +107,7 @@ def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback
     assert latest(moto, "killed", s0, "ShapeFailures") == 0
 
     # Let the failover happen: the cluster is whole again, and server 0 holds two masters.
-    replica.config_set("cluster-replica-no-failover", "no")
+    lo.config(replica, "SET", "cluster-replica-no-failover", "no")
     deadline = time.monotonic() + 60
     while state(survivor) != "ok":
         assert time.monotonic() < deadline, "no failover"

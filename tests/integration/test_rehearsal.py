@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from operator_tools.loopback import command_name_in
 from tests.tools import ROOT, fill, loopback_octet, redis_bin
 
 # Own 127.<a>.<b>.x block: `a` from the pid like tests/integration/loopbacks.py, `b` above its range.
@@ -63,19 +64,26 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
         assert len(agents) == (0 if version == "7.0" else len(masters)), agents
         if version != "7.0":
             master = redis.Redis(masters[0].split(":")[0], int(masters[0].split(":")[1]), password=password)
-            shipped = master.config_get("maxmemory")["maxmemory"]
+            # CONFIG by its secret name on server 1, as its own scripts send it.
+            config = command_name_in(sorted(state.rglob("auth.conf"))[0], "CONFIG")
+            assert config != "CONFIG"
+
+            def maxmemory() -> int:
+                return int(master.execute_command(config, "GET", "maxmemory")[1])
+
+            shipped = maxmemory()
             fill(master, 20000, "filler")
             limit = int(master.info("memory")["used_memory"]) * 100 // 95
-            master.config_set("maxmemory", limit)  # at 95 %: the agent evicts down to 85 % at once
+            master.execute_command(config, "SET", "maxmemory", limit)  # at 95 %: the agent evicts down to 85 %
             deadline = time.monotonic() + 10
             while int(master.info("memory")["used_memory"]) * 100 >= limit * 86 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert int(master.info("memory")["used_memory"]) * 100 < limit * 86, "redis-make-room did not act"
-            assert int(master.config_get("maxmemory")["maxmemory"]) == limit  # and put the limit back
+            assert maxmemory() == limit  # and put the limit back
             fillers = list(master.scan_iter(match="filler:*", count=1000))
             for i in range(0, len(fillers), 1000):
                 master.delete(*fillers[i:i + 1000])
-            master.config_set("maxmemory", shipped)
+            master.execute_command(config, "SET", "maxmemory", shipped)
             master.close()
 
         # `up` for another Redis line while this one runs: refused, not silently ignored.

@@ -40,7 +40,7 @@ def test_rendered_conf_starts_without_warnings(loopback_factory, version, server
         info = lo.client(p).info()
         assert info["redis_version"].startswith(version)
         assert info["cluster_enabled"] == (1 if servers > 1 else 0)
-        config = lo.client(p).config_get("*")
+        config = lo.config_get(p, "*")
         assert config["maxmemory-policy"] == EVICTION_POLICY
         assert config["appendonly"] == "no"
         if servers > 1:

@@ -13,6 +13,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from components.render.backup import backup_script
 from components.render.bootstrap import bootstrap_script
 from components.render.join import join_script
@@ -101,25 +103,30 @@ def test_cluster_bootstrap_and_join_keep_the_password_off_every_command_line(req
     assert any("--cluster add-node" in c for c in commands) and any("--cluster rebalance" in c for c in commands)
 
 
-def test_fetch_password_and_password_sync_keep_both_passwords_off_every_command_line(loopback_factory,  # noqa: F811
+@pytest.mark.parametrize("version", ["5.0", "7.0"])
+def test_fetch_password_and_password_sync_keep_both_passwords_off_every_command_line(version,
+                                                                                     loopback_factory,  # noqa: F811
                                                                                      tmp_path):
-    lo = loopback_factory("7.0", 1)
+    lo = loopback_factory(version, 1)
     lo.start()
     old, new = lo.password, generate_password()
+    # Redis 5.0's operations secret (CONFIG's name is made from it) is a secret too.
+    ops = [lo.ops_secret] if lo.ops_secret else []
+    assert bool(ops) == (version == "5.0")
     shims = Shims(tmp_path / "shims", first=[lo.bin_dir, Path(lo.redis_cli).parent])
 
     env = {**lo.fetch_password_environment(0), "PATH": shims.path, "ATTEMPTS": "1"}
-    fetched, sampler = run_watched([BASH, copy_of(tmp_path, "fetch-password")], env, [old], shims, 120)
+    fetched, sampler = run_watched([BASH, copy_of(tmp_path, "fetch-password")], env, [old, *ops], shims, 120)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    assert_never_shown(fetched, sampler, shims, [old])
-    assert shims.ran("aws") == 1
+    assert_never_shown(fetched, sampler, shims, [old, *ops])
+    assert shims.ran("aws") == 1 + len(ops)
 
     lo.ssm_put(new)  # a rotation: the sync handles the old and the new password at once
     env = {**lo.password_sync_environment(0, grace_seconds=0), "PATH": shims.path,
            "REDIS_CLI": shims.command("redis-cli")}
-    synced, sampler = run_watched([BASH, copy_of(tmp_path, "password-sync")], env, [old, new], shims, 120)
+    synced, sampler = run_watched([BASH, copy_of(tmp_path, "password-sync")], env, [old, new, *ops], shims, 120)
     assert synced.returncode == 0, synced.stdout + synced.stderr
-    assert_never_shown(synced, sampler, shims, [old, new])
+    assert_never_shown(synced, sampler, shims, [old, new, *ops])
     assert lo.accepts(lo.processes[0], new) and not lo.accepts(lo.processes[0], old)  # it did switch
 
 
@@ -170,15 +177,15 @@ def test_make_room_keeps_the_password_off_every_command_line(loopback_factory, t
     fill(client, 20000, "key")
     used = int(client.info("memory")["used_memory"])
     limit = used * 100 // 95  # the process at 95 % of its maxmemory: the script must act
-    client.config_set("maxmemory", limit)
+    lo.config(lo.processes[0], "SET", "maxmemory", str(limit))
     shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
     env = {**make_room_env(lo.topology.servers[0].private_ip, (lo.port,), auth_file=lo.paths(0).auth_file),
            **LOOPBACK_INTERVALS, "PATH": shims.path}
     # It loops for good, as its unit runs it: two seconds of it.
     ran, sampler = run_watched([tool("timeout"), "2", sys.executable, copy_of(tmp_path, "make-room")], env,
-                               [lo.password], shims, 60)
+                               [lo.password, lo.ops_secret], shims, 60)
     assert ran.returncode == 124, ran.stdout + ran.stderr  # stopped by timeout, not failed
-    assert_never_shown(ran, sampler, shims, [lo.password])
+    assert_never_shown(ran, sampler, shims, [lo.password, lo.ops_secret])
     assert re.search(rf"held 9\d % of maxmemory; evicted down to {TARGET_PERCENT} %", ran.stdout), ran.stdout
     memory = client.info("memory")
     assert int(memory["maxmemory"]) == limit  # put back as it was
@@ -223,7 +230,7 @@ def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factor
     lo = loopback_factory("5.0", 1)
     lo.start()
     r = lo.client(lo.processes[0])
-    r.config_set("slowlog-log-slower-than", 0)
+    lo.config(lo.processes[0], "SET", "slowlog-log-slower-than", "0")
     r.set("planted", lo.password)
     aws = Moto(tmp_path)
     try:
@@ -242,9 +249,10 @@ def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factor
                "AUTH_FILE": paths.auth_file, "REDIS_LOGS": f"{lo.processes[0].port}={paths.log_file(6379)}",
                "PATH": shims.path}
         for command in ("metrics", "logs"):
-            result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password], shims, 180)
+            result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password, lo.ops_secret],
+                                          shims, 180)
             assert result.returncode == 0, result.stdout + result.stderr
-            assert_never_shown(result, sampler, shims, [lo.password])
+            assert_never_shown(result, sampler, shims, [lo.password, lo.ops_secret])
         # Each run: SSM and S3 (the launcher); then one PutMetricData, or per stream (Redis log, journal,
         # slow log) CreateLogStream and PutLogEvents. All through the shims: the log is real.
         assert (shims.ran("aws"), shims.ran("python3"), shims.ran("journalctl")) == (2 + 1 + 2 + 6, 4, 1)

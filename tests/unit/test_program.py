@@ -142,7 +142,7 @@ def test_prod_exports_the_hsconf_connection_string_as_a_secret(prod: Program) ->
 
 def test_generated_password_is_long_connection_string_safe_and_only_in_secrets(prod: Program) -> None:
     (generator,) = [r for r in prod.of_type("random:index/randomPassword:RandomPassword")
-                    if not r.name.endswith("tools-signing-seed")]
+                    if not r.name.endswith(("tools-signing-seed", "ops-password"))]
     assert generator.inputs["length"] >= 32 and generator.inputs["special"] is False
     password = prod.exports["connectionString"].rsplit("=", 1)[1]
     (param,) = [p for p in prod.of_type("aws:ssm/parameter:Parameter") if p.name == "outsystems-redis-password"]
@@ -159,9 +159,10 @@ def test_configured_password_is_used_and_kept_secret() -> None:
     program = run_program(
         "dev", {"outsystems-redis:redisPassword": secret}, secret_keys=("outsystems-redis:redisPassword",)
     )
-    # Only the tools' signing seed is generated (components/signing.py), not a password.
-    assert [r.name for r in program.of_type("random:index/randomPassword:RandomPassword")] == \
-        ["outsystems-redis-tools-signing-seed"]
+    # Only the tools' signing seed (components/signing.py) and Redis 5.0's operations secret are generated,
+    # not a password.
+    assert sorted(r.name for r in program.of_type("random:index/randomPassword:RandomPassword")) == \
+        ["outsystems-redis-ops-password", "outsystems-redis-tools-signing-seed"]
     assert program.exports["connectionString"] == f"172.31.128.10:6379,password={secret}"
     for r in program.resources:
         for key, value in r.inputs.items():
@@ -182,12 +183,32 @@ def test_servers_read_only_their_own_password_parameter(prod: Program) -> None:
                 "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/redis-password",
                 # Not a secret, but the servers' own: the backup bucket's generated name.
                 "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/backup-bucket",
+                # Redis 5.0's: the names of the administrative commands on the servers.
+                "arn:aws:ssm:eu-west-1:111122223333:parameter/outsystems-redis/prod/ops-password",
             ],
         }
     ]
     assert not prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")  # no broad managed policies
     for inst in prod.of_type(INSTANCE):
         assert inst.inputs["iamInstanceProfile"] == "outsystems-redis-server-profile-name"
+
+
+def test_redis_5_0s_operations_secret_is_generated_secret_and_only_on_5_0(prod: Program) -> None:
+    """The servers' scripts know CONFIG and SLOWLOG by names made from it (redis_conf.SECRET_NAMED_COMMANDS):
+    a SecureString of its own, generated, letters and digits (a command name), never in plain text; and
+    none on Redis 7.0, whose servers rename nothing."""
+    (generator,) = [r for r in prod.of_type("random:index/randomPassword:RandomPassword")
+                    if r.name.endswith("ops-password")]
+    assert generator.inputs["length"] >= 32 and generator.inputs["special"] is False
+    (param,) = [p for p in prod.of_type("aws:ssm/parameter:Parameter") if p.name == "outsystems-redis-ops-password"]
+    assert param.inputs["name"] == "/outsystems-redis/prod/ops-password"
+    assert param.inputs["type"] == "SecureString" and "value" in param.secret_inputs
+    (inst,) = [i for i in prod.of_type(INSTANCE) if i.name.endswith("server-1-instance")]
+    assert param.urn in inst.dependencies  # redis-auth reads it at the first boot
+    on_7_0 = run_program("prod", {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"})
+    assert not [p for p in on_7_0.of_type("aws:ssm/parameter:Parameter") if p.name.endswith("ops-password")]
+    assert not [r for r in on_7_0.of_type("random:index/randomPassword:RandomPassword")
+                if r.name.endswith("ops-password")]
 
 
 def _actions(statement: dict) -> list[str]:
@@ -224,8 +245,9 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     # and profile, the secrets.
     assert len(needs["routes"]) == 1 + 3 + (0 if overrides.get("outsystems-redis:natGatewayId") else 1)
     assert len(needs["rules"]) == 4 + 2 and len(needs["role"]) == 2
-    # The password (and the TLS material), and the backup bucket's name.
-    assert len(needs["secrets"]) == (1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3) + 1
+    # The password and Redis 5.0's operations secret (or, with TLS, on 7.0, the TLS material), and the backup
+    # bucket's name.
+    assert len(needs["secrets"]) == (1 + 1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3) + 1
     # The log group, the bucket and its encryption, versioning, public access block, ownership,
     # lifecycle and policy, and the three programs the servers fetch from it (metrics/logs, backup, password
     # sync) with their signatures.

@@ -83,8 +83,9 @@ def test_alongside_example_wires_the_programs_own_resources_in() -> None:
     # The configured secret is the password: in Parameter Store as a secret, and in the pipeline's secret.
     (parameter,) = [r for r in program.of_type("aws:ssm/parameter:Parameter") if r.name == "sessions-password"]
     assert parameter.inputs["value"] == PASSWORD and "value" in parameter.secret_inputs
-    assert [r.name for r in program.of_type("random:index/randomPassword:RandomPassword")] == \
-        ["sessions-tools-signing-seed"]  # the tools' signing seed only, no generated password
+    # The tools' signing seed and Redis 5.0's operations secret only, no generated password.
+    assert sorted(r.name for r in program.of_type("random:index/randomPassword:RandomPassword")) == \
+        ["sessions-ops-password", "sessions-tools-signing-seed"]
     (version,) = program.of_type("aws:secretsmanager/secretVersion:SecretVersion")
     assert PASSWORD in version.inputs["secretString"] and "secretString" in version.secret_inputs
     # Every resource of the store hangs under it, whatever else the program holds.
@@ -233,8 +234,9 @@ def test_two_stores_in_one_program_need_two_names(tmp_path: Path) -> None:
     assert recorded and not any("more-sessions" in r.name for r in recorded)
     program = run_code(tmp_path, two.format(", stack='more'"), [])
     names = sorted(r.inputs["name"] for r in program.of_type("aws:ssm/parameter:Parameter"))
-    assert names == ["/outsystems-redis/more/backup-bucket", "/outsystems-redis/more/redis-password",
-                     "/outsystems-redis/team-program-test/backup-bucket",
+    assert names == ["/outsystems-redis/more/backup-bucket", "/outsystems-redis/more/ops-password",
+                     "/outsystems-redis/more/redis-password", "/outsystems-redis/team-program-test/backup-bucket",
+                     "/outsystems-redis/team-program-test/ops-password",
                      "/outsystems-redis/team-program-test/redis-password"]
 
 

@@ -93,6 +93,11 @@ BRIDGE = "vpcbr0"
 NS_PREFIX = "osrb"
 SSM_DIR = "/var/lib/osr-boot/ssm"
 SSM_UNREACHABLE = "/var/lib/osr-boot/ssm-unreachable"
+# Faults SSM answers with, as AWS does, one line per call of the parameter it names: "<fault> <name>",
+# consumed first line first. denied: AccessDeniedException (the instance role's policy not yet
+# propagated); throttled: ThrottlingException; slow: an answer that comes after the caller gave up.
+SSM_FAULTS = "/var/lib/osr-boot/ssm-faults"
+SSM_FAULT_KINDS = ("denied", "throttled", "slow")
 AWS_LOG = "/var/log/osr-boot-aws.log"
 NO_WAY_OUT = "/var/lib/osr-boot/no-way-out"  # snap's store is unreachable while it exists
 APT_SOURCES = "etc/apt/sources.list"
@@ -181,6 +186,23 @@ echo "$(date -u +%FT%TZ) ssm get-parameter --region $region --name $name" >>@AWS
 if [ -e @SSM_UNREACHABLE@ ]; then
   fail 254 "Could not connect to the endpoint URL: \"https://ssm.$region.amazonaws.com/\""
 fi
+# The next fault for this parameter, if one is queued (the lock: units may call at once).
+fault=$(flock @SSM_FAULTS@.lock sh -c '
+  [ -s "$1" ] || exit 0
+  set -- "$1" "$2" $(head -n 1 "$1")
+  [ "$4" = "$2" ] || exit 0
+  sed -i 1d "$1" && echo "$3"' sh @SSM_FAULTS@ "$name")
+call="An error occurred (%s) when calling the GetParameter operation"
+role=arn:aws:sts::111122223333:assumed-role/outsystems-redis-server-role/i-0
+case $fault in
+  denied)
+    fail 254 "$(printf "$call" AccessDeniedException): User: $role is not authorized to perform: ssm:GetParameter \
+on resource: arn:aws:ssm:$region:111122223333:parameter$name because no identity-based policy allows the \
+ssm:GetParameter action" ;;
+  throttled)
+    fail 254 "$(printf "$call" ThrottlingException) (reached max retries: 1): Rate exceeded" ;;
+  slow) sleep 60 ;;  # the caller's own timeout ends it
+esac
 file="$dir/$region$name"
 [ -f "$file" ] ||
   fail 254 "An error occurred (ParameterNotFound) when calling the GetParameter operation: Parameter $name not found."
@@ -418,7 +440,8 @@ class Server:
         (m / "etc/cloud/cloud.cfg.d/90-osr-boot.cfg").write_text(CLOUD_CFG)
         lib = m / "usr/local/lib/osr-boot"
         lib.mkdir(parents=True, exist_ok=True)
-        aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE)
+        aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE) \
+            .replace("@SSM_FAULTS@", SSM_FAULTS)
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
         (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))
@@ -444,6 +467,18 @@ class Server:
         else:
             switch.parent.mkdir(parents=True, exist_ok=True)
             switch.write_text("")
+
+    def queue_ssm_faults(self, faults: list[tuple[str, str]]) -> None:
+        """SSM answers the next calls of each named parameter with these faults, in order: (fault, name)."""
+        assert all(kind in SSM_FAULT_KINDS for kind, _ in faults), faults
+        self._mount()
+        path = self.merged / SSM_FAULTS.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{kind} {name}\n" for kind, name in faults))
+
+    def ssm_faults_left(self) -> list[str]:
+        path = self.merged / SSM_FAULTS.lstrip("/")
+        return path.read_text().splitlines() if path.exists() else []
 
     def set_way_out(self, up: bool) -> None:
         """No way out (the NAT gateway not ready yet): apt's repository, snap's store and SSM unreachable."""

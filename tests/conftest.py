@@ -21,6 +21,7 @@ SPREAD = {
     "tests/integration/test_rejoin.py",
     "tests/integration/test_role_restore.py",
     "tests/render/test_scripts_argv.py",
+    "tests/boot/test_boot_dev_offline.py",
 }
 
 # The longest units first (a test id prefix each, measured with --durations=0 on a full run); the rest
@@ -30,6 +31,7 @@ LONGEST_FIRST = (
     "tests/integration/test_scale_out_5_0.py",
     "tests/integration/test_scale_out_7_0.py",
     "tests/boot/test_boot_prod_growth.py",
+    "tests/boot/test_boot_prod_tls.py",
     "tests/integration/test_rejoin.py::test_a_replaced_joiner",
     "tests/integration/test_tls.py",
     "tests/unit/test_deploy_limits.py",

@@ -1,0 +1,50 @@
+"""Prod with TLS on Redis 7.0: three servers fetch their certificates at boot, form the cluster over TLS,
+and pass the program's own post-deploy check, which speaks TLS with the stack's CA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
+from operator_tools.loopback import make_ca, make_server_certificate
+from tests.boot import machines as m
+from tests.boot.support import Deployment, assert_first_boot, booted, post_deploy_check, verdict
+
+
+@pytest.fixture(scope="module")
+def tls_prod(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, m.Fleet]]:
+    deployment = Deployment.of("prod", {"outsystems-redis:tls": True})
+    # The mocked program's certificates are placeholders. Real ones, as pulumi-tls issues them: one CA,
+    # and for each server a certificate for its private IP and loopback, into the same parameters.
+    directory = tmp_path_factory.mktemp("tls")
+    ca = make_ca(directory)
+    deployment.parameters[tls_ca_parameter("prod")] = ca[0].read_text()
+    deployment.check_env["REDIS_CA_CERT"] = ca[0].read_text()
+    for index, instance in deployment.instances.items():
+        cert, key = directory / f"server-{index + 1}.crt", directory / f"server-{index + 1}.key"
+        make_server_certificate(ca, cert, key, [instance.inputs["privateIp"], "127.0.0.1"])
+        for name, path in ((tls_cert_parameter("prod", index), cert), (tls_key_parameter("prod", index), key)):
+            assert name in deployment.parameters, name  # the program's own parameter, with a real value
+            deployment.parameters[name] = path.read_text()
+    with booted(root, deployment) as fleet:
+        yield deployment, fleet
+
+
+def test_a_tls_cluster_boots_forms_over_tls_and_passes_the_post_deploy_check(tls_prod) -> None:
+    deployment, fleet = tls_prod
+    servers = list(fleet.servers.values())
+    assert len(servers) == 3
+    for server in servers:
+        assert_first_boot(server)
+        # The key came from "SSM" through redis-auth's TLS step: root's, readable by the redis group only.
+        assert server.out("stat -c '%U:%G %a' /etc/redis/tls/server.key") == "root:redis 640"
+    report = post_deploy_check(fleet, deployment)
+    print(verdict(report))
+    assert "3 servers over TLS" in report, report
+    # TLS only: the same port refuses a plain-text client (the security groups do not change).
+    host, port = deployment.nodes[0].rsplit(":", 1)
+    plain = fleet.vpc.exec(["redis-cli", "-h", host, "-p", port, "PING"], timeout=20)
+    assert "PONG" not in plain.stdout, plain.stdout

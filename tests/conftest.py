@@ -21,7 +21,6 @@ SPREAD = {
     "tests/integration/test_rejoin.py",
     "tests/integration/test_role_restore.py",
     "tests/render/test_scripts_argv.py",
-    "tests/boot/test_boot_dev_offline.py",
 }
 
 # The longest units first (a test id prefix each, measured with --durations=0 on a full run); the rest

@@ -307,7 +307,9 @@ if int(times) > 0:
     lines = [line.split() for line in me.execute_command("CLUSTER", "NODES").splitlines()]
     mine = next(n for n in lines if "myself" in n[2])
     if action == "slot":
-        other = next(n for n in lines if "master" in n[2] and "myself" not in n[2])
+        # A master that serves slots: just after a fail-back, this node may still see its old replica,
+        # now a replica again, flagged master without slots (SETSLOT there: "only with masters").
+        other = next(n for n in lines if "master" in n[2] and "myself" not in n[2] and len(n) > 8)
         low, _, high = mine[8].partition("-")
         slot = next(s for s in range(int(low), int(high or low) + 1)
                     if me.execute_command("CLUSTER", "COUNTKEYSINSLOT", s) == 0)

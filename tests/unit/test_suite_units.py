@@ -28,3 +28,16 @@ def test_a_spread_files_tests_are_units_and_any_other_file_is_one() -> None:
 def test_every_listed_unit_is_a_file_here() -> None:
     for prefix in (*conftest.SPREAD, *conftest.LONGEST_FIRST):
         assert (ROOT / prefix.split("::")[0]).is_file(), prefix
+
+
+def test_a_console_failure_is_matched_to_its_unit_through_systemds_shortening() -> None:
+    """The boot harness forgives a unit that failed at the container's cgroup setup and then ran; its
+    console line must be recognised, shortened as systemd prints it, and no other unit's."""
+    from tests.boot.machines import _names_unit
+
+    name = "systemd-tmpfiles-setup-dev.service - Create Static Device Nodes in /dev"
+    line = "console: [FAILED] Failed to start systemd-tm…reate Static Device Nodes in /dev."
+    assert _names_unit(line, name)
+    assert not _names_unit(line, "systemd-tmpfiles-setup.service - Create System Files and Directories")
+    assert _names_unit("console: [FAILED] Failed to start a.service - A.", "a.service - A")
+    assert not _names_unit("console: [FAILED] Failed to start a.service - A.", "b.service - A")

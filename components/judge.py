@@ -248,7 +248,9 @@ def check_memory(facts: Facts) -> list[Finding]:
         if share is None:
             out.append(Finding(
                 WARN, "memory", f"{n.address} uses {mib:.1f} MiB with no maxmemory: it can grow until the OS "
-                "kills it", n.host, n.address, _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf)"),
+                "kills it", n.host, n.address,
+                _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf; on a Redis 5.0 server, "
+                     "CONFIG by its name in /etc/redis/auth.conf)"),
             ))
             continue
         text = f"{n.address} uses {mib:.1f} MiB of {limit / 2**20:.0f} MiB maxmemory ({share:.0%})"

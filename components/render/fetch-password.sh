@@ -39,11 +39,17 @@ ssm_get() {
         --cli-connect-timeout 3 --cli-read-timeout 5
 }
 
-# ssm_secrets SECONDS : sets `password` and, with OPS_PARAMETER, `fresh_ops`; each call within SECONDS.
+# ssm_secrets DEADLINE : sets `password` and, with OPS_PARAMETER, `fresh_ops`. Each call lasts at most
+# SSM_CALL_SECONDS, and no longer than what is left until DEADLINE (in $SECONDS; at least a second).
 fresh_ops=""
 ssm_secrets() {
-    password=$(ssm_get "$PASSWORD_PARAMETER" "$1") || return 1
-    [ -z "$OPS_PARAMETER" ] || fresh_ops=$(ssm_get "$OPS_PARAMETER" "$1")
+    within "$1"
+    password=$(ssm_get "$PASSWORD_PARAMETER" "$bound") || return 1
+    [ -z "$OPS_PARAMETER" ] || { within "$1"; fresh_ops=$(ssm_get "$OPS_PARAMETER" "$bound"); }
+}
+within() {
+    bound=$(($1 - SECONDS))
+    bound=$((bound < 1 ? 1 : bound < SSM_CALL_SECONDS ? bound : SSM_CALL_SECONDS))
 }
 
 # usable PASSWORD : what redis.conf and the OutSystems connection string can carry (the program
@@ -120,8 +126,7 @@ if [ -n "$cached" ]; then
     why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
     while [ "$SECONDS" -lt "$deadline" ]; do
         attempt=$((attempt + 1))
-        left=$((deadline - SECONDS))
-        if ssm_secrets "$((left < SSM_CALL_SECONDS ? left : SSM_CALL_SECONDS))"; then
+        if ssm_secrets "$deadline"; then
             if usable "$password"; then
                 from_ssm "$password" "$attempt"
                 exit 0
@@ -142,7 +147,7 @@ if [ -n "$cached" ]; then
 fi
 
 for attempt in $(seq 1 "$ATTEMPTS"); do
-    if ssm_secrets "$SSM_CALL_SECONDS"; then
+    if ssm_secrets $((SECONDS + 2 * SSM_CALL_SECONDS)); then
         if usable "$password"; then
             from_ssm "$password" "$attempt"
             exit 0

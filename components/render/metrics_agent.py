@@ -537,8 +537,8 @@ def put_events(env: dict, state: dict, stream: str, batch: list) -> None:
 def ship_logs(env: dict) -> int:
     state = load_state(env, "logs.json")
     names = read_command_names(env["AUTH_FILE"])
-    # The secret names are scrubbed like the passwords, wherever one would show up.
-    passwords = read_passwords(env["AUTH_FILE"]) + list(names.values())
+    passwords = read_passwords(env["AUTH_FILE"])
+    secrets = passwords + list(names.values())  # the secret names are scrubbed like the passwords
     server = env["SERVER_NAME"]
     now_ms = int(time.time() * 1000)
     failures = 0
@@ -573,7 +573,7 @@ def ship_logs(env: dict) -> int:
         sources.append((log_stream_name(server, "slowlog"), events,
                         lambda p, port=port: slow.__setitem__(port, p)))
     for stream, events, commit in sources:
-        for batch in batches([(s, scrub(m, passwords), p) for s, m, p in events]):
+        for batch in batches([(s, scrub(m, secrets), p) for s, m, p in events]):
             try:
                 put_events(env, state, stream, batch)
             except AwsError as exc:

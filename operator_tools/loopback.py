@@ -106,23 +106,27 @@ def render_aws_stand_in(store: str | os.PathLike[str], outage_file: str | os.Pat
 
     The value is the file `store`/<N with / as _>. When `outage_file` exists,
     SSM is unreachable: "hang" never answers (only the caller's own bounds end
-    the call), anything else fails at once with exit 254 as the CLI does.
+    the call), anything else fails at once with exit 254 as the CLI does. A
+    parameter name after the mode limits the outage to that parameter.
     """
     return (
         "#!/bin/bash\n"
         "# The loopback rehearsal's stand-in for `aws ssm get-parameter` (rendered by outsystems-redis).\n"
         f"store={shlex.quote(str(store))}\n"
         f"outage={shlex.quote(str(outage_file))}\n"
-        'if [ -f "$outage" ]; then\n'
-        '    [ "$(cat "$outage")" != hang ] || exec sleep 3600\n'
-        '    echo "Could not connect to the endpoint URL: \"https://ssm.loopback.amazonaws.com/\"" >&2\n'
-        "    exit 254\n"
-        "fi\n"
         'name=""\n'
         'while [ $# -gt 0 ]; do\n'
         '    [ "$1" != --name ] || { name=${2:-}; shift; }\n'
         "    shift\n"
         "done\n"
+        'if [ -f "$outage" ]; then\n'
+        '    read -r mode only <"$outage" || true\n'
+        '    if [ -z "${only:-}" ] || [ "$only" = "$name" ]; then\n'
+        '        [ "$mode" != hang ] || exec sleep 3600\n'
+        '        echo "Could not connect to the endpoint URL: \"https://ssm.loopback.amazonaws.com/\"" >&2\n'
+        "        exit 254\n"
+        "    fi\n"
+        "fi\n"
         'file="$store/$(printf %s "$name" | tr / _)"\n'
         'if [ -z "$name" ] || [ ! -f "$file" ]; then\n'
         '    echo "An error occurred (ParameterNotFound) when calling the GetParameter operation: " >&2\n'
@@ -373,13 +377,14 @@ class Loopback:
         self.ssm_dir.chmod(0o700)
         _write_secret(self._ssm_file(name), value)
 
-    def ssm_outage(self, mode: str | None) -> None:
-        """None: SSM answers. "fail": every call fails at once (exit 254). "hang": no call ever answers."""
+    def ssm_outage(self, mode: str | None, only: str | None = None) -> None:
+        """None: SSM answers. "fail": every call fails at once (exit 254). "hang": no call ever answers.
+        `only`: the outage is that parameter's alone."""
         switch = self.state_dir / SSM_OUTAGE_FILE
         if mode is None:
             switch.unlink(missing_ok=True)
         elif mode in ("fail", "hang"):
-            switch.write_text(mode)
+            switch.write_text(f"{mode} {only}\n" if only else f"{mode}\n")
         else:
             raise ValueError(f"SSM outage mode {mode!r}: use 'fail', 'hang' or None")
 

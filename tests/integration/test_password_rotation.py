@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from components.render.password import secret_names_env
 from components.render.redis_conf import secret_named_commands
 from operator_tools import health
 from operator_tools.loopback import BASH, Loopback, generate_password
@@ -450,6 +451,25 @@ def test_fetch_without_ssm_starts_from_the_cached_file_and_fails_a_first_boot(tm
     assert reboot.returncode == 0 and "WARNING" in reboot.stdout
     assert auth.read_text() == f"requirepass {cached}\nmasterauth {cached}\n"
     assert cached not in reboot.stdout + reboot.stderr
+
+
+def test_a_reboot_waits_at_most_its_cached_wait_when_only_the_operations_secret_hangs(tmp_path):
+    """Redis 5.0's boot reads two parameters; their calls share the reboot's wait (CACHED_WAIT_SECONDS), so
+    a hanging second read cannot hold Redis back longer than the first alone could. Planted (each call
+    bounded by SSM_CALL_SECONDS alone): about 12 s."""
+    lo = Loopback(tmp_path / "state", servers=1, version="5.0", hosts=["127.0.0.1"])
+    Path(lo.paths(0).conf_dir).mkdir(parents=True)
+    lo.write_files()  # the first boot: the password, the operations secret and the names
+    written = Path(lo.paths(0).auth_file).read_text()
+    assert f"rename-command CONFIG CONFIG-{lo.ops_secret}" in written
+    lo.ssm_outage("hang", only=secret_names_env("rehearsal", lo.platform)["OPS_PARAMETER"])
+    started = time.monotonic()
+    reboot = lo.fetch_password(0, CACHED_WAIT_SECONDS="4", SSM_CALL_SECONDS="10", RETRY_SECONDS="1")
+    took = time.monotonic() - started
+    assert reboot.returncode == 0 and "WARNING" in reboot.stdout, reboot.stdout + reboot.stderr
+    assert took < 8, f"took {took:.1f}s"
+    assert Path(lo.paths(0).auth_file).read_text() == written  # the cached names kept
+    assert lo.ops_secret not in reboot.stdout + reboot.stderr
 
 
 def test_fetch_gives_a_hanging_ssm_at_most_about_30_seconds_on_a_reboot(ssm_hangs_on_a_reboot):

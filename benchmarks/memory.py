@@ -55,6 +55,7 @@ class Result:
     whole_sessions: int
     evicted_keys: int
     other_error_kinds: dict
+    gave_up: bool = False  # stopped after `give_up_after` refused requests
 
     @property
     def write_share(self) -> float:
@@ -80,6 +81,11 @@ def _start(version: str, host: str, port: int, directory: Path, policy: str, max
     raise RuntimeError(f"redis-server {version} on {port} did not answer PING in 20 s")
 
 
+def _is_oom(exc: redis.ResponseError) -> bool:
+    # redis-py strips the OOM code from its OutOfMemoryError; a script's error keeps it inside.
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc)
+
+
 def _start_make_room(host: str, port: int, directory: Path, password: str) -> subprocess.Popen:
     """The shipped redis-make-room with the shipped figures, watching this one process (ahead of the writer)."""
     auth = directory / "auth.conf"
@@ -89,10 +95,15 @@ def _start_make_room(host: str, port: int, directory: Path, password: str) -> su
 
 
 def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", maxmemory_mb: int = 8,
-            fill: float = 3.0, held: int = 50, make_room: bool = False) -> Result:
+            fill: float = 3.0, held: int = 50, make_room: bool = False, retry_seconds: float = 0.0,
+            give_up_after: int = 0) -> Result:
     """Write sessions until `fill` x maxmemory has been written; `held` requests hold their lock at any time.
 
     `make_room`: with the shipped redis-make-room running beside the process, as on the 5.0 servers.
+    `retry_seconds`: a call refused with OOM is sent again every 10 ms for that long, as the provider retries a
+    failed call (retryTimeoutInMilliseconds, 5 s by default); 0 counts the first refusal.
+    `give_up_after`: stop once that many requests failed with OOM (0: never), so that a store that stays full
+    does not take the whole budget of retries.
     """
     password = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="osr-memory-") as tmp:
@@ -101,32 +112,46 @@ def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", ma
         try:
             client = redis.Redis(host, port, password=password, socket_timeout=5)
             store = SessionStore(client)
+
+            def call(fn, *args):
+                deadline = time.monotonic() + retry_seconds
+                while True:
+                    try:
+                        return fn(*args)
+                    except redis.ResponseError as exc:
+                        if not _is_oom(exc) or time.monotonic() >= deadline:
+                            raise
+                        time.sleep(0.01)
+
             payload = os.urandom(ITEM_BYTES // 2).hex()
             budget = int(fill * maxmemory_mb * 1024 * 1024 / ITEM_BYTES)
             tags: list[str] = []
             holding: deque = deque()
             ok = oom = other = lost = 0
             errors: dict[str, int] = {}
+            gave_up = False
             for n in range(budget):
+                if give_up_after and oom >= give_up_after:
+                    gave_up = True
+                    break
                 # A returning user (every third request) or a new login.
                 returning = n % 3 == 2 and tags
                 tag = tags[(n * 7919) % len(tags)] if returning else session_tag(f"app{n % 7}", uuid.uuid4().hex[:24])
                 try:
                     if not returning:
-                        store.create(tag, {"login": payload})
+                        call(store.create, tag, {"login": payload})
                         tags.append(tag)
-                    lock = store.lock_and_get(tag)
+                    lock = call(store.lock_and_get, tag)
                     if lock is not None:
                         holding.append(lock)
                     if len(holding) > held:
                         oldest = holding.popleft()
-                        if store.set_and_release(oldest, {"page": payload[:200]}):
+                        if call(store.set_and_release, oldest, {"page": payload[:200]}):
                             ok += 1
                         else:
                             lost += 1
                 except redis.ResponseError as exc:
-                    # redis-py strips the OOM code from its OutOfMemoryError; a script's error keeps it inside.
-                    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in str(exc):
+                    if _is_oom(exc):
                         oom += 1
                     else:
                         other += 1
@@ -144,7 +169,7 @@ def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", ma
     requests = ok + oom + other + lost
     label = policy + (" + make-room" if make_room else "")
     return Result(version, label, maxmemory_mb, requests, ok, oom, other, lost, len(tags),
-                  sum(s.half for s in states), sum(s.whole for s in states), evicted, errors)
+                  sum(s.half for s in states), sum(s.whole for s in states), evicted, errors, gave_up)
 
 
 def table(results: list[Result]) -> str:

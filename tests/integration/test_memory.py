@@ -48,21 +48,24 @@ def test_the_shipped_policy_evicts_the_fewest_held_locks(version):
 def test_on_5_0_make_room_keeps_session_scripts_writing():
     """5.0 refuses script writes at maxmemory; the shipped redis-make-room keeps room below it.
 
-    The same fill without it and with it. On an idle machine the agent lets no write fail (README, "When
-    memory is full": 0 OOM errors); here the suite's other workers load both cores, and the loopback
-    writer, far faster than front-ends over a network, now and then runs ahead of the agent. So: at most
-    a quarter of the failures without it, and at most 12 % of requests. Planted (no agent): fails.
+    The same fill without it and with it. The writer retries a refused call as the session provider does
+    (retryTimeoutInMilliseconds: 5 s by default; here 1 s): with the agent a retry finds room, even when the
+    suite's other workers load both cores and the loopback writer, far faster than front-ends over a
+    network, runs ahead of the agent now and then. Without the agent (no retry: none would find room) 5.0
+    refuses every script write past the limit. Planted (no agent in the second run): the retries run out and
+    the run stops after 20 refused requests, which fails.
     """
     redis_bin("5.0", "redis-server")
     host = f"127.{loopback_octet()}.{next(loopbacks._next) % 250}.1"
-    alone, helped = (run_one("5.0", EVICTION_POLICY, host=host, port=6379, maxmemory_mb=8, fill=2.5,
-                             make_room=make_room) for make_room in (False, True))
+    alone = run_one("5.0", EVICTION_POLICY, host=host, port=6379, maxmemory_mb=8, fill=2.5)
+    helped = run_one("5.0", EVICTION_POLICY, host=host, port=6379, maxmemory_mb=8, fill=2.5, make_room=True,
+                     retry_seconds=1.0, give_up_after=20)
     print(alone, helped, sep="\n")
     for r in (alone, helped):
         assert r.evicted_keys > 0, "the fill never reached maxmemory: this run proves nothing"
         assert r.other_errors == 0, r.other_error_kinds
         assert r.writes_ok + r.oom_errors + r.locks_lost == r.requests
     assert alone.oom_errors > alone.requests // 5, "5.0 no longer refuses script writes at the limit?"
-    assert helped.oom_errors <= alone.oom_errors // 4, (helped.oom_errors, alone.oom_errors)
-    assert helped.oom_errors <= helped.requests * 12 // 100, f"{helped.oom_errors} of {helped.requests} refused"
+    assert not helped.gave_up, f"the store stayed full: {helped.oom_errors} of {helped.requests} refused"
+    assert helped.oom_errors <= helped.requests // 100, f"{helped.oom_errors} of {helped.requests} refused"
     assert helped.locks_lost <= helped.requests // 100, f"{helped.locks_lost} held locks evicted"

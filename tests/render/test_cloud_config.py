@@ -137,36 +137,76 @@ def _verify(unit_dir: Path, *units: str) -> str:
     return f"rc={result.returncode}\n{result.stdout}{result.stderr}".strip()
 
 
-def test_units_pass_systemd_analyze_verify(tmp_path):
-    """Every unit and the template drop-in; any complaint fails (verify exits 0 on unknown keys)."""
-    if not Path("/lib/systemd/system/redis-server@.service").exists():
+# Each platform's redis-server@.service template: 24.04's is the one Debian 12's redis-server 7.0.15 installs
+# (the same packaging), 20.04's a stand-in for 5:5.0.7-2's (Type=forking; see the file's header).
+TEMPLATES = {
+    "ubuntu-24.04-redis-7.0": Path("/lib/systemd/system/redis-server@.service"),
+    "ubuntu-20.04-redis-5.0": Path(__file__).with_name("templates") / "redis-server@.service.ubuntu-20.04",
+}
+
+
+def _effective(texts: list[str], key: str) -> list[str]:
+    """The values of `key` in [Service] after the template and its drop-ins, in that order, are merged: a list
+    setting appends, and an empty assignment clears what came before (systemd.unit(5))."""
+    values: list[str] = []
+    for text in texts:
+        section = ""
+        for line in text.splitlines():
+            if line.startswith("["):
+                section = line.strip()
+            elif section == "[Service]" and line.startswith(f"{key}="):
+                value = line.split("=", 1)[1]
+                values = [] if not value else [*values, value]
+    return values
+
+
+@pytest.mark.parametrize("platform", sorted(TEMPLATES))
+@pytest.mark.parametrize("servers", [1, 3])
+def test_units_pass_systemd_analyze_verify(platform, servers, tmp_path):
+    """Every unit and the template drop-in, against the platform's own template; any complaint fails (verify
+    exits 0 on unknown keys). Then what the merged redis-server@ unit runs: Redis in the foreground under
+    Type=notify on both templates, and on a cluster server the step-down alone at a stop."""
+    template = TEMPLATES[platform]
+    if not template.exists():
         tool("redis-server@.service template (Debian redis-server package)")
-    settings, topology = stack(3, "ubuntu-20.04-redis-5.0")
+    (tmp_path / "redis-server@.service").write_text(template.read_text())  # first on the unit path
+    settings, topology = stack(servers, platform)
     files = files_of(
         render_cloud_config(settings, topology, 0, memory_mib=8192, password_parameter=PARAMETER, region=REGION)
     )
+
+    def local(text: str) -> str:
+        # verify checks that each ExecStart/ExecStop program exists: point them at copies of the rendered ones.
+        for path, content in files.items():
+            if f"={path}" in text or f"=+{path}" in text:
+                copy = tmp_path / Path(path).name
+                copy.write_text(content)
+                copy.chmod(0o755)
+                text = text.replace(path, str(copy))
+        return text
+
     drop_in = tmp_path / "redis-server@.service.d" / "outsystems.conf"
     drop_in.parent.mkdir()
-    # verify checks that ExecStop exists too: point it at the shipped step-down script's copy.
-    step_down = tmp_path / "redis-step-down"
-    step_down.write_text(files[STEP_DOWN_PATH])
-    step_down.chmod(0o755)
-    assert f"ExecStop=+{STEP_DOWN_PATH} %i" in files[systemd.TEMPLATE_DROP_IN]
-    drop_in.write_text(files[systemd.TEMPLATE_DROP_IN].replace(STEP_DOWN_PATH, str(step_down)))
+    drop_in.write_text(local(files[systemd.TEMPLATE_DROP_IN]))
     units = []
-    for unit in (systemd.AUTH_UNIT, systemd.BOOTSTRAP_UNIT, systemd.PROVISION_UNIT, "redis-role-restore.service",
-                 "redis-role-restore.timer", "redis-make-room.service"):
-        text = files[f"{systemd.UNIT_DIR}/{unit}"]
-        # verify checks that ExecStart exists: point it at the shipped script's copy.
-        for script in (systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.PROVISION_PATH,
-                       "/usr/local/sbin/redis-role-restore", "/usr/local/sbin/redis-make-room"):
-            copy = tmp_path / Path(script).name
-            copy.write_text(files[script])
-            copy.chmod(0o755)
-            text = text.replace(f"ExecStart={script}", f"ExecStart={copy}")
-        (tmp_path / unit).write_text(text)
-        units.append(str(tmp_path / unit))
-    assert _verify(tmp_path, *units, "redis-server@7000.service", "redis-server@7001.service") == "rc=0"
+    for path, text in files.items():
+        if path.startswith(f"{systemd.UNIT_DIR}/") and path.endswith((".service", ".timer")):
+            (tmp_path / Path(path).name).write_text(local(text))
+            units.append(str(tmp_path / Path(path).name))
+    assert len(units) >= 8, units
+    ports = [p.port for p in topology.servers[0].processes]
+    assert _verify(tmp_path, *units, *(f"redis-server@{port}.service" for port in ports)) == "rc=0"
+
+    merged = [template.read_text(), files[systemd.TEMPLATE_DROP_IN]]
+    assert _effective(merged, "Type")[-1] == "notify"  # a single setting: the last one counts
+    assert _effective(merged, "ExecStart") == [
+        f"/usr/bin/redis-server {systemd.EC2_PATHS.conf_dir}/redis-%i.conf --supervised systemd --daemonize no"]
+    stops = _effective(merged, "ExecStop")
+    if topology.cluster:
+        assert stops == [f"+{STEP_DOWN_PATH} %i"]
+    else:
+        # A single server keeps the template's own stop (20.04: a SIGTERM; 24.04 has none, and systemd sends one).
+        assert all("redis-step-down" not in stop for stop in stops) and len(stops) <= 1, stops
 
 
 def test_verify_catches_a_bad_drop_in(tmp_path):

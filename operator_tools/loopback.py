@@ -56,6 +56,7 @@ from components.platforms import PLATFORMS, Platform
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
 from components.render.join import join_env, join_script, runs_join
 from components.render.make_room import LOOPBACK_INTERVALS, make_room_env, make_room_script, needs_make_room
+from components.render.metrics_agent import read_command_names
 from components.render.password import (
     PASSWORD_GRACE_SECONDS,
     fetch_password_script,
@@ -83,13 +84,9 @@ BASH = shutil.which("bash") or "/bin/bash"  # by path: the scripts may run with 
 
 
 def command_name_in(auth_file: Path, command: str) -> str:
-    """What the server of `auth_file` calls `command`: Redis 5.0's secret name from its auth include, as the
-    servers' scripts read it (redis_conf.SECRET_NAMED_COMMANDS), else the command itself."""
-    for line in auth_file.read_text().splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "rename-command" and words[1] == command.upper():
-            return words[2]
-    return command
+    """What the server of `auth_file` calls `command`: Redis 5.0's secret name from its auth include, read as
+    the servers' own agent reads it (redis_conf.SECRET_NAMED_COMMANDS), else the command itself."""
+    return read_command_names(str(auth_file)).get(command.upper(), command)
 
 
 def generate_password() -> str:

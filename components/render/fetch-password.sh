@@ -2,7 +2,8 @@
 # Writes the Redis auth include (requirepass/masterauth) from the SSM
 # SecureString parameter, on every boot, before any Redis process starts.
 # The password never touches user-data, a command line or the journal.
-# First boot: ATTEMPTS tries, RETRY_SECONDS apart; no password, no Redis.
+# First boot: up to ATTEMPTS tries, RETRY_SECONDS apart, within FIRST_BOOT_SECONDS
+# (redis-auth's TimeoutStartSec covers it); no password, no Redis.
 # Later boots: SSM gets CACHED_WAIT_SECONDS in all, then Redis starts from the
 # last boot's AUTH_FILE (WARNING); redis-password-sync.timer keeps trying SSM.
 # A Redis 7.0 grace entry left by redis-password-sync (previous password still
@@ -14,7 +15,7 @@
 # Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).
 # Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional OPS_PARAMETER and
 # RENAMED_COMMANDS (both or neither: the program sets them), ATTEMPTS,
-# RETRY_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
+# RETRY_SECONDS, FIRST_BOOT_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
 set -euo pipefail
 
 : "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"
@@ -24,6 +25,7 @@ OPS_PARAMETER=${OPS_PARAMETER:-}
 RENAMED_COMMANDS=${RENAMED_COMMANDS:-}
 ATTEMPTS=${ATTEMPTS:-30}
 RETRY_SECONDS=${RETRY_SECONDS:-10}
+FIRST_BOOT_SECONDS=${FIRST_BOOT_SECONDS:-240}
 CACHED_WAIT_SECONDS=${CACHED_WAIT_SECONDS:-30}
 SSM_CALL_SECONDS=${SSM_CALL_SECONDS:-10}
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
@@ -39,13 +41,15 @@ ssm_get() {
         --cli-connect-timeout 3 --cli-read-timeout 5
 }
 
-# ssm_secrets DEADLINE : sets `password` and, with OPS_PARAMETER, `fresh_ops`. Each call lasts at most
-# SSM_CALL_SECONDS, and no longer than what is left until DEADLINE (in $SECONDS; at least a second).
+# ssm_secrets DEADLINE : sets `password` and, with OPS_PARAMETER, `fresh_ops`; `unread` names the
+# parameter that failed. Each call lasts at most SSM_CALL_SECONDS, and no longer than what is left
+# until DEADLINE (in $SECONDS; at least a second).
 fresh_ops=""
 ssm_secrets() {
     within "$1"
+    unread=$PASSWORD_PARAMETER
     password=$(ssm_get "$PASSWORD_PARAMETER" "$bound") || return 1
-    [ -z "$OPS_PARAMETER" ] || { within "$1"; fresh_ops=$(ssm_get "$OPS_PARAMETER" "$bound"); }
+    [ -z "$OPS_PARAMETER" ] || { within "$1"; unread=$OPS_PARAMETER; fresh_ops=$(ssm_get "$OPS_PARAMETER" "$bound"); }
 }
 within() {
     bound=$(($1 - SECONDS))
@@ -92,7 +96,7 @@ write_auth() {
 
 # What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no
 # password reaches an argv.
-cached="" until="" user_line="" ops=""
+cached="" until="" user_line="" ops="" why=""
 if [ -s "$AUTH_FILE" ]; then
     while read -r -a words; do
         case "${words[0]:-}" in
@@ -123,7 +127,6 @@ if [ -n "$cached" ]; then
     # A reboot: Redis must not wait minutes for SSM; the cached password works until the sync timer runs.
     deadline=$((SECONDS + CACHED_WAIT_SECONDS))
     attempt=0
-    why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
     while [ "$SECONDS" -lt "$deadline" ]; do
         attempt=$((attempt + 1))
         if ssm_secrets "$deadline"; then
@@ -134,6 +137,7 @@ if [ -n "$cached" ]; then
             why=$unusable
             break
         fi
+        why="cannot read $unread in ${CACHED_WAIT_SECONDS}s"
         left=$((deadline - SECONDS))
         [ "$left" -gt 0 ] || break
         sleep $((left < RETRY_SECONDS ? left : RETRY_SECONDS))
@@ -146,18 +150,20 @@ if [ -n "$cached" ]; then
     exit 0
 fi
 
+deadline=$((SECONDS + FIRST_BOOT_SECONDS))
 for attempt in $(seq 1 "$ATTEMPTS"); do
-    if ssm_secrets $((SECONDS + 2 * SSM_CALL_SECONDS)); then
+    if ssm_secrets "$deadline"; then
         if usable "$password"; then
             from_ssm "$password" "$attempt"
             exit 0
         fi
-        log "ERROR: $unusable"
-        break
+        log "ERROR: $unusable; Redis cannot start"
+        exit 1
     fi
     [ "$attempt" -lt "$ATTEMPTS" ] || break
-    log "cannot read $PASSWORD_PARAMETER ${OPS_PARAMETER:+or $OPS_PARAMETER }yet (attempt $attempt of $ATTEMPTS); retrying in ${RETRY_SECONDS}s"
+    [ $((SECONDS + RETRY_SECONDS)) -lt "$deadline" ] || break
+    log "cannot read $unread yet (attempt $attempt); retrying"
     sleep "$RETRY_SECONDS"
 done
-log "ERROR: no password from $PASSWORD_PARAMETER and no earlier $AUTH_FILE; Redis cannot start"
+log "ERROR: cannot read $unread, and no earlier $AUTH_FILE; Redis cannot start"
 exit 1

@@ -11,7 +11,8 @@
 #
 # Inputs (environment): TLS_CA_PARAMETER, TLS_CERT_PARAMETER, TLS_KEY_PARAMETER,
 # AWS_REGION, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, ATTEMPTS, RETRY_SECONDS,
-# CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
+# FIRST_BOOT_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
+# A first boot tries for FIRST_BOOT_SECONDS at most (redis-auth's TimeoutStartSec covers it).
 # With the files of an earlier boot present, SSM gets CACHED_WAIT_SECONDS in all, then Redis
 # starts with those (a reboot while SSM is unreachable must not keep Redis down for minutes).
 set -euo pipefail
@@ -25,6 +26,7 @@ TLS_CERT_FILE=${TLS_CERT_FILE:-/etc/redis/tls/server.crt}
 TLS_KEY_FILE=${TLS_KEY_FILE:-/etc/redis/tls/server.key}
 ATTEMPTS=${ATTEMPTS:-30}
 RETRY_SECONDS=${RETRY_SECONDS:-10}
+FIRST_BOOT_SECONDS=${FIRST_BOOT_SECONDS:-240}
 CACHED_WAIT_SECONDS=${CACHED_WAIT_SECONDS:-30}
 SSM_CALL_SECONDS=${SSM_CALL_SECONDS:-10}
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
@@ -64,6 +66,7 @@ matches() {
 
 umask 077
 deadline=$((SECONDS + CACHED_WAIT_SECONDS))
+first_boot_deadline=$((SECONDS + FIRST_BOOT_SECONDS))
 for attempt in $(seq 1 "$ATTEMPTS"); do
     if ca=$(get "$TLS_CA_PARAMETER") && cert=$(get "$TLS_CERT_PARAMETER") && key=$(get "$TLS_KEY_PARAMETER"); then
         if ! pem "$ca" || ! pem "$cert" || ! pem "$key"; then
@@ -85,6 +88,7 @@ for attempt in $(seq 1 "$ATTEMPTS"); do
         exit 0
     fi
     [ "$attempt" -lt "$ATTEMPTS" ] || break
+    [ $((SECONDS + RETRY_SECONDS)) -lt "$first_boot_deadline" ] || break
     if cached && [ "$SECONDS" -ge "$deadline" ]; then
         break
     fi

@@ -26,6 +26,7 @@ from components.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
+from components.render.tls import fetch_tls_script
 from tests.tools import tool
 
 PORTS = (7000, 7001)
@@ -139,3 +140,28 @@ def test_every_ssm_call_is_bounded(text):
     call = call[:call.index("\n}")]
     assert "--cli-connect-timeout" in call and "--cli-read-timeout" in call
     assert "export AWS_RETRY_MODE=" in text and "export AWS_MAX_ATTEMPTS=" in text
+
+
+def _default(script: str, name: str) -> int:
+    """A script's own default for input `name` (`NAME=${NAME:-N}`)."""
+    return int(re.search(rf"^{name}=\$\{{{name}:-(\d+)\}}$", script, re.M).group(1))
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_redis_auth_gives_up_by_itself_before_systemd_stops_it(tls):
+    """A first boot with SSM hanging: redis-auth's steps end on their own, each with a line naming what it
+    could not read, before TimeoutStartSec (systemd would kill them with no word of why). The worst case of
+    each step: the metadata fence (two iptables waits), the password (FIRST_BOOT_SECONDS, then its last call
+    of at least a second plus the kill grace), and with TLS the certificates (a whole attempt of three calls
+    past its FIRST_BOOT_SECONDS). The password's bound is run for real in test_password_rotation; here
+fetch-tls must have its own. Planted (TimeoutStartSec=300): fails with TLS."""
+    unit = systemd.render_auth_unit(tls)
+    timeout = int(re.search(r"^TimeoutStartSec=(\d+)$", unit, re.M).group(1))
+    fence = 2 * int(re.search(r"-w (\d+)", systemd.metadata_fence_command()).group(1))
+    password = fetch_password_script()
+    worst = fence + _default(password, "FIRST_BOOT_SECONDS") + 1 + 2
+    if tls:
+        certificates = fetch_tls_script()
+        assert "first_boot_deadline" in certificates
+        worst += _default(certificates, "FIRST_BOOT_SECONDS") + 3 * (_default(certificates, "SSM_CALL_SECONDS") + 2)
+    assert worst < timeout, (worst, timeout)

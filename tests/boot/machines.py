@@ -93,9 +93,11 @@ BRIDGE = "vpcbr0"
 NS_PREFIX = "osrb"
 SSM_DIR = "/var/lib/osr-boot/ssm"
 SSM_UNREACHABLE = "/var/lib/osr-boot/ssm-unreachable"
-# Faults SSM answers with, as AWS does, one line per call of the parameter it names: "<fault> <name>",
-# consumed first line first. denied: AccessDeniedException (the instance role's policy not yet
-# propagated); throttled: ThrottlingException; slow: an answer that comes after the caller gave up.
+# Faults AWS answers with, one line per call of what it names: "<fault> <target>", consumed first line
+# first; a target is an SSM parameter's name, s3:<key> (a download of that object), or
+# cloudwatch:put-metric-data, logs:create-log-stream, logs:put-log-events. denied: AccessDenied (the
+# instance role's policy not yet propagated); throttled: the service's throttling error (S3: 503); slow:
+# an answer that comes after the caller gave up.
 SSM_FAULTS = "/var/lib/osr-boot/ssm-faults"
 SSM_FAULT_KINDS = ("denied", "throttled", "slow")
 AWS_LOG = "/var/log/osr-boot-aws.log"
@@ -151,15 +153,48 @@ AWS_STANDIN = r"""#!/bin/bash
 # tests/boot stand-in for the AWS CLI: only `aws ssm get-parameter` of the form
 # the servers use, answered from files under SSM_DIR (the program's own
 # Parameter resources), and the s3 cp of the fetched programs and backups, put-metric-data, create-log-stream
-# and put-log-events (recorded). Anything else fails loudly.
+# and put-log-events (recorded). Anything else fails loudly. Queued faults (SSM_FAULTS) come first.
 set -u
 dir=@SSM_DIR@
 fail() { echo "$2" >&2; exit "$1"; }
+role=arn:aws:sts::111122223333:assumed-role/outsystems-redis-server-role/i-0
+# next_fault TARGET : the queue's next fault if its head names TARGET (the lock: units may call at once).
+next_fault() {
+  flock @SSM_FAULTS@.lock sh -c '
+    [ -s "$1" ] || exit 0
+    set -- "$1" "$2" $(head -n 1 "$1")
+    [ "$4" = "$2" ] || exit 0
+    sed -i 1d "$1" && echo "$3"' sh @SSM_FAULTS@ "$1"
+}
 case "${1:-} ${2:-}" in
   "s3 cp" | "cloudwatch put-metric-data" | "logs create-log-stream" | "logs put-log-events")
     # The jobs' calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads, keeps uploads.
     echo "$(date -u +%FT%TZ) $*" >>@AWS_LOG@
     [ ! -e @SSM_UNREACHABLE@ ] || fail 254 "Could not connect to the endpoint URL: \"https://$1.amazonaws.com/\""
+    case "$1 ${3:-}" in
+      "s3 s3://"*) target="s3:${3#s3://*/}" ;;
+      s3*) target="" ;;  # uploads take no faults
+      *) target="$1:$2" ;;
+    esac
+    fault=""
+    [ -z "$target" ] || fault=$(next_fault "$target")
+    # The operation's name in AWS's messages: PutMetricData, CreateLogStream, PutLogEvents.
+    operation=$(echo "$2" | sed -E 's/(^|-)([a-z])/\U\2/g')
+    # error CODE [RETRIES] : AWS's message for this call's operation.
+    error() {
+      printf 'An error occurred (%s) when calling the %s operation' "$1" "$operation"
+      [ -z "${2:-}" ] || printf ' (reached max retries: %s)' "$2"
+    }
+    denied="User: $role is not authorized to perform: $1:$operation because no identity-based policy allows it"
+    case "$1 $fault" in
+      "s3 denied") fail 1 "fatal error: $(operation=HeadObject error 403): Forbidden" ;;
+      "s3 throttled") fail 1 "fatal error: $(operation=HeadObject error 503 1): Service Unavailable" ;;
+      "cloudwatch denied") fail 254 "$(error AccessDenied): $denied" ;;
+      "cloudwatch throttled") fail 254 "$(error Throttling 2): Rate exceeded" ;;
+      "logs denied") fail 254 "$(error AccessDeniedException): $denied" ;;
+      "logs throttled") fail 254 "$(error ThrottlingException 2): Rate exceeded" ;;
+      *" slow") sleep 60 ;;  # the caller's own timeout ends it
+    esac
     if [ "$1" = s3 ]; then
       case "$3" in
         s3://*)  # a download: what `pulumi up` uploaded
@@ -196,14 +231,8 @@ echo "$(date -u +%FT%TZ) ssm get-parameter --region $region --name $name" >>@AWS
 if [ -e @SSM_UNREACHABLE@ ]; then
   fail 254 "Could not connect to the endpoint URL: \"https://ssm.$region.amazonaws.com/\""
 fi
-# The next fault for this parameter, if one is queued (the lock: units may call at once).
-fault=$(flock @SSM_FAULTS@.lock sh -c '
-  [ -s "$1" ] || exit 0
-  set -- "$1" "$2" $(head -n 1 "$1")
-  [ "$4" = "$2" ] || exit 0
-  sed -i 1d "$1" && echo "$3"' sh @SSM_FAULTS@ "$name")
+fault=$(next_fault "$name")
 call="An error occurred (%s) when calling the GetParameter operation"
-role=arn:aws:sts::111122223333:assumed-role/outsystems-redis-server-role/i-0
 case $fault in
   denied)
     fail 254 "$(printf "$call" AccessDeniedException): User: $role is not authorized to perform: ssm:GetParameter \
@@ -479,7 +508,8 @@ class Server:
             switch.write_text("")
 
     def queue_ssm_faults(self, faults: list[tuple[str, str]]) -> None:
-        """SSM answers the next calls of each named parameter with these faults, in order: (fault, name)."""
+        """AWS answers the next calls of each target with these faults, in order: (fault, target). A target
+        is an SSM parameter's name, s3:<key>, or <service>:<command> (see SSM_FAULTS)."""
         assert all(kind in SSM_FAULT_KINDS for kind, _ in faults), faults
         self._mount()
         path = self.merged / SSM_FAULTS.lstrip("/")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import crosscheck, failover, report, scaleout
+from benchmarks import crosscheck, failover, report, scaleout, template
 from benchmarks.topologies import (
     VARIANTS,
     BenchLoopback,
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render:
         results = json.loads(args.render.read_text())
         results["summary"] = report.summarize(results)
-        (args.markdown or ROOT / "BENCHMARKS.md").write_text(report.render(results))
+        (args.markdown or ROOT / "BENCHMARKS.md").write_text(template.render(results))
         return 0
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.versions:
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(results, indent=1) + "\n")
     log(f"results in {out} ({results['duration_s']}s)")
     if markdown:
-        markdown.write_text(report.render(results))
+        markdown.write_text(template.render(results))
         log(f"report in {markdown}")
     print(report.render_tables(results))
     return 0

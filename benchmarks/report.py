@@ -278,13 +278,3 @@ def headline(results: dict) -> dict:
     for so in results.get("scaleout", []):
         head[f"scaleout_{so['version']}"] = so
     return head
-
-
-def render(results: dict) -> str:
-    """The whole BENCHMARKS.md: prose around the numbers of this run."""
-    from benchmarks import memory, saturation, shape
-    from benchmarks.failover_phases import section
-    from benchmarks.template import document
-
-    return (document(results, render_tables(results), results.get("summary") or summarize(results)) + section()
-            + saturation.section() + memory.section() + shape.section())

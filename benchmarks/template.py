@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from benchmarks.report import ACTIVE_SESSIONS, SERVERS, SESSION_KB, TARGET_RPS, _f, _s, headline
+from benchmarks import memory, saturation, shape
+from benchmarks.failover_phases import section
+from benchmarks.report import (
+    ACTIVE_SESSIONS,
+    SERVERS,
+    SESSION_KB,
+    TARGET_RPS,
+    _f,
+    _s,
+    headline,
+    render_tables,
+    summarize,
+)
 
 
 def _tls_line(summary: dict) -> str:
@@ -336,3 +348,9 @@ def _workload(plan: dict) -> str:
             f"start of the page request it takes `{{<guid>_<id>}}_Write_Lock` and reads the `_Data` hash (one item "
             f"of {plan['data_bytes']} bytes) and the `_Internal` hash, resetting their expiry; at its end it writes "
             "the item, the timeout (1200 s) and the expiry, and releases the lock: two round trips, same slot.")
+
+
+def render(results: dict) -> str:
+    """The whole BENCHMARKS.md: prose around the numbers of this run (report.py computes them)."""
+    return (document(results, render_tables(results), results.get("summary") or summarize(results)) + section()
+            + saturation.section() + memory.section() + shape.section())

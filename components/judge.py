@@ -35,7 +35,8 @@ CERT_WARN_DAYS = 21
 # Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
 # Requires= it, so a restart of it would restart Redis too.
 FETCH_TLS = ("sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
-             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls")
+             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin --setenv=STATE_DIR=/var/lib/outsystems-redis "
+             "--setenv=TOOLS_KEY=tools/redis-fetch-tls.sh /usr/local/sbin/redis-run-fetched")
 
 
 # ---------------------------------------------------------------- data

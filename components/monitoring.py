@@ -113,3 +113,6 @@ LOG_SOURCES = ("redis-7000", "redis-7001", "redis-6379", "journal", "slowlog")
 OBSERVE_TOOL_KEY = f"{TOOLS_PREFIX}redis-observe.py"
 BACKUP_TOOL_KEY = f"{TOOLS_PREFIX}redis-backup.sh"
 PASSWORD_SYNC_TOOL_KEY = f"{TOOLS_PREFIX}redis-password-sync.sh"
+# And at every boot, before any Redis process (redis-auth): the password and, with TLS, the certificates.
+FETCH_PASSWORD_TOOL_KEY = f"{TOOLS_PREFIX}redis-fetch-password.sh"
+FETCH_TLS_TOOL_KEY = f"{TOOLS_PREFIX}redis-fetch-tls.sh"

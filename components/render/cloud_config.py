@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from components import monitoring
 from components.platforms import PLATFORMS, Platform
 from components.render.backup import (
     BACKUP_ENV_PATH,
@@ -53,7 +54,6 @@ from components.render.password import (
     PASSWORD_SYNC_ENV_PATH,
     PASSWORD_SYNC_TIMER,
     PASSWORD_SYNC_UNIT,
-    fetch_password_script,
     password_sync_env,
     password_sync_fetch_env,
     render_password_sync_timer,
@@ -79,8 +79,6 @@ from components.render.systemd import (
     BOOTSTRAP_ENV_PATH,
     BOOTSTRAP_PATH,
     BOOTSTRAP_UNIT,
-    FETCH_PASSWORD_PATH,
-    FETCH_TLS_PATH,
     JOIN_ENV_PATH,
     JOIN_PATH,
     JOIN_UNIT,
@@ -103,7 +101,7 @@ from components.render.systemd import (
     render_thp_tmpfiles,
     render_time_sync,
 )
-from components.render.tls import fetch_tls_script, render_tls_cli, tls_env
+from components.render.tls import render_tls_cli, tls_env
 from components.settings import Settings
 from components.signing import TOOLS_PUBLIC_KEY_PATH
 from components.sizing import usable_memory_mib
@@ -176,7 +174,8 @@ def server_files(
     # Names, not secrets: which parameters to read and where to write them.
     auth_env = (f'PASSWORD_PARAMETER="{password_parameter}"\nAWS_REGION="{region}"\n'
                 f'AUTH_FILE="{EC2_PATHS.auth_file}"\n')
-    auth_env += render_env_file(secret_names_env(settings.stack, platform))
+    auth_env += render_env_file({**secret_names_env(settings.stack, platform),
+                                 "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(settings.stack)})
     if tls:
         auth_env += render_env_file(tls_env(settings.stack, server))
     files = [
@@ -184,15 +183,12 @@ def server_files(
         _file(TIME_SYNC_PATH, render_time_sync()),
         _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
         _file(TEMPLATE_DROP_IN, render_template_drop_in(step_down=topology.cluster)),
+        # redis-auth runs the launcher below: its programs come from the stack's bucket (fetched.py).
         _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls)),
-        _file(FETCH_PASSWORD_PATH, fetch_password_script(), "0755"),
         _file(AUTH_ENV_PATH, auth_env),
     ]
     if tls:
-        files += [
-            _file(FETCH_TLS_PATH, fetch_tls_script(), "0755"),
-            _file(TLS_CLI_PATH, render_tls_cli(EC2_PATHS.tls_ca), "0755"),
-        ]
+        files.append(_file(TLS_CLI_PATH, render_tls_cli(EC2_PATHS.tls_ca), "0755"))
     for p in srv.processes:
         conf = render_redis_conf(p, platform=platform, maxmemory_mib=maxmemory, cluster=topology.cluster, tls=tls)
         files.append(_file(EC2_PATHS.conf(p.port), conf))

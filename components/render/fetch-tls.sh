@@ -4,9 +4,8 @@
 # any Redis process starts. redis-auth.service runs it after the password.
 # Nothing here is in user-data; the key never touches a command line or the journal.
 #
-# To pick up a certificate that `pulumi up` renewed, run it on its own (not by
-# restarting redis-auth, which the Redis units Require=, so they would restart):
-#   sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env --setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls
+# To pick up a certificate that `pulumi up` renewed, run it on its own through the launcher (not by
+# restarting redis-auth, which the Redis units Require=, so they would restart): README, "Renewal".
 # Redis reads the files at start or on CONFIG SET tls-cert-file.
 #
 # Inputs (environment): TLS_CA_PARAMETER, TLS_CERT_PARAMETER, TLS_KEY_PARAMETER,

@@ -4,21 +4,32 @@ EC2 refuses user data above 16 KB (after base64 decoding; ours is gzip). The job
 that need AWS anyway, and so cannot run without it, live in the bucket: the
 metrics publisher and log shipper (redis-observe.py, with the health check's
 judge inlined), the hourly backup (redis-backup.sh, which writes to that very
-bucket) and the password sync (redis-password-sync.sh, which reads Parameter Store
-every minute). The user data carries their units and one launcher (metrics-observe.sh,
-installed as metrics.OBSERVE_PATH) that fetches the program named by TOOLS_KEY and
-runs it, or its last copy when S3 or SSM cannot be reached. What boots the
-cluster and what runs at a stop stays in the user data. A changed program is
+bucket), the password sync (redis-password-sync.sh, which reads Parameter Store
+every minute), and redis-auth's boot steps that read the password and the TLS
+material from Parameter Store (redis-fetch-password.sh, redis-fetch-tls.sh). The
+user data carries their units and one launcher (metrics-observe.sh, installed as
+metrics.OBSERVE_PATH) that fetches the program named by TOOLS_KEY and runs it, or
+its last copy when S3 or SSM cannot be reached; at a first boot, with no copy yet,
+redis-auth's launcher keeps trying (FIRST_FETCH_SECONDS). What boots the cluster
+and what runs at a stop stays in the user data. A changed program is
 uploaded by `pulumi up` and reaches every running server at its next run.
 Pure text, no pulumi.
 """
 
 from __future__ import annotations
 
-from components.monitoring import BACKUP_TOOL_KEY, OBSERVE_TOOL_KEY, PASSWORD_SYNC_TOOL_KEY, TOOLS_PREFIX
+from components.monitoring import (
+    BACKUP_TOOL_KEY,
+    FETCH_PASSWORD_TOOL_KEY,
+    FETCH_TLS_TOOL_KEY,
+    OBSERVE_TOOL_KEY,
+    PASSWORD_SYNC_TOOL_KEY,
+    TOOLS_PREFIX,
+)
 from components.render.backup import backup_script
 from components.render.metrics import observe_script
-from components.render.password import password_sync_script
+from components.render.password import fetch_password_script, password_sync_script
+from components.render.tls import fetch_tls_script
 
 
 def fetched_tools() -> dict[str, str]:
@@ -27,4 +38,6 @@ def fetched_tools() -> dict[str, str]:
         OBSERVE_TOOL_KEY.removeprefix(TOOLS_PREFIX): observe_script(),
         BACKUP_TOOL_KEY.removeprefix(TOOLS_PREFIX): backup_script(),
         PASSWORD_SYNC_TOOL_KEY.removeprefix(TOOLS_PREFIX): password_sync_script(),
+        FETCH_PASSWORD_TOOL_KEY.removeprefix(TOOLS_PREFIX): fetch_password_script(),
+        FETCH_TLS_TOOL_KEY.removeprefix(TOOLS_PREFIX): fetch_tls_script(),
     }

@@ -11,8 +11,11 @@
 # or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
 # No secret here:
 # the programs read the password from AUTH_FILE themselves.
-# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY (and the
-# program's own).
+# With FIRST_FETCH_SECONDS (redis-auth, whose programs Redis cannot start without) and no copy yet, a
+# failed fetch is tried again every 10 s for that long: at a first boot the instance role's policy may
+# not have reached S3 and SSM yet.
+# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY,
+# FIRST_FETCH_SECONDS (and the program's own).
 set -euo pipefail
 
 : "${AWS_REGION:?AWS_REGION is required}"
@@ -22,6 +25,7 @@ set -euo pipefail
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
+FIRST_FETCH_SECONDS=${FIRST_FETCH_SECONDS:-0}
 
 program="$STATE_DIR/${TOOLS_KEY##*/}"
 log() { echo "redis-run-fetched: $*" >&2; }
@@ -65,12 +69,18 @@ mkdir -p "$STATE_DIR"
 # check one download and install another.
 work=$(mktemp -d "$STATE_DIR/.fetch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-if ! fetch; then
-    [ -s "$program" ] || {
+deadline=$((SECONDS + FIRST_FETCH_SECONDS))
+until fetch; do
+    if [ -s "$program" ]; then
+        log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
+        break
+    fi
+    [ $((SECONDS + 10)) -lt "$deadline" ] || {
         log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
         exit 1
     }
-    log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
-fi
+    log "cannot fetch $TOOLS_KEY yet; retrying in 10s"
+    sleep 10
+done
 rm -rf "$work" # exec replaces this shell: the trap would not run
 exec "$run" "$program" "$@"

@@ -7,6 +7,7 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 
 from __future__ import annotations
 
+from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
 from components.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS, EC2_PATHS, Paths
 from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
 
@@ -19,8 +20,6 @@ PROVISION_UNIT = "redis-provision.service"
 PROVISION_PATH = "/usr/local/sbin/redis-provision"
 PROVISION_ENV_PATH = "/etc/redis/provision.env"
 TIME_SYNC_PATH = "/etc/systemd/timesyncd.conf.d/60-amazon-time-sync.conf"
-FETCH_PASSWORD_PATH = "/usr/local/sbin/redis-fetch-password"
-FETCH_TLS_PATH = "/usr/local/sbin/redis-fetch-tls"
 TLS_CLI_PATH = "/usr/local/sbin/redis-cli-tls"
 BOOTSTRAP_PATH = "/usr/local/sbin/redis-cluster-bootstrap"
 BOOTSTRAP_ENV_PATH = "/etc/redis/cluster-bootstrap.env"
@@ -152,9 +151,19 @@ def metadata_fence_command() -> str:
             f"iptables -w 10 -I {METADATA_FENCE_RULE}'")
 
 
+# How long redis-auth's launcher keeps trying to fetch a boot step's program when it has no copy yet
+# (a first boot whose instance role is not yet known to S3 and SSM).
+FIRST_FETCH_SECONDS = 240
+# A first boot's worst case with AWS hanging, each bound by its own: the metadata fence (2 x 10 s), then
+# for each program the launcher's tries (FIRST_FETCH_SECONDS and one more fetch of about a minute) and
+# the program's own (FIRST_BOOT_SECONDS, 240, and its last calls). tests/render/test_password.py adds them up.
+AUTH_TIMEOUT_SECONDS = 1200
+
+
 def render_auth_unit(tls: bool = False) -> str:
-    """The boot step before any Redis process: no metadata service for redis, the password and, with
-    TLS, the certificates."""
+    """The boot step before any Redis process: no metadata service for redis, then the programs (fetched
+    from the stack's bucket by the launcher, verified) that write the password and, with TLS, the
+    certificates."""
     what = "password and TLS certificates" if tls else "password"
     return (
         "[Unit]\n"
@@ -167,12 +176,15 @@ def render_auth_unit(tls: bool = False) -> str:
         "RemainAfterExit=yes\n"
         f"Environment=PATH={SEARCH_PATH}\n"
         f"EnvironmentFile={AUTH_ENV_PATH}\n"
+        f"Environment=STATE_DIR={STATE_DIR} FIRST_FETCH_SECONDS={FIRST_FETCH_SECONDS}\n"
         # A oneshot runs its ExecStart lines in order; any failing keeps Redis down.
         f"ExecStart={metadata_fence_command()}\n"
-        f"ExecStart={FETCH_PASSWORD_PATH}\n"
-        + (f"ExecStart={FETCH_TLS_PATH}\n" if tls else "")
-        + "SyslogIdentifier=redis-auth\n"
-        "TimeoutStartSec=600\n"
+        f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_PASSWORD_TOOL_KEY} {OBSERVE_PATH}\n"
+        + (f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_TLS_TOOL_KEY} {OBSERVE_PATH}\n" if tls else "")
+        + f"StateDirectory={STATE_DIR.rsplit('/', 1)[1]}\n"
+        "StateDirectoryMode=0700\n"
+        "SyslogIdentifier=redis-auth\n"
+        f"TimeoutStartSec={AUTH_TIMEOUT_SECONDS}\n"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from components.judge import FETCH_TLS
 from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
 from operator_tools.loopback import make_ca, make_server_certificate
 from tests.boot import machines as m
@@ -48,3 +49,18 @@ def test_a_tls_cluster_boots_forms_over_tls_and_passes_the_post_deploy_check(tls
     host, port = deployment.nodes[0].rsplit(":", 1)
     plain = fleet.vpc.exec(["redis-cli", "-h", host, "-p", port, "PING"], timeout=20)
     assert "PONG" not in plain.stdout, plain.stdout
+
+
+def test_the_renewal_command_fetches_the_tls_files_again_without_restarting_redis(tls_prod) -> None:
+    """README "Renewal" and the health check's fix (judge.FETCH_TLS), run as given on a booted server: the
+    launcher's verified copy of redis-fetch-tls writes the files again, and no Redis process restarts.
+    Planted (the command without TOOLS_KEY): the launcher refuses to run."""
+    _, fleet = tls_prod
+    server = next(iter(fleet.servers.values()))
+    pids = server.out("systemctl show -p MainPID --value redis-server@7000 redis-server@7001")
+    server.exec("touch -d '2020-01-01' /etc/redis/tls/server.crt")
+    renewal = server.exec(FETCH_TLS.removeprefix("sudo "), timeout=120)
+    assert renewal.returncode == 0, renewal.stdout + renewal.stderr
+    assert "wrote /etc/redis/tls/ca.crt" in renewal.stdout + renewal.stderr, renewal.stdout + renewal.stderr
+    assert server.out("date -r /etc/redis/tls/server.crt +%Y") != "2020"
+    assert server.out("systemctl show -p MainPID --value redis-server@7000 redis-server@7001") == pids

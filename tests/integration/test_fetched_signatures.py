@@ -9,6 +9,7 @@ and the last good copy runs; the signature is checked against the public key in 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,18 @@ def program(version: int) -> str:
     return f"#!/bin/bash\necho \"probe version {version}\"\n"
 
 
-def launch(moto: Moto, tmp: Path, public_key: Path, state: str = "state") -> subprocess.CompletedProcess:
+def launcher_command(moto: Moto, tmp: Path, public_key: Path, state: str = "state",
+                     **extra: str) -> tuple[list[str], dict[str, str]]:
     launcher = tmp / "redis-run-fetched"
     launcher.write_text(observe_launcher())
     env = {**moto.env(), "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(STACK), "TOOLS_KEY": KEY,
-           "STATE_DIR": str(tmp / state), "TOOLS_PUBLIC_KEY": str(public_key)}
-    return subprocess.run([BASH, str(launcher)], env=env, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+           "STATE_DIR": str(tmp / state), "TOOLS_PUBLIC_KEY": str(public_key), **extra}
+    return [BASH, str(launcher)], env
+
+
+def launch(moto: Moto, tmp: Path, public_key: Path, state: str = "state") -> subprocess.CompletedProcess:
+    argv, env = launcher_command(moto, tmp, public_key, state)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_last_good_copy(moto, tmp_path):
@@ -96,3 +102,34 @@ def test_a_server_whose_user_data_has_no_key_runs_what_it_fetches(moto, tmp_path
     bucket.put(program(3), None)
     ran = launch(moto, tmp_path, tmp_path / "no-such-key.pub")
     assert ran.returncode == 0 and ran.stdout == "probe version 3\n", ran.stdout + ran.stderr
+
+
+def test_a_first_boot_waits_for_its_program_within_first_fetch_seconds(moto, tmp_path):
+    """redis-auth's programs (the password, the certificates) come through the launcher, and Redis cannot
+    start without them: with no copy yet, it tries again every 10 s for FIRST_FETCH_SECONDS (the instance
+    role's policy may not have reached S3 yet), runs the program once it is there, and otherwise gives up
+    with an ERROR once that time is spent. Planted (no retry: FIRST_FETCH_SECONDS ignored): the program
+    uploaded after the first try never runs."""
+    public_key = tmp_path / "tools.pub"
+    public_key.write_text(signing.public_key_pem(SEED))
+    bucket = Bucket(moto)
+    argv, env = launcher_command(moto, tmp_path, public_key, FIRST_FETCH_SECONDS="30")
+    started = time.monotonic()
+    waiting = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(3)  # the first try has found nothing
+        bucket.put(program(4), signing.signature(SEED, KEY, program(4)))
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0 and out == "probe version 4\n", out + err
+    assert "cannot fetch tools/probe.sh yet; retrying in 10s" in err and time.monotonic() - started < 25, err
+
+    # Never there: an ERROR once FIRST_FETCH_SECONDS are spent, and nothing runs.
+    argv, env = launcher_command(moto, tmp_path, public_key, state="never",
+                                 FIRST_FETCH_SECONDS="12", TOOLS_KEY="tools/absent.sh")
+    started = time.monotonic()
+    gave_up = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert gave_up.returncode == 1 and gave_up.stdout == "", gave_up.stdout + gave_up.stderr
+    assert "ERROR: cannot fetch tools/absent.sh" in gave_up.stderr and time.monotonic() - started < 25

@@ -116,13 +116,13 @@ def shipped_scripts() -> dict[str, str]:
 def test_every_shipped_script_passes_shellcheck(tmp_path):
     shellcheck = tool("shellcheck")
     scripts = shipped_scripts()
-    assert set(scripts) == {systemd.FETCH_PASSWORD_PATH, systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH,
-                            systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
+    assert set(scripts) == {systemd.BOOTSTRAP_PATH, systemd.JOIN_PATH, systemd.TLS_CLI_PATH, systemd.PROVISION_PATH,
                             "/usr/local/sbin/redis-role-restore",
                             "/usr/local/sbin/redis-step-down", "/usr/local/sbin/redis-run-fetched"}
     # And the shell programs the launcher fetches from the stack's bucket.
     fetched = {f"tools/{key}": text for key, text in fetched_tools().items() if key.endswith(".sh")}
-    assert set(fetched) == {"tools/redis-backup.sh", "tools/redis-password-sync.sh"}
+    assert set(fetched) == {"tools/redis-backup.sh", "tools/redis-password-sync.sh", "tools/redis-fetch-password.sh",
+                            "tools/redis-fetch-tls.sh"}
     for path, content in {**scripts, **fetched}.items():
         f = tmp_path / Path(path).name
         f.write_text(content)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from components.render import systemd
+from components.render.metrics import observe_launcher
 from components.render.password import (
     PASSWORD_GRACE_SECONDS,
     PASSWORD_SYNC_ENV_PATH,
@@ -149,19 +150,26 @@ def _default(script: str, name: str) -> int:
 
 @pytest.mark.parametrize("tls", [False, True])
 def test_redis_auth_gives_up_by_itself_before_systemd_stops_it(tls):
-    """A first boot with SSM hanging: redis-auth's steps end on their own, each with a line naming what it
-    could not read, before TimeoutStartSec (systemd would kill them with no word of why). The worst case of
-    each step: the metadata fence (two iptables waits), the password (FIRST_BOOT_SECONDS, then its last call
-    of at least a second plus the kill grace), and with TLS the certificates (a whole attempt of three calls
-    past its FIRST_BOOT_SECONDS). The password's bound is run for real in test_password_rotation; here
-fetch-tls must have its own. Planted (TimeoutStartSec=300): fails with TLS."""
+    """A first boot with AWS hanging: redis-auth's steps end on their own, each with a line naming what it
+    could not fetch or read, before TimeoutStartSec (systemd would kill them with no word of why). The worst
+    case of each step: the metadata fence (two iptables waits); for each program, the launcher's tries
+    (FIRST_FETCH_SECONDS, then one more fetch: the sum of its call bounds) and the program's own (the
+    password: FIRST_BOOT_SECONDS, then its last call of at least a second plus the kill grace; the
+    certificates: a whole attempt of three calls past its FIRST_BOOT_SECONDS). The password's bound is run
+    for real in test_password_rotation, the launcher's in test_fetched_signatures. Planted
+    (TimeoutStartSec=900): fails with TLS."""
     unit = systemd.render_auth_unit(tls)
     timeout = int(re.search(r"^TimeoutStartSec=(\d+)$", unit, re.M).group(1))
     fence = 2 * int(re.search(r"-w (\d+)", systemd.metadata_fence_command()).group(1))
+    first_fetch = int(re.search(r"FIRST_FETCH_SECONDS=(\d+)", unit).group(1))
+    one_fetch = sum(int(n) + int(k) for k, n in re.findall(r"timeout -k (\d+) (\d+) aws", observe_launcher()))
+    assert one_fetch >= 60, one_fetch  # the bucket's name, the program and its signature
+    launcher = first_fetch + one_fetch
     password = fetch_password_script()
-    worst = fence + _default(password, "FIRST_BOOT_SECONDS") + 1 + 2
+    worst = fence + launcher + _default(password, "FIRST_BOOT_SECONDS") + 1 + 2
     if tls:
         certificates = fetch_tls_script()
         assert "first_boot_deadline" in certificates
-        worst += _default(certificates, "FIRST_BOOT_SECONDS") + 3 * (_default(certificates, "SSM_CALL_SECONDS") + 2)
+        worst += launcher + _default(certificates, "FIRST_BOOT_SECONDS") \
+            + 3 * (_default(certificates, "SSM_CALL_SECONDS") + 2)
     assert worst < timeout, (worst, timeout)

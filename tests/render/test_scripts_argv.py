@@ -50,7 +50,8 @@ WATCHED = {
     "redis-observe": observe_script,
 }
 # Handle a secret but are not in the user data: the servers fetch them at run time.
-FETCHED = {observe_script, backup_script, password_sync_script}  # fetched from the bucket by the launcher
+# fetched from the bucket by the launcher
+FETCHED = {observe_script, backup_script, password_sync_script, fetch_password_script, fetch_tls_script}
 
 
 def handles_a_secret(text: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
 from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
 from components.platforms import PLATFORMS
 from components.render import systemd
@@ -66,10 +67,10 @@ def test_tls_confs_serve_tls_only_on_the_same_ports(servers, platform):
                      tls_cert_parameter("dev" if servers == 1 else "prod", server),
                      tls_key_parameter("dev" if servers == 1 else "prod", server)):
             assert f'="{name}"\n' in env
+        # The password first, then the certificates: each the launcher's verified copy from the bucket.
         auth_unit = written[f"{systemd.UNIT_DIR}/{systemd.AUTH_UNIT}"]["content"]
-        assert auth_unit.index(f"ExecStart={systemd.FETCH_PASSWORD_PATH}\n") \
-            < auth_unit.index(f"ExecStart={systemd.FETCH_TLS_PATH}\n")
-        assert written[systemd.FETCH_TLS_PATH]["permissions"] == "0755"
+        assert auth_unit.index(f"TOOLS_KEY={FETCH_PASSWORD_TOOL_KEY} {systemd.OBSERVE_PATH}\n") \
+            < auth_unit.index(f"TOOLS_KEY={FETCH_TLS_TOOL_KEY} {systemd.OBSERVE_PATH}\n")
         assert "--tls --cacert /etc/redis/tls/ca.crt" in written[systemd.TLS_CLI_PATH]["content"]
 
 
@@ -90,7 +91,7 @@ def test_without_tls_nothing_tls_is_rendered(servers, platform):
     for text in user_data(servers, platform, False):
         # No TLS directive, file, unit or parameter (a shipped script may mention TLS in a comment).
         for marker in ("tls-port", "tls-cert-file", "tls-replication", "tls-cluster", "/etc/redis/tls",
-                       systemd.FETCH_TLS_PATH, systemd.TLS_CLI_PATH, "TLS_CA_PARAMETER="):
+                       FETCH_TLS_TOOL_KEY, systemd.TLS_CLI_PATH, "TLS_CA_PARAMETER="):
             assert marker not in text
 
 
@@ -111,11 +112,11 @@ def test_tls_on_redis_5_is_refused_by_the_renderer():
 def test_tls_auth_unit_passes_systemd_analyze_verify(tmp_path):
     written = files(3, REDIS_7, True, 0)
     text = written[f"{systemd.UNIT_DIR}/{systemd.AUTH_UNIT}"]["content"]
-    for script in (systemd.FETCH_PASSWORD_PATH, systemd.FETCH_TLS_PATH):
-        copy = tmp_path / Path(script).name
-        copy.write_text(written[script]["content"])
-        copy.chmod(0o755)
-        text = text.replace(f"ExecStart={script}\n", f"ExecStart={copy}\n")
+    # verify checks that each ExecStart's program exists: the launcher's copy from the user data.
+    launcher = tmp_path / Path(systemd.OBSERVE_PATH).name
+    launcher.write_text(written[systemd.OBSERVE_PATH]["content"])
+    launcher.chmod(0o755)
+    text = text.replace(f" {systemd.OBSERVE_PATH}\n", f" {launcher}\n")
     (tmp_path / systemd.AUTH_UNIT).write_text(text)
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
     result = subprocess.run([tool("systemd-analyze"), "verify", str(tmp_path / systemd.AUTH_UNIT)],

@@ -251,7 +251,7 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     # The log group, the bucket and its encryption, versioning, public access block, ownership,
     # lifecycle and policy, and the three programs the servers fetch from it (metrics/logs, backup, password
     # sync) with their signatures.
-    assert len(needs["observability"]) == 1 + 7 + 3 * 2
+    assert len(needs["observability"]) == 1 + 7 + 5 * 2
     for inst in program.of_type(INSTANCE):
         for kind, urns in needs.items():
             missing = urns - set(inst.dependencies)

@@ -6,40 +6,17 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
 from operator_tools.loopback import command_name_in
-from tests.tools import ROOT, fill, loopback_octet, redis_bin
+from tests.integration.rehearsals import A, redis_processes, rehearse
+from tests.tools import fill, redis_bin
 
-# Own 127.<a>.<b>.x block: `a` from the pid like tests/integration/loopbacks.py, `b` above its range.
-A = loopback_octet()
-CASES = [("dev", None, 251), ("prod", None, 252), ("prod", "7.0", 253)]  # None: the stack's own platform
-SCALE_BLOCK = 254  # test_rehearsal_scale.py's
-
-
-def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | None, *extra: str):
-    args = [sys.executable, "-m", "operator_tools.rehearsal", command, "--stack", stack, "--state-dir", str(state),
-            "--host-prefix", prefix] + (["--version", version] if version else []) + list(extra)
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
-
-
-def redis_processes(prefix: str, program: str = "redis-server") -> list[str]:
-    """Every process of `program` on this machine whose command line holds `prefix` (an address, a path)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if program in text and prefix in text:
-            found.append(text)
-    return found
+# Own 127.<A>.<b>.x blocks (tests/integration/rehearsals.py). None: the stack's own platform.
+CASES = [("dev", None, 251), ("prod", None, 252), ("prod", "7.0", 253)]
 
 
 @pytest.mark.parametrize("stack, version, b", CASES, ids=[f"{s}-{v or 'default'}" for s, v, _ in CASES])

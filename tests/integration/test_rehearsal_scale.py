@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from tests.integration.test_rehearsal import SCALE_BLOCK, A, redis_processes, rehearse
+from tests.integration.rehearsals import SCALE_BLOCK, A, redis_processes, rehearse
 from tests.tools import redis_bin
 
 

@@ -30,8 +30,8 @@ from operator_tools.rehearsal import (
 )
 from tests.integration import loopbacks
 from tests.integration.argv import Shims, assert_never_shown, run_watched
+from tests.integration.rehearsals import redis_processes, rehearse
 from tests.integration.scale_out import assert_ring, layout
-from tests.integration.test_rehearsal import redis_processes, rehearse
 from tests.tools import loopback_octet, redis_bin
 
 FAILOVER_TIMEOUT = 45  # cluster-node-timeout 5 s, plus elections

@@ -17,9 +17,7 @@ import redis
 
 from operator_tools import health
 from operator_tools.loopback import Loopback, make_ca
-from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
-from tests.integration.test_bootstrap import assert_crossed
-from tests.render.test_redis_conf import warnings
+from tests.integration.loopbacks import assert_crossed, loopback_factory, make_loopback, warnings  # noqa: F401  (fixture)
 from tests.tools import ROOT, loopback_octet, redis_bin, tool
 
 

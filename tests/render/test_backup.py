@@ -13,7 +13,7 @@ from components.render.backup import BACKUP_ENV_PATH, BACKUP_TIMER, BACKUP_UNIT,
 from components.render.cloud_config import render_cloud_config
 from components.render.metrics import OBSERVE_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
-from tests.render.test_cloud_config import _verify, files_of
+from tests.render.support import files_of, verify_units
 from tests.tools import tool
 
 
@@ -40,7 +40,7 @@ def test_every_server_runs_the_backup_with_names_only(servers, platform):
         assert BACKUP_TIMER in provision["UNITS"].strip('"').split()
 
 
-def test_backup_units_pass_systemd_analyze_verify(tmp_path):
+def test_backup_units_pass_systemd_analyzeverify_units(tmp_path):
     files = server_files(3, "ubuntu-20.04-redis-5.0", 1)
     copy = tmp_path / "redis-run-fetched"
     copy.write_text(files[OBSERVE_PATH])
@@ -48,7 +48,7 @@ def test_backup_units_pass_systemd_analyze_verify(tmp_path):
     for unit in (BACKUP_UNIT, BACKUP_TIMER):
         text = files[f"{systemd.UNIT_DIR}/{unit}"].replace(f"ExecStart={OBSERVE_PATH}", f"ExecStart={copy}")
         (tmp_path / unit).write_text(text)
-    assert _verify(tmp_path, str(tmp_path / BACKUP_UNIT), str(tmp_path / BACKUP_TIMER)) == "rc=0"
+    assert verify_units(tmp_path, str(tmp_path / BACKUP_UNIT), str(tmp_path / BACKUP_TIMER)) == "rc=0"
 
 
 def test_the_timer_fires_every_hour_at_the_same_second_on_every_server():

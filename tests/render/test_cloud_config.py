@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,24 +14,9 @@ from components.render import systemd
 from components.render.cloud_config import encode_user_data, render_cloud_config, user_data_costs
 from components.render.fetched import fetched_tools
 from components.render.step_down import STEP_DOWN_PATH
-from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
+from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
+from tests.render.support import SCHEMA_CASES, files_of, rendered, shipped_scripts, verify_units
 from tests.tools import tool
-
-
-def rendered(servers: int, platform: str, tls: bool = False) -> list[str]:
-    settings, topology = stack(servers, platform, tls)
-    return [
-        render_cloud_config(settings, topology, i, memory_mib=8192, password_parameter=PARAMETER, region=REGION)
-        for i in range(servers)
-    ]
-
-
-def files_of(user_data: str) -> dict[str, str]:
-    return {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
-
-
-# Every stack shape on both platforms, and on the 7.0 platform with TLS on too.
-SCHEMA_CASES = [(n, p, False) for n, p in STACKS] + [(n, p, True) for n, p in TLS_STACKS]
 
 
 @pytest.mark.parametrize("servers,platform,tls", SCHEMA_CASES)
@@ -103,16 +87,6 @@ def test_user_data_content(servers, platform):
     assert with_bootstrap == ([] if servers == 1 else [0])
 
 
-def shipped_scripts() -> dict[str, str]:
-    scripts = {}
-    for servers, platform, tls in SCHEMA_CASES:
-        for text in rendered(servers, platform, tls):
-            for path, content in files_of(text).items():
-                if content.startswith("#!/bin/bash"):
-                    scripts[path] = content
-    return scripts
-
-
 def test_every_shipped_script_passes_shellcheck(tmp_path):
     shellcheck = tool("shellcheck")
     scripts = shipped_scripts()
@@ -128,13 +102,6 @@ def test_every_shipped_script_passes_shellcheck(tmp_path):
         f.write_text(content)
         result = subprocess.run([shellcheck, "--severity=style", str(f)], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout
-
-
-def _verify(unit_dir: Path, *units: str) -> str:
-    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}  # trailing ':' keeps the system dirs
-    result = subprocess.run([tool("systemd-analyze"), "verify", *units], capture_output=True, text=True, env=env,
-                            timeout=120)
-    return f"rc={result.returncode}\n{result.stdout}{result.stderr}".strip()
 
 
 # Each platform's redis-server@.service template: 24.04's is the one Debian 12's redis-server 7.0.15 installs
@@ -162,7 +129,7 @@ def _effective(texts: list[str], key: str) -> list[str]:
 
 @pytest.mark.parametrize("platform", sorted(TEMPLATES))
 @pytest.mark.parametrize("servers", [1, 3])
-def test_units_pass_systemd_analyze_verify(platform, servers, tmp_path):
+def test_units_pass_systemd_analyzeverify_units(platform, servers, tmp_path):
     """Every unit and the template drop-in, against the platform's own template; any complaint fails (verify
     exits 0 on unknown keys). Then what the merged redis-server@ unit runs: Redis in the foreground under
     Type=notify on both templates, and on a cluster server the step-down alone at a stop."""
@@ -195,7 +162,7 @@ def test_units_pass_systemd_analyze_verify(platform, servers, tmp_path):
             units.append(str(tmp_path / Path(path).name))
     assert len(units) >= 8, units
     ports = [p.port for p in topology.servers[0].processes]
-    assert _verify(tmp_path, *units, *(f"redis-server@{port}.service" for port in ports)) == "rc=0"
+    assert verify_units(tmp_path, *units, *(f"redis-server@{port}.service" for port in ports)) == "rc=0"
 
     merged = [template.read_text(), files[systemd.TEMPLATE_DROP_IN]]
     assert _effective(merged, "Type")[-1] == "notify"  # a single setting: the last one counts
@@ -213,7 +180,7 @@ def test_verify_catches_a_bad_drop_in(tmp_path):
     drop_in = tmp_path / "redis-server@.service.d" / "outsystems.conf"
     drop_in.parent.mkdir()
     drop_in.write_text("[Service]\nLimitNOFILES=65535\n")
-    assert _verify(tmp_path, "redis-server@7000.service") != "rc=0"
+    assert verify_units(tmp_path, "redis-server@7000.service") != "rc=0"
 
 
 def test_a_clean_stop_steps_down_on_cluster_servers_only():

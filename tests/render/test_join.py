@@ -17,7 +17,7 @@ from components.render.cloud_config import render_cloud_config
 from components.render.join import join_env
 from components.topology import INITIAL_CLUSTER_SERVERS
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, stack
-from tests.render.test_cloud_config import _verify, files_of
+from tests.render.support import files_of, verify_units
 from tests.tools import tool
 
 
@@ -98,7 +98,7 @@ def test_join_script_passes_shellcheck(tmp_path):
     assert result.returncode == 0, result.stdout
 
 
-def test_join_unit_passes_systemd_analyze_verify(tmp_path):
+def test_join_unit_passes_systemd_analyzeverify_units(tmp_path):
     files = files_of(user_data(4, "ubuntu-20.04-redis-5.0", 3))
     copy = tmp_path / "redis-cluster-join"
     copy.write_text(files[systemd.JOIN_PATH])
@@ -107,4 +107,4 @@ def test_join_unit_passes_systemd_analyze_verify(tmp_path):
                                                                      f"ExecStart={copy}")
     assert "SyslogIdentifier=redis-cluster-join" in unit and "User=redis" in unit
     (tmp_path / systemd.JOIN_UNIT).write_text(unit)
-    assert _verify(tmp_path, str(tmp_path / systemd.JOIN_UNIT)) == "rc=0"
+    assert verify_units(tmp_path, str(tmp_path / systemd.JOIN_UNIT)) == "rc=0"

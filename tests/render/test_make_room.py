@@ -14,7 +14,7 @@ import pytest
 from components.alarms import RULES
 from components.render import make_room
 from tests.render.stacks import PASSWORD, STACKS
-from tests.render.test_metrics_render import NEWER_THAN_3_8, env_of, files
+from tests.render.support import NEWER_THAN_3_8, env_of, files
 
 
 @pytest.mark.parametrize("servers,platform", STACKS)

@@ -8,29 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components import judge, monitoring
 from components.render import metrics
-from components.render.cloud_config import render_cloud_config
 from components.render.shipped import strip_docstrings
-from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
+from tests.render.stacks import PASSWORD, STACKS, stack
+from tests.render.support import NEWER_THAN_3_8, env_of, files
 from tests.tools import tool
-
-# Python 3.9+ names a 3.8 server (Ubuntu 20.04) lacks; the program must not use them.
-NEWER_THAN_3_8 = ("removeprefix", "removesuffix", "functools.cache", "zoneinfo", "graphlib", ".is_relative_to(",
-                  "math.lcm", "randbytes")
-
-
-def files(servers: int, platform: str, index: int = 0, tls: bool = False) -> dict[str, str]:
-    settings, topology = stack(servers, platform, tls)
-    text = render_cloud_config(settings, topology, index, memory_mib=8192, password_parameter=PARAMETER,
-                               region=REGION)
-    return {f["path"]: f["content"] for f in yaml.safe_load(text)["write_files"]}
-
-
-def env_of(text: str) -> dict[str, str]:
-    return {k: v.strip('"') for k, v in (line.split("=", 1) for line in text.splitlines())}
 
 
 @pytest.mark.parametrize("servers,platform", STACKS)

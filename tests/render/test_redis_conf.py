@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from components.platforms import PLATFORMS
 from components.render.redis_conf import EC2_PATHS, EVICTION_POLICY, render_redis_conf
 from components.sizing import usable_memory_mib
-from operator_tools.loopback import Loopback
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
+from tests.integration.loopbacks import loopback_factory, warnings  # noqa: F401  (fixture)
 from tests.render.stacks import stack
 from tests.tools import REDIS_VERSIONS
-
-# Warning-level ('#') lines that are not about the config: start-up banners, and
-# the host's kernel settings, which the cloud-config's sysctl/THP rules fix on EC2.
-BENIGN = re.compile(
-    r"Redis is starting|Redis version=|Configuration loaded|Server initialized|"
-    r"overcommit|Transparent Huge Pages|TCP backlog setting|Ready to accept"
-)
-
-
-def warnings(lo: Loopback) -> list[str]:
-    found = []
-    for p in lo.processes:
-        for line in lo.log_file(p).read_text().splitlines():
-            if re.match(r"\d+:[CMSX] .* # ", line) and not BENIGN.search(line):
-                found.append(f"{p.address}: {line}")
-    return found
 
 
 @pytest.mark.parametrize("version", REDIS_VERSIONS)

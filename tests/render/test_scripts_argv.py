@@ -28,9 +28,9 @@ from operator_tools.loopback import BASH, generate_password, make_ca, make_serve
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
 from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry
+from tests.integration.moto_stand_in import VENV_BIN, backup_environment, moto  # noqa: F401  (fixture)
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
-from tests.integration.test_backup import VENV_BIN, backup_environment, moto  # noqa: F401  (fixture)
-from tests.render.test_cloud_config import shipped_scripts
+from tests.render.support import shipped_scripts
 from tests.tools import fill, redis_bin, tool
 
 # What marks a script as handling a secret, outside its comments.

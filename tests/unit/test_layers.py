@@ -5,6 +5,8 @@
   rehearsed, called by the health check and tested without mocks.
 - components/judge.py is also run by every server (inlined into redis-observe.py, Python 3.8, no pip
   packages): it and the core modules it reaches use the standard library only.
+- No circles among our modules (issue 23), and no test module imports another: shared test support lives in
+  modules of its own (tests/*/support.py, loopbacks.py, rehearsals.py, moto_stand_in.py, ...).
 
 Imports are read with `ast` (every `import`/`from` anywhere in a module, and importlib.import_module or
 __import__ with a literal name), never executed.
@@ -147,3 +149,68 @@ def test_the_rules_catch_a_planted_violation_of_each(tmp_path: Path) -> None:
     # Relative imports resolve to the core's own modules.
     assert ("components.network", 1) in imports(core / "render" / "metrics.py", tmp_path)
     assert ("components.network", 1) in imports(core / "sizing.py", tmp_path)
+
+
+PACKAGES = ("components", "operator_tools", "benchmarks", "policy")
+
+
+def import_cycles(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> list[list[str]]:
+    """Rule (d): groups of our modules that import one another in a circle (imports inside functions count:
+    a circle there is still two modules that cannot be read, or changed, one without the other)."""
+    paths = {module_name(p, root): p for package in packages for p in sorted((root / package).rglob("*.py"))}
+    graph = {name: {n for n, _ in imports(path, root) if n in paths and n != name} for name, path in paths.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for name in sorted(graph):
+        if name not in index:
+            visit(name)
+    return cycles
+
+
+def imports_between_tests(root: Path = ROOT) -> list[str]:
+    """Rule (e): a test module imports another test module (shared support lives in modules of its own)."""
+    return [f"{rel(p, root)}:{line}: imports {name}" for p in sorted((root / "tests").rglob("*.py"))
+            for name, line in imports(p, root)
+            if top(name) == "tests" and name.split(".")[-1].startswith("test_")]
+
+
+def test_no_import_circles() -> None:
+    assert import_cycles() == []
+
+
+def test_no_test_module_imports_another() -> None:
+    assert imports_between_tests() == []
+
+
+def test_the_circle_and_test_import_rules_catch_a_planted_violation(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "report.py").write_text("def render():\n    from benchmarks import template\n")
+    (tmp_path / "benchmarks" / "template.py").write_text("from benchmarks.report import render\n")
+    (tmp_path / "benchmarks" / "memory.py").write_text("from benchmarks import report\n")
+    assert import_cycles(tmp_path, ("benchmarks",)) == [["benchmarks.report", "benchmarks.template"]]
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "test_a.py").write_text("from tests.unit.test_b import helper\n")
+    (tmp_path / "tests" / "unit" / "support.py").write_text("from tests.unit import program\n")
+    assert imports_between_tests(tmp_path) == ["tests/unit/test_a.py:1: imports tests.unit.test_b"]

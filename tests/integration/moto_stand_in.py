@@ -1,0 +1,129 @@
+"""moto in server mode on a loopback address of this test process, recording every request it receives, and
+what the backup tests give the shipped redis-backup to reach it (test_backup, test_scripts_argv)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from components.monitoring import backup_bucket_parameter
+from components.render.backup import backup_env
+from operator_tools.loopback import Loopback
+from tests.tools import loopback_octet, require
+
+STACK = "rehearsal"
+BUCKET = "osr-rehearsal-backups"
+REGION = "us-east-1"
+VENV_BIN = Path(sys.executable).parent
+_ports = itertools.count(4566)
+
+
+class MotoServer:
+    """moto_server on 127.<this process's octet>.253.1, recording every request it receives."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.recording = self.dir / "requests.jsonl"
+        self.host = f"127.{loopback_octet()}.253.1"
+        self.port = next(_ports)
+        self.url = f"http://{self.host}:{self.port}"
+        server = shutil.which("moto_server", path=str(VENV_BIN)) or require(None, "moto_server (pip moto[server])")
+        self.proc = subprocess.Popen(
+            [server, "-H", self.host, "-p", str(self.port)],
+            env={**os.environ, "MOTO_ENABLE_RECORDING": "1", "MOTO_RECORDER_FILEPATH": str(self.recording)},
+            stdin=subprocess.DEVNULL, stdout=open(self.dir / "moto.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log = (self.dir / "moto.log").read_text()[-2000:]
+                    raise RuntimeError(f"moto_server did not answer: {log}") from None
+                time.sleep(0.1)
+
+    def env(self) -> dict[str, str]:
+        """What points the AWS CLI and boto3 at moto instead of AWS (and at nothing else)."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self, service: str):  # noqa: ANN201
+        return boto3.client(service, region_name=REGION, endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def requests(self) -> list[dict]:
+        """Every request moto received (the recorder's entries, bodies decoded to bytes)."""
+        # moto writes an entry and its newline in two calls, and requests run in threads: a large entry
+        # can end up with another right behind it on one line. So: one JSON value after another.
+        text = self.recording.read_text() if self.recording.exists() else ""
+        decoder, at, entries = json.JSONDecoder(), 0, []
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at == len(text):
+                break
+            entry, at = decoder.raw_decode(text, at)
+            body = entry.get("body") or ""
+            entry["body"] = base64.b64decode(body) if entry.get("body_encoded") else body.encode()
+            entries.append(entry)
+        return entries
+
+    def leaks(self, secret: str) -> list[str]:
+        """Requests carrying `secret` anywhere: URL, headers or body."""
+        s = secret.encode()
+        return [f"{e['method']} {e['url']}" for e in self.requests()
+                if s in e["body"] or s in json.dumps(e["headers"]).encode() or s in e["url"].encode()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def moto(tmp_path_factory, request) -> MotoServer:
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    request.addfinalizer(server.stop)
+    # What `pulumi up` creates: the bucket, and the parameter naming it.
+    server.client("s3").create_bucket(Bucket=BUCKET)
+    server.client("ssm").put_parameter(Name=backup_bucket_parameter(STACK), Value=BUCKET, Type="String")
+    return server
+
+
+def backup_environment(lo: Loopback, server: int, moto: MotoServer, work_dir: Path) -> dict[str, str]:
+    """redis-backup's environment on server `server`: backup.env and auth.env as rendered, the loopback's paths,
+    the real AWS CLI first on PATH, and moto's endpoint."""
+    return {
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **backup_env(lo.topology, server, stack=STACK, redis_cli=lo.cli_for(server), work_dir=str(work_dir)),
+        "AUTH_FILE": lo.paths(server).auth_file,
+        "AWS_REGION": REGION,
+        **moto.env(),
+    }

@@ -10,56 +10,34 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import boto3
-
 from components import monitoring
 from components.render.metrics import observe_env, observe_launcher, observe_script
 from operator_tools.loopback import BASH, Loopback
-from tests.tools import loopback_octet, require
+from tests.integration.moto_stand_in import MotoServer
+from tests.tools import require
 
 REGION = "eu-west-1"
 VENV_BIN = Path(sys.executable).parent
 
 
-class Moto:
-    """A moto server on 127.<octet>.251.1, stopped by `stop()`."""
+class Moto(MotoServer):
+    """The moto harness in REGION, with the AWS CLI as a server runs it: `aws` (the venv's awscli) alone on
+    PATH beside the system's, so python3 stays the system's, as on a server."""
 
     def __init__(self, tmp: Path) -> None:
-        moto_server = require(str(VENV_BIN / "moto_server"), "moto_server (pip install 'moto[server]')")
         self.aws_cli = require(str(VENV_BIN / "aws"), "aws (pip install awscli)")
-        self.host = f"127.{loopback_octet()}.251.1"
-        with socket.socket() as s:
-            s.bind((self.host, 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://{self.host}:{self.port}"
-        self.log = open(tmp / "moto.log", "w")
-        self.proc = subprocess.Popen([moto_server, "-H", self.host, "-p", str(self.port)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError(f"moto_server did not start: {(tmp / 'moto.log').read_text()}") from None
-                time.sleep(0.2)
+        super().__init__(tmp, region=REGION)
         self.bin = tmp / "aws-bin"  # only `aws` from the venv: python3 stays the system's, as on a server
         self.bin.mkdir()
         (self.bin / "aws").symlink_to(self.aws_cli)
         self.home = tmp / "home"
         self.home.mkdir()
-
-    def client(self, service: str):
-        return boto3.client(service, endpoint_url=self.url, region_name=REGION, aws_access_key_id="testing",
-                            aws_secret_access_key="testing")
 
     def env(self) -> dict[str, str]:
         return {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.home), "AWS_ACCESS_KEY_ID": "testing",
@@ -77,15 +55,6 @@ class Moto:
     def everything(self) -> str:
         """Every piece of state moto holds, as JSON text (to scan for a secret)."""
         return urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=30).read().decode()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.log.close()
 
 
 def deployer_env(url: str) -> dict[str, str]:

@@ -31,9 +31,11 @@ _ports = itertools.count(4566)
 
 
 class MotoServer:
-    """moto_server on 127.<this process's octet>.253.1, recording every request it receives."""
+    """moto_server on 127.<this process's octet>.253.1, recording every request it receives: the one harness
+    that starts moto for the tests on the host (the boot test starts its own inside the servers' network)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, region: str = REGION) -> None:
+        self.region = region
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.recording = self.dir / "requests.jsonl"
@@ -64,14 +66,14 @@ class MotoServer:
             "AWS_ENDPOINT_URL": self.url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
+            "AWS_DEFAULT_REGION": self.region,
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
     def client(self, service: str):  # noqa: ANN201
-        return boto3.client(service, region_name=REGION, endpoint_url=self.url, aws_access_key_id="testing",
+        return boto3.client(service, region_name=self.region, endpoint_url=self.url, aws_access_key_id="testing",
                             aws_secret_access_key="testing")
 
     def requests(self) -> list[dict]:

@@ -9,10 +9,6 @@ still serving; every command it sent is checked for the password.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -21,45 +17,20 @@ from operator_tools import maintenance
 from operator_tools.loopback import platform_for
 from operator_tools.rehearsal import master_hosts, slots_writable, tls_of
 from operator_tools.stack_file import read_settings
-from tests.tools import ROOT, loopback_octet
+from tests.integration.moto_stand_in import MotoServer
+from tests.tools import ROOT
 
 REGION = "eu-west-1"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def aws(request):
+def aws(request, tmp_path_factory):
     """(ec2, ssm) boto3 clients of a moto server on this test's own loopback address."""
     import boto3
 
-    host = f"127.{loopback_octet()}.250.1"
-    port = _free_port(host)
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop() -> None:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-
-    request.addfinalizer(stop)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.2)
-    kwargs = {"endpoint_url": f"http://{host}:{port}", "region_name": REGION, "aws_access_key_id": "testing",
+    server = MotoServer(tmp_path_factory.mktemp("moto"), region=REGION)
+    request.addfinalizer(server.stop)
+    kwargs = {"endpoint_url": server.url, "region_name": REGION, "aws_access_key_id": "testing",
               "aws_secret_access_key": "testing"}
     ssm = boto3.client("ssm", **kwargs)
     # What the client puts on the wire. (moto's own record adds every instance of the region to a

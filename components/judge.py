@@ -33,10 +33,14 @@ SLOT_BALANCE_TOLERANCE = 0.05  # of the fair share 16384/N: a finished rebalance
 # before expiry, so a served certificate this close to its end was never reloaded.
 CERT_WARN_DAYS = 21
 # Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
-# Requires= it, so a restart of it would restart Redis too.
-FETCH_TLS = ("sudo systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
+# Requires= it, so a restart of it would restart Redis too. Servers created before redis-auth's programs
+# moved to the bucket carry redis-fetch-tls in their user data; later ones run it through the launcher.
+FETCH_TLS = ("sudo sh -c 'if [ -x /usr/local/sbin/redis-fetch-tls ]; then "
+             "systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
+             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls; "
+             "else systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
              "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin --setenv=STATE_DIR=/var/lib/outsystems-redis "
-             "--setenv=TOOLS_KEY=tools/redis-fetch-tls.sh /usr/local/sbin/redis-run-fetched")
+             "--setenv=TOOLS_KEY=tools/redis-fetch-tls.sh /usr/local/sbin/redis-run-fetched; fi'")
 
 
 # ---------------------------------------------------------------- data

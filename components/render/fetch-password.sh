@@ -96,7 +96,7 @@ write_auth() {
 
 # What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no
 # password reaches an argv.
-cached="" until="" user_line="" ops="" why=""
+cached="" until="" user_line="" ops="" why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
 if [ -s "$AUTH_FILE" ]; then
     while read -r -a words; do
         case "${words[0]:-}" in

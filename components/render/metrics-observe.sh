@@ -1,7 +1,8 @@
 #!/bin/bash
 # redis-run-fetched (the launcher in the user data): runs a job's program fetched at every run
 # from the stack's bucket: the object TOOLS_KEY (uploaded by `pulumi up`: redis-observe.py, the
-# metrics publisher and log shipper; redis-backup.sh; redis-password-sync.sh) of the bucket whose name is in
+# metrics publisher and log shipper; redis-backup.sh; redis-password-sync.sh; redis-auth's
+# redis-fetch-password.sh and redis-fetch-tls.sh) of the bucket whose name is in
 # BUCKET_PARAMETER, run by python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
 # limit (components/render/fetched.py); from S3 a fix also reaches running servers, whose user
 # data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);
@@ -13,7 +14,8 @@
 # the programs read the password from AUTH_FILE themselves.
 # With FIRST_FETCH_SECONDS (redis-auth, whose programs Redis cannot start without) and no copy yet, a
 # failed fetch is tried again every 10 s for that long: at a first boot the instance role's policy may
-# not have reached S3 and SSM yet.
+# not have reached S3 and SSM yet. When it has a copy, its calls get short bounds instead: a reboot with
+# AWS hanging starts Redis from the copy within seconds, not minutes.
 # Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY,
 # FIRST_FETCH_SECONDS (and the program's own).
 set -euo pipefail
@@ -28,6 +30,8 @@ TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
 FIRST_FETCH_SECONDS=${FIRST_FETCH_SECONDS:-0}
 
 program="$STATE_DIR/${TOOLS_KEY##*/}"
+# Each call's bound in seconds: the bucket's name, the program, its signature.
+if [ "$FIRST_FETCH_SECONDS" -gt 0 ] && [ -s "$program" ]; then bounds=(5 8 5); else bounds=(20 30 10); fi
 log() { echo "redis-run-fetched: $*" >&2; }
 case "$program" in
     *.py) run=python3 ;;
@@ -37,14 +41,14 @@ esac
 
 fetch() {
     local bucket
-    bucket=$(timeout -k 2 20 aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
+    bucket=$(timeout -k 2 "${bounds[0]}" aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
         --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
         return 1
     [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
-    timeout -k 2 30 aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
+    timeout -k 2 "${bounds[1]}" aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
         --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
     if [ -e "$TOOLS_PUBLIC_KEY" ]; then
-        timeout -k 2 10 aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$work/sig" --region "$AWS_REGION" \
+        timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$work/sig" --region "$AWS_REGION" \
             --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
             { log "ERROR: cannot fetch $TOOLS_KEY.sig: $TOOLS_KEY refused unsigned"; return 1; }
         # What the deployer signed: the object's key, then its bytes (a signed program under another name fails).

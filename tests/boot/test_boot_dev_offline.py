@@ -6,7 +6,7 @@ import fnmatch
 import os
 from pathlib import Path
 
-from components.monitoring import OBSERVE_TOOL_KEY
+from components.monitoring import FETCH_PASSWORD_TOOL_KEY, OBSERVE_TOOL_KEY
 from components.render.metrics import LOGS_TIMER, LOGS_UNIT, METRICS_TIMER, METRICS_UNIT
 from components.render.redis_conf import EC2_PATHS
 from tests.boot import machines as m
@@ -43,16 +43,19 @@ def test_dev_first_boot_without_a_way_out_completes_later(root: Path) -> None:
 
 
 def test_dev_first_boot_while_ssm_denies_throttles_and_stalls(root: Path) -> None:
-    """At a first boot SSM answers as AWS does while a stack is new: AccessDenied until the instance role's
-    policy has propagated, then throttling, then an answer that comes after the caller gave up. redis-auth
-    keeps trying within its bounds, and Redis starts with the password once SSM answers."""
+    """At a first boot AWS answers as it does while a stack is new: S3 denies the launcher redis-auth's
+    program, then SSM denies the password until the instance role's policy has propagated, then throttles,
+    then answers after the caller gave up. redis-auth keeps trying within its bounds, and Redis starts with
+    the password once SSM answers."""
     deployment = Deployment.of("dev")
     fleet = m.Fleet(root)
     try:
         server = deployment.add_to(fleet, 0)
         (parameter,) = [name for name in server.parameters if name.endswith("/redis-password")]
         faults = ["denied", "denied", "throttled", "slow"]
-        server.queue_ssm_faults([(kind, parameter) for kind in faults])
+        # First the launcher's fetch of redis-auth's program from S3, then the password itself.
+        server.queue_ssm_faults([("denied", f"s3:{FETCH_PASSWORD_TOOL_KEY}")]
+                                + [(kind, parameter) for kind in faults])
         fleet.boot([server], BOOT_TIMEOUT)
         server.wait_units_active(m.expected_units(server.config), UNITS_TIMEOUT)
         assert server.ssm_faults_left() == []
@@ -61,6 +64,7 @@ def test_dev_first_boot_while_ssm_denies_throttles_and_stalls(root: Path) -> Non
         both = auth + server.out("journalctl -u redis-password-sync --no-pager -o cat")
         assert "AccessDeniedException" in both and "ThrottlingException" in both, both
         assert "cannot read" in auth and "wrote /etc/redis/auth.conf" in auth, auth
+        assert f"cannot fetch {FETCH_PASSWORD_TOOL_KEY} yet" in auth, auth
         assert server.out("systemctl is-active redis-server@6379.service") == "active"
         print(verdict(post_deploy_check(fleet, deployment)))
     finally:

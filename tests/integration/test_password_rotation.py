@@ -476,7 +476,7 @@ def test_a_reboot_waits_at_most_its_cached_wait_when_only_the_operations_secret_
 def test_a_first_boot_gives_up_within_its_first_boot_seconds_and_names_the_parameter_it_could_not_read(tmp_path):
     """A first boot has no cached password: it tries until FIRST_BOOT_SECONDS have passed, whatever ATTEMPTS
     says, so redis-auth fails on its own (with a line naming what it could not read) well before systemd's
-    TimeoutStartSec would kill it (test_deploy_limits checks the sum). Here only Redis 5.0's operations
+    TimeoutStartSec would kill it (tests/render/test_password.py checks the sum). Here only Redis 5.0's operations
     secret hangs. Planted (each call bounded by SSM_CALL_SECONDS alone, 30 attempts): about 2 minutes."""
     lo = Loopback(tmp_path / "state", servers=1, version="5.0", hosts=["127.0.0.1"])
     Path(lo.paths(0).conf_dir).mkdir(parents=True)

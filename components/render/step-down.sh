@@ -57,7 +57,8 @@ slots=$(awk '$3 ~ /myself/ { print NF - 8; exit }' <<<"$nodes")
 target=""
 while read -r host port; do
     if [ -z "$host" ] || [ "$host" = "$SERVER_IP" ]; then continue; fi
-    replication=$(cli "$host" "$port" info replication) || continue
+    replication=$(cli "$host" "$port" info replication)
+    [ -n "$replication" ] || { log "replica $host:$port of $me does not answer"; continue; }
     if [ "$(value "$replication" master_link_status)" = up ] &&
         [ "$(value "$replication" master_sync_in_progress)" = 0 ]; then
         target="$host $port"
@@ -66,8 +67,8 @@ while read -r host port; do
     log "replica $host:$port of $me is not in sync"
 done < <(awk -v id="$my_id" '$4 == id && $3 ~ /slave/ && $3 !~ /fail|handshake|noaddr/ && $8 == "connected" {
         split($2, a, "[:@,]"); print a[1], a[2] }' <<<"$nodes")
-[ -n "$target" ] || finish "WARNING: $me is a master with no replica in sync on another server;" \
-    "stopping without a step-down (its slots wait for a failover)"
+[ -n "$target" ] || finish "WARNING: $me is a master with no replica in sync on another server" \
+    "($(awk -v id="$my_id" '$4 == id' <<<"$nodes" | wc -l) listed); stopping without a step-down (its slots wait for a failover)"
 
 read -r host port <<<"$target"
 log "$me is a master holding slots; CLUSTER FAILOVER on its replica $host:$port (in sync) before stopping"

@@ -4,9 +4,17 @@
 #
 # The root has systemd, cloud-init and the usual tools of a cloud server image,
 # but NOT redis: its only apt source is a local repository (/srv/repo, trusted,
-# file:) holding redis-server and redis-tools 7.0.15 with their dependencies, so
-# cloud-init's own package_update and install of `redis-server=5:7.0.15*` run
-# for real at first boot.
+# file:) holding redis-server and redis-tools of both platforms with their
+# dependencies, so cloud-init's own package_update and install of the platform's
+# pin run for real at first boot:
+# - 7.0.15 (`5:7.0.15*`, ubuntu-24.04-redis-7.0): Debian 12's own packages;
+# - 5.0.7 (`5:5.0.7*`, ubuntu-20.04-redis-5.0, the default platform): Ubuntu
+#   20.04's own packages, the ones its EC2 servers install (5:5.0.7-2ubuntu0.1, from
+#   focal-updates), downloaded from Ubuntu's archive and checked against the
+#   SHA-256 below. They install on Debian 12 (glibc 2.36 runs what 2.31 built),
+#   with Debian 12's libhiredis0.14, libjemalloc2 and Lua libraries. What stays
+#   Debian's and not Ubuntu 20.04's: systemd 252 (not 245), cloud-init 22.4 and
+#   Python 3.11 (not 3.8).
 #
 # Cache: $OSR_BOOT_CACHE (default /var/cache/outsystems-redis/boot)/root-<key>/root,
 # where <key> is a hash of this script: any change of the recipe builds a new
@@ -19,6 +27,13 @@ MIRROR=${OSR_BOOT_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${OSR_BOOT_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
 REDIS_VERSION='5:7.0.15*'
+UBUNTU_ARCHIVE=${OSR_BOOT_UBUNTU_ARCHIVE:-http://archive.ubuntu.com/ubuntu}
+FOCAL_REDIS=5.0.7-2ubuntu0.1
+# name  sha256 (of the .deb in $UBUNTU_ARCHIVE/pool/universe/r/redis/)
+FOCAL_DEBS="redis-server 89f27b63603f0be61dfe43039bf7469bcd4edbc8750be3e4db4d7016fbbaed94
+redis-tools c4308a15519fa68526b7d5a7d8a2c4ce68a67a16aff71f829f42571d472fda5b"
+# Their dependencies that Debian 12's 7.0.15 does not pull in already.
+FOCAL_DEPENDENCIES=(libhiredis0.14 liblua5.1-0 lua-bitop lua-cjson lsb-base)
 # What an Ubuntu cloud image has that minbase lacks and the boot needs: systemd as
 # init, iproute2, procps (sysctl, used by the rendered runcmd), sudo and locales
 # (cloud-init's users and locale modules), openssh-server (its ssh module), ca-certificates,
@@ -30,7 +45,7 @@ final="$CACHE/root-$key"
 
 log() { echo "boot-root: $*" >&2; }
 
-for tool in debootstrap dpkg-scanpackages chroot flock; do
+for tool in debootstrap dpkg-scanpackages chroot flock curl sha256sum; do
   command -v "$tool" >/dev/null || { log "ERROR: $tool is missing (run scripts/setup.sh)"; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { log "ERROR: must run as root"; exit 1; }
@@ -111,18 +126,56 @@ log "downloading redis-server/redis-tools $REDIS_VERSION and dependencies into /
 in_root apt-get clean
 # With apt's defaults (Recommends included), as cloud-init's install will ask for.
 in_root apt-get install -y -qq --download-only "redis-server=$REDIS_VERSION" "redis-tools=$REDIS_VERSION" \
-  >>"$work/apt.log" 2>&1 || {
+  "${FOCAL_DEPENDENCIES[@]}" >>"$work/apt.log" 2>&1 || {
   tail -30 "$work/apt.log" >&2
   exit 1
 }
 mkdir -p "$root/srv/repo"
 mv "$root"/var/cache/apt/archives/*.deb "$root/srv/repo/"
+log "downloading Ubuntu 20.04's redis-server/redis-tools $FOCAL_REDIS into /srv/repo"
+while read -r name sum; do
+  deb="${name}_${FOCAL_REDIS}_amd64.deb"
+  curl -fsS --retry 3 --max-time 120 -o "$root/srv/repo/$deb" "$UBUNTU_ARCHIVE/pool/universe/r/redis/$deb" || {
+    log "ERROR: cannot download $deb from $UBUNTU_ARCHIVE"
+    exit 1
+  }
+  echo "$sum  $root/srv/repo/$deb" | sha256sum --quiet -c - || {
+    log "ERROR: $deb does not have the expected SHA-256"
+    exit 1
+  }
+done <<<"$FOCAL_DEBS"
+# Ubuntu 20.04's servers get the AWS CLI from apt (awscli), 24.04's from a snap: each gets the harness's
+# stand-in (/usr/local/lib/osr-boot/aws, tests/boot/machines.py) at the path its real CLI would have.
+log "building the awscli stand-in package"
+pkg="$work/awscli"
+mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin"
+cat >"$pkg/DEBIAN/control" <<EOF
+Package: awscli
+Version: 1.18.69-1ubuntu0.20.04.1+osrboot
+Architecture: all
+Maintainer: outsystems-redis tests <tests@localhost>
+Description: tests/boot stand-in for Ubuntu 20.04's awscli
+ Its /usr/bin/aws runs /usr/local/lib/osr-boot/aws, the boot harness's AWS stand-in.
+EOF
+printf '#!/bin/sh\nexec /usr/local/lib/osr-boot/aws "$@"\n' >"$pkg/usr/bin/aws"
+chmod 0755 "$pkg/usr/bin/aws"
+dpkg-deb --root-owner-group -b "$pkg" "$root/srv/repo/awscli_1.18.69-1ubuntu0.20.04.1+osrboot_all.deb" >/dev/null
 (cd "$root/srv/repo" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>/dev/null)
 ls "$root/srv/repo"/redis-server_*7.0.15* >/dev/null || { log "ERROR: no redis-server 7.0.15 downloaded"; exit 1; }
 
 # The local repository is the only source: a boot never reaches a mirror.
 echo 'deb [trusted=yes] file:/srv/repo ./' >"$root/etc/apt/sources.list"
 in_root apt-get clean
+# Either line installs from it alone (a simulation: nothing is installed here).
+rm -rf "$root"/var/lib/apt/lists/*
+in_root apt-get update -qq >>"$work/apt.log" 2>&1
+for pin in "$REDIS_VERSION" "5:$FOCAL_REDIS"; do
+  in_root apt-get install -s -qq "redis-server=$pin" "redis-tools=$pin" awscli >>"$work/apt.log" 2>&1 || {
+    tail -30 "$work/apt.log" >&2
+    log "ERROR: redis-server=$pin does not install from /srv/repo alone"
+    exit 1
+  }
+done
 rm -rf "$root"/var/lib/apt/lists/*
 rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf"
 # Each boot gets its own machine id (first boot, as on a new instance).

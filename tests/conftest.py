@@ -31,6 +31,7 @@ LONGEST_FIRST = (
     "tests/integration/test_scale_out_7_0.py",
     "tests/boot/test_boot_prod_growth.py",
     "tests/boot/test_boot_prod_tls.py",
+    "tests/boot/test_boot_default_platform.py",
     "tests/integration/test_rejoin.py::test_a_replaced_joiner",
     "tests/integration/test_tls.py",
     "tests/unit/test_deploy_limits.py",

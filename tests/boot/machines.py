@@ -2,12 +2,16 @@
 
 Debian 12 ships the same Redis 7.0.15 packaging (and redis-server@.service
 template) as Ubuntu 24.04, so the `ubuntu-24.04-redis-7.0` platform's
-cloud-config runs unchanged. What a server is made of here:
+cloud-config runs unchanged; the `ubuntu-20.04-redis-5.0` platform's installs
+Ubuntu 20.04's own redis packages (5:5.0.7-2ubuntu0.1) on it. What a server is
+made of here:
 
 - **Root.** `scripts/boot-root.sh` builds (once, cached by recipe) a minbase
   Debian 12 with systemd and cloud-init, but no redis: its only apt source is a
-  local trusted repository holding redis-server/redis-tools 7.0.15 and their
-  dependencies, so cloud-init's own `package_update` and pinned install run.
+  local trusted repository holding redis-server/redis-tools 7.0.15 (Debian's)
+  and 5.0.7 (Ubuntu 20.04's) with their dependencies, and an `awscli` package
+  that installs the aws stand-in, so cloud-init's own `package_update` and
+  pinned install run.
   Each server boots an overlay of that root (its upper layer is its "disk",
   kept across power cycles).
 - **Network.** One network namespace is the "VPC": it holds a bridge with
@@ -24,7 +28,8 @@ cloud-config runs unchanged. What a server is made of here:
   the test writes (the program's own Parameter resources), and fails with exit
   254 and a message on stderr for an unknown name or while the "SSM
   unreachable" switch file exists. `snap install aws-cli --classic` puts that
-  `aws` at /snap/bin/aws, as Ubuntu 24.04 gets the AWS CLI from a snap.
+  `aws` at /snap/bin/aws, as Ubuntu 24.04 gets the AWS CLI from a snap; the
+  `awscli` package (20.04's apt install) puts it at /usr/bin/aws.
 
 cloud-init settings the harness adds (/etc/cloud/cloud.cfg.d/90-osr-boot.cfg),
 and why:

@@ -150,6 +150,30 @@ def assert_no_boot_problems(server: m.Server, when: str) -> None:
     assert not problems, f"{server.name} ({when}):\n" + "\n".join(problems) + "\n" + server.diagnostics()
 
 
+# Paths where the redis user may write by design: its data, logs and runtime directories (its pid file),
+# sticky scratch space (/tmp and the like, cloud-init's own), and Debian's default redis.conf (redis's
+# through the package's statoverride; nothing here reads it: the servers run redis-server@<port> with
+# redis-<port>.conf).
+REDIS_OWN = ("/var/lib/redis", "/var/log/redis", "/run/redis*", "/tmp", "/var/tmp", "/dev/shm", "/run/lock",
+             "/run/cloud-init/tmp", "/etc/redis/redis.conf")
+
+
+def assert_redis_user_writes_nothing_root_reads(server: m.Server) -> None:
+    """A compromised Redis runs as `redis`. Everything root reads (configuration, environment files,
+    scripts, units, the auth include) must be out of its reach: listed by find as the redis user, then
+    tried for real."""
+    prune = " -o ".join(f"-path '{p}'" for p in REDIS_OWN)
+    found = server.exec(f"runuser -u redis -- find /etc /usr /opt /root /var /run /srv -xdev \\( {prune} \\) "
+                        "-prune -o \\( -type f -o -type d \\) -writable -print 2>/dev/null", timeout=120)
+    assert found.stdout.split() == [], found.stdout
+    # And for real: planting a file next to root's, or replacing one of them.
+    tried = server.exec("runuser -u redis -- sh -c 'touch /etc/redis/planted || echo refused; "
+                        "mv /etc/redis/auth.env /etc/redis/moved 2>/dev/null || echo refused'")
+    assert tried.stdout.split() == ["refused", "refused"], tried.stdout + tried.stderr
+    owner, mode = server.out("stat -c '%U:%G %a' /etc/redis").split()
+    assert owner == "root:redis" and int(mode, 8) & 0o022 == 0, (owner, mode)  # group and others only read
+
+
 def pinned_packages(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(package, version glob) of the rendered `packages` entries that pin a version."""
     return [(str(p[0]), str(p[1])) for p in config.get("packages", []) if isinstance(p, list)]
@@ -228,12 +252,17 @@ def assert_crossed(view: list[dict[str, Any]], servers: int) -> None:
 
 SESSIONS_PY = r"""
 import json, os, sys
+from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 from operator_tools.sessions import SessionStore, inspect
 req = json.loads(sys.argv[1])
 nodes = [ClusterNode(n.rsplit(":", 1)[0], int(n.rsplit(":", 1)[1])) for n in req["nodes"]]
-rc = RedisCluster(startup_nodes=nodes, password=os.environ["REDIS_PASSWORD"], socket_timeout=5,
-                  decode_responses=True)
+if len(nodes) > 1:
+    rc = RedisCluster(startup_nodes=nodes, password=os.environ["REDIS_PASSWORD"], socket_timeout=5,
+                      decode_responses=True)
+else:  # dev: one process, no cluster
+    rc = Redis(nodes[0].host, nodes[0].port, password=os.environ["REDIS_PASSWORD"], socket_timeout=5,
+               decode_responses=True)
 store = SessionStore(rc, timeout=req["ttl"])
 if req["op"] == "write":
     for tag, items in req["sessions"].items():
@@ -252,7 +281,7 @@ else:
 
 def sessions(fleet: m.Fleet, deployment: Deployment, request: dict[str, Any]) -> Any:
     """Sessions written or read through the session provider's scripts (operator_tools.sessions), with
-    redis-py's cluster client, from inside the VPC."""
+    redis-py's cluster client (its single-server client on dev), from inside the VPC."""
     env = {**os.environ, "REDIS_PASSWORD": deployment.password}
     request = {**request, "nodes": deployment.nodes, "ttl": SESSION_TTL}
     result = fleet.vpc.exec([str(m.REPO / ".venv/bin/python"), "-c", SESSIONS_PY, json.dumps(request)],

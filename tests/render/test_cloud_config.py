@@ -189,7 +189,8 @@ def test_a_clean_stop_steps_down_on_cluster_servers_only():
     cluster = files_of(render_cloud_config(settings, topology, 1, memory_mib=8192, password_parameter=PARAMETER,
                                            region=REGION))
     stops = [line for line in cluster[systemd.TEMPLATE_DROP_IN].splitlines() if line.startswith("ExecStop")]
-    # The reset first: the 20.04 template's own ExecStop sends SIGTERM, which must come after the step-down.
+    # The reset first: an ExecStop of the template (none in either platform's today) would run before the
+    # step-down, and a stop must hand the master over before anything else.
     assert stops == ["ExecStop=", f"ExecStop=+{STEP_DOWN_PATH} %i"]
     env = dict(line.split("=", 1) for line in cluster["/etc/redis/step-down.env"].splitlines())
     assert env["SERVER_IP"] == f'"{topology.servers[1].private_ip}"' and PASSWORD not in str(cluster)

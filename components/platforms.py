@@ -25,6 +25,7 @@ class Platform:
     announce_bus_source: bool  # Redis 7 needs bind-source-addr for its outgoing bus connections
     supports_tls: bool  # Redis 6 and later can speak TLS
     diskless_sync: bool  # Redis 7 sends a full sync over the socket by default (repl-diskless-sync yes)
+    aws_cli_snap: bool  # the AWS CLI is a snap (24.04; Ubuntu has no apt package), else apt's awscli (20.04)
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -37,6 +38,7 @@ PLATFORMS: dict[str, Platform] = {
         announce_bus_source=False,
         supports_tls=False,
         diskless_sync=False,
+        aws_cli_snap=False,
     ),
     "ubuntu-24.04-redis-7.0": Platform(
         name="ubuntu-24.04-redis-7.0",
@@ -47,6 +49,7 @@ PLATFORMS: dict[str, Platform] = {
         announce_bus_source=True,
         supports_tls=True,
         diskless_sync=True,
+        aws_cli_snap=True,
     ),
 }
 

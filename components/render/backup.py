@@ -55,13 +55,14 @@ def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = 
     }
 
 
-def render_backup_unit(ports: tuple[int, ...], env_file: str = BACKUP_ENV_PATH) -> str:
+def render_backup_unit(ports: tuple[int, ...], env_file: str = BACKUP_ENV_PATH, sandbox: str = "") -> str:
     """The oneshot the timer starts. Its whys live here, not in user data (EC2's 16 KB):
     - After=, not Wants=: a run never starts a Redis process.
     - root, as redis-password-sync: the aws-cli snap of 24.04 refuses users whose home is outside
       /home (redis's is /var/lib/redis); the snapshot stays in a root-only StateDirectory on disk
       (not /run, a tmpfs: memory).
     - Nice and idle-ish I/O: sessions come first.
+    - `sandbox`: systemd.aws_sandbox (the snapshot goes to its StateDirectory, which stays writable).
     - The script bounds each snapshot (15 min; up to 3 of them, 30 s apart, while a rebalance moves
       a master's slots) and each upload (30 min); TimeoutStartSec ends a run before the next hour's.
     """
@@ -85,6 +86,7 @@ def render_backup_unit(ports: tuple[int, ...], env_file: str = BACKUP_ENV_PATH) 
         "IOSchedulingPriority=7\n"
         "SyslogIdentifier=redis-backup\n"
         "TimeoutStartSec=3300\n"
+        f"{sandbox}"
     )
 
 

@@ -91,6 +91,7 @@ from components.render.systemd import (
     TIME_SYNC_PATH,
     TLS_CLI_PATH,
     UNIT_DIR,
+    aws_sandbox,
     redis_unit,
     render_auth_unit,
     render_bootstrap_unit,
@@ -184,7 +185,7 @@ def server_files(
         _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
         _file(TEMPLATE_DROP_IN, render_template_drop_in(step_down=topology.cluster)),
         # redis-auth runs the launcher below: its programs come from the stack's bucket (fetched.py).
-        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls)),
+        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls, aws_sandbox(platform, writes_conf=True))),
         _file(AUTH_ENV_PATH, auth_env),
     ]
     if tls:
@@ -235,12 +236,13 @@ def server_files(
         # (The program itself comes from the stack's bucket, through redis-run-fetched: fetched.py.)
         _file(PASSWORD_SYNC_ENV_PATH, render_env_file({**password_sync_env(ports, platform.redis_version, redis_cli),
                                                        **password_sync_fetch_env(settings.stack)})),
-        _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}", render_password_sync_unit(ports)),
+        _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}",
+              render_password_sync_unit(ports, aws_sandbox(platform, writes_conf=True))),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
         # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.
         _file(BACKUP_ENV_PATH, render_env_file(backup_env(topology, server, stack=settings.stack,
                                                           redis_cli=redis_cli))),
-        _file(f"{UNIT_DIR}/{BACKUP_UNIT}", render_backup_unit(ports)),
+        _file(f"{UNIT_DIR}/{BACKUP_UNIT}", render_backup_unit(ports, sandbox=aws_sandbox(platform))),
         _file(f"{UNIT_DIR}/{BACKUP_TIMER}", render_backup_timer()),
         # Metrics to CloudWatch and logs to CloudWatch Logs, every minute: a launcher that runs the
         # program `pulumi up` puts in the stack's bucket (components/render/metrics.py says why).
@@ -248,9 +250,9 @@ def server_files(
         *([_file(TOOLS_PUBLIC_KEY_PATH, tools_public_key)] if tools_public_key else []),
         _file(OBSERVE_ENV_PATH, render_env_file(observe_env(topology, server, platform, stack=settings.stack,
                                                                         tls=tls))),
-        _file(f"{UNIT_DIR}/{METRICS_UNIT}", render_metrics_unit(ports)),
+        _file(f"{UNIT_DIR}/{METRICS_UNIT}", render_metrics_unit(ports, aws_sandbox(platform))),
         _file(f"{UNIT_DIR}/{METRICS_TIMER}", render_metrics_timer()),
-        _file(f"{UNIT_DIR}/{LOGS_UNIT}", render_logs_unit(ports)),
+        _file(f"{UNIT_DIR}/{LOGS_UNIT}", render_logs_unit(ports, aws_sandbox(platform))),
         _file(f"{UNIT_DIR}/{LOGS_TIMER}", render_logs_timer()),
         _file(PROVISION_PATH, provision_script(), "0755"),
         _file(PROVISION_ENV_PATH, render_env_file(provision_env(settings, topology, server))),
@@ -291,11 +293,11 @@ def _packages(platform: Platform) -> list:
     pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
     # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only. iptables (in
     # Ubuntu's images already) fences the metadata service off from the redis user (systemd.py).
-    return pinned + ["iptables"] + (["awscli"] if platform.ubuntu == "20.04" else [])
+    return pinned + ["iptables"] + ([] if platform.aws_cli_snap else ["awscli"])
 
 
 def _snaps(platform: Platform) -> list[str]:
-    return [] if platform.ubuntu == "20.04" else ["aws-cli"]
+    return ["aws-cli"] if platform.aws_cli_snap else []
 
 
 def _runcmd() -> list:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from components.platforms import Platform
 from components.render.shipped import strip_docstrings
-from components.render.systemd import REDIS_ONLY_SANDBOX, SEARCH_PATH, redis_unit
+from components.render.systemd import SANDBOX, SEARCH_PATH, redis_unit
 
 MAKE_ROOM_SOURCE = Path(__file__).with_name("make_room_agent.py")
 MAKE_ROOM_PATH = "/usr/local/sbin/redis-make-room"
@@ -84,7 +84,7 @@ def render_make_room_unit(ports: tuple[int, ...], env_file: str = MAKE_ROOM_ENV_
         "Restart=always\n"
         "RestartSec=5\n"
         "SyslogIdentifier=redis-make-room\n"
-        f"{REDIS_ONLY_SANDBOX}"
+        f"{SANDBOX}"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"

@@ -187,7 +187,7 @@ def observe_env(topology: Topology, server: int, platform: Platform, *, stack: s
     return env
 
 
-def _observe_unit(ports: tuple[int, ...], what: str, command: str, identifier: str) -> str:
+def _observe_unit(ports: tuple[int, ...], what: str, command: str, identifier: str, sandbox: str) -> str:
     units = " ".join(redis_unit(p) for p in ports)
     return (
         "[Unit]\n"
@@ -208,16 +208,20 @@ def _observe_unit(ports: tuple[int, ...], what: str, command: str, identifier: s
         "# Every AWS call is bounded: the fetch (66 s at worst, components/render/metrics-observe.sh)\n"
         "# and the agent's (40 s). A slow run delays the next minute's.\n"
         "TimeoutStartSec=110\n"
+        f"{sandbox}"
     )
 
 
-def render_metrics_unit(ports: tuple[int, ...]) -> str:
-    return _observe_unit(ports, "Publish this Redis server's metrics to CloudWatch", "metrics", "redis-metrics")
+def render_metrics_unit(ports: tuple[int, ...], sandbox: str = "") -> str:
+    """`sandbox`: systemd.aws_sandbox (the agent keeps its state in the StateDirectory)."""
+    return _observe_unit(ports, "Publish this Redis server's metrics to CloudWatch", "metrics", "redis-metrics",
+                         sandbox)
 
 
-def render_logs_unit(ports: tuple[int, ...]) -> str:
+def render_logs_unit(ports: tuple[int, ...], sandbox: str = "") -> str:
+    """`sandbox`: systemd.aws_sandbox (it reads the journal and the Redis logs, and writes only its state)."""
     return _observe_unit(ports, "Ship this Redis server's logs, units' journal and slow log to CloudWatch Logs",
-                         "logs", "redis-logs")
+                         "logs", "redis-logs", sandbox)
 
 
 def _timer(what: str, unit: str, second: int) -> str:

@@ -73,8 +73,9 @@ def password_sync_fetch_env(stack: str) -> dict[str, str]:
             "TOOLS_KEY": monitoring.PASSWORD_SYNC_TOOL_KEY, "STATE_DIR": STATE_DIR}
 
 
-def render_password_sync_unit(ports: tuple[int, ...]) -> str:
-    """The oneshot the timer starts: root (it rewrites the root:redis auth file), after this server's Redis."""
+def render_password_sync_unit(ports: tuple[int, ...], sandbox: str = "") -> str:
+    """The oneshot the timer starts: root (it rewrites the root:redis auth file), after this server's Redis.
+    `sandbox`: systemd.aws_sandbox, with /etc/redis writable."""
     units = " ".join(redis_unit(p) for p in ports)
     return (
         "[Unit]\n"
@@ -95,6 +96,7 @@ def render_password_sync_unit(ports: tuple[int, ...]) -> str:
         "# Every call is bounded: the fetch (SSM 22 s, the program 32 s, its signature 12 s at worst),\n"
         "# the sync's SSM read (12 s), each Redis command. A slow run delays the next minute's.\n"
         "TimeoutStartSec=110\n"
+        f"{sandbox}"
     )
 
 

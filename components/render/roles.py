@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.render.shipped import shipped_script
-from components.render.systemd import REDIS_ONLY_SANDBOX, SEARCH_PATH, redis_unit
+from components.render.systemd import SANDBOX, SEARCH_PATH, redis_unit
 from components.topology import MASTER_PORT, Topology
 
 ROLE_RESTORE_SCRIPT = Path(__file__).with_name("role-restore.sh")
@@ -55,7 +55,7 @@ def render_role_restore_unit(ports: tuple[int, ...], env_file: str = ROLE_RESTOR
         f"EnvironmentFile={env_file}\n"
         f"ExecStart={ROLE_RESTORE_PATH}\n"
         "SyslogIdentifier=redis-role-restore\n"
-        f"{REDIS_ONLY_SANDBOX}"
+        f"{SANDBOX}"
         "TimeoutStartSec=50\n"
     )
 

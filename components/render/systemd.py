@@ -8,6 +8,7 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 from __future__ import annotations
 
 from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
+from components.platforms import Platform
 from components.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS, EC2_PATHS, Paths
 from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
 
@@ -36,17 +37,34 @@ OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
 STATE_DIR = "/var/lib/outsystems-redis"
 
 
-# The sandbox of the units that only talk to Redis over the network, as the redis user (cluster bootstrap
-# and join, role restore, make-room): no privilege gain, the file system read-only but for a private /tmp,
-# no home directories, no devices. A compromised script gets the redis user's sockets and nothing more.
-# (Not for the units that call AWS: 24.04's aws-cli is a snap, which needs privileges to start.)
-REDIS_ONLY_SANDBOX = (
+# The sandbox of the project's own units: no privilege gain, the file system read-only but for a private
+# /tmp and the unit's StateDirectory (and ReadWritePaths, where one writes /etc/redis), no home directories,
+# no devices. The units that only talk to Redis run in it as the redis user (cluster bootstrap and join,
+# role restore, make-room): a compromised script gets the redis user's sockets and nothing more. The root
+# units that call AWS (redis-auth, the password sync, backups, metrics, logs) run in it where the AWS CLI
+# is apt's (aws_sandbox): 24.04's is a snap, whose launcher needs privileges to start.
+SANDBOX = (
     "NoNewPrivileges=yes\n"
     "ProtectSystem=strict\n"
     "ProtectHome=yes\n"
     "PrivateTmp=yes\n"
     "PrivateDevices=yes\n"
+    "ProtectKernelTunables=yes\n"
+    "ProtectKernelModules=yes\n"
+    "ProtectControlGroups=yes\n"
+    "RestrictSUIDSGID=yes\n"
+    "RestrictNamespaces=yes\n"
+    "LockPersonality=yes\n"
+    "SystemCallArchitectures=native\n"
 )
+
+
+def aws_sandbox(platform: Platform, *, writes_conf: bool = False) -> str:
+    """SANDBOX for a root unit that calls AWS, on `platform` (none where the AWS CLI is a snap); `writes_conf`:
+    the unit rewrites files in /etc/redis (the auth include, the TLS files)."""
+    if platform.aws_cli_snap:
+        return ""
+    return SANDBOX + (f"ReadWritePaths={EC2_PATHS.conf_dir}\n" if writes_conf else "")
 
 
 def redis_unit(port: int) -> str:
@@ -125,7 +143,7 @@ def restart_seconds(cluster: bool) -> int:
 
 # A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its
 # in-sync replica on another server (CLUSTER FAILOVER); then systemd sends SIGTERM. The empty
-# ExecStop= drops the template's own (20.04's sends SIGTERM, which must come after). '+' runs it
+# ExecStop= drops any of the template's own (neither platform's has one today). '+' runs it
 # outside the template's sandbox (NoExecPaths=/ lets only redis-server run) and as root, which
 # reads the auth include. The script bounds itself, and TimeoutStopSec bounds it too.
 # (Kept out of the rendered text: user data is capped at 16 KB.)
@@ -160,10 +178,11 @@ FIRST_FETCH_SECONDS = 240
 AUTH_TIMEOUT_SECONDS = 1200
 
 
-def render_auth_unit(tls: bool = False) -> str:
+def render_auth_unit(tls: bool = False, sandbox: str = "") -> str:
     """The boot step before any Redis process: no metadata service for redis, then the programs (fetched
     from the stack's bucket by the launcher, verified) that write the password and, with TLS, the
-    certificates."""
+    certificates. `sandbox` (aws_sandbox) confines the programs; the fence ('+') runs outside it, as
+    iptables needs the kernel's modules and its lock in /run."""
     what = "password and TLS certificates" if tls else "password"
     return (
         "[Unit]\n"
@@ -178,13 +197,14 @@ def render_auth_unit(tls: bool = False) -> str:
         f"EnvironmentFile={AUTH_ENV_PATH}\n"
         f"Environment=STATE_DIR={STATE_DIR} FIRST_FETCH_SECONDS={FIRST_FETCH_SECONDS}\n"
         # A oneshot runs its ExecStart lines in order; any failing keeps Redis down.
-        f"ExecStart={metadata_fence_command()}\n"
+        f"ExecStart=+{metadata_fence_command()}\n"
         f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_PASSWORD_TOOL_KEY} {OBSERVE_PATH}\n"
         + (f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_TLS_TOOL_KEY} {OBSERVE_PATH}\n" if tls else "")
         + f"StateDirectory={STATE_DIR.rsplit('/', 1)[1]}\n"
         "StateDirectoryMode=0700\n"
         "SyslogIdentifier=redis-auth\n"
         f"TimeoutStartSec={AUTH_TIMEOUT_SECONDS}\n"
+        f"{sandbox}"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
@@ -251,7 +271,7 @@ def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, scrip
         f"EnvironmentFile={env_file}\n"
         f"ExecStart={script}\n"
         f"SyslogIdentifier={identifier}\n"
-        f"{REDIS_ONLY_SANDBOX}"
+        f"{SANDBOX}"
         "# Idempotent: a run that gave up (a peer still installing) tries again.\n"
         "Restart=on-failure\n"
         "RestartSec=30\n"

@@ -41,6 +41,10 @@ and why:
 - `unverified_modules: [snap]`: Debian's cloud-init skips `snap` (verified only
   on Ubuntu); listed, it runs the rendered `snap:` commands as on Ubuntu.
 
+And one systemd setting for each unit that calls AWS (AWS_UNITS, a drop-in
+90-osr-boot.conf): it may write the files where the aws stand-in keeps AWS's side
+(SERVICE_SETTINGS), as the real CLI reaches AWS over the network from inside its sandbox.
+
 No module is disabled. The root carries what an Ubuntu server image has and a
 minbase lacks, so modules that would otherwise fail run for real: `locales`
 with en_US.UTF-8 generated and LANG=C.UTF-8 set, as Ubuntu's images ship it (the
@@ -152,6 +156,17 @@ CLOUD_CFG = """\
 datasource_list: [NoCloud]
 network: {config: disabled}
 unverified_modules: [snap]
+"""
+
+# The units that call AWS may write where the aws stand-in keeps AWS's side (uploads, its call log, queued
+# faults and the outage switch): the real CLI reaches AWS over the network, which their sandbox
+# (systemd.SANDBOX) leaves open. A drop-in for each (a top-level service.d one would put every service of the
+# boot, Redis's and systemd's own, in a mount namespace of its own).
+AWS_UNITS = ("redis-auth.service", "redis-password-sync.service", "redis-backup.service", "redis-metrics.service",
+             "redis-logs.service")
+SERVICE_SETTINGS = f"""# tests/boot: what differs from an EC2 boot (see tests/boot/machines.py).
+[Service]
+ReadWritePaths=-/var/lib/osr-boot -/usr/local/lib/osr-boot/s3 -{AWS_LOG}
 """
 
 AWS_STANDIN = r"""#!/bin/bash
@@ -485,6 +500,11 @@ class Server:
         (seed / "user-data").write_bytes(self.user_data)
         (seed / "meta-data").write_text(f"instance-id: {self.instance_id}\nlocal-hostname: {self.hostname}\n")
         (m / "etc/cloud/cloud.cfg.d/90-osr-boot.cfg").write_text(CLOUD_CFG)
+        for unit in AWS_UNITS:
+            drop_in = m / f"etc/systemd/system/{unit}.d/90-osr-boot.conf"
+            drop_in.parent.mkdir(parents=True, exist_ok=True)
+            drop_in.write_text(SERVICE_SETTINGS)
+        (m / AWS_LOG.lstrip("/")).touch()
         lib = m / "usr/local/lib/osr-boot"
         lib.mkdir(parents=True, exist_ok=True)
         aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE) \

@@ -138,3 +138,41 @@ def test_a_stopped_master_hands_over_first_and_no_session_is_lost(focal_prod) ->
     m.wait_for(back_in_sync, 120, f"{master} did not come back as a replica in sync", fleet.diagnostics)
     assert_replicated_elsewhere(cluster_view(fleet, deployment, other), "after the stop and start")
     assert_sessions_kept(fleet, deployment, written)
+
+
+# Each root unit that calls AWS, and whether it may write /etc/redis (the auth include, the TLS files).
+SANDBOXED = {"redis-password-sync.service": True, "redis-metrics.service": False, "redis-logs.service": False,
+             "redis-backup.service": False}
+# ($$: systemd's own escape for a $ it must not expand.)
+PROBE = ("/bin/sh -c 'for p in /usr/local/sbin /etc/redis /root; do "
+         "if touch $$p/.osr-probe 2>/dev/null; then rm -f $$p/.osr-probe; echo $$p wrote; else echo $$p refused; "
+         "fi; done > /var/lib/outsystems-redis/.osr-probe'")
+
+
+def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal_dev) -> None:
+    """Where the AWS CLI is apt's (20.04), the root units that call AWS run in systemd.SANDBOX: a compromised
+    program (or AWS CLI) cannot replace what root runs, nor write /etc/redis unless its job is to. Probed from
+    inside each unit as systemd merges it (a drop-in runs the probe before the program), then each runs its
+    real job: no ERROR in its journal. Planted (20.04 marked aws_cli_snap, so no sandbox): the probe writes."""
+    _, fleet = focal_dev
+    server = next(iter(fleet.servers.values()))
+    for unit, writes_conf in SANDBOXED.items():
+        drop_in = server.merged / f"etc/systemd/system/{unit}.d/osr-probe.conf"
+        drop_in.parent.mkdir(parents=True, exist_ok=True)
+        drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
+        server.exec("systemctl daemon-reload")
+        try:
+            ran = server.exec(f"systemctl start {unit}", timeout=150)
+            journal = server.out(f"journalctl -u {unit} --no-pager -o cat | tail -30")
+            probe = dict(line.rsplit(" ", 1) for line in server.out("cat /var/lib/outsystems-redis/.osr-probe")
+                         .splitlines())
+        finally:
+            drop_in.unlink()
+            server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
+        assert ran.returncode == 0, f"{unit}:\n{journal}"
+        assert "ERROR" not in journal, f"{unit}:\n{journal}"
+        assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "wrote" if writes_conf else "refused",
+                         "/root": "refused"}, f"{unit}: {probe}"
+    # redis-auth ran in it at boot: its programs wrote the auth include there, and its fence outside it.
+    assert "NoNewPrivileges=yes" in server.out("systemctl cat redis-auth.service")
+    assert server.out("stat -c '%U:%G %a' /etc/redis/auth.conf") == "root:redis 640"

@@ -52,7 +52,7 @@ def test_prod_first_boot_forms_the_crossed_cluster(prod: Cluster) -> None:
     assert "[OK] All 16384 slots covered." in journal, journal  # redis-cli --cluster create ran here
     assert re.search(r"(?m)^cluster-bootstrap: done$", journal), journal
     print(f"{server.name} {unit}:\n" + "\n".join(journal.splitlines()[-5:]))
-    # It did so inside its sandbox, as systemd loaded it (components.render.systemd.REDIS_ONLY_SANDBOX).
+    # It did so inside its sandbox, as systemd loaded it (components.render.systemd.SANDBOX).
     shown = server.out(f"systemctl show -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp {unit}")
     assert sorted(shown.split()) == ["NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes",
                                      "ProtectSystem=strict"], shown

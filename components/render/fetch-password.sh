@@ -56,15 +56,17 @@ within() {
     bound=$((bound < 1 ? 1 : bound < SSM_CALL_SECONDS ? bound : SSM_CALL_SECONDS))
 }
 
-# usable PASSWORD : what redis.conf and the OutSystems connection string can carry (the program
-# refuses anything else; `aws --output text` prints None for a missing value). And the operations
-# secret, when there is one, can make command names.
+# usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's own
+# rule (settings.check_password: 16+ printable ASCII characters, none of , = quotes backslash;
+# tests/render/test_password.py holds the two equal). `aws --output text` prints None for a missing
+# value. And the operations secret, when there is one, can make command names.
 usable() {
+    local LC_ALL=C # byte ranges, whatever the locale
     [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
-    case "$1" in *[[:space:]\"\'\\]*) return 1 ;; esac
+    case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
     [ -z "$OPS_PARAMETER" ] || [[ "$fresh_ops" =~ ^[[:alnum:]]{16,}$ ]]
 }
-unusable="$PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash)${OPS_PARAMETER:+, or $OPS_PARAMETER no usable secret (16+ letters and digits)}"
+unusable="$PASSWORD_PARAMETER holds no usable password (16+ printable ASCII characters, none of , = quotes or backslash)${OPS_PARAMETER:+, or $OPS_PARAMETER no usable secret (16+ letters and digits)}"
 
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind

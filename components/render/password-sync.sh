@@ -83,10 +83,12 @@ ssm_password() {
         --cli-connect-timeout 3 --cli-read-timeout 5
 }
 
-# usable PASSWORD : what redis.conf and the OutSystems connection string can carry.
+# usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's own
+# rule (settings.check_password; tests/render/test_password.py holds the two equal).
 usable() {
+    local LC_ALL=C # byte ranges, whatever the locale
     [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
-    case "$1" in *[[:space:]\"\'\\]*) return 1 ;; esac
+    case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
 }
 
 # send PORT PASSWORD COMMAND... : the COMMAND lines on redis-cli's stdin (printf is a builtin),
@@ -153,7 +155,7 @@ if ! new=$(ssm_password); then
     log "cannot read $PASSWORD_PARAMETER from SSM (unreachable?); trying again at the next run"
     new=""
 elif ! usable "$new"; then
-    die "$PASSWORD_PARAMETER holds no usable password (16+ characters, no spaces, quotes or backslash); nothing changed"
+    die "$PASSWORD_PARAMETER holds no usable password (16+ printable ASCII characters, none of , = quotes or backslash); nothing changed"
 fi
 
 if [ -n "$new" ] && [ "$new" != "$current" ]; then

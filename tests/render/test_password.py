@@ -176,3 +176,40 @@ def test_redis_auth_gives_up_by_itself_before_systemd_stops_it(tls):
         worst += launcher + _default(certificates, "FIRST_BOOT_SECONDS") \
             + 3 * (_default(certificates, "SSM_CALL_SECONDS") + 2)
     assert worst < timeout, (worst, timeout)
+
+
+# Passwords a deployer could put in Parameter Store: one of each kind the program refuses, and some it takes.
+CANDIDATES = [
+    "A" * 15, "A" * 16, "None", "Aa1!#$%&()*+-./:;<>?@[]^_`{|}~" + "x" * 4, "comma,in" + "x" * 12,
+    "equals=in" + "x" * 12, "space in" + "x" * 12, "tab\tin" + "x" * 12, 'quote"in' + "x" * 12,
+    "quote'in" + "x" * 12, "back\\slash" + "x" * 12, "accent\u00e9in" + "x" * 12, "bell\x07in" + "x" * 12,
+    "newline\nin" + "x" * 12, "del\x7fin" + "x" * 12, "\u2603snowman" + "x" * 12,
+]
+
+
+def _program_takes(password: str) -> bool:
+    from components.settings import SettingsError, check_password
+
+    try:
+        check_password(password)
+    except SettingsError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name,text", [("redis-fetch-password", fetch_password_script()),
+                                       ("redis-password-sync", password_sync_script())])
+def test_the_servers_take_exactly_the_passwords_the_program_takes(name, text):
+    """One rule: a password that `pulumi up` refuses (settings.check_password) is refused by the servers too, when
+    it reaches Parameter Store another way (README: Changing the password), and the servers take what the program
+    takes. Each script's own usable() runs in bash, in a UTF-8 locale. Planted (`,` and `=` allowed, the rule
+    before): fails."""
+    body = re.search(r"^usable\(\) \{\n.*?^\}\n", text, re.M | re.S)
+    assert body, f"{name}: no usable() function"
+    program = "OPS_PARAMETER=\n" + body.group(0) + 'usable "$1" && echo takes || echo refuses\n'
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    for password in CANDIDATES:
+        got = subprocess.run([tool("bash"), "-c", program, "usable", password], capture_output=True, text=True,
+                             env=env, timeout=10).stdout.strip()
+        want = "takes" if _program_takes(password) else "refuses"
+        assert got == want, f"{name}: {password!r}: the servers' rule {got}, the program's {want}"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import SYSTEM_CHECK
 from components.settings import merge_tags
 
 
@@ -104,12 +105,12 @@ class RedisServer(pulumi.ComponentResource):
             namespace="AWS/EC2",
             metric_name="StatusCheckFailed_System",
             dimensions={"InstanceId": self.instance.id},
-            statistic="Maximum",
-            period=60,
-            evaluation_periods=2,
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            threshold=1,
-            treat_missing_data="missing",
+            statistic=SYSTEM_CHECK.statistic,
+            period=SYSTEM_CHECK.period,
+            evaluation_periods=SYSTEM_CHECK.evaluation_periods,
+            comparison_operator=SYSTEM_CHECK.comparison,
+            threshold=SYSTEM_CHECK.threshold,
+            treat_missing_data=SYSTEM_CHECK.treat_missing_data,
             alarm_actions=[recover_action(args.region), *args.alarm_actions],
             ok_actions=args.alarm_actions,
             tags=args.tags,

@@ -445,6 +445,17 @@ def test_a_misspelled_observability_key_is_caught() -> None:
 # ------------------------------------------------------------------------------ the README
 
 
+def test_the_readmes_alarm_table_is_the_generated_one() -> None:
+    """One source: the table is components/alarms.py's RULES and status checks, as the alarms themselves.
+    Planted (a threshold changed in RULES, or a row edited by hand): fails."""
+    from components.alarms import readme_with_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme_with_table(readme) == readme, \
+        "README.md's alarm table differs from components/alarms.py: run .venv/bin/python -m components.alarms " \
+        "--update-readme README.md"
+
+
 def test_the_readme_documents_every_alarm_and_every_key_with_its_default() -> None:
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## What pages you and why\n", 1)[1].split("\n## ", 1)[0]

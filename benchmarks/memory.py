@@ -10,7 +10,8 @@ arriving until the store has been written `--fill` times its maxmemory. Counted:
   dropped, and any other request could have taken the session meanwhile);
 - half sessions: sessions with one of _Data/_Internal left (the provider then reads an empty session).
 
-The numbers decide the eviction policy in components/render/redis_conf.py (README: "When memory is full").
+The numbers decide the eviction policy in components/render/redis_conf.py (docs/boot-and-safety.md:
+"When memory is full").
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def section(path: Path = RESULTS) -> str:
         "`python -m benchmarks.memory --out benchmarks/results/memory.json`: one Redis process per line and "
         f"policy, {first.maxmemory_mb} MiB of maxmemory, written about three times over through the provider's "
         "scripts (operator_tools/sessions.py), 50 requests holding their write lock at any time. What the "
-        "numbers decide, and why Redis 5.0 fails script writes at the limit: README, \"When memory is full\".\n\n"
+        "numbers decide, and why Redis 5.0 fails script writes at the limit: docs/boot-and-safety.md, "
+        "\"When memory is full\".\n\n"
         + table(results) + "\n"
     )
 

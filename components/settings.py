@@ -82,7 +82,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "Operating system and Redis line: `ubuntu-20.04-redis-5.0` (Redis 5.0.7, what the requirements page names) "
         "or `ubuntu-24.04-redis-7.0` (Redis 7.0.15, what OutSystems asks for with Platform Server 11.23). It selects "
         "the Canonical AMI family, the apt pin, the version-specific `redis.conf` directives and the version the "
-        "direct health check expects. See [Choosing a platform](#choosing-a-platform).",
+        "direct health check expects. See [Choosing a platform](docs/upgrades-and-migration.md#choosing-a-platform).",
         "settings",
     ),
     ConfigKey("vpcId", "the account's default VPC", "The existing VPC to deploy into.", "deploy"),
@@ -173,21 +173,22 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "tls", "`false`",
         "TLS in transit for clients, replication and the cluster bus, on the same ports. Only on "
         "`ubuntu-24.04-redis-7.0` (Redis 5.0 has no TLS; asking for it there is refused). See "
-        "[TLS](#tls-redis-70-only).",
+        "[TLS](docs/upgrades-and-migration.md#tls-redis-70-only).",
         "settings",
     ),
     ConfigKey(
         "replaceServers", "none",
         "Server numbers (1, 2, ...) to rebuild with the current AMI, cloud-config and `instanceType`, by "
         "replacement. Refused while `protect` is true. Only for the deliberate procedure under "
-        "[Safety](#safety-what-pulumi-up-will-and-will-not-do-to-running-servers); remove it afterwards.",
+        "[Safety](docs/boot-and-safety.md#safety-what-pulumi-up-will-and-will-not-do-to-running-servers); "
+        "remove it afterwards.",
         "unset",
     ),
     ConfigKey(
         "alarmEmail", "none",
         "An email address subscribed to the stack's alarm topic. SNS first mails a confirmation link: nothing "
         "arrives until someone clicks it. Refused together with `alarmTopicArn` (subscribe the address to your own "
-        "topic where you manage it). See [What pages you and why](#what-pages-you-and-why).",
+        "topic where you manage it). See [What pages you and why](docs/operations.md#what-pages-you-and-why).",
         "unset",
     ),
     ConfigKey(
@@ -220,7 +221,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "bucket policy denies those writes to everyone else in the account, whatever their own IAM policies allow. "
         "Set, it must list every principal that runs `pulumi up` or `pulumi destroy` for this stack (a CI role, "
         "the administrators' role): any other gets AccessDenied on the tool objects. See "
-        "[The backup bucket](#the-backup-bucket-and-pulumi-destroy).",
+        "[The backup bucket](docs/operations.md#the-backup-bucket-and-pulumi-destroy).",
         "deploy",
     ),
     ConfigKey(

@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--instance-ids: EC2 instance ids such as i-0123456789abcdef0, comma-separated")
     password = os.environ.get("REDIS_PASSWORD") or None
     if not password and not args.dry_run:
-        parser.error("REDIS_PASSWORD: set it to the stack's password (README: Checking the session store)")
+        parser.error("REDIS_PASSWORD: set it to the stack's password (docs/operations.md: Checking the session store)")
     if settings.tls and not args.cacert:
         parser.error("--cacert: the stack speaks TLS; give its CA (pulumi stack output caCertificate > redis-ca.crt)")
     import boto3

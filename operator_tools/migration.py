@@ -509,7 +509,7 @@ def print_result(result: RehearsalResult) -> int:
 # ---------------------------------------------------------------- CLI
 
 
-# Each verb, what it does, and an example: the --help text (README: Migrating to Redis 7.0).
+# Each verb, what it does, and an example: the --help text (docs/upgrades-and-migration.md: Migrating to Redis 7.0).
 _EXAMPLE_IPS = "--from 172.31.129.10,172.31.130.10,172.31.131.10 --to 172.31.132.10,172.31.133.10,172.31.134.10"
 VERBS = {
     "join": ("the new 7.0 servers join the running 5.0 cluster as replicas (nothing is lost by stopping here)",

@@ -642,7 +642,7 @@ def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) 
         return 1
     if servers < current:
         print(f"refusing to shrink {current} -> {servers}: drain the server's slots and remove it deliberately "
-              "(README: Growing the cluster)")
+              "(docs/operations.md: Growing the cluster)")
         return 1
     if servers == current:
         print(f"already {current} servers; nothing to add")
@@ -954,7 +954,7 @@ def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
 # ---------------------------------------------------------------- CLI
 
 
-# Each verb, what it does, and an example: the --help text (README: Rehearsing a stack before AWS).
+# Each verb, what it does, and an example: the --help text (docs/development.md: Rehearsing a stack before AWS).
 VERBS = {
     "up": ("start the stack's servers as Redis processes, form the cluster, print the health report",
            "up --stack prod"),

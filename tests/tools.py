@@ -21,6 +21,13 @@ import redis
 from operator_tools.loopback import redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a user reads: the README (what it is, quick start, configuration, outputs) and docs/ (the rest).
+DOCS = ROOT / "docs"
+
+
+def documentation() -> str:
+    """The README and every page under docs/, as one text (for facts that may sit on any page)."""
+    return "\n".join(p.read_text() for p in (ROOT / "README.md", *sorted(DOCS.glob("*.md"))))
 PARTIAL = "OUTSYSTEMS_REDIS_PARTIAL_TESTS"  # explicit opt-out for a partial run; never in CI
 
 

@@ -5,7 +5,7 @@
 # Nothing here is in user-data; the key never touches a command line or the journal.
 #
 # To pick up a certificate that `pulumi up` renewed, run it on its own through the launcher (not by
-# restarting redis-auth, which the Redis units Require=, so they would restart): README, "Renewal".
+# restarting redis-auth, which the Redis units Require=, so they would restart): docs/upgrades-and-migration.md, "Renewal".
 # Redis reads the files at start or on CONFIG SET tls-cert-file.
 #
 # Inputs (environment): TLS_CA_PARAMETER, TLS_CERT_PARAMETER, TLS_KEY_PARAMETER,

@@ -5,7 +5,7 @@ so that the session provider's scripts can still write when the store is full.
 Why: the provider writes only through Lua scripts. Redis 5.0 evicts before a script runs only
 down to maxmemory; the script's own arguments then push memory past it again, and 5.0 refuses
 the script's first write with OOM (6.0 changed this). At the limit, about 4 logins in 10 fail
-(README "When memory is full"). So something must keep room below the limit.
+(docs/boot-and-safety.md "When memory is full"). So something must keep room below the limit.
 
 How: one connection per Redis process on this server, kept open (on a busy machine a new
 connection now and then waits a second or more for its SYN to be retried: too long here). Every

@@ -98,8 +98,8 @@ DISABLED_COMMANDS = (
     "SAVE",  # blocks every client for the whole snapshot; backups stream one with `redis-cli --rdb`
     "MONITOR",  # every other client's commands as sent: session keys, and the secret names below
 )
-# Not SHUTDOWN: redis-cli 5.0's `--cluster del-node` (README: shrinking) ends with it. A front-end that stops
-# a process only gets it restarted by systemd (and, on a cluster, failed over first).
+# Not SHUTDOWN: redis-cli 5.0's `--cluster del-node` (docs/operations.md: shrinking) ends with it. A front-end
+# that stops a process only gets it restarted by systemd (and, on a cluster, failed over first).
 
 # Redis 5.0 has no users: what the servers' scripts need and the front-ends must not have is renamed to a
 # name only the servers know, `<COMMAND>-<operations secret>` (its own SecureString,

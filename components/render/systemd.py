@@ -124,7 +124,7 @@ def render_template_drop_in(paths: Paths = EC2_PATHS, step_down: bool = False) -
 
 # A crashed cluster process must come back only after its replica has taken over: restarted sooner, a
 # master reloads its last RDB snapshot, keeps its slots, and its replica resyncs from that old copy, so
-# every session written since the snapshot is lost (both Redis lines, measured: README "A crashed Redis
+# every session written since the snapshot is lost (both Redis lines, measured: docs/operations.md "A crashed Redis
 # process"). The failover takes cluster-node-timeout (5 s) plus the replica's election (up to about 2 s),
 # but Redis 5.0 can deny a replica's first election: it asks for votes a moment before the masters flag
 # its master FAIL ("its master is up"), and then may only try again 4 x cluster-node-timeout after that

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     password = os.environ.get("REDIS_PASSWORD") or None
     if password is None:
         # Every server the product deploys requires one: without it the check would report an outage.
-        parser.error("REDIS_PASSWORD is not set: export the store's password first (README, \"Checking the "
+        parser.error("REDIS_PASSWORD is not set: export the store's password first (docs/operations.md, \"Checking the "
                      "session store at 3 a.m.\": aws ssm get-parameter --with-decryption --name "
                      "/outsystems-redis/<stack>/redis-password)")
     tls = tls_from_args(args, parser)
@@ -196,7 +196,8 @@ def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser
         # No credentials, AccessDenied on cloudwatch:GetMetricData, an expired session, or AWS unreachable
         # past --wait.
         print(f"UNHEALTHY - cannot read the servers' verdicts from CloudWatch in {args.region}: {exc}\n"
-              "  The deploying identity needs cloudwatch:GetMetricData (README: The post-deploy health check), "
+              "  The deploying identity needs cloudwatch:GetMetricData (docs/operations.md: The post-deploy health "
+              "check), "
               "or set healthCheckVia: direct and deploy from inside the VPC.")
         return 1
     print(text)

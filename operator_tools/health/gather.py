@@ -48,7 +48,7 @@ def tls_reason(text: str, address: str, ca_given: bool = True) -> str | None:
         why = detail.group(1) if detail else "certificate verify failed"
         if "expired" in why.lower():
             return (f"TLS certificate expired ({why}): pulumi up renews it in Parameter Store; then restart "
-                    "redis-auth and Redis on that server (README: certificate renewal)")
+                    "redis-auth and Redis on that server (docs/upgrades-and-migration.md: certificate renewal)")
         if "mismatch" in why.lower() or "doesn't match" in why.lower() or "not valid for" in why.lower():
             return (f"TLS certificate does not name {address} ({why}): connect by the server's private IP, "
                     "which its certificate names")

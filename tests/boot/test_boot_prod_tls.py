@@ -52,9 +52,9 @@ def test_a_tls_cluster_boots_forms_over_tls_and_passes_the_post_deploy_check(tls
 
 
 def test_the_renewal_command_fetches_the_tls_files_again_without_restarting_redis(tls_prod) -> None:
-    """README "Renewal" and the health check's fix (judge.FETCH_TLS), run as given on a booted server: the
-    launcher's verified copy of redis-fetch-tls writes the files again, and no Redis process restarts.
-    Planted (the command without TOOLS_KEY): the launcher refuses to run."""
+    """docs/upgrades-and-migration.md "Renewal" and the health check's fix (judge.FETCH_TLS), run as given on a
+    booted server: the launcher's verified copy of redis-fetch-tls writes the files again, and no Redis process
+    restarts. Planted (the command without TOOLS_KEY): the launcher refuses to run."""
     _, fleet = tls_prod
     server = next(iter(fleet.servers.values()))
     pids = server.out("systemctl show -p MainPID --value redis-server@7000 redis-server@7001")

@@ -33,7 +33,7 @@ def test_the_shipped_policy_evicts_the_fewest_held_locks(version):
         assert r.other_errors == 0, r.other_error_kinds
     shipped = results[EVICTION_POLICY]
     # Redis samples keys, so a few held locks go: 12 of 5,077 in one run, 39 to 67 in three on another
-    # machine (README "When memory is full"). The others lose about 9 in 100 on 7.0 (checked below).
+    # machine (docs/boot-and-safety.md "When memory is full"). The others lose about 9 in 100 on 7.0 (checked below).
     assert shipped.locks_lost <= shipped.requests // 50, f"{shipped.locks_lost} held locks evicted"
     # On 5.0 four requests in ten fail with OOM before they evict anything, so allkeys-lfu loses few locks
     # too, and which of the two loses one or two more is noise (lfu 0 to 51 across runs, lru 1 more than lfu

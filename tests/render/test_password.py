@@ -201,9 +201,9 @@ def _program_takes(password: str) -> bool:
                                        ("redis-password-sync", password_sync_script())])
 def test_the_servers_take_exactly_the_passwords_the_program_takes(name, text):
     """One rule: a password that `pulumi up` refuses (settings.check_password) is refused by the servers too, when
-    it reaches Parameter Store another way (README: Changing the password), and the servers take what the program
-    takes. Each script's own usable() runs in bash, in a UTF-8 locale. Planted (`,` and `=` allowed, the rule
-    before): fails."""
+    it reaches Parameter Store another way (docs/operations.md: Changing the password), and the servers take what
+    the program takes. Each script's own usable() runs in bash, in a UTF-8 locale. Planted (`,` and `=` allowed,
+    the rule before): fails."""
     body = re.search(r"^usable\(\) \{\n.*?^\}\n", text, re.M | re.S)
     assert body, f"{name}: no usable() function"
     program = "OPS_PARAMETER=\n" + body.group(0) + 'usable "$1" && echo takes || echo refuses\n'

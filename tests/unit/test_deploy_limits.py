@@ -9,7 +9,7 @@ import re
 import pytest
 
 from components.render.cloud_config import EC2_USER_DATA_LIMIT
-from tests.tools import ROOT
+from tests.tools import documentation
 from tests.unit.program import Program, run_program, user_data
 from tests.unit.user_data_shapes import CURRENT, INSTANCE, PLATFORM_SHAPES, SHAPES, USER_DATA_BUDGET, shape
 
@@ -137,9 +137,9 @@ def test_the_outputs_wait_for_the_servers_to_accept_the_password() -> None:
 
 
 def test_the_readmes_user_data_figures_are_the_measured_ones(sizes: dict) -> None:
-    """The README quotes the largest user data; it must be what the program renders now (it went stale before)."""
+    """The docs quote the largest user data; it must be what the program renders now (it went stale before)."""
     largest = max(size for per_server in sizes.values() for size, _ in per_server.values())
-    readme = (ROOT / "README.md").read_text()
+    readme = documentation()
     quoted = [int(n.replace(",", "")) for n in re.findall(r"gzipped it is at most ([\d,]+) bytes", readme)]
     quoted += [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) of EC2's 16,384 bytes", readme)]
     assert quoted, "the README quotes no user-data size any more: update this test"

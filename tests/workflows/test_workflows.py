@@ -156,8 +156,8 @@ def test_previews_run_branch_code_with_a_read_only_role_and_prod_behind_its_revi
     assert "AWS_ROLE_ARN }}" not in (WORKFLOWS / "preview.yml").read_text()
     assert job["environment"] == "${{ matrix.stack == 'prod' && 'production' || 'preview' }}"
     assert load("deploy.yml")["jobs"]["prod"]["environment"] == "production"
-    readme = (ROOT / "README.md").read_text()
-    assert "AWS_PREVIEW_ROLE_ARN" in readme and "AWS_ROLE_ARN" in readme
+    docs = (ROOT / "docs/development.md").read_text()  # "Pull requests and deploys"
+    assert "AWS_PREVIEW_ROLE_ARN" in docs and "AWS_ROLE_ARN" in docs
 
 
 def test_pulumi_action_inputs_exist_and_actions_are_pinned() -> None:

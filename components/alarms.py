@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from components.generated_tables import between_markers, main
 from components.monitoring import (
     METRIC_NAMES,
     METRIC_UNITS,
@@ -298,23 +299,8 @@ def markdown_table() -> str:
 
 def readme_with_table(readme: str) -> str:
     """`readme` (a page's text) with the text between the alarm table's markers replaced by the generated table."""
-    if readme.count(ALARMS_BEGIN) != 1 or readme.count(ALARMS_END) != 1:
-        raise ValueError("the page must hold the alarm table's begin and end markers once each")
-    head, rest = readme.split(ALARMS_BEGIN)
-    _, tail = rest.split(ALARMS_END)
-    return f"{head}{ALARMS_BEGIN}\n{markdown_table()}{ALARMS_END}{tail}"
+    return between_markers(readme, ALARMS_BEGIN, ALARMS_END, markdown_table())
 
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(description="The alarm table of docs/operations.md, from components/alarms.py.")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--markdown-table", action="store_true", help="print the table")
-    group.add_argument("--update-readme", metavar="PATH", type=Path, help="rewrite the table between its markers")
-    args = parser.parse_args()
-    if args.markdown_table:
-        print(markdown_table(), end="")
-    else:
-        args.update_readme.write_text(readme_with_table(args.update_readme.read_text()))
+    main("The alarm table of docs/operations.md, from components/alarms.py.", markdown_table, readme_with_table)

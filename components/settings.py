@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from components.errors import SettingsError
+from components.generated_tables import between_markers, main
 from components.monitoring import BACKUP_RETENTION_DAYS_DEFAULT, LOG_RETENTION_DAYS_DEFAULT
 from components.platforms import DEFAULT_PLATFORM, PLATFORMS
 from components.sizing import Minimums, minimums_for
@@ -735,23 +736,8 @@ def markdown_table() -> str:
 
 def readme_with_table(readme: str) -> str:
     """`readme` with the text between the table markers replaced by the generated table."""
-    if readme.count(TABLE_BEGIN) != 1 or readme.count(TABLE_END) != 1:
-        raise ValueError("the README must hold the configuration table's begin and end markers once each")
-    head, rest = readme.split(TABLE_BEGIN)
-    _, tail = rest.split(TABLE_END)
-    return f"{head}{TABLE_BEGIN}\n{markdown_table()}{TABLE_END}{tail}"
+    return between_markers(readme, TABLE_BEGIN, TABLE_END, markdown_table())
 
 
 if __name__ == "__main__":
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(description="The README's configuration table, generated from CONFIG_KEYS.")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--markdown-table", action="store_true", help="print the table")
-    group.add_argument("--update-readme", metavar="PATH", type=Path, help="rewrite the table between its markers")
-    args = parser.parse_args()
-    if args.markdown_table:
-        print(markdown_table(), end="")
-    else:
-        args.update_readme.write_text(readme_with_table(args.update_readme.read_text()))
+    main("The README's configuration table, generated from CONFIG_KEYS.", markdown_table, readme_with_table)

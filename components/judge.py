@@ -255,7 +255,7 @@ def check_memory(facts: Facts) -> list[Finding]:
                 WARN, "memory", f"{n.address} uses {mib:.1f} MiB with no maxmemory: it can grow until the OS "
                 "kills it", n.host, n.address,
                 _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf; on a Redis 5.0 server, "
-                     "CONFIG by its name in /etc/redis/auth.conf)"),
+                     "CONFIG by its name in its auth include, AUTH_FILE in /etc/redis/auth.env)"),
             ))
             continue
         text = f"{n.address} uses {mib:.1f} MiB of {limit / 2**20:.0f} MiB maxmemory ({share:.0%})"

@@ -127,7 +127,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "Pin the AMI. By default the id comes from Canonical's public SSM parameter "
         "(`/aws/service/canonical/ubuntu/server/20.04/stable/current/amd64/hvm/ebs-gp2/ami-id`, or "
         "`24.04/.../ebs-gp3/...`), which keeps working after Canonical deprecates older 20.04 images (a name search "
-        "would no longer see them). Either way, a newer AMI never replaces a running server (see below).",
+        "would no longer see them). Either way, a newer AMI never replaces a running server "
+        "([Safety](docs/boot-and-safety.md#safety-what-pulumi-up-will-and-will-not-do-to-running-servers)).",
         "deploy",
     ),
     ConfigKey(

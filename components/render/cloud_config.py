@@ -185,7 +185,7 @@ def server_files(
         _file(THP_TMPFILES_PATH, render_thp_tmpfiles()),
         _file(TEMPLATE_DROP_IN, render_template_drop_in(step_down=topology.cluster)),
         # redis-auth runs the launcher below: its programs come from the stack's bucket (fetched.py).
-        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls, aws_sandbox(platform, writes_conf=True))),
+        _file(f"{UNIT_DIR}/{AUTH_UNIT}", render_auth_unit(tls, aws_sandbox(platform, writes_auth=True))),
         _file(AUTH_ENV_PATH, auth_env),
     ]
     if tls:
@@ -237,7 +237,7 @@ def server_files(
         _file(PASSWORD_SYNC_ENV_PATH, render_env_file({**password_sync_env(ports, platform.redis_version, redis_cli),
                                                        **password_sync_fetch_env(settings.stack)})),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_UNIT}",
-              render_password_sync_unit(ports, aws_sandbox(platform, writes_conf=True))),
+              render_password_sync_unit(ports, aws_sandbox(platform, writes_auth=True))),
         _file(f"{UNIT_DIR}/{PASSWORD_SYNC_TIMER}", render_password_sync_timer()),
         # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.
         _file(BACKUP_ENV_PATH, render_env_file(backup_env(topology, server, stack=settings.stack,

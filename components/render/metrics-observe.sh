@@ -7,7 +7,8 @@
 # limit (components/render/fetched.py); from S3 a fix also reaches running servers, whose user
 # data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);
 # with no copy at all the run fails, and the missing metrics raise the alarms. When the user data
-# gave this server the deployer's public key (TOOLS_PUBLIC_KEY), a program runs only if its signature,
+# gave this server the deployer's public key (TOOLS_PUBLIC_KEY), a program runs only if its signature (kept
+# beside the copy and checked again, on a private copy, at every run),
 # the object TOOLS_KEY.sig (components/signing.py), verifies against it: anything else in the bucket,
 # or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
 # No secret here:
@@ -39,6 +40,14 @@ case "$program" in
     *) log "ERROR: TOOLS_KEY $TOOLS_KEY: a .py or .sh object"; exit 2 ;;
 esac
 
+# verified PROGRAM SIG : SIG (base64) is the deployer's signature of TOOLS_KEY's name and PROGRAM's bytes.
+verified() {
+    # What the deployer signed: the object's key, then its bytes (a signed program under another name fails).
+    { printf '%s\n' "$TOOLS_KEY"; cat "$1"; } >"$1.signed"
+    base64 -d "$2" >"$1.der" 2>/dev/null &&
+        openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$1.der" "$1.signed" >/dev/null 2>&1
+}
+
 fetch() {
     local bucket
     bucket=$(timeout -k 2 "${bounds[0]}" aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
@@ -51,10 +60,7 @@ fetch() {
         timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$work/sig" --region "$AWS_REGION" \
             --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
             { log "ERROR: cannot fetch $TOOLS_KEY.sig: $TOOLS_KEY refused unsigned"; return 1; }
-        # What the deployer signed: the object's key, then its bytes (a signed program under another name fails).
-        { printf '%s\n' "$TOOLS_KEY"; cat "$work/program"; } >"$work/signed"
-        if ! base64 -d "$work/sig" >"$work/der" 2>/dev/null ||
-            ! openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$work/der" "$work/signed" >/dev/null 2>&1; then
+        if ! verified "$work/program" "$work/sig"; then
             log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
             return 1
         fi
@@ -65,6 +71,7 @@ fetch() {
     else
         bash -n "$work/program" || return 1
     fi
+    [ ! -e "$work/sig" ] || mv -f "$work/sig" "$program.sig" # kept: the copy is checked again at every run
     mv -f "$work/program" "$program"
 }
 
@@ -86,5 +93,15 @@ until fetch; do
     log "cannot fetch $TOOLS_KEY yet; retrying in 10s"
     sleep 10
 done
-rm -rf "$work" # exec replaces this shell: the trap would not run
-exec "$run" "$program" "$@"
+# The state directory is shared with the other root units of the server: what runs is a copy in this run's
+# own directory under /tmp (private to the unit where it is sandboxed), checked there, so that a program
+# another unit planted in the state directory, or swapped in after a check, never runs.
+rm -rf "$work"
+work=$(mktemp -d)
+cp "$program" "$work/program"
+[ ! -e "$program.sig" ] || cp "$program.sig" "$work/sig"
+if [ -e "$TOOLS_PUBLIC_KEY" ] && ! verified "$work/program" "$work/sig"; then
+    log "ERROR: the copy of $TOOLS_KEY in $STATE_DIR has no valid signature from this stack's deployer: refused"
+    exit 1
+fi
+"$run" "$work/program" "$@"

@@ -40,9 +40,15 @@ class Paths:
         # The directory is the template's RuntimeDirectory=redis-%i.
         return f"{self.run_root}/redis-{port}/redis-server.pid"
 
+    # The auth include has a directory of its own: the only part of conf_dir that the root units which rewrite
+    # it may write (systemd.aws_sandbox), so that they cannot touch the other files root reads there.
+    @property
+    def auth_dir(self) -> str:
+        return f"{self.conf_dir}/auth"
+
     @property
     def auth_file(self) -> str:
-        return f"{self.conf_dir}/auth.conf"
+        return f"{self.auth_dir}/auth.conf"
 
     # TLS material, written at boot from SSM (EC2) or generated (loopback).
     @property

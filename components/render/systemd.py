@@ -38,11 +38,11 @@ STATE_DIR = "/var/lib/outsystems-redis"
 
 
 # The sandbox of the project's own units: no privilege gain, the file system read-only but for a private
-# /tmp and the unit's StateDirectory (and ReadWritePaths, where one writes /etc/redis), no home directories,
-# no devices. The units that only talk to Redis run in it as the redis user (cluster bootstrap and join,
-# role restore, make-room): a compromised script gets the redis user's sockets and nothing more. The root
-# units that call AWS (redis-auth, the password sync, backups, metrics, logs) run in it where the AWS CLI
-# is apt's (aws_sandbox): 24.04's is a snap, whose launcher needs privileges to start.
+# /tmp and the unit's StateDirectory (and the auth include's directory, for the two that rewrite it), no
+# home directories, no devices. The units that only talk to Redis run in it as the redis user (cluster
+# bootstrap and join, role restore, make-room): a compromised script gets the redis user's sockets and
+# nothing more. The root units that call AWS (redis-auth, the password sync, backups, metrics, logs) run in
+# it where the AWS CLI is apt's (aws_sandbox): 24.04's is a snap, whose launcher needs privileges to start.
 SANDBOX = (
     "NoNewPrivileges=yes\n"
     "ProtectSystem=strict\n"
@@ -59,12 +59,16 @@ SANDBOX = (
 )
 
 
-def aws_sandbox(platform: Platform, *, writes_conf: bool = False) -> str:
-    """SANDBOX for a root unit that calls AWS, on `platform` (none where the AWS CLI is a snap); `writes_conf`:
-    the unit rewrites files in /etc/redis (the auth include, the TLS files)."""
+def aws_sandbox(platform: Platform, *, writes_auth: bool = False) -> str:
+    """SANDBOX for a root unit that calls AWS, on `platform` (none where the AWS CLI is a snap); `writes_auth`:
+    the unit rewrites the auth include, in its own directory (systemd creates it), and nothing else of
+    /etc/redis: not the key that checks fetched programs, nor the environment files other root units read."""
     if platform.aws_cli_snap:
         return ""
-    return SANDBOX + (f"ReadWritePaths={EC2_PATHS.conf_dir}\n" if writes_conf else "")
+    if not writes_auth:
+        return SANDBOX
+    auth_dir = EC2_PATHS.auth_dir
+    return SANDBOX + f"ConfigurationDirectory={auth_dir.removeprefix('/etc/')}\nReadWritePaths={auth_dir}\n"
 
 
 def redis_unit(port: int) -> str:

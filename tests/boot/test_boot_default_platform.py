@@ -25,6 +25,7 @@ from tests.boot.support import (
     assert_first_boot,
     assert_redis_user_writes_nothing_root_reads,
     assert_replicated_elsewhere,
+    assert_roles_restore_themselves,
     assert_sessions_kept,
     booted,
     cli,
@@ -114,6 +115,8 @@ def test_a_stopped_master_hands_over_first_and_no_session_is_lost(focal_prod) ->
     another server before the process exits; sessions written the provider's way survive; started again, the
     process comes back as a replica, in sync."""
     deployment, fleet = focal_prod
+    # The whole cluster first (the tests before this one load a busy machine: a node may have timed out).
+    assert_roles_restore_themselves(fleet, deployment, deployment.nodes[1], "before the stop")
     written = write_sessions(fleet, deployment, 200)
     server = next(iter(fleet.servers.values()))
     master = f"{server.ip}:7000"
@@ -140,23 +143,25 @@ def test_a_stopped_master_hands_over_first_and_no_session_is_lost(focal_prod) ->
     assert_sessions_kept(fleet, deployment, written)
 
 
-# Each root unit that calls AWS, and whether it may write /etc/redis (the auth include, the TLS files).
+# Each root unit that calls AWS, and whether it may write the auth include's directory (and nothing else of
+# /etc/redis, where the key that checks fetched programs and other root units' environment files live).
 SANDBOXED = {"redis-password-sync.service": True, "redis-metrics.service": False, "redis-logs.service": False,
              "redis-backup.service": False}
 # ($$: systemd's own escape for a $ it must not expand.)
-PROBE = ("/bin/sh -c 'for p in /usr/local/sbin /etc/redis /root; do "
+PROBE = ("/bin/sh -c 'for p in /usr/local/sbin /etc/redis /etc/redis/auth /root; do "
          "if touch $$p/.osr-probe 2>/dev/null; then rm -f $$p/.osr-probe; echo $$p wrote; else echo $$p refused; "
          "fi; done > /var/lib/outsystems-redis/.osr-probe'")
 
 
 def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal_dev) -> None:
     """Where the AWS CLI is apt's (20.04), the root units that call AWS run in systemd.SANDBOX: a compromised
-    program (or AWS CLI) cannot replace what root runs, nor write /etc/redis unless its job is to. Probed from
+    program (or AWS CLI) cannot replace what root runs, nor write /etc/redis but the auth include's own
+    directory, and only the password sync that one. Probed from
     inside each unit as systemd merges it (a drop-in runs the probe before the program), then each runs its
     real job: no ERROR in its journal. Planted (20.04 marked aws_cli_snap, so no sandbox): the probe writes."""
     _, fleet = focal_dev
     server = next(iter(fleet.servers.values()))
-    for unit, writes_conf in SANDBOXED.items():
+    for unit, writes_auth in SANDBOXED.items():
         drop_in = server.merged / f"etc/systemd/system/{unit}.d/osr-probe.conf"
         drop_in.parent.mkdir(parents=True, exist_ok=True)
         drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
@@ -171,8 +176,12 @@ def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal
             server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
         assert ran.returncode == 0, f"{unit}:\n{journal}"
         assert "ERROR" not in journal, f"{unit}:\n{journal}"
-        assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "wrote" if writes_conf else "refused",
+        auth = "wrote" if writes_auth else "refused"
+        assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "refused", "/etc/redis/auth": auth,
                          "/root": "refused"}, f"{unit}: {probe}"
-    # redis-auth ran in it at boot: its programs wrote the auth include there, and its fence outside it.
-    assert "NoNewPrivileges=yes" in server.out("systemctl cat redis-auth.service")
-    assert server.out("stat -c '%U:%G %a' /etc/redis/auth.conf") == "root:redis 640"
+    # redis-auth ran in it at boot: its programs wrote the auth include in its own directory, its fence outside.
+    assert server.out("systemctl show -p NoNewPrivileges --value redis-auth.service") == "yes"
+    writable = server.out("systemctl show -p ReadWritePaths --value redis-auth.service").split()
+    assert [p for p in writable if p.startswith("/etc")] == ["/etc/redis/auth"], writable
+    assert server.out("stat -c '%U:%G %a' /etc/redis/auth/auth.conf") == "root:redis 640"
+    assert server.out("stat -c '%U:%G %a' /etc/redis/auth") == "root:root 755"

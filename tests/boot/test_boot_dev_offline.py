@@ -63,7 +63,7 @@ def test_dev_first_boot_while_ssm_denies_throttles_and_stalls(root: Path) -> Non
         # The password sync (every minute) reads the same parameter and may meet a fault or two itself.
         both = auth + server.out("journalctl -u redis-password-sync --no-pager -o cat")
         assert "AccessDeniedException" in both and "ThrottlingException" in both, both
-        assert "cannot read" in auth and "wrote /etc/redis/auth.conf" in auth, auth
+        assert "cannot read" in auth and "wrote /etc/redis/auth/auth.conf" in auth, auth
         assert f"cannot fetch {FETCH_PASSWORD_TOOL_KEY} yet" in auth, auth
         assert server.out("systemctl is-active redis-server@6379.service") == "active"
         print(verdict(post_deploy_check(fleet, deployment)))

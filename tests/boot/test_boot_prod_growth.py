@@ -94,7 +94,7 @@ def test_prod_servers_publish_metrics_and_logs(prod: Cluster) -> None:
         journal = next(i for i, line in enumerate(lines) if "logs put-log-events" in line and "/journal " in line)
         # redis-auth's own line, as the real journal has it (identifier and pid), from the first boot.
         payload = lines[journal + 1]
-        wrote = r'"message": "redis-auth\[\d+\]: redis-auth: wrote /etc/redis/auth.conf'
+        wrote = r'"message": "redis-auth\[\d+\]: redis-auth: wrote /etc/redis/auth/auth.conf'
         assert re.search(wrote, payload), payload[:500]
         assert prod.deployment.password not in "\n".join(lines)
 

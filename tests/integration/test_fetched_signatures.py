@@ -93,7 +93,17 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     bucket.put(program(2), signing.signature(SEED, KEY, program(2)))
     ran = launch(moto, tmp_path, public_key)
     assert ran.returncode == 0 and ran.stdout == "probe version 2\n" and ran.stderr == "", ran.stdout + ran.stderr
-    assert [p.name for p in (tmp_path / "state").iterdir()] == ["probe.sh"]  # no download left behind
+    # No download left behind: the copy, and its signature (checked again at every run).
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["probe.sh", "probe.sh.sig"]
+
+    # Another unit of the server (the state directory is shared) plants a program there while S3 is out of
+    # reach: the copy no longer matches its signature, and nothing runs. Planted (the copy run unchecked): the
+    # planted program runs.
+    bucket.s3.delete_object(Bucket=bucket.name, Key=KEY)
+    (tmp_path / "state" / "probe.sh").write_text("#!/bin/bash\necho planted\n")
+    ran = launch(moto, tmp_path, public_key)
+    assert ran.returncode == 1 and "planted" not in ran.stdout, ran.stdout + ran.stderr
+    assert "has no valid signature from this stack's deployer: refused" in ran.stderr, ran.stderr
 
 
 def test_a_server_whose_user_data_has_no_key_runs_what_it_fetches(moto, tmp_path):

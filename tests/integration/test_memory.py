@@ -5,8 +5,8 @@ its release) into one Redis process with a small maxmemory. Eviction picks singl
 take a held lock; the shipped one (redis_conf.EVICTION_POLICY) must take at most 2 % of requests' locks and
 fewer than volatile-ttl, and on 7.0 fewer than every other and lose no write. Planted (allkeys-lfu shipped),
 the 7.0 case fails.
-Redis 5.0 refuses script writes at the limit (measured below without, then with, redis-make-room): README
-"When memory is full".
+Redis 5.0 refuses script writes at the limit (measured below without, then with, redis-make-room):
+docs/boot-and-safety.md, "When memory is full".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's manual fallback for replacing one server, run for real on loopback.
+"""The manual fallback for replacing one server (docs/boot-and-safety.md), run for real on loopback.
 
 A replaced server rejoins by itself (tests/integration/test_rejoin.py). The manual procedure stays
 documented for when that rejoin cannot act (its log says why) and for servers deployed before it

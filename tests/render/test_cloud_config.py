@@ -82,7 +82,7 @@ def test_user_data_content(servers, platform):
         confs = [p for p in files if re.fullmatch(r"/etc/redis/redis-\d+\.conf", p)]
         assert len(confs) == (1 if servers == 1 else 2)
         for conf in confs:
-            assert "requirepass" not in files[conf] and "include /etc/redis/auth.conf" in files[conf]
+            assert "requirepass" not in files[conf] and "include /etc/redis/auth/auth.conf" in files[conf]
     with_bootstrap = [i for i, t in enumerate(texts) if systemd.BOOTSTRAP_PATH in files_of(t)]
     assert with_bootstrap == ([] if servers == 1 else [0])
 
@@ -270,10 +270,13 @@ SYSTEMD_245_DIRECTIVES = {
     "SyslogIdentifier": 1, "TimeoutStartSec": 188, "TimeoutStopSec": 188, "Type": 1, "Unit": 1, "User": 1,
     "WantedBy": 1, "Wants": 1, "ReadWritePaths": 231, "ProtectKernelTunables": 232, "ProtectKernelModules": 232,
     "ProtectControlGroups": 232, "RestrictSUIDSGID": 242, "RestrictNamespaces": 233, "LockPersonality": 235,
-    "SystemCallArchitectures": 209,
+    "SystemCallArchitectures": 209, "ConfigurationDirectory": 239,
 }
-# Values that came later than their directive, all before 245 too: Type=exec (240), ProtectSystem=strict (232),
-# ExecStop=+ (231).
+# The values used of directives whose later values came after 245 (ProtectHome=tmpfs 242 is fine, but
+# PrivateTmp=disconnected is 255, ProtectSystem= and Type= gained values over time): each checked against 245.
+SYSTEMD_245_VALUES = {"Type": {"oneshot", "exec", "notify", "simple", "forking"},  # exec: 240
+                      "ProtectSystem": {"strict", "full", "true", "yes"}, "ProtectHome": {"yes", "read-only", "tmpfs"},
+                      "PrivateTmp": {"yes"}, "StateDirectoryMode": {"0700", "0750"}}
 
 
 def test_the_20_04_units_use_only_what_systemd_245_knows():
@@ -291,3 +294,5 @@ def test_the_20_04_units_use_only_what_systemd_245_knows():
     unknown = sorted(set(used) - set(SYSTEMD_245_DIRECTIVES))
     assert not unknown, f"check these against systemd 245 (Ubuntu 20.04), then list them: {unknown}"
     assert all(v <= 245 for v in SYSTEMD_245_DIRECTIVES.values())
+    late = {k: sorted(used[k] - allowed) for k, allowed in SYSTEMD_245_VALUES.items() if used.get(k, set()) - allowed}
+    assert not late, f"values to check against systemd 245, then list: {late}"

@@ -38,7 +38,7 @@ def test_a_new_server_carries_the_join(servers, index, platform):
     # redis-provision enables and starts the join (without blocking) once the packages are in.
     assert systemd.JOIN_UNIT in files[systemd.PROVISION_ENV_PATH]
     env = files[systemd.JOIN_ENV_PATH]
-    assert "requirepass" not in env and 'AUTH_FILE="/etc/redis/auth.conf"' in env
+    assert "requirepass" not in env and 'AUTH_FILE="/etc/redis/auth/auth.conf"' in env
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -73,20 +73,20 @@ def test_every_server_can_rejoin_and_no_servers_user_data_depends_on_the_final_c
 
 def test_join_inputs_name_the_servers_up_to_this_one_in_index_order():
     _, topology = stack(6, "ubuntu-20.04-redis-5.0")
-    env = join_env(topology, 4, auth_file="/etc/redis/auth.conf")
+    env = join_env(topology, 4, auth_file="/etc/redis/auth/auth.conf")
     assert env["SERVERS"].split() == [s.private_ip for s in topology.servers[:5]]
     assert env["SERVER_INDEX"] == "4"
     assert (env["MASTER_PORT"], env["REPLICA_PORT"]) == ("7000", "7001")
     # One of the first servers names those first servers (fixed), and where it sits among them.
     for index in range(INITIAL_CLUSTER_SERVERS):
-        env = join_env(topology, index, auth_file="/etc/redis/auth.conf")
+        env = join_env(topology, index, auth_file="/etc/redis/auth/auth.conf")
         assert env["SERVERS"].split() == [s.private_ip for s in topology.servers[:INITIAL_CLUSTER_SERVERS]]
         assert env["SERVER_INDEX"] == str(index)
     with pytest.raises(ValueError):
-        join_env(topology, 6, auth_file="/etc/redis/auth.conf")
+        join_env(topology, 6, auth_file="/etc/redis/auth/auth.conf")
     _, single = stack(1, "ubuntu-20.04-redis-5.0")
     with pytest.raises(ValueError):
-        join_env(single, 0, auth_file="/etc/redis/auth.conf")
+        join_env(single, 0, auth_file="/etc/redis/auth/auth.conf")
 
 
 def test_join_script_passes_shellcheck(tmp_path):

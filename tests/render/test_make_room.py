@@ -30,7 +30,7 @@ def test_only_redis_5_0_servers_run_it_with_their_own_ports(servers, platform):
         assert all(f"{h}\n" in unit for h in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"))
         env = env_of(f[make_room.MAKE_ROOM_ENV_PATH])
         assert env["PORTS"].split() == (["6379"] if servers == 1 else ["7000", "7001"])
-        assert env["AUTH_FILE"] == "/etc/redis/auth.conf" and PASSWORD not in f[make_room.MAKE_ROOM_ENV_PATH]
+        assert env["AUTH_FILE"] == "/etc/redis/auth/auth.conf" and PASSWORD not in f[make_room.MAKE_ROOM_ENV_PATH]
 
 
 def test_the_memory_alarm_fires_before_it_evicts():

@@ -460,7 +460,7 @@ class Loopback:
             self.ssm_put(generate_password(), ops)  # as the program's pulumi-random operations secret
         for server in self.topology.servers:
             paths = self.paths(server.index)
-            Path(paths.conf_dir).mkdir(parents=True, exist_ok=True)
+            Path(paths.auth_dir).mkdir(parents=True, exist_ok=True)  # on EC2, redis-auth's ConfigurationDirectory
             Path(paths.log_dir).mkdir(parents=True, exist_ok=True)
             fetched = self.fetch_password(server.index, ATTEMPTS=str(fetch_attempts), RETRY_SECONDS="1")
             if fetched.returncode != 0:

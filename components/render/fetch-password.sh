@@ -75,7 +75,6 @@ trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the p
 # then a rename), root:redis 0640. UNTIL and USER_LINE carry a 7.0 grace entry over.
 write_auth() {
     umask 077
-    [ -d "${AUTH_FILE%/*}" ] || mkdir -m 0755 "${AUTH_FILE%/*}" # EC2: redis-auth's ConfigurationDirectory
     tmp=$(mktemp "$AUTH_FILE.XXXXXX")
     # printf is a shell builtin: the password is never an argv of a process.
     printf 'requirepass %s\nmasterauth %s\n' "$1" "$1" >"$tmp"

@@ -61,14 +61,11 @@ SANDBOX = (
 
 def aws_sandbox(platform: Platform, *, writes_auth: bool = False) -> str:
     """SANDBOX for a root unit that calls AWS, on `platform` (none where the AWS CLI is a snap); `writes_auth`:
-    the unit rewrites the auth include, in its own directory (systemd creates it), and nothing else of
+    the unit rewrites the auth include, in its own directory (redis-auth's ConfigurationDirectory), and nothing else of
     /etc/redis: not the key that checks fetched programs, nor the environment files other root units read."""
     if platform.aws_cli_snap:
         return ""
-    if not writes_auth:
-        return SANDBOX
-    auth_dir = EC2_PATHS.auth_dir
-    return SANDBOX + f"ConfigurationDirectory={auth_dir.removeprefix('/etc/')}\nReadWritePaths={auth_dir}\n"
+    return SANDBOX + (f"ReadWritePaths={EC2_PATHS.auth_dir}\n" if writes_auth else "")
 
 
 def redis_unit(port: int) -> str:
@@ -206,6 +203,7 @@ def render_auth_unit(tls: bool = False, sandbox: str = "") -> str:
         + (f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_TLS_TOOL_KEY} {OBSERVE_PATH}\n" if tls else "")
         + f"StateDirectory={STATE_DIR.rsplit('/', 1)[1]}\n"
         "StateDirectoryMode=0700\n"
+        f"ConfigurationDirectory={EC2_PATHS.auth_dir.removeprefix('/etc/')}\n"
         "SyslogIdentifier=redis-auth\n"
         f"TimeoutStartSec={AUTH_TIMEOUT_SECONDS}\n"
         f"{sandbox}"

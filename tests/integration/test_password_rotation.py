@@ -336,7 +336,7 @@ def test_sync_through_the_tls_cli(loopback_factory):  # noqa: F811
 def fetcher(tmp_path: Path) -> Loopback:
     """The stand-in Parameter Store and the shipped fetch for one server, with no Redis running."""
     lo = Loopback(tmp_path / "state", servers=1, version="7.0", hosts=["127.0.0.1"])
-    Path(lo.paths(0).conf_dir).mkdir(parents=True)
+    Path(lo.paths(0).auth_dir).mkdir(parents=True)  # on EC2, redis-auth's ConfigurationDirectory
     return lo
 
 
@@ -459,7 +459,7 @@ def test_a_reboot_waits_at_most_its_cached_wait_when_only_the_operations_secret_
     a hanging second read cannot hold Redis back longer than the first alone could. Planted (each call
     bounded by SSM_CALL_SECONDS alone): about 12 s."""
     lo = Loopback(tmp_path / "state", servers=1, version="5.0", hosts=["127.0.0.1"])
-    Path(lo.paths(0).conf_dir).mkdir(parents=True)
+    Path(lo.paths(0).auth_dir).mkdir(parents=True)
     lo.write_files()  # the first boot: the password, the operations secret and the names
     written = Path(lo.paths(0).auth_file).read_text()
     assert f"rename-command CONFIG CONFIG-{lo.ops_secret}" in written
@@ -479,7 +479,7 @@ def test_a_first_boot_gives_up_within_its_first_boot_seconds_and_names_the_param
     TimeoutStartSec would kill it (tests/render/test_password.py checks the sum). Here only Redis 5.0's operations
     secret hangs. Planted (each call bounded by SSM_CALL_SECONDS alone, 30 attempts): about 2 minutes."""
     lo = Loopback(tmp_path / "state", servers=1, version="5.0", hosts=["127.0.0.1"])
-    Path(lo.paths(0).conf_dir).mkdir(parents=True)
+    Path(lo.paths(0).auth_dir).mkdir(parents=True)
     lo.write_password_scripts()
     lo.ssm_put(lo.password)
     ops = secret_names_env("rehearsal", lo.platform)["OPS_PARAMETER"]

@@ -48,6 +48,12 @@ class AlarmRule:
     summary: str  # what it means, for the alarm description and the README
     action: str  # what the person paged does first
 
+    def metric_alarm_inputs(self) -> dict:
+        """The rule as aws.cloudwatch.MetricAlarm's arguments (the rest is the alarm's own)."""
+        return {"statistic": self.statistic, "period": self.period, "evaluation_periods": self.evaluation_periods,
+                "comparison_operator": self.comparison, "threshold": self.threshold,
+                "treat_missing_data": self.treat_missing_data}
+
 
 # One minute of data per publish (PUBLISH_PERIOD_SECONDS). Only ClusterStateOk treats missing data as
 # breaching: it is the heartbeat, so a server (or its publisher) that goes silent pages once, by name,

@@ -215,7 +215,6 @@ class RedisObservability(pulumi.ComponentResource):
         actions = [self.topic_arn]
         for server in servers:
             for spec in server_alarms(s.stack, server.name, s.cluster):
-                rule = spec.rule
                 self.alarms.append(
                     aws.cloudwatch.MetricAlarm(
                         f"{server.name}-{spec.key}",
@@ -224,12 +223,7 @@ class RedisObservability(pulumi.ComponentResource):
                         namespace=spec.namespace,
                         metric_name=spec.metric,
                         dimensions=dict(spec.dimensions) or {"InstanceId": server.instance_id},
-                        statistic=rule.statistic,
-                        period=rule.period,
-                        evaluation_periods=rule.evaluation_periods,
-                        comparison_operator=rule.comparison,
-                        threshold=rule.threshold,
-                        treat_missing_data=rule.treat_missing_data,
+                        **spec.rule.metric_alarm_inputs(),
                         alarm_actions=actions,
                         ok_actions=actions,  # "resolved" reaches the same people
                         tags=self._args.tags,

@@ -168,7 +168,10 @@ echo 'deb [trusted=yes] file:/srv/repo ./' >"$root/etc/apt/sources.list"
 in_root apt-get clean
 # Either line installs from it alone (a simulation: nothing is installed here).
 rm -rf "$root"/var/lib/apt/lists/*
-in_root apt-get update -qq >>"$work/apt.log" 2>&1
+in_root apt-get update -qq >>"$work/apt.log" 2>&1 || {
+  tail -30 "$work/apt.log" >&2
+  exit 1
+}
 for pin in "$REDIS_VERSION" "5:$FOCAL_REDIS"; do
   in_root apt-get install -s -qq "redis-server=$pin" "redis-tools=$pin" awscli >>"$work/apt.log" 2>&1 || {
     tail -30 "$work/apt.log" >&2

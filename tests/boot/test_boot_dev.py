@@ -48,7 +48,7 @@ def test_the_password_sync_runs_the_signed_program_from_the_stacks_bucket(dev: t
     user data's key, and runs it; with the password unchanged it changes nothing and succeeds."""
     deployment, fleet = dev
     server = fleet.servers[0]
-    ran = server.exec("systemctl start redis-password-sync.service", timeout=120)
+    ran = server.start("redis-password-sync.service")
     journal = server.out("journalctl -u redis-password-sync --no-pager -o cat")
     assert ran.returncode == 0, journal + "\n" + server.diagnostics()
     copy = server.merged / STATE_DIR.lstrip("/") / Path(PASSWORD_SYNC_TOOL_KEY).name
@@ -61,7 +61,7 @@ def test_the_password_sync_runs_the_signed_program_from_the_stacks_bucket(dev: t
     original = served.read_text()
     served.write_text(original + "echo tampered\n")
     try:
-        ran = server.exec("systemctl start redis-password-sync.service", timeout=120)
+        ran = server.start("redis-password-sync.service")
         journal = server.out("journalctl -u redis-password-sync --no-pager -o cat")
         assert ran.returncode == 0, journal
         assert "no valid signature from this stack's deployer" in journal and "tampered" not in journal, journal

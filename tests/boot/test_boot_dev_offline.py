@@ -88,7 +88,7 @@ def test_dev_jobs_meet_s3_cloudwatch_and_logs_faults_and_say_what_they_lack(root
 
         def run(unit: str) -> tuple[int, str]:
             """One run of `unit` to its end: its exit status and what it wrote to the journal."""
-            started = server.exec(f"systemctl start {unit}", timeout=120)
+            started = server.start(unit)
             invocation = server.out(f"systemctl show -p InvocationID --value {unit}")
             journal = server.out(f"journalctl _SYSTEMD_INVOCATION_ID={invocation} --no-pager -o cat")
             return started.returncode, journal

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests import conftest
 from tests.tools import ROOT
 
@@ -81,3 +83,45 @@ def test_a_recovered_units_console_line_is_forgiven_in_every_later_check_of_that
     # A failure of another unit in the same boot is still reported.
     server.console = lambda tail=4000: "[FAILED] Failed to start systemd-ti…Network Time Synchronization.\n"
     assert server.boot_problems() == ["console: [FAILED] Failed to start systemd-ti…Network Time Synchronization."]
+
+
+def test_a_unit_the_wait_started_again_after_219_cgroup_is_recovered_for_that_boots_checks(tmp_path) -> None:
+    """redis-provision failed at the container's cgroup setup during a power cycle; waiting for the units started
+    it again and it ran. Its console line must not fail the boot check that follows (CI, stop 34). A second
+    219 of the same unit is a failure. Only systemd's answers are stood in for."""
+    from tests.boot import machines
+
+    server = object.__new__(machines.Server)
+    server.recovered = set()
+    server.name = "server-1"
+    server.merged = tmp_path
+    (tmp_path / "var/log").mkdir(parents=True)
+    (tmp_path / "var/log/cloud-init-output.log").write_text("Cloud-init finished\n")
+    states = iter([{"redis-provision.service": "failed"}, {"redis-provision.service": "done"}])
+    started = []
+    server.units_state = lambda units: next(states)
+    server._failed_at_cgroup_setup = lambda unit: True
+    server.exec = lambda command, timeout=60: started.append(command)
+    server.diagnostics = lambda: ""
+    answers = {
+        "cloud-init status --long": "status: done",
+        "cat /run/cloud-init/result.json": '{"errors": []}',
+        "cat /run/cloud-init/status.json": '{"errors": []}',
+        "systemctl show -p Description --value redis-provision.service":
+            "Install the pinned Redis packages if missing, then enable and start the Redis units",
+    }
+    server.out = lambda command, *a, **k: answers.get(command, "")
+    server.console = lambda tail=4000: "[FAILED] Failed to start redis-prov… enable and start the Redis units.\n"
+    server._cgroup_flake_recovered = lambda unit, timeout=75: False
+    server._cgroup_flake_rerun = lambda unit, timeout=60: False
+
+    server.wait_units_active(["redis-provision.service"], timeout=5)
+    assert started == ["systemctl reset-failed redis-provision.service; "
+                       "systemctl start --no-block redis-provision.service"]
+    assert server.boot_problems() == []
+
+    server.recovered = set()  # the next boot
+    states = iter([{"redis-provision.service": "failed"}, {"redis-provision.service": "failed"}])
+    server.units_state = lambda units: next(states)
+    with pytest.raises(AssertionError, match="failed: \\['redis-provision.service'\\]"):
+        server.wait_units_active(["redis-provision.service"], timeout=5)

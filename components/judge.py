@@ -32,6 +32,9 @@ SLOT_BALANCE_TOLERANCE = 0.05  # of the fair share 16384/N: a finished rebalance
 # Servers read their certificate at boot; `pulumi up` renews it in Parameter Store 30 days
 # before expiry, so a served certificate this close to its end was never reloaded.
 CERT_WARN_DAYS = 21
+# The front-ends' password does not reach CONFIG: the server's scripts send it by the secret name in its auth
+# include (servers created before the secret names keep the plain CONFIG).
+CONFIG_BY_NAME = "CONFIG by its name in the server's auth include, AUTH_FILE in /etc/redis/auth.env"
 # Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
 # Requires= it, so a restart of it would restart Redis too. Servers created before redis-auth's programs
 # moved to the bucket carry redis-fetch-tls in their user data; later ones run it through the launcher.
@@ -254,8 +257,7 @@ def check_memory(facts: Facts) -> list[Finding]:
             out.append(Finding(
                 WARN, "memory", f"{n.address} uses {mib:.1f} MiB with no maxmemory: it can grow until the OS "
                 "kills it", n.host, n.address,
-                _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf; on a Redis 5.0 server, "
-                     "CONFIG by its name in its auth include, AUTH_FILE in /etc/redis/auth.env)"),
+                _cli(n.address, "CONFIG SET maxmemory <bytes>  (and in redis.conf; " + CONFIG_BY_NAME + ")"),
             ))
             continue
         text = f"{n.address} uses {mib:.1f} MiB of {limit / 2**20:.0f} MiB maxmemory ({share:.0%})"
@@ -298,7 +300,7 @@ def check_tls(facts: Facts, now: float | None = None) -> list[Finding]:
             n.host, n.address,
             f"pulumi up (renews it in Parameter Store), then on server {n.host}: {FETCH_TLS} "
             f"&& " + _cli(n.address, "CONFIG SET tls-cert-file /etc/redis/tls/server.crt "
-                                     "tls-key-file /etc/redis/tls/server.key"),
+                                     "tls-key-file /etc/redis/tls/server.key  (" + CONFIG_BY_NAME + ")"),
         ))
     ca = facts.tls.ca_file or ("the CA given in the environment" if facts.tls.ca_data else "the system trust store")
     out.append(Finding(OK, "tls", f"{len(up)} of {len(facts.nodes)} processes answer over TLS with a certificate "

@@ -20,7 +20,7 @@ def password_parameter(stack: str) -> str:
 
 
 def ops_password_parameter(stack: str) -> str:
-    """The operations secret of a Redis 5.0 stack: the servers' own scripts know the administrative
+    """The operations secret of a stack: the servers' own scripts know the administrative
     commands by names made from it (redis_conf.SECRET_NAMED_COMMANDS); the front-ends never see it."""
     return f"/outsystems-redis/{stack}/ops-password"
 

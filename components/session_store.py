@@ -477,9 +477,8 @@ class RedisSessionStore(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        # Redis 5.0 has no users: the servers' scripts know CONFIG and SLOWLOG by names made from this
-        # secret, which the front-ends never get (redis_conf.SECRET_NAMED_COMMANDS). Letters and digits:
-        # a command name.
+        # The servers' scripts know CONFIG and SLOWLOG (and ACL on 7.0) by names made from this secret, which
+        # the front-ends never get (redis_conf.SECRET_NAMED_COMMANDS). Letters and digits: a command name.
         self.ops_parameter: aws.ssm.Parameter | None = None
         if secret_named_commands(PLATFORMS[s.platform]):
             self.ops_parameter = aws.ssm.Parameter(
@@ -488,8 +487,8 @@ class RedisSessionStore(pulumi.ComponentResource):
                 type="SecureString",
                 value=pulumi.Output.secret(
                     random.RandomPassword(f"{name}-ops-password", length=40, special=False, opts=child).result),
-                description="Operations secret of the OutSystems session store: the names of Redis 5.0's "
-                            "administrative commands on its servers",
+                description="Operations secret of the OutSystems session store: the names of Redis "
+                            f"{PLATFORMS[s.platform].redis_version}'s administrative commands on its servers",
                 tags=tags,
                 opts=child,
             )

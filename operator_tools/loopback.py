@@ -84,7 +84,7 @@ BASH = shutil.which("bash") or "/bin/bash"  # by path: the scripts may run with 
 
 
 def command_name_in(auth_file: Path, command: str) -> str:
-    """What the server of `auth_file` calls `command`: Redis 5.0's secret name from its auth include, read as
+    """What the server of `auth_file` calls `command`: its secret name from its auth include, read as
     the servers' own agent reads it (redis_conf.SECRET_NAMED_COMMANDS), else the command itself."""
     return read_command_names(str(auth_file)).get(command.upper(), command)
 
@@ -487,7 +487,7 @@ class Loopback:
 
     @property
     def ops_secret(self) -> str | None:
-        """Redis 5.0's operations secret in the stand-in Parameter Store (None on 7.0, or before write_files)."""
+        """The operations secret in the stand-in Parameter Store (None before write_files)."""
         name = secret_names_env(STACK, self.platform).get("OPS_PARAMETER")
         return self.ssm_value(name) if name else None
 

@@ -192,8 +192,11 @@ class Migration:
         if any(not v.startswith("7.0.") for v in new_v):
             raise MigrationError(f"the new servers must run Redis 7.0; they run {', '.join(new_v)}")
         for node in self.new_nodes:
-            hostname = self.call(node, "CONFIG", "GET", "cluster-announce-hostname")
-            if isinstance(hostname, list) and len(hostname) > 1 and hostname[1]:
+            # CLUSTER NODES, not CONFIG GET (CONFIG has a secret name on the servers): 7.0 writes an
+            # announced hostname after the bus port of the node's own line, `ip:port@cport,hostname`.
+            nodes = str(self.call(node, "CLUSTER", "NODES")).splitlines()
+            myself = next((w for w in map(str.split, nodes) if len(w) > 2 and "myself" in w[2].split(",")), None)
+            if myself and "," in myself[1]:
                 raise MigrationError(f"{node[0]}:{node[1]} sets cluster-announce-hostname; its bus "
                                      "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
         cinfo = health.parse_cluster_info(str(self.call(self.old_nodes[0], "CLUSTER", "INFO")))

@@ -9,7 +9,7 @@
 # A Redis 7.0 grace entry left by redis-password-sync (previous password still
 # accepted until an epoch) is kept while SSM holds the password it belongs to,
 # so a reboot during the grace accepts both; an ended grace is dropped.
-# Redis 5.0 (RENAMED_COMMANDS set): the commands it names are renamed to
+# RENAMED_COMMANDS (set by the program): the commands it names are renamed to
 # <COMMAND>-<operations secret>, from OPS_PARAMETER, in the same include; only
 # the servers' own scripts, which read them there, know those names.
 # Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).

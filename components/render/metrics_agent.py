@@ -141,8 +141,8 @@ def read_passwords(auth_file: str) -> list[str]:
 
 
 def read_command_names(auth_file: str) -> dict[str, str]:
-    """What this server's Redis calls a renamed command (5.0's secret names, redis_conf.SECRET_NAMED_COMMANDS):
-    `rename-command CONFIG <name>` lines of the auth include; empty without any."""
+    """What this server's Redis calls a renamed command (the secret names, redis_conf.SECRET_NAMED_COMMANDS):
+    `rename-command CONFIG <name>` lines of the auth include; empty without any (a server created before)."""
     if not os.path.exists(auth_file):
         return {}
     with open(auth_file) as f:

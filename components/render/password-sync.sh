@@ -8,8 +8,8 @@
 #   new connection string into the front-ends), recorded in AUTH_FILE so a
 #   restart keeps it; the first run after that removes it.
 # Then AUTH_FILE is rewritten (first line `requirepass <password>`: the cluster
-# scripts read it); its `rename-command` lines (Redis 5.0's secret command names,
-# written by redis-auth at boot) are kept, and CONFIG is sent by its name there.
+# scripts read it); its `rename-command` lines (the secret command names, written
+# by redis-auth at boot) are kept, and CONFIG and ACL are sent by their names there.
 # The password never reaches an argv (commands on redis-cli's stdin,
 # REDISCLI_AUTH) or the log; replies are checked (redis-cli exits 0 on
 # errors) but never printed: an error could quote the password.
@@ -51,13 +51,14 @@ flock -n 9 || {
 
 # What the processes use now, parsed by the shell itself (no password reaches an argv):
 # current = requirepass; accepted = the default user's passwords of a 7.0 grace; until = its end.
-current="" until="" accepted=() renames=() config=CONFIG
+current="" until="" accepted=() renames=() config=CONFIG acl=ACL
 while read -r -a words; do
     case "${words[0]:-}" in
     requirepass) [ -n "$current" ] || current=${words[1]:-} ;;
     rename-command)
         renames+=("${words[*]}")
         [ "${words[1]:-}" != CONFIG ] || config=${words[2]:-CONFIG}
+        [ "${words[1]:-}" != ACL ] || acl=${words[2]:-ACL}
         ;;
     "#") [ "${words[1]:-}" != previous-password-until ] || until=${words[2]:-} ;;
     user)
@@ -168,7 +169,7 @@ if [ -n "$new" ] && [ "$new" != "$current" ]; then
         elif [ "$grace" -gt 0 ]; then
             # Exactly the current and the new password: a previous one still in its grace (a second
             # change within the hour) goes now. One atomic command; repeating it changes nothing.
-            if apply "$port" "ACL SETUSER default resetpass \">$current\" \">$new\"" "$config SET masterauth \"$new\""; then
+            if apply "$port" "$acl SETUSER default resetpass \">$current\" \">$new\"" "$config SET masterauth \"$new\""; then
                 log "$REDIS_HOST:$port takes the new password, and the previous one during the grace"
             else
                 failed=1
@@ -198,7 +199,7 @@ elif [ -n "$previous" ] && [ "$until" -le "$now" ]; then
         # grace already has requirepass = current, and an unchanged value is not applied again.
         # It only keeps CONFIG GET requirepass true.
         if login "$port" "$current" "$previous" &&
-            apply "$port" "ACL SETUSER default resetpass \">$current\"" "$config SET requirepass \"$current\""; then
+            apply "$port" "$acl SETUSER default resetpass \">$current\"" "$config SET requirepass \"$current\""; then
             log "$REDIS_HOST:$port: the grace has ended; the previous password is refused from now on"
         else
             failed=1

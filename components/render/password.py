@@ -43,8 +43,8 @@ def fetch_password_script() -> str:
 
 
 def secret_names_env(stack: str, platform: Platform) -> dict[str, str]:
-    """redis-fetch-password's inputs for Redis 5.0's secret command names (redis_conf.SECRET_NAMED_COMMANDS):
-    the operations secret's parameter and the commands to rename; nothing on 7.0."""
+    """redis-fetch-password's inputs for the secret command names (redis_conf.secret_named_commands):
+    the operations secret's parameter and the commands to rename."""
     commands = secret_named_commands(platform)
     return {"OPS_PARAMETER": ops_password_parameter(stack), "RENAMED_COMMANDS": " ".join(commands)} if commands else {}
 

@@ -87,8 +87,8 @@ TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
 
 
 # Commands that no client, script or tool of this product sends, and that let a holder of the
-# password administer the store rather than keep sessions in it. On Redis 5.0 the front-ends and the
-# servers' scripts share one password (SECURITY.md), so these are removed outright (renamed to ""), on
+# password administer the store rather than keep sessions in it. The front-ends and the servers' scripts
+# share one password (SECURITY.md), so these are removed outright (renamed to ""), on
 # both Redis lines, for every caller. CLUSTER stays: StackExchange.Redis reads the slot map with CLUSTER
 # NODES.
 DISABLED_COMMANDS = (
@@ -107,25 +107,35 @@ DISABLED_COMMANDS = (
 # Not SHUTDOWN: redis-cli 5.0's `--cluster del-node` (docs/operations.md: shrinking) ends with it. A front-end
 # that stops a process only gets it restarted by systemd (and, on a cluster, failed over first).
 
-# Redis 5.0 has no users: what the servers' scripts need and the front-ends must not have is renamed to a
-# name only the servers know, `<COMMAND>-<operations secret>` (its own SecureString,
-# parameters.ops_password_parameter), written into the auth include at boot by redis-auth. CONFIG rotates
-# the password and makes room below maxmemory; without it a front-end could move `dir` and `dbfilename`
-# (a file written wherever redis may), set its own `requirepass` (everyone locked out) or `maxmemory 1`
-# (every session evicted). SLOWLOG goes with it: an entry quotes a slow command as sent, the secret name
-# of a CONFIG SET that evicted included. (Redis 7.0's CONFIG SET of `dir` and `dbfilename` is refused by
-# enable-protected-configs.)
+# 7.0's own: coordinated failover of a replicated pair, which the cluster does with CLUSTER FAILOVER instead.
+DISABLED_COMMANDS_7_0 = ("FAILOVER",)
+
+# The front-ends and the servers' scripts log in with one password (the `default` user on 7.0): what the
+# scripts need and the front-ends must not have is renamed to a name only the servers know,
+# `<COMMAND>-<operations secret>` (its own SecureString, parameters.ops_password_parameter), written into
+# the auth include at boot by redis-auth. CONFIG rotates the password and makes room below maxmemory;
+# without it a front-end could move `dir` and `dbfilename` (a file written wherever redis may), set its own
+# `requirepass` (everyone locked out) or `maxmemory 1` (every session evicted). SLOWLOG goes with it: an
+# entry quotes a slow command as sent, the secret name of a CONFIG SET that evicted included. On 7.0, ACL
+# too (the password sync's grace sets the default user's two passwords with it; a front-end could lock
+# everyone out or read the ACL log). Neither COMMAND nor CLIENT LIST shows a renamed command's new name.
 SECRET_NAMED_COMMANDS = ("CONFIG", "SLOWLOG")
+SECRET_NAMED_COMMANDS_7_0 = ("ACL",)
+
+
+def disabled_commands(platform: Platform) -> tuple[str, ...]:
+    """The commands gone from `platform`'s Redis (5.0 refuses to start on a rename of one it lacks)."""
+    return DISABLED_COMMANDS + (DISABLED_COMMANDS_7_0 if platform.redis_version != "5.0" else ())
 
 
 def secret_named_commands(platform: Platform) -> tuple[str, ...]:
-    """The commands that `platform`'s Redis knows only by secret names (none on 7.0)."""
-    return SECRET_NAMED_COMMANDS if platform.redis_version == "5.0" else ()
+    """The commands that `platform`'s Redis knows only by secret names."""
+    return SECRET_NAMED_COMMANDS + (SECRET_NAMED_COMMANDS_7_0 if platform.redis_version != "5.0" else ())
 
 
 def command_lines(platform: Platform) -> list[str]:
-    """What the password cannot do: DISABLED_COMMANDS gone; on 7.0 its own switches stated, all off."""
-    lines = [f'rename-command {command} ""' for command in DISABLED_COMMANDS]
+    """What the password cannot do: disabled_commands gone; on 7.0 its own switches stated, all off."""
+    lines = [f'rename-command {command} ""' for command in disabled_commands(platform)]
     if platform.redis_version != "5.0":
         # Redis 7.0's defaults, written out so that a changed default cannot turn them on: no DEBUG or
         # MODULE (already gone above), and no CONFIG SET of the protected configs (dir, dbfilename),

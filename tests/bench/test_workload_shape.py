@@ -30,7 +30,7 @@ def test_a_request_is_the_providers_two_scripts_over_hashes_and_a_released_lock(
     nodes = [(p.host, p.port)]
     prefill(nodes, lo.password, False, PREFILLED, 2048, 0, ttl_s=TTL)
     c = lo.client(p)
-    lo.config(p, "RESETSTAT")  # as the servers name CONFIG (its secret name on 5.0)
+    lo.config(p, "RESETSTAT")  # as the servers name CONFIG (its secret name)
     # A fixed number of requests, not a duration: a busy machine runs fewer per second. 150 random draws
     # over 60 sessions miss at least one new session but with a chance of 2^-150.
     result = run_load(LoadSpec(nodes=nodes, password=lo.password, cluster=False, keyspace=KEYSPACE,

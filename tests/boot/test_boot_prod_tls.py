@@ -3,6 +3,8 @@ and pass the program's own post-deploy check, which speaks TLS with the stack's 
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +12,12 @@ import pytest
 
 from components.judge import FETCH_TLS
 from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
+from components.platforms import PLATFORMS
+from components.render.redis_conf import disabled_commands, secret_named_commands
+from components.render.systemd import TLS_CLI_PATH
 from operator_tools.loopback import make_ca, make_server_certificate
 from tests.boot import machines as m
-from tests.boot.support import Deployment, assert_first_boot, booted, post_deploy_check, verdict
+from tests.boot.support import PLATFORM, Deployment, assert_first_boot, booted, post_deploy_check, verdict
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +69,36 @@ def test_the_renewal_command_fetches_the_tls_files_again_without_restarting_redi
     assert "wrote /etc/redis/tls/ca.crt" in renewal.stdout + renewal.stderr, renewal.stdout + renewal.stderr
     assert server.out("date -r /etc/redis/tls/server.crt +%Y") != "2020"
     assert server.out("systemctl show -p MainPID --value redis-server@7000 redis-server@7001") == pids
+
+
+# What the front-ends' password must not run on 7.0 (SECURITY.md), written out here: a command the program
+# stopped closing would still be tried.
+CLOSED_ON_7_0 = {"MODULE", "DEBUG", "REPLICAOF", "SLAVEOF", "FLUSHALL", "FLUSHDB", "SWAPDB", "SAVE", "MONITOR",
+                 "FAILOVER", "CONFIG", "SLOWLOG", "ACL"}
+
+
+def renewal_steps() -> str:
+    """The shell block of docs/upgrades-and-migration.md's "Renewal" that makes each process load the files."""
+    text = (m.REPO / "docs/upgrades-and-migration.md").read_text()
+    block = re.search(r"\*\*Renewal\*\*.*?```bash\n(.*?)```", text, re.S)
+    assert block, "docs/upgrades-and-migration.md: no bash block under Renewal"
+    return block.group(1)
+
+
+def test_the_documented_reload_and_the_front_ends_password_on_7_0(tls_prod) -> None:
+    """The renewal's reload steps, run as documented in a root shell on a booted server: CONFIG goes by its
+    secret name, and both processes load the files (OK each). With the front-ends' password, over TLS, every
+    disabled command and the plain name of every secret-named one meet "unknown command" on 7.0 too.
+    Planted (7.0 without secret names): CONFIG answers the front-ends' password."""
+    deployment, fleet = tls_prod
+    server = next(iter(fleet.servers.values()))
+    ran = server.exec(f"bash -euo pipefail -c {shlex.quote(renewal_steps())}", timeout=60)
+    assert ran.returncode == 0 and ran.stdout.split() == ["OK", "OK"], ran.stdout + ran.stderr
+    platform = PLATFORMS[PLATFORM["outsystems-redis:platform"]]
+    assert platform.redis_version == "7.0"
+    assert {*disabled_commands(platform), *secret_named_commands(platform)} == CLOSED_ON_7_0
+    login = "REDISCLI_AUTH=$(awk '$1 == \"requirepass\" { print $2 }' /etc/redis/auth/auth.conf)"
+    assert server.out(f"{login}; echo $REDISCLI_AUTH") == deployment.password  # the front-ends' password
+    for command in sorted(CLOSED_ON_7_0):
+        reply = server.exec(f"export {login}; {TLS_CLI_PATH} -p 7001 {command} HELP", timeout=20)
+        assert "unknown command" in (reply.stdout + reply.stderr).lower(), f"{command}: {reply.stdout!r}"

@@ -125,8 +125,8 @@ def test_counters_publish_the_increase_since_the_last_run(loopback_factory, moto
     moto.prepare_stack("counters")
     name = lo.topology.servers[0].name
     r = lo.client(lo.processes[0])
-    r.config_set("maxmemory", 4 * 1024 * 1024)
-    r.config_set("maxclients", 4)
+    lo.config(lo.processes[0], "SET", "maxmemory", str(4 * 1024 * 1024))
+    lo.config(lo.processes[0], "SET", "maxclients", "4")
 
     def fill(prefix: str) -> None:
         pipe = r.pipeline(transaction=False)

@@ -14,7 +14,7 @@ import pytest
 
 from operator_tools import health
 from operator_tools.loopback import Loopback
-from operator_tools.migration import rehearse
+from operator_tools.migration import Migration, MigrationError, rehearse
 from tests.integration import loopbacks
 from tests.tools import loopback_octet
 
@@ -91,11 +91,21 @@ def test_the_shipped_7_0_conf_sends_no_hostname_extension(mixed):
 
     One run saw every 5.0 node mark such a node failed, later runs did not (7.0.15 may
     only send extensions to peers that advertise them): not a behaviour to build on.
-    The shipped conf sets no hostname, and the migration's preflight refuses one.
+    The shipped conf sets no hostname, and the migration's preflight refuses one: read from CLUSTER NODES, as
+    the front-ends' password cannot send CONFIG (secret-named). Planted: a hostname set on one new node.
     """
-    _, new = mixed
+    old, new = mixed
     for p in new.processes:
         assert "cluster-announce-hostname" not in new.conf_text(p)
+    migration = Migration([s.private_ip for s in old.topology.servers], [s.private_ip for s in new.topology.servers],
+                          old.password, progress=lambda line: None)
+    planted = node(new, 1, 7001)
+    new.config(planted, "SET", "cluster-announce-hostname", "redis-2.example.internal")
+    try:
+        with pytest.raises(MigrationError, match=f"{planted.host}:7001 sets cluster-announce-hostname"):
+            migration.preflight()
+    finally:
+        new.config(planted, "SET", "cluster-announce-hostname", "")
 
 
 def test_cluster_failover_on_the_7_0_replica_promotes_it_and_the_5_0_master_follows_by_partial_resync(mixed):

@@ -18,6 +18,7 @@ Every wait is bounded. A missing Redis build fails (tests.tools).
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import re
@@ -337,7 +338,14 @@ def fetcher(tmp_path: Path) -> Loopback:
     """The stand-in Parameter Store and the shipped fetch for one server, with no Redis running."""
     lo = Loopback(tmp_path / "state", servers=1, version="7.0", hosts=["127.0.0.1"])
     Path(lo.paths(0).auth_dir).mkdir(parents=True)  # on EC2, redis-auth's ConfigurationDirectory
+    lo.ssm_put(generate_password(), secret_names_env("rehearsal", lo.platform)["OPS_PARAMETER"])
     return lo
+
+
+def written(lo: Loopback, password: str) -> str:
+    """An auth include as redis-fetch-password writes it: the password, then the secret command names."""
+    renames = "".join(f"rename-command {c} {c}-{lo.ops_secret}\n" for c in secret_named_commands(lo.platform))
+    return f"requirepass {password}\nmasterauth {password}\n" + renames
 
 
 HANGING_SSM_TEST = "test_fetch_gives_a_hanging_ssm_at_most_about_30_seconds_on_a_reboot"
@@ -393,7 +401,7 @@ def test_fetch_writes_root_redis_0640_atomically_and_never_shows_the_password(tm
     auth = Path(lo.paths(0).auth_file)
     first = lo.fetch_password(0, ATTEMPTS="1", PATH=str(shim_dir))
     assert first.returncode == 0, first.stdout + first.stderr
-    assert auth.read_text() == f"requirepass {password}\nmasterauth {password}\n"
+    assert auth.read_text() == written(lo, password)
     st = auth.stat()
     assert (st.st_uid, grp.getgrgid(st.st_gid).gr_name, oct(st.st_mode & 0o777)) == (0, "redis", "0o640")
     inode = st.st_ino
@@ -409,9 +417,8 @@ def test_fetch_writes_root_redis_0640_atomically_and_never_shows_the_password(tm
         assert password not in result.stdout + result.stderr
 
 
-def grace_file(new: str, old: str, until: int) -> str:
-    return (f"requirepass {new}\nmasterauth {new}\n# previous-password-until {until}\n"
-            f"user default on >{old} >{new} ~* &* +@all\n")
+def grace_file(lo: Loopback, new: str, old: str, until: int) -> str:
+    return written(lo, new) + f"# previous-password-until {until}\nuser default on >{old} >{new} ~* &* +@all\n"
 
 
 def test_fetch_keeps_a_running_grace_only_for_the_password_it_belongs_to(tmp_path):
@@ -429,12 +436,13 @@ def test_fetch_keeps_a_running_grace_only_for_the_password_it_belongs_to(tmp_pat
         assert result.returncode == 0, result.stdout + result.stderr
         return auth.read_text()
 
-    assert boot(grace_file(new, old, later), new) == grace_file(new, old, later)  # a reboot during the grace
-    assert boot(grace_file(new, old, later), newer) == f"requirepass {newer}\nmasterauth {newer}\n"
-    assert boot(grace_file(new, old, earlier), new) == f"requirepass {new}\nmasterauth {new}\n"
+    grace = functools.partial(grace_file, lo)
+    assert boot(grace(new, old, later), new) == grace(new, old, later)  # a reboot during the grace
+    assert boot(grace(new, old, later), newer) == written(lo, newer)
+    assert boot(grace(new, old, earlier), new) == written(lo, new)
     # Without SSM: a running grace stays, an ended one goes (the server's own clock decides).
-    assert boot(grace_file(new, old, later), None, "fail") == grace_file(new, old, later)
-    assert boot(grace_file(new, old, earlier), None, "fail") == f"requirepass {new}\nmasterauth {new}\n"
+    assert boot(grace(new, old, later), None, "fail") == grace(new, old, later)
+    assert boot(grace(new, old, earlier), None, "fail") == written(lo, new)
 
 
 def test_fetch_without_ssm_starts_from_the_cached_file_and_fails_a_first_boot(tmp_path):

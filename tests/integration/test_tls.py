@@ -41,7 +41,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_tls_confs_start_on_redis_7_without_warnings(loopback_factory, servers):  # noqa: F811
     lo = tls_loopback(loopback_factory, servers)
     for p in lo.processes:
-        config = lo.client(p).config_get("*")
+        config = lo.config_get(p, "*")
         assert (config["port"], config["tls-port"]) == ("0", str(p.port))
         assert config["tls-replication"] == "yes"
         assert config["tls-cluster"] == ("yes" if servers > 1 else "no")

@@ -111,9 +111,9 @@ def test_fetch_password_and_password_sync_keep_both_passwords_off_every_command_
     lo = loopback_factory(version, 1)
     lo.start()
     old, new = lo.password, generate_password()
-    # Redis 5.0's operations secret (CONFIG's name is made from it) is a secret too.
-    ops = [lo.ops_secret] if lo.ops_secret else []
-    assert bool(ops) == (version == "5.0")
+    # The operations secret (CONFIG's name is made from it) is a secret too.
+    ops = [lo.ops_secret]
+    assert lo.ops_secret
     shims = Shims(tmp_path / "shims", first=[lo.bin_dir, Path(lo.redis_cli).parent])
 
     env = {**lo.fetch_password_environment(0), "PATH": shims.path, "ATTEMPTS": "1"}

@@ -193,10 +193,10 @@ def test_servers_read_only_their_own_password_parameter(prod: Program) -> None:
         assert inst.inputs["iamInstanceProfile"] == "outsystems-redis-server-profile-name"
 
 
-def test_redis_5_0s_operations_secret_is_generated_secret_and_only_on_5_0(prod: Program) -> None:
-    """The servers' scripts know CONFIG and SLOWLOG by names made from it (redis_conf.SECRET_NAMED_COMMANDS):
-    a SecureString of its own, generated, letters and digits (a command name), never in plain text; and
-    none on Redis 7.0, whose servers rename nothing."""
+def test_the_operations_secret_is_generated_secret_and_on_both_lines(prod: Program) -> None:
+    """The servers' scripts know CONFIG and SLOWLOG (and ACL on 7.0) by names made from it
+    (redis_conf.secret_named_commands): a SecureString of its own, generated, letters and digits (a command
+    name), never in plain text, which each server's redis-auth reads and renames those commands with."""
     (generator,) = [r for r in prod.of_type("random:index/randomPassword:RandomPassword")
                     if r.name.endswith("ops-password")]
     assert generator.inputs["length"] >= 32 and generator.inputs["special"] is False
@@ -206,9 +206,14 @@ def test_redis_5_0s_operations_secret_is_generated_secret_and_only_on_5_0(prod: 
     (inst,) = [i for i in prod.of_type(INSTANCE) if i.name.endswith("server-1-instance")]
     assert param.urn in inst.dependencies  # redis-auth reads it at the first boot
     on_7_0 = run_program("prod", {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0"})
-    assert not [p for p in on_7_0.of_type("aws:ssm/parameter:Parameter") if p.name.endswith("ops-password")]
-    assert not [r for r in on_7_0.of_type("random:index/randomPassword:RandomPassword")
-                if r.name.endswith("ops-password")]
+    (param,) = [p for p in on_7_0.of_type("aws:ssm/parameter:Parameter") if p.name.endswith("ops-password")]
+    assert "Redis 7.0's administrative commands" in param.inputs["description"]
+    for inst in on_7_0.of_type(INSTANCE):
+        assert param.urn in inst.dependencies
+        (auth_env,) = [f["content"] for f in yaml.safe_load(user_data(inst.inputs))["write_files"]
+                       if f["path"] == "/etc/redis/auth.env"]
+        assert {'OPS_PARAMETER="/outsystems-redis/prod/ops-password"', 'RENAMED_COMMANDS="CONFIG SLOWLOG ACL"'} \
+            <= set(auth_env.splitlines()), auth_env
 
 
 def _actions(statement: dict) -> list[str]:
@@ -245,9 +250,9 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     # and profile, the secrets.
     assert len(needs["routes"]) == 1 + 3 + (0 if overrides.get("outsystems-redis:natGatewayId") else 1)
     assert len(needs["rules"]) == 4 + 2 and len(needs["role"]) == 2
-    # The password and Redis 5.0's operations secret (or, with TLS, on 7.0, the TLS material), and the backup
+    # The password and the operations secret (with TLS, on 7.0, the TLS material too), and the backup
     # bucket's name.
-    assert len(needs["secrets"]) == (1 + 1 if not overrides.get("outsystems-redis:tls") else 1 + 1 + 2 * 3) + 1
+    assert len(needs["secrets"]) == 1 + 1 + (2 * 3 + 1 if overrides.get("outsystems-redis:tls") else 0) + 1
     # The log group, the bucket and its encryption, versioning, public access block, ownership,
     # lifecycle and policy, and the three programs the servers fetch from it (metrics/logs, backup, password
     # sync) with their signatures.
@@ -570,7 +575,7 @@ def test_tls_adds_a_private_ca_and_per_server_certificates_through_parameter_sto
     assert sorted(read["Resource"]) == sorted([f"{arn}/outsystems-redis/prod/tls/*", *(
         f"{arn}{n}" for n in params if "/tls/" not in n)])
     assert all(n.startswith("/outsystems-redis/prod/tls/") for n in params if "/tls/" in n)
-    assert len(params) == 2 + 1 + 2 * 3  # password, bucket name; the CA; each server's certificate and key
+    assert len(params) == 3 + 1 + 2 * 3  # password, ops secret, bucket name; the CA; each server's certificate and key
     assert program.exports["connectionString"].endswith(",ssl=true")
     (check,) = program.of_type("command:local:Command")
     assert "--cacert-env REDIS_CA_CERT" in check.inputs["create"]

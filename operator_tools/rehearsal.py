@@ -569,39 +569,57 @@ class SessionTraffic:
     def stop(self) -> SessionTraffic:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            raise RuntimeError("the session traffic did not stop within 30 s")
         return self
 
     def _run(self) -> None:
-        import redis
-
-        client = _session_client(self.lo)
-        store = SessionStore(client, timeout=SESSION_TTL)
+        client = None
         rng = random.Random(7)
         deadline = time.monotonic() + self.max_seconds
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
-                # A login: the provider creates the session, then the request writes it under its lock.
-                tag = session_tag()
-                data = session_keys(tag)[1]
                 try:
-                    store.create(tag, {"login": session_value(data)})
-                    if not store.write(tag, {"internal": internal_value(data)}):
-                        raise redis.RedisError("a new session's write lock was held by another request")
-                    self.acked.append(data)
-                    self.writes += 1
-                except redis.RedisError as exc:
-                    self.errors.append(f"write: {type(exc).__name__}: {exc}")
-                if self.acked:
-                    key = rng.choice(self.acked)
-                    try:
-                        self.reads += 1
-                        if not session_intact(store, key, SESSION_BYTES):
-                            self.wrong.append(f"{key}: read nothing or other content")
-                    except redis.RedisError as exc:
-                        self.errors.append(f"read: {type(exc).__name__}: {exc}")
+                    if client is None:
+                        client = _session_client(self.lo)
+                        store = SessionStore(client, timeout=SESSION_TTL)
+                    self._one_request(store, rng)
+                except Exception as exc:
+                    # Not a Redis error the request counted: redis-py's cluster client can raise others
+                    # (AttributeError) while the slot map changes under it. Counted, never a silently dead
+                    # thread; a fresh client goes on, as a front-end's would after a reconnect.
+                    self.errors.append(f"client: {type(exc).__name__}: {exc}")
+                    if client is not None:
+                        client.close()
+                    client = None
                 time.sleep(self.pause)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
+
+    def _one_request(self, store: SessionStore, rng: random.Random) -> None:
+        """A login (the provider creates the session, then the request writes it under its lock), and a read
+        of an acknowledged session. Redis errors are counted here; anything else goes to _run."""
+        import redis
+
+        tag = session_tag()
+        data = session_keys(tag)[1]
+        try:
+            store.create(tag, {"login": session_value(data)})
+            if not store.write(tag, {"internal": internal_value(data)}):
+                raise redis.RedisError("a new session's write lock was held by another request")
+            self.acked.append(data)
+            self.writes += 1
+        except redis.RedisError as exc:
+            self.errors.append(f"write: {type(exc).__name__}: {exc}")
+        if self.acked:
+            key = rng.choice(self.acked)
+            try:
+                self.reads += 1
+                if not session_intact(store, key, SESSION_BYTES):
+                    self.wrong.append(f"{key}: read nothing or other content")
+            except redis.RedisError as exc:
+                self.errors.append(f"read: {type(exc).__name__}: {exc}")
 
 
 def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:

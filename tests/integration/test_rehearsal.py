@@ -12,6 +12,9 @@ import pytest
 import redis
 
 from operator_tools.loopback import command_name_in
+from operator_tools.rehearsal import SessionTraffic
+from operator_tools.sessions import SessionStore
+from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.integration.rehearsals import A, redis_processes, rehearse
 from tests.tools import fill, redis_bin
 
@@ -119,3 +122,28 @@ def test_an_address_in_use_or_not_on_this_machine_is_one_line_with_the_fix(tmp_p
     assert elsewhere.returncode == 2 and "--host-prefix: a loopback prefix such as 127.0.0." in elsewhere.stderr, \
         elsewhere.stdout + elsewhere.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_session_traffic_counts_a_client_failure_and_goes_on(loopback_factory, monkeypatch):  # noqa: F811
+    """A non-Redis exception inside the client (redis-py's cluster client raises AttributeError while the slot
+    map changes) is counted as an error and the traffic goes on with a fresh client: never a dead thread that
+    leaves a test with no traffic and nothing counted. Planted (the catch removed): no error, writes stop."""
+    lo = loopback_factory("7.0", 1)
+    lo.start()
+    real_write, failures = SessionStore.write, [2]
+
+    def write(self, *args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            raise AttributeError("'NoneType' object has no attribute 'redis_connection'")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionStore, "write", write)
+    traffic = SessionTraffic(lo).start()
+    deadline = time.monotonic() + 30
+    while traffic.writes < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    traffic.stop()
+    assert [e for e in traffic.errors if e.startswith("client: AttributeError")] == [
+        "client: AttributeError: 'NoneType' object has no attribute 'redis_connection'"] * 2, traffic.errors
+    assert traffic.writes >= 20 and traffic.wrong == []

@@ -116,3 +116,5 @@ PASSWORD_SYNC_TOOL_KEY = f"{TOOLS_PREFIX}redis-password-sync.sh"
 # And at every boot, before any Redis process (redis-auth): the password and, with TLS, the certificates.
 FETCH_PASSWORD_TOOL_KEY = f"{TOOLS_PREFIX}redis-fetch-password.sh"
 FETCH_TLS_TOOL_KEY = f"{TOOLS_PREFIX}redis-fetch-tls.sh"
+# And run as redis: the cluster join (fetched and verified by root first, systemd.render_join_unit).
+JOIN_TOOL_KEY = f"{TOOLS_PREFIX}redis-cluster-join.sh"

@@ -26,7 +26,7 @@ from components.render.backup import (
     render_backup_unit,
 )
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script, render_env_file
-from components.render.join import join_env, join_script, runs_join
+from components.render.join import join_env, runs_join
 from components.render.make_room import (
     MAKE_ROOM_ENV_PATH,
     MAKE_ROOM_PATH,
@@ -80,7 +80,6 @@ from components.render.systemd import (
     BOOTSTRAP_PATH,
     BOOTSTRAP_UNIT,
     JOIN_ENV_PATH,
-    JOIN_PATH,
     JOIN_UNIT,
     PROVISION_ENV_PATH,
     PROVISION_PATH,
@@ -204,7 +203,6 @@ def server_files(
         # Every cluster server: a new one joins, one that boots empty at its known address rejoins.
         # Names only servers 0..server (or the first, fixed ones): the same text whatever the final count.
         files += [
-            _file(JOIN_PATH, join_script(), "0755"),
             _file(JOIN_ENV_PATH,
                   render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
             _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),

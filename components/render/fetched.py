@@ -10,8 +10,10 @@ material from Parameter Store (redis-fetch-password.sh, redis-fetch-tls.sh). The
 user data carries their units and one launcher (metrics-observe.sh, installed as
 metrics.OBSERVE_PATH) that fetches the program named by TOOLS_KEY and runs it, or
 its last copy when S3 or SSM cannot be reached; at a first boot, with no copy yet,
-redis-auth's launcher keeps trying (FIRST_FETCH_SECONDS). What boots the cluster
-and what runs at a stop stays in the user data. A changed program is
+redis-auth's launcher keeps trying (FIRST_FETCH_SECONDS). The cluster join
+(redis-cluster-join.sh) too, as Redis cannot start without redis-auth's fetch anyway: root
+fetches and verifies it, the redis user runs the verified copy. What forms the first
+cluster and what runs at a stop stay in the user data. A changed program is
 uploaded by `pulumi up` and reaches every running server at its next run.
 Pure text, no pulumi.
 """
@@ -22,11 +24,13 @@ from components.monitoring import (
     BACKUP_TOOL_KEY,
     FETCH_PASSWORD_TOOL_KEY,
     FETCH_TLS_TOOL_KEY,
+    JOIN_TOOL_KEY,
     OBSERVE_TOOL_KEY,
     PASSWORD_SYNC_TOOL_KEY,
     TOOLS_PREFIX,
 )
 from components.render.backup import backup_script
+from components.render.join import join_script
 from components.render.metrics import observe_script
 from components.render.password import fetch_password_script, password_sync_script
 from components.render.tls import fetch_tls_script
@@ -40,4 +44,5 @@ def fetched_tools() -> dict[str, str]:
         PASSWORD_SYNC_TOOL_KEY.removeprefix(TOOLS_PREFIX): password_sync_script(),
         FETCH_PASSWORD_TOOL_KEY.removeprefix(TOOLS_PREFIX): fetch_password_script(),
         FETCH_TLS_TOOL_KEY.removeprefix(TOOLS_PREFIX): fetch_tls_script(),
+        JOIN_TOOL_KEY.removeprefix(TOOLS_PREFIX): join_script(),
     }

@@ -17,14 +17,16 @@
 # failed fetch is tried again every 10 s for that long: at a first boot the instance role's policy may
 # not have reached S3 and SSM yet. When it has a copy, its calls get short bounds instead: a reboot with
 # AWS hanging starts Redis from the copy within seconds, not minutes.
+# A program that runs as redis (redis-cluster-join.sh) takes two steps: FETCH_ONLY=1 as root (fetch and
+# verify into STATE_DIR, a directory only root writes), then NO_FETCH=1 as redis (check the copy again and
+# run it): the redis user reaches neither AWS nor a way to write what it runs.
 # Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY,
-# FIRST_FETCH_SECONDS (and the program's own).
+# FIRST_FETCH_SECONDS, FETCH_ONLY or NO_FETCH (and the program's own).
 set -euo pipefail
 
-: "${AWS_REGION:?AWS_REGION is required}"
-: "${BUCKET_PARAMETER:?BUCKET_PARAMETER is required}"
 : "${TOOLS_KEY:?TOOLS_KEY is required}"
 : "${STATE_DIR:?STATE_DIR is required}"
+[ -n "${NO_FETCH:-}" ] || : "${AWS_REGION:?AWS_REGION is required}" "${BUCKET_PARAMETER:?BUCKET_PARAMETER is required}"
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
@@ -75,24 +77,29 @@ fetch() {
     mv -f "$work/program" "$program"
 }
 
-mkdir -p "$STATE_DIR"
-# Each run downloads into a directory of its own: two units fetching the same program at once never
-# check one download and install another.
-work=$(mktemp -d "$STATE_DIR/.fetch.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-deadline=$((SECONDS + FIRST_FETCH_SECONDS))
-until fetch; do
-    if [ -s "$program" ]; then
-        log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
-        break
-    fi
-    [ $((SECONDS + 10)) -lt "$deadline" ] || {
-        log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
-        exit 1
-    }
-    log "cannot fetch $TOOLS_KEY yet; retrying in 10s"
-    sleep 10
-done
+work=""
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
+if [ -z "${NO_FETCH:-}" ]; then
+    mkdir -p "$STATE_DIR"
+    # Each run downloads into a directory of its own: two units fetching the same program at once never
+    # check one download and install another.
+    work=$(mktemp -d "$STATE_DIR/.fetch.XXXXXX")
+    deadline=$((SECONDS + FIRST_FETCH_SECONDS))
+    until fetch; do
+        if [ -s "$program" ]; then
+            log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
+            break
+        fi
+        [ $((SECONDS + 10)) -lt "$deadline" ] || {
+            log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
+            exit 1
+        }
+        log "cannot fetch $TOOLS_KEY yet; retrying in 10s"
+        sleep 10
+    done
+    [ -z "${FETCH_ONLY:-}" ] || exit 0
+fi
+[ -s "$program" ] || { log "ERROR: no copy of $TOOLS_KEY in $STATE_DIR"; exit 1; }
 # The state directory is shared with the other root units of the server: what runs is a copy in this run's
 # own directory under /tmp (private to the unit where it is sandboxed), checked there, so that a program
 # another unit planted in the state directory, or swapped in after a check, never runs.

@@ -7,7 +7,7 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 
 from __future__ import annotations
 
-from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
+from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY, JOIN_TOOL_KEY
 from components.platforms import Platform
 from components.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS, EC2_PATHS, Paths
 from components.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
@@ -24,7 +24,6 @@ TIME_SYNC_PATH = "/etc/systemd/timesyncd.conf.d/60-amazon-time-sync.conf"
 TLS_CLI_PATH = "/usr/local/sbin/redis-cli-tls"
 BOOTSTRAP_PATH = "/usr/local/sbin/redis-cluster-bootstrap"
 BOOTSTRAP_ENV_PATH = "/etc/redis/cluster-bootstrap.env"
-JOIN_PATH = "/usr/local/sbin/redis-cluster-join"
 JOIN_ENV_PATH = "/etc/redis/cluster-join.env"
 AUTH_ENV_PATH = "/etc/redis/auth.env"
 SYSCTL_PATH = "/etc/sysctl.d/60-redis.conf"
@@ -35,6 +34,9 @@ SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/sna
 # where it keeps each one's last copy (systemd's StateDirectory=outsystems-redis).
 OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
 STATE_DIR = "/var/lib/outsystems-redis"
+# The last copy of a fetched program that runs as redis: written by root only (0755), readable by redis
+# (STATE_DIR is 0700).
+REDIS_RUN_STATE_DIR = "/var/lib/outsystems-redis-run"
 
 
 # The sandbox of the project's own units: no privilege gain, the file system read-only but for a private
@@ -254,8 +256,10 @@ def render_provision_unit() -> str:
 
 def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, script: str, identifier: str,
                   timeout: str) -> str:
-    """A service that runs a cluster script as redis, after this server's own Redis processes."""
+    """A service that runs a cluster script as redis, after this server's own Redis processes. `script`: a
+    path, or a line of its own (ExecStart= included) for a fetched one."""
     units = " ".join(redis_unit(p) for p in ports)
+    run = script if "ExecStart=" in script else f"ExecStart={script}\n"
     return (
         "[Unit]\n"
         f"Description={description}\n"
@@ -271,7 +275,7 @@ def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, scrip
         "Group=redis\n"
         f"Environment=PATH={SEARCH_PATH}\n"
         f"EnvironmentFile={env_file}\n"
-        f"ExecStart={script}\n"
+        f"{run}"
         f"SyslogIdentifier={identifier}\n"
         f"{SANDBOX}"
         "# Idempotent: a run that gave up (a peer still installing) tries again.\n"
@@ -297,10 +301,18 @@ def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
 
 def render_join_unit(ports: tuple[int, ...]) -> str:
     """Runs on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
+    # The script comes from the stack's bucket (fetched.py): root fetches and verifies it ('+': as root,
+    # outside the sandbox, where the AWS credentials are), then the launcher checks that copy again and
+    # runs it as redis. At a first boot the fetch keeps trying while the instance role reaches S3.
+    run = (f"EnvironmentFile={AUTH_ENV_PATH}\n"  # the region and the bucket's parameter
+           f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={REDIS_RUN_STATE_DIR} "
+           f"FIRST_FETCH_SECONDS={FIRST_FETCH_SECONDS}\n"
+           f"ExecStartPre=+/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
+           f"ExecStart=/usr/bin/env NO_FETCH=1 {OBSERVE_PATH}\n")
     return _cluster_unit(
         ports,
         "Join this server to the OutSystems Redis Cluster: fair share of slots, crossed ring (no-op once joined)",
-        JOIN_ENV_PATH, JOIN_PATH, "redis-cluster-join",
+        JOIN_ENV_PATH, run, "redis-cluster-join",
         "# Joins queue behind lower-numbered servers and a rebalance moves sessions;\n"
         "# the script bounds every wait itself (WAIT_SECONDS), so no runtime limit here.\n",
     )

@@ -8,9 +8,12 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from moto.core import DEFAULT_ACCOUNT_ID
 
+from components.monitoring import JOIN_TOOL_KEY
+from components.render.systemd import JOIN_UNIT, REDIS_RUN_STATE_DIR
 from tests.boot import machines as m
 from tests.boot.support import (
     BOOT_TIMEOUT,
@@ -201,6 +204,16 @@ def test_fourth_server_joins(prod: Cluster) -> None:
     prod.deployment = grown
     print(verdict(post_deploy_check(prod.fleet, grown)))
     assert_crossed(cluster_view(prod.fleet, grown, grown.nodes[0]), 4)
+    # The join came from the stack's bucket: root's verified copy, in a directory only root writes, run as
+    # redis (the launcher, then bash, under the unit's User=).
+    copy = f"{REDIS_RUN_STATE_DIR}/{Path(JOIN_TOOL_KEY).name}"
+    assert (new.merged / copy.lstrip("/")).read_text() == grown.tools[JOIN_TOOL_KEY]
+    assert new.out(f"stat -c '%U %a' {REDIS_RUN_STATE_DIR} {copy} {copy}.sig").split("\n") == \
+        ["root 755", "root 644", "root 644"]
+    assert new.out(f"systemctl show -p User --value {JOIN_UNIT}") == "redis"
+    journal = new.out(f"journalctl -b --no-pager -o cat -u {JOIN_UNIT}")
+    assert "ERROR" not in journal and "WARNING" not in journal and "the ring over 4 servers is linked" in journal, \
+        journal
 
 
 def test_one_server_powered_off_and_on(prod: Cluster) -> None:

@@ -171,3 +171,34 @@ def test_a_reboot_with_a_copy_gives_a_hanging_aws_only_short_bounds(moto, tmp_pa
         took = time.monotonic() - started
     assert reboot.returncode == 0 and reboot.stdout == "probe version 5\n", reboot.stdout + reboot.stderr
     assert "running the copy of" in reboot.stderr and took < 12, (took, reboot.stderr)
+
+
+def test_a_program_run_as_redis_is_fetched_by_one_step_and_run_by_another(moto, tmp_path):
+    """redis-cluster-join runs as redis, who reaches no AWS: root's step (FETCH_ONLY=1) fetches and verifies
+    it and runs nothing; the redis step (NO_FETCH=1) calls no AWS and runs the copy only if it still matches
+    its signature. (systemd switches the user between the two: booted in tests/boot.) Planted (NO_FETCH
+    ignored): the second step needs AWS and fails here without it."""
+    public_key = tmp_path / "tools.pub"
+    public_key.write_text(signing.public_key_pem(SEED))
+    bucket = Bucket(moto)
+    bucket.put(program(5), signing.signature(SEED, KEY, program(5)))
+    argv, env = launcher_command(moto, tmp_path, public_key, FETCH_ONLY="1")
+    fetched = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert fetched.returncode == 0 and fetched.stdout == "" and fetched.stderr == "", fetched.stdout + fetched.stderr
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["probe.sh", "probe.sh.sig"]
+
+    # The redis step: no AWS settings, no credentials, no moto.
+    run_env = {"PATH": "/usr/bin:/bin", "TOOLS_KEY": KEY, "STATE_DIR": str(tmp_path / "state"),
+               "TOOLS_PUBLIC_KEY": str(public_key), "NO_FETCH": "1"}
+    moto.stop()
+    ran = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 0 and ran.stdout == "probe version 5\n" and ran.stderr == "", ran.stdout + ran.stderr
+
+    (tmp_path / "state" / "probe.sh").write_text(program(6))  # changed after root's check
+    ran = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 1 and "probe version" not in ran.stdout, ran.stdout + ran.stderr
+    assert "has no valid signature from this stack's deployer: refused" in ran.stderr, ran.stderr
+
+    (tmp_path / "state" / "probe.sh").unlink()
+    ran = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 1 and "no copy of tools/probe.sh" in ran.stderr, ran.stdout + ran.stderr

@@ -1,5 +1,5 @@
-"""The join shipped to every cluster server (a new one joins, a replaced one rejoins): cloud-config, script,
-unit, inputs.
+"""The join run by every cluster server (a new one joins, a replaced one rejoins): cloud-config, script (fetched
+from the stack's bucket), unit, inputs.
 
 That the join keeps the password off every command line is proven by running it:
 tests/render/test_scripts_argv.py.
@@ -8,12 +8,15 @@ tests/render/test_scripts_argv.py.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from components.monitoring import JOIN_TOOL_KEY
 from components.platforms import PLATFORMS
 from components.render import systemd
 from components.render.cloud_config import render_cloud_config
+from components.render.fetched import fetched_tools
 from components.render.join import join_env
 from components.topology import INITIAL_CLUSTER_SERVERS
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, stack
@@ -33,8 +36,16 @@ def test_a_new_server_carries_the_join(servers, index, platform):
     text = user_data(servers, platform, index)
     assert PASSWORD not in text
     files = files_of(text)
-    assert systemd.JOIN_PATH in files and systemd.BOOTSTRAP_PATH not in files
+    assert f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}" in files and systemd.BOOTSTRAP_PATH not in files
     assert f"{systemd.UNIT_DIR}/{systemd.BOOTSTRAP_UNIT}" not in files
+    # The script itself comes from the stack's bucket: root fetches and verifies it, redis runs that copy.
+    unit = files[f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}"].splitlines()
+    assert f"ExecStartPre=+/usr/bin/env FETCH_ONLY=1 {systemd.OBSERVE_PATH}" in unit
+    assert f"ExecStart=/usr/bin/env NO_FETCH=1 {systemd.OBSERVE_PATH}" in unit and "User=redis" in unit
+    assert f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={systemd.REDIS_RUN_STATE_DIR} " \
+           f"FIRST_FETCH_SECONDS={systemd.FIRST_FETCH_SECONDS}" in unit
+    assert f"tools/{Path(JOIN_TOOL_KEY).name}" in {f"tools/{k}" for k in fetched_tools()}
+    assert not any(path.startswith("/usr/local/sbin/redis-cluster-join") for path in files)
     # redis-provision enables and starts the join (without blocking) once the packages are in.
     assert systemd.JOIN_UNIT in files[systemd.PROVISION_ENV_PATH]
     env = files[systemd.JOIN_ENV_PATH]
@@ -61,7 +72,8 @@ def test_every_server_can_rejoin_and_no_servers_user_data_depends_on_the_final_c
         for index in range(servers):
             files = files_of(user_data(servers, platform, index))
             # Every cluster server carries the join (a replaced one rejoins); only server 0 the bootstrap.
-            assert systemd.JOIN_PATH in files and systemd.JOIN_UNIT in files[systemd.PROVISION_ENV_PATH]
+            assert f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}" in files
+            assert systemd.JOIN_UNIT in files[systemd.PROVISION_ENV_PATH]
             assert (systemd.BOOTSTRAP_PATH in files) == (index == 0)
     # The first servers and server 3 are the same whether the stack has 3, 4 or 9 servers: raising the
     # count leaves every existing server's user data alone.
@@ -90,7 +102,7 @@ def test_join_inputs_name_the_servers_up_to_this_one_in_index_order():
 
 
 def test_join_script_passes_shellcheck(tmp_path):
-    script = files_of(user_data(4, "ubuntu-20.04-redis-5.0", 3))[systemd.JOIN_PATH]
+    script = fetched_tools()[Path(JOIN_TOOL_KEY).name]
     path = tmp_path / "redis-cluster-join"
     path.write_text(script)
     result = subprocess.run([tool("shellcheck"), "--severity=style", str(path)], capture_output=True, text=True,
@@ -100,11 +112,10 @@ def test_join_script_passes_shellcheck(tmp_path):
 
 def test_join_unit_passes_systemd_analyzeverify_units(tmp_path):
     files = files_of(user_data(4, "ubuntu-20.04-redis-5.0", 3))
-    copy = tmp_path / "redis-cluster-join"
-    copy.write_text(files[systemd.JOIN_PATH])
+    copy = tmp_path / "redis-run-fetched"
+    copy.write_text(files[systemd.OBSERVE_PATH])
     copy.chmod(0o755)
-    unit = files[f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}"].replace(f"ExecStart={systemd.JOIN_PATH}",
-                                                                     f"ExecStart={copy}")
+    unit = files[f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}"].replace(systemd.OBSERVE_PATH, str(copy))
     assert "SyslogIdentifier=redis-cluster-join" in unit and "User=redis" in unit
     (tmp_path / systemd.JOIN_UNIT).write_text(unit)
     assert verify_units(tmp_path, str(tmp_path / systemd.JOIN_UNIT)) == "rc=0"

@@ -51,7 +51,7 @@ WATCHED = {
 }
 # Handle a secret but are not in the user data: the servers fetch them at run time.
 # fetched from the bucket by the launcher
-FETCHED = {observe_script, backup_script, password_sync_script, fetch_password_script, fetch_tls_script}
+FETCHED = {observe_script, backup_script, password_sync_script, fetch_password_script, fetch_tls_script, join_script}
 
 
 def handles_a_secret(text: str) -> bool:

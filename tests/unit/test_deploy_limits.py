@@ -11,7 +11,15 @@ import pytest
 from components.render.cloud_config import EC2_USER_DATA_LIMIT
 from tests.tools import documentation
 from tests.unit.program import Program, run_program, user_data
-from tests.unit.user_data_shapes import CURRENT, INSTANCE, PLATFORM_SHAPES, SHAPES, USER_DATA_BUDGET, shape
+from tests.unit.user_data_shapes import (
+    CURRENT,
+    INSTANCE,
+    PLATFORM_SHAPES,
+    SHAPES,
+    USER_DATA_BUDGET,
+    USER_DATA_TARGET,
+    shape,
+)
 
 
 def ec2_size(inputs: dict) -> int:
@@ -67,6 +75,11 @@ def test_the_largest_user_data_stays_within_the_budget(sizes: dict) -> None:
     over = {case: size for case, size in largest.items() if size > USER_DATA_BUDGET}
     assert not over, f"user data over the {USER_DATA_BUDGET:,}-byte budget (EC2 refuses {EC2_USER_DATA_LIMIT:,}):" \
         f" {over}"
+
+
+def test_the_largest_user_data_is_at_most_12_kb(sizes: dict) -> None:
+    largest = max(size for per_server in sizes.values() for size, _ in per_server.values())
+    assert largest <= USER_DATA_TARGET, f"the largest user data is {largest:,} bytes, over {USER_DATA_TARGET:,}"
 
 
 def test_the_limit_is_the_one_ec2_enforces_and_the_text_alone_would_break_it(sizes: dict) -> None:

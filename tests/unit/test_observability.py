@@ -22,6 +22,7 @@ from components.monitoring import (
     BACKUP_TOOL_KEY,
     FETCH_PASSWORD_TOOL_KEY,
     FETCH_TLS_TOOL_KEY,
+    JOIN_TOOL_KEY,
     METRIC_NAMES,
     OBSERVE_TOOL_KEY,
     PASSWORD_SYNC_TOOL_KEY,
@@ -350,7 +351,7 @@ def test_the_servers_fetched_programs_are_uploaded_and_the_servers_wait_for_them
         assert {k: o.inputs["content"] for k, o in uploaded.items()} == \
             {f"tools/{k}": text for k, text in fetched_tools().items()}
         assert set(uploaded) == {OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY, PASSWORD_SYNC_TOOL_KEY, FETCH_PASSWORD_TOOL_KEY,
-                                 FETCH_TLS_TOOL_KEY}
+                                 FETCH_TLS_TOOL_KEY, JOIN_TOOL_KEY}
         for instance in program.of_type("aws:ec2/instance:Instance"):
             assert all(o.urn in instance.dependencies for o in uploaded.values())
 
@@ -396,7 +397,7 @@ def test_no_server_boots_before_its_alarm_topic_log_group_bucket_and_parameter(p
         needs = {r.urn for r in program.resources
                  if r.type == "aws:cloudwatch/logGroup:LogGroup" or r.type.startswith("aws:s3/")
                  or (r.type == "aws:ssm/parameter:Parameter" and r.inputs["name"].endswith("/backup-bucket"))}
-        assert len(needs) == 9 + 5 * 2  # and the programs the servers fetch, and their signatures
+        assert len(needs) == 9 + 6 * 2  # and the programs the servers fetch, and their signatures
         for inst in program.of_type("aws:ec2/instance:Instance"):
             assert needs <= set(inst.dependencies), inst.name
             policy = program.of_type("aws:iam/rolePolicy:RolePolicy")[0]

@@ -135,9 +135,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _names_unit(console_problem: str, name: str) -> bool:
-    """Whether a console "Failed to start ..." line is about the unit `name` ("unit - Description"), which
-    the console shortens in the middle ("systemd-tm…reate Static Device Nodes in /dev.")."""
-    text = console_problem.split("Failed to start ", 1)[-1].rstrip(".")
+    """Whether a console "Failed to start ..." (or "Dependency failed for ...") line is about the unit `name`
+    ("unit - Description"), which the console shortens in the middle ("systemd-tm…reate Static Device Nodes
+    in /dev.")."""
+    text = re.split(r"Failed to start |Dependency failed for ", console_problem, maxsplit=1)[-1].rstrip(".")
     head, _, tail = text.partition("…")
     return name.startswith(head) and name.endswith(tail) if tail else name == head
 
@@ -788,13 +789,30 @@ class Server:
         failed = [u for u in self.out("systemctl list-units --failed --plain --no-legend").split("\n") if u.strip()]
         failed = [u.split()[0] for u in failed]
         self.recovered.update(u for u in failed if self._cgroup_flake_recovered(u) or self._cgroup_flake_rerun(u))
+        self.recovered.update(self._cgroup_flaked_then_active())
         failed = [u for u in failed if u not in self.recovered]
         if failed:
             problems.append(f"failed units: {failed}\n{self.out('systemctl status --no-pager ' + ' '.join(failed))}")
         # A recovered unit's failure also reached the console, and stays there for a later check of this boot:
-        # that line is not a problem either.
-        names = [f"{u} - {self.out(f'systemctl show -p Description --value {u}')}" for u in sorted(self.recovered)]
-        return [p for p in problems if not (p.startswith("console: ") and any(_names_unit(p, n) for n in names))]
+        # that line is not a problem either; nor is "Dependency failed" for a unit that requires one and runs.
+        names = [self._named(u) for u in sorted(self.recovered)]
+        dependents = {d for u in self.recovered for d in self.out(f"systemctl show -p RequiredBy --value {u}").split()
+                      if self.out(f"systemctl is-active {d}") == "active"}
+        dependent_names = [self._named(d) for d in sorted(dependents)]
+        return [p for p in problems if not (p.startswith("console: ") and (
+            any(_names_unit(p, n) for n in names)
+            or ("Dependency failed for " in p and any(_names_unit(p, n) for n in dependent_names))))]
+
+    def _named(self, unit: str) -> str:
+        return f"{unit} - {self.out(f'systemctl show -p Description --value {unit}')}"
+
+    def _cgroup_flaked_then_active(self) -> set[str]:
+        """Units whose start in this boot failed at the container's cgroup setup (219/CGROUP: the program never
+        ran; EC2 has no nested cgroups) and that run now: something started them again (redis-provision
+        enables and starts the Redis units at every boot)."""
+        journal = self.out("journalctl -b --no-pager -o cat _PID=1 | grep -F 'status=219/CGROUP'")
+        flaked = set(re.findall(r"^(\S+\.service): Main process exited, code=exited, status=219/CGROUP", journal, re.M))
+        return {u for u in flaked if self.out(f"systemctl is-active {u}") == "active"}
 
     def _cgroup_flake_rerun(self, unit: str, timeout: float = 60) -> bool:
         """True for a unit of systemd's own boot (not a timer's run) that failed at the container's cgroup

@@ -28,7 +28,7 @@ BACKUP_WORK_DIR = "/var/lib/redis-backup"
 
 def backup_script() -> str:
     """The exact text servers run."""
-    return shipped_script(BACKUP_SCRIPT)
+    return shipped_script(BACKUP_SCRIPT, library=True)
 
 
 def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = "redis-cli",

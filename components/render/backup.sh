@@ -64,9 +64,8 @@ REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE")
 [ -n "$REDISCLI_AUTH" ] || { log "ERROR: no requirepass in $AUTH_FILE"; exit 1; }
 export REDISCLI_AUTH
 
-# --with-decryption: the same call whether the parameter is a String or a SecureString.
-bucket=$(timeout -k 2 30 aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" --with-decryption \
-    --query Parameter.Value --output text --cli-connect-timeout 5 --cli-read-timeout 10) ||
+# ssm_get: lib.sh, shipped ahead of this script.
+bucket=$(ssm_get "$BUCKET_PARAMETER" 30) ||
     { log "ERROR: cannot read the bucket's name from $BUCKET_PARAMETER"; exit 1; }
 case "$bucket" in '' | None) log "ERROR: $BUCKET_PARAMETER holds no bucket name"; exit 1 ;; esac
 

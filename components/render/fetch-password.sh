@@ -33,13 +33,7 @@ export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 
 log() { echo "redis-auth: $*"; }
 
-# ssm_get NAME SECONDS : the parameter's value on stdout, or a failure within SECONDS (+2 to kill).
-# The instance role may read only its stack's parameters.
-ssm_get() {
-    timeout -k 2 "$2" aws ssm get-parameter --region "$AWS_REGION" --name "$1" \
-        --with-decryption --query Parameter.Value --output text \
-        --cli-connect-timeout 3 --cli-read-timeout 5
-}
+# (ssm_get and password_usable: lib.sh, shipped ahead of this script.)
 
 # ssm_secrets DEADLINE : sets `password` and, with OPS_PARAMETER, `fresh_ops`; `unread` names the
 # parameter that failed. Each call lasts at most SSM_CALL_SECONDS, and no longer than what is left
@@ -56,17 +50,13 @@ within() {
     bound=$((bound < 1 ? 1 : bound < SSM_CALL_SECONDS ? bound : SSM_CALL_SECONDS))
 }
 
-# usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's own
-# rule (settings.check_password: 16+ printable ASCII characters, none of , = quotes backslash;
-# tests/render/test_password.py holds the two equal). `aws --output text` prints None for a missing
-# value. And the operations secret, when there is one, can make command names.
+# usable PASSWORD : the program's password rule (lib.sh), and the operations secret, when there is one,
+# can make command names.
 usable() {
-    local LC_ALL=C # byte ranges, whatever the locale
-    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
-    case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
+    password_usable "$1" || return 1
     [ -z "$OPS_PARAMETER" ] || [[ "$fresh_ops" =~ ^[[:alnum:]]{16,}$ ]]
 }
-unusable="$PASSWORD_PARAMETER holds no usable password (16+ printable ASCII characters, none of , = quotes or backslash)${OPS_PARAMETER:+, or $OPS_PARAMETER no usable secret (16+ letters and digits)}"
+unusable="$PASSWORD_PARAMETER holds no usable password ($PASSWORD_RULE)${OPS_PARAMETER:+, or $OPS_PARAMETER no usable secret (16+ letters and digits)}"
 
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind

@@ -33,11 +33,8 @@ export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 
 log() { echo "redis-tls: $*"; }
 
-# get NAME : one parameter's value on stdout. The instance role may read only this stack's parameters.
-get() {
-    timeout -k 2 "$SSM_CALL_SECONDS" aws ssm get-parameter --region "$AWS_REGION" --name "$1" \
-        --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5
-}
+# get NAME : one parameter's value on stdout (ssm_get: lib.sh, shipped ahead of this script).
+get() { ssm_get "$1" "$SSM_CALL_SECONDS"; }
 
 # cached : the files of an earlier boot are all there.
 cached() { [ -s "$TLS_CA_FILE" ] && [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FILE" ]; }

@@ -77,20 +77,7 @@ for word in "${accepted[@]}"; do
 done
 printf -v now '%(%s)T' -1
 
-# ssm_password : the parameter's value on stdout, or a failure within SSM_CALL_SECONDS (+2 to kill).
-ssm_password() {
-    timeout -k 2 "$SSM_CALL_SECONDS" aws ssm get-parameter --region "$AWS_REGION" --name "$PASSWORD_PARAMETER" \
-        --with-decryption --query Parameter.Value --output text \
-        --cli-connect-timeout 3 --cli-read-timeout 5
-}
-
-# usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's own
-# rule (settings.check_password; tests/render/test_password.py holds the two equal).
-usable() {
-    local LC_ALL=C # byte ranges, whatever the locale
-    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
-    case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
-}
+# (ssm_get and password_usable: lib.sh, shipped ahead of this script.)
 
 # send PORT PASSWORD COMMAND... : the COMMAND lines on redis-cli's stdin (printf is a builtin),
 # logged in with PASSWORD through REDISCLI_AUTH; prints the replies, blank lines dropped.
@@ -152,11 +139,11 @@ write_auth() {
 
 when() { date -u -d "@$1" '+%F %T UTC'; }
 
-if ! new=$(ssm_password); then
+if ! new=$(ssm_get "$PASSWORD_PARAMETER" "$SSM_CALL_SECONDS"); then
     log "cannot read $PASSWORD_PARAMETER from SSM (unreachable?); trying again at the next run"
     new=""
-elif ! usable "$new"; then
-    die "$PASSWORD_PARAMETER holds no usable password (16+ printable ASCII characters, none of , = quotes or backslash); nothing changed"
+elif ! password_usable "$new"; then
+    die "$PASSWORD_PARAMETER holds no usable password ($PASSWORD_RULE); nothing changed"
 fi
 
 if [ -n "$new" ] && [ "$new" != "$current" ]; then

@@ -34,12 +34,12 @@ REDIS_LINES = ("5.0", "7.0")
 
 def password_sync_script() -> str:
     """The exact text of redis-password-sync."""
-    return shipped_script(PASSWORD_SYNC_SCRIPT)
+    return shipped_script(PASSWORD_SYNC_SCRIPT, library=True)
 
 
 def fetch_password_script() -> str:
     """The exact text of the boot step (redis-fetch-password) that writes the auth include from SSM."""
-    return shipped_script(FETCH_PASSWORD_SCRIPT)
+    return shipped_script(FETCH_PASSWORD_SCRIPT, library=True)
 
 
 def secret_names_env(stack: str, platform: Platform) -> dict[str, str]:

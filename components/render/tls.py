@@ -25,7 +25,7 @@ FETCH_TLS_SCRIPT = Path(__file__).with_name("fetch-tls.sh")
 
 def fetch_tls_script() -> str:
     """The exact text of the boot step that writes the CA, certificate and key from SSM."""
-    return shipped_script(FETCH_TLS_SCRIPT)
+    return shipped_script(FETCH_TLS_SCRIPT, library=True)
 
 
 def tls_env(stack: str, server: int, paths: Paths = EC2_PATHS) -> dict[str, str]:

@@ -202,11 +202,15 @@ def _program_takes(password: str) -> bool:
 def test_the_servers_take_exactly_the_passwords_the_program_takes(name, text):
     """One rule: a password that `pulumi up` refuses (settings.check_password) is refused by the servers too, when
     it reaches Parameter Store another way (docs/operations.md: Changing the password), and the servers take what
-    the program takes. Each script's own usable() runs in bash, in a UTF-8 locale. Planted (`,` and `=` allowed,
+    the program takes. The rule each script runs (lib.sh's password_usable, shipped in each, and
+    redis-fetch-password's usable() around it) runs in bash, in a UTF-8 locale. Planted (`,` and `=` allowed,
     the rule before): fails."""
-    body = re.search(r"^usable\(\) \{\n.*?^\}\n", text, re.M | re.S)
-    assert body, f"{name}: no usable() function"
-    program = "OPS_PARAMETER=\n" + body.group(0) + 'usable "$1" && echo takes || echo refuses\n'
+    functions = {m.group(1): m.group(0) for m in re.finditer(r"^(\w+)\(\) \{\n.*?^\}\n", text, re.M | re.S)}
+    assert "password_usable" in functions, f"{name}: no password_usable() (lib.sh)"
+    assert re.search(r"\b(usable|password_usable) \"\$new\"|usable \"\$password\"", text), f"{name} never uses it"
+    check = "usable" if "usable" in functions else "password_usable"
+    program = "OPS_PARAMETER=\n" + "".join(functions[f] for f in ("password_usable", "usable") if f in functions) \
+        + check + ' "$1" && echo takes || echo refuses\n'
     env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     for password in CANDIDATES:
         got = subprocess.run([tool("bash"), "-c", program, "usable", password], capture_output=True, text=True,

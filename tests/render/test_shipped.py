@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from components.render.shipped import shipped_script
+from components.render.backup import backup_script
+from components.render.fetched import fetched_tools
+from components.render.password import fetch_password_script, password_sync_script
+from components.render.shipped import LIBRARY, shipped_script
+from components.render.tls import fetch_tls_script
 
-SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "components" / "render").glob("*.sh"))
+SCRIPTS = sorted(p for p in (Path(__file__).resolve().parents[2] / "components" / "render").glob("*.sh")
+                 if p != LIBRARY)
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
@@ -50,3 +55,19 @@ def test_a_here_document_is_refused(tmp_path: Path) -> None:
     script.write_text("#!/bin/bash\ncat <<EOF\n# data, not a comment\nEOF\n")
     with pytest.raises(ValueError, match="here-documents"):
         shipped_script(script)
+
+
+def test_the_fetched_shell_programs_carry_the_library_once_and_no_other_copy_of_its_functions() -> None:
+    """lib.sh (bounded AWS calls, the password rule) goes into each fetched shell program's shipped text, right
+    after its shebang: one source, no file sourced at run time. Planted (a program's own ssm_get): fails."""
+    library = [re.sub(r"^[ \t]+", " ", line) for line in LIBRARY.read_text().splitlines()
+               if line.strip() and not re.match(r"\s*#(?!\s*shellcheck)|# shellcheck shell=", line)]
+    assert "ssm_get() {" in library and "password_usable() {" in library
+    programs = {"backup": backup_script(), "password-sync": password_sync_script(),
+                "fetch-password": fetch_password_script(), "fetch-tls": fetch_tls_script()}
+    assert {text for name, text in fetched_tools().items() if name.endswith(".sh")} - set(programs.values()) == \
+        {fetched_tools()["redis-cluster-join.sh"]}  # the join reads no parameter and no password
+    for name, text in programs.items():
+        lines = text.splitlines()
+        assert lines[2:2 + len(library)] == library, name
+        assert text.count("aws ssm get-parameter") == 1 and text.count("password_usable() {") == 1, name

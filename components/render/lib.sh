@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# lib.sh: what the shell programs fetched from the stack's bucket share (components/render/fetched.py).
+# Never a file on a server: shipped_script(..., library=True) puts it after each program's shebang, so the
+# one signed object carries it and nothing is sourced from a path at run time.
+
+# ssm_get NAME SECONDS : the parameter's value on stdout (a String or a SecureString: --with-decryption
+# serves both), or a failure within SECONDS (+2 to kill). The instance role reads only its stack's ones.
+ssm_get() {
+    timeout -k 2 "$2" aws ssm get-parameter --region "$AWS_REGION" --name "$1" \
+        --with-decryption --query Parameter.Value --output text \
+        --cli-connect-timeout 3 --cli-read-timeout 5
+}
+
+# password_usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's
+# own rule (settings.check_password, PASSWORD_RULE; tests/render/test_password.py holds the two equal).
+# `aws --output text` prints None for a missing value.
+# (Not every program checks a password: for the others these two are unused.)
+# shellcheck disable=SC2034
+PASSWORD_RULE="16+ printable ASCII characters, none of , = quotes or backslash"
+# shellcheck disable=SC2317
+password_usable() {
+    local LC_ALL=C # byte ranges, whatever the locale
+    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
+    case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
+}

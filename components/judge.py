@@ -70,6 +70,7 @@ class ClusterNode:
     master_id: str | None
     link: str
     slots: tuple[tuple[int, int], ...]
+    hostname: str = ""  # 7.0's cluster-announce-hostname, after the bus port ("ip:port@cport,hostname")
 
     @property
     def address(self) -> str:
@@ -142,8 +143,8 @@ def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[Cluste
         parts = line.split()
         if len(parts) < 8:
             continue
-        addr = parts[1].split("@")[0].split(",")[0]  # 7.0 may append ",hostname"
-        host, _, port = addr.rpartition(":")
+        addr, _, hostname = parts[1].partition(",")  # 7.0 may append ",hostname"
+        host, _, port = addr.split("@")[0].rpartition(":")
         flags = frozenset(parts[2].split(","))
         if not host and "myself" in flags and self_host:
             host = self_host
@@ -157,6 +158,7 @@ def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[Cluste
             ClusterNode(
                 id=parts[0], host=host, port=int(port or 0), flags=flags,
                 master_id=None if parts[3] == "-" else parts[3], link=parts[7], slots=tuple(slots),
+                hostname=hostname,
             )
         )
     return tuple(nodes)

@@ -48,7 +48,6 @@ from components.parameters import (
 from components.platforms import DEFAULT_PLATFORM, PLATFORMS
 from components.render.cloud_config import encode_user_data, render_cloud_config
 from components.render.fetched import fetched_tools
-from components.render.redis_conf import secret_named_commands
 from components.server import RedisServer, ServerArgs
 from components.settings import (
     CONFIG_KEYS,
@@ -479,19 +478,17 @@ class RedisSessionStore(pulumi.ComponentResource):
         )
         # The servers' scripts know CONFIG and SLOWLOG (and ACL on 7.0) by names made from this secret, which
         # the front-ends never get (redis_conf.SECRET_NAMED_COMMANDS). Letters and digits: a command name.
-        self.ops_parameter: aws.ssm.Parameter | None = None
-        if secret_named_commands(PLATFORMS[s.platform]):
-            self.ops_parameter = aws.ssm.Parameter(
-                f"{name}-ops-password",
-                name=ops_password_parameter(s.stack),
-                type="SecureString",
-                value=pulumi.Output.secret(
-                    random.RandomPassword(f"{name}-ops-password", length=40, special=False, opts=child).result),
-                description="Operations secret of the OutSystems session store: the names of Redis "
-                            f"{PLATFORMS[s.platform].redis_version}'s administrative commands on its servers",
-                tags=tags,
-                opts=child,
-            )
+        self.ops_parameter = aws.ssm.Parameter(
+            f"{name}-ops-password",
+            name=ops_password_parameter(s.stack),
+            type="SecureString",
+            value=pulumi.Output.secret(
+                random.RandomPassword(f"{name}-ops-password", length=40, special=False, opts=child).result),
+            description="Operations secret of the OutSystems session store: the names of Redis "
+                        f"{PLATFORMS[s.platform].redis_version}'s administrative commands on its servers",
+            tags=tags,
+            opts=child,
+        )
 
         self.network = RedisNetwork(
             f"{name}-network",
@@ -539,8 +536,7 @@ class RedisSessionStore(pulumi.ComponentResource):
         )
         obs = self.observability
         readable = [self.parameter.arn, obs.bucket_parameter.arn]
-        if self.ops_parameter is not None:
-            readable.append(self.ops_parameter.arn)
+        readable.append(self.ops_parameter.arn)
         if tls_parameters:
             # The TLS material by its folder (/outsystems-redis/<stack>/tls/*): the one server role reads every
             # server's key anyway, and two ARNs per server pass IAM's 10,240 characters for a role's inline
@@ -619,7 +615,7 @@ class RedisSessionStore(pulumi.ComponentResource):
                         # The secrets in Parameter Store, the right to read them, the way out, and
                         # where the metrics, logs and snapshots go.
                         depends_on=[
-                            self.parameter, *([self.ops_parameter] if self.ops_parameter else []),
+                            self.parameter, self.ops_parameter,
                             *tls_parameters, profile, policy, *self.network.ready,
                             *obs.first_boot_needs,
                         ],

@@ -455,8 +455,8 @@ class Loopback:
         self.write_password_scripts()
         if self.ssm_value() is None:
             self.ssm_put(self.password)
-        ops = secret_names_env(STACK, self.platform).get("OPS_PARAMETER")
-        if ops and self.ssm_value(ops) is None:
+        ops = secret_names_env(STACK, self.platform)["OPS_PARAMETER"]
+        if self.ssm_value(ops) is None:
             self.ssm_put(generate_password(), ops)  # as the program's pulumi-random operations secret
         for server in self.topology.servers:
             paths = self.paths(server.index)
@@ -488,8 +488,7 @@ class Loopback:
     @property
     def ops_secret(self) -> str | None:
         """The operations secret in the stand-in Parameter Store (None before write_files)."""
-        name = secret_names_env(STACK, self.platform).get("OPS_PARAMETER")
-        return self.ssm_value(name) if name else None
+        return self.ssm_value(secret_names_env(STACK, self.platform)["OPS_PARAMETER"])
 
     def command_name(self, process: Process, command: str) -> str:
         """What `process`'s server calls `command` (command_name_in its auth include)."""

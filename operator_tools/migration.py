@@ -192,11 +192,8 @@ class Migration:
         if any(not v.startswith("7.0.") for v in new_v):
             raise MigrationError(f"the new servers must run Redis 7.0; they run {', '.join(new_v)}")
         for node in self.new_nodes:
-            # CLUSTER NODES, not CONFIG GET (CONFIG has a secret name on the servers): 7.0 writes an
-            # announced hostname after the bus port of the node's own line, `ip:port@cport,hostname`.
-            nodes = str(self.call(node, "CLUSTER", "NODES")).splitlines()
-            myself = next((w for w in map(str.split, nodes) if len(w) > 2 and "myself" in w[2].split(",")), None)
-            if myself and "," in myself[1]:
+            # From CLUSTER NODES, not CONFIG GET: CONFIG has a secret name on the servers.
+            if any("myself" in n.flags and n.hostname for n in self.view(node)):
                 raise MigrationError(f"{node[0]}:{node[1]} sets cluster-announce-hostname; its bus "
                                      "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
         cinfo = health.parse_cluster_info(str(self.call(self.old_nodes[0], "CLUSTER", "INFO")))

@@ -45,8 +45,8 @@ def fetch_password_script() -> str:
 def secret_names_env(stack: str, platform: Platform) -> dict[str, str]:
     """redis-fetch-password's inputs for the secret command names (redis_conf.secret_named_commands):
     the operations secret's parameter and the commands to rename."""
-    commands = secret_named_commands(platform)
-    return {"OPS_PARAMETER": ops_password_parameter(stack), "RENAMED_COMMANDS": " ".join(commands)} if commands else {}
+    return {"OPS_PARAMETER": ops_password_parameter(stack),
+            "RENAMED_COMMANDS": " ".join(secret_named_commands(platform))}
 
 
 def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -> dict[str, str]:

@@ -254,12 +254,11 @@ def render_provision_unit() -> str:
     )
 
 
-def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, script: str, identifier: str,
+def _cluster_unit(ports: tuple[int, ...], description: str, env_file: str, run: str, identifier: str,
                   timeout: str) -> str:
-    """A service that runs a cluster script as redis, after this server's own Redis processes. `script`: a
-    path, or a line of its own (ExecStart= included) for a fetched one."""
+    """A service that runs a cluster script as redis, after this server's own Redis processes. `run`: its
+    Exec lines (and what they need)."""
     units = " ".join(redis_unit(p) for p in ports)
-    run = script if "ExecStart=" in script else f"ExecStart={script}\n"
     return (
         "[Unit]\n"
         f"Description={description}\n"
@@ -293,7 +292,7 @@ def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
     return _cluster_unit(
         ports,
         "Form the OutSystems Redis Cluster with crossed replicas (no-op once formed)",
-        BOOTSTRAP_ENV_PATH, BOOTSTRAP_PATH, "redis-cluster-bootstrap",
+        BOOTSTRAP_ENV_PATH, f"ExecStart={BOOTSTRAP_PATH}\n", "redis-cluster-bootstrap",
         "# Peers boot in parallel; the script waits up to WAIT_SECONDS for them.\n"
         "RuntimeMaxSec=1800\n",
     )

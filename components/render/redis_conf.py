@@ -102,10 +102,23 @@ DISABLED_COMMANDS = (
     "FLUSHDB",
     "SWAPDB",
     "SAVE",  # blocks every client for the whole snapshot; backups stream one with `redis-cli --rdb`
+    # A fork of the whole dataset on demand, as often as asked: memory doubles on a write-heavy master.
+    # The `save` lines and `redis-cli --rdb` take the snapshots.
+    "BGSAVE",
+    "BGREWRITEAOF",
+    "LASTSAVE",  # nothing reads it; the metrics agent takes the save's age from INFO persistence
+    "LATENCY",  # LATENCY RESET wipes what an operator would diagnose a stall with
+    "PFSELFTEST",  # seconds of CPU on the main thread, every client waits
+    "PFDEBUG",
     "MONITOR",  # every other client's commands as sent: session keys, and the secret names below
 )
-# Not SHUTDOWN: redis-cli 5.0's `--cluster del-node` (docs/operations.md: shrinking) ends with it. A front-end
-# that stops a process only gets it restarted by systemd (and, on a cluster, failed over first).
+# Redis's own "admin" commands (ACL CAT admin; 5.0's COMMAND flags) that stay, and why: CLUSTER (its NODES and
+# SLOTS are the front-ends' slot map; the servers' tools send its administrative subcommands with the same
+# password); PSYNC, SYNC, REPLCONF (replicas and `redis-cli --rdb` log in with the password); SHUTDOWN
+# (redis-cli's `--cluster del-node`, docs/operations.md: shrinking, ends with it; a front-end that stops a
+# process gets it restarted by systemd, and on a cluster failed over first); ROLE (read-only, what INFO
+# replication shows anyway); CLIENT (StackExchange.Redis names its connections with CLIENT SETNAME).
+# 7.0's ACL users could take the administrative ones from the front-ends (SECURITY.md, gap 2).
 
 # 7.0's own: coordinated failover of a replicated pair, which the cluster does with CLUSTER FAILOVER instead.
 DISABLED_COMMANDS_7_0 = ("FAILOVER",)

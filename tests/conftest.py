@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+# The shared fixtures, for every test module without an import (so no name shadows another): the
+# loopback Redis servers, and the one moto stand-in.
+pytest_plugins = ("tests.integration.loopbacks", "tests.integration.moto_stand_in")
+
 # Files whose tests start their own clusters and share no fixture or state beyond one test.
 SPREAD = {
     "tests/integration/test_backup.py",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.workload import DATA_ITEM, LoadSpec, lock_key, prefill, run_load, session_keys
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 
 KEYSPACE = 60
 PREFILLED = 30  # the other half are new sessions: the request creates them (a miss)
@@ -23,7 +22,7 @@ def client_calls(client) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("version", ["5.0", "7.0"])
-def test_a_request_is_the_providers_two_scripts_over_hashes_and_a_released_lock(loopback_factory, version):  # noqa: F811
+def test_a_request_is_the_providers_two_scripts_over_hashes_and_a_released_lock(loopback_factory, version):
     lo = loopback_factory(version, 1)
     lo.start()
     p = lo.processes[0]

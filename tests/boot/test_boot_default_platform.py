@@ -101,7 +101,8 @@ def test_the_front_ends_password_cannot_administer_a_5_0_server(focal_prod) -> N
     platform = PLATFORMS[DEFAULT_PLATFORM]
     # Written out (SECURITY.md): a command the program stopped closing would still be tried.
     closed = {"MODULE", "DEBUG", "REPLICAOF", "SLAVEOF", "FLUSHALL", "FLUSHDB", "SWAPDB", "SAVE", "BGSAVE",
-              "BGREWRITEAOF", "LASTSAVE", "LATENCY", "PFSELFTEST", "PFDEBUG", "MONITOR", "CONFIG", "SLOWLOG"}
+              "BGREWRITEAOF", "LASTSAVE", "LATENCY", "PFSELFTEST", "PFDEBUG", "SHUTDOWN", "MONITOR", "CONFIG",
+              "SLOWLOG"}
     assert {*disabled_commands(platform), *secret_named_commands(platform)} == closed
     for command in sorted(closed):
         reply = cli(fleet, deployment, node, command, "GET" if command in secret_named_commands(platform) else "HELP")

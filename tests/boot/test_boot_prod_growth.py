@@ -37,7 +37,8 @@ from tests.boot.support import (
     verdict,
     write_sessions,
 )
-from tests.integration.metrics_stand_in import VENV_BIN, deployer_env
+from tests.integration.metrics_stand_in import deployer_env
+from tests.integration.moto_stand_in import VENV_BIN
 from tests.unit.program import ACCOUNT, run_program
 
 

@@ -13,48 +13,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from components import monitoring
-from components.render.metrics import observe_env, observe_launcher, observe_script
+from components.render.metrics import observe_env, observe_launcher
 from operator_tools.loopback import BASH, Loopback
-from tests.integration.moto_stand_in import MotoServer
-from tests.tools import require
-
-REGION = "eu-west-1"
-VENV_BIN = Path(sys.executable).parent
-
-
-class Moto(MotoServer):
-    """The moto harness in REGION, with the AWS CLI as a server runs it: `aws` (the venv's awscli) alone on
-    PATH beside the system's, so python3 stays the system's, as on a server."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.aws_cli = require(str(VENV_BIN / "aws"), "aws (pip install awscli)")
-        super().__init__(tmp, region=REGION)
-        self.bin = tmp / "aws-bin"  # only `aws` from the venv: python3 stays the system's, as on a server
-        self.bin.mkdir()
-        (self.bin / "aws").symlink_to(self.aws_cli)
-        self.home = tmp / "home"
-        self.home.mkdir()
-
-    def env(self) -> dict[str, str]:
-        return {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.home), "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": self.url, "AWS_REGION": REGION}
-
-    def prepare_stack(self, stack: str, tool: str | None = None) -> None:
-        """What `pulumi up` makes for a stack: the bucket named in its parameter, the tool in it, the log group."""
-        bucket = f"osr-{stack}-bucket"
-        self.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        self.client("s3").put_object(Bucket=bucket, Key=monitoring.OBSERVE_TOOL_KEY,
-                                     Body=(tool if tool is not None else observe_script()).encode())
-        self.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(stack), Value=bucket, Type="String")
-        self.client("logs").create_log_group(logGroupName=monitoring.log_group_name(stack))
-
-    def everything(self) -> str:
-        """Every piece of state moto holds, as JSON text (to scan for a secret)."""
-        return urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=30).read().decode()
+from tests.integration.moto_stand_in import Moto
 
 
 def deployer_env(url: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""moto in server mode on a loopback address of this test process, recording every request it receives, and
-what the backup tests give the shipped redis-backup to reach it (test_backup, test_scripts_argv)."""
+"""moto in server mode on a loopback address of this test process, recording every request it receives: the
+harness, the one `moto` fixture every test on the host uses (tests/conftest.py registers it), and what the
+backup tests give the shipped redis-backup to reach it (test_backup, test_scripts_argv)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components.monitoring import backup_bucket_parameter
+from components import monitoring
 from components.render.backup import backup_env
+from components.render.metrics import observe_script
 from operator_tools.loopback import Loopback
 from tests.tools import loopback_octet, require
 
-STACK = "rehearsal"
-BUCKET = "osr-rehearsal-backups"
-REGION = "us-east-1"
+STACK = "rehearsal"  # the backup tests' stack
+REGION = "eu-west-1"
 VENV_BIN = Path(sys.executable).parent
 _ports = itertools.count(4566)
 
@@ -109,23 +110,59 @@ class MotoServer:
                 self.proc.wait(timeout=10)
 
 
+class Moto(MotoServer):
+    """The moto harness with the AWS CLI as a server runs it: `aws` (the venv's awscli) alone on PATH beside
+    the system's, so python3 stays the system's, as on a server; a HOME of its own."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.aws_cli = require(str(VENV_BIN / "aws"), "aws (pip install awscli)")
+        super().__init__(tmp, region=REGION)
+        self.bin = tmp / "aws-bin"  # only `aws` from the venv: python3 stays the system's, as on a server
+        self.bin.mkdir()
+        (self.bin / "aws").symlink_to(self.aws_cli)
+        self.home = tmp / "home"
+        self.home.mkdir()
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.home), "AWS_REGION": REGION}
+
+    def prepare_stack(self, stack: str, tool: str | None = None) -> str:
+        """What `pulumi up` makes for a stack: the bucket named in its parameter, the metrics agent in it, the
+        log group. The bucket's name."""
+        bucket = bucket_of(stack)
+        self.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        self.client("s3").put_object(Bucket=bucket, Key=monitoring.OBSERVE_TOOL_KEY,
+                                     Body=(tool if tool is not None else observe_script()).encode())
+        self.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(stack), Value=bucket, Type="String")
+        self.client("logs").create_log_group(logGroupName=monitoring.log_group_name(stack))
+        return bucket
+
+    def everything(self) -> str:
+        """Every piece of state moto holds, as JSON text (to scan for a secret)."""
+        return urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=30).read().decode()
+
+
+def bucket_of(stack: str) -> str:
+    return f"osr-{stack}-bucket"
+
+
+BUCKET = bucket_of(STACK)
+
+
 @pytest.fixture
-def moto(tmp_path_factory, request) -> MotoServer:
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
+def moto(tmp_path_factory, request) -> Moto:
+    """The one moto fixture: a stand-in of its own for each test, empty (a test makes what `pulumi up` would
+    with prepare_stack)."""
+    server = Moto(tmp_path_factory.mktemp("moto"))
     request.addfinalizer(server.stop)
-    # What `pulumi up` creates: the bucket, and the parameter naming it.
-    server.client("s3").create_bucket(Bucket=BUCKET)
-    server.client("ssm").put_parameter(Name=backup_bucket_parameter(STACK), Value=BUCKET, Type="String")
     return server
 
 
-def backup_environment(lo: Loopback, server: int, moto: MotoServer, work_dir: Path) -> dict[str, str]:
+def backup_environment(lo: Loopback, server: int, moto: Moto, work_dir: Path) -> dict[str, str]:
     """redis-backup's environment on server `server`: backup.env and auth.env as rendered, the loopback's paths,
-    the real AWS CLI first on PATH, and moto's endpoint."""
+    the AWS CLI as a server runs it (Moto.env), and moto's endpoint."""
     return {
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **moto.env(),
         **backup_env(lo.topology, server, stack=STACK, redis_cli=lo.cli_for(server), work_dir=str(work_dir)),
         "AUTH_FILE": lo.paths(server).auth_file,
-        "AWS_REGION": REGION,
-        **moto.env(),
     }

@@ -35,13 +35,12 @@ from components.monitoring import (
 from components.render.backup import backup_script
 from operator_tools.loopback import Loopback, run_at_once
 from operator_tools.sessions import SessionStore, session_keys, session_tag
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 
-# Its `moto` fixture comes through tests/integration/conftest.py.
-from tests.integration.moto_stand_in import BUCKET, MotoServer, backup_environment
+# Its `moto` fixture is the one of tests/integration/moto_stand_in.py (tests/conftest.py registers it).
+from tests.integration.moto_stand_in import BUCKET, STACK, Moto, backup_environment
 
 
-def run_backups(lo: Loopback, moto: MotoServer, root: Path, timeout: float = 180,
+def run_backups(lo: Loopback, moto: Moto, root: Path, timeout: float = 180,
                 first_on_path: Path | None = None) -> dict[int, tuple[int, str]]:
     """The shipped redis-backup on every server at once, as their timers run it; (exit code, output) by server."""
     script = root / "redis-backup"
@@ -60,9 +59,9 @@ def slot_of_hour(epoch: float) -> str:
         TAKEN_AT_FORMAT)
 
 
-def objects(moto: MotoServer) -> dict[str, bytes]:
+def objects(moto: Moto) -> dict[str, bytes]:
     s3 = moto.client("s3")
-    listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="snapshots/").get("Contents", [])  # not the tools
     return {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
 
 
@@ -70,7 +69,7 @@ def masters(lo: Loopback) -> list:
     return [p for p in lo.processes if lo.client(p).info("replication")["role"] == "master"]
 
 
-def assert_one_snapshot_per_master(lo: Loopback, moto: MotoServer, results: dict, started: float) -> str:
+def assert_one_snapshot_per_master(lo: Loopback, moto: Moto, results: dict, started: float) -> str:
     """Every run succeeded; exactly one RDB and one manifest per master, under backup_key; returns taken_at."""
     for server, (code, out) in results.items():
         assert code == 0, f"server {server}:\n{out}"
@@ -131,18 +130,20 @@ def read_back(c, key: str, content: Any) -> Any:
     return c.hgetall(key) if isinstance(content, dict) else c.get(key)
 
 
-def assert_uploaded_cleanly(lo: Loopback, moto: MotoServer, root: Path) -> None:
+def assert_uploaded_cleanly(lo: Loopback, moto: Moto, root: Path) -> None:
     """Nothing left on the servers' disks, the password in no request, and the recorder saw the uploads
     themselves (so the leak check looked at them)."""
     assert_nothing_left_behind(root, len(lo.topology.servers))
     assert not moto.leaks(lo.password)
-    assert sum(1 for e in moto.requests() if e["method"] == "PUT" and b"REDIS" in e["body"]) == len(masters(lo))
+    uploads = [e for e in moto.requests() if e["method"] == "PUT" and "/snapshots/" in e["url"]]
+    assert sum(1 for e in uploads if e["body"].startswith(b"REDIS")) == len(masters(lo))
 
 
 # A dev server here. Clusters are backed up by the tests below, each with every check of this one: on 5.0 and
 # 7.0 after a failover, and on 5.0, and 7.0 with TLS on (the snapshot through the TLS redis-cli), before a
 # restore. (A separate run per cluster shape measured the same paths again, for 40 s of the suite's CPU.)
-def test_a_backup_run_uploads_one_snapshot_per_master(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_a_backup_run_uploads_one_snapshot_per_master(loopback_factory, moto, tmp_path):
+    moto.prepare_stack(STACK)  # the bucket and its parameter, as `pulumi up` makes them
     lo = loopback_factory("5.0", 1)
     lo.start()
     write_sessions(lo, 30, size=2000)
@@ -153,7 +154,8 @@ def test_a_backup_run_uploads_one_snapshot_per_master(loopback_factory, moto, tm
 
 
 @pytest.mark.parametrize("version", ["5.0", "7.0"])
-def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto, tmp_path, version):  # noqa: F811
+def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto, tmp_path, version):
+    moto.prepare_stack(STACK)  # the bucket and its parameter, as `pulumi up` makes them
     lo = loopback_factory(version)
     lo.start()
     lo.bootstrap()
@@ -229,7 +231,8 @@ def count(ranges: list[str]) -> int:
     return sum(int(r.rpartition("-")[2]) - int(r.partition("-")[0]) + 1 for r in ranges)
 
 
-def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_factory, moto, tmp_path):
+    moto.prepare_stack(STACK)  # the bucket and its parameter, as `pulumi up` makes them
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
@@ -286,7 +289,7 @@ def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_f
     assert objects(moto) == {}
 
 
-def restore(moto: MotoServer, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
+def restore(moto: Moto, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
     p = lo.processes[0]
     if lo.tls:
         extra = ("--tls", "--cacert", str(lo.ca_file), *extra)
@@ -349,8 +352,9 @@ def client_of(lo: Loopback):  # noqa: ANN201
 # cluster with TLS on (a plain 7.0 cluster adds no path of its own: dropped for the suite's time).
 @pytest.mark.parametrize("version,fresh_version,fresh_servers,tls", [
     ("5.0", "5.0", 3, False), ("5.0", "7.0", 1, False), ("7.0", "7.0", 3, True)])
-def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,  # noqa: F811
+def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_factory, moto, tmp_path,
                                                                  version, fresh_version, fresh_servers, tls):
+    moto.prepare_stack(STACK)  # the bucket and its parameter, as `pulumi up` makes them
     lo = loopback_factory(version, 3, tls)
     lo.start()
     lo.bootstrap()
@@ -415,7 +419,8 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
 
 
-def test_a_snapshot_the_disk_cannot_hold_is_not_taken(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_a_snapshot_the_disk_cannot_hold_is_not_taken(loopback_factory, moto, tmp_path):
+    moto.prepare_stack(STACK)  # the bucket and its parameter, as `pulumi up` makes them
     lo = loopback_factory("5.0", 1)
     lo.start()
     write_sessions(lo, 5, size=2000)

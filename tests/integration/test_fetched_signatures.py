@@ -13,23 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from components import monitoring, signing
 from components.render.metrics import observe_launcher
 from operator_tools.loopback import BASH
-from tests.integration.metrics_stand_in import REGION, Moto
+from tests.integration.moto_stand_in import REGION, Moto
 
 SEED = "Deployer" * 5  # the stack's seed (the program's is a generated secret)
 STACK = "signed"
 KEY = "tools/probe.sh"
-
-
-@pytest.fixture
-def moto(tmp_path):
-    server = Moto(tmp_path)
-    yield server
-    server.stop()
 
 
 class Bucket:

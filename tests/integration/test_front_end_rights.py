@@ -24,6 +24,7 @@ from components.platforms import PLATFORMS
 from components.render.redis_conf import disabled_commands, secret_named_commands
 from operator_tools.loopback import Loopback
 from operator_tools.rehearsal import lost_sessions, write_sessions
+from tests.integration.loopbacks import nodes
 from tests.tools import REDIS_VERSIONS, redis_bin
 
 # Each disabled command with arguments that would do harm if it ran. (One that ran would also break what
@@ -43,6 +44,7 @@ ATTEMPTS = {
     "LATENCY": ["RESET"],
     "PFSELFTEST": [],
     "PFDEBUG": ["GETREG", "session"],
+    "SHUTDOWN": ["NOSAVE"],
     "MONITOR": [],
     "FAILOVER": [],  # 7.0
 }
@@ -59,7 +61,6 @@ ONLY_ON_7_0 = {"FAILOVER", "ACL"}  # 5.0 has neither command (and refuses a rena
 KEPT_ADMIN = {
     "CLUSTER",  # NODES and SLOTS are the front-ends' slot map; the tools send the rest with the same password
     "PSYNC", "SYNC", "REPLCONF",  # replicas and `redis-cli --rdb` log in with the password
-    "SHUTDOWN",  # redis-cli --cluster del-node ends with it
     "ROLE",  # read-only, as INFO replication
     "CLIENT",  # StackExchange.Redis names its connections (CLIENT SETNAME)
 }
@@ -139,7 +140,7 @@ def test_the_list_covers_what_makes_a_password_an_administrators() -> None:
 def test_the_kept_administrative_commands_are_what_redis_calls_administrative() -> None:
     """The exemptions name real administrative commands (a stale one would hide nothing, and mean nothing)."""
     on = {version: admin_commands(version) for version in REDIS_VERSIONS}
-    assert {"CONFIG", "MODULE", "DEBUG", "SHUTDOWN", "CLUSTER"} <= on["5.0"] & on["7.0"], on
+    assert {"CONFIG", "MODULE", "DEBUG", "SHUTDOWN", "CLUSTER", "PSYNC"} <= on["5.0"] & on["7.0"], on
     assert KEPT_ADMIN <= on["5.0"] | on["7.0"], KEPT_ADMIN - (on["5.0"] | on["7.0"])
 
 
@@ -156,3 +157,37 @@ def test_a_clusters_front_end_password_keeps_sessions_and_nothing_else(version, 
     lo.start()
     lo.bootstrap()
     assert_only_sessions(lo)
+
+
+@pytest.mark.parametrize("version", REDIS_VERSIONS)
+def test_the_documented_shrink_still_removes_a_node_without_shutdown(version, loopback_factory) -> None:
+    """docs/operations.md "Shrinking", step 4, with SHUTDOWN gone: `redis-cli --cluster del-node` of the line
+    removes the node from every other node's view. 7.0's ends with CLUSTER RESET SOFT on it; 5.0's with a
+    SHUTDOWN that Redis refuses, after the node is forgotten (the doc says so)."""
+    lo = loopback_factory(version)
+    lo.start()
+    lo.bootstrap()
+    view = nodes(lo)
+    replica = next(a for a, n in view.items() if n["role"] == "replica")
+    removed = subprocess.run(
+        [lo.redis_cli, "--cluster", "del-node", lo.processes[0].address, view[replica]["id"]],
+        env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": lo.password}, capture_output=True, text=True, timeout=60,
+    )
+    said = removed.stdout + removed.stderr
+    assert "CLUSTER FORGET" in said, said
+    if version == "5.0":
+        assert removed.returncode == 1 and "unknown command `SHUTDOWN`" in said, said
+    else:
+        assert removed.returncode == 0 and "CLUSTER RESET SOFT" in said, said
+    deadline = time.monotonic() + 10
+    while any(replica in nodes_seen_by(lo, p) for p in lo.processes if p.address != replica):
+        assert time.monotonic() < deadline, f"{replica} is still in the cluster"
+        time.sleep(0.2)
+
+
+def nodes_seen_by(lo: Loopback, process) -> str:
+    client = lo.client(process)
+    try:
+        return client.execute_command("CLUSTER", "NODES")
+    finally:
+        client.close()

@@ -24,14 +24,13 @@ import redis
 
 from components.render.join import join_script
 from tests.integration import loopbacks
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.tools import REDIS_VERSIONS, loopback_octet, redis_bin, tool
 
 WAIT_SECONDS = 40  # shorter than Redis's 60 s FORGET bar: only a direct meeting gets the joiner known in time
 FORGETTING_SECONDS = 6
 
 
-def test_a_member_that_missed_the_joiner_is_introduced_by_the_join(loopback_factory):  # noqa: F811
+def test_a_member_that_missed_the_joiner_is_introduced_by_the_join(loopback_factory):
     lo = loopback_factory("5.0", 3)
     lo.start()
     lo.bootstrap()

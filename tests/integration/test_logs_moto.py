@@ -15,15 +15,7 @@ import pytest
 
 from components.render import metrics
 from operator_tools.loopback import generate_password
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
-from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry, log_events, observe
-
-
-@pytest.fixture
-def moto(tmp_path):
-    server = Moto(tmp_path)
-    yield server
-    server.stop()
+from tests.integration.metrics_stand_in import fake_journalctl, journal_entry, log_events, observe
 
 
 def ship(moto, lo, tmp_path, journal_dir):
@@ -44,7 +36,7 @@ def assert_shipped_once_in_order(shipped: list[str], before: list[str], after: l
 
 
 @pytest.mark.parametrize("version", ["5.0", "7.0"])
-def test_logs_reach_their_streams_once_each_and_never_the_password(version, loopback_factory, moto,  # noqa: F811
+def test_logs_reach_their_streams_once_each_and_never_the_password(version, loopback_factory, moto,
                                                                      tmp_path):
     lo = loopback_factory(version, 1)
     lo.start()

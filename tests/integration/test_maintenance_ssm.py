@@ -17,20 +17,16 @@ from operator_tools import maintenance
 from operator_tools.loopback import platform_for
 from operator_tools.rehearsal import master_hosts, slots_writable, tls_of
 from operator_tools.stack_file import read_settings
-from tests.integration.moto_stand_in import MotoServer
+from tests.integration.moto_stand_in import REGION
 from tests.tools import ROOT
-
-REGION = "eu-west-1"
 
 
 @pytest.fixture
-def aws(request, tmp_path_factory):
-    """(ec2, ssm) boto3 clients of a moto server on this test's own loopback address."""
+def aws(moto):
+    """(ec2, ssm) boto3 clients of the test's moto stand-in."""
     import boto3
 
-    server = MotoServer(tmp_path_factory.mktemp("moto"), region=REGION)
-    request.addfinalizer(server.stop)
-    kwargs = {"endpoint_url": server.url, "region_name": REGION, "aws_access_key_id": "testing",
+    kwargs = {"endpoint_url": moto.url, "region_name": REGION, "aws_access_key_id": "testing",
               "aws_secret_access_key": "testing"}
     ssm = boto3.client("ssm", **kwargs)
     # What the client puts on the wire. (moto's own record adds every instance of the region to a

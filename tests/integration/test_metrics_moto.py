@@ -14,15 +14,7 @@ import redis
 
 from components import monitoring
 from components.judge import parse_cluster_info, parse_cluster_nodes
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
-from tests.integration.metrics_stand_in import Moto, latest, observe, published
-
-
-@pytest.fixture
-def moto(tmp_path):
-    server = Moto(tmp_path)
-    yield server
-    server.stop()
+from tests.integration.metrics_stand_in import latest, observe, published
 
 
 def state(client: redis.Redis) -> str:
@@ -56,14 +48,14 @@ def assert_every_metric_healthy(moto, lo, tmp_path) -> None:
 
 
 # On 7.0 here; on 5.0 at the start of the killed-server test below (its cluster is healthy until the kill).
-def test_a_healthy_cluster_publishes_every_metric_per_server(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_a_healthy_cluster_publishes_every_metric_per_server(loopback_factory, moto, tmp_path):
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
     assert_every_metric_healthy(moto, lo, tmp_path)
 
 
-def test_a_tls_cluster_is_read_through_the_stacks_ca(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_a_tls_cluster_is_read_through_the_stacks_ca(loopback_factory, moto, tmp_path):
     lo = loopback_factory("7.0", tls=True)
     lo.start()
     lo.bootstrap()
@@ -74,7 +66,7 @@ def test_a_tls_cluster_is_read_through_the_stacks_ca(loopback_factory, moto, tmp
     assert {latest(moto, "tls", s.name, "ClusterStateOk") for s in lo.topology.servers} == {1}
 
 
-def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback_factory, moto, tmp_path):
     lo = loopback_factory("5.0")
     lo.start()
     lo.bootstrap()
@@ -119,7 +111,7 @@ def test_a_killed_server_shows_in_cluster_state_slots_and_replica_links(loopback
     assert latest(moto, "failedover", s0, "ShapeFailures") == 1  # the master it took over has no replica
 
 
-def test_counters_publish_the_increase_since_the_last_run(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_counters_publish_the_increase_since_the_last_run(loopback_factory, moto, tmp_path):
     lo = loopback_factory("7.0", 1)
     lo.start()
     moto.prepare_stack("counters")

@@ -37,7 +37,6 @@ from components.render.redis_conf import secret_named_commands
 from operator_tools import health
 from operator_tools.loopback import BASH, Loopback, generate_password
 from operator_tools.rehearsal import SessionTraffic, verify_sessions
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.tools import ROOT, loopback_octet, redis_bin
 
 GRACE = 4  # seconds of Redis 7.0 grace in these tests (3600 on AWS)
@@ -163,7 +162,7 @@ CASES = [("5.0", 3), ("5.0", 1), ("7.0", 3), ("7.0", 1)]
 
 
 @pytest.mark.parametrize("version, servers", CASES, ids=[f"{v}-{'prod' if n > 1 else 'dev'}" for v, n in CASES])
-def test_rotation_under_a_session_workload(version, servers, loopback_factory):  # noqa: F811
+def test_rotation_under_a_session_workload(version, servers, loopback_factory):
     redis_bin(version)
     lo = loopback_factory(version, servers)
     lo.start()
@@ -264,7 +263,7 @@ def shims(tmp_path: Path, lo: Loopback) -> tuple[Path, Path]:
 
 
 def test_sync_keeps_the_password_off_argv_and_output_and_waits_out_an_ssm_outage(tmp_path,
-                                                                                 loopback_factory):  # noqa: F811
+                                                                                 loopback_factory):
     redis_bin("7.0")
     lo = loopback_factory("7.0", 1)
     lo.start()
@@ -296,7 +295,7 @@ def test_sync_keeps_the_password_off_argv_and_output_and_waits_out_an_ssm_outage
     assert old not in argv and new not in argv
 
 
-def test_sync_checks_every_reply_and_keeps_the_file_when_a_process_refuses(loopback_factory):  # noqa: F811
+def test_sync_checks_every_reply_and_keeps_the_file_when_a_process_refuses(loopback_factory):
     """redis-cli exits 0 on an error reply: told REDIS_LINE=7.0 on a Redis 5.0 server, ACL SETUSER fails
     there; the sync must say so (its error code only), exit 1 and leave the auth file as it was."""
     redis_bin("5.0")
@@ -319,7 +318,7 @@ def test_sync_checks_every_reply_and_keeps_the_file_when_a_process_refuses(loopb
     assert takers(lo, new) == [lo.processes[0].address] and takers(lo, old) == []
 
 
-def test_sync_through_the_tls_cli(loopback_factory):  # noqa: F811
+def test_sync_through_the_tls_cli(loopback_factory):
     """With the `tls` key, REDIS_CLI is the TLS wrapper; the sync reaches 127.0.0.x over TLS like any client."""
     redis_bin("7.0")
     lo = loopback_factory("7.0", 1, tls=True)

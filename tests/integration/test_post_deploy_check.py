@@ -37,7 +37,8 @@ import pytest
 
 from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
-from tests.integration.metrics_stand_in import REGION, Moto, deployer_env, observe
+from tests.integration.metrics_stand_in import deployer_env, observe
+from tests.integration.moto_stand_in import REGION
 from tests.tools import ROOT, tool
 from tests.unit.program import Program, run_program
 
@@ -164,12 +165,10 @@ def fails_with_a_server_lost(create: str, lo: Loopback, server: int) -> str:
 
 
 def test_prod_check_through_cloudwatch_waits_for_every_verdict_from_after_it_began(
-        programs, request, tmp_path_factory, tmp_path):
+        programs, request, tmp_path_factory, tmp_path, moto):
     create = check_of(programs["prod"]).inputs["create"]
     lo = make_loopback(request, tmp_path_factory, "5.0")
     lo.start()
-    moto = Moto(tmp_path)
-    request.addfinalizer(moto.stop)
     stack = "deployed"
     moto.prepare_stack(stack)
     names = ",".join(s.name for s in lo.topology.servers)

@@ -14,7 +14,6 @@ import redis
 from operator_tools.loopback import command_name_in
 from operator_tools.rehearsal import SessionTraffic
 from operator_tools.sessions import SessionStore
-from tests.integration.loopbacks import loopback_factory  # noqa: F401  (fixture)
 from tests.integration.rehearsals import A, redis_processes, rehearse
 from tests.tools import fill, redis_bin
 
@@ -124,7 +123,7 @@ def test_an_address_in_use_or_not_on_this_machine_is_one_line_with_the_fix(tmp_p
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_session_traffic_counts_a_client_failure_and_goes_on(loopback_factory, monkeypatch):  # noqa: F811
+def test_session_traffic_counts_a_client_failure_and_goes_on(loopback_factory, monkeypatch):
     """A non-Redis exception inside the client (redis-py's cluster client raises AttributeError while the slot
     map changes) is counted as an error and the traffic goes on with a fresh client: never a dead thread that
     leaves a test with no traffic and nothing counted. Planted (the catch removed): no error, writes stop."""

@@ -17,7 +17,7 @@ import redis
 
 from operator_tools import health
 from operator_tools.loopback import Loopback, make_ca
-from tests.integration.loopbacks import assert_crossed, loopback_factory, make_loopback, warnings  # noqa: F401  (fixture)
+from tests.integration.loopbacks import assert_crossed, make_loopback, warnings
 from tests.tools import ROOT, loopback_octet, redis_bin, tool
 
 
@@ -38,7 +38,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("servers", [1, 3])
-def test_tls_confs_start_on_redis_7_without_warnings(loopback_factory, servers):  # noqa: F811
+def test_tls_confs_start_on_redis_7_without_warnings(loopback_factory, servers):
     lo = tls_loopback(loopback_factory, servers)
     for p in lo.processes:
         config = lo.config_get(p, "*")
@@ -49,7 +49,7 @@ def test_tls_confs_start_on_redis_7_without_warnings(loopback_factory, servers):
     assert warnings(lo) == []
 
 
-def test_a_client_without_tls_is_refused(loopback_factory):  # noqa: F811
+def test_a_client_without_tls_is_refused(loopback_factory):
     lo = tls_loopback(loopback_factory, 1)
     p = lo.processes[0]
     with pytest.raises(redis.ConnectionError):

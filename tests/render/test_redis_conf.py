@@ -7,14 +7,14 @@ import pytest
 from components.platforms import PLATFORMS
 from components.render.redis_conf import EC2_PATHS, EVICTION_POLICY, render_redis_conf
 from components.sizing import usable_memory_mib
-from tests.integration.loopbacks import loopback_factory, warnings  # noqa: F401  (fixture)
+from tests.integration.loopbacks import warnings
 from tests.render.stacks import stack
 from tests.tools import REDIS_VERSIONS
 
 
 @pytest.mark.parametrize("version", REDIS_VERSIONS)
 @pytest.mark.parametrize("servers", [1, 3])
-def test_rendered_conf_starts_without_warnings(loopback_factory, version, servers):  # noqa: F811
+def test_rendered_conf_starts_without_warnings(loopback_factory, version, servers):
     lo = loopback_factory(version, servers)
     lo.start()
     for p in lo.processes:
@@ -32,7 +32,7 @@ def test_rendered_conf_starts_without_warnings(loopback_factory, version, server
     assert warnings(lo) == []
 
 
-def test_warning_detector_can_fail(loopback_factory):  # noqa: F811
+def test_warning_detector_can_fail(loopback_factory):
     lo = loopback_factory("7.0", 1)
     lo.write_files()
     p = lo.processes[0]

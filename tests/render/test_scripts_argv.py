@@ -26,9 +26,9 @@ from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import fetch_tls_script
 from operator_tools.loopback import BASH, generate_password, make_ca, make_server_certificate
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
-from tests.integration.loopbacks import loopback_factory, make_loopback  # noqa: F401  (fixture)
-from tests.integration.metrics_stand_in import Moto, fake_journalctl, journal_entry
-from tests.integration.moto_stand_in import VENV_BIN, backup_environment, moto  # noqa: F401  (fixture)
+from tests.integration.loopbacks import make_loopback
+from tests.integration.metrics_stand_in import fake_journalctl, journal_entry
+from tests.integration.moto_stand_in import STACK, VENV_BIN, backup_environment
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
 from tests.render.support import shipped_scripts
 from tests.tools import fill, redis_bin, tool
@@ -106,7 +106,7 @@ def test_cluster_bootstrap_and_join_keep_the_password_off_every_command_line(req
 
 @pytest.mark.parametrize("version", ["5.0", "7.0"])
 def test_fetch_password_and_password_sync_keep_both_passwords_off_every_command_line(version,
-                                                                                     loopback_factory,  # noqa: F811
+                                                                                     loopback_factory,
                                                                                      tmp_path):
     lo = loopback_factory(version, 1)
     lo.start()
@@ -151,7 +151,7 @@ def test_fetch_tls_keeps_the_key_off_every_command_line(tmp_path):
     assert shims.ran("openssl") == 2 and shims.ran("aws") == 3  # the key went to openssl, on stdin
 
 
-def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
@@ -171,7 +171,7 @@ def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory
     assert any("cluster failover" in " ".join(args) for args in shims.lines())
 
 
-def test_make_room_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+def test_make_room_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):
     lo = loopback_factory("5.0", servers=1)
     lo.start()
     client = lo.client(lo.processes[0])
@@ -194,7 +194,8 @@ def test_make_room_keeps_the_password_off_every_command_line(loopback_factory, t
     assert not shims.lines()  # it runs no program: its password goes over its own connection
 
 
-def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto, tmp_path):  # noqa: F811
+def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto, tmp_path):
+    moto.prepare_stack(STACK)  # the bucket and its parameter, as `pulumi up` makes them
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
@@ -210,7 +211,7 @@ def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto
     assert not moto.leaks(lo.password)
 
 
-def test_step_down_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+def test_step_down_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
@@ -226,37 +227,33 @@ def test_step_down_keeps_the_password_off_every_command_line(loopback_factory, t
     assert any("cluster failover" in " ".join(args) for args in shims.lines())
 
 
-def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factory, tmp_path):  # noqa: F811
+def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factory, moto, tmp_path):
     """The launcher and the program it fetches (metrics, then logs with the password in the slow log)."""
     lo = loopback_factory("5.0", 1)
     lo.start()
     r = lo.client(lo.processes[0])
     lo.config(lo.processes[0], "SET", "slowlog-log-slower-than", "0")
     r.set("planted", lo.password)
-    aws = Moto(tmp_path)
-    try:
-        aws.prepare_stack("argv")
-        entries = tmp_path / "journal.jsonl"
-        entries.write_text(journal_entry(1, "redis-auth.service", "redis-auth: wrote the auth include") + "\n")
-        journal_dir = tmp_path / "journal-bin"
-        fake_journalctl(journal_dir, entries)
-        # /usr/bin before the rest: python3 is the system one, as on a server (not a pyenv shim).
-        shims = Shims(tmp_path / "shims", first=[journal_dir, aws.bin, "/usr/bin"])
-        launcher = tmp_path / "redis-observe"
-        launcher.write_text(observe_launcher())
-        paths = lo.paths(0)
-        env = {**aws.env(),
-               **observe_env(lo.topology, 0, lo.platform, stack="argv", tls=False, state_dir=str(tmp_path / "st")),
-               "AUTH_FILE": paths.auth_file, "REDIS_LOGS": f"{lo.processes[0].port}={paths.log_file(6379)}",
-               "PATH": shims.path}
-        for command in ("metrics", "logs"):
-            result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password, lo.ops_secret],
-                                          shims, 180)
-            assert result.returncode == 0, result.stdout + result.stderr
-            assert_never_shown(result, sampler, shims, [lo.password, lo.ops_secret])
-        # Each run: SSM and S3 (the launcher); then one PutMetricData, or per stream (Redis log, journal,
-        # slow log) CreateLogStream and PutLogEvents. All through the shims: the log is real.
-        assert (shims.ran("aws"), shims.ran("python3"), shims.ran("journalctl")) == (2 + 1 + 2 + 6, 4, 1)
-        assert lo.password not in aws.everything()
-    finally:
-        aws.stop()
+    moto.prepare_stack("argv")
+    entries = tmp_path / "journal.jsonl"
+    entries.write_text(journal_entry(1, "redis-auth.service", "redis-auth: wrote the auth include") + "\n")
+    journal_dir = tmp_path / "journal-bin"
+    fake_journalctl(journal_dir, entries)
+    # /usr/bin before the rest: python3 is the system one, as on a server (not a pyenv shim).
+    shims = Shims(tmp_path / "shims", first=[journal_dir, moto.bin, "/usr/bin"])
+    launcher = tmp_path / "redis-observe"
+    launcher.write_text(observe_launcher())
+    paths = lo.paths(0)
+    env = {**moto.env(),
+           **observe_env(lo.topology, 0, lo.platform, stack="argv", tls=False, state_dir=str(tmp_path / "st")),
+           "AUTH_FILE": paths.auth_file, "REDIS_LOGS": f"{lo.processes[0].port}={paths.log_file(6379)}",
+           "PATH": shims.path}
+    for command in ("metrics", "logs"):
+        result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password, lo.ops_secret],
+                                      shims, 180)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_never_shown(result, sampler, shims, [lo.password, lo.ops_secret])
+    # Each run: SSM and S3 (the launcher); then one PutMetricData, or per stream (Redis log, journal,
+    # slow log) CreateLogStream and PutLogEvents. All through the shims: the log is real.
+    assert (shims.ran("aws"), shims.ran("python3"), shims.ran("journalctl")) == (2 + 1 + 2 + 6, 4, 1)
+    assert lo.password not in moto.everything()

@@ -164,6 +164,12 @@ def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[Cluste
     return tuple(nodes)
 
 
+def parse_info(text: str) -> dict[str, str]:
+    """INFO's `field:value` lines. The one reader of INFO, for the servers' agent and the health check alike:
+    values stay text, and the judging functions convert what they compare."""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
 def parse_cluster_info(text: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.split() if ":" in line)
 

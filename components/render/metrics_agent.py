@@ -47,6 +47,7 @@ from components.judge import (
     memory_share,
     parse_cluster_info,
     parse_cluster_nodes,
+    parse_info,
     reference_view,
     replication_lag,
     serving_masters,
@@ -147,10 +148,6 @@ def read_command_names(auth_file: str) -> dict[str, str]:
         return {}
     with open(auth_file) as f:
         return {w[1].upper(): w[2] for w in (line.split() for line in f) if len(w) == 3 and w[0] == "rename-command"}
-
-
-def parse_info(text: str) -> dict[str, str]:
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 
 
 def gather_process(host: str, port: int, password: str | None, ca: str | None, cluster: bool,

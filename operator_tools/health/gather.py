@@ -22,6 +22,7 @@ from components.judge import (
     judge,
     parse_cluster_info,
     parse_cluster_nodes,
+    parse_info,
     verdict,
 )
 from operator_tools.sessions import SessionStore, session_tag
@@ -113,8 +114,12 @@ def _ca_given(tls: Tls | None) -> bool:
 def _client(host: str, port: int, password: str | None, timeout: float, tls: Tls | None = None):
     import redis
 
-    return redis.Redis(host=host, port=port, password=password, socket_timeout=timeout,
-                       socket_connect_timeout=timeout, decode_responses=True, **(redis_tls_kwargs(tls) if tls else {}))
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=timeout,
+                         socket_connect_timeout=timeout, decode_responses=True,
+                         **(redis_tls_kwargs(tls) if tls else {}))
+    # INFO as the text Redis sends, for judge.parse_info (the agent's reader), not redis-py's typed guess.
+    client.set_response_callback("INFO", lambda response, **_: response)
+    return client
 
 
 def gather_node(host: str, port: int, password: str | None, timeout: float = CONNECT_TIMEOUT,
@@ -123,7 +128,7 @@ def gather_node(host: str, port: int, password: str | None, timeout: float = CON
     try:
         r = _client(host, port, password, timeout, tls)
         try:
-            facts.info = r.info()
+            facts.info = parse_info(r.execute_command("INFO"))
             if tls is not None:
                 facts.cert_expires = _cert_expiry(r)
             if str(facts.info.get("cluster_enabled", "0")) == "1":

@@ -316,3 +316,22 @@ def test_a_closed_pipe_ends_the_check_without_a_traceback():
         shell=True, cwd=ROOT, env={"REDIS_PASSWORD": "x" * 20, "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_the_health_check_and_the_servers_agent_read_info_with_one_reader() -> None:
+    """judge.parse_info is the only INFO reader: the direct health check and the agent (which ships it inlined)
+    use the same function, so a server's own verdict and the deployer's cannot read one reply two ways."""
+    import importlib
+
+    import components.judge as judge_module
+    import components.render.metrics_agent as agent
+
+    gather = importlib.import_module("operator_tools.health.gather")  # the package exports a function of that name
+
+    assert agent.parse_info is judge_module.parse_info
+    assert gather.parse_info is judge_module.parse_info
+    text = ("# Server\r\nredis_version:7.0.15\r\nexecutable:/usr/bin/redis-server\r\n\r\n"
+            "# Keyspace\r\ndb0:keys=3,expires=3\r\n")
+    assert judge_module.parse_info(text) == {
+        "redis_version": "7.0.15", "executable": "/usr/bin/redis-server", "db0": "keys=3,expires=3",
+    }

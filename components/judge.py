@@ -165,7 +165,7 @@ def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[Cluste
 
 
 def parse_info(text: str) -> dict[str, str]:
-    """INFO's `field:value` lines. The one reader of INFO, for the servers' agent and the health check alike:
+    """INFO's `field:value` lines, as the servers' metrics agent and the direct health check both read them:
     values stay text, and the judging functions convert what they compare."""
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
 

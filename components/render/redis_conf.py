@@ -103,11 +103,12 @@ DISABLED_COMMANDS = (
     "SWAPDB",
     "SAVE",  # blocks every client for the whole snapshot; backups stream one with `redis-cli --rdb`
     # A fork of the whole dataset on demand, as often as asked: memory doubles on a write-heavy master.
-    # The `save` lines and `redis-cli --rdb` take the snapshots.
+    # The `save` lines and `redis-cli --rdb` take the snapshots. (A full SYNC, which the password keeps for
+    # replicas and backups, forks too: SECURITY.md, gap 2.)
     "BGSAVE",
     "BGREWRITEAOF",
     "LASTSAVE",  # nothing reads it; the metrics agent takes the save's age from INFO persistence
-    "LATENCY",  # LATENCY RESET wipes what an operator would diagnose a stall with
+    "LATENCY",  # nothing of ours reads it (the monitor is off: latency-monitor-threshold 0)
     "PFSELFTEST",  # seconds of CPU on the main thread, every client waits
     "PFDEBUG",
     # A front-end could stop a process (systemd starts it again, after its failover). systemd stops Redis

@@ -1,7 +1,8 @@
 """Every IAM policy document the program asks AWS for, through an IAM policy linter (parliament, with its
-community auditors): the servers' role and its trust policy, the backup bucket's policy, the alarm key's
-policy, on each shape of stack. A finding fails the test unless it is accepted below, for one kind of
-document, with the reason.
+community auditors): the servers' inline policy, the backup bucket's policy, the alarm key's policy, on each
+shape of stack. A finding fails the test unless it is accepted below, for one kind of document, with the
+reason. The role's trust policy is not for this linter (it reads it as an identity policy, calls it malformed
+for having no Resource and stops there): it is checked here statement by statement instead.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from parliament import analyze_policy_string
 
 from tests.unit.program import Program, run_program
 
+TRUST = ("aws:iam/role:Role", "assumeRolePolicy")
 # (resource type, input) -> the findings that document may carry, and why.
 ACCEPTED = {
-    ("aws:iam/role:Role", "assumeRolePolicy"): {
-        # A trust policy names a Principal and no Resource: IAM's own form, which the linter reads as an
-        # identity policy.
-        "MALFORMED": "a trust policy has no Resource",
-    },
     ("aws:kms/key:Key", "policy"): {
         # AWS's default key policy: the account administers its own key (without it the key could be
         # locked out for good). In a key policy "*" is the key itself.
@@ -29,7 +26,7 @@ ACCEPTED = {
 }
 # The documents that must be there to lint: a shape that rendered none would pass with nothing checked.
 EXPECTED = {
-    ("aws:iam/role:Role", "assumeRolePolicy"),
+    TRUST,
     ("aws:iam/rolePolicy:RolePolicy", "policy"),
     ("aws:s3/bucketPolicy:BucketPolicy", "policy"),
     ("aws:kms/key:Key", "policy"),
@@ -68,10 +65,16 @@ def test_every_rendered_policy_passes_the_iam_linter(shape: str) -> None:
     assert EXPECTED <= {(kind, key) for kind, _, key, _ in documents}, documents
     unexpected = []
     for kind, name, key, text in documents:
+        if (kind, key) == TRUST:
+            # Only EC2 may assume the servers' role: one statement, no wildcard, nothing else allowed.
+            assert json.loads(text)["Statement"] == [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ], text
+            continue
         accepted = ACCEPTED.get((kind, key), {})
         for finding in analyze_policy_string(text, include_community_auditors=True).findings:
             if finding.issue not in accepted:
-                unexpected.append(f"{name}.{key}: {finding.issue} ({finding.severity}) {finding.detail}")
+                unexpected.append(f"{name}.{key}: {finding.issue} {finding.detail} at {finding.location}")
     assert not unexpected, "\n".join(unexpected)
 
 

@@ -763,8 +763,13 @@ class Server:
 
         wait_for(all_done, timeout, f"{self.name}: not all of {units} running or finished", self.diagnostics)
 
-    def boot_problems(self) -> list[str]:
-        """What went wrong in this boot, beyond what a container does by design (empty: nothing)."""
+    def boot_problems(self, defer_cgroup: bool = False) -> list[str]:
+        """What went wrong in this boot, beyond what a container does by design (empty: nothing).
+
+        `defer_cgroup`: a unit that failed at the container's cgroup setup (219/CGROUP: it never ran) is left
+        for wait_units_active to start again and for the next check to judge, with its console lines and the
+        "Dependency failed" lines of the units that require it (the check right after cloud-init, which may
+        come before redis-provision starts the Redis units, and so their redis-auth, once more)."""
         problems = []
         status = self.out("cloud-init status --long")
         if not re.search(r"^status: done$", status, re.M):
@@ -788,16 +793,19 @@ class Server:
                 problems.append(f"console: {line.strip()}")
         failed = [u for u in self.out("systemctl list-units --failed --plain --no-legend").split("\n") if u.strip()]
         failed = [u.split()[0] for u in failed]
-        self.recovered.update(u for u in failed if self._cgroup_flake_recovered(u) or self._cgroup_flake_rerun(u))
+        deferred = {u for u in failed if self._failed_at_cgroup_setup(u)} if defer_cgroup else set()
+        self.recovered.update(u for u in failed if u not in deferred and (
+            self._cgroup_flake_recovered(u) or self._cgroup_flake_rerun(u)))
         self.recovered.update(self._cgroup_flaked_then_active())
-        failed = [u for u in failed if u not in self.recovered]
+        failed = [u for u in failed if u not in self.recovered and u not in deferred]
         if failed:
             problems.append(f"failed units: {failed}\n{self.out('systemctl status --no-pager ' + ' '.join(failed))}")
         # A recovered unit's failure also reached the console, and stays there for a later check of this boot:
         # that line is not a problem either; nor is "Dependency failed" for a unit that requires one and runs.
-        names = [self._named(u) for u in sorted(self.recovered)]
+        names = [self._named(u) for u in sorted(self.recovered | deferred)]
         dependents = {d for u in self.recovered for d in self.out(f"systemctl show -p RequiredBy --value {u}").split()
                       if self.out(f"systemctl is-active {d}") == "active"}
+        dependents |= {d for u in deferred for d in self.out(f"systemctl show -p RequiredBy --value {u}").split()}
         dependent_names = [self._named(d) for d in sorted(dependents)]
         return [p for p in problems if not (p.startswith("console: ") and (
             any(_names_unit(p, n) for n in names)

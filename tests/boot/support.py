@@ -116,7 +116,7 @@ def assert_first_boot(server: m.Server) -> None:
     units = m.expected_units(server.config)
     assert units, "the rendered user data names no unit to run"
     # cloud-init's verdict first: a failed install would otherwise show only as units that never start.
-    assert_no_boot_problems(server, "cloud-init finished")
+    assert_no_boot_problems(server, "cloud-init finished", defer_cgroup=True)
     server.wait_units_active(units, UNITS_TIMEOUT)
     assert_no_boot_problems(server, "units started")
 
@@ -145,8 +145,8 @@ def assert_first_boot(server: m.Server) -> None:
     assert any(f"--name {name}" in calls for name in server.parameters), f"no SSM read: {calls!r}"
 
 
-def assert_no_boot_problems(server: m.Server, when: str) -> None:
-    problems = server.boot_problems()
+def assert_no_boot_problems(server: m.Server, when: str, defer_cgroup: bool = False) -> None:
+    problems = server.boot_problems(defer_cgroup)
     assert not problems, f"{server.name} ({when}):\n" + "\n".join(problems) + "\n" + server.diagnostics()
 
 

@@ -174,3 +174,40 @@ def test_a_unit_that_flaked_at_cgroup_setup_and_runs_again_is_forgiven_with_its_
     server.recovered = set()  # and auth itself did not either
     active.discard(auth)
     assert len(server.boot_problems()) == 3
+
+
+def test_a_unit_that_failed_at_cgroup_setup_is_left_to_the_wait_in_the_first_check(tmp_path) -> None:
+    """Right after cloud-init, redis-auth has met 219/CGROUP (its program never ran) and nothing has started it
+    again yet: the first check defers it, with its console lines and its dependents', to wait_units_active;
+    the second check still fails it if it never ran. Only systemd's answers are stood in for."""
+    from tests.boot import machines
+
+    server = object.__new__(machines.Server)
+    server.recovered = set()
+    server.merged = tmp_path
+    (tmp_path / "var/log").mkdir(parents=True)
+    (tmp_path / "var/log/cloud-init-output.log").write_text("Cloud-init finished\n")
+    auth, r7000 = "redis-auth.service", "redis-server@7000.service"
+    answers = {
+        "cloud-init status --long": "status: done",
+        "cat /run/cloud-init/result.json": '{"errors": []}',
+        "cat /run/cloud-init/status.json": '{"errors": []}',
+        "systemctl list-units --failed --plain --no-legend": f"{auth} loaded failed failed Redis password",
+        f"systemctl show -p ExecMainStatus --value {auth}": "219",
+        f"systemctl show -p Description --value {auth}": "Redis password from SSM Parameter Store (auth include)",
+        f"systemctl show -p Description --value {r7000}": "Advanced key-value store (7000)",
+        f"systemctl show -p RequiredBy --value {auth}": r7000,
+    }
+    server.out = lambda command, *args, **kwargs: answers.get(command, "")
+    server.console = lambda tail=4000: (
+        "[FAILED] Failed to start redis-auth…SM Parameter Store (auth include).\n"
+        "[DEPEND] Dependency failed for redi…- Advanced key-value store (7000).\n")
+    server._cgroup_flake_recovered = lambda unit, timeout=75: False
+    server._cgroup_flake_rerun = lambda unit, timeout=60: False
+    assert server.boot_problems(defer_cgroup=True) == []
+    assert server.recovered == set()
+    later = server.boot_problems()  # nothing started it again: the second check counts it and its lines
+    assert any(p.startswith("failed units: ['redis-auth.service']") for p in later), later
+    assert len([p for p in later if p.startswith("console: ")]) == 2, later
+    answers[f"systemctl show -p ExecMainStatus --value {auth}"] = "1"  # a real failure is never deferred
+    assert any(p.startswith("failed units:") for p in server.boot_problems(defer_cgroup=True))

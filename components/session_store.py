@@ -535,8 +535,7 @@ class RedisSessionStore(pulumi.ComponentResource):
             opts=child,
         )
         obs = self.observability
-        readable = [self.parameter.arn, obs.bucket_parameter.arn]
-        readable.append(self.ops_parameter.arn)
+        readable = [self.parameter.arn, obs.bucket_parameter.arn, self.ops_parameter.arn]
         if tls_parameters:
             # The TLS material by its folder (/outsystems-redis/<stack>/tls/*): the one server role reads every
             # server's key anyway, and two ARNs per server pass IAM's 10,240 characters for a role's inline

@@ -179,6 +179,10 @@ FIRST_FETCH_SECONDS = 240
 # for each program the launcher's tries (FIRST_FETCH_SECONDS and one more fetch of about a minute) and
 # the program's own (FIRST_BOOT_SECONDS, 240, and its last calls). tests/render/test_password.py adds them up.
 AUTH_TIMEOUT_SECONDS = 1200
+# The join's start: root's fetch (ExecStartPre) keeps trying for FIRST_FETCH_SECONDS, then one more try
+# (the launcher's bounds, 20 + 30 + 10 s, and their kills) before the program starts. systemd's default of
+# 90 s would cut it off.
+JOIN_START_SECONDS = FIRST_FETCH_SECONDS + 90
 
 
 def render_auth_unit(tls: bool = False, sandbox: str = "") -> str:
@@ -313,5 +317,6 @@ def render_join_unit(ports: tuple[int, ...]) -> str:
         "Join this server to the OutSystems Redis Cluster: fair share of slots, crossed ring (no-op once joined)",
         JOIN_ENV_PATH, run, "redis-cluster-join",
         "# Joins queue behind lower-numbered servers and a rebalance moves sessions;\n"
-        "# the script bounds every wait itself (WAIT_SECONDS), so no runtime limit here.\n",
+        "# the script bounds every wait itself (WAIT_SECONDS), so no runtime limit here.\n"
+        f"TimeoutStartSec={JOIN_START_SECONDS}\n",
     )

@@ -7,6 +7,7 @@ tests/render/test_scripts_argv.py.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from components.render.join import join_env
 from components.topology import INITIAL_CLUSTER_SERVERS
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, stack
 from tests.render.support import files_of, verify_units
-from tests.tools import tool
+from tests.tools import ROOT, tool
 
 
 def user_data(servers: int, platform: str, index: int) -> str:
@@ -119,3 +120,16 @@ def test_join_unit_passes_systemd_analyzeverify_units(tmp_path):
     assert "SyslogIdentifier=redis-cluster-join" in unit and "User=redis" in unit
     (tmp_path / systemd.JOIN_UNIT).write_text(unit)
     assert verify_units(tmp_path, str(tmp_path / systemd.JOIN_UNIT)) == "rc=0"
+
+
+def test_the_joins_start_outlasts_roots_first_fetch() -> None:
+    """root's fetch (ExecStartPre, the launcher) keeps trying for FIRST_FETCH_SECONDS, and its last try may
+    begin just before then and take the launcher's no-copy bounds (each with a 2 s kill): the unit's start
+    timeout (systemd's default is 90 s) must outlast that, or a slow first boot's join is cut off."""
+    launcher = (ROOT / "components/render/metrics-observe.sh").read_text()
+    bounds = re.search(r"else bounds=\(([\d ]+)\)", launcher)
+    assert bounds, "metrics-observe.sh: no no-copy bounds"
+    worst = systemd.FIRST_FETCH_SECONDS + sum(int(b) + 2 for b in bounds.group(1).split())
+    unit = systemd.render_join_unit((7000, 7001))
+    timeout = re.search(r"^TimeoutStartSec=(\d+)$", unit, re.M)
+    assert timeout and int(timeout.group(1)) > worst, (timeout and timeout.group(0), worst)

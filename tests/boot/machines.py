@@ -178,6 +178,14 @@ AWS_STANDIN = r"""#!/bin/bash
 set -u
 dir=@SSM_DIR@
 fail() { echo "$2" >&2; exit "$1"; }
+# record PAYLOADS ARGS... : the call's line, and with PAYLOADS=1 the files it sent, appended as one record under
+# a lock on the log: the servers' jobs call at once, and a reader takes the line after a call as its payload.
+record() {
+  payloads=$1; shift
+  { echo "$(date -u +%FT%TZ) $*"
+    [ "$payloads" = 0 ] || for arg in "$@"; do [ "${arg#file://}" = "$arg" ] || { cat "${arg#file://}"; echo; }; done
+  } | { flock 9 && cat >&9; } 9>>@AWS_LOG@
+}
 role=arn:aws:sts::111122223333:assumed-role/outsystems-redis-server-role/i-0
 # next_fault TARGET : the queue's next fault if its head names TARGET (the lock: units may call at once).
 next_fault() {
@@ -190,8 +198,10 @@ next_fault() {
 case "${1:-} ${2:-}" in
   "s3 cp" | "cloudwatch put-metric-data" | "logs create-log-stream" | "logs put-log-events")
     # The jobs' calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads, keeps uploads.
-    echo "$(date -u +%FT%TZ) $*" >>@AWS_LOG@
-    [ ! -e @SSM_UNREACHABLE@ ] || fail 254 "Could not connect to the endpoint URL: \"https://$1.amazonaws.com/\""
+    if [ -e @SSM_UNREACHABLE@ ]; then
+      record 0 "$@"
+      fail 254 "Could not connect to the endpoint URL: \"https://$1.amazonaws.com/\""
+    fi
     case "$1 ${3:-}" in
       "s3 s3://"*) target="s3:${3#s3://*/}" ;;
       s3*) target="" ;;  # uploads take no faults
@@ -199,6 +209,8 @@ case "${1:-} ${2:-}" in
     esac
     fault=""
     [ -z "$target" ] || fault=$(next_fault "$target")
+    # A failed or slow call, or a transfer, is recorded without its payload; a call that succeeds, with it.
+    if [ -n "$fault" ] || [ "$1" = s3 ]; then record 0 "$@"; fi
     # The operation's name in AWS's messages: PutMetricData, CreateLogStream, PutLogEvents.
     operation=$(echo "$2" | sed -E 's/(^|-)([a-z])/\U\2/g')
     # error CODE [RETRIES] : AWS's message for this call's operation.
@@ -226,7 +238,7 @@ case "${1:-} ${2:-}" in
           exec cp "$3" "/usr/local/lib/osr-boot/s3/${4#s3://*/}" ;;
       esac
     fi
-    for arg in "$@"; do [ "${arg#file://}" = "$arg" ] || { cat "${arg#file://}"; echo; } >>@AWS_LOG@; done
+    [ -n "$fault" ] || record 1 "$@"
     echo "{}"
     exit 0 ;;
 esac
@@ -246,7 +258,7 @@ while [ $# -gt 0 ]; do
     *) fail 252 "aws (stand-in): unsupported option: $1" ;;
   esac
 done
-echo "$(date -u +%FT%TZ) ssm get-parameter --region $region --name $name" >>@AWS_LOG@
+record 0 ssm get-parameter --region "$region" --name "$name"
 [ -n "$region" ] && [ -n "$name" ] && [ "$decrypt" = 1 ] && [ "$query" = Parameter.Value ] && [ "$output" = text ] ||
   fail 252 "aws (stand-in): only --region R --name N --with-decryption --query Parameter.Value --output text"
 if [ -e @SSM_UNREACHABLE@ ]; then

@@ -211,3 +211,35 @@ def test_a_unit_that_failed_at_cgroup_setup_is_left_to_the_wait_in_the_first_che
     assert len([p for p in later if p.startswith("console: ")]) == 2, later
     answers[f"systemctl show -p ExecMainStatus --value {auth}"] = "1"  # a real failure is never deferred
     assert any(p.startswith("failed units:") for p in server.boot_problems(defer_cgroup=True))
+
+
+def test_the_aws_stand_ins_calls_are_recorded_whole_when_jobs_call_at_once(tmp_path) -> None:
+    """The boot test relays each recorded put-metric-data to moto by its next line, the payload; a backup's s3 cp
+    recorded in between broke that once. Many calls at once: every call's line is followed by its own payload."""
+    import subprocess
+
+    from tests.boot import machines as m
+
+    log = tmp_path / "aws.log"
+    log.touch()
+    script = m.AWS_STANDIN.replace("@SSM_DIR@", str(tmp_path / "ssm")).replace("@SSM_FAULTS@", str(tmp_path / "q")) \
+        .replace("@SSM_UNREACHABLE@", str(tmp_path / "off")).replace("@AWS_LOG@", str(log))
+    (tmp_path / "aws").write_text(script)
+    (tmp_path / "aws").chmod(0o755)
+    calls = []
+    for i in range(24):
+        payload = tmp_path / f"p{i}.json"
+        payload.write_text(f'[{{"MetricName": "M{i}", "Value": {i}}}]' + " " * 4000)
+        calls.append([str(tmp_path / "aws"), "cloudwatch", "put-metric-data", "--region", "eu-west-1",
+                      "--namespace", f"N{i}", "--metric-data", f"file://{payload}"])
+        calls.append([str(tmp_path / "aws"), "ssm", "get-parameter", "--region", "eu-west-1", "--name", f"/p{i}",
+                      "--with-decryption", "--query", "Parameter.Value", "--output", "text"])
+    running = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in calls]
+    for proc in running:
+        proc.wait(timeout=60)
+    lines = log.read_text().splitlines()
+    published = [i for i, line in enumerate(lines) if " cloudwatch put-metric-data " in line]
+    assert len(published) == 24 and sum(" ssm get-parameter " in line for line in lines) == 24, lines
+    for i in published:
+        namespace = lines[i].split("--namespace ")[1].split()[0]
+        assert lines[i + 1].startswith(f'[{{"MetricName": "M{namespace[1:]}"'), lines[i:i + 2]

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.monitoring import BACKUP_PREFIX, TOOLS_PREFIX, metric_namespace
+from components.monitoring import BACKUP_PREFIX, SNAPSHOT_WRITER, TOOLS_PREFIX, metric_namespace
 
 LIFECYCLE_RULE_ID_MAX = 255  # S3's limit on a lifecycle rule's ID
 # A snapshot overwritten or expired stays as a noncurrent version this long: enough to undo a
@@ -114,7 +114,8 @@ def server_statements(stack: str, log_group_arn: str, bucket_arn: str) -> list[d
             "Sid": "WriteSnapshots",
             "Effect": "Allow",
             "Action": "s3:PutObject",
-            "Resource": f"{bucket_arn}/{BACKUP_PREFIX}*",
+            # Each instance under its own session's id: one server cannot replace another's snapshots.
+            "Resource": f"{bucket_arn}/{BACKUP_PREFIX}{SNAPSHOT_WRITER}/*",
         },
         {
             "Sid": "ReadTools",

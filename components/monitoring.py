@@ -66,7 +66,10 @@ def log_stream_name(server_name: str, source: str) -> str:
 # Backups: the stack's bucket has a generated (globally unique) name, so servers read it from
 # this parameter at run time instead of their user data carrying it.
 BACKUP_RETENTION_DAYS_DEFAULT = 7
-BACKUP_PREFIX = "snapshots/"  # servers may write only under it: snapshots/<server name>/<UTC time>/<port>.rdb
+BACKUP_PREFIX = "snapshots/"  # servers write only under it: snapshots/<writer>/<server name>/<UTC time>/<port>.rdb
+# The writer: the instance's own session as IAM names it (aws:userid, "<role id>:<instance id>"). The role's
+# policy allows s3:PutObject only under it, so no server can overwrite or add to another's snapshots.
+SNAPSHOT_WRITER = "${aws:userid}"
 TOOLS_PREFIX = "tools/"  # read-only for servers: code the program uploads (e.g. the health judge)
 
 
@@ -74,9 +77,10 @@ def backup_bucket_parameter(stack: str) -> str:
     return f"/outsystems-redis/{stack}/backup-bucket"
 
 
-def backup_key(server_name: str, taken_at: str, port: int) -> str:
-    """taken_at: UTC, e.g. 20261126T201500Z; one snapshot set shares it across servers' runs of the same slot."""
-    return f"{BACKUP_PREFIX}{server_name}/{taken_at}/{port}.rdb"
+def backup_key(writer: str, server_name: str, taken_at: str, port: int) -> str:
+    """writer: the server's aws:userid (SNAPSHOT_WRITER); taken_at: UTC, e.g. 20261126T201500Z, which one
+    snapshot set shares across the servers' runs of the same hour."""
+    return f"{BACKUP_PREFIX}{writer}/{server_name}/{taken_at}/{port}.rdb"
 
 
 # --- Backups: the server job and the restore tool (appended for issue 13's backup part) ---
@@ -88,9 +92,9 @@ BACKUP_PERIOD_SECONDS = 3600
 TAKEN_AT_FORMAT = "%Y%m%dT%H%M%SZ"  # UTC, as backup_key's taken_at
 
 
-def backup_manifest_key(server_name: str, taken_at: str, port: int) -> str:
-    """The manifest object beside backup_key(server_name, taken_at, port)."""
-    return backup_key(server_name, taken_at, port).removesuffix(".rdb") + BACKUP_MANIFEST_SUFFIX
+def backup_manifest_key(writer: str, server_name: str, taken_at: str, port: int) -> str:
+    """The manifest object beside backup_key(writer, server_name, taken_at, port)."""
+    return backup_key(writer, server_name, taken_at, port).removesuffix(".rdb") + BACKUP_MANIFEST_SUFFIX
 
 
 # ---- appended for the servers' publisher and log shipper (issue 13, server side: components/render/metrics*.py)

@@ -38,8 +38,10 @@ from components.monitoring import BACKUP_MANIFEST_SUFFIX, BACKUP_PREFIX, backup_
 SLOTS = 16384
 PASSWORD_ENV = "REDIS_PASSWORD"  # as the health check
 BATCH = 500  # keys per DUMP/RESTORE pipeline
-_KEY = re.compile(rf"^{re.escape(BACKUP_PREFIX)}(?P<server>[^/]+)/(?P<taken_at>\d{{8}}T\d{{6}}Z)/(?P<port>\d+)"
-                  rf"(?P<kind>\.rdb|{re.escape(BACKUP_MANIFEST_SUFFIX)})$")
+# <prefix><writer>/<server>/<taken_at>/<port>: the writer is the instance's IAM session (monitoring.SNAPSHOT_WRITER).
+# Snapshots uploaded before this version have no writer segment; they expire within backupRetentionDays.
+_KEY = re.compile(rf"^{re.escape(BACKUP_PREFIX)}(?:(?P<writer>[^/]+)/)?(?P<server>[^/]+)/"
+                  rf"(?P<taken_at>\d{{8}}T\d{{6}}Z)/(?P<port>\d+)(?P<kind>\.rdb|{re.escape(BACKUP_MANIFEST_SUFFIX)})$")
 
 
 class BackupError(Exception):
@@ -54,6 +56,7 @@ class Snapshot:
     server: str
     port: int
     taken_at: str
+    writer: str = ""  # the instance that uploaded it ("" before writers had prefixes of their own)
     rdb_key: str | None = None
     manifest_key: str | None = None
     rdb_size: int = 0
@@ -79,32 +82,42 @@ class SnapshotSet:
         return [s for s in self.snapshots if s.complete]
 
 
-def parse_key(key: str) -> tuple[str, str, int, str] | None:
-    """(server, taken_at, port, ".rdb" or the manifest suffix) of a snapshot object's key, or None."""
+def parse_key(key: str) -> tuple[str, str, str, int, str] | None:
+    """(writer, server, taken_at, port, ".rdb" or the manifest suffix) of a snapshot object's key, or None."""
     m = _KEY.match(key)
-    return (m["server"], m["taken_at"], int(m["port"]), m["kind"]) if m else None
+    return (m["writer"] or "", m["server"], m["taken_at"], int(m["port"]), m["kind"]) if m else None
 
 
 def group_sets(objects: Iterable[tuple[str, int]]) -> dict[str, SnapshotSet]:
     """Snapshot sets by taken_at, from (key, size) of the bucket's objects (others ignored)."""
     sets: dict[str, SnapshotSet] = {}
-    found: dict[tuple[str, str, int], Snapshot] = {}
+    found: dict[tuple[str, str, str, int], Snapshot] = {}
     for key, size in objects:
         parsed = parse_key(key)
         if parsed is None:
             continue
-        server, taken_at, port, kind = parsed
-        snap = found.get((server, taken_at, port))
+        writer, server, taken_at, port, kind = parsed
+        snap = found.get((writer, server, taken_at, port))
         if snap is None:
-            snap = found[(server, taken_at, port)] = Snapshot(server, port, taken_at)
+            snap = found[(writer, server, taken_at, port)] = Snapshot(server, port, taken_at, writer)
             sets.setdefault(taken_at, SnapshotSet(taken_at)).snapshots.append(snap)
         if kind == ".rdb":
             snap.rdb_key, snap.rdb_size = key, size
         else:
             snap.manifest_key = key
     for s in sets.values():
-        s.snapshots.sort(key=lambda x: (x.server, x.port))
+        s.snapshots.sort(key=lambda x: (x.server, x.port, x.writer))
     return dict(sorted(sets.items()))
+
+
+def claimed_twice(snapshots: list[Snapshot]) -> dict[str, list[str]]:
+    """Server names that more than one instance uploaded under in one set -> those instances. A server writes
+    only under its own instance's prefix, but names itself: a second writer of one name is an impostor, or a
+    replaced server's, and either way the set cannot say whose keys are the server's."""
+    writers: dict[str, set[str]] = {}
+    for snap in snapshots:
+        writers.setdefault(snap.server, set()).add(snap.writer or "(no writer prefix)")
+    return {server: sorted(w) for server, w in sorted(writers.items()) if len(w) > 1}
 
 
 def parse_slots(text: str) -> set[int]:
@@ -387,6 +400,8 @@ def cmd_list(args: argparse.Namespace, out=sys.stdout) -> int:
             notes.append(f"{len(snapshot_set.snapshots) - len(done)} incomplete upload(s) ignored")
         if overlaps:
             notes.append(f"{len(overlaps)} slot(s) in two snapshots")
+        for server, writers in claimed_twice(done).items():
+            notes.append(f"{server} uploaded by {len(writers)} instances")
         keys = sum(int((s.manifest or {}).get("keys", 0)) for s in done)
         size = sum(s.rdb_size for s in done) / 1e6
         slots = f"{covered}/{SLOTS}" if cluster else "single"
@@ -413,6 +428,9 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
     snapshots = snapshot_set.complete_snapshots
     if not snapshots:
         raise BackupError(f"--taken-at {args.taken_at}: every upload of this set is incomplete (no manifest)")
+    for server, writers in claimed_twice(snapshots).items():
+        raise BackupError(f"--taken-at {args.taken_at}: {server}'s snapshots were uploaded by more than one "
+                          f"instance ({', '.join(writers)}): check which is the server's, then restore another set")
     covered, overlaps = coverage(snapshots)
     if overlaps:
         slot, a, b = overlaps[0]

@@ -23,9 +23,13 @@
 #     fire in it); after the last attempt the run fails (exit 1). One that
 #     became a replica fails the run at once: its slots' new master, on
 #     another server, may have been passed over by that server's run.
-#   - upload <prefix><server>/<taken_at>/<port>.rdb, then <port>.json (the
-#     manifest: the slots it held, its keys, its Redis version). The manifest
-#     goes last: a snapshot without one is incomplete and the restore ignores it.
+#   - upload <prefix><writer>/<server>/<taken_at>/<port>.rdb, then <port>.json
+#     (the manifest: the slots it held, its keys, its Redis version). The
+#     manifest goes last: a snapshot without one is incomplete and the restore
+#     ignores it. The writer is this instance's own session as IAM names it
+#     (aws:userid, "<role id>:<instance id>", from STS GetCallerIdentity, which
+#     needs no permission): the role may write only there, so no server can
+#     replace another's snapshots.
 # The bucket's name is read from SSM (BUCKET_PARAMETER), never from user data.
 # The password reaches redis-cli through REDISCLI_AUTH only. Every call is
 # bounded (`timeout`, AWS CLI timeouts). Exit 1 when any master was not
@@ -68,6 +72,11 @@ export REDISCLI_AUTH
 bucket=$(ssm_get "$BUCKET_PARAMETER" 30) ||
     { log "ERROR: cannot read the bucket's name from $BUCKET_PARAMETER"; exit 1; }
 case "$bucket" in '' | None) log "ERROR: $BUCKET_PARAMETER holds no bucket name"; exit 1 ;; esac
+# Regional STS: the CLI of 20.04 would otherwise call the global endpoint.
+writer=$(AWS_STS_REGIONAL_ENDPOINTS=regional timeout -k 2 30 aws sts get-caller-identity --region "$AWS_REGION" \
+    --query UserId --output text --cli-connect-timeout 5 --cli-read-timeout 20) ||
+    { log "ERROR: cannot read this instance's identity from STS (GetCallerIdentity)"; exit 1; }
+case "$writer" in '' | None | *[!A-Za-z0-9:._@-]*) log "ERROR: STS gave no usable identity ($writer)"; exit 1 ;; esac
 
 mkdir -p "$WORK_DIR"
 # A run killed by its unit's timeout cannot clean up; runs never overlap and last under an hour.
@@ -135,12 +144,12 @@ snapshot() {
         log "ERROR: $me is no longer a master it could vouch for ($before -> $after); not backed up"
         return 1
     fi
-    key="$KEY_PREFIX$SERVER_NAME/$taken_at/$port"
+    key="$KEY_PREFIX$writer/$SERVER_NAME/$taken_at/$port"
     manifest="$run_dir/$port.json"
     slots=${before#master}
     slots=${slots# }
-    if ! printf '{"server": "%s", "port": %s, "taken_at": "%s", "cluster": %s, "slots": "%s", "keys": %s, "bytes": %s, "redis_version": "%s"}\n' \
-        "$SERVER_NAME" "$port" "$taken_at" "$([ "$cluster" = 1 ] && echo true || echo false)" "$slots" \
+    if ! printf '{"server": "%s", "writer": "%s", "port": %s, "taken_at": "%s", "cluster": %s, "slots": "%s", "keys": %s, "bytes": %s, "redis_version": "%s"}\n' \
+        "$SERVER_NAME" "$writer" "$port" "$taken_at" "$([ "$cluster" = 1 ] && echo true || echo false)" "$slots" \
         "${keys:-0}" "$(stat -c %s "$rdb")" "$(value "$info" redis_version)" >"$manifest"; then
         log "ERROR: cannot write the manifest of $me; not uploaded"
         rm -f "$rdb" "$manifest"

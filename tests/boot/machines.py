@@ -196,6 +196,15 @@ next_fault() {
     sed -i 1d "$1" && echo "$3"' sh @SSM_FAULTS@ "$1"
 }
 case "${1:-} ${2:-}" in
+  "sts get-caller-identity")
+    # The instance's session as IAM names it (aws:userid): the role's id, then the instance id (the seed's).
+    record 0 "$@"
+    case " $* " in
+      *" --query UserId --output text "*) ;;
+      *) fail 252 "aws (stand-in): only --query UserId --output text" ;;
+    esac
+    echo "AROAEXAMPLESERVERROLE1:$(awk '$1 == "instance-id:" { print $2 }' /var/lib/cloud/seed/nocloud/meta-data)"
+    exit 0 ;;
   "s3 cp" | "cloudwatch put-metric-data" | "logs create-log-stream" | "logs put-log-events")
     # The jobs' calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads, keeps uploads.
     if [ -e @SSM_UNREACHABLE@ ]; then

@@ -137,9 +137,36 @@ class Moto(MotoServer):
         self.client("logs").create_log_group(logGroupName=monitoring.log_group_name(stack))
         return bucket
 
+    def instance_session(self, server: int) -> dict[str, str]:
+        """Credentials of server `server`'s instance, as EC2 hands them out: the servers' one role, assumed
+        with the instance id as the session name, so each server has its own aws:userid
+        ("<role id>:<instance id>"), the writer prefix of its snapshots."""
+        iam = self.client("iam")
+        try:
+            role = iam.get_role(RoleName=SERVER_ROLE)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                             "Principal": {"Service": "ec2.amazonaws.com"}}]}
+            role = iam.create_role(RoleName=SERVER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        got = self.client("sts").assume_role(RoleArn=role, RoleSessionName=instance_id(server))["Credentials"]
+        return {"AWS_ACCESS_KEY_ID": got["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": got["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": got["SessionToken"]}
+
+    def writer(self, server: int) -> str:
+        """Server `server`'s aws:userid, as STS tells it to the server itself."""
+        role_id = self.client("iam").get_role(RoleName=SERVER_ROLE)["Role"]["RoleId"]
+        return f"{role_id}:{instance_id(server)}"
+
     def everything(self) -> str:
         """Every piece of state moto holds, as JSON text (to scan for a secret)."""
         return urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=30).read().decode()
+
+
+SERVER_ROLE = "outsystems-redis-server-role"
+
+
+def instance_id(server: int) -> str:
+    return f"i-{server + 1:017x}"
 
 
 def bucket_of(stack: str) -> str:
@@ -163,6 +190,7 @@ def backup_environment(lo: Loopback, server: int, moto: Moto, work_dir: Path) ->
     the AWS CLI as a server runs it (Moto.env), and moto's endpoint."""
     return {
         **moto.env(),
+        **moto.instance_session(server),
         **backup_env(lo.topology, server, stack=STACK, redis_cli=lo.cli_for(server), work_dir=str(work_dir)),
         "AUTH_FILE": lo.paths(server).auth_file,
     }

@@ -10,6 +10,7 @@ credentials are the only differences from EC2. moto records every request it rec
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import secrets
@@ -25,9 +26,11 @@ from typing import Any
 import pytest
 import redis
 
+from components.backup_bucket import server_statements
 from components.monitoring import (
     BACKUP_PERIOD_SECONDS,
     BACKUP_PREFIX,
+    SNAPSHOT_WRITER,
     TAKEN_AT_FORMAT,
     backup_key,
     backup_manifest_key,
@@ -74,15 +77,25 @@ def assert_one_snapshot_per_master(lo: Loopback, moto: Moto, results: dict, star
     for server, (code, out) in results.items():
         assert code == 0, f"server {server}:\n{out}"
     stored = objects(moto)
-    taken = {k.split("/")[2] for k in stored}
+    taken = {k.split("/")[3] for k in stored}
     assert len(taken) == 1, stored.keys()  # one snapshot set
     taken_at = taken.pop()
     assert taken_at in {slot_of_hour(started), slot_of_hour(time.time())}
     expected = set()
     for p in masters(lo):
         name = lo.topology.servers[p.server].name
-        expected |= {backup_key(name, taken_at, p.port), backup_manifest_key(name, taken_at, p.port)}
+        # Under the server's own instance session (the only prefix its role may write), as STS names it.
+        writer = moto.writer(p.server)
+        expected |= {backup_key(writer, name, taken_at, p.port), backup_manifest_key(writer, name, taken_at, p.port)}
     assert set(stored) == expected
+    # What the servers' role allows (the program's own statement, its policy variable as IAM fills it in for
+    # each server): every key within its own server's grant, and none within another server's.
+    grant = next(st for st in server_statements(STACK, "arn:aws:logs:x", f"arn:aws:s3:::{BUCKET}")
+                 if st["Sid"] == "WriteSnapshots")["Resource"].removeprefix(f"arn:aws:s3:::{BUCKET}/")
+    servers = range(len(lo.topology.servers))
+    for key in stored:
+        allowed = {s for s in servers if fnmatch.fnmatchcase(key, grant.replace(SNAPSHOT_WRITER, moto.writer(s)))}
+        assert len(allowed) == 1 and allowed <= {p.server for p in masters(lo)}, (key, grant)
     slots: list[int] = []
     for key, body in stored.items():
         if key.endswith(".rdb"):
@@ -90,6 +103,7 @@ def assert_one_snapshot_per_master(lo: Loopback, moto: Moto, results: dict, star
         else:
             manifest = json.loads(body)
             assert manifest["taken_at"] == taken_at and manifest["redis_version"].startswith(lo.version)
+            assert manifest["writer"] == key.split("/")[1], manifest
             if lo.topology.cluster:
                 for part in manifest["slots"].split():
                     low, _, high = part.partition("-")
@@ -171,8 +185,8 @@ def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto,
     started = time.time()
     results = run_backups(lo, moto, tmp_path)
     assert_one_snapshot_per_master(lo, moto, results, started)
-    first = f"{BACKUP_PREFIX}{lo.topology.servers[0].name}/"
-    ports = sorted(k.split("/")[3] for k in objects(moto) if k.startswith(first))
+    first = f"{BACKUP_PREFIX}{moto.writer(0)}/{lo.topology.servers[0].name}/"
+    ports = sorted(k.split("/")[4] for k in objects(moto) if k.startswith(first))
     assert ports == ["7000.json", "7000.rdb", "7001.json", "7001.rdb"]
     assert any("is a replica" in out for _, out in results.values())
     assert_uploaded_cleanly(lo, moto, tmp_path)
@@ -287,6 +301,9 @@ def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_f
     code, out = run_once("slot 2")
     assert code == 1 and "changed during each of 2 snapshots; not backed up" in out, out
     assert objects(moto) == {}
+
+
+IMPOSTOR = "AROAEXAMPLEIMPOSTOR:i-0ffffffffffffffff"
 
 
 def restore(moto: Moto, lo: Loopback, taken_at: str, *extra: str) -> subprocess.CompletedProcess:
@@ -415,6 +432,21 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     again = restore(moto, fresh, taken_at)
     assert again.returncode == 2 and "--replace" in again.stderr and "'{backup_0" in again.stderr, again.stderr
     assert c.hget(first, "login") == b"newer"
+
+    # An impostor: another instance uploads under server 1's name in that hour (its own prefix is all its role
+    # may write). The set no longer says whose keys are server 1's: noted by `list`, refused by `restore`.
+    s3, name = moto.client("s3"), lo.topology.servers[0].name
+    for key in [k for k in objects(moto) if k.split("/")[2:4] == [name, taken_at]]:
+        s3.copy_object(Bucket=BUCKET, Key=key.replace(moto.writer(0), IMPOSTOR),
+                       CopySource={"Bucket": BUCKET, "Key": key})
+    listed = subprocess.run([sys.executable, "-m", "operator_tools.backup", "list", "--bucket", BUCKET],
+                            env={**os.environ, **moto.env()}, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parents[2])
+    assert f"{name} uploaded by 2 instances" in listed.stdout, listed.stdout + listed.stderr
+    refused = restore(moto, fresh, taken_at, "--replace")
+    assert refused.returncode == 2 and f"{name}'s snapshots were uploaded by more than one instance" in \
+        refused.stderr and IMPOSTOR in refused.stderr, refused.stderr
+    assert c.hget(first, "login") == b"newer"  # nothing written
     c.close()
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
 

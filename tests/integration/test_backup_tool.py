@@ -8,18 +8,38 @@ from components.monitoring import backup_key, backup_manifest_key
 from operator_tools import backup
 from operator_tools.backup import BackupError, Snapshot, check_versions, coverage, group_sets, parse_slots, restore_ttl
 
+ONE, TWO = "AROAEXAMPLEROLEID:i-0aaaaaaaaaaaaaaaa", "AROAEXAMPLEROLEID:i-0bbbbbbbbbbbbbbbb"
+
 
 def test_snapshot_sets_group_by_taken_at_and_need_their_manifest():
     t1, t2 = "20261126T200000Z", "20261126T210000Z"
-    objects = [(backup_key("prod-1", t1, 7000), 10), (backup_manifest_key("prod-1", t1, 7000), 1),
-               (backup_key("prod-2", t1, 7001), 20),  # its manifest never arrived: incomplete
-               (backup_key("prod-1", t2, 7000), 30), (backup_manifest_key("prod-1", t2, 7000), 1),
+    objects = [(backup_key(ONE, "prod-1", t1, 7000), 10), (backup_manifest_key(ONE, "prod-1", t1, 7000), 1),
+               (backup_key(TWO, "prod-2", t1, 7001), 20),  # its manifest never arrived: incomplete
+               (backup_key(ONE, "prod-1", t2, 7000), 30), (backup_manifest_key(ONE, "prod-1", t2, 7000), 1),
                ("snapshots/notes.txt", 1), ("tools/health.py", 1)]
     sets = group_sets(objects)
     assert list(sets) == [t1, t2]
     assert [s.name for s in sets[t1].snapshots] == ["prod-1:7000", "prod-2:7001"]
-    assert [s.name for s in sets[t1].complete_snapshots] == ["prod-1:7000"]
+    assert [(s.name, s.writer) for s in sets[t1].complete_snapshots] == [("prod-1:7000", ONE)]
     assert sets[t2].complete_snapshots[0].rdb_size == 30
+
+
+def test_snapshots_from_before_writer_prefixes_still_list_and_restore():
+    """Uploaded by the previous version (snapshots/<server>/<taken at>/<port>), kept for backupRetentionDays."""
+    t = "20261126T200000Z"
+    sets = group_sets([(f"snapshots/prod-1/{t}/7000.rdb", 10), (f"snapshots/prod-1/{t}/7000.json", 1)])
+    assert [(s.name, s.writer, s.complete) for s in sets[t].snapshots] == [("prod-1:7000", "", True)]
+
+
+def test_a_server_name_uploaded_by_two_instances_is_named():
+    """A server can write only under its own instance's prefix, but it names itself: another instance's
+    snapshot under prod-1's name, in prod-1's hour, makes the set untrustworthy."""
+    t = "20261126T200000Z"
+    objects = [(backup_key(ONE, "prod-1", t, 7000), 10), (backup_manifest_key(ONE, "prod-1", t, 7000), 1),
+               (backup_key(TWO, "prod-2", t, 7000), 10), (backup_manifest_key(TWO, "prod-2", t, 7000), 1)]
+    assert backup.claimed_twice(group_sets(objects)[t].complete_snapshots) == {}
+    objects += [(backup_key(TWO, "prod-1", t, 7001), 10), (backup_manifest_key(TWO, "prod-1", t, 7001), 1)]
+    assert backup.claimed_twice(group_sets(objects)[t].complete_snapshots) == {"prod-1": [ONE, TWO]}
 
 
 def test_slots_and_coverage():

@@ -206,8 +206,8 @@ def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto
     assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
     assert "1 master(s) backed up" in backed_up.stdout, backed_up.stdout
     assert_never_shown(backed_up, sampler, shims, [lo.password])
-    # The snapshot and both uploads went through the shims (the password in REDISCLI_AUTH only).
-    assert any("--rdb" in args for args in shims.lines()) and shims.ran("aws") == 3
+    # The snapshot, the identity and both uploads went through the shims (the password in REDISCLI_AUTH only).
+    assert any("--rdb" in args for args in shims.lines()) and shims.ran("aws") == 4
     assert not moto.leaks(lo.password)
 
 

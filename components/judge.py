@@ -143,7 +143,10 @@ def parse_cluster_nodes(text: str, self_host: str | None = None) -> tuple[Cluste
         parts = line.split()
         if len(parts) < 8:
             continue
-        addr, _, hostname = parts[1].partition(",")  # 7.0 may append ",hostname"
+        # 7.0 may append ",hostname". nodes.conf of 7.2 always has it (empty when unset), then key=value
+        # fields (",shard-id=..."); clients are shown at most the hostname today, but a key=value is never one.
+        addr, *extra = parts[1].split(",")
+        hostname = extra[0] if extra and "=" not in extra[0] else ""
         host, _, port = addr.split("@")[0].rpartition(":")
         flags = frozenset(parts[2].split(","))
         if not host and "myself" in flags and self_host:

@@ -68,7 +68,7 @@ def log_stream_name(server_name: str, source: str) -> str:
 BACKUP_RETENTION_DAYS_DEFAULT = 7
 BACKUP_PREFIX = "snapshots/"  # servers write only under it: snapshots/<writer>/<server name>/<UTC time>/<port>.rdb
 # The writer: the instance's own session as IAM names it (aws:userid, "<role id>:<instance id>"). The role's
-# policy allows s3:PutObject only under it, so no server can overwrite or add to another's snapshots.
+# policy allows s3:PutObject only under it, so no server can overwrite another's snapshots.
 SNAPSHOT_WRITER = "${aws:userid}"
 TOOLS_PREFIX = "tools/"  # read-only for servers: code the program uploads (e.g. the health judge)
 

@@ -40,7 +40,8 @@ PASSWORD_ENV = "REDIS_PASSWORD"  # as the health check
 BATCH = 500  # keys per DUMP/RESTORE pipeline
 # <prefix><writer>/<server>/<taken_at>/<port>: the writer is the instance's IAM session (monitoring.SNAPSHOT_WRITER).
 # Snapshots uploaded before this version have no writer segment; they expire within backupRetentionDays.
-_KEY = re.compile(rf"^{re.escape(BACKUP_PREFIX)}(?:(?P<writer>[^/]+)/)?(?P<server>[^/]+)/"
+# A server's name never holds ':' (settings.STORE_NAME), an EC2 writer always does: no key reads in the other form.
+_KEY = re.compile(rf"^{re.escape(BACKUP_PREFIX)}(?:(?P<writer>[^/]+)/)?(?P<server>[^/:]+)/"
                   rf"(?P<taken_at>\d{{8}}T\d{{6}}Z)/(?P<port>\d+)(?P<kind>\.rdb|{re.escape(BACKUP_MANIFEST_SUFFIX)})$")
 
 
@@ -425,12 +426,17 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
                           f"(`list` shows them; newest: {next(reversed(sets), 'none')})")
     snapshot_set = sets[args.taken_at]
     load_manifests(s3, bucket, snapshot_set)
-    snapshots = snapshot_set.complete_snapshots
+    ignored = set(args.ignore_writer or ())
+    unknown = ignored - {s.writer for s in snapshot_set.snapshots}
+    if unknown:
+        raise BackupError(f"--ignore-writer {sorted(unknown)[0]}: no snapshot of this set was uploaded by it")
+    snapshots = [s for s in snapshot_set.complete_snapshots if s.writer not in ignored]
     if not snapshots:
         raise BackupError(f"--taken-at {args.taken_at}: every upload of this set is incomplete (no manifest)")
     for server, writers in claimed_twice(snapshots).items():
         raise BackupError(f"--taken-at {args.taken_at}: {server}'s snapshots were uploaded by more than one "
-                          f"instance ({', '.join(writers)}): check which is the server's, then restore another set")
+                          f"instance ({', '.join(writers)}): find the server's own instance id (EC2, its Name "
+                          "tag), then leave the other out with --ignore-writer, or restore another set")
     covered, overlaps = coverage(snapshots)
     if overlaps:
         slot, a, b = overlaps[0]
@@ -510,6 +516,9 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--target", required=True, metavar="HOST:PORT",
                            help=f"one Redis process of the target cluster or server (password: ${PASSWORD_ENV})")
             c.add_argument("--replace", action="store_true", help="overwrite keys the target already holds")
+            c.add_argument("--ignore-writer", action="append", metavar="ROLE_ID:INSTANCE_ID",
+                           help="leave out what this instance uploaded (repeatable): when two instances "
+                                "uploaded under one server's name")
             c.add_argument("--allow-partial", action="store_true",
                            help="restore a set that does not cover every slot")
             c.add_argument("--redis-server", metavar="PATH", help="the redis-server that loads the RDB files "

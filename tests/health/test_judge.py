@@ -195,6 +195,18 @@ def test_parse_cluster_nodes_reads_5_0_and_7_0_lines():
     assert a.slots == ((0, 5460), (5462, 5462)) and a.slot_count == 5462 and a.is_master
     assert b.address == "10.0.1.11:7001" and b.master_id == "a" and not b.is_master
     assert c.address == "10.0.1.12:7002"
+    assert (a.hostname, b.hostname) == ("", "redis-2")
+
+
+def test_parse_cluster_nodes_reads_7_2_lines_hostname_and_shard_id():
+    """7.2's nodes.conf form (the hostname field always, empty when unset, then key=value fields such as
+    shard-id), which clients may be shown in a later version: the migration's preflight refuses a node whose
+    hostname is set, so a shard id must not read as one."""
+    text = ("a 10.0.1.10:7000@17000,,shard-id=2f1b myself,master - 0 0 1 connected 0-16383\n"
+            "b 10.0.1.11:7001@17001,redis-2,shard-id=2f1b slave a 0 1700000000 1 connected\n")
+    a, b = parse_cluster_nodes(text)
+    assert (a.address, a.hostname) == ("10.0.1.10:7000", "")
+    assert (b.address, b.hostname) == ("10.0.1.11:7001", "redis-2")
 
 
 def test_slot_ranges():

@@ -447,6 +447,10 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     assert refused.returncode == 2 and f"{name}'s snapshots were uploaded by more than one instance" in \
         refused.stderr and IMPOSTOR in refused.stderr, refused.stderr
     assert c.hget(first, "login") == b"newer"  # nothing written
+    # The operator, having found server 1's own instance, leaves the impostor out.
+    kept = restore(moto, fresh, taken_at, "--replace", "--ignore-writer", IMPOSTOR)
+    assert kept.returncode == 0 and f"restored {len(sessions)} key(s)" in kept.stdout, kept.stdout + kept.stderr
+    assert c.hget(first, "login") == sessions[first][0][b"login"]
     c.close()
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
 

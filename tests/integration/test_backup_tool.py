@@ -29,6 +29,8 @@ def test_snapshots_from_before_writer_prefixes_still_list_and_restore():
     t = "20261126T200000Z"
     sets = group_sets([(f"snapshots/prod-1/{t}/7000.rdb", 10), (f"snapshots/prod-1/{t}/7000.json", 1)])
     assert [(s.name, s.writer, s.complete) for s in sets[t].snapshots] == [("prod-1:7000", "", True)]
+    # A writer's key without the server's name is neither form (its ':' is never in a server's name).
+    assert backup.parse_key(f"snapshots/{ONE}/{t}/7000.rdb") is None
 
 
 def test_a_server_name_uploaded_by_two_instances_is_named():

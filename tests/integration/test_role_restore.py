@@ -40,7 +40,11 @@ def cluster_views(lo: Loopback) -> dict[str, str]:
             state = client.execute_command("CLUSTER", "INFO").split("cluster_state:")[1].split()[0]
             flagged = [line.split()[1] for line in client.execute_command("CLUSTER", "NODES").splitlines()
                        if any(f in line.split()[2] for f in ("fail", "handshake", "noaddr"))]
-            views[f"{p.host}:{p.port}"] = state + (" flags " + ",".join(flagged) if flagged else "")
+            # Who it takes for a master: after a failover the other nodes learn the new epoch by gossip.
+            masters = sorted(line.split()[1].split("@")[0] for line in client.execute_command("CLUSTER", "NODES")
+                             .splitlines() if "master" in line.split()[2])
+            views[f"{p.host}:{p.port}"] = state + (" flags " + ",".join(flagged) if flagged else "") + \
+                " masters " + ",".join(masters)
         except Exception as e:  # noqa: BLE001 (a process still starting: say so)
             views[f"{p.host}:{p.port}"] = f"no answer ({e})"
     return views
@@ -48,17 +52,21 @@ def cluster_views(lo: Loopback) -> dict[str, str]:
 
 def wait_synced(lo: Loopback, timeout: float = 30) -> None:
     """Every process answers, every replica's link to its master is up and synced, and every process sees
-    the cluster whole (cluster_state ok, no node flagged failing): the state a server's timer meets a
-    minute after a return. (A restarted replica that never synced cannot take over: Redis refuses its
-    election as too old. A restarted process sees the cluster whole only once it has heard from every
+    the cluster whole (cluster_state ok, no node flagged failing) with the same masters, those that say
+    they are: the state a server's timer meets a minute after a return (a run right after a failover once
+    met a node that had not yet heard of it). (A restarted replica that never synced cannot take over: Redis
+    refuses its election as too old. A restarted process sees the cluster whole only once it has heard from every
     node again, which takes longer on a busy machine.)"""
     deadline = time.monotonic() + timeout
     while True:
         try:
             infos = [lo.client(p).info("replication") for p in lo.processes]
+            masters = " masters " + ",".join(sorted(f"{p.host}:{p.port}" for p, i in zip(lo.processes, infos,
+                                                                                      strict=True)
+                                                    if i["role"] == "master"))
             if all(i["role"] == "master" or (i.get("master_link_status") == "up"
                                               and not i.get("master_sync_in_progress")) for i in infos) \
-                    and all(view == "ok" for view in cluster_views(lo).values()):
+                    and all(view == "ok" + masters for view in cluster_views(lo).values()):
                 return
         except Exception:  # noqa: BLE001 (a process still starting: try again)
             pass

@@ -381,7 +381,7 @@ def test_the_servers_gain_exactly_the_scoped_rights(programs: dict[str, Program]
                      "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                      "Resource": [group, f"{group}:log-stream:*"]},
         # Each instance under its own session's id (IAM fills in "<role id>:<instance id>"): no server can
-        # replace or add to another's snapshots (test_backup holds redis-backup's keys to it).
+        # replace another's snapshots (test_backup holds redis-backup's keys to it).
         "WriteSnapshots": {"Sid": "WriteSnapshots", "Effect": "Allow", "Action": "s3:PutObject",
                            "Resource": f"{BUCKET_ARN}/snapshots/${{aws:userid}}/*"},
         "ReadTools": {"Sid": "ReadTools", "Effect": "Allow", "Action": "s3:GetObject",

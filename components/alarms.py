@@ -20,6 +20,7 @@ from components.monitoring import (
     SERVER_DIMENSION,
     STACK_DIMENSION,
     metric_namespace,
+    server_session,
 )
 
 # AWS limits that mocks do not enforce (PutMetricAlarm, PutDashboard).
@@ -167,7 +168,8 @@ class AlarmSpec:
     key: str  # the Pulumi resource's name suffix: stable, so the alarm's URN is
     name: str  # CloudWatch's alarm name
     description: str
-    namespace: str
+    # None: the server's own namespace (metric_namespace(stack, its session)), known once the instance exists.
+    namespace: str | None
     metric: str
     dimensions: tuple[tuple[str, str], ...]  # EC2 alarms: empty here, InstanceId added by the wiring
     rule: AlarmRule
@@ -190,7 +192,7 @@ def server_alarms(stack: str, server_name: str, cluster: bool) -> list[AlarmSpec
     dims = ((STACK_DIMENSION, stack), (SERVER_DIMENSION, server_name))
     specs = [
         AlarmSpec(metric, alarm_name(stack, server_name, metric), f"{server_name}: {rule.summary}. {rule.action}.",
-                  metric_namespace(stack), metric, dims, rule)
+                  None, metric, dims, rule)
         for metric, rule in rules_for(cluster).items()
     ]
     check = "StatusCheckFailed_Instance"
@@ -205,10 +207,11 @@ def dashboard_name(stack: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"outsystems-redis-{stack}")[:DASHBOARD_NAME_MAX]
 
 
-def dashboard_body(stack: str, region: str, servers: list[tuple[str, str]], cluster: bool) -> str:
+def dashboard_body(stack: str, region: str, servers: list[tuple[str, str]], cluster: bool, role_id: str) -> str:
     """The dashboard's JSON: one graph per published metric (a line per server), then EC2's status checks.
 
-    servers: (server name, instance id). Each alarmed metric's graph shows its threshold.
+    servers: (server name, instance id); role_id: the servers' role's unique id (each server publishes in a
+    namespace of its own: monitoring.metric_namespace). Each alarmed metric's graph shows its threshold.
     """
     shown = [m for m in METRICS if cluster or not (m.name in RULES and RULES[m.name].cluster_only)]
     widgets: list[dict] = [
@@ -231,8 +234,8 @@ def dashboard_body(stack: str, region: str, servers: list[tuple[str, str]], clus
 
     for metric in shown:
         rule = RULES.get(metric.name)
-        lines = [[metric_namespace(stack), metric.name, STACK_DIMENSION, stack, SERVER_DIMENSION, name, {"label": name}]
-                 for name, _ in servers]
+        lines = [[metric_namespace(stack, server_session(role_id, instance)), metric.name, STACK_DIMENSION, stack,
+                  SERVER_DIMENSION, name, {"label": name}] for name, instance in servers]
         notes = [{"label": "alarm", "value": rule.threshold}] if rule else []
         widgets.append(graph(f"{metric.name} ({metric.unit})", lines, rule.statistic if rule else "Average", notes))
     for check in STATUS_CHECKS:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.monitoring import BACKUP_PREFIX, SNAPSHOT_WRITER, TOOLS_PREFIX, metric_namespace
+from components.monitoring import BACKUP_PREFIX, SERVER_SESSION, TOOLS_PREFIX, metric_namespace
 
 LIFECYCLE_RULE_ID_MAX = 255  # S3's limit on a lifecycle rule's ID
 # A snapshot overwritten or expired stays as a noncurrent version this long: enough to undo a
@@ -102,7 +102,8 @@ def server_statements(stack: str, log_group_arn: str, bucket_arn: str) -> list[d
             "Effect": "Allow",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",  # PutMetricData has no resource type: the namespace condition scopes it
-            "Condition": {"StringEquals": {"cloudwatch:namespace": metric_namespace(stack)}},
+            # Each server in its own namespace only: none can publish a verdict in another's name.
+            "Condition": {"StringEquals": {"cloudwatch:namespace": metric_namespace(stack, SERVER_SESSION)}},
         },
         {
             "Sid": "ShipLogs",
@@ -115,7 +116,7 @@ def server_statements(stack: str, log_group_arn: str, bucket_arn: str) -> list[d
             "Effect": "Allow",
             "Action": "s3:PutObject",
             # Each instance under its own session's id: one server cannot replace another's snapshots.
-            "Resource": f"{bucket_arn}/{BACKUP_PREFIX}{SNAPSHOT_WRITER}/*",
+            "Resource": f"{bucket_arn}/{BACKUP_PREFIX}{SERVER_SESSION}/*",
         },
         {
             "Sid": "ReadTools",

@@ -47,11 +47,31 @@ METRIC_NAMES = tuple(m.name for m in METRICS)
 LOG_RETENTION_DAYS_DEFAULT = 30
 
 
-def metric_namespace(stack: str) -> str:
-    """The stack's own metric namespace. PutMetricData has no resource to scope: IAM's cloudwatch:namespace
-    condition is its only scope, so with one namespace for all, a dev server could publish a healthy
-    ClusterStateOk for a prod server and silence its alarm."""
-    return f"{NAMESPACE_ROOT}/{stack}"
+# A server's own session as IAM names it: aws:userid, "<role id>:<instance id>" for an instance profile's
+# credentials. The servers' role grants its writes only where this policy variable names them (their metric
+# namespace, their snapshots' prefix), so what one server publishes or uploads cannot pass for another's.
+# A server learns its own from STS (GetCallerIdentity, which needs no permission); the program from the role's
+# unique id and the instance's id (server_session).
+SERVER_SESSION = "${aws:userid}"
+
+
+def server_session(role_id: str, instance_id: str) -> str:
+    """What IAM's aws:userid is for `instance_id` running with the role of unique id `role_id`."""
+    return f"{role_id}:{instance_id}"
+
+
+def metric_namespace(stack: str, session: str) -> str:
+    """One server's own metric namespace, in its stack's: `session` is its aws:userid (server_session), or
+    SERVER_SESSION in the role's policy. PutMetricData has no resource to scope: IAM's cloudwatch:namespace
+    condition is its only scope, so with one namespace for a stack, a server could publish a healthy
+    ClusterStateOk in another server's name and silence its alarm (with one for all stacks, a dev server
+    could for a prod server)."""
+    return f"{NAMESPACE_ROOT}/{stack}/{session}"
+
+
+def stack_namespaces(stack: str) -> str:
+    """How the stack's servers' namespaces begin (for people reading the console)."""
+    return f"{NAMESPACE_ROOT}/{stack}/"
 
 
 def log_group_name(stack: str) -> str:
@@ -67,9 +87,8 @@ def log_stream_name(server_name: str, source: str) -> str:
 # this parameter at run time instead of their user data carrying it.
 BACKUP_RETENTION_DAYS_DEFAULT = 7
 BACKUP_PREFIX = "snapshots/"  # servers write only under it: snapshots/<writer>/<server name>/<UTC time>/<port>.rdb
-# The writer: the instance's own session as IAM names it (aws:userid, "<role id>:<instance id>"). The role's
-# policy allows s3:PutObject only under it, so no server can overwrite another's snapshots.
-SNAPSHOT_WRITER = "${aws:userid}"
+# The writer: the instance's own session (SERVER_SESSION). The role's policy allows s3:PutObject only under
+# it, so no server can overwrite another's snapshots.
 TOOLS_PREFIX = "tools/"  # read-only for servers: code the program uploads (e.g. the health judge)
 
 
@@ -78,7 +97,7 @@ def backup_bucket_parameter(stack: str) -> str:
 
 
 def backup_key(writer: str, server_name: str, taken_at: str, port: int) -> str:
-    """writer: the server's aws:userid (SNAPSHOT_WRITER); taken_at: UTC, e.g. 20261126T201500Z, which one
+    """writer: the server's aws:userid (server_session); taken_at: UTC, e.g. 20261126T201500Z, which one
     snapshot set shares across the servers' runs of the same hour."""
     return f"{BACKUP_PREFIX}{writer}/{server_name}/{taken_at}/{port}.rdb"
 

@@ -21,7 +21,7 @@ import pulumi_aws as aws
 
 from components.alarms import dashboard_body, dashboard_name, server_alarms
 from components.backup_bucket import bucket_policy, lifecycle_rules, tool_objects
-from components.monitoring import backup_bucket_parameter, log_group_name
+from components.monitoring import backup_bucket_parameter, log_group_name, metric_namespace, server_session
 from components.settings import Settings
 from components.signing import SIGNATURE_SUFFIX, signature
 
@@ -207,20 +207,23 @@ class RedisObservability(pulumi.ComponentResource):
         self.alarms: list[aws.cloudwatch.MetricAlarm] = []
         self.dashboard: aws.cloudwatch.Dashboard | None = None
 
-    def watch(self, servers: list[WatchedServer], after: list[pulumi.Resource]) -> None:
-        """The per-server alarms (created after `after`) and the dashboard; then the outputs."""
+    def watch(self, servers: list[WatchedServer], role_id: pulumi.Input[str], after: list[pulumi.Resource]) -> None:
+        """The per-server alarms (created after `after`) and the dashboard; then the outputs. `role_id`: the
+        servers' role's unique id, which names each server's own metric namespace with its instance id."""
         s = self._args.settings
         child = pulumi.ResourceOptions(parent=self)
         gated = pulumi.ResourceOptions(parent=self, depends_on=after)
         actions = [self.topic_arn]
         for server in servers:
+            own = pulumi.Output.all(role_id, server.instance_id).apply(
+                lambda v: metric_namespace(s.stack, server_session(v[0], v[1])))
             for spec in server_alarms(s.stack, server.name, s.cluster):
                 self.alarms.append(
                     aws.cloudwatch.MetricAlarm(
                         f"{server.name}-{spec.key}",
                         name=spec.name,
                         alarm_description=spec.description,
-                        namespace=spec.namespace,
+                        namespace=own if spec.namespace is None else spec.namespace,
                         metric_name=spec.metric,
                         dimensions=dict(spec.dimensions) or {"InstanceId": server.instance_id},
                         **spec.rule.metric_alarm_inputs(),
@@ -234,8 +237,9 @@ class RedisObservability(pulumi.ComponentResource):
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{self._name}-dashboard",
             dashboard_name=dashboard_name(s.stack),
-            dashboard_body=pulumi.Output.all(*[srv.instance_id for srv in servers]).apply(
-                lambda ids: dashboard_body(s.stack, self._args.region, list(zip(names, ids, strict=True)), s.cluster)
+            dashboard_body=pulumi.Output.all(role_id, *[srv.instance_id for srv in servers]).apply(
+                lambda v: dashboard_body(s.stack, self._args.region, list(zip(names, v[1:], strict=True)), s.cluster,
+                                         v[0])
             ),
             opts=child,
         )

@@ -32,6 +32,7 @@ import pulumi_tls as tls
 
 from components.backup_bucket import server_statements
 from components.errors import SettingsError
+from components.monitoring import server_session
 from components.network import NetworkArgs, RedisNetwork
 from components.observability import ObservabilityArgs, RedisObservability, WatchedServer
 from components.parameters import (
@@ -240,18 +241,22 @@ def hsconf_snippet(connection_string: str) -> str:
 
 
 def health_check_command(settings: Settings, topology: Topology, region: str, account: str | None,
-                         python: str = ".venv/bin/python") -> str:
+                         python: str = ".venv/bin/python", sessions: Sequence[str] = ()) -> str:
     """The post-deploy check, run in the program's directory with `python` (this project: its virtualenv).
 
     `cloudwatch` (the default) needs only the deployer's AWS credentials, which must be for `account` (the
-    check refuses others at once: a provider for another account is not the shell's); `direct` needs a route
-    to the servers.
+    check refuses others at once: a provider for another account is not the shell's), and each server's
+    session (`sessions`, in server order: monitoring.server_session), which names the namespace it alone
+    may publish in; `direct` needs a route to the servers.
     """
     args = [python, "-m", "operator_tools.health"]
     if settings.health_check_via == "cloudwatch":
+        if len(sessions) != len(topology.servers):
+            raise ValueError(f"{len(topology.servers)} servers, {len(sessions)} sessions")
         args += ["--through-cloudwatch", "--stack", settings.stack, "--region", region]
         args += ["--account", account] if account else []
-        args += ["--servers", ",".join(s.name for s in topology.servers)]
+        args += ["--servers", ",".join(f"{s.name}={session}" for s, session in zip(topology.servers, sessions,
+                                                                                    strict=True))]
         if settings.cluster:
             args.append("--cluster")
     else:
@@ -629,8 +634,12 @@ class RedisSessionStore(pulumi.ComponentResource):
         self.private_ips = [srv.private_ip for srv in self.servers]
         self.health_check = None
         if s.health_check:
-            check = health_check_command(s, topology, facts.region, facts.account,
-                                         args.health_check_python or default_health_check_python())
+            python = args.health_check_python or default_health_check_python()
+            instances = [srv.instance.id for srv in self.servers]
+            check: pulumi.Input[str] = health_check_command(s, topology, facts.region, facts.account, python) \
+                if s.health_check_via == "direct" else pulumi.Output.all(role.unique_id, *instances).apply(
+                    lambda v: health_check_command(s, topology, facts.region, facts.account, python,
+                                                   [server_session(v[0], i) for i in v[1:]]))
             if s.health_check_via == "direct":
                 # A new password changes the environment, so the check runs again and waits
                 # (--wait) until every server has taken it (redis-password-sync, every minute).
@@ -658,6 +667,7 @@ class RedisSessionStore(pulumi.ComponentResource):
         obs.watch(
             [WatchedServer(srv_name.name, srv.instance.id)
              for srv_name, srv in zip(topology.servers, self.servers, strict=True)],
+            role_id=role.unique_id,
             after=[self.health_check] if self.health_check is not None else [],
         )
 

@@ -38,7 +38,7 @@ from components.monitoring import BACKUP_MANIFEST_SUFFIX, BACKUP_PREFIX, backup_
 SLOTS = 16384
 PASSWORD_ENV = "REDIS_PASSWORD"  # as the health check
 BATCH = 500  # keys per DUMP/RESTORE pipeline
-# <prefix><writer>/<server>/<taken_at>/<port>: the writer is the instance's IAM session (monitoring.SNAPSHOT_WRITER).
+# <prefix><writer>/<server>/<taken_at>/<port>: the writer is the instance's IAM session (monitoring.SERVER_SESSION).
 # Snapshots uploaded before this version have no writer segment; they expire within backupRetentionDays.
 # A server's name never holds ':' (settings.STORE_NAME), an EC2 writer always does: no key reads in the other form.
 _KEY = re.compile(rf"^{re.escape(BACKUP_PREFIX)}(?:(?P<writer>[^/]+)/)?(?P<server>[^/:]+)/"

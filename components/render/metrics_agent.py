@@ -277,8 +277,10 @@ def aws(env: dict, *args: str, payload: object = None) -> dict:
             argv[-1] = argv[-1].replace("@PAYLOAD@", f"file://{path}")
         argv += ["--region", env["AWS_REGION"], "--output", "json", "--cli-connect-timeout", "5",
                  "--cli-read-timeout", "20"]
-        # AWS_PAGER: the CLI v2 (the snap on 24.04) never waits on a pager.
-        call_env = {**os.environ, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3", "AWS_PAGER": ""}
+        # AWS_PAGER: the CLI v2 (the snap on 24.04) never waits on a pager. STS in the region, as the rest (the
+        # CLI v1 of 20.04 would call its global endpoint).
+        call_env = {**os.environ, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3", "AWS_PAGER": "",
+                    "AWS_STS_REGIONAL_ENDPOINTS": "regional"}
         result = subprocess.run(argv, capture_output=True, text=True, timeout=AWS_CALL_SECONDS, env=call_env,
                                 stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -318,6 +320,15 @@ def settings(environ: dict) -> dict:
     return dict(environ)
 
 
+def own_session(env: dict) -> str:
+    """This instance's session as IAM names it (aws:userid): the role lets it publish in its own namespace only.
+    Asked each run (GetCallerIdentity needs no permission): nothing cached can outlive the instance."""
+    session = str(aws(env, "sts", "get-caller-identity").get("UserId", ""))
+    if not session or not all(c.isalnum() or c in ":._@-" for c in session):
+        raise AwsError(f"aws sts get-caller-identity: no usable UserId ({session!r})")
+    return session
+
+
 def publish_metrics(env: dict) -> int:
     ports = [int(p) for p in env["PORTS"].split()]
     passwords = read_passwords(env["AUTH_FILE"])
@@ -328,7 +339,7 @@ def publish_metrics(env: dict) -> int:
     for n in facts.nodes:
         if n.error:
             print(f"redis-observe: {n.address} does not answer: {n.error}", file=sys.stderr)
-    aws(env, "cloudwatch", "put-metric-data", "--namespace", metric_namespace(env["STACK"]),
+    aws(env, "cloudwatch", "put-metric-data", "--namespace", metric_namespace(env["STACK"], own_session(env)),
         "--metric-data", "@PAYLOAD@", payload=metric_data(values, env["STACK"], env["SERVER_NAME"], now))
     save_state(env, "metrics.json", counters)
     return 0

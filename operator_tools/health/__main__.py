@@ -2,7 +2,8 @@
 
     python -m operator_tools.health --nodes HOST:PORT[,HOST:PORT...] [--cluster] [--wait SECONDS] [--json]
                                     [--tls] [--cacert FILE | --cacert-env VAR]
-    python -m operator_tools.health --through-cloudwatch --stack STACK --region REGION --servers NAME[,NAME...]
+    python -m operator_tools.health --through-cloudwatch --stack STACK --region REGION \
+        --servers NAME=ROLE_ID:INSTANCE_ID[,...]
                                     [--cluster] [--wait SECONDS]
 
 The second form (the post-deploy check's default) reads the servers' own verdicts from CloudWatch with
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="with --through-cloudwatch: the stack's AWS region")
     p.add_argument("--account", help="with --through-cloudwatch: the stack's AWS account id; other credentials "
                                      "are refused at once")
-    p.add_argument("--servers", help="with --through-cloudwatch: NAME[,NAME...], every server's name (its Name tag)")
+    p.add_argument("--servers", help="with --through-cloudwatch: NAME=ROLE_ID:INSTANCE_ID[,...], every server's "
+                                     "name (its Name tag) and its session (the role's unique id, its instance id), "
+                                     "which names the metric namespace it alone may publish in")
     p.add_argument("--poll", type=float, default=POLL_SECONDS, metavar="SECONDS",
                    help=f"with --through-cloudwatch: seconds between reads while --wait lasts (default "
                         f"{POLL_SECONDS:g}; the servers publish once a minute)")
@@ -168,9 +171,16 @@ def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser
     missing = [f"--{k}" for k in ("stack", "region", "servers") if not getattr(args, k)]
     if missing:
         parser.error(f"--through-cloudwatch needs {', '.join(missing)}")
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    servers: dict[str, str] = {}
+    for entry in (s.strip() for s in args.servers.split(",") if s.strip()):
+        name, _, session = entry.partition("=")
+        role_id, _, instance = session.partition(":")
+        if not name or not role_id.isalnum() or not instance or not instance.replace("-", "").isalnum():
+            parser.error(f"--servers: {entry!r} is not NAME=ROLE_ID:INSTANCE_ID (a server's Name tag, its role's "
+                         "unique id and its instance id: the post-deploy command in the stack lists them)")
+        servers[name] = session
     if not servers:
-        parser.error("--servers: no server name given")
+        parser.error("--servers: no server given")
 
     def transient(exc: Exception) -> bool:
         if isinstance(exc, ClientError):

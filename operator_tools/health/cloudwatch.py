@@ -3,7 +3,8 @@
 A laptop or a hosted CI runner cannot reach the servers' private IPs, but it can call CloudWatch. Every
 minute each server's metrics agent (redis-observe.py, redis-metrics.timer) judges its own Redis processes
 and the cluster as they see it, with the health check's own functions (components/judge.py), and publishes
-the verdict in the stack's namespace. This check waits until every server has published a healthy verdict
+the verdict in its own namespace (the stack's, then its session: only that server may publish there).
+This check waits until every server has published a healthy verdict
 in a minute that began after the check did (CloudWatch keeps these metrics per minute, time-stamped with the
 minute's start, and rounds a query's start down to the minute: a reading from before the check could
 otherwise pass for a new one):
@@ -25,13 +26,19 @@ The pure parts (judge, report) take readings; `read` is the only code that calls
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from components.alarms import RULES
 from components.judge import SLOTS
-from components.monitoring import PUBLISH_PERIOD_SECONDS, SERVER_DIMENSION, STACK_DIMENSION, metric_namespace
+from components.monitoring import (
+    PUBLISH_PERIOD_SECONDS,
+    SERVER_DIMENSION,
+    STACK_DIMENSION,
+    metric_namespace,
+    stack_namespaces,
+)
 
 VERDICT_METRICS = ("ClusterStateOk", "SlotsServed", "ReplicaLinksDown", "ShapeFailures", "RoleDrift")
 POLL_SECONDS = 15.0
@@ -45,9 +52,11 @@ class Reading:
 
 
 Readings = Mapping[str, Mapping[str, Reading]]  # server name -> metric name -> its latest reading
+# Server name -> its session (monitoring.server_session), in the stack's order: where it alone publishes.
+Servers = Mapping[str, str]
 
 
-def judge(readings: Readings, servers: Sequence[str]) -> tuple[list[str], list[str]]:
+def judge(readings: Readings, servers: Collection[str]) -> tuple[list[str], list[str]]:
     """(problems, warnings) of the latest readings of every server; no problem means healthy."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -79,12 +88,12 @@ def judge(readings: Readings, servers: Sequence[str]) -> tuple[list[str], list[s
     return problems, warnings
 
 
-def report(readings: Readings, servers: Sequence[str], stack: str, cluster: bool) -> str:
+def report(readings: Readings, servers: Collection[str], stack: str, cluster: bool) -> str:
     """The verdict's text: HEALTHY or UNHEALTHY first, as the direct check prints it, then each server."""
     problems, warnings = judge(readings, servers)
     what = f"Redis Cluster, {len(servers)} servers" if cluster else "Redis server"
     verdict = "UNHEALTHY" if problems else ("DEGRADED" if warnings else "HEALTHY")
-    lines = [f"{verdict} - {what}, as the servers judge themselves (CloudWatch, {metric_namespace(stack)})"]
+    lines = [f"{verdict} - {what}, as the servers judge themselves (CloudWatch, {stack_namespaces(stack)}<server>)"]
     for server in servers:
         got = readings.get(server, {})
         shown = ", ".join(f"{m} {got[m].value:g}" for m in VERDICT_METRICS if m in got)
@@ -94,16 +103,17 @@ def report(readings: Readings, servers: Sequence[str], stack: str, cluster: bool
     return "\n".join(lines)
 
 
-def read(cloudwatch, stack: str, servers: Sequence[str], since: datetime,
+def read(cloudwatch, stack: str, servers: Servers, since: datetime,
          now: datetime) -> dict[str, dict[str, Reading]]:
     """The latest datapoint since `since` of each verdict metric of each server (GetMetricData, one call per 500)."""
     queries, keys = [], {}
-    for i, server in enumerate(servers):
+    for i, (server, session) in enumerate(servers.items()):
         for j, metric in enumerate(VERDICT_METRICS):
             qid = f"m{i}_{j}"
             keys[qid] = (server, metric)
             queries.append({"Id": qid, "ReturnData": True, "MetricStat": {
-                "Metric": {"Namespace": metric_namespace(stack), "MetricName": metric,
+                # The server's own namespace: what another server publishes in its name is not read.
+                "Metric": {"Namespace": metric_namespace(stack, session), "MetricName": metric,
                            "Dimensions": [{"Name": STACK_DIMENSION, "Value": stack},
                                           {"Name": SERVER_DIMENSION, "Value": server}]},
                 # The worst value of each minute, as its alarm reads it: a minute with one bad verdict is bad.
@@ -133,7 +143,7 @@ def first_whole_minute(began: float) -> datetime:
     return datetime.fromtimestamp(-(-int(began) // MINUTE) * MINUTE, UTC)
 
 
-def wait_healthy(cloudwatch, stack: str, servers: Sequence[str], cluster: bool, wait: float,
+def wait_healthy(cloudwatch, stack: str, servers: Servers, cluster: bool, wait: float,
                  progress: Callable[[str], None], poll: float = POLL_SECONDS,
                  clock: Callable[[], float] = time.time,
                  transient: Callable[[Exception], bool] = lambda exc: False) -> tuple[bool, str]:

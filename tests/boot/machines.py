@@ -91,6 +91,7 @@ from typing import Any
 import yaml
 
 from components import monitoring
+from tests.unit.program import SERVER_ROLE_ID
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "boot-root.sh"
@@ -199,11 +200,13 @@ case "${1:-} ${2:-}" in
   "sts get-caller-identity")
     # The instance's session as IAM names it (aws:userid): the role's id, then the instance id (the seed's).
     record 0 "$@"
+    user_id="@ROLE_ID@:$(awk '$1 == "instance-id:" { print $2 }' /var/lib/cloud/seed/nocloud/meta-data)"
     case " $* " in
-      *" --query UserId --output text "*) ;;
-      *) fail 252 "aws (stand-in): only --query UserId --output text" ;;
+      *" --query UserId --output text "*) echo "$user_id" ;;
+      *" --output json "*)
+        printf '{"UserId": "%s", "Account": "111122223333", "Arn": "%s"}\n' "$user_id" "$role" ;;
+      *) fail 252 "aws (stand-in): only --query UserId --output text, or --output json" ;;
     esac
-    echo "AROAEXAMPLESERVERROLE1:$(awk '$1 == "instance-id:" { print $2 }' /var/lib/cloud/seed/nocloud/meta-data)"
     exit 0 ;;
   "s3 cp" | "cloudwatch put-metric-data" | "logs create-log-stream" | "logs put-log-events")
     # The jobs' calls: recorded, with their payload; s3 cp serves what `pulumi up` uploads, keeps uploads.
@@ -529,8 +532,9 @@ class Server:
         (m / AWS_LOG.lstrip("/")).touch()
         lib = m / "usr/local/lib/osr-boot"
         lib.mkdir(parents=True, exist_ok=True)
+        # A server's session is the mocked role's unique id and its instance id, as on EC2.
         aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE) \
-            .replace("@SSM_FAULTS@", SSM_FAULTS)
+            .replace("@SSM_FAULTS@", SSM_FAULTS).replace("@ROLE_ID@", SERVER_ROLE_ID)
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
         (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))

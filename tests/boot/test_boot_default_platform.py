@@ -188,7 +188,7 @@ def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal
     # The backup uploaded under this instance's own session id (what STS told it), the only prefix its role may
     # write (components/backup_bucket.py), with its server's name below that.
     uploads = server.out("cd /usr/local/lib/osr-boot/s3 && find snapshots -type f | sort").split()
-    mine = f"snapshots/AROAEXAMPLESERVERROLE1:{server.instance_id}/{server.hostname}/"
+    mine = f"snapshots/{m.SERVER_ROLE_ID}:{server.instance_id}/{server.hostname}/"
     assert uploads and all(u.startswith(mine) for u in uploads), (mine, uploads)
     # redis-auth ran in it at boot: its programs wrote the auth include in its own directory, its fence outside.
     assert server.out("systemctl show -p NoNewPrivileges --value redis-auth.service") == "yes"

@@ -149,6 +149,11 @@ def test_the_default_post_deploy_check_from_outside_the_vpc(prod: Cluster) -> No
         # the stack's account as moto's (AWS's own check of the shell's credentials runs against moto).
         command = str(check.inputs["create"]).replace(f"--account {ACCOUNT} ", f"--account {DEFAULT_ACCOUNT_ID} ")
         assert command != check.inputs["create"]
+        # Each server's session: the role's id (the mocks') and the instance id, the booted one's here.
+        mocked = ",".join(f"{s.hostname}={m.SERVER_ROLE_ID}:{s.hostname}-instance-id" for s in servers)
+        booted = ",".join(f"{s.hostname}={m.SERVER_ROLE_ID}:{s.instance_id}" for s in servers)
+        assert f" --servers {mocked} " in command, command
+        command = command.replace(f" --servers {mocked} ", f" --servers {booted} ")
         command += " --poll 2"
         began = time.time()
         proc = subprocess.Popen([*inside, "/bin/sh", "-c", command], cwd=m.REPO, env=env, stdin=subprocess.DEVNULL,

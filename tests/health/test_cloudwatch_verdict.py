@@ -16,6 +16,7 @@ from tests.tools import ROOT
 
 AT = datetime(2026, 12, 6, 10, 0, 5, tzinfo=UTC)
 SERVERS = ("s-1", "s-2", "s-3")
+SESSION = "AROAEXAMPLEROLEID0001:i-0123456789abcdef0"  # s-1's
 
 
 def healthy() -> dict[str, float]:
@@ -34,7 +35,8 @@ def readings(**changed: dict[str, float | None]) -> dict[str, dict[str, Reading]
 def test_every_server_healthy_is_healthy() -> None:
     assert judge(readings(), SERVERS) == ([], [])
     assert report(readings(), SERVERS, "prod", True).startswith(
-        "HEALTHY - Redis Cluster, 3 servers, as the servers judge themselves (CloudWatch, OutSystems/Redis/prod)")
+        "HEALTHY - Redis Cluster, 3 servers, as the servers judge themselves (CloudWatch, OutSystems/Redis/prod/"
+        "<server>)")
 
 
 @pytest.mark.parametrize(("changed", "says"), [
@@ -72,8 +74,8 @@ def test_no_credentials_is_one_clear_unhealthy_verdict_not_a_traceback(tmp_path)
            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod",
-                          "--region", "eu-west-1", "--servers", "s-1"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60)
+                          "--region", "eu-west-1", "--servers", f"s-1={SESSION}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
     assert run.stdout.startswith("UNHEALTHY - cannot read the servers' verdicts from CloudWatch in eu-west-1")
     assert "cloudwatch:GetMetricData" in run.stdout and "healthCheckVia: direct" in run.stdout
@@ -83,6 +85,16 @@ def test_through_cloudwatch_names_what_it_lacks() -> None:
     run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--through-cloudwatch needs --region, --servers" in run.stderr
+
+
+@pytest.mark.parametrize("servers", ["s-1", "s-1=AROAX", "=AROAX:i-1", "s-1=AROA X:i-1", "s-1=AROAX:"])
+def test_a_server_without_its_session_is_refused(servers) -> None:
+    """Only the server's session names the namespace it alone publishes in: a bare name would have the check
+    read where any server of the stack could publish."""
+    run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod",
+                          "--region", "eu-west-1", "--servers", servers], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "is not NAME=ROLE_ID:INSTANCE_ID" in run.stderr, run.stderr
 
 
 class TwoPages:
@@ -96,6 +108,8 @@ class TwoPages:
         points = self.pages[index]
         (query,) = [q for q in kwargs["MetricDataQueries"] if q["MetricStat"]["Metric"]["MetricName"] ==
                     "ClusterStateOk"]
+        # Read in the server's own namespace, where only its session may publish.
+        assert query["MetricStat"]["Metric"]["Namespace"] == f"OutSystems/Redis/prod/{SESSION}", query
         results = [{"Id": query["Id"], "Timestamps": [t for t, _ in points], "Values": [v for _, v in points]}]
         return {"MetricDataResults": results, **({"NextToken": str(index + 1)} if index + 1 < len(self.pages) else {})}
 
@@ -103,9 +117,9 @@ class TwoPages:
 def test_read_keeps_the_newest_reading_across_pages_and_none_before_the_check() -> None:
     since = datetime(2026, 12, 6, 10, 1, tzinfo=UTC)
     newer, older, before = (datetime(2026, 12, 6, 10, m, tzinfo=UTC) for m in (3, 2, 0))
-    got = read(TwoPages([[(newer, 1.0)], [(older, 0.0), (before, 1.0)]]), "prod", ["s-1"], since, newer)
+    got = read(TwoPages([[(newer, 1.0)], [(older, 0.0), (before, 1.0)]]), "prod", {"s-1": SESSION}, since, newer)
     assert got == {"s-1": {"ClusterStateOk": Reading(newer, 1.0)}}
-    stale = read(TwoPages([[(before, 1.0)]]), "prod", ["s-1"], since, newer)
+    stale = read(TwoPages([[(before, 1.0)]]), "prod", {"s-1": SESSION}, since, newer)
     assert stale == {}
 
 

@@ -40,17 +40,40 @@ def observe(moto: Moto, lo: Loopback, server: int, stack: str, command: str, sta
     env["REDIS_LOGS"] = " ".join(f"{p.port}={paths.log_file(p.port)}" for p in lo.topology.servers[server].processes)
     if lo.tls:
         env["TLS_CA"] = paths.tls_ca
-    full = {**moto.env(), **env, "AUTH_FILE": paths.auth_file, **(extra or {})}
+    # The instance's own credentials: the agent publishes in its own session's namespace.
+    full = {**moto.env(), **moto.instance_session(server), **env, "AUTH_FILE": paths.auth_file, **(extra or {})}
     return subprocess.run([BASH, str(launcher), command], env=full, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
 
+def namespaces(moto: Moto, stack: str) -> dict[str, dict[str, set[str]]]:
+    """Server name -> namespace -> the metric names it published there (exactly the Stack and Server
+    dimensions), among the stack's servers' namespaces, read back with list_metrics."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for page in moto.client("cloudwatch").get_paginator("list_metrics").paginate():
+        for m in page["Metrics"]:
+            dims = {d["Name"]: d["Value"] for d in m["Dimensions"]}
+            if m["Namespace"].startswith(monitoring.stack_namespaces(stack)) and dims.get(
+                    monitoring.STACK_DIMENSION) == stack and set(dims) == {monitoring.STACK_DIMENSION,
+                                                                           monitoring.SERVER_DIMENSION}:
+                out.setdefault(dims[monitoring.SERVER_DIMENSION], {}).setdefault(m["Namespace"], set()).add(
+                    m["MetricName"])
+    return out
+
+
+def namespace_of(moto: Moto, stack: str, server: str) -> str:
+    """The one namespace `server` published in."""
+    (namespace,) = namespaces(moto, stack).get(server, {None: set()})
+    assert namespace is not None, f"{server} published nothing in {stack}"
+    return namespace
+
+
 def latest(moto: Moto, stack: str, server: str, name: str) -> float | None:
-    """The last value of one metric of one server (moto keeps every datapoint)."""
+    """The last value of one metric of one server, in its own namespace (moto keeps every datapoint)."""
     cw = moto.client("cloudwatch")
     now = time.time()
     points = cw.get_metric_statistics(
-        Namespace=monitoring.metric_namespace(stack), MetricName=name, StartTime=now - 3600, EndTime=now + 600,
+        Namespace=namespace_of(moto, stack, server), MetricName=name, StartTime=now - 3600, EndTime=now + 600,
         Period=60,
         Statistics=["Maximum"], Dimensions=[{"Name": monitoring.STACK_DIMENSION, "Value": stack},
                                             {"Name": monitoring.SERVER_DIMENSION, "Value": server}])["Datapoints"]
@@ -58,17 +81,8 @@ def latest(moto: Moto, stack: str, server: str, name: str) -> float | None:
 
 
 def published(moto: Moto, stack: str) -> dict[str, set[str]]:
-    """Server name -> the metric names it published, read back with list_metrics."""
-    out: dict[str, set[str]] = {}
-    pages = moto.client("cloudwatch").get_paginator("list_metrics").paginate(
-        Namespace=monitoring.metric_namespace(stack))
-    for page in pages:
-        for m in page["Metrics"]:
-            dims = {d["Name"]: d["Value"] for d in m["Dimensions"]}
-            if dims.get(monitoring.STACK_DIMENSION) == stack and set(dims) == {monitoring.STACK_DIMENSION,
-                                                                               monitoring.SERVER_DIMENSION}:
-                out.setdefault(dims[monitoring.SERVER_DIMENSION], set()).add(m["MetricName"])
-    return out
+    """Server name -> the metric names it published, in whichever namespaces."""
+    return {server: set().union(*spaces.values()) for server, spaces in namespaces(moto, stack).items()}
 
 
 def log_events(moto: Moto, stack: str, stream: str) -> list[str]:

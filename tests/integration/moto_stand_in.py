@@ -140,7 +140,7 @@ class Moto(MotoServer):
     def instance_session(self, server: int) -> dict[str, str]:
         """Credentials of server `server`'s instance, as EC2 hands them out: the servers' one role, assumed
         with the instance id as the session name, so each server has its own aws:userid
-        ("<role id>:<instance id>"), the writer prefix of its snapshots."""
+        ("<role id>:<instance id>"): its metric namespace and its snapshots' prefix."""
         iam = self.client("iam")
         try:
             role = iam.get_role(RoleName=SERVER_ROLE)["Role"]["Arn"]
@@ -154,8 +154,11 @@ class Moto(MotoServer):
 
     def writer(self, server: int) -> str:
         """Server `server`'s aws:userid, as STS tells it to the server itself."""
-        role_id = self.client("iam").get_role(RoleName=SERVER_ROLE)["Role"]["RoleId"]
-        return f"{role_id}:{instance_id(server)}"
+        creds = self.instance_session(server)
+        return boto3.client("sts", endpoint_url=self.url, region_name=self.region,
+                            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=creds["AWS_SESSION_TOKEN"]).get_caller_identity()["UserId"]
 
     def everything(self) -> str:
         """Every piece of state moto holds, as JSON text (to scan for a secret)."""

@@ -30,7 +30,7 @@ from components.backup_bucket import server_statements
 from components.monitoring import (
     BACKUP_PERIOD_SECONDS,
     BACKUP_PREFIX,
-    SNAPSHOT_WRITER,
+    SERVER_SESSION,
     TAKEN_AT_FORMAT,
     backup_key,
     backup_manifest_key,
@@ -94,7 +94,7 @@ def assert_one_snapshot_per_master(lo: Loopback, moto: Moto, results: dict, star
                  if st["Sid"] == "WriteSnapshots")["Resource"].removeprefix(f"arn:aws:s3:::{BUCKET}/")
     servers = range(len(lo.topology.servers))
     for key in stored:
-        allowed = {s for s in servers if fnmatch.fnmatchcase(key, grant.replace(SNAPSHOT_WRITER, moto.writer(s)))}
+        allowed = {s for s in servers if fnmatch.fnmatchcase(key, grant.replace(SERVER_SESSION, moto.writer(s)))}
         assert len(allowed) == 1 and allowed <= {p.server for p in masters(lo)}, (key, grant)
     slots: list[int] = []
     for key, body in stored.items():

@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from components import monitoring
+from components.backup_bucket import server_statements
 from components.judge import parse_cluster_info, parse_cluster_nodes
-from tests.integration.metrics_stand_in import latest, observe, published
+from tests.integration.metrics_stand_in import latest, namespace_of, namespaces, observe, published
 
 
 def state(client: redis.Redis) -> str:
@@ -33,8 +34,16 @@ def assert_every_metric_healthy(moto, lo, tmp_path) -> None:
     for i in range(3):
         run_ok(moto, lo, i, "healthy", tmp_path)
     names = [s.name for s in lo.topology.servers]
-    # list_metrics: every metric, with exactly the Stack and Server dimensions, for every server.
+    # list_metrics: every metric, with exactly the Stack and Server dimensions, for every server, each in the
+    # namespace of its own session only (the role's grant: monitoring.metric_namespace(stack, SERVER_SESSION)).
     assert published(moto, "healthy") == {n: set(monitoring.METRIC_NAMES) for n in names}
+    assert {n: set(spaces) for n, spaces in namespaces(moto, "healthy").items()} == {
+        n: {monitoring.metric_namespace("healthy", moto.writer(i))} for i, n in enumerate(names)}
+    # ... which is what the role's policy lets that server, and only it, publish in (IAM fills in aws:userid).
+    (grant,) = [s["Condition"]["StringEquals"]["cloudwatch:namespace"] for s in server_statements(
+        "healthy", "arn:aws:logs:x", "arn:aws:s3:::b") if s["Sid"] == "PublishMetrics"]
+    assert [grant.replace("${aws:userid}", moto.writer(i)) for i in range(3)] == \
+        [namespace_of(moto, "healthy", n) for n in names]
     for n in names:
         assert latest(moto, "healthy", n, "ClusterStateOk") == 1
         assert latest(moto, "healthy", n, "SlotsServed") == 16384

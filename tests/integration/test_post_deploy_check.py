@@ -40,7 +40,7 @@ from tests.integration.loopbacks import make_loopback
 from tests.integration.metrics_stand_in import deployer_env, observe
 from tests.integration.moto_stand_in import REGION
 from tests.tools import ROOT, tool
-from tests.unit.program import Program, run_program
+from tests.unit.program import Program, run_program, session_of
 
 TLS_7_0 = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0", "outsystems-redis:tls": True}
 DIRECT = {"outsystems-redis:healthCheckVia": "direct"}
@@ -48,11 +48,13 @@ STACKS = {"dev": ("dev", {}), "prod": ("prod", {}), "dev-direct": ("dev", DIRECT
           "prod-7.0-tls-direct": ("prod", {**TLS_7_0, **DIRECT})}
 PROD_NODES = ("172.31.129.10:7000,172.31.130.10:7000,172.31.131.10:7000,"
               "172.31.129.10:7001,172.31.130.10:7001,172.31.131.10:7001")
-PROD_SERVERS = "outsystems-redis-server-1,outsystems-redis-server-2,outsystems-redis-server-3"
+# Each server with its session (the role's unique id and its instance's id, as the mocks give them).
+PROD_SERVERS = ",".join(f"outsystems-redis-server-{i}={session_of(f'outsystems-redis-server-{i}')}" for i in (1, 2, 3))
 # Written out, not rebuilt from the code under test.
 EXPECTED = {
     "dev": ".venv/bin/python -m operator_tools.health --through-cloudwatch --stack dev --region eu-west-1 "
-           "--account 111122223333 --servers outsystems-redis-server-1 --wait 900",
+           f"--account 111122223333 --servers outsystems-redis-server-1={session_of('outsystems-redis-server-1')} "
+           "--wait 900",
     "prod": ".venv/bin/python -m operator_tools.health --through-cloudwatch --stack prod --region eu-west-1 "
             f"--account 111122223333 --servers {PROD_SERVERS} --cluster --wait 900",
     "dev-direct": ".venv/bin/python -m operator_tools.health --nodes 172.31.128.10:6379 --expect-version 5.0 "
@@ -171,7 +173,7 @@ def test_prod_check_through_cloudwatch_waits_for_every_verdict_from_after_it_beg
     lo.start()
     stack = "deployed"
     moto.prepare_stack(stack)
-    names = ",".join(s.name for s in lo.topology.servers)
+    names = ",".join(f"{s.name}={moto.writer(i)}" for i, s in enumerate(lo.topology.servers))
     account = boto3.client("sts", endpoint_url=moto.url, region_name=REGION, aws_access_key_id="testing",
                            aws_secret_access_key="testing").get_caller_identity()["Account"]
 

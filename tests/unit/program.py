@@ -161,6 +161,20 @@ def rpc_inputs(request: Any) -> dict[str, Any]:
     return _unwrap(dict(rpc.deserialize_properties(request.object)))
 
 
+def role_unique_id(resource_name: str) -> str:
+    """The mocked role's unique id: IAM's form (AROA and 17 more), stable across processes. With an instance's
+    id it makes that server's session, which names its own metric namespace."""
+    return "AROA" + hashlib.sha256(resource_name.encode()).hexdigest()[:17].upper()
+
+
+SERVER_ROLE_ID = role_unique_id("outsystems-redis-server-role")
+
+
+def session_of(server: str) -> str:
+    """A mocked server's session (monitoring.server_session): the role's id and its instance's mocked id."""
+    return f"{SERVER_ROLE_ID}:{server}-instance-id"
+
+
 class AwsMocks(pulumi.runtime.Mocks):
     def __init__(self, program: Program, preview: bool = False, default_vpc: bool = True,
                  subnets: dict[str, dict] | None = None) -> None:
@@ -186,6 +200,7 @@ class AwsMocks(pulumi.runtime.Mocks):
             state["name"] = f"{args.name}-name"
         if args.typ == "aws:iam/role:Role":
             state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{args.name}-name"
+            state["uniqueId"] = role_unique_id(args.name)
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyPem"] = f"-----BEGIN PRIVATE KEY-----\n{args.name}\n-----END PRIVATE KEY-----\n"
         if args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):

@@ -41,7 +41,16 @@ from components.signing import (
     signature,
     verifies,
 )
-from tests.unit.program import ACCOUNT, DEPLOYER_ROLE_PATH, ROOT, AwsMocks, Program, RecordingMonitor, run_program
+from tests.unit.program import (
+    ACCOUNT,
+    DEPLOYER_ROLE_PATH,
+    ROOT,
+    AwsMocks,
+    Program,
+    RecordingMonitor,
+    run_program,
+    session_of,
+)
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 TOPIC = "aws:sns/topic:Topic"
@@ -118,7 +127,8 @@ def test_every_server_has_each_alarm_with_its_threshold_and_missing_data_choice(
         if metric.startswith("StatusCheckFailed"):
             assert a["namespace"] == "AWS/EC2" and a["dimensions"] == {"InstanceId": f"{server}-instance-id"}
         else:
-            assert a["namespace"] == f"OutSystems/Redis/{stack}"
+            # The server's own namespace, where only its instance's session may publish.
+            assert a["namespace"] == f"OutSystems/Redis/{stack}/{session_of(server)}"
             assert a["dimensions"] == {"Stack": stack, "Server": server}
 
 
@@ -157,7 +167,7 @@ def test_alarms_keep_within_cloudwatchs_limits(programs: dict[str, Program]) -> 
     # The longest names the settings allow: a 100-character stack (Pulumi's limit), server 100.
     assert len(alarms.alarm_name("s" * 100, "outsystems-redis-server-100", "StatusCheckFailed_Instance")) <= 255
     # CloudWatch namespaces: at most 255 characters of letters, digits and . - _ / # : (no "AWS/" prefix).
-    longest = monitoring.metric_namespace("s" * 100)
+    longest = monitoring.metric_namespace("s" * 100, monitoring.server_session("AROA" + "X" * 17, "i-" + "f" * 17))
     assert len(longest) <= 255 and re.fullmatch(r"[A-Za-z0-9.\-_/#:]+", longest) and not longest.startswith("AWS/")
     with pytest.raises(ValueError, match="alarm name"):
         alarms.alarm_name("s" * 250, "outsystems-redis-server-1", "ClusterStateOk")
@@ -230,18 +240,19 @@ def test_the_dashboard_names_every_server_and_instance(programs: dict[str, Progr
         if name.startswith("StatusCheckFailed"):
             assert sorted(line[3] for line in lines) == [f"{s}-instance-id" for s in servers_of(program)]
         else:
-            assert all(line[:4] == [f"OutSystems/Redis/{stack}", name, "Stack", stack] for line in lines)
+            assert all(line[:6] == [f"OutSystems/Redis/{stack}/{session_of(line[5])}", name, "Stack", stack,
+                                    "Server", line[5]] for line in lines)
     assert graphs["MemoryUsedPercent"]["annotations"]["horizontal"] == [{"label": "alarm", "value": 85}]
 
 
 def test_the_dashboard_stays_within_cloudwatchs_limits_at_100_servers() -> None:
     servers = [(f"outsystems-redis-server-{i}", f"i-{i:017x}") for i in range(1, 101)]
-    body = alarms.dashboard_body("production-eu", "eu-west-1", servers, cluster=True)
+    body = alarms.dashboard_body("production-eu", "eu-west-1", servers, cluster=True, role_id="AROA" + "X" * 17)
     doc = json.loads(body)
     assert len(body.encode()) < alarms.DASHBOARD_BODY_MAX_BYTES == 1_000_000
     assert sum(len(w["properties"].get("metrics", [])) for w in doc["widgets"]) == 100 * (12 + 2) <= 2500
     with pytest.raises(ValueError, match="dashboard over CloudWatch's limits"):
-        alarms.dashboard_body("x", "eu-west-1", servers * 2, cluster=True)  # 200 servers: 2800 metrics
+        alarms.dashboard_body("x", "eu-west-1", servers * 2, cluster=True, role_id="AROA" + "X" * 17)  # 2800 metrics
     assert alarms.dashboard_name("team.prod") == "outsystems-redis-team-prod"  # '.' is not allowed there
 
 
@@ -376,7 +387,9 @@ def test_the_servers_gain_exactly_the_scoped_rights(programs: dict[str, Program]
         "PublishMetrics": {"Sid": "PublishMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
                            "Resource": "*",
                            # The stack's own namespace: no other stack's servers may publish there.
-                           "Condition": {"StringEquals": {"cloudwatch:namespace": f"OutSystems/Redis/{stack}"}}},
+                           # Each server in its own namespace (IAM fills in "<role id>:<instance id>").
+                           "Condition": {"StringEquals": {
+                               "cloudwatch:namespace": f"OutSystems/Redis/{stack}/${{aws:userid}}"}}},
         "ShipLogs": {"Sid": "ShipLogs", "Effect": "Allow",
                      "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                      "Resource": [group, f"{group}:log-stream:*"]},

@@ -11,7 +11,16 @@ import yaml
 
 from components.errors import SettingsError
 from operator_tools import check
-from tests.unit.program import AMI_ID, DEFAULT_SUBNETS, VPC_CIDR, Program, run_program, stack_config, user_data
+from tests.unit.program import (
+    AMI_ID,
+    DEFAULT_SUBNETS,
+    VPC_CIDR,
+    Program,
+    run_program,
+    session_of,
+    stack_config,
+    user_data,
+)
 
 INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -276,9 +285,11 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     assert args[:4] == [".venv/bin/python", "-m", "operator_tools.health", "--through-cloudwatch"]
     assert args[args.index("--stack") + 1] == "prod" and args[args.index("--region") + 1] == "eu-west-1"
     assert args[args.index("--account") + 1] == "111122223333"  # the provider's, which the shell's must match
-    # The names the servers publish under (their Server dimension is their Name tag), in server order.
+    # The names the servers publish under (their Server dimension is their Name tag), in server order, each
+    # with its session (the role's unique id and its instance's id), which names its own namespace.
     names = [r.inputs["tags"]["Name"] for r in sorted(prod.of_type(INSTANCE), key=lambda r: r.name)]
-    assert args[args.index("--servers") + 1].split(",") == names and len(names) == 3
+    assert args[args.index("--servers") + 1].split(",") == [f"{n}={session_of(n)}" for n in names]
+    assert len(names) == 3
     assert "--cluster" in args and args[args.index("--wait") + 1] == "900"
     assert "--nodes" not in args and "--password" not in check.inputs["create"]
     assert not check.inputs.get("environment")  # nothing secret: the deploying shell's AWS credentials

@@ -27,6 +27,8 @@ store = RedisSessionStore(
 pulumi.export("serverPrivateIps", store.private_ips)
 # In server order, like serverPrivateIps: the targets of `aws ssm start-session`.
 pulumi.export("serverInstanceIds", store.instance_ids)
+# Each server's own metric namespace, in server order: OutSystems/Redis/<stack>/<role id>:<instance id>.
+pulumi.export("serverMetricNamespaces", store.metric_namespaces)
 # The Redis line the servers run (major.minor), as the platform chose it.
 pulumi.export("redisVersion", store.redis_version)
 pulumi.export("subnetIds", store.network.subnet_ids)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.monitoring import BACKUP_PREFIX, SERVER_SESSION, TOOLS_PREFIX, metric_namespace
+from components.monitoring import BACKUP_PREFIX, SERVER_SESSION, TOOLS_PREFIX, former_namespace, metric_namespace
 
 LIFECYCLE_RULE_ID_MAX = 255  # S3's limit on a lifecycle rule's ID
 # A snapshot overwritten or expired stays as a noncurrent version this long: enough to undo a
@@ -102,8 +102,10 @@ def server_statements(stack: str, log_group_arn: str, bucket_arn: str) -> list[d
             "Effect": "Allow",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",  # PutMetricData has no resource type: the namespace condition scopes it
-            # Each server in its own namespace only: none can publish a verdict in another's name.
-            "Condition": {"StringEquals": {"cloudwatch:namespace": metric_namespace(stack, SERVER_SESSION)}},
+            # Each server in its own namespace: none can publish a verdict where another's is read. (And, until
+            # the next minor version, the stack's former one, which nothing of this version reads.)
+            "Condition": {"StringEquals": {"cloudwatch:namespace": [metric_namespace(stack, SERVER_SESSION),
+                                                                    former_namespace(stack)]}},
         },
         {
             "Sid": "ShipLogs",

@@ -74,6 +74,14 @@ def stack_namespaces(stack: str) -> str:
     return f"{NAMESPACE_ROOT}/{stack}/"
 
 
+def former_namespace(stack: str) -> str:
+    """The one namespace of all of a stack's servers before each had its own. Until the next minor version the
+    agent also publishes there: a stack deployed by the previous version keeps its alarms reading it until
+    `pulumi up` has moved them, after the post-deploy check, minutes after the servers' agents changed; without
+    it, every heartbeat alarm would see those minutes without data, and page. Nothing of this version reads it."""
+    return f"{NAMESPACE_ROOT}/{stack}"
+
+
 def log_group_name(stack: str) -> str:
     return f"/outsystems-redis/{stack}"
 
@@ -119,7 +127,8 @@ def backup_manifest_key(writer: str, server_name: str, taken_at: str, port: int)
 # ---- appended for the servers' publisher and log shipper (issue 13, server side: components/render/metrics*.py)
 METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes, name -> CloudWatch unit
 # What the servers' role must be allowed (IAM) for redis-observe, and nothing more; it calls exactly these:
-#   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace = metric_namespace(stack)
+#   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace =
+#                              metric_namespace(stack, SERVER_SESSION) or former_namespace(stack)
 #   logs:CreateLogStream, logs:PutLogEvents
 #                              arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:*
 #                              (streams are named <server name>/<source>, see log_stream_name)

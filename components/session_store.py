@@ -32,7 +32,7 @@ import pulumi_tls as tls
 
 from components.backup_bucket import server_statements
 from components.errors import SettingsError
-from components.monitoring import server_session
+from components.monitoring import metric_namespace, server_session
 from components.network import NetworkArgs, RedisNetwork
 from components.observability import ObservabilityArgs, RedisObservability, WatchedServer
 from components.parameters import (
@@ -683,6 +683,9 @@ class RedisSessionStore(pulumi.ComponentResource):
         # What a caller wires next (this project exports each; README "Outputs").
         self.settings = s
         self.instance_ids = [srv.instance.id for srv in self.servers]  # server order: `aws ssm start-session`
+        # Server order: where each server alone publishes (its session ends it: the health check's --servers).
+        self.metric_namespaces = [pulumi.Output.all(role.unique_id, i).apply(
+            lambda v: metric_namespace(s.stack, server_session(v[0], v[1]))) for i in self.instance_ids]
         self.redis_version = PLATFORMS[s.platform].redis_version
         self.password_parameter = self.parameter.name
         self.alarm_topic_arn = obs.topic_arn

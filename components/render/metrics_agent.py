@@ -56,6 +56,7 @@ from components.monitoring import (
     METRIC_UNITS,
     SERVER_DIMENSION,
     STACK_DIMENSION,
+    former_namespace,
     log_stream_name,
     metric_namespace,
 )
@@ -339,8 +340,13 @@ def publish_metrics(env: dict) -> int:
     for n in facts.nodes:
         if n.error:
             print(f"redis-observe: {n.address} does not answer: {n.error}", file=sys.stderr)
-    aws(env, "cloudwatch", "put-metric-data", "--namespace", metric_namespace(env["STACK"], own_session(env)),
-        "--metric-data", "@PAYLOAD@", payload=metric_data(values, env["STACK"], env["SERVER_NAME"], now))
+    payload = metric_data(values, env["STACK"], env["SERVER_NAME"], now)
+    # The stack's former namespace first (monitoring.former_namespace: what an upgrading stack's alarms read
+    # until `pulumi up` moves them; it needs no STS), then the server's own.
+    for namespace in (former_namespace(env["STACK"]), None):
+        aws(env, "cloudwatch", "put-metric-data", "--namespace",
+            namespace or metric_namespace(env["STACK"], own_session(env)), "--metric-data", "@PAYLOAD@",
+            payload=payload)
     save_state(env, "metrics.json", counters)
     return 0
 

@@ -178,6 +178,8 @@ def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser
         if not name or not role_id.isalnum() or not instance or not instance.replace("-", "").isalnum():
             parser.error(f"--servers: {entry!r} is not NAME=ROLE_ID:INSTANCE_ID (a server's Name tag, its role's "
                          "unique id and its instance id: the post-deploy command in the stack lists them)")
+        if name in servers:
+            parser.error(f"--servers: {name} is given twice")
         servers[name] = session
     if not servers:
         parser.error("--servers: no server given")

@@ -93,7 +93,8 @@ def report(readings: Readings, servers: Collection[str], stack: str, cluster: bo
     problems, warnings = judge(readings, servers)
     what = f"Redis Cluster, {len(servers)} servers" if cluster else "Redis server"
     verdict = "UNHEALTHY" if problems else ("DEGRADED" if warnings else "HEALTHY")
-    lines = [f"{verdict} - {what}, as the servers judge themselves (CloudWatch, {stack_namespaces(stack)}<server>)"]
+    where = f"{stack_namespaces(stack)}<role id>:<instance id>"
+    lines = [f"{verdict} - {what}, as the servers judge themselves (CloudWatch, {where})"]
     for server in servers:
         got = readings.get(server, {})
         shown = ", ".join(f"{m} {got[m].value:g}" for m in VERDICT_METRICS if m in got)

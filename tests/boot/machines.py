@@ -200,6 +200,7 @@ case "${1:-} ${2:-}" in
   "sts get-caller-identity")
     # The instance's session as IAM names it (aws:userid): the role's id, then the instance id (the seed's).
     record 0 "$@"
+    [ ! -e @SSM_UNREACHABLE@ ] || fail 254 "Could not connect to the endpoint URL: \"https://sts.amazonaws.com/\""
     user_id="@ROLE_ID@:$(awk '$1 == "instance-id:" { print $2 }' /var/lib/cloud/seed/nocloud/meta-data)"
     case " $* " in
       *" --query UserId --output text "*) echo "$user_id" ;;

@@ -40,10 +40,15 @@ def assert_every_metric_healthy(moto, lo, tmp_path) -> None:
     assert {n: set(spaces) for n, spaces in namespaces(moto, "healthy").items()} == {
         n: {monitoring.metric_namespace("healthy", moto.writer(i))} for i, n in enumerate(names)}
     # ... which is what the role's policy lets that server, and only it, publish in (IAM fills in aws:userid).
-    (grant,) = [s["Condition"]["StringEquals"]["cloudwatch:namespace"] for s in server_statements(
+    # And, until the next minor version, the stack's former namespace, where an upgrading stack's alarms read.
+    ((own, former),) = [s["Condition"]["StringEquals"]["cloudwatch:namespace"] for s in server_statements(
         "healthy", "arn:aws:logs:x", "arn:aws:s3:::b") if s["Sid"] == "PublishMetrics"]
-    assert [grant.replace("${aws:userid}", moto.writer(i)) for i in range(3)] == \
+    assert [own.replace("${aws:userid}", moto.writer(i)) for i in range(3)] == \
         [namespace_of(moto, "healthy", n) for n in names]
+    listed = moto.client("cloudwatch").list_metrics(Namespace=former)["Metrics"]
+    assert former == monitoring.former_namespace("healthy") and {
+        (m["MetricName"], next(d["Value"] for d in m["Dimensions"] if d["Name"] == "Server")) for m in listed} == {
+        (metric, n) for metric in monitoring.METRIC_NAMES for n in names}
     for n in names:
         assert latest(moto, "healthy", n, "ClusterStateOk") == 1
         assert latest(moto, "healthy", n, "SlotsServed") == 16384

@@ -387,9 +387,10 @@ def test_the_servers_gain_exactly_the_scoped_rights(programs: dict[str, Program]
         "PublishMetrics": {"Sid": "PublishMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
                            "Resource": "*",
                            # The stack's own namespace: no other stack's servers may publish there.
-                           # Each server in its own namespace (IAM fills in "<role id>:<instance id>").
-                           "Condition": {"StringEquals": {
-                               "cloudwatch:namespace": f"OutSystems/Redis/{stack}/${{aws:userid}}"}}},
+                           # Each server in its own namespace (IAM fills in "<role id>:<instance id>"), and
+                           # until the next minor version the stack's former one, which nothing reads now.
+                           "Condition": {"StringEquals": {"cloudwatch:namespace": [
+                               f"OutSystems/Redis/{stack}/${{aws:userid}}", f"OutSystems/Redis/{stack}"]}}},
         "ShipLogs": {"Sid": "ShipLogs", "Effect": "Allow",
                      "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                      "Resource": [group, f"{group}:log-stream:*"]},

@@ -17,7 +17,7 @@ from components.errors import SettingsError
 from components.platforms import PLATFORMS
 from components.settings import MAX_TAGS_PER_RESOURCE, MAX_USER_TAGS, OUR_TAG_KEYS
 from tests.tools import documentation
-from tests.unit.program import ROOT, Program, Recorded, run_program
+from tests.unit.program import ROOT, SERVER_ROLE_ID, Program, Recorded, run_program
 
 TLS_7 = {"outsystems-redis:platform": "ubuntu-24.04-redis-7.0", "outsystems-redis:tls": True}
 # Between them every resource type the program makes: the NAT it creates, the TLS material,
@@ -197,6 +197,8 @@ def test_server_instance_ids_follow_the_server_order(servers: int) -> None:
     by_ip = {r.inputs["privateIp"]: f"{r.name}-id" for r in program.of_type("aws:ec2/instance:Instance")}
     assert ids == [by_ip[ip] for ip in program.exports["serverPrivateIps"]]  # the same order as the IPs
     assert "serverInstanceIds" not in program.secret_exports
+    # Each server's own metric namespace, in the same order: its session is the role's id and its instance's.
+    assert program.exports["serverMetricNamespaces"] == [f"OutSystems/Redis/{stack}/{SERVER_ROLE_ID}:{i}" for i in ids]
 
 
 @pytest.mark.parametrize("platform", list(PLATFORMS))

@@ -11,7 +11,9 @@ throwaway local redis-server (on a Unix socket in a private directory, no TCP po
 and copies every key with DUMP + PTTL -> RESTORE into the target, through a cluster
 client when the target is a cluster: by key, so the target's slot layout does not
 matter. A key whose TTL ran out is skipped; a key already in the target stops the
-restore before anything is written, unless --replace. The password comes from
+restore before anything is written, unless --replace. Each snapshot's writer (the
+instance whose prefix it is under) must be, by EC2's tags, the server it names, or the
+restore stops before anything is written. The password comes from
 REDIS_PASSWORD, never from the command line. Plain Python (boto3, redis-py), no pulumi.
 """
 
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from components.monitoring import BACKUP_MANIFEST_SUFFIX, BACKUP_PREFIX, backup_bucket_parameter
+from components.settings import NAMESPACE as PROJECT  # every server's Project tag
 
 SLOTS = 16384
 PASSWORD_ENV = "REDIS_PASSWORD"  # as the health check
@@ -109,6 +112,35 @@ def group_sets(objects: Iterable[tuple[str, int]]) -> dict[str, SnapshotSet]:
     for s in sets.values():
         s.snapshots.sort(key=lambda x: (x.server, x.port, x.writer))
     return dict(sorted(sets.items()))
+
+
+def instance_of(writer: str) -> str:
+    """The instance id in a writer (monitoring.server_session: "<role id>:<instance id>")."""
+    return writer.rpartition(":")[2]
+
+
+def unverified(snapshots: list[Snapshot], instances: Mapping[str, Mapping[str, str]], stack: str | None,
+               trusted: set[str]) -> list[str]:
+    """Why a snapshot's writer cannot be taken for the server it names: its instance (`instances`: EC2's tags
+    by instance id) must carry that server's name and the project's tag (and the stack's, when known), as the
+    program tags every server. A server can write only under its own prefix, but names itself below it: an
+    impostor's upload for an hour whose real upload failed would otherwise restore its keys for those slots.
+    Snapshots from before writer prefixes, and `trusted` writers, pass."""
+    problems: dict[tuple[str, str], str] = {}
+    for snap in snapshots:
+        if not snap.writer or snap.writer in trusted:
+            continue
+        tags = instances.get(instance_of(snap.writer))
+        if tags is None:
+            why = "an instance EC2 does not know (terminated over an hour ago, or never one of ours)"
+        elif tags.get("Name") != snap.server or tags.get("Project") != PROJECT or \
+                (stack is not None and tags.get("Stack") != stack):
+            why = f"whose instance is {tags.get('Name')!r} of stack {tags.get('Stack')!r}"
+        else:
+            continue
+        problems.setdefault((snap.writer, snap.server), f"{snap.server}'s snapshots were uploaded by {snap.writer}, "
+                                                        f"{why}")
+    return list(problems.values())
 
 
 def claimed_twice(snapshots: list[Snapshot]) -> dict[str, list[str]]:
@@ -195,6 +227,27 @@ def s3_client(region: str | None):
     import boto3  # only the tool needs it; the program and the renderers never import it
 
     return boto3.client("s3", region_name=region)
+
+
+def instance_tags(region: str | None, ids: set[str]) -> dict[str, dict[str, str]]:
+    """EC2's tags of each instance in `ids` that EC2 still knows (terminated ones for about an hour)."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=region)
+    found: dict[str, dict[str, str]] = {}
+    ordered = sorted(ids)
+    try:
+        for start in range(0, len(ordered), 200):  # a filter takes at most 200 values
+            pages = ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-id", "Values": ordered[start:start + 200]}])
+            for page in pages:
+                for reservation in page["Reservations"]:
+                    for instance in reservation["Instances"]:
+                        found[instance["InstanceId"]] = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    except Exception as e:  # botocore's errors are generated classes
+        raise BackupError(f"cannot ask EC2 which instances uploaded the snapshots (ec2:DescribeInstances): {e}") \
+            from None
+    return found
 
 
 def bucket_from_args(args: argparse.Namespace) -> str:
@@ -437,6 +490,12 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
         raise BackupError(f"--taken-at {args.taken_at}: {server}'s snapshots were uploaded by more than one "
                           f"instance ({', '.join(writers)}): find the server's own instance id (EC2, its Name "
                           "tag), then leave the other out with --ignore-writer, or restore another set")
+    writers = {instance_of(s.writer) for s in snapshots if s.writer and s.writer not in (args.trust_writer or ())}
+    problems = unverified(snapshots, instance_tags(args.region, writers) if writers else {}, args.stack,
+                          set(args.trust_writer or ()))
+    if problems:
+        raise BackupError(f"--taken-at {args.taken_at}: {problems[0]}: leave it out with --ignore-writer, or, if "
+                          "that instance was this server's (replaced since), give --trust-writer with it")
     covered, overlaps = coverage(snapshots)
     if overlaps:
         slot, a, b = overlaps[0]
@@ -518,7 +577,10 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--replace", action="store_true", help="overwrite keys the target already holds")
             c.add_argument("--ignore-writer", action="append", metavar="ROLE_ID:INSTANCE_ID",
                            help="leave out what this instance uploaded (repeatable): when two instances "
-                                "uploaded under one server's name")
+                                "uploaded under one server's name, or one that is not that server")
+            c.add_argument("--trust-writer", action="append", metavar="ROLE_ID:INSTANCE_ID",
+                           help="take this instance's uploads for the server they name without asking EC2 "
+                                "(repeatable): a server replaced since, which EC2 no longer knows")
             c.add_argument("--allow-partial", action="store_true",
                            help="restore a set that does not cover every slot")
             c.add_argument("--redis-server", metavar="PATH", help="the redis-server that loads the RDB files "

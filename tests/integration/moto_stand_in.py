@@ -122,6 +122,7 @@ class Moto(MotoServer):
         (self.bin / "aws").symlink_to(self.aws_cli)
         self.home = tmp / "home"
         self.home.mkdir()
+        self.instances: dict[int, str] = {}  # server -> its instance in the stand-in's EC2 (instance_session)
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.home), "AWS_REGION": REGION}
@@ -137,10 +138,17 @@ class Moto(MotoServer):
         self.client("logs").create_log_group(logGroupName=monitoring.log_group_name(stack))
         return bucket
 
-    def instance_session(self, server: int) -> dict[str, str]:
+    def instance_session(self, server: int, name: str = "", stack: str = "") -> dict[str, str]:
         """Credentials of server `server`'s instance, as EC2 hands them out: the servers' one role, assumed
         with the instance id as the session name, so each server has its own aws:userid
-        ("<role id>:<instance id>"): its metric namespace and its snapshots' prefix."""
+        ("<role id>:<instance id>"): its metric namespace and its snapshots' prefix. With `name`, the
+        instance exists in the stand-in's EC2 too, tagged as the program tags a server (the restore asks)."""
+        if name and server not in self.instances:
+            tags = [{"Key": "Name", "Value": name}, {"Key": "Project", "Value": "outsystems-redis"},
+                    {"Key": "Stack", "Value": stack}]
+            self.instances[server] = self.client("ec2").run_instances(
+                ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1,
+                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"][0]["InstanceId"]
         iam = self.client("iam")
         try:
             role = iam.get_role(RoleName=SERVER_ROLE)["Role"]["Arn"]
@@ -148,7 +156,8 @@ class Moto(MotoServer):
             trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                              "Principal": {"Service": "ec2.amazonaws.com"}}]}
             role = iam.create_role(RoleName=SERVER_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-        got = self.client("sts").assume_role(RoleArn=role, RoleSessionName=instance_id(server))["Credentials"]
+        session = self.instances.get(server, instance_id(server))
+        got = self.client("sts").assume_role(RoleArn=role, RoleSessionName=session)["Credentials"]
         return {"AWS_ACCESS_KEY_ID": got["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": got["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": got["SessionToken"]}
 
@@ -193,7 +202,7 @@ def backup_environment(lo: Loopback, server: int, moto: Moto, work_dir: Path) ->
     the AWS CLI as a server runs it (Moto.env), and moto's endpoint."""
     return {
         **moto.env(),
-        **moto.instance_session(server),
+        **moto.instance_session(server, lo.topology.servers[server].name, STACK),
         **backup_env(lo.topology, server, stack=STACK, redis_cli=lo.cli_for(server), work_dir=str(work_dir)),
         "AUTH_FILE": lo.paths(server).auth_file,
     }

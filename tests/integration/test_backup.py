@@ -451,6 +451,18 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     kept = restore(moto, fresh, taken_at, "--replace", "--ignore-writer", IMPOSTOR)
     assert kept.returncode == 0 and f"restored {len(sessions)} key(s)" in kept.stdout, kept.stdout + kept.stderr
     assert c.hget(first, "login") == sessions[first][0][b"login"]
+
+    # A compromised server (2) uploads in server 1's name for an hour whose own upload server 1 lacks: no
+    # second writer of that name, but EC2 says whose instance it is. Refused, naming it.
+    c.hset(first, "login", b"newer")
+    for key in [k for k in objects(moto) if k.split("/")[1:4] == [moto.writer(0), name, taken_at]]:
+        s3.copy_object(Bucket=BUCKET, Key=key.replace(moto.writer(0), moto.writer(1)),
+                       CopySource={"Bucket": BUCKET, "Key": key})
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    refused = restore(moto, fresh, taken_at, "--replace", "--ignore-writer", IMPOSTOR)
+    assert refused.returncode == 2 and f"{name}'s snapshots were uploaded by {moto.writer(1)}, whose instance is " \
+        f"'{lo.topology.servers[1].name}'" in refused.stderr, refused.stderr
+    assert c.hget(first, "login") == b"newer"  # nothing written
     c.close()
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)
 

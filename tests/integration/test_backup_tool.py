@@ -44,6 +44,26 @@ def test_a_server_name_uploaded_by_two_instances_is_named():
     assert backup.claimed_twice(group_sets(objects)[t].complete_snapshots) == {"prod-1": [ONE, TWO]}
 
 
+def test_a_writer_must_be_the_instance_of_the_server_it_names():
+    """The restore asks EC2 (`instances`: tags by instance id) whose each writer is: a server of this project and
+    stack, with the name it uploaded under."""
+    t = "20261126T200000Z"
+    mine = {"Name": "prod-1", "Project": "outsystems-redis", "Stack": "prod"}
+    one, two = Snapshot("prod-1", 7000, t, ONE), Snapshot("prod-1", 7001, t, TWO)
+    legacy = Snapshot("prod-9", 7000, t)  # from before writer prefixes: nothing to ask
+    assert backup.unverified([one, legacy], {"i-0aaaaaaaaaaaaaaaa": mine}, "prod", set()) == []
+    assert backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": mine}, None, set()) == []  # --bucket: no stack known
+    # Another server of the stack, uploading in prod-1's name.
+    (wrong,) = backup.unverified([two], {"i-0bbbbbbbbbbbbbbbb": {**mine, "Name": "prod-2"}}, "prod", set())
+    assert wrong == f"prod-1's snapshots were uploaded by {TWO}, whose instance is 'prod-2' of stack 'prod'"
+    # Another stack's server, and an instance EC2 does not know (terminated over an hour ago, or never ours).
+    assert backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": {**mine, "Stack": "dev"}}, "prod", set())
+    assert backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": {**mine, "Project": "other"}}, None, set())
+    (gone,) = backup.unverified([one, Snapshot("prod-1", 7001, t, ONE)], {}, "prod", set())  # once per writer
+    assert "an instance EC2 does not know" in gone
+    assert backup.unverified([one], {}, "prod", {ONE}) == []  # --trust-writer: a server replaced since
+
+
 def test_slots_and_coverage():
     assert parse_slots("0-2 5") == {0, 1, 2, 5}
     with pytest.raises(BackupError, match="16384"):

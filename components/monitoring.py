@@ -129,6 +129,7 @@ METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes
 # What the servers' role must be allowed (IAM) for redis-observe, and nothing more; it calls exactly these:
 #   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace =
 #                              metric_namespace(stack, SERVER_SESSION) or former_namespace(stack)
+#   sts:GetCallerIdentity      (no permission: it cannot be denied) for the server's own session
 #   logs:CreateLogStream, logs:PutLogEvents
 #                              arn:aws:logs:<region>:<account>:log-group:<log_group_name(stack)>:log-stream:*
 #                              (streams are named <server name>/<source>, see log_stream_name)

@@ -53,6 +53,7 @@ from components.server import RedisServer, ServerArgs
 from components.settings import (
     CONFIG_KEYS,
     DEFAULT_HEALTH_CHECK_TIMEOUT,
+    NAMESPACE,
     Settings,
     check_front_end_cidr,
     check_password,
@@ -453,7 +454,7 @@ class RedisSessionStore(pulumi.ComponentResource):
         super().__init__("outsystems:redis:Environment", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # The user's tags (config `tags`) on every resource that takes tags; ours win on a conflict.
-        tags = merge_tags(s.tags, {"Project": "outsystems-redis", "Stack": s.stack, "OutsystemsTier": s.minimums.tier})
+        tags = merge_tags(s.tags, {"Project": NAMESPACE, "Stack": s.stack, "OutsystemsTier": s.minimums.tier})
         topology = build_topology(s.servers, s.subnet_cidrs, s.port, name_prefix=f"{name}-server")
 
         if s.redis_password is not None:

@@ -114,6 +114,10 @@ def group_sets(objects: Iterable[tuple[str, int]]) -> dict[str, SnapshotSet]:
     return dict(sorted(sets.items()))
 
 
+# How the restore names, and --ignore-writer takes, the writer of a snapshot from before writer prefixes.
+LEGACY = "legacy"
+
+
 def instance_of(writer: str) -> str:
     """The instance id in a writer (monitoring.server_session: "<role id>:<instance id>")."""
     return writer.rpartition(":")[2]
@@ -121,26 +125,39 @@ def instance_of(writer: str) -> str:
 
 def unverified(snapshots: list[Snapshot], instances: Mapping[str, Mapping[str, str]], stack: str | None,
                trusted: set[str]) -> list[str]:
-    """Why a snapshot's writer cannot be taken for the server it names: its instance (`instances`: EC2's tags
-    by instance id) must carry that server's name and the project's tag (and the stack's, when known), as the
-    program tags every server. A server can write only under its own prefix, but names itself below it: an
-    impostor's upload for an hour whose real upload failed would otherwise restore its keys for those slots.
-    Snapshots from before writer prefixes, and `trusted` writers, pass."""
+    """Why a snapshot's writer cannot be taken for the server it names, with what the operator can do: its
+    instance (`instances`: EC2's tags by instance id) must carry that server's name and the project's tag (and
+    the stack's, when known), as the program tags every server. A server can write only under its own prefix,
+    but names itself below it: an impostor's upload for an hour whose real upload failed would otherwise
+    restore its keys for those slots. Snapshots from before writer prefixes, and `trusted` writers, pass."""
     problems: dict[tuple[str, str], str] = {}
     for snap in snapshots:
         if not snap.writer or snap.writer in trusted:
             continue
         tags = instances.get(instance_of(snap.writer))
         if tags is None:
-            why = "an instance EC2 does not know (terminated over an hour ago, or never one of ours)"
-        elif tags.get("Name") != snap.server or tags.get("Project") != PROJECT or \
-                (stack is not None and tags.get("Stack") != stack):
-            why = f"whose instance is {tags.get('Name')!r} of stack {tags.get('Stack')!r}"
+            why = (f"an instance EC2 does not know (terminated over an hour ago, or never one of ours): if it was "
+                   f"this server's (replaced since), give --trust-writer {snap.writer}; else --ignore-writer "
+                   f"{snap.writer}")
         else:
-            continue
-        problems.setdefault((snap.writer, snap.server), f"{snap.server}'s snapshots were uploaded by {snap.writer}, "
-                                                        f"{why}")
+            wanted = {"Name": snap.server, "Project": PROJECT, **({"Stack": stack} if stack is not None else {})}
+            wrong = [f"{k} {tags.get(k)!r}, not {v!r}" for k, v in wanted.items() if tags.get(k) != v]
+            if not wrong:
+                continue
+            why = f"whose instance's tags differ ({'; '.join(wrong)}): leave it out with --ignore-writer {snap.writer}"
+        problems.setdefault((snap.writer, snap.server),
+                            f"{snap.server}'s snapshots were uploaded by {snap.writer}, {why}")
     return list(problems.values())
+
+
+def two_names(snapshots: list[Snapshot]) -> dict[str, list[str]]:
+    """Writers that uploaded under more than one server name in one set -> those names. A server names only
+    itself: one writer of two names is not both servers, whichever (if any) it is."""
+    names: dict[str, set[str]] = {}
+    for snap in snapshots:
+        if snap.writer:
+            names.setdefault(snap.writer, set()).add(snap.server)
+    return {writer: sorted(n) for writer, n in sorted(names.items()) if len(n) > 1}
 
 
 def claimed_twice(snapshots: list[Snapshot]) -> dict[str, list[str]]:
@@ -149,7 +166,7 @@ def claimed_twice(snapshots: list[Snapshot]) -> dict[str, list[str]]:
     replaced server's, and either way the set cannot say whose keys are the server's."""
     writers: dict[str, set[str]] = {}
     for snap in snapshots:
-        writers.setdefault(snap.server, set()).add(snap.writer or "(no writer prefix)")
+        writers.setdefault(snap.server, set()).add(snap.writer or LEGACY)
     return {server: sorted(w) for server, w in sorted(writers.items()) if len(w) > 1}
 
 
@@ -455,7 +472,9 @@ def cmd_list(args: argparse.Namespace, out=sys.stdout) -> int:
         if overlaps:
             notes.append(f"{len(overlaps)} slot(s) in two snapshots")
         for server, writers in claimed_twice(done).items():
-            notes.append(f"{server} uploaded by {len(writers)} instances")
+            notes.append(f"{server} uploaded by {len(writers)} instances: {', '.join(writers)}")
+        for writer, names in two_names(done).items():
+            notes.append(f"{writer} uploaded as {', '.join(names)}")
         keys = sum(int((s.manifest or {}).get("keys", 0)) for s in done)
         size = sum(s.rdb_size for s in done) / 1e6
         slots = f"{covered}/{SLOTS}" if cluster else "single"
@@ -479,23 +498,27 @@ def cmd_restore(args: argparse.Namespace, out=sys.stdout) -> int:
                           f"(`list` shows them; newest: {next(reversed(sets), 'none')})")
     snapshot_set = sets[args.taken_at]
     load_manifests(s3, bucket, snapshot_set)
-    ignored = set(args.ignore_writer or ())
-    unknown = ignored - {s.writer for s in snapshot_set.snapshots}
-    if unknown:
-        raise BackupError(f"--ignore-writer {sorted(unknown)[0]}: no snapshot of this set was uploaded by it")
+    ignored = {"" if w == LEGACY else w for w in args.ignore_writer or ()}
+    for flag, given in (("--ignore-writer", ignored), ("--trust-writer", set(args.trust_writer or ()))):
+        unknown = given - {s.writer for s in snapshot_set.snapshots}
+        if unknown:
+            raise BackupError(f"{flag} {sorted(unknown)[0] or LEGACY}: no snapshot of this set was uploaded by it")
     snapshots = [s for s in snapshot_set.complete_snapshots if s.writer not in ignored]
-    if not snapshots:
+    if not snapshot_set.complete_snapshots:
         raise BackupError(f"--taken-at {args.taken_at}: every upload of this set is incomplete (no manifest)")
-    for server, writers in claimed_twice(snapshots).items():
-        raise BackupError(f"--taken-at {args.taken_at}: {server}'s snapshots were uploaded by more than one "
-                          f"instance ({', '.join(writers)}): find the server's own instance id (EC2, its Name "
-                          "tag), then leave the other out with --ignore-writer, or restore another set")
-    writers = {instance_of(s.writer) for s in snapshots if s.writer and s.writer not in (args.trust_writer or ())}
-    problems = unverified(snapshots, instance_tags(args.region, writers) if writers else {}, args.stack,
-                          set(args.trust_writer or ()))
+    if not snapshots:
+        raise BackupError(f"--ignore-writer: leaves nothing of the set {args.taken_at} to restore")
+    problems = [f"{writer} uploaded as {' and '.join(names)} (a server names only itself): leave it out with "
+                f"--ignore-writer {writer}" for writer, names in two_names(snapshots).items()]
+    problems += [f"{server}'s snapshots were uploaded by more than one instance ({', '.join(writers)}): find the "
+                 "server's own instance id (EC2, its Name tag), then leave the others out with --ignore-writer"
+                 for server, writers in claimed_twice(snapshots).items()]
+    trusted = set(args.trust_writer or ())
+    if not problems:
+        writers = {instance_of(s.writer) for s in snapshots if s.writer and s.writer not in trusted}
+        problems = unverified(snapshots, instance_tags(args.region, writers) if writers else {}, args.stack, trusted)
     if problems:
-        raise BackupError(f"--taken-at {args.taken_at}: {problems[0]}: leave it out with --ignore-writer, or, if "
-                          "that instance was this server's (replaced since), give --trust-writer with it")
+        raise BackupError(f"--taken-at {args.taken_at}: " + "; ".join(problems) + " (or restore another set)")
     covered, overlaps = coverage(snapshots)
     if overlaps:
         slot, a, b = overlaps[0]

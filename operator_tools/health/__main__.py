@@ -176,8 +176,8 @@ def through_cloudwatch(args: argparse.Namespace, parser: argparse.ArgumentParser
         name, _, session = entry.partition("=")
         role_id, _, instance = session.partition(":")
         if not name or not role_id.isalnum() or not instance or not instance.replace("-", "").isalnum():
-            parser.error(f"--servers: {entry!r} is not NAME=ROLE_ID:INSTANCE_ID (a server's Name tag, its role's "
-                         "unique id and its instance id: the post-deploy command in the stack lists them)")
+            parser.error(f"--servers: {entry!r} is not NAME=ROLE_ID:INSTANCE_ID (a server's Name tag, then the "
+                         "end of its entry in the stack output serverMetricNamespaces)")
         if name in servers:
             parser.error(f"--servers: {name} is given twice")
         servers[name] = session

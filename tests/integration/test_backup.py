@@ -453,15 +453,23 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     assert c.hget(first, "login") == sessions[first][0][b"login"]
 
     # A compromised server (2) uploads in server 1's name for an hour whose own upload server 1 lacks: no
-    # second writer of that name, but EC2 says whose instance it is. Refused, naming it.
+    # second writer of that name, but one writer of two names.
     c.hset(first, "login", b"newer")
+    other = lo.topology.servers[1].name
     for key in [k for k in objects(moto) if k.split("/")[1:4] == [moto.writer(0), name, taken_at]]:
         s3.copy_object(Bucket=BUCKET, Key=key.replace(moto.writer(0), moto.writer(1)),
                        CopySource={"Bucket": BUCKET, "Key": key})
         s3.delete_object(Bucket=BUCKET, Key=key)
     refused = restore(moto, fresh, taken_at, "--replace", "--ignore-writer", IMPOSTOR)
-    assert refused.returncode == 2 and f"{name}'s snapshots were uploaded by {moto.writer(1)}, whose instance is " \
-        f"'{lo.topology.servers[1].name}'" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and f"{moto.writer(1)} uploaded as {name} and {other}" in refused.stderr, \
+        refused.stderr
+    # Had it uploaded nothing of its own that hour, EC2 still says whose instance it is. Refused, naming it.
+    for key in [k for k in objects(moto) if k.split("/")[1:4] == [moto.writer(1), other, taken_at]]:
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    refused = restore(moto, fresh, taken_at, "--replace", "--ignore-writer", IMPOSTOR)
+    assert refused.returncode == 2 and f"{name}'s snapshots were uploaded by {moto.writer(1)}, whose instance's " \
+        f"tags differ (Name '{other}', not '{name}')" in refused.stderr, refused.stderr
+    assert "--trust-writer" not in refused.stderr  # EC2 knows it: not a replaced server
     assert c.hget(first, "login") == b"newer"  # nothing written
     c.close()
     assert not moto.leaks(old_password) and not moto.leaks(fresh.password)

@@ -40,8 +40,14 @@ def test_a_server_name_uploaded_by_two_instances_is_named():
     objects = [(backup_key(ONE, "prod-1", t, 7000), 10), (backup_manifest_key(ONE, "prod-1", t, 7000), 1),
                (backup_key(TWO, "prod-2", t, 7000), 10), (backup_manifest_key(TWO, "prod-2", t, 7000), 1)]
     assert backup.claimed_twice(group_sets(objects)[t].complete_snapshots) == {}
+    assert backup.two_names(group_sets(objects)[t].complete_snapshots) == {}
     objects += [(backup_key(TWO, "prod-1", t, 7001), 10), (backup_manifest_key(TWO, "prod-1", t, 7001), 1)]
     assert backup.claimed_twice(group_sets(objects)[t].complete_snapshots) == {"prod-1": [ONE, TWO]}
+    # One writer under two names is not both servers, whether or not the operator trusts it.
+    assert backup.two_names(group_sets(objects)[t].complete_snapshots) == {TWO: ["prod-1", "prod-2"]}
+    # A snapshot from before writer prefixes is named as --ignore-writer takes it.
+    legacy = group_sets([*objects, (f"snapshots/prod-2/{t}/7001.rdb", 1), (f"snapshots/prod-2/{t}/7001.json", 1)])
+    assert backup.claimed_twice(legacy[t].complete_snapshots)["prod-2"] == [TWO, backup.LEGACY]
 
 
 def test_a_writer_must_be_the_instance_of_the_server_it_names():
@@ -55,12 +61,16 @@ def test_a_writer_must_be_the_instance_of_the_server_it_names():
     assert backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": mine}, None, set()) == []  # --bucket: no stack known
     # Another server of the stack, uploading in prod-1's name.
     (wrong,) = backup.unverified([two], {"i-0bbbbbbbbbbbbbbbb": {**mine, "Name": "prod-2"}}, "prod", set())
-    assert wrong == f"prod-1's snapshots were uploaded by {TWO}, whose instance is 'prod-2' of stack 'prod'"
-    # Another stack's server, and an instance EC2 does not know (terminated over an hour ago, or never ours).
-    assert backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": {**mine, "Stack": "dev"}}, "prod", set())
-    assert backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": {**mine, "Project": "other"}}, None, set())
-    (gone,) = backup.unverified([one, Snapshot("prod-1", 7001, t, ONE)], {}, "prod", set())  # once per writer
-    assert "an instance EC2 does not know" in gone
+    assert wrong == (f"prod-1's snapshots were uploaded by {TWO}, whose instance's tags differ (Name 'prod-2', not "
+                     f"'prod-1'): leave it out with --ignore-writer {TWO}")
+    # Another stack's server, another project's instance (each tag named), one EC2 does not know (terminated
+    # over an hour ago, or never ours: only then is --trust-writer offered), every problem at once.
+    (stack,) = backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": {**mine, "Stack": "dev"}}, "prod", set())
+    assert "(Stack 'dev', not 'prod')" in stack and "--trust-writer" not in stack
+    (project,) = backup.unverified([one], {"i-0aaaaaaaaaaaaaaaa": {**mine, "Project": "other"}}, None, set())
+    assert "(Project 'other', not 'outsystems-redis')" in project
+    gone = backup.unverified([one, Snapshot("prod-1", 7001, t, ONE), two], {}, "prod", set())  # once per writer
+    assert len(gone) == 2 and all("an instance EC2 does not know" in g and "--trust-writer" in g for g in gone)
     assert backup.unverified([one], {}, "prod", {ONE}) == []  # --trust-writer: a server replaced since
 
 

@@ -167,24 +167,31 @@ def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal
     real job: no ERROR in its journal. Planted (20.04 marked aws_cli_snap, so no sandbox): the probe writes."""
     _, fleet = focal_dev
     server = next(iter(fleet.servers.values()))
-    for unit, writes_auth in SANDBOXED.items():
-        drop_in = server.merged / f"etc/systemd/system/{unit}.d/osr-probe.conf"
-        drop_in.parent.mkdir(parents=True, exist_ok=True)
-        drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
-        server.exec("systemctl daemon-reload")
-        try:
-            ran = server.start(unit, timeout=150)
-            journal = server.out(f"journalctl -u {unit} --no-pager -o cat | tail -30")
-            probe = dict(line.rsplit(" ", 1) for line in server.out("cat /var/lib/outsystems-redis/.osr-probe")
-                         .splitlines())
-        finally:
-            drop_in.unlink()
-            server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
-        assert ran.returncode == 0, f"{unit}:\n{journal}"
-        assert "ERROR" not in journal, f"{unit}:\n{journal}"
-        auth = "wrote" if writes_auth else "refused"
-        assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "refused", "/etc/redis/auth": auth,
-                         "/root": "refused"}, f"{unit}: {probe}"
+    # The test starts each unit itself: a run its timer began before the probe was in place would be the one
+    # `systemctl start` waits for (CI of eb6cffa met that), so the timers stop, and any run in progress ends.
+    timers = " ".join(unit.replace(".service", ".timer") for unit in SANDBOXED)
+    server.exec(f"systemctl stop {timers}; systemctl stop {' '.join(SANDBOXED)}", timeout=150)
+    try:
+        for unit, writes_auth in SANDBOXED.items():
+            drop_in = server.merged / f"etc/systemd/system/{unit}.d/osr-probe.conf"
+            drop_in.parent.mkdir(parents=True, exist_ok=True)
+            drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
+            server.exec("systemctl daemon-reload")
+            try:
+                ran = server.start(unit, timeout=150)
+                journal = server.out(f"journalctl -u {unit} --no-pager -o cat | tail -30")
+                probe = dict(line.rsplit(" ", 1) for line in server.out("cat /var/lib/outsystems-redis/.osr-probe")
+                             .splitlines())
+            finally:
+                drop_in.unlink()
+                server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
+            assert ran.returncode == 0, f"{unit}:\n{journal}"
+            assert "ERROR" not in journal, f"{unit}:\n{journal}"
+            auth = "wrote" if writes_auth else "refused"
+            assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "refused", "/etc/redis/auth": auth,
+                             "/root": "refused"}, f"{unit}: {probe}"
+    finally:
+        server.exec(f"systemctl start {timers}")
     # The backup uploaded under this instance's own session id (what STS told it), the only prefix its role may
     # write (components/backup_bucket.py), with its server's name below that.
     uploads = server.out("cd /usr/local/lib/osr-boot/s3 && find snapshots -type f | sort").split()

@@ -296,9 +296,9 @@ def test_a_fix_line_runs_redis_cli_and_nothing_else_whatever_address_redis_repor
     line must still be one redis-cli command with the address as one argument."""
     import shlex
 
-    from components.judge import _cli, _shown
+    from components.judge import FAILOVER_AGAIN, _cli, _shown
 
-    line = _cli(address, "CLUSTER FAILOVER") + f"   # {_shown(address)} takes its master role back"
+    line = _cli(address, "CLUSTER FAILOVER") + f"   # {_shown(address)} takes its master role back" + FAILOVER_AGAIN
     words = shlex.split(line, comments=True)
     host = _shown(address.rpartition(":")[0])
     assert words == ['REDISCLI_AUTH=$REDIS_PASSWORD', "redis-cli", "-h", host, "-p", "7000", "CLUSTER", "FAILOVER"]

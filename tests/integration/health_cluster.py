@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from components.judge import FAILOVER_AGAIN
 from operator_tools import health
 from operator_tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
@@ -172,8 +173,17 @@ def test_a_killed_server_exits_1_then_warns_after_it_returns_until_rebalanced(cl
     # The fix the report gives restores the ring exactly.
     h, _, p = warn.node.rpartition(":")
     assert warn.fix.startswith(f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h {h} -p {p} CLUSTER FAILOVER')
-    redis.Redis(h, int(p), password=cluster.password).execute_command("CLUSTER", "FAILOVER")
-    wait_for(cluster, healthy)
+    assert warn.fix.endswith(FAILOVER_AGAIN)
+    # As the fix says: Redis drops a manual failover that gets no majority within 5 s (CI of 119ba95,
+    # on a loaded machine), so a second or third try is part of the fix.
+    for attempt in (1, 2, 3):
+        redis.Redis(h, int(p), password=cluster.password).execute_command("CLUSTER", "FAILOVER")
+        try:
+            wait_for(cluster, healthy, timeout=15)
+            break
+        except AssertionError:
+            if attempt == 3:
+                raise
     assert run_health(cluster).returncode == 0
 
 

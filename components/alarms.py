@@ -20,7 +20,6 @@ from components.monitoring import (
     SERVER_DIMENSION,
     STACK_DIMENSION,
     metric_namespace,
-    server_session,
 )
 
 # AWS limits that mocks do not enforce (PutMetricAlarm, PutDashboard).
@@ -207,11 +206,11 @@ def dashboard_name(stack: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"outsystems-redis-{stack}")[:DASHBOARD_NAME_MAX]
 
 
-def dashboard_body(stack: str, region: str, servers: list[tuple[str, str]], cluster: bool, role_id: str) -> str:
+def dashboard_body(stack: str, region: str, servers: list[tuple[str, str, str]], cluster: bool) -> str:
     """The dashboard's JSON: one graph per published metric (a line per server), then EC2's status checks.
 
-    servers: (server name, instance id); role_id: the servers' role's unique id (each server publishes in a
-    namespace of its own: monitoring.metric_namespace). Each alarmed metric's graph shows its threshold.
+    servers: (server name, instance id, session: monitoring.server_session, which names the namespace it
+    alone publishes in). Each alarmed metric's graph shows its threshold.
     """
     shown = [m for m in METRICS if cluster or not (m.name in RULES and RULES[m.name].cluster_only)]
     widgets: list[dict] = [
@@ -234,12 +233,12 @@ def dashboard_body(stack: str, region: str, servers: list[tuple[str, str]], clus
 
     for metric in shown:
         rule = RULES.get(metric.name)
-        lines = [[metric_namespace(stack, server_session(role_id, instance)), metric.name, STACK_DIMENSION, stack,
-                  SERVER_DIMENSION, name, {"label": name}] for name, instance in servers]
+        lines = [[metric_namespace(stack, session), metric.name, STACK_DIMENSION, stack,
+                  SERVER_DIMENSION, name, {"label": name}] for name, _, session in servers]
         notes = [{"label": "alarm", "value": rule.threshold}] if rule else []
         widgets.append(graph(f"{metric.name} ({metric.unit})", lines, rule.statistic if rule else "Average", notes))
     for check in STATUS_CHECKS:
-        lines = [[EC2_NAMESPACE, check, "InstanceId", instance, {"label": name}] for name, instance in servers]
+        lines = [[EC2_NAMESPACE, check, "InstanceId", instance, {"label": name}] for name, instance, _ in servers]
         widgets.append(graph(check, lines, "Maximum", [{"label": "failed", "value": 1}]))
     body = json.dumps({"widgets": widgets}, separators=(",", ":"))
     check_dashboard(body)

@@ -21,7 +21,7 @@ import pulumi_aws as aws
 
 from components.alarms import dashboard_body, dashboard_name, server_alarms
 from components.backup_bucket import bucket_policy, lifecycle_rules, tool_objects
-from components.monitoring import backup_bucket_parameter, log_group_name, metric_namespace, server_session
+from components.monitoring import backup_bucket_parameter, log_group_name, metric_namespace
 from components.settings import Settings
 from components.signing import SIGNATURE_SUFFIX, signature
 
@@ -42,6 +42,7 @@ class ObservabilityArgs:
 class WatchedServer:
     name: str  # topology Server.name: the metrics' Server dimension
     instance_id: pulumi.Input[str]
+    session: pulumi.Input[str]  # monitoring.server_session: names the namespace it alone publishes in
 
 
 def alarm_key_policy(partition: str, account_id: str) -> str:
@@ -207,16 +208,14 @@ class RedisObservability(pulumi.ComponentResource):
         self.alarms: list[aws.cloudwatch.MetricAlarm] = []
         self.dashboard: aws.cloudwatch.Dashboard | None = None
 
-    def watch(self, servers: list[WatchedServer], role_id: pulumi.Input[str], after: list[pulumi.Resource]) -> None:
-        """The per-server alarms (created after `after`) and the dashboard; then the outputs. `role_id`: the
-        servers' role's unique id, which names each server's own metric namespace with its instance id."""
+    def watch(self, servers: list[WatchedServer], after: list[pulumi.Resource]) -> None:
+        """The per-server alarms (created after `after`) and the dashboard; then the outputs."""
         s = self._args.settings
         child = pulumi.ResourceOptions(parent=self)
         gated = pulumi.ResourceOptions(parent=self, depends_on=after)
         actions = [self.topic_arn]
         for server in servers:
-            own = pulumi.Output.all(role_id, server.instance_id).apply(
-                lambda v: metric_namespace(s.stack, server_session(v[0], v[1])))
+            own = pulumi.Output.from_input(server.session).apply(lambda session: metric_namespace(s.stack, session))
             for spec in server_alarms(s.stack, server.name, s.cluster):
                 self.alarms.append(
                     aws.cloudwatch.MetricAlarm(
@@ -237,10 +236,10 @@ class RedisObservability(pulumi.ComponentResource):
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{self._name}-dashboard",
             dashboard_name=dashboard_name(s.stack),
-            dashboard_body=pulumi.Output.all(role_id, *[srv.instance_id for srv in servers]).apply(
-                lambda v: dashboard_body(s.stack, self._args.region, list(zip(names, v[1:], strict=True)), s.cluster,
-                                         v[0])
-            ),
+            dashboard_body=pulumi.Output.all(
+                pulumi.Output.all(*[srv.instance_id for srv in servers]),
+                pulumi.Output.all(*[srv.session for srv in servers]),
+            ).apply(lambda v: dashboard_body(s.stack, self._args.region, list(zip(names, *v, strict=True)), s.cluster)),
             opts=child,
         )
         self.register_outputs(

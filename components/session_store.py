@@ -633,14 +633,16 @@ class RedisSessionStore(pulumi.ComponentResource):
 
         self.topology = topology
         self.private_ips = [srv.private_ip for srv in self.servers]
+        # Server order: each server's session (its role's unique id and its instance id), which names the
+        # metric namespace it alone publishes in: read by the CloudWatch check, the alarms and the dashboard.
+        sessions = [pulumi.Output.all(role.unique_id, srv.instance.id).apply(lambda v: server_session(*v))
+                    for srv in self.servers]
         self.health_check = None
         if s.health_check:
             python = args.health_check_python or default_health_check_python()
-            instances = [srv.instance.id for srv in self.servers]
             check: pulumi.Input[str] = health_check_command(s, topology, facts.region, facts.account, python) \
-                if s.health_check_via == "direct" else pulumi.Output.all(role.unique_id, *instances).apply(
-                    lambda v: health_check_command(s, topology, facts.region, facts.account, python,
-                                                   [server_session(v[0], i) for i in v[1:]]))
+                if s.health_check_via == "direct" else pulumi.Output.all(*sessions).apply(
+                    lambda v: health_check_command(s, topology, facts.region, facts.account, python, list(v)))
             if s.health_check_via == "direct":
                 # A new password changes the environment, so the check runs again and waits
                 # (--wait) until every server has taken it (redis-password-sync, every minute).
@@ -666,9 +668,8 @@ class RedisSessionStore(pulumi.ComponentResource):
         # The alarms come once the check has seen every server healthy: a server still in its first
         # boot publishes nothing, and its heartbeat alarm would page for a server not yet in service.
         obs.watch(
-            [WatchedServer(srv_name.name, srv.instance.id)
-             for srv_name, srv in zip(topology.servers, self.servers, strict=True)],
-            role_id=role.unique_id,
+            [WatchedServer(srv_name.name, srv.instance.id, session)
+             for srv_name, srv, session in zip(topology.servers, self.servers, sessions, strict=True)],
             after=[self.health_check] if self.health_check is not None else [],
         )
 
@@ -685,8 +686,7 @@ class RedisSessionStore(pulumi.ComponentResource):
         self.settings = s
         self.instance_ids = [srv.instance.id for srv in self.servers]  # server order: `aws ssm start-session`
         # Server order: where each server alone publishes (its session ends it: the health check's --servers).
-        self.metric_namespaces = [pulumi.Output.all(role.unique_id, i).apply(
-            lambda v: metric_namespace(s.stack, server_session(v[0], v[1]))) for i in self.instance_ids]
+        self.metric_namespaces = [session.apply(lambda v: metric_namespace(s.stack, v)) for session in sessions]
         self.redis_version = PLATFORMS[s.platform].redis_version
         self.password_parameter = self.parameter.name
         self.alarm_topic_arn = obs.topic_arn

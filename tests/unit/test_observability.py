@@ -246,13 +246,13 @@ def test_the_dashboard_names_every_server_and_instance(programs: dict[str, Progr
 
 
 def test_the_dashboard_stays_within_cloudwatchs_limits_at_100_servers() -> None:
-    servers = [(f"outsystems-redis-server-{i}", f"i-{i:017x}") for i in range(1, 101)]
-    body = alarms.dashboard_body("production-eu", "eu-west-1", servers, cluster=True, role_id="AROA" + "X" * 17)
+    servers = [(f"outsystems-redis-server-{i}", f"i-{i:017x}", f"AROA{'X' * 17}:i-{i:017x}") for i in range(1, 101)]
+    body = alarms.dashboard_body("production-eu", "eu-west-1", servers, cluster=True)
     doc = json.loads(body)
     assert len(body.encode()) < alarms.DASHBOARD_BODY_MAX_BYTES == 1_000_000
     assert sum(len(w["properties"].get("metrics", [])) for w in doc["widgets"]) == 100 * (12 + 2) <= 2500
     with pytest.raises(ValueError, match="dashboard over CloudWatch's limits"):
-        alarms.dashboard_body("x", "eu-west-1", servers * 2, cluster=True, role_id="AROA" + "X" * 17)  # 2800 metrics
+        alarms.dashboard_body("x", "eu-west-1", servers * 2, cluster=True)  # 2800 metrics
     assert alarms.dashboard_name("team.prod") == "outsystems-redis-team-prod"  # '.' is not allowed there
 
 

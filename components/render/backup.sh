@@ -72,9 +72,8 @@ export REDISCLI_AUTH
 bucket=$(ssm_get "$BUCKET_PARAMETER" 30) ||
     { log "ERROR: cannot read the bucket's name from $BUCKET_PARAMETER"; exit 1; }
 case "$bucket" in '' | None) log "ERROR: $BUCKET_PARAMETER holds no bucket name"; exit 1 ;; esac
-# Regional STS: the CLI of 20.04 would otherwise call the global endpoint.
-writer=$(AWS_STS_REGIONAL_ENDPOINTS=regional timeout -k 2 30 aws sts get-caller-identity --region "$AWS_REGION" \
-    --query UserId --output text --cli-connect-timeout 5 --cli-read-timeout 20) ||
+# caller_id: lib.sh. The writer's prefix is the only one this role may write under.
+writer=$(caller_id 30) ||
     { log "ERROR: cannot read this instance's identity from STS (GetCallerIdentity)"; exit 1; }
 case "$writer" in '' | None | *[!A-Za-z0-9:._@-]*) log "ERROR: STS gave no usable identity ($writer)"; exit 1 ;; esac
 

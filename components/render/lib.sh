@@ -11,6 +11,15 @@ ssm_get() {
         --cli-connect-timeout 3 --cli-read-timeout 5
 }
 
+# caller_id SECONDS : this instance's session as IAM names it (aws:userid: the role's unique id and the
+# instance id), or a failure within SECONDS (+2 to kill). Regional STS: the CLI of 20.04 would otherwise
+# call the global endpoint.
+# shellcheck disable=SC2317
+caller_id() {
+    AWS_STS_REGIONAL_ENDPOINTS=regional timeout -k 2 "$1" aws sts get-caller-identity --region "$AWS_REGION" \
+        --query UserId --output text --cli-connect-timeout 5 --cli-read-timeout 20
+}
+
 # password_usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's
 # own rule (settings.check_password, PASSWORD_RULE; tests/render/test_password.py holds the two equal).
 # `aws --output text` prints None for a missing value.

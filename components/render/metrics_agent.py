@@ -343,10 +343,10 @@ def publish_metrics(env: dict) -> int:
     payload = metric_data(values, env["STACK"], env["SERVER_NAME"], now)
     # The stack's former namespace first (monitoring.former_namespace: what an upgrading stack's alarms read
     # until `pulumi up` moves them; it needs no STS), then the server's own.
-    for namespace in (former_namespace(env["STACK"]), None):
-        aws(env, "cloudwatch", "put-metric-data", "--namespace",
-            namespace or metric_namespace(env["STACK"], own_session(env)), "--metric-data", "@PAYLOAD@",
-            payload=payload)
+    aws(env, "cloudwatch", "put-metric-data", "--namespace", former_namespace(env["STACK"]),
+        "--metric-data", "@PAYLOAD@", payload=payload)
+    aws(env, "cloudwatch", "put-metric-data", "--namespace", metric_namespace(env["STACK"], own_session(env)),
+        "--metric-data", "@PAYLOAD@", payload=payload)
     save_state(env, "metrics.json", counters)
     return 0
 

@@ -46,14 +46,15 @@ from components.parameters import (
     tls_cert_parameter,
     tls_key_parameter,
 )
-from components.platforms import DEFAULT_PLATFORM, PLATFORMS
+from components.platforms import PLATFORMS
 from components.render.cloud_config import encode_user_data, render_cloud_config
 from components.render.fetched import fetched_tools
 from components.server import RedisServer, ServerArgs
 from components.settings import (
     CONFIG_KEYS,
-    DEFAULT_HEALTH_CHECK_TIMEOUT,
+    KEY_OF,
     NAMESPACE,
+    ConfigKey,
     Settings,
     check_front_end_cidr,
     check_password,
@@ -61,8 +62,10 @@ from components.settings import (
     check_store_name,
     check_subnets_free,
     check_subnets_in_vpc,
+    check_values,
     load_settings,
     merge_tags,
+    read_config,
 )
 from components.signing import public_key_pem
 from components.sizing import InstanceTypeInfo, check_instance_type, check_zones_offer
@@ -90,121 +93,93 @@ SESSION_MANAGER_ACTIONS = [
 
 
 
-@dataclass
-class SessionStoreArgs:
-    """The session store's arguments. Each is the stack config key of the same name in camelCase
-    (`subnet_cidrs` is `subnetCidrs`), with the same default and the same checks: the README's
-    configuration table describes both. An error names the argument (the config key when the
-    arguments came from `from_config`).
-    """
-
-    subnet_cidrs: Sequence[str]  # private CIDR blocks inside the VPC, one per availability zone
-    servers: int = 1  # 1: one non-production server; 3 or more: a production Redis Cluster
-    vpc_id: str | None = None  # an existing VPC; default: the region's default VPC
-    availability_zones: Sequence[str] = ()  # one per subnet; default: the region's first zones
-    front_end_cidrs: Sequence[str] = ()  # who may reach Redis; non-production default: the VPC
-    # Security groups of the front-ends; an Output (a group created beside the store) is accepted.
-    front_end_security_group_ids: Sequence[pulumi.Input[str]] = ()
-    # The servers' way out to apt/SSM/S3 (an Output is accepted); default: one is created.
-    nat_gateway_id: pulumi.Input[str] | None = None
-    # The public subnet of the NAT created (an Output is accepted); default: a default subnet.
-    nat_subnet_id: pulumi.Input[str] | None = None
-    instance_type: str | None = None  # default per tier: c5.large, c5.xlarge
-    platform: str = DEFAULT_PLATFORM
-    ami_id: pulumi.Input[str] | None = None  # default: Canonical's current image of the platform, read at creation
-    root_volume_gib: int | None = None  # default 20 (and at least the OutSystems minimum)
-    port: int | None = None  # a single server's port (default 6379); a cluster uses 7000/7001
-    # A Pulumi secret (config.require_secret) or a plain text; default: a generated 40-character one.
-    redis_password: pulumi.Input[str] | None = field(default=None, repr=False)
-    protect: bool | None = None  # default: true for a cluster
-    health_check: bool = True
-    health_check_via: str = "cloudwatch"  # or "direct" (from inside the VPC)
-    health_check_timeout: int = DEFAULT_HEALTH_CHECK_TIMEOUT
-    tls: bool = False
-    replace_servers: Sequence[int] = ()  # server numbers from 1, each replaced on the next `pulumi up`
-    alarm_email: str | None = None
-    alarm_topic_arn: pulumi.Input[str] | None = None  # an existing topic (an Output is accepted)
-    log_retention_days: int | None = None  # default 30
-    backup_retention_days: int | None = None  # default 7
-    tags: Mapping[str, str] = field(default_factory=dict)
-    tool_writers: Sequence[str] = ()  # who may write tools/; default: the principal running `pulumi up`
-    # Not config keys. `stack` names what must be unique in the account and region (the Parameter
-    # Store paths, the log group, the dashboard): default `<project>-<stack>` of the Pulumi program
-    # (this project's own stacks pass the stack's name). Two stores in one program need two values.
-    stack: str | None = None
-    # The Python that runs the post-deploy check (it needs this package and redis-py); default: the
-    # one running the program, relative to the working directory when it is inside it.
-    health_check_python: str | None = None
-    _names: str = field(default="argument", repr=False, compare=False)
-
-    @classmethod
-    def from_config(
-        cls, raw: Mapping[str, str], stack: str, health_check_python: str | None = None
-    ) -> SessionStoreArgs:
-        """The arguments a stack's config holds (keys without the project prefix), checked as such."""
-        s = load_settings(raw, stack)
-        return cls(
-            **{f: getattr(s, f) for f in _CONFIG_FIELDS if f not in ("port", "tags")},
-            port=None if s.cluster or "port" not in raw else s.port,
-            tags=dict(s.tags),
-            stack=stack,
-            health_check_python=health_check_python,
-            _names="config",
-        )
+# The argument's type for each kind of key (settings.ConfigKey.kind); a deferred key's argument also takes an
+# Output. None (or an empty list or map) leaves the key's default.
+_ANNOTATION = {"int": "int | None", "bool": "bool | None", "text": "str | None", "list": "Sequence[str]",
+               "map": "Mapping[str, str]"}
+_DEFERRED_ANNOTATION = {"text": "pulumi.Input[str] | None", "list": "Sequence[pulumi.Input[str]]"}
 
 
-def _field_of(key: str) -> str:
-    """The argument of a config key: the same words, in snake_case (rootVolumeGiB is root_volume_gib)."""
-    (found,) = [f.name for f in dataclasses.fields(SessionStoreArgs) if f.name.replace("_", "") == key.lower()]
-    return found
+def _argument(key: ConfigKey) -> tuple[str, str, dataclasses.Field]:
+    annotation = (_DEFERRED_ANNOTATION if key.deferred else _ANNOTATION)[key.kind]
+    if key.applied == "required":
+        return key.arg, annotation, field()
+    default = {"list": field(default=()), "map": field(default_factory=dict)}.get(key.kind, field(default=None))
+    if key.arg == "redis_password":
+        default = field(default=None, repr=False)
+    return key.arg, annotation, default
 
 
-# Config key -> argument, for every config key: a key without an argument fails at import.
-ARGUMENT_OF = {k.name: _field_of(k.name) for k in CONFIG_KEYS}
-_CONFIG_FIELDS = tuple(ARGUMENT_OF.values())
-# Stand-ins while checking, for arguments that may be Outputs (known once deployed): each is only
-# passed on to AWS, never looked up or computed with. The password's own checks run inside its Output.
-PENDING = {
-    "front_end_security_group_ids": "sg-00000000",
-    "redis_password": "pending-secret-value",
-    "nat_gateway_id": "nat-00000000",
-    "nat_subnet_id": "subnet-00000000",
-    "ami_id": "ami-00000000",
-    "alarm_topic_arn": "arn:aws:sns:us-east-1:000000000000:pending",
-}
-_SEQUENCES = {f.name for f in dataclasses.fields(SessionStoreArgs) if str(f.type).startswith("Sequence")}
+def _from_config(cls: type, raw: Mapping[str, str], stack: str,
+                 health_check_python: str | None = None) -> SessionStoreArgs:
+    """The arguments a stack's config holds (keys without the project prefix), checked as such: errors name
+    the config keys."""
+    load_settings(raw, stack)
+    return cls(**{KEY_OF[key].arg: value for key, value in read_config(raw).items()}, stack=stack,
+               health_check_python=health_check_python, _names="config")
 
 
-def _config_form(args: SessionStoreArgs) -> dict[str, str]:
-    """The arguments as the stack config would hand them over (strings, lists and maps as JSON)."""
-    raw: dict[str, str] = {}
-    for key, name in ARGUMENT_OF.items():
-        value = getattr(args, name)
-        if name in _SEQUENCES and isinstance(value, (str, pulumi.Output)):
-            raise SettingsError(key, "a single value", "a list, such as [\"...\"]")
-        if isinstance(value, Mapping) and any(not isinstance(v, str) for v in value.values()):
-            raise SettingsError(key, "a value that is not a plain string", "strings known when the program starts")
-        if name == "front_end_security_group_ids":
-            value = [v if isinstance(v, str) else PENDING[name] for v in value]
-        elif name in PENDING and value is not None and not isinstance(value, str):
-            value = PENDING[name]
-        elif isinstance(value, pulumi.Output) or (
-            isinstance(value, (list, tuple)) and any(isinstance(v, pulumi.Output) for v in value)
-        ):
-            raise SettingsError(
-                key, "an Output", "a plain value, known when the program starts: the store checks it, and looks "
-                "up AWS from it, before it creates anything (Outputs are taken only by "
-                + ", ".join(sorted(PENDING)) + ")",
-            )
-        if value is None or (isinstance(value, (list, tuple)) and not value):
-            continue
-        if isinstance(value, bool):
-            raw[key] = "true" if value else "false"
-        elif isinstance(value, (Mapping, list, tuple)):
-            raw[key] = json.dumps(dict(value) if isinstance(value, Mapping) else [str(v) for v in value])
+# The session store's arguments: one per config key (settings.CONFIG_KEYS, in its order; the README's
+# configuration table describes both), with the same checks; errors name the argument (the config key when
+# the arguments came from `from_config`).
+SessionStoreArgs = dataclasses.make_dataclass(
+    "SessionStoreArgs",
+    [_argument(k) for k in sorted(CONFIG_KEYS, key=lambda k: k.applied != "required")] + [
+        # Names what must be unique in the account and region (the Parameter Store paths, the log group,
+        # the dashboard): default `<project>-<stack>` of the Pulumi program (this project's own stacks pass the
+        # stack's name). Two stores in one program need two values.
+        ("stack", "str | None", field(default=None)),
+        # The Python that runs the post-deploy check (it needs this package and redis-py); default: the
+        # one running the program, relative to the working directory when it is inside it.
+        ("health_check_python", "str | None", field(default=None)),
+        ("_names", "str", field(default="argument", repr=False, compare=False)),
+    ],
+    namespace={"from_config": classmethod(_from_config), "__module__": __name__, "__doc__": (
+        "The session store's arguments: each config key's, in snake_case (`subnetCidrs` is `subnet_cidrs`).\n\n"
+        + "\n".join(f"{k.arg}: {k.kind}{', or an Output' if k.deferred else ''}; default {k.default}"
+                     for k in CONFIG_KEYS))},
+)
+
+# Config key -> argument, for every config key.
+ARGUMENT_OF = {k.name: k.arg for k in CONFIG_KEYS}
+
+
+def _values_of(args: SessionStoreArgs) -> dict[str, object]:
+    """The arguments as typed values by config key (settings.check_values), each Output a deferred key takes
+    replaced by its stand-in."""
+    values: dict[str, object] = {}
+    for key in CONFIG_KEYS:
+        value = getattr(args, key.arg)
+        if key.kind == "list":
+            if isinstance(value, (str, pulumi.Output)) or not isinstance(value, Sequence):
+                raise SettingsError(key.name, "a single value", "a list, such as [\"...\"]")
+            value = tuple(key.deferred if key.deferred and isinstance(v, pulumi.Output) else v for v in value)
+            _plain(key, value)
+            value = tuple(v if isinstance(v, str) else str(v) for v in value)
+        elif key.kind == "map":
+            _plain(key, value)
+            if not isinstance(value, Mapping) or any(not isinstance(v, str) for v in value.values()):
+                raise SettingsError(key.name, "a value that is not a plain string",
+                                    "strings known when the program starts")
+            value = dict(value)
+        elif isinstance(value, pulumi.Output) and key.deferred:
+            value = key.deferred
         else:
-            raw[key] = str(value)
-    return raw
+            _plain(key, value)
+        if value is not None and value != () and value != {}:
+            values[key.name] = value
+    return values
+
+
+def _plain(key: ConfigKey, value: object) -> None:
+    """Refuse an Output where the store needs the value itself: it checks it, and looks up AWS from it."""
+    if isinstance(value, pulumi.Output) or (isinstance(value, tuple) and any(isinstance(v, pulumi.Output)
+                                                                             for v in value)):
+        raise SettingsError(
+            key.name, "an Output", "a plain value, known when the program starts: the store checks it, and looks "
+            "up AWS from it, before it creates anything (Outputs are taken only by "
+            + ", ".join(sorted(k.arg for k in CONFIG_KEYS if k.deferred)) + ")",
+        )
 
 
 def _named_for_arguments(error: SettingsError) -> SettingsError:
@@ -292,9 +267,9 @@ def checked_settings(args: SessionStoreArgs) -> Settings:
     names = args._names
     stack = args.stack if args.stack is not None else f"{pulumi.get_project()}-{pulumi.get_stack()}"
     check_stack_name(stack)
-    settings = load_settings(_config_form(args), stack)
-    kept = {name: getattr(args, name) for name in PENDING
-            if isinstance(getattr(args, name), pulumi.Output)}
+    settings = check_values(_values_of(args), stack)
+    kept = {k.arg: getattr(args, k.arg) for k in CONFIG_KEYS
+            if k.deferred and isinstance(getattr(args, k.arg), pulumi.Output)}
     kept["front_end_security_group_ids"] = tuple(args.front_end_security_group_ids)
     password = args.redis_password
     if isinstance(password, pulumi.Output):

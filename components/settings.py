@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from components.errors import SettingsError
 from components.generated_tables import between_markers, main
@@ -36,12 +36,22 @@ SECURITY_GROUP_INBOUND_RULES = 60  # AWS's default quota of inbound rules per se
 Applied = Literal["settings", "tier", "unset", "deploy", "required"]
 
 
+# How a key's value is written: what the stack config's text is read as, and what the component argument of
+# the same words takes (session_store.SessionStoreArgs is made from these declarations).
+Kind = Literal["int", "bool", "text", "list", "map"]
+
+
 @dataclass(frozen=True)
 class ConfigKey:
-    name: str
+    name: str  # the stack config key (camelCase)
     default: str  # Markdown, as the README's table shows it
     meaning: str  # Markdown
     applied: Applied
+    arg: str  # the component argument and the Settings field (snake_case)
+    kind: Kind
+    # Set: the argument may be an Output (known once deployed); this stand-in is checked in its place, and the
+    # Output is only passed on to AWS, never looked up or computed with.
+    deferred: str | None = None
 
 
 DEFAULT_INSTANCE_TYPE = {"non-production": "c5.large", "production": "c5.xlarge"}
@@ -67,7 +77,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "servers", "`1`",
         "Number of Redis servers. `1`: one standalone Redis (non-production tier). `3` to `100`: a Redis Cluster "
         "(production tier). `2` and anything below 1 are refused.",
-        "settings",
+        "settings", arg="servers", kind="int",
     ),
     ConfigKey(
         "instanceType",
@@ -76,7 +86,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         f"minimums of the tier: non-production {_NON_PROD.vcpus} vCPU / {_NON_PROD.memory_mib // 1024} GiB, "
         f"production {_PROD.vcpus} vCPU / {_PROD.memory_mib // 1024} GiB, both with a sustained clock above "
         f"{_PROD.clock_ghz} GHz and no burstable CPU credits. x86_64 only.",
-        "tier",
+        "tier", arg="instance_type", kind="text",
     ),
     ConfigKey(
         "platform", f"`{DEFAULT_PLATFORM}`",
@@ -84,22 +94,23 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "or `ubuntu-24.04-redis-7.0` (Redis 7.0.15, what OutSystems asks for with Platform Server 11.23). It selects "
         "the Canonical AMI family, the apt pin, the version-specific `redis.conf` directives and the version the "
         "direct health check expects. See [Choosing a platform](docs/upgrades-and-migration.md#choosing-a-platform).",
-        "settings",
+        "settings", arg="platform", kind="text",
     ),
-    ConfigKey("vpcId", "the account's default VPC", "The existing VPC to deploy into.", "deploy"),
+    ConfigKey("vpcId", "the account's default VPC", "The existing VPC to deploy into.", "deploy", arg="vpc_id",
+              kind="text"),
     ConfigKey(
         "subnetCidrs", "(required; the stack files set it)",
         "One private subnet per CIDR, each in its own availability zone; servers are spread over them round-robin. "
         "One CIDR puts a cluster in a single zone. Each must lie inside the VPC, must not overlap the others or a "
         "subnet already in the VPC (checked at deploy time), and must be /16 to /28.",
-        "required",
+        "required", arg="subnet_cidrs", kind="list",
     ),
     ConfigKey(
         "availabilityZones",
         "the region's first zones, alphabetically; opted-in Local and Wavelength zones are never picked",
         "Zone of each subnet, one per entry of `subnetCidrs`. Every zone must offer `instanceType` "
         "(checked at deploy time, before anything is created; the error names the zones that do).",
-        "deploy",
+        "deploy", arg="availability_zones", kind="list",
     ),
     ConfigKey(
         "frontEndCidrs", "dev: the VPC's CIDR; prod: none (required)",
@@ -107,20 +118,20 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`. This key "
         "and `frontEndSecurityGroupIds` together hold at most 58 entries on a cluster and 59 on one server (a "
         "security group's default quota of 60 inbound rules).",
-        "deploy",
+        "deploy", arg="front_end_cidrs", kind="list",
     ),
     ConfigKey(
         "frontEndSecurityGroupIds", "none", "Security groups of the OutSystems front-ends that may reach Redis.",
-        "unset",
+        "unset", arg="front_end_security_group_ids", kind="list", deferred="sg-00000000",
     ),
     ConfigKey(
         "natGatewayId", "none: the program creates one",
         "An existing NAT gateway for the servers' egress (apt, SSM).",
-        "unset",
+        "unset", arg="nat_gateway_id", kind="text", deferred="nat-00000000",
     ),
     ConfigKey(
         "natSubnetId", "the VPC's first default subnet", "Public subnet for the NAT gateway the program creates.",
-        "deploy",
+        "deploy", arg="nat_subnet_id", kind="text", deferred="subnet-00000000",
     ),
     ConfigKey(
         "amiId", "Canonical's current Ubuntu image for the platform, at creation",
@@ -129,32 +140,33 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "`24.04/.../ebs-gp3/...`), which keeps working after Canonical deprecates older 20.04 images (a name search "
         "would no longer see them). Either way, a newer AMI never replaces a running server "
         "([Safety](docs/boot-and-safety.md#safety-what-pulumi-up-will-and-will-not-do-to-running-servers)).",
-        "deploy",
+        "deploy", arg="ami_id", kind="text", deferred="ami-00000000",
     ),
     ConfigKey(
         "rootVolumeGiB", f"`{DEFAULT_ROOT_VOLUME_GIB}`",
         f"Size of each server's encrypted gp3 root volume; at least {_PROD.disk_gib} (the OutSystems minimum).",
-        "settings",
+        "settings", arg="root_volume_gib", kind="int",
     ),
     ConfigKey(
         "port", f"`{DEFAULT_PORT}`",
         "Port of a single (non-production) server, 1024 to 55535. A cluster always uses 7000 (masters) and 7001 "
         "(replicas); setting `port` on a cluster is refused.",
-        "settings",
+        "settings", arg="port", kind="int",
     ),
     ConfigKey(
         "redisPassword", "generated (40 letters and digits)",
         f"Set it with `pulumi config set --secret redisPassword ...`. At least {MIN_PASSWORD_LENGTH} characters; "
         "no `,` `=` spaces, quotes or backslash, which break the OutSystems connection string or `redis.conf`.",
-        "deploy",
+        "deploy", arg="redis_password", kind="text", deferred="pending-secret-value",
     ),
     ConfigKey(
         "protect", "`true` for a cluster, `false` for one server",
         "Protects the servers from deletion and replacement: Pulumi `protect`, and EC2 termination protection.",
-        "tier",
+        "tier", arg="protect", kind="bool",
     ),
     ConfigKey(
         "healthCheck", "`true`", "Run the post-deploy health check at the end of `pulumi up`.", "settings",
+        arg="health_check", kind="bool",
     ),
     ConfigKey(
         "healthCheckVia", "`cloudwatch`",
@@ -163,20 +175,20 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "(`cloudwatch:GetMetricData`), so `pulumi up` succeeds from a laptop or a hosted runner. `direct`: it "
         "connects to every Redis process from the deploying machine, which must reach the servers' private IPs "
         "(a runner inside the VPC), and also proves that every process accepts the stack's password.",
-        "settings",
+        "settings", arg="health_check_via", kind="text",
     ),
     ConfigKey(
         "healthCheckTimeout", f"`{DEFAULT_HEALTH_CHECK_TIMEOUT}`",
         "Seconds the health check waits for the servers to become healthy (a cold boot installs packages, then "
         "forms the cluster): 10 to 7200, and at least 180 through CloudWatch (the servers publish once a minute).",
-        "settings",
+        "settings", arg="health_check_timeout", kind="int",
     ),
     ConfigKey(
         "tls", "`false`",
         "TLS in transit for clients, replication and the cluster bus, on the same ports. Only on "
         "`ubuntu-24.04-redis-7.0` (Redis 5.0 has no TLS; asking for it there is refused). See "
         "[TLS](docs/upgrades-and-migration.md#tls-redis-70-only).",
-        "settings",
+        "settings", arg="tls", kind="bool",
     ),
     ConfigKey(
         "replaceServers", "none",
@@ -184,14 +196,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "replacement. Refused while `protect` is true. Only for the deliberate procedure under "
         "[Safety](docs/boot-and-safety.md#safety-what-pulumi-up-will-and-will-not-do-to-running-servers); "
         "remove it afterwards.",
-        "unset",
+        "unset", arg="replace_servers", kind="list",
     ),
     ConfigKey(
         "alarmEmail", "none",
         "An email address subscribed to the stack's alarm topic. SNS first mails a confirmation link: nothing "
         "arrives until someone clicks it. Refused together with `alarmTopicArn` (subscribe the address to your own "
         "topic where you manage it). See [What pages you and why](docs/operations.md#what-pages-you-and-why).",
-        "unset",
+        "unset", arg="alarm_email", kind="text",
     ),
     ConfigKey(
         "alarmTopicArn", "none: the program creates an encrypted topic",
@@ -199,13 +211,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "no topic or key is created then. If that topic is encrypted, its key policy must let "
         "`cloudwatch.amazonaws.com` use the key (`kms:Decrypt`, `kms:GenerateDataKey*`), or the notifications are "
         "dropped.",
-        "unset",
+        "unset", arg="alarm_topic_arn", kind="text", deferred="arn:aws:sns:us-east-1:000000000000:pending",
     ),
     ConfigKey(
         "logRetentionDays", f"`{LOG_RETENTION_DAYS_DEFAULT}`",
         "Days CloudWatch Logs keeps the servers' logs (log group `/outsystems-redis/<stack>`). One of CloudWatch's "
         "values: " + ", ".join(map(str, LOG_RETENTION_CHOICES)) + ". \"Never expire\" is not offered.",
-        "settings",
+        "settings", arg="log_retention_days", kind="int",
     ),
     ConfigKey(
         "backupRetentionDays", f"`{BACKUP_RETENTION_DAYS_DEFAULT}`",
@@ -214,7 +226,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         f"1 to {BACKUP_RETENTION_DAYS_MAX}: sessions live minutes to hours and a restore keeps each key's TTL, so an "
         f"older snapshot brings back nothing anyone still uses ({BACKUP_RETENTION_DAYS_MAX} days is also "
         "ElastiCache's own snapshot retention limit).",
-        "settings",
+        "settings", arg="backup_retention_days", kind="int",
     ),
     ConfigKey(
         "toolWriters", "the IAM role or user running `pulumi up`",
@@ -224,7 +236,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "Set, it must list every principal that runs `pulumi up` or `pulumi destroy` for this stack (a CI role, "
         "the administrators' role): any other gets AccessDenied on the tool objects. See "
         "[The backup bucket](docs/operations.md#the-backup-bucket-and-pulumi-destroy).",
-        "deploy",
+        "deploy", arg="tool_writers", kind="list",
     ),
     ConfigKey(
         "tags", "none",
@@ -235,11 +247,12 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "key (see below). Keys of 1 to 128 and values of up to 256 Unicode letters, digits, spaces and "
         "`_ . : / = + - @`; no `aws:` prefix; no two keys that differ only in case; at most 42 besides the "
         "program's own (AWS allows 50 per resource, and a server carries 8 of ours).",
-        "unset",
+        "unset", arg="tags", kind="map",
     ),
 )
 
 KNOWN_KEYS = tuple(k.name for k in CONFIG_KEYS)
+KEY_OF = {k.name: k for k in CONFIG_KEYS}
 
 # Front-end sources must be private: RFC 1918 plus the shared address space
 # (RFC 6598) that some VPNs and transit setups use.
@@ -270,6 +283,11 @@ OUR_TAG_KEYS = ("Project", "Stack", "OutsystemsTier", "Name", "RedisServerIndex"
 MAX_USER_TAGS = MAX_TAGS_PER_RESOURCE - len(OUR_TAG_KEYS)
 
 
+# A value known only once deployed: an Output a component argument gave for a deferred key (ConfigKey.deferred).
+# The store passes it on to AWS as it is; nothing in the core computes with it.
+DeployTime = Any
+
+
 @dataclass(frozen=True)
 class Settings:
     stack: str
@@ -280,13 +298,13 @@ class Settings:
     availability_zones: tuple[str, ...] = ()
     vpc_id: str | None = None
     front_end_cidrs: tuple[str, ...] = ()
-    front_end_security_group_ids: tuple[str, ...] = ()
-    nat_gateway_id: str | None = None
-    nat_subnet_id: str | None = None
-    ami_id: str | None = None
+    front_end_security_group_ids: tuple[str | DeployTime, ...] = ()
+    nat_gateway_id: str | DeployTime | None = None
+    nat_subnet_id: str | DeployTime | None = None
+    ami_id: str | DeployTime | None = None
     root_volume_gib: int = DEFAULT_ROOT_VOLUME_GIB
     port: int = DEFAULT_PORT
-    redis_password: str | None = field(default=None, repr=False)
+    redis_password: str | DeployTime | None = field(default=None, repr=False)
     protect: bool = False
     health_check: bool = True
     health_check_via: str = "cloudwatch"  # one of HEALTH_CHECK_VIA
@@ -294,7 +312,7 @@ class Settings:
     tls: bool = False
     replace_servers: tuple[int, ...] = ()  # 1-based server numbers
     alarm_email: str | None = None
-    alarm_topic_arn: str | None = None  # set: alarms go to this existing topic, none is created
+    alarm_topic_arn: str | DeployTime | None = None  # set: alarms go to this existing topic, none is created
     log_retention_days: int = LOG_RETENTION_DAYS_DEFAULT
     backup_retention_days: int = BACKUP_RETENTION_DAYS_DEFAULT
     tags: tuple[tuple[str, str], ...] = ()  # the user's, in config order; merge_tags adds ours on top
@@ -309,43 +327,40 @@ class Settings:
         return minimums_for(self.servers)
 
 
-def _int(raw: Mapping[str, str], key: str, default: int, lo: int, hi: int, allowed: str) -> int:
-    if key not in raw:
-        return default
-    try:
-        value = int(str(raw[key]).strip())
-    except ValueError:
-        raise SettingsError(key, raw[key], allowed) from None
-    if not lo <= value <= hi:
-        raise SettingsError(key, value, allowed)
-    return value
+# What the checks below take: each key's typed value (read_config reads the stack config's text into it;
+# session_store reads the component's arguments), by config key; a key left out takes its default.
+Values = Mapping[str, object]
 
 
-def _one_of(raw: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
-    """The key's value among `choices` (the first is the default)."""
-    if key not in raw:
-        return choices[0]
-    value = str(raw[key]).strip()
-    if value not in choices:
-        raise SettingsError(key, raw[key], " or ".join(choices))
-    return value
+def read_config(raw: Mapping[str, str]) -> dict[str, object]:
+    """The stack config's text as typed values. A value that does not read as its kind is kept as written,
+    so the key's own check refuses it with what the key allows."""
+    check_unknown_keys(raw)
+    return {key: _read(KEY_OF[key], raw[key]) for key in raw}
 
 
-def _bool(raw: Mapping[str, str], key: str, default: bool) -> bool:
-    if key not in raw:
-        return default
-    text = str(raw[key]).strip().lower()
-    if text in ("true", "yes", "1"):
-        return True
-    if text in ("false", "no", "0"):
-        return False
-    raise SettingsError(key, raw[key], "true or false")
+def _read(key: ConfigKey, written: object) -> object:
+    text = str(written)
+    if key.kind == "int":
+        try:
+            return int(text.strip())
+        except ValueError:
+            return written
+    if key.kind == "bool":
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+            text.strip().lower(), written)
+    if key.kind == "list":
+        return _list_of(key.name, text.strip())
+    if key.kind == "map":
+        try:
+            return json.loads(text.strip())
+        except json.JSONDecodeError:
+            return written
+    return written
 
 
-def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
-    if key not in raw:
-        return ()
-    text = str(raw[key]).strip()
+def _list_of(key: str, text: str) -> tuple[str, ...]:
+    """A YAML list (Pulumi hands it over as JSON) or comma-separated text."""
     if text.startswith("["):
         try:
             items = json.loads(text)
@@ -355,8 +370,37 @@ def _list(raw: Mapping[str, str], key: str) -> tuple[str, ...]:
             raise SettingsError(key, text, "a YAML list of strings")
         items = [str(i) for i in items]
     else:
-        items = [i for i in text.split(",")]
+        items = text.split(",")
     return tuple(i.strip() for i in items if i.strip())
+
+
+def _int(values: Values, key: str, default: int, lo: int, hi: int, allowed: str) -> int:
+    value = values.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise SettingsError(key, value, allowed)
+    return value
+
+
+def _one_of(values: Values, key: str, choices: tuple[str, ...]) -> str:
+    """The key's value among `choices` (the first is the default)."""
+    value = values.get(key, choices[0])
+    if not isinstance(value, str) or value.strip() not in choices:
+        raise SettingsError(key, value, " or ".join(choices))
+    return value.strip()
+
+
+def _bool(values: Values, key: str, default: bool) -> bool:
+    value = values.get(key, default)
+    if not isinstance(value, bool):
+        raise SettingsError(key, value, "true or false")
+    return value
+
+
+def _list(values: Values, key: str) -> tuple[str, ...]:
+    value = values.get(key, ())
+    if not isinstance(value, (list, tuple)) or not all(isinstance(i, str) for i in value):
+        raise SettingsError(key, value, "a list of strings")
+    return tuple(i.strip() for i in value if i.strip())
 
 
 _TAG_CHARACTERS = "Unicode letters, digits, spaces and _ . : / = + - @"
@@ -366,17 +410,11 @@ def _tag_text_ok(text: str) -> bool:
     return all(unicodedata.category(c)[0] in "LNZ" or c in _TAG_PUNCTUATION for c in text)
 
 
-def _tags(raw: Mapping[str, str], key: str = "tags") -> tuple[tuple[str, str], ...]:
-    """A JSON object of string -> string (the stack file's YAML map), checked against AWS's tag limits."""
-    if key not in raw:
-        return ()
-    text = str(raw[key]).strip()
-    try:
-        tags = json.loads(text)
-    except json.JSONDecodeError:
-        tags = None
-    if not isinstance(tags, dict):
-        raise SettingsError(key, text, "a YAML map of tag keys to values, such as {CostCenter: '1234', Owner: ops}")
+def _tags(values: Values, key: str = "tags") -> tuple[tuple[str, str], ...]:
+    """A map of string -> string (the stack file's YAML map), checked against AWS's tag limits."""
+    tags = values.get(key, {})
+    if not isinstance(tags, dict) or not all(isinstance(name, str) for name in tags):
+        raise SettingsError(key, tags, "a YAML map of tag keys to values, such as {CostCenter: '1234', Owner: ops}")
     seen: dict[str, str] = {}  # lowercased key -> key as given
     for name, value in tags.items():
         where = f"{key}.{name}"
@@ -415,9 +453,11 @@ def merge_tags(base: Mapping[str, str] | tuple[tuple[str, str], ...], ours: Mapp
     return {**{k: v for k, v in dict(base).items() if k.lower() not in mine}, **ours}
 
 
-def _str(raw: Mapping[str, str], key: str) -> str | None:
-    value = str(raw.get(key, "")).strip()
-    return value or None
+def _str(values: Values, key: str) -> str | None:
+    value = values.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SettingsError(key, value, "a string")
+    return (value or "").strip() or None
 
 
 def _network(key: str, text: str) -> ipaddress.IPv4Network:
@@ -472,7 +512,11 @@ def check_front_end_cidr(text: str, key: str = "frontEndCidrs") -> None:
 
 def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
     """Validate the project's config namespace (keys without the `outsystems-redis:` prefix)."""
-    check_unknown_keys(raw)
+    return check_values(read_config(raw), stack)
+
+
+def check_values(raw: Values, stack: str) -> Settings:
+    """Every check of the keys' typed values (read_config's, or the component's arguments), and the defaults."""
 
     servers = _int(raw, "servers", 1, -(10**6), 10**6, "1 (one non-production server) or 3 or more (a Redis Cluster)")
     if servers < 1 or servers == 2:
@@ -545,7 +589,9 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
 
     password = raw.get("redisPassword")
     if password is not None:
-        check_password(str(password))
+        if not isinstance(password, str):
+            raise SettingsError("redisPassword", "[value not shown]", "a string")
+        check_password(password)
 
     for key in ("vpcId", "natGatewayId", "natSubnetId", "amiId"):
         prefix = {"vpcId": "vpc-", "natGatewayId": "nat-", "natSubnetId": "subnet-", "amiId": "ami-"}[key]
@@ -611,7 +657,7 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
             f"at least {minimums_for(servers).disk_gib} GiB (the OutSystems minimum)",
         ),
         port=port,
-        redis_password=str(password) if password is not None else None,
+        redis_password=password,
         protect=protect,
         health_check=_bool(raw, "healthCheck", True),
         health_check_via=health_check_via,
@@ -641,7 +687,7 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
 _PRINCIPAL_ARN = re.compile(r"arn:aws(-[a-z]+)*:iam::\d{12}:(role|user)(/[\w+=,.@-]+)*/[\w+=,.@-]{1,128}")
 
 
-def _tool_writers(raw: Mapping[str, str]) -> tuple[str, ...]:
+def _tool_writers(raw: Values) -> tuple[str, ...]:
     writers = _list(raw, "toolWriters")
     for arn in writers:
         if not _PRINCIPAL_ARN.fullmatch(arn):
@@ -652,7 +698,7 @@ def _tool_writers(raw: Mapping[str, str]) -> tuple[str, ...]:
     return writers
 
 
-def _alarm_target(raw: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _alarm_target(raw: Values) -> tuple[str | None, str | None]:
     """(alarmEmail, alarmTopicArn): where the alarms go."""
     email = _str(raw, "alarmEmail")
     if email is not None and (len(email) > 254 or not _EMAIL.fullmatch(email)):

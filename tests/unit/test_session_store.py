@@ -124,6 +124,9 @@ def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: st
     [
         ("subnet_cidrs=[]", "subnet_cidrs", "private CIDR blocks"),
         ("subnet_cidrs=['172.31.140.0/24'], servers=2", "servers", "3 or more"),
+        # Typed: no argument is read back through its config text ("3" is not a number of servers, 1 not a bool).
+        ("subnet_cidrs=['172.31.140.0/24'], servers='3'", "servers", "3 or more"),
+        ("subnet_cidrs=['172.31.140.0/24'], health_check=1", "health_check", "true or false"),
         ("subnet_cidrs=['172.31.140.0/24'], root_volume_gib=5", "root_volume_gib", "GiB"),
         ("subnet_cidrs=['172.31.140.0/24'], tags={'aws:team': 'x'}", "tags", "'aws:' prefix"),
         # The text names the other argument too, not its config key.

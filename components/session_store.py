@@ -332,7 +332,7 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
             sustained_clock_ghz=spec.sustained_clock_speed,
             burstable=spec.burstable_performance_supported,
         ),
-        s.minimums,
+        s,
     )
 
     # Only the region's own zones: opted-in Local and Wavelength zones sort first

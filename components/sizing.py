@@ -7,8 +7,20 @@ using Redis"). They live here once; the policy pack imports them too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from components.errors import SettingsError
+
+
+class Sized(Protocol):
+    """What sizing reads of a stack's settings (settings.Settings): the checks take the settings whole, so a
+    setting that changes them is read here and nowhere between."""
+
+    @property
+    def cluster(self) -> bool: ...
+
+    @property
+    def minimums(self) -> Minimums: ...
 
 
 @dataclass(frozen=True)
@@ -45,8 +57,9 @@ class InstanceTypeInfo:
     burstable: bool
 
 
-def check_instance_type(info: InstanceTypeInfo, minimums: Minimums, key: str = "instanceType") -> None:
-    """Raise SettingsError naming `key` when `info` falls short of the tier's minimums."""
+def check_instance_type(info: InstanceTypeInfo, settings: Sized, key: str = "instanceType") -> None:
+    """Raise SettingsError naming `key` when `info` falls short of the settings' tier's minimums."""
+    minimums = settings.minimums
     short: list[str] = []
     if info.vcpus < minimums.vcpus:
         short.append(f"{info.vcpus} vCPU (needs at least {minimums.vcpus})")
@@ -91,7 +104,7 @@ def check_zones_offer(instance_type: str, zones: list[str], offered: set[str], r
                         f"{', '.join(missing)}{where}), or set availabilityZones to zones that offer it")
 
 
-def usable_memory_mib(instance_memory_mib: int, processes_per_server: int) -> int:
+def usable_memory_mib(instance_memory_mib: int, settings: Sized) -> int:
     """maxmemory per Redis process: leave the OS its share, then split the rest.
 
     The OS, page cache and Redis' own overhead (fragmentation, replication and
@@ -101,4 +114,5 @@ def usable_memory_mib(instance_memory_mib: int, processes_per_server: int) -> in
     requirements page's "only 4 GB for sessions" per server.
     """
     reserve = max(1024, instance_memory_mib // 4)
+    processes_per_server = 2 if settings.cluster else 1  # a master and a replica, or one standalone process
     return max(64, (instance_memory_mib - reserve) // processes_per_server)

@@ -68,7 +68,7 @@ from components.render.redis_conf import Paths, render_redis_conf
 from components.render.roles import role_restore_env, role_restore_script
 from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import render_tls_cli
-from components.sizing import usable_memory_mib
+from components.settings import Settings
 from components.topology import Process, Topology, build_topology
 
 LOOPBACK_SUBNET = ("10.0.0.0/24",)  # only feeds build_topology; hosts override every address
@@ -246,6 +246,7 @@ class Loopback:
         password: str | None = None,
         tls: bool = False,
         make_room: bool = False,
+        settings: Settings | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.platform = PLATFORMS[platform] if platform else platform_for(version or "7.0")
@@ -254,6 +255,11 @@ class Loopback:
             raise ValueError(f"TLS needs Redis 7.0; {self.platform.name} runs Redis {self.version}")
         self.tls = tls
         self.port = port
+        # What the servers' files are rendered from: the stack's own settings (from_settings), or settings of
+        # the same shape, so every setting that reaches a server's files reaches the rehearsal's too.
+        self.settings = settings or Settings(
+            stack="loopback", servers=servers, instance_type="loopback", platform=self.platform.name,
+            subnet_cidrs=LOOPBACK_SUBNET, port=port, tls=tls)
         self.hosts: list[str] = list(hosts or loopback_hosts(servers))
         self.topology: Topology = build_topology(servers, LOOPBACK_SUBNET, standalone_port=port, hosts=self.hosts)
         self.memory_mib = memory_mib
@@ -266,9 +272,10 @@ class Loopback:
         self._started: dict[str, subprocess.Popen] = {}  # by address: the processes this object spawned
 
     @classmethod
-    def from_settings(cls, settings, state_dir: str | os.PathLike[str], **kwargs) -> Loopback:
-        """The stack's server count, platform and port (components.settings.Settings)."""
-        return cls(state_dir, servers=settings.servers, platform=settings.platform, port=settings.port, **kwargs)
+    def from_settings(cls, settings: Settings, state_dir: str | os.PathLike[str], **kwargs) -> Loopback:
+        """The stack's servers, rendered from its settings (components.settings.Settings)."""
+        return cls(state_dir, servers=settings.servers, platform=settings.platform, port=settings.port,
+                   tls=settings.tls, settings=settings, **kwargs)
 
     # -- files -------------------------------------------------------------
 
@@ -303,14 +310,11 @@ class Loopback:
 
     def conf_text(self, process: Process) -> str:
         """The rendered redis.conf of `process`, exactly what EC2 gets but for addresses and paths."""
-        server = self.topology.servers[process.server]
         return render_redis_conf(
             process,
-            platform=self.platform,
-            maxmemory_mib=usable_memory_mib(self.memory_mib, len(server.processes)),
-            cluster=self.topology.cluster,
+            self.settings,
+            memory_mib=self.memory_mib,
             paths=self.paths(process.server),
-            tls=self.tls,
         )
 
     def log_file(self, process: Process) -> Path:

@@ -67,6 +67,7 @@ dir, the same TLS confs as EC2, and every client here trusting that CA.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import random
@@ -80,6 +81,7 @@ from pathlib import Path
 from components.platforms import PLATFORMS
 from components.render.password import PASSWORD_GRACE_SECONDS
 from components.render.systemd import restart_seconds
+from components.settings import Settings
 from components.topology import Process
 from operator_tools import health
 from operator_tools.cli import command_parser
@@ -115,9 +117,20 @@ def load_loopback(state_dir: Path) -> Loopback | None:
     if not path.exists():
         return None
     state = json.loads(path.read_text())
+    settings = Settings(**{k: _tuples(v) for k, v in state["settings"].items()}) if "settings" in state else None
     return Loopback(state_dir, servers=state["servers"], platform=state["platform"], port=state["port"],
                     hosts=state["hosts"], memory_mib=state["memory_mib"], tls=state.get("tls", False),
-                    make_room=True)
+                    make_room=True, settings=settings)
+
+
+def settings_state(settings: Settings) -> dict:
+    """The settings as the state file keeps them: JSON, without the password (the state file is not secret)."""
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k != "redis_password"}
+
+
+def _tuples(value: object) -> object:
+    """JSON's lists back into the tuples Settings holds (tags: a tuple of pairs)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def nodes_of(lo: Loopback) -> list[tuple[str, int]]:
@@ -1043,7 +1056,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_state(state_dir, {"stack": args.stack, "servers": settings.servers, "platform": platform,
                                "port": settings.port, "hosts": hosts, "tls": tls,
                                # maxmemory as on the tier's minimum instance (no AWS here to ask for the real one)
-                               "memory_mib": settings.minimums.memory_mib})
+                               "memory_mib": settings.minimums.memory_mib,
+                               # The stack's settings whole (but the password), which the servers' files are
+                               # rendered from: a setting that reaches them reaches the rehearsal's too.
+                               "settings": settings_state(dataclasses.replace(settings, platform=platform, tls=tls))})
         lo = load_loopback(state_dir)
     if lo is None:
         print(f"no rehearsal of {args.stack} under {state_dir}: run `up` first")

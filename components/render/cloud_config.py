@@ -104,7 +104,6 @@ from components.render.systemd import (
 from components.render.tls import render_tls_cli, tls_env
 from components.settings import Settings
 from components.signing import TOOLS_PUBLIC_KEY_PATH
-from components.sizing import usable_memory_mib
 from components.topology import INITIAL_CLUSTER_SERVERS, Topology
 
 PROVISION_SCRIPT = Path(__file__).with_name("provision.sh")
@@ -167,7 +166,6 @@ def server_files(
     launcher verifies fetched programs with (components/signing.py); without it they run unverified."""
     platform = PLATFORMS[settings.platform]
     srv = topology.servers[server]
-    maxmemory = usable_memory_mib(memory_mib, len(srv.processes))
     tls = settings.tls
     # With TLS, the bootstrap and join run the same scripts through a redis-cli that speaks TLS.
     redis_cli = TLS_CLI_PATH if tls else "redis-cli"
@@ -190,7 +188,7 @@ def server_files(
     if tls:
         files.append(_file(TLS_CLI_PATH, render_tls_cli(EC2_PATHS.tls_ca), "0755"))
     for p in srv.processes:
-        conf = render_redis_conf(p, platform=platform, maxmemory_mib=maxmemory, cluster=topology.cluster, tls=tls)
+        conf = render_redis_conf(p, settings, memory_mib=memory_mib)
         files.append(_file(EC2_PATHS.conf(p.port), conf))
     if runs_bootstrap(topology, server):
         env = bootstrap_env(topology, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli)

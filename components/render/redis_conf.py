@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.platforms import Platform
+from components.platforms import PLATFORMS, Platform
+from components.settings import Settings
+from components.sizing import usable_memory_mib
 from components.topology import Process
 
 
@@ -186,17 +188,19 @@ def tls_lines(port: int, *, cluster: bool, paths: Paths) -> list[str]:
 
 def render_redis_conf(
     process: Process,
+    settings: Settings,
     *,
-    platform: Platform,
-    maxmemory_mib: int,
-    cluster: bool,
+    memory_mib: int,
     paths: Paths = EC2_PATHS,
-    tls: bool = False,
 ) -> str:
-    """redis.conf of one process, valid for the platform's Redis line (5.0 or 7.0).
+    """redis.conf of one process, valid for the settings' platform's Redis line (5.0 or 7.0).
 
-    `tls` (7.0 platform only) replaces the plain port by a TLS port with the same number.
+    The stack's settings, whole: a setting that reaches redis.conf is read here and nowhere between (the
+    servers' user data and the loopback rehearsal both call this). TLS (7.0 platform only) replaces the
+    plain port by a TLS port with the same number.
     """
+    platform, cluster, tls = PLATFORMS[settings.platform], settings.cluster, settings.tls
+    maxmemory_mib = usable_memory_mib(memory_mib, settings)  # memory_mib: the instance's
     if tls and not platform.supports_tls:
         raise ValueError(f"platform {platform.name} (Redis {platform.redis_version}) has no TLS")
     port = process.port

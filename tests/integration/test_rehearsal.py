@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import socket
 import time
 
 import pytest
 import redis
 
-from operator_tools.loopback import command_name_in
-from operator_tools.rehearsal import SessionTraffic
+from operator_tools.loopback import command_name_in, platform_for
+from operator_tools.rehearsal import STATE_FILE, SessionTraffic, load_loopback
 from operator_tools.sessions import SessionStore
+from operator_tools.stack_file import read_settings
 from tests.integration.rehearsals import A, redis_processes, rehearse
 from tests.tools import fill, redis_bin
 
@@ -34,6 +37,12 @@ def test_up_status_failover_down(stack, version, b, tmp_path):
         password = (state / "password").read_text().strip()
         masters = [f"{prefix}1:6379"] if stack == "dev" else [f"{prefix}{i}:7000" for i in (1, 2, 3)]
         assert ",".join(masters) + f",password={password}" in up.stdout
+
+        # The servers' files come from the stack's settings whole (all but the password), as on EC2.
+        stacks = read_settings(stack)
+        platform = platform_for(version).name if version else stacks.platform
+        assert load_loopback(state).settings == dataclasses.replace(stacks, platform=platform)
+        assert "redis_password" not in json.loads((state / STATE_FILE).read_text())["settings"]
 
         status = rehearse("status", stack, state, prefix, version)
         assert status.returncode == 0 and "HEALTHY" in status.stdout, status.stdout

@@ -28,7 +28,7 @@ def test_rendered_conf_starts_without_warnings(loopback_factory, version, server
             # A replica's full sync starts at once: from disk (5.0), or diskless with no wait for more
             # replicas (7.0: its default waits 5 s, and each master has only the one).
             assert config["repl-diskless-sync"] == "no" or config["repl-diskless-sync-delay"] == "0", config
-        assert int(config["maxmemory"]) == usable_memory_mib(lo.memory_mib, len(lo.topology.servers[0].processes)) << 20
+        assert int(config["maxmemory"]) == usable_memory_mib(lo.memory_mib, lo.settings) << 20
     assert warnings(lo) == []
 
 
@@ -47,7 +47,7 @@ def test_ec2_conf_binds_private_ip_and_loopback_and_announces():
     for servers, platform in [(3, "ubuntu-20.04-redis-5.0"), (3, "ubuntu-24.04-redis-7.0")]:
         settings, topology = stack(servers, platform)
         p = topology.servers[1].processes[1]
-        text = render_redis_conf(p, platform=PLATFORMS[platform], maxmemory_mib=3072, cluster=True)
+        text = render_redis_conf(p, settings, memory_mib=8192)
         assert f"bind {p.host} 127.0.0.1\n" in text
         assert f"cluster-announce-ip {p.host}\n" in text
         assert ("bind-source-addr" in text) == PLATFORMS[platform].announce_bus_source

@@ -6,6 +6,7 @@ from files, so its atomic writes, modes and refusals are checked, not read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -16,7 +17,6 @@ import yaml
 
 from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
 from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
-from components.platforms import PLATFORMS
 from components.render import systemd
 from components.render.cloud_config import render_cloud_config
 from components.render.redis_conf import EC2_PATHS, render_redis_conf
@@ -106,8 +106,8 @@ def test_no_secret_in_user_data_with_tls(servers, platform):
 def test_tls_on_redis_5_is_refused_by_the_renderer():
     settings, topology = stack(3, "ubuntu-20.04-redis-5.0")
     with pytest.raises(ValueError, match="no TLS"):
-        render_redis_conf(topology.servers[0].processes[0], platform=PLATFORMS["ubuntu-20.04-redis-5.0"],
-                          maxmemory_mib=1024, cluster=True, tls=True)
+        render_redis_conf(topology.servers[0].processes[0], dataclasses.replace(settings, tls=True),
+                          memory_mib=4096)
 
 
 def test_tls_auth_unit_passes_systemd_analyze_verify(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from components.errors import SettingsError
 from components.settings import load_settings
-from components.sizing import NON_PRODUCTION, PRODUCTION, InstanceTypeInfo, check_instance_type, usable_memory_mib
+from components.sizing import PRODUCTION, InstanceTypeInfo, check_instance_type, usable_memory_mib
 from components.topology import build_topology, follows
 
 PROD = {"servers": "3", "subnetCidrs": '["10.0.1.0/24","10.0.2.0/24","10.0.3.0/24"]', "frontEndCidrs": "10.1.0.0/16"}
@@ -82,15 +82,17 @@ def test_settings_refuse_bad_values_by_key(raw: dict, key: str) -> None:
 
 
 def test_instance_type_check() -> None:
-    check_instance_type(InstanceTypeInfo("c5.xlarge", 4, 8192, 3.4, False), PRODUCTION)
-    check_instance_type(InstanceTypeInfo("c5.large", 2, 4096, 3.4, False), NON_PRODUCTION)
+    prod, dev = load_settings(PROD, "prod"), load_settings({"subnetCidrs": "10.0.9.0/24"}, "dev")
+    check_instance_type(InstanceTypeInfo("c5.xlarge", 4, 8192, 3.4, False), prod)
+    check_instance_type(InstanceTypeInfo("c5.large", 2, 4096, 3.4, False), dev)
     with pytest.raises(SettingsError, match=r"2\.6 GHz"):  # the page says more than 2.6 GHz
-        check_instance_type(InstanceTypeInfo("x.large", 4, 8192, 2.6, False), PRODUCTION)
+        check_instance_type(InstanceTypeInfo("x.large", 4, 8192, 2.6, False), prod)
     with pytest.raises(SettingsError, match="7.5 GiB of memory"):
-        check_instance_type(InstanceTypeInfo("y.xlarge", 4, 7680, 3.0, False), PRODUCTION)
+        check_instance_type(InstanceTypeInfo("y.xlarge", 4, 7680, 3.0, False), prod)
 
 
 def test_maxmemory_leaves_the_os_room_for_two_processes() -> None:
-    assert usable_memory_mib(8192, 2) == 3072  # 8 GiB server: 2 GiB for the OS, 3 GiB per process
-    assert usable_memory_mib(4096, 1) == 3072
-    assert 2 * usable_memory_mib(32768, 2) + 8192 <= 32768
+    prod, dev = load_settings(PROD, "prod"), load_settings({"subnetCidrs": "10.0.9.0/24"}, "dev")
+    assert usable_memory_mib(8192, prod) == 3072  # 8 GiB server: 2 GiB for the OS, 3 GiB per process
+    assert usable_memory_mib(4096, dev) == 3072
+    assert 2 * usable_memory_mib(32768, prod) + 8192 <= 32768

@@ -63,27 +63,19 @@ trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the p
 
 # write_auth PASSWORD [UNTIL USER_LINE] : replace AUTH_FILE atomically (a temporary file beside it,
 # then a rename), root:redis 0640. UNTIL and USER_LINE carry a 7.0 grace entry over.
+# (replace_file: lib.sh.)
 write_auth() {
-    umask 077
-    tmp=$(mktemp "$AUTH_FILE.XXXXXX")
-    # printf is a shell builtin: the password is never an argv of a process.
-    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1" >"$tmp"
     # A file this script wrote always has the secret; one without it must not start Redis with CONFIG.
     [ -n "$ops" ] || [ -z "$RENAMED_COMMANDS" ] || return 1
-    for command in $RENAMED_COMMANDS; do
-        printf 'rename-command %s %s-%s\n' "$command" "$command" "$ops"
-    done >>"$tmp"
-    if [ $# -eq 3 ]; then
-        printf '# previous-password-until %s\n%s\n' "$2" "$3" >>"$tmp"
-    fi
-    # Redis runs as redis and reads it through its group. (A loopback rehearsal run by a
-    # user, not root, keeps the user as owner: its Redis runs as that user.)
-    if [ "$EUID" -eq 0 ]; then
-        chown root:redis "$tmp"
-    fi
-    chmod 0640 "$tmp"
-    mv -f "$tmp" "$AUTH_FILE"
-    tmp=""
+    replace_file "$AUTH_FILE" 0640 < <(
+        printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
+        for command in $RENAMED_COMMANDS; do
+            printf 'rename-command %s %s-%s\n' "$command" "$command" "$ops"
+        done
+        if [ $# -eq 3 ]; then
+            printf '# previous-password-until %s\n%s\n' "$2" "$3"
+        fi
+    )
 }
 
 # What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no

@@ -39,17 +39,11 @@ get() { ssm_get "$1" "$SSM_CALL_SECONDS"; }
 # cached : the files of an earlier boot are all there.
 cached() { [ -s "$TLS_CA_FILE" ] && [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FILE" ]; }
 
-# put FILE MODE CONTENT : replace FILE atomically (a temporary file beside it, then a rename),
-# so Redis never reads a half-written certificate or key.
-put() {
-    local tmp
-    tmp=$(mktemp "$1.XXXXXX")
-    # printf is a shell builtin: the key is never an argv of a process.
-    printf '%s\n' "$3" >"$tmp"
-    chown root:redis "$tmp"
-    chmod "$2" "$tmp"
-    mv -f "$tmp" "$1"
-}
+# put FILE MODE CONTENT : replace FILE atomically (replace_file: lib.sh), so Redis never reads a
+# half-written certificate or key.
+tmp=""
+trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the key behind
+put() { replace_file "$1" "$2" < <(printf '%s\n' "$3"); }
 
 # pem TEXT : true when TEXT holds a PEM block (SSM returned what we stored, not an error text).
 pem() { case "$1" in *"-----BEGIN "*"-----"*) return 0 ;; *) return 1 ;; esac }

@@ -122,19 +122,16 @@ trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the p
 
 # write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically (a temporary file beside it,
 # then a rename) with the same owner and mode. With UNTIL, the default user also accepts PREVIOUS.
+# (replace_file: lib.sh.)
 write_auth() {
-    umask 077
-    tmp=$(mktemp "$AUTH_FILE.XXXXXX")
-    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1" >"$tmp"
-    [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}" >>"$tmp"
-    if [ $# -eq 3 ]; then
-        # `on` matters: a `user default` line without it disables the user.
-        printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1" >>"$tmp"
-    fi
-    chown --reference="$AUTH_FILE" "$tmp"
-    chmod --reference="$AUTH_FILE" "$tmp"
-    mv -f "$tmp" "$AUTH_FILE"
-    tmp=""
+    replace_file "$AUTH_FILE" 0640 < <(
+        printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
+        [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
+        if [ $# -eq 3 ]; then
+            # `on` matters: a `user default` line without it disables the user.
+            printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1"
+        fi
+    )
 }
 
 when() { date -u -d "@$1" '+%F %T UTC'; }

@@ -384,3 +384,22 @@ def run_program(
 
     run()
     return program
+
+
+# --- a program of a test's own (a component's caller) ---------------------------------------------
+
+
+def run_code(tmp_path: Path, code: str, recorded: list[Recorded]) -> Program:
+    """`code` as the __main__.py of a program of the test's own (project team-program, stack test)."""
+    (tmp_path / "Pulumi.yaml").write_text("name: team-program\nruntime: python\n")
+    (tmp_path / "Pulumi.test.yaml").write_text("config:\n  aws:region: eu-west-1\n")
+    (tmp_path / "__main__.py").write_text(
+        "import pulumi\nimport pulumi_aws as aws\n"
+        "from components.session_store import RedisSessionStore, SessionStoreArgs\n" + code
+    )
+    return run_program("test", directory=tmp_path, into=recorded)
+
+
+def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: str = "None") -> Program:
+    return run_code(tmp_path, f'store = RedisSessionStore("sessions", SessionStoreArgs({arguments}), opts={opts})\n'
+                              'pulumi.export("ips", store.private_ips)\n', recorded)

@@ -18,7 +18,7 @@ import pytest
 from components.errors import SettingsError
 from components.session_store import ARGUMENT_OF, SessionStoreArgs, default_health_check_python
 from components.settings import CONFIG_KEYS
-from tests.unit.program import ROOT, Program, Recorded, run_program
+from tests.unit.program import ROOT, Program, Recorded, run_code, run_program, run_store
 
 EXAMPLES = ROOT / "examples"
 INSTANCE = "aws:ec2/instance:Instance"
@@ -103,22 +103,6 @@ def test_every_config_key_is_an_argument() -> None:
 # --- a program of the test's own: bad arguments --------------------------------------------------
 
 
-def run_code(tmp_path: Path, code: str, recorded: list[Recorded]) -> Program:
-    """`code` as the __main__.py of a program of the test's own (project team-program, stack test)."""
-    (tmp_path / "Pulumi.yaml").write_text("name: team-program\nruntime: python\n")
-    (tmp_path / "Pulumi.test.yaml").write_text("config:\n  aws:region: eu-west-1\n")
-    (tmp_path / "__main__.py").write_text(
-        "import pulumi\nimport pulumi_aws as aws\n"
-        "from components.session_store import RedisSessionStore, SessionStoreArgs\n" + code
-    )
-    return run_program("test", directory=tmp_path, into=recorded)
-
-
-def run_store(tmp_path: Path, arguments: str, recorded: list[Recorded], opts: str = "None") -> Program:
-    return run_code(tmp_path, f'store = RedisSessionStore("sessions", SessionStoreArgs({arguments}), opts={opts})\n'
-                              'pulumi.export("ips", store.private_ips)\n', recorded)
-
-
 @pytest.mark.parametrize(
     ("arguments", "named", "detail"),
     [
@@ -168,7 +152,7 @@ def test_a_password_known_only_at_deploy_time_is_checked_then(tmp_path: Path) ->
     # behind, and the next program in the same process can trip over them (CPython 3.11's compiler).
     script = textwrap.dedent(f"""\
         from pathlib import Path
-        from tests.unit.test_session_store import run_store
+        from tests.unit.program import run_store
         try:
             run_store(Path({str(tmp_path)!r}), "subnet_cidrs=['172.31.140.0/24'], "
                       "redis_password=pulumi.Output.secret('short')", [])

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+# How an error names a key: the config key itself, or (a component's caller) its argument.
+Namer = Callable[[str], str]
+
+
+def _as_written(key: str) -> str:
+    return key
+
 
 class SettingsError(ValueError):
-    """A stack setting is wrong. The message names the key, the value and what is allowed."""
+    """A stack setting is wrong. The message names the key, the value and what is allowed.
 
-    def __init__(self, key: str, value: object, allowed: str, label: str = "config key") -> None:
-        self.key = key
+    `allowed` is the text, or, when it names other keys, a function of how keys are named, so the
+    same check names config keys for a stack and arguments for a component (`named`)."""
+
+    def __init__(self, key: str, value: object, allowed: str | Callable[[Namer], str], label: str = "config key",
+                 name: Namer = _as_written) -> None:
+        self._key, self._allowed = key, allowed
+        # A key may carry a detail after its name: `tags.Owner`, `frontEndCidrs (default: ...)`.
+        cut = next((i for i, c in enumerate(key) if not c.isalnum()), len(key))
+        self.key = name(key[:cut]) + key[cut:]
         self.value = value
-        self.allowed = allowed
-        super().__init__(f"{label} '{key}': got {value!r}; allowed: {allowed}")
+        self.allowed = allowed(name) if callable(allowed) else allowed
+        super().__init__(f"{label} '{self.key}': got {value!r}; allowed: {self.allowed}")
+
+    def named(self, name: Namer, label: str) -> SettingsError:
+        """The same error, naming every key (its own and those its text mentions) by `name`."""
+        return SettingsError(self._key, self.value, self._allowed, label=label, name=name)

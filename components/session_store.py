@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shlex
 import sys
 import weakref
@@ -183,12 +182,9 @@ def _plain(key: ConfigKey, value: object) -> None:
 
 
 def _named_for_arguments(error: SettingsError) -> SettingsError:
-    """The same error, naming the argument: `subnetCidrs` becomes `subnet_cidrs` in the key and the text."""
-
-    def rename(text: str) -> str:
-        return re.sub(r"\b(" + "|".join(ARGUMENT_OF) + r")\b", lambda m: ARGUMENT_OF[m.group(1)], text)
-
-    return SettingsError(rename(error.key), error.value, rename(error.allowed), label="argument")
+    """The same error, naming arguments: `subnetCidrs` is `subnet_cidrs`, in the key and wherever its text names
+    a key (the check says where: SettingsError's `allowed`)."""
+    return error.named(lambda key: ARGUMENT_OF.get(key, key), "argument")
 
 
 def default_health_check_python() -> str:
@@ -312,8 +308,8 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
             raise
         if s.vpc_id:
             raise SettingsError("vpcId", s.vpc_id, "the id of a VPC in this account and region") from None
-        raise SettingsError("vpcId", None, "the id of the VPC to deploy into: this region has no default VPC "
-                            "(pulumi config set vpcId vpc-...; then subnetCidrs inside its CIDR)") from None
+        raise SettingsError("vpcId", None, lambda n: "the id of the VPC to deploy into: this region has no default "
+                            f"VPC (set {n('vpcId')} to vpc-...; then {n('subnetCidrs')} inside its CIDR)") from None
     vpc_cidrs = [a.cidr_block for a in vpc.cidr_block_associations] or [vpc.cidr_block]
     check_subnets_in_vpc(s, vpc_cidrs)
     in_vpc = aws.ec2.get_subnets(filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id])],
@@ -375,8 +371,8 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
             raise SettingsError(
                 "natGatewayId",
                 None,
-                "the id of a NAT gateway in this VPC, or natSubnetId: a public "
-                "subnet for the NAT gateway this program creates (the VPC has no default subnet)",
+                lambda n: f"the id of a NAT gateway in this VPC, or {n('natSubnetId')}: a public "
+                          "subnet for the NAT gateway this program creates (the VPC has no default subnet)",
             )
         nat_subnet_id = sorted(public)[0]
 

@@ -557,7 +557,8 @@ def check_values(raw: Values, stack: str) -> Settings:
     zones = _list(raw, "availabilityZones")
     if zones and len(zones) != len(subnet_cidrs):
         raise SettingsError(
-            "availabilityZones", list(zones), f"one zone per entry of subnetCidrs ({len(subnet_cidrs)}), or unset"
+            "availabilityZones", list(zones),
+            lambda n: f"one zone per entry of {n('subnetCidrs')} ({len(subnet_cidrs)}), or unset",
         )
 
     front_end_cidrs = _list(raw, "frontEndCidrs")
@@ -580,7 +581,8 @@ def check_values(raw: Values, stack: str) -> Settings:
         raise SettingsError(
             "frontEndCidrs",
             None,
-            "a production cluster must list its front-ends explicitly in frontEndCidrs and/or frontEndSecurityGroupIds",
+            lambda n: "a production cluster must list its front-ends explicitly in "
+                      f"{n('frontEndCidrs')} and/or {n('frontEndSecurityGroupIds')}",
         )
 
     port = _int(raw, "port", DEFAULT_PORT, 1024, 55535, "a port from 1024 to 55535")
@@ -712,8 +714,8 @@ def _alarm_target(raw: Values) -> tuple[str | None, str | None]:
         raise SettingsError(
             "alarmEmail",
             email,
-            "unset when alarmTopicArn is set: the program subscribes addresses only to the topic it creates; "
-            "subscribe the address to your own topic where that topic is managed",
+            lambda n: f"unset when {n('alarmTopicArn')} is set: the program subscribes addresses only to the topic "
+                      "it creates; subscribe the address to your own topic where that topic is managed",
         )
     return email, topic
 

@@ -100,8 +100,9 @@ def check_zones_offer(instance_type: str, zones: list[str], offered: set[str], r
         raise SettingsError("availabilityZones", list(zones),
                             f"zones that offer {instance_type} (not {', '.join(missing)}{where})")
     raise SettingsError("instanceType", instance_type,
-                        f"a type offered in every zone picked for the subnets ({', '.join(zones)}; not offered in "
-                        f"{', '.join(missing)}{where}), or set availabilityZones to zones that offer it")
+                        lambda n: f"a type offered in every zone picked for the subnets ({', '.join(zones)}; not "
+                        f"offered in {', '.join(missing)}{where}), or set {n('availabilityZones')} to zones that "
+                        "offer it")
 
 
 def usable_memory_mib(instance_memory_mib: int, settings: Sized) -> int:

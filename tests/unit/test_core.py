@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import ipaddress
+import re
 
 import pytest
 
 from components.errors import SettingsError
-from components.settings import load_settings
+from components.settings import CONFIG_KEYS, load_settings
 from components.sizing import PRODUCTION, InstanceTypeInfo, check_instance_type, usable_memory_mib
 from components.topology import build_topology, follows
+from tests.tools import ROOT
 
 PROD = {"servers": "3", "subnetCidrs": '["10.0.1.0/24","10.0.2.0/24","10.0.3.0/24"]', "frontEndCidrs": "10.1.0.0/16"}
 
@@ -96,3 +99,28 @@ def test_maxmemory_leaves_the_os_room_for_two_processes() -> None:
     assert usable_memory_mib(8192, prod) == 3072  # 8 GiB server: 2 GiB for the OS, 3 GiB per process
     assert usable_memory_mib(4096, dev) == 3072
     assert 2 * usable_memory_mib(32768, prod) + 8192 <= 32768
+
+
+def test_an_error_names_every_key_as_its_reader_knows_it() -> None:
+    error = SettingsError("availabilityZones", ["a"], lambda n: f"one zone per entry of {n('subnetCidrs')}")
+    assert str(error) == "config key 'availabilityZones': got ['a']; allowed: one zone per entry of subnetCidrs"
+    arguments = {"availabilityZones": "availability_zones", "subnetCidrs": "subnet_cidrs", "tags": "tags"}
+    named = error.named(arguments.__getitem__, "argument")
+    assert str(named) == "argument 'availability_zones': got ['a']; allowed: one zone per entry of subnet_cidrs"
+    assert SettingsError("tags.Owner", 1, "a string").named(str.upper, "argument").key == "TAGS.Owner"
+
+
+def test_no_error_text_names_a_config_key_by_hand() -> None:
+    """A camelCase key in an error's text reads wrong to a component's caller: texts name other keys through
+    SettingsError's namer (`lambda n: ... n('subnetCidrs')`), so both readers see their own names."""
+    camel = [k.name for k in CONFIG_KEYS if k.name != k.arg]
+    by_hand = []
+    for path in sorted((ROOT / "components").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SettingsError":
+                texts = [c.value for arg in [*node.args[2:], *(k.value for k in node.keywords)]
+                         for c in ast.walk(arg) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                # A text that is the key alone is the namer's argument: n('subnetCidrs').
+                by_hand += [f"{path.name}:{node.lineno} {key}" for key in camel for text in texts
+                            if text != key and re.search(rf"\b{key}\b", text)]
+    assert by_hand == []

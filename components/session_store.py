@@ -99,13 +99,17 @@ _ANNOTATION = {"int": "int | None", "bool": "bool | None", "text": "str | None",
 _DEFERRED_ANNOTATION = {"text": "pulumi.Input[str] | None", "list": "Sequence[pulumi.Input[str]]"}
 
 
+# Server numbers are numbers to a caller (the config's list holds their text).
+_ANNOTATION_OF = {"replace_servers": "Sequence[int]"}
+
+
 def _argument(key: ConfigKey) -> tuple[str, str, dataclasses.Field]:
-    annotation = (_DEFERRED_ANNOTATION if key.deferred else _ANNOTATION)[key.kind]
+    annotation = _ANNOTATION_OF.get(key.arg) or (_DEFERRED_ANNOTATION if key.deferred else _ANNOTATION)[key.kind]
     if key.applied == "required":
         return key.arg, annotation, field()
-    default = {"list": field(default=()), "map": field(default_factory=dict)}.get(key.kind, field(default=None))
-    if key.arg == "redis_password":
-        default = field(default=None, repr=False)
+    # Keyword-only: the order of CONFIG_KEYS is the README's, not a calling convention.
+    default = {"list": field(default=(), kw_only=True), "map": field(default_factory=dict, kw_only=True)}.get(
+        key.kind, field(default=None, kw_only=True, repr=key.arg != "redis_password"))
     return key.arg, annotation, default
 
 
@@ -127,11 +131,11 @@ SessionStoreArgs = dataclasses.make_dataclass(
         # Names what must be unique in the account and region (the Parameter Store paths, the log group,
         # the dashboard): default `<project>-<stack>` of the Pulumi program (this project's own stacks pass the
         # stack's name). Two stores in one program need two values.
-        ("stack", "str | None", field(default=None)),
+        ("stack", "str | None", field(default=None, kw_only=True)),
         # The Python that runs the post-deploy check (it needs this package and redis-py); default: the
         # one running the program, relative to the working directory when it is inside it.
-        ("health_check_python", "str | None", field(default=None)),
-        ("_names", "str", field(default="argument", repr=False, compare=False)),
+        ("health_check_python", "str | None", field(default=None, kw_only=True)),
+        ("_names", "str", field(default="argument", repr=False, compare=False, kw_only=True)),
     ],
     namespace={"from_config": classmethod(_from_config), "__module__": __name__, "__doc__": (
         "The session store's arguments: each config key's, in snake_case (`subnetCidrs` is `subnet_cidrs`).\n\n"
@@ -149,6 +153,8 @@ def _values_of(args: SessionStoreArgs) -> dict[str, object]:
     values: dict[str, object] = {}
     for key in CONFIG_KEYS:
         value = getattr(args, key.arg)
+        if value is None:
+            continue
         if key.kind == "list":
             if isinstance(value, (str, pulumi.Output)) or not isinstance(value, Sequence):
                 raise SettingsError(key.name, "a single value", "a list, such as [\"...\"]")
@@ -266,7 +272,8 @@ def checked_settings(args: SessionStoreArgs) -> Settings:
     settings = check_values(_values_of(args), stack)
     kept = {k.arg: getattr(args, k.arg) for k in CONFIG_KEYS
             if k.deferred and isinstance(getattr(args, k.arg), pulumi.Output)}
-    kept["front_end_security_group_ids"] = tuple(args.front_end_security_group_ids)
+    # A deferred list as given: its Outputs, not the stand-ins checked in their place.
+    kept |= {k.arg: tuple(getattr(args, k.arg) or ()) for k in CONFIG_KEYS if k.deferred and k.kind == "list"}
     password = args.redis_password
     if isinstance(password, pulumi.Output):
 

@@ -13,11 +13,11 @@ import ipaddress
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from components.errors import SettingsError
+from components.errors import Namer, SettingsError
 from components.generated_tables import between_markers, main
 from components.monitoring import BACKUP_RETENTION_DAYS_DEFAULT, LOG_RETENTION_DAYS_DEFAULT
 from components.platforms import DEFAULT_PLATFORM, PLATFORMS
@@ -374,7 +374,7 @@ def _list_of(key: str, text: str) -> tuple[str, ...]:
     return tuple(i.strip() for i in items if i.strip())
 
 
-def _int(values: Values, key: str, default: int, lo: int, hi: int, allowed: str) -> int:
+def _int(values: Values, key: str, default: int, lo: int, hi: int, allowed: str | Callable[[Namer], str]) -> int:
     value = values.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise SettingsError(key, value, allowed)
@@ -665,9 +665,9 @@ def check_values(raw: Values, stack: str) -> Settings:
         health_check_via=health_check_via,
         health_check_timeout=_int(
             raw, "healthCheckTimeout", DEFAULT_HEALTH_CHECK_TIMEOUT, shortest_check, 7200,
-            f"seconds, from {shortest_check} to 7200"
-            + (" with healthCheckVia cloudwatch (the servers publish once a minute, and a verdict counts from the "
-               "first whole minute after the check starts)" if health_check_via == "cloudwatch" else ""),
+            lambda n: f"seconds, from {shortest_check} to 7200"
+            + (f" with {n('healthCheckVia')} cloudwatch (the servers publish once a minute, and a verdict counts "
+               "from the first whole minute after the check starts)" if health_check_via == "cloudwatch" else ""),
         ),
         tls=tls,
         replace_servers=tuple(replace_servers),

@@ -37,6 +37,7 @@ Plain Python, no pulumi.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import secrets
@@ -837,6 +838,7 @@ class Loopback:
         first_new = len(self.topology.servers)
         self.hosts += hosts
         self.topology = build_topology(len(self.hosts), LOOPBACK_SUBNET, standalone_port=self.port, hosts=self.hosts)
+        self.settings = dataclasses.replace(self.settings, servers=len(self.hosts))
         self.write_files()
         new = [s.index for s in self.topology.servers[first_new:]]
         for server in new:

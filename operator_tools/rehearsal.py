@@ -692,7 +692,8 @@ def scale(lo: Loopback, servers: int, state_dir: Path, wait_seconds: int = 300) 
         duration = time.monotonic() - started
         traffic.stop()
         save_state(state_dir, {**json.loads((state_dir / STATE_FILE).read_text()),
-                               "servers": len(lo.topology.servers), "hosts": lo.hosts})
+                               "servers": len(lo.topology.servers), "hosts": lo.hosts,
+                               "settings": settings_state(lo.settings)})
     for server, output in sorted(outputs.items()):
         print(f"server {server + 1} ({lo.topology.servers[server].private_ip}) join:")
         print("\n".join("  " + line for line in output.strip().splitlines() if line.startswith("cluster-join:")

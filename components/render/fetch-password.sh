@@ -67,15 +67,19 @@ trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the p
 write_auth() {
     # A file this script wrote always has the secret; one without it must not start Redis with CONFIG.
     [ -n "$ops" ] || [ -z "$RENAMED_COMMANDS" ] || return 1
-    replace_file "$AUTH_FILE" 0640 < <(
-        printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
-        for command in $RENAMED_COMMANDS; do
-            printf 'rename-command %s %s-%s\n' "$command" "$command" "$ops"
-        done
-        if [ $# -eq 3 ]; then
-            printf '# previous-password-until %s\n%s\n' "$2" "$3"
-        fi
-    )
+    replace_file "$AUTH_FILE" 0640 auth_lines "$@"
+}
+
+# auth_lines PASSWORD [UNTIL USER_LINE] : the file's lines (builtins only: the password is no argv).
+# shellcheck disable=SC2317 # run by replace_file
+auth_lines() {
+    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
+    for command in $RENAMED_COMMANDS; do
+        printf 'rename-command %s %s-%s\n' "$command" "$command" "$ops"
+    done
+    if [ $# -eq 3 ]; then
+        printf '# previous-password-until %s\n%s\n' "$2" "$3"
+    fi
 }
 
 # What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no

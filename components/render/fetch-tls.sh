@@ -43,7 +43,7 @@ cached() { [ -s "$TLS_CA_FILE" ] && [ -s "$TLS_CERT_FILE" ] && [ -s "$TLS_KEY_FI
 # half-written certificate or key.
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the key behind
-put() { replace_file "$1" "$2" < <(printf '%s\n' "$3"); }
+put() { replace_file "$1" "$2" printf '%s\n' "$3"; }
 
 # pem TEXT : true when TEXT holds a PEM block (SSM returned what we stored, not an error text).
 pem() { case "$1" in *"-----BEGIN "*"-----"*) return 0 ;; *) return 1 ;; esac }

@@ -20,19 +20,22 @@ caller_id() {
         --query UserId --output text --cli-connect-timeout 5 --cli-read-timeout 20
 }
 
-# replace_file PATH MODE < CONTENT : stdin becomes PATH atomically (a temporary file beside it, then a
-# rename), so a reader never sees half a file; MODE, and run as root, owner root:redis (Redis reads it
-# through its group; a loopback rehearsal run by a user keeps the user). The temporary file's name is in
-# $tmp until the rename: the caller's EXIT trap removes it, so a failed run leaves no copy of a secret.
-# Give CONTENT through `< <(printf ...)`: printf is a builtin, so no secret is an argv of a process.
+# replace_file PATH MODE COMMAND [ARGS...] : COMMAND's output becomes PATH atomically (a temporary file
+# beside it, then a rename), so a reader never sees half a file; MODE, and run as root, owner root:redis
+# (Redis reads it through its group; a loopback rehearsal run by a user keeps the user). COMMAND runs in
+# this shell (a function, or a builtin such as printf): no secret it prints is an argv of a process, and
+# an error in it (set -u) ends the script before the rename. The temporary file's name is in $tmp until
+# the rename: the caller's EXIT trap removes it, so a failed run leaves no copy of a secret.
 # shellcheck disable=SC2317
 replace_file() {
-    tmp=$(mktemp "$1.XXXXXX") || return 1
-    cat >"$tmp" || return 1
+    local path=$1 mode=$2
+    shift 2
+    tmp=$(mktemp "$path.XXXXXX") || return 1
+    "$@" >"$tmp" || return 1
     if [ "$EUID" -eq 0 ]; then
         chown root:redis "$tmp" || return 1
     fi
-    chmod "$2" "$tmp" && mv -f "$tmp" "$1" || return 1
+    chmod "$mode" "$tmp" && mv -f "$tmp" "$path" || return 1
     tmp=""
 }
 

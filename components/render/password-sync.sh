@@ -120,18 +120,22 @@ apply() {
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind
 
-# write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically (a temporary file beside it,
-# then a rename) with the same owner and mode. With UNTIL, the default user also accepts PREVIOUS.
+# write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically (replace_file: lib.sh), root:redis
+# 0640 as redis-auth wrote it. With UNTIL, the default user also accepts PREVIOUS.
 # (replace_file: lib.sh.)
 write_auth() {
-    replace_file "$AUTH_FILE" 0640 < <(
-        printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
-        [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
-        if [ $# -eq 3 ]; then
-            # `on` matters: a `user default` line without it disables the user.
-            printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1"
-        fi
-    )
+    replace_file "$AUTH_FILE" 0640 auth_lines "$@"
+}
+
+# auth_lines PASSWORD [UNTIL PREVIOUS] : the file's lines (builtins only: no password is an argv).
+# shellcheck disable=SC2317 # run by replace_file
+auth_lines() {
+    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
+    [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
+    if [ $# -eq 3 ]; then
+        # `on` matters: a `user default` line without it disables the user.
+        printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1"
+    fi
 }
 
 when() { date -u -d "@$1" '+%F %T UTC'; }

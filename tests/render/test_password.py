@@ -27,6 +27,7 @@ from components.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
+from components.render.shipped import LIBRARY
 from components.render.tls import fetch_tls_script
 from tests.tools import tool
 
@@ -217,3 +218,20 @@ def test_the_servers_take_exactly_the_passwords_the_program_takes(name, text):
                              env=env, timeout=10).stdout.strip()
         want = "takes" if _program_takes(password) else "refuses"
         assert got == want, f"{name}: {password!r}: the servers' rule {got}, the program's {want}"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_copy(tmp_path):
+    """lib.sh's replace_file: content that fails half-way (set -u, as the scripts run) never replaces the file,
+    and the script's EXIT trap removes the temporary copy; content that succeeds replaces it whole."""
+    target = tmp_path / "auth.conf"
+    target.write_text("requirepass old\n")
+    script = (LIBRARY.read_text() + "\nset -euo pipefail\ntmp=''\ntrap '[ -z \"$tmp\" ] || rm -f \"$tmp\"' EXIT\n"
+              "lines() { printf 'requirepass %s\\n' \"$1\"; printf '%s\\n' \"$unset_here\"; }\n"
+              "good() { printf 'requirepass %s\\n' \"$1\"; }\n"
+              'replace_file "$TARGET" 0640 "$WHICH" new\n')
+    for which, code, content in [("lines", 1, "requirepass old\n"), ("good", 0, "requirepass new\n")]:
+        done = subprocess.run([tool("bash"), "-c", script], env={"TARGET": str(target), "WHICH": which},
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == code and target.read_text() == content, (which, done.stderr)
+        assert [p.name for p in tmp_path.iterdir()] == ["auth.conf"], which
+    assert oct(target.stat().st_mode & 0o777) == "0o640"

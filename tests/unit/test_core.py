@@ -117,8 +117,9 @@ def test_no_error_text_names_a_config_key_by_hand() -> None:
     by_hand = []
     for path in sorted((ROOT / "components").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SettingsError":
-                texts = [c.value for arg in [*node.args[2:], *(k.value for k in node.keywords)]
+            # SettingsError and the helpers that pass their `allowed` on to it.
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("SettingsError", "_int", "_one_of"):
+                texts = [c.value for arg in [*node.args[1:], *(k.value for k in node.keywords)]
                          for c in ast.walk(arg) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
                 # A text that is the key alone is the namer's argument: n('subnetCidrs').
                 by_hand += [f"{path.name}:{node.lineno} {key}" for key in camel for text in texts

@@ -94,6 +94,16 @@ def test_alongside_example_wires_the_programs_own_resources_in() -> None:
     assert all(r.parent in mine for r in program.resources if r.urn in mine and r.urn != store_urn)
 
 
+def test_arguments_are_typed_keyword_arguments_and_none_keeps_a_default() -> None:
+    from components.session_store import _values_of
+
+    args = SessionStoreArgs(["172.31.140.0/24"], servers=3, front_end_cidrs=None, tags=None, replace_servers=[2])
+    assert _values_of(args) == {"subnetCidrs": ("172.31.140.0/24",), "servers": 3, "replaceServers": ("2",)}
+    # Keyword-only but the subnets: the declarations' order is the README's, not a calling convention.
+    with pytest.raises(TypeError):
+        SessionStoreArgs(["172.31.140.0/24"], 3)  # type: ignore[misc]
+
+
 def test_every_config_key_is_an_argument() -> None:
     fields = {f.name for f in dataclasses.fields(SessionStoreArgs)} - {"stack", "health_check_python", "_names"}
     assert set(ARGUMENT_OF) == {k.name for k in CONFIG_KEYS}

@@ -72,4 +72,8 @@ def test_install_then_an_example_creates_the_store(tmp_path: Path) -> None:
     assert {"outsystems:redis:Environment", "aws:ec2/securityGroup:SecurityGroup",
             "aws:secretsmanager/secretVersion:SecretVersion", "command:local:Command"} <= set(found["types"])
     assert found["servers"] == 1
+    # The tools as installed commands, each its own main (the same --help as `python -m operator_tools.<tool>`).
+    for tool in ("health", "check", "backup", "maintenance", "rehearsal", "migration"):
+        done = run([str(fresh / "bin" / f"outsystems-redis-{tool}"), "--help"], program)
+        assert f"python -m operator_tools.{tool}" in done.stdout.splitlines()[0], (tool, done.stdout)
     assert found["exports"] == ["connectionSecretArn", "frontEndSecurityGroupId", "serverPrivateIps"]

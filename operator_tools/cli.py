@@ -41,39 +41,3 @@ def command_parser(prog: str, description: str, verbs: Mapping[str, tuple[str, s
     parser.add_argument("command", choices=tuple(verbs), help="one of the commands below")
     return parser
 
-
-# The installed commands (pyproject.toml [project.scripts]): each runs its tool's main, as `python -m` does.
-def health() -> None:
-    from operator_tools.health.__main__ import main
-
-    exit_with(main)
-
-
-def check() -> None:
-    from operator_tools.check import main
-
-    exit_with(main)
-
-
-def backup() -> None:
-    from operator_tools.backup import main
-
-    exit_with(main)
-
-
-def maintenance() -> None:
-    from operator_tools.maintenance import main
-
-    exit_with(main)
-
-
-def rehearsal() -> None:
-    from operator_tools.rehearsal import main
-
-    exit_with(main)
-
-
-def migration() -> None:
-    from operator_tools.migration import main
-
-    exit_with(main)

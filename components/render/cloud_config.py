@@ -203,7 +203,7 @@ def server_files(
         files += [
             _file(JOIN_ENV_PATH,
                   render_env_file(join_env(topology, server, auth_file=EC2_PATHS.auth_file, redis_cli=redis_cli))),
-            _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes))),
+            _file(f"{UNIT_DIR}/{JOIN_UNIT}", render_join_unit(tuple(p.port for p in srv.processes), platform)),
         ]
     ports = tuple(p.port for p in srv.processes)
     if topology.cluster:

@@ -302,15 +302,23 @@ def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
     )
 
 
-def render_join_unit(ports: tuple[int, ...]) -> str:
+def render_join_unit(ports: tuple[int, ...], platform: Platform) -> str:
     """Runs on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
-    # The script comes from the stack's bucket (fetched.py): root fetches and verifies it ('+': as root,
-    # outside the sandbox, where the AWS credentials are), then the launcher checks that copy again and
-    # runs it as redis. At a first boot the fetch keeps trying while the instance role reaches S3.
+    # The script comes from the stack's bucket (fetched.py): root fetches and verifies it (where the AWS
+    # credentials are), then the launcher checks that copy again and runs it as redis. At a first boot the
+    # fetch keeps trying while the instance role reaches S3. The fetch runs as root inside the unit's sandbox
+    # ('!': only User= and Group= are lifted), writing nothing but its copies' directory, which root makes
+    # first ('+': one fixed command); where the AWS CLI is a snap, which a sandbox breaks, outside it ('+').
+    if platform.aws_cli_snap:
+        fetch = f"ExecStartPre=+/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
+    else:
+        fetch = (f"ExecStartPre=+/usr/bin/install -d -m 0755 {REDIS_RUN_STATE_DIR}\n"
+                 f"ExecStartPre=!/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
+                 f"ReadWritePaths=-{REDIS_RUN_STATE_DIR}\n")
     run = (f"EnvironmentFile={AUTH_ENV_PATH}\n"  # the region and the bucket's parameter
            f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={REDIS_RUN_STATE_DIR} "
            f"FIRST_FETCH_SECONDS={FIRST_FETCH_SECONDS}\n"
-           f"ExecStartPre=+/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
+           f"{fetch}"
            f"ExecStart=/usr/bin/env NO_FETCH=1 {OBSERVE_PATH}\n")
     return _cluster_unit(
         ports,

@@ -165,7 +165,7 @@ unverified_modules: [snap]
 # (systemd.SANDBOX) leaves open. A drop-in for each (a top-level service.d one would put every service of the
 # boot, Redis's and systemd's own, in a mount namespace of its own).
 AWS_UNITS = ("redis-auth.service", "redis-password-sync.service", "redis-backup.service", "redis-metrics.service",
-             "redis-logs.service")
+             "redis-logs.service", "redis-cluster-join.service")
 SERVICE_SETTINGS = f"""# tests/boot: what differs from an EC2 boot (see tests/boot/machines.py).
 [Service]
 ReadWritePaths=-/var/lib/osr-boot -/usr/local/lib/osr-boot/s3 -{AWS_LOG}

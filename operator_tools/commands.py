@@ -6,40 +6,24 @@ would close a circle.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 from operator_tools.cli import exit_with
 
 
-def health() -> None:
-    from operator_tools.health.__main__ import main
+def _command(module: str) -> Callable[[], None]:
+    """The console script of `module`'s main (imported when run: one command loads one tool)."""
 
-    exit_with(main)
+    def run() -> None:
+        exit_with(importlib.import_module(module).main)
 
-
-def check() -> None:
-    from operator_tools.check import main
-
-    exit_with(main)
+    return run
 
 
-def backup() -> None:
-    from operator_tools.backup import main
-
-    exit_with(main)
-
-
-def maintenance() -> None:
-    from operator_tools.maintenance import main
-
-    exit_with(main)
-
-
-def rehearsal() -> None:
-    from operator_tools.rehearsal import main
-
-    exit_with(main)
-
-
-def migration() -> None:
-    from operator_tools.migration import main
-
-    exit_with(main)
+health = _command("operator_tools.health.__main__")
+check = _command("operator_tools.check")
+backup = _command("operator_tools.backup")
+maintenance = _command("operator_tools.maintenance")
+rehearsal = _command("operator_tools.rehearsal")
+migration = _command("operator_tools.migration")

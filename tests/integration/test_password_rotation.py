@@ -559,3 +559,19 @@ def test_rehearsal_rotate_password_then_status_keeps_working(version, b, tmp_pat
     finally:
         down = rehearse(state, prefix, version, "down")
     assert down.returncode == 0 and not state.exists()
+
+
+def test_before_redis_auth_has_written_the_file_the_sync_has_nothing_to_do(loopback_factory, tmp_path):
+    """A first boot's timer can fire before redis-auth has written the auth file (its unit still trying, or
+    restarted): the sync says so and succeeds, touching nothing, so no unit shows failed for redis-auth's
+    delay (the boot test saw one, after redis-auth's container-only 219/CGROUP restart)."""
+    redis_bin("5.0")
+    lo = loopback_factory("5.0", 1)
+    lo.write_password_scripts()
+    missing = tmp_path / "auth" / "auth.conf"
+    env = {"PATH": lo.script_path(), **lo.password_sync_environment(0), "AUTH_FILE": str(missing)}
+    result = subprocess.run([BASH, str(lo.state_dir / "redis-password-sync")], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "has not written it; nothing to sync" in result.stdout
+    assert not missing.parent.exists()

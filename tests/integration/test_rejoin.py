@@ -22,6 +22,8 @@ from components.render.join import join_script
 from operator_tools import health
 from operator_tools.loopback import BASH, Loopback
 from operator_tools.rehearsal import (
+    UNREPLICATED_WINDOW,
+    in_flight_at_kill,
     restore_roles,
     server_number,
     slots_writable,
@@ -61,6 +63,25 @@ def test_server_numbers_count_from_one_and_a_bad_one_names_the_argument() -> Non
     for bad in ("0", "5", "two"):
         with pytest.raises(ValueError, match="--server"):
             server_number(bad, 4)
+
+
+def test_only_a_loss_acknowledged_by_the_killed_master_just_before_the_kill_is_put_down_to_replication() -> None:
+    from redis.crc import key_slot
+
+    on_victim, elsewhere = "{a_1}_Data", "{b_2}_Data"
+    assert key_slot(on_victim.encode()) != key_slot(elsewhere.encode())
+    victim_slots = {key_slot(on_victim.encode())}
+    kill = (100.0, 100.05)
+
+    def excused(data: str, acked: float) -> bool:
+        return bool(in_flight_at_kill([data], {data: acked}, victim_slots, kill))
+
+    assert excused(on_victim, 100.0 - UNREPLICATED_WINDOW / 2)
+    assert excused(on_victim, 100.02)  # acknowledged while the SIGKILL was on its way
+    assert not excused(on_victim, 100.0 - UNREPLICATED_WINDOW - 0.5)  # its replica had time: a defect
+    assert not excused(on_victim, 101.0)  # acknowledged after the kill, by the replica that took over
+    assert not excused(elsewhere, 99.9)  # a master that was not killed
+    assert not in_flight_at_kill([on_victim], {}, victim_slots, kill)  # never acknowledged: not the client's
 
 
 @pytest.mark.parametrize("version", ["5.0", "7.0"])

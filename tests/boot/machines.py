@@ -500,6 +500,10 @@ class Server:
     # console line stays, and a later check must still know it is a recovered one.
     recovered: set[str] = field(default_factory=set, init=False)
     boots: int = field(default=0, init=False)
+    # The fleet's servers (shared with Fleet): a wait on one server may be a wait on another (a cluster forms
+    # only when every server answers), so its diagnostics show them too.
+    fleet: dict[int, Server] = field(default_factory=dict, init=False, repr=False)
+    cgroup_retried: set[str] = field(default_factory=set, init=False)  # restart_cgroup_flake's, this boot
 
     def __post_init__(self) -> None:
         self.config = cloud_config(self.user_data)
@@ -596,6 +600,7 @@ class Server:
             self._provision()
         self.boots += 1
         self.recovered = set()
+        self.cgroup_retried = set()
         log = open(self.dir / f"console-{self.boots}.log", "wb")  # noqa: SIM115 (kept by the process)
         self.proc = subprocess.Popen(
             [
@@ -742,6 +747,27 @@ class Server:
         ]
         return "\n".join(parts)
 
+    def brief(self) -> str:
+        """A peer's part in another server's diagnostics: cloud-init's verdict and its units not yet done."""
+        if not self.running:
+            return f"=== peer {self.name} ({self.ip}): not running"
+        units = expected_units(self.config)
+        waiting = {u: st for u, st in self.units_state(units).items() if st != "done"}
+        return "\n".join([
+            f"=== peer {self.name} ({self.ip}): cloud-init {self.out('cloud-init status')}; units not done: "
+            f"{waiting or 'none'}",
+            *(self.out(f"journalctl --no-pager -b -n 8 -o short-monotonic -u {unit}") for unit in waiting),
+        ])
+
+    def wait_diagnostics(self, units: list[str]) -> str:
+        """What a wait that timed out needs: which units were not done, this server's diagnostics, its peers'."""
+        states = self.units_state(units) if self.running else {}
+        return "\n".join([
+            f"units not done: {({u: st for u, st in states.items() if st != 'done'}) or 'none'}",
+            self.diagnostics(),
+            *(peer.brief() for peer in self.fleet.values() if peer is not self),
+        ])
+
     def units_state(self, units: list[str]) -> dict[str, str]:
         """unit -> "done" (running for a service, finished for a RemainAfterExit one), "failed" or its state."""
         shown = self.out("systemctl show -p Id,ActiveState,SubState,RemainAfterExit,Result " + " ".join(units))
@@ -762,23 +788,22 @@ class Server:
     def wait_units_active(self, units: list[str], timeout: float) -> None:
         """Until every unit runs (a service) or has finished (a RemainAfterExit one); a failed one fails at once."""
 
-        retried: set[str] = set()
-
         def all_done() -> bool:
             states = self.units_state(units)
-            failed = [u for u, st in states.items() if st == "failed"]
-            for unit in [u for u in failed if u not in retried and self._failed_at_cgroup_setup(u)]:
-                # 219/CGROUP: systemd could not set up the unit's cgroup in this container, so its
-                # program never ran (an artifact of nested cgroups under load; EC2 has none). Once.
-                print(f"{self.name}: {unit} failed with 219/CGROUP before it ran; starting it again")
-                retried.add(unit)
-                self.exec(f"systemctl reset-failed {unit}; systemctl start --no-block {unit}")
-                failed.remove(unit)
+            failed = [u for u, st in states.items() if st == "failed" and not self.restart_cgroup_flake(u)]
+            # This server's bootstrap or join waits for its peers' Redis: a peer's unit that flaked the
+            # same way is started again too, or this wait would outlast it for nothing.
+            for peer in self.fleet.values():
+                if peer is not self and peer.running:
+                    peer_units = expected_units(peer.config)
+                    for unit, st in peer.units_state(peer_units).items():
+                        if st == "failed":
+                            peer.restart_cgroup_flake(unit)
             if failed:
                 raise AssertionError(f"{self.name}: failed: {failed}\n{self.diagnostics()}")
             if all(st == "done" for st in states.values()):
                 # Their console line stays: a later check of this boot must know they recovered.
-                self.recovered.update(retried)
+                self.recovered.update(self.cgroup_retried)
                 return True
             # Nothing left that could still start them: the boot is over and no job is queued.
             idle = [u for u, st in states.items() if st != "done"]
@@ -787,7 +812,8 @@ class Server:
                 raise AssertionError(f"{self.name}: {idle} never started (no job queued)\n{self.diagnostics()}")
             return False
 
-        wait_for(all_done, timeout, f"{self.name}: not all of {units} running or finished", self.diagnostics)
+        wait_for(all_done, timeout, f"{self.name}: not all of {units} running or finished",
+                 lambda: self.wait_diagnostics(units))
 
     def boot_problems(self, defer_cgroup: bool = False) -> list[str]:
         """What went wrong in this boot, beyond what a container does by design (empty: nothing).
@@ -857,6 +883,17 @@ class Server:
         self.exec(f"systemctl reset-failed {unit}; systemctl start {unit}", timeout=timeout)
         return self.out(f"systemctl show -p Result --value {unit}") == "success" and \
             self.out(f"systemctl is-failed {unit}") != "failed"
+
+    def restart_cgroup_flake(self, unit: str) -> bool:
+        """True when failed `unit` failed at the container's cgroup setup (219/CGROUP: systemd could not set
+        up its cgroup, so its program never ran; nested cgroups under load, EC2 has none) and is now started
+        once more. Once per unit and boot: a second failure is the unit's own."""
+        if unit in self.cgroup_retried or not self._failed_at_cgroup_setup(unit):
+            return False
+        print(f"{self.name}: {unit} failed with 219/CGROUP before it ran; starting it again")
+        self.cgroup_retried.add(unit)
+        self.exec(f"systemctl reset-failed {unit}; systemctl start --no-block {unit}")
+        return True
 
     def _failed_at_cgroup_setup(self, unit: str) -> bool:
         return self.out(f"systemctl show -p ExecMainStatus --value {unit}") == "219"
@@ -929,6 +966,7 @@ class Fleet:
     def add(self, name: str, index: int, ip: str, user_data: bytes, parameters: dict[str, str],
             tools: dict[str, str] | None = None) -> Server:
         server = Server(name, index, ip, user_data, parameters, self.workdir, self.vpc, self.root, dict(tools or {}))
+        server.fleet = self.servers
         self.servers[index] = server
         return server
 

@@ -93,6 +93,8 @@ def test_a_unit_the_wait_started_again_after_219_cgroup_is_recovered_for_that_bo
 
     server = object.__new__(machines.Server)
     server.recovered = set()
+    server.cgroup_retried = set()
+    server.fleet = {}
     server.name = "server-1"
     server.merged = tmp_path
     (tmp_path / "var/log").mkdir(parents=True)
@@ -120,11 +122,50 @@ def test_a_unit_the_wait_started_again_after_219_cgroup_is_recovered_for_that_bo
                        "systemctl start --no-block redis-provision.service"]
     assert server.boot_problems() == []
 
-    server.recovered = set()  # the next boot
+    server.recovered, server.cgroup_retried = set(), set()  # the next boot
     states = iter([{"redis-provision.service": "failed"}, {"redis-provision.service": "failed"}])
     server.units_state = lambda units: next(states)
     with pytest.raises(AssertionError, match="failed: \\['redis-provision.service'\\]"):
         server.wait_units_active(["redis-provision.service"], timeout=5)
+
+
+def test_a_peers_unit_that_flaked_at_cgroup_setup_is_started_again_by_a_wait_on_another_server() -> None:
+    """Server 1's bootstrap waits until every server's Redis answers. When server 3's redis-auth failed with
+    219/CGROUP, nothing started it again until the wait on server 1 had timed out (CI of d97af44: the TLS
+    boot, 300 s). The wait on any server starts a peer's flaked unit again, once; a peer's other failure is
+    left to that peer's own wait. Only systemd's answers are stood in for."""
+    from tests.boot import machines
+
+    def server(name: str, states: list[dict[str, str]], flaked: set[str]):
+        s = object.__new__(machines.Server)
+        s.name, s.recovered, s.cgroup_retried, s.config = name, set(), set(), {}
+        s.started = []
+        answers = iter(states)
+        last = {}
+
+        def units_state(units):
+            nonlocal last
+            last = next(answers, last)
+            return last
+        s.units_state = units_state
+        s._failed_at_cgroup_setup = lambda unit: unit in flaked
+        s.exec = lambda command, timeout=60: s.started.append(command)
+        s.diagnostics = lambda: ""
+        s.proc = type("Running", (), {"poll": staticmethod(lambda: None)})()
+        return s
+
+    auth, join = "redis-auth.service", "redis-cluster-bootstrap.service"
+    first = server("server-1", [{join: "active/running"}, {join: "active/running"}, {join: "done"}], set())
+    third = server("server-3", [{auth: "failed", "redis-logs.service": "failed"}, {auth: "done"}], {auth})
+    first.fleet = third.fleet = {0: first, 2: third}
+    original = machines.expected_units
+    machines.expected_units = lambda config: [auth]
+    try:
+        first.wait_units_active([join], timeout=10)
+    finally:
+        machines.expected_units = original
+    assert third.started == [f"systemctl reset-failed {auth}; systemctl start --no-block {auth}"]
+    assert third.cgroup_retried == {auth} and first.started == []
 
 
 def test_a_unit_that_flaked_at_cgroup_setup_and_runs_again_is_forgiven_with_its_dependents(tmp_path) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import redis
 
-from components.render.make_room import needs_make_room
+from components.render.make_room import make_room_env, needs_make_room
 from components.render.redis_conf import EVICTION_POLICY
 from operator_tools.loopback import platform_for, redis_binary, spawn_make_room
 from operator_tools.sessions import SessionStore, inspect, session_tag
@@ -91,8 +91,8 @@ def _start_make_room(host: str, port: int, directory: Path, password: str) -> su
     """The shipped redis-make-room with the shipped figures, watching this one process (ahead of the writer)."""
     auth = directory / "auth.conf"
     auth.write_text(f"requirepass {password}\n")
-    return spawn_make_room(directory / "redis-make-room", host, (port,), str(auth), directory / "make-room.log",
-                           ahead=True)
+    return spawn_make_room(directory / "redis-make-room", make_room_env(host, (port,), auth_file=str(auth)),
+                           directory / "make-room.log", ahead=True)
 
 
 def run_one(version: str, policy: str, *, port: int, host: str = "127.0.0.1", maxmemory_mb: int = 8,

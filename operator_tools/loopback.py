@@ -54,20 +54,20 @@ from pathlib import Path
 import redis
 
 from components.platforms import PLATFORMS, Platform
-from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_env, bootstrap_script
-from components.render.join import join_env, join_script, runs_join
-from components.render.make_room import LOOPBACK_INTERVALS, make_room_env, make_room_script, needs_make_room
+from components.render import programs
+from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_script
+from components.render.join import join_script, runs_join
+from components.render.make_room import LOOPBACK_INTERVALS, make_room_script, needs_make_room
 from components.render.metrics_agent import read_command_names
 from components.render.password import (
     PASSWORD_GRACE_SECONDS,
     fetch_password_script,
-    password_sync_env,
     password_sync_script,
     secret_names_env,
 )
 from components.render.redis_conf import Paths, render_redis_conf
-from components.render.roles import role_restore_env, role_restore_script
-from components.render.step_down import step_down_env, step_down_script
+from components.render.roles import role_restore_script
+from components.render.step_down import step_down_script
 from components.render.tls import render_tls_cli
 from components.settings import Settings
 from components.topology import Process, Topology, build_topology
@@ -309,6 +309,17 @@ class Loopback:
             bind_loopback=False,  # the host already is a loopback address
         )
 
+    def where(self, server: int) -> programs.Where:
+        """Server `server` as render/programs.py describes what runs on it: this state dir's paths and redis-cli,
+        the stand-in Parameter Store's names."""
+        return programs.Where(dataclasses.replace(self.settings, stack=STACK), self.topology, server,
+                              self.cli_for(server), paths=self.paths(server), password_parameter=PASSWORD_PARAMETER,
+                              region=REGION, memory_mib=self.memory_mib)
+
+    def environment(self, program: str, server: int) -> dict[str, str]:
+        """What the units of `program` (a name in render/programs.py) are given on server `server`, as on EC2."""
+        return programs.environment(program, self.where(server))
+
     def conf_text(self, process: Process) -> str:
         """The rendered redis.conf of `process`, exactly what EC2 gets but for addresses and paths."""
         return render_redis_conf(
@@ -405,8 +416,7 @@ class Loopback:
 
     def fetch_password_environment(self, server: int) -> dict[str, str]:
         """auth.env of server `server`, as on EC2 but for the stand-in parameter and this state dir."""
-        return {"PASSWORD_PARAMETER": PASSWORD_PARAMETER, "AWS_REGION": REGION,
-                "AUTH_FILE": self.paths(server).auth_file, **secret_names_env(STACK, self.platform)}
+        return self.environment("redis-auth", server)
 
     def fetch_password(self, server: int, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
         """Run the shipped boot step (redis-auth.service) for server `server`: SSM -> its auth include.
@@ -420,9 +430,7 @@ class Loopback:
 
     def password_sync_environment(self, server: int, grace_seconds: int = PASSWORD_GRACE_SECONDS) -> dict[str, str]:
         """What redis-password-sync is given on server `server`: auth.env plus password-sync.env, as on EC2."""
-        ports = tuple(p.port for p in self.topology.servers[server].processes)
-        env = {**self.fetch_password_environment(server),
-               **password_sync_env(ports, self.version, self.cli_for(server))}
+        env = self.environment("redis-password-sync", server)
         env["GRACE_SECONDS"] = str(grace_seconds)
         env["REDIS_HOST"] = self.topology.servers[server].private_ip
         return env
@@ -587,11 +595,9 @@ class Loopback:
         """Start the shipped redis-make-room for one server, detached (a no-op unless `make_room`)."""
         if not self.make_room or self._make_room_pid(server):
             return
-        srv = self.topology.servers[server]
         run_root = Path(self.paths(server).run_root)
         run_root.mkdir(parents=True, exist_ok=True)
-        proc = spawn_make_room(self.state_dir / "redis-make-room", srv.private_ip,
-                               tuple(p.port for p in srv.processes), self.paths(server).auth_file,
+        proc = spawn_make_room(self.state_dir / "redis-make-room", self.environment("redis-make-room", server),
                                Path(self.paths(server).log_dir) / "make-room.log")
         (run_root / "make-room.pid").write_text(f"{proc.pid}\n")
 
@@ -660,11 +666,7 @@ class Loopback:
 
     def bootstrap_environment(self, wait_seconds: int = 60) -> dict[str, str]:
         """What the bootstrap script is given here: loopback addresses, this state dir, this redis-cli."""
-        env = bootstrap_env(
-            self.topology,
-            auth_file=self.paths(BOOTSTRAP_SERVER).auth_file,
-            redis_cli=self.cli_for(BOOTSTRAP_SERVER),
-        )
+        env = self.environment("redis-cluster-bootstrap", BOOTSTRAP_SERVER)
         env["WAIT_SECONDS"] = str(wait_seconds)
         return env
 
@@ -690,8 +692,7 @@ class Loopback:
 
     def join_environment(self, server: int, wait_seconds: int = 120) -> dict[str, str]:
         """What the join script is given on server `server`: its own auth file, as on EC2."""
-        env = join_env(self.topology, server, auth_file=self.paths(server).auth_file,
-                       redis_cli=self.cli_for(server))
+        env = self.environment("redis-cluster-join", server)
         env["WAIT_SECONDS"] = str(wait_seconds)
         return env
 
@@ -781,16 +782,13 @@ class Loopback:
         script = self.state_dir / "redis-role-restore"
         _write_if_changed(script, role_restore_script())
         envs = {server: {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                         **role_restore_env(self.topology, server, auth_file=self.paths(server).auth_file,
-                                            redis_cli=self.cli_for(server))}
+                         **self.environment("redis-role-restore", server)}
                 for server in range(len(self.topology.servers))}
         return run_at_once(script, envs, timeout)
 
     def step_down_environment(self, server: int) -> dict[str, str]:
         """What redis-step-down is given on server `server` (its step-down.env on EC2)."""
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                **step_down_env(self.topology, server, auth_file=self.paths(server).auth_file,
-                                redis_cli=self.cli_for(server))}
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.environment("redis-step-down", server)}
 
     def step_down(self, server: int, timeout: float = 60) -> dict[int, tuple[int, str]]:
         """Run the shipped redis-step-down for every process of server `server` at once, as systemd runs
@@ -903,14 +901,12 @@ def run_at_once(script: Path, envs: dict[int, dict[str, str]], timeout: float,
     return results
 
 
-def spawn_make_room(script: Path, host: str, ports: tuple[int, ...], auth_file: str, log: Path,
-                    ahead: bool = False) -> subprocess.Popen:
-    """The shipped redis-make-room (written to `script`) watching `ports` on `host`, with the shipped figures
-    at loopback's intervals, detached in its own session. `ahead`: at nice -10 when run as root, ahead of
-    a busy writer on the same cores (on a server nothing competes with it like that)."""
+def spawn_make_room(script: Path, env: dict[str, str], log: Path, ahead: bool = False) -> subprocess.Popen:
+    """The shipped redis-make-room (written to `script`) with its environment `env` (make_room_env), at loopback's
+    intervals, detached in its own session. `ahead`: at nice -10 when run as root, ahead of a busy writer on the
+    same cores (on a server nothing competes with it like that)."""
     _write_if_changed(script, make_room_script())
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **make_room_env(host, ports, auth_file=auth_file),
-           **LOOPBACK_INTERVALS}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env, **LOOPBACK_INTERVALS}
     nice = (lambda: os.nice(-10) if os.geteuid() == 0 else None) if ahead else None
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, str(script)], env=env, stdin=subprocess.DEVNULL, stdout=out,

@@ -20,29 +20,10 @@ Pure text, no pulumi.
 
 from __future__ import annotations
 
-from components.monitoring import (
-    BACKUP_TOOL_KEY,
-    FETCH_PASSWORD_TOOL_KEY,
-    FETCH_TLS_TOOL_KEY,
-    JOIN_TOOL_KEY,
-    OBSERVE_TOOL_KEY,
-    PASSWORD_SYNC_TOOL_KEY,
-    TOOLS_PREFIX,
-)
-from components.render.backup import backup_script
-from components.render.join import join_script
-from components.render.metrics import observe_script
-from components.render.password import fetch_password_script, password_sync_script
-from components.render.tls import fetch_tls_script
+from components.render import programs
 
 
 def fetched_tools() -> dict[str, str]:
-    """Key under tools/ (without the prefix) -> the exact text the program uploads there."""
-    return {
-        OBSERVE_TOOL_KEY.removeprefix(TOOLS_PREFIX): observe_script(),
-        BACKUP_TOOL_KEY.removeprefix(TOOLS_PREFIX): backup_script(),
-        PASSWORD_SYNC_TOOL_KEY.removeprefix(TOOLS_PREFIX): password_sync_script(),
-        FETCH_PASSWORD_TOOL_KEY.removeprefix(TOOLS_PREFIX): fetch_password_script(),
-        FETCH_TLS_TOOL_KEY.removeprefix(TOOLS_PREFIX): fetch_tls_script(),
-        JOIN_TOOL_KEY.removeprefix(TOOLS_PREFIX): join_script(),
-    }
+    """Key under tools/ (without the prefix) -> the exact text the program uploads there (each program's
+    `fetched`, render/programs.py)."""
+    return programs.fetched_tools()

@@ -18,25 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 from components import judge, monitoring
-from components.platforms import Platform
-from components.render.bootstrap import BOOTSTRAP_SERVER
-from components.render.join import runs_join
-from components.render.make_room import MAKE_ROOM_UNIT, needs_make_room
-from components.render.password import PASSWORD_SYNC_UNIT
-from components.render.redis_conf import EC2_PATHS
-from components.render.roles import ROLE_RESTORE_UNIT
+from components.render.redis_conf import EC2_PATHS, Paths
 from components.render.shipped import shipped_script, strip_docstrings
-from components.render.systemd import (
-    AUTH_ENV_PATH,
-    AUTH_UNIT,
-    BOOTSTRAP_UNIT,
-    JOIN_UNIT,
-    OBSERVE_PATH,
-    PROVISION_UNIT,
-    SEARCH_PATH,
-    STATE_DIR,
-    redis_unit,
-)
+from components.render.systemd import AUTH_ENV_PATH, OBSERVE_PATH, SEARCH_PATH, STATE_DIR, redis_unit
 from components.topology import Topology
 
 AGENT_SOURCE = Path(__file__).with_name("metrics_agent.py")
@@ -46,9 +30,6 @@ METRICS_UNIT = "redis-metrics.service"
 METRICS_TIMER = "redis-metrics.timer"
 LOGS_UNIT = "redis-logs.service"
 LOGS_TIMER = "redis-logs.timer"
-# Units whose journal goes to the log group, on every server (journal_units adds the cluster's).
-# Not redis-logs itself: each run would ship the lines of the run before.
-JOURNAL_UNITS = (AUTH_UNIT, PROVISION_UNIT, PASSWORD_SYNC_UNIT, "redis-server@*.service", METRICS_UNIT)
 _INLINED = {"components.judge": judge, "components.monitoring": monitoring}
 
 
@@ -150,24 +131,10 @@ def observe_script() -> str:
     return header + ast.unparse(tree) + "\n"
 
 
-def journal_units(topology: Topology, server: int, platform: Platform) -> list[str]:
-    """The units of server `server` whose journal it ships: only those it has (its user data names no other)."""
-    units = list(JOURNAL_UNITS)
-    if needs_make_room(platform):
-        units.append(MAKE_ROOM_UNIT)
-    if topology.cluster:
-        units.append(ROLE_RESTORE_UNIT)
-    if topology.cluster and server == BOOTSTRAP_SERVER:
-        units.append(BOOTSTRAP_UNIT)
-    if runs_join(topology, server):
-        units.append(JOIN_UNIT)
-    return units
-
-
-def observe_env(topology: Topology, server: int, platform: Platform, *, stack: str, tls: bool,
-                state_dir: str = STATE_DIR,
-                log_group: str | None = None) -> dict[str, str]:
-    """redis-observe's inputs on server `server` (AWS_REGION and AUTH_FILE come from auth.env). No secret."""
+def observe_env(topology: Topology, server: int, *, stack: str, tls: bool, journal_units: list[str],
+                paths: Paths = EC2_PATHS, state_dir: str = STATE_DIR, log_group: str | None = None) -> dict[str, str]:
+    """redis-observe's inputs on server `server` (AWS_REGION and AUTH_FILE come from auth.env): `journal_units`,
+    the units whose journal it ships (render/programs.py: only those the server has). No secret."""
     srv = topology.servers[server]
     env = {
         "STACK": stack,
@@ -176,14 +143,14 @@ def observe_env(topology: Topology, server: int, platform: Platform, *, stack: s
         "PORTS": " ".join(str(p.port) for p in srv.processes),
         "CLUSTER": "1" if topology.cluster else "0",
         "LOG_GROUP": log_group or monitoring.log_group_name(stack),
-        "REDIS_LOGS": " ".join(f"{p.port}={EC2_PATHS.log_file(p.port)}" for p in srv.processes),
-        "JOURNAL_UNITS": " ".join(journal_units(topology, server, platform)),
+        "REDIS_LOGS": " ".join(f"{p.port}={paths.log_file(p.port)}" for p in srv.processes),
+        "JOURNAL_UNITS": " ".join(journal_units),
         "STATE_DIR": state_dir,
         "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(stack),
         "TOOLS_KEY": monitoring.OBSERVE_TOOL_KEY,
     }
     if tls:
-        env["TLS_CA"] = EC2_PATHS.tls_ca
+        env["TLS_CA"] = paths.tls_ca
     return env
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from components import monitoring
 from components.render.metrics import observe_env, observe_launcher
+from components.render.programs import journal_units
 from operator_tools.loopback import BASH, Loopback
 from tests.integration.moto_stand_in import Moto
 
@@ -35,11 +36,9 @@ def observe(moto: Moto, lo: Loopback, server: int, stack: str, command: str, sta
     """Run the user data's launcher for server `server` of `lo`: its env file as rendered, paths remapped."""
     launcher = state_dir.parent / "redis-observe"
     launcher.write_text(observe_launcher())
-    env = observe_env(lo.topology, server, lo.platform, stack=stack, tls=lo.tls, state_dir=str(state_dir))
     paths = lo.paths(server)
-    env["REDIS_LOGS"] = " ".join(f"{p.port}={paths.log_file(p.port)}" for p in lo.topology.servers[server].processes)
-    if lo.tls:
-        env["TLS_CA"] = paths.tls_ca
+    env = observe_env(lo.topology, server, stack=stack, tls=lo.tls, journal_units=journal_units(lo.where(server)),
+                      paths=paths, state_dir=str(state_dir))
     # The instance's own credentials: the agent publishes in its own session's namespace.
     full = {**moto.env(), **moto.instance_session(server), **env, "AUTH_FILE": paths.auth_file, **(extra or {})}
     return subprocess.run([BASH, str(launcher), command], env=full, capture_output=True, text=True, timeout=timeout,

@@ -67,13 +67,14 @@ def test_user_data_content(servers, platform):
         # Server 0 forms the cluster; every cluster server (re)joins it by itself (a new or a replaced one).
         cluster_step = ([systemd.BOOTSTRAP_UNIT] if servers > 1 and index == 0 else []) + (
             [systemd.JOIN_UNIT] if servers > 1 else [])
+        # In render/programs.py's order (one `systemctl enable --now --no-block`: systemd orders the starts).
         assert env["UNITS"].strip('"').split() == [systemd.AUTH_UNIT, *(f"redis-server@{p}.service" for p in ports),
-                                                   "redis-password-sync.timer", "redis-backup.timer",
-                                                   "redis-metrics.timer", "redis-logs.timer",
+                                                   *cluster_step,
+                                                   *(["redis-role-restore.timer"] if servers > 1 else []),
                                                    # Only Redis 5.0 needs room made below maxmemory.
                                                    *(["redis-make-room.service"] if "5.0" in platform else []),
-                                                   *(["redis-role-restore.timer"] if servers > 1 else []),
-                                                   *cluster_step]
+                                                   "redis-password-sync.timer", "redis-backup.timer",
+                                                   "redis-metrics.timer", "redis-logs.timer"]
         assert "NTP=169.254.169.123" in files[systemd.TIME_SYNC_PATH]
         assert "vm.overcommit_memory = 1" in files[systemd.SYSCTL_PATH]
         assert "net.core.somaxconn = 65535" in files[systemd.SYSCTL_PATH]

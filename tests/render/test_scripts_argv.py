@@ -21,6 +21,7 @@ from components.render.join import join_script
 from components.render.make_room import LOOPBACK_INTERVALS, TARGET_PERCENT, make_room_env, make_room_script
 from components.render.metrics import observe_env, observe_launcher, observe_script
 from components.render.password import fetch_password_script, password_sync_script
+from components.render.programs import journal_units
 from components.render.roles import role_restore_env, role_restore_script
 from components.render.step_down import step_down_env, step_down_script
 from components.render.tls import fetch_tls_script
@@ -245,9 +246,9 @@ def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factor
     launcher.write_text(observe_launcher())
     paths = lo.paths(0)
     env = {**moto.env(),
-           **observe_env(lo.topology, 0, lo.platform, stack="argv", tls=False, state_dir=str(tmp_path / "st")),
-           "AUTH_FILE": paths.auth_file, "REDIS_LOGS": f"{lo.processes[0].port}={paths.log_file(6379)}",
-           "PATH": shims.path}
+           **observe_env(lo.topology, 0, stack="argv", tls=False, journal_units=journal_units(lo.where(0)),
+                         paths=paths, state_dir=str(tmp_path / "st")),
+           "AUTH_FILE": paths.auth_file, "PATH": shims.path}
     for command in ("metrics", "logs"):
         result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password, lo.ops_secret],
                                       shims, 180)

@@ -512,7 +512,14 @@ def check_front_end_cidr(text: str, key: str = "frontEndCidrs") -> None:
 
 def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
     """Validate the project's config namespace (keys without the `outsystems-redis:` prefix)."""
-    return check_values(read_config(raw), stack)
+    values = read_config(raw)
+    try:
+        return check_values(values, stack)
+    except SettingsError as err:
+        # An error about a key's whole value shows it as the stack file has it (`[]`, `yes`), not as read.
+        if err.whole_key == err._key and err._key in raw and err.value is values.get(err._key):
+            raise err.showing(raw[err._key]) from None
+        raise
 
 
 def check_values(raw: Values, stack: str) -> Settings:

@@ -101,6 +101,21 @@ def test_maxmemory_leaves_the_os_room_for_two_processes() -> None:
     assert 2 * usable_memory_mib(32768, prod) + 8192 <= 32768
 
 
+@pytest.mark.parametrize("raw,shown", [
+    ({"servers": "3", "subnetCidrs": "[]"}, "config key 'subnetCidrs': got '[]'"),
+    ({"subnetCidrs": "10.0.1.0/24", "tls": "yes", "platform": "ubuntu-20.04-redis-5.0"}, "config key 'tls': got 'yes'"),
+    ({"subnetCidrs": "10.0.1.0/24", "healthCheck": "maybe"}, "config key 'healthCheck': got 'maybe'"),
+    ({"servers": "2"}, "config key 'servers': got '2'"),
+    # A detail of the value, not the whole: shown as checked.
+    ({"servers": "3", "subnetCidrs": '["10.0.0.0/8"]'}, "config key 'subnetCidrs': got '10.0.0.0/8'"),
+])
+def test_a_config_error_shows_the_value_as_the_stack_file_has_it(raw: dict, shown: str) -> None:
+    """Not as read_config typed it: `subnetCidrs: []` read `got ()`, and `tls: yes` read `got True`."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(raw, "dev" if raw.get("servers", "1") == "1" else "prod")
+    assert str(caught.value).startswith(shown), str(caught.value)
+
+
 def test_an_error_names_every_key_as_its_reader_knows_it() -> None:
     error = SettingsError("availabilityZones", ["a"], lambda n: f"one zone per entry of {n('subnetCidrs')}")
     assert str(error) == "config key 'availabilityZones': got ['a']; allowed: one zone per entry of subnetCidrs"

@@ -516,8 +516,10 @@ def load_settings(raw: Mapping[str, str], stack: str) -> Settings:
     try:
         return check_values(values, stack)
     except SettingsError as err:
-        # An error about a key's whole value shows it as the stack file has it (`[]`, `yes`), not as read.
-        if err.whole_key == err._key and err._key in raw and err.value is values.get(err._key):
+        # An error about a list, map or boolean key's whole value shows it as the stack file has it (`[]`, `yes`),
+        # not as read (`()`, `True`); a number reads as written.
+        if err.whole_key == err._key and err._key in raw and err.value is values.get(err._key) \
+                and KEY_OF[err._key].kind in ("list", "map", "bool"):
             raise err.showing(raw[err._key]) from None
         raise
 

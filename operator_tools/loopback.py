@@ -56,7 +56,7 @@ import redis
 from components.platforms import PLATFORMS, Platform
 from components.render import programs
 from components.render.bootstrap import BOOTSTRAP_SERVER, bootstrap_script
-from components.render.join import join_script, runs_join
+from components.render.join import join_script
 from components.render.make_room import LOOPBACK_INTERVALS, make_room_script, needs_make_room
 from components.render.metrics_agent import read_command_names
 from components.render.password import (
@@ -314,7 +314,9 @@ class Loopback:
         the stand-in Parameter Store's names."""
         return programs.Where(dataclasses.replace(self.settings, stack=STACK), self.topology, server,
                               self.cli_for(server), paths=self.paths(server), password_parameter=PASSWORD_PARAMETER,
-                              region=REGION, memory_mib=self.memory_mib)
+                              region=REGION, memory_mib=self.memory_mib,
+                              state_dir=str(self.state_dir / self.topology.servers[server].name / "fetched"),
+                              backup_dir=str(self.state_dir / self.topology.servers[server].name / "backup"))
 
     def environment(self, program: str, server: int) -> dict[str, str]:
         """What the units of `program` (a name in render/programs.py) are given on server `server`, as on EC2."""
@@ -710,8 +712,7 @@ class Loopback:
         Raises RuntimeError with every output when any of them fails.
         """
         for server in servers:
-            if not runs_join(self.topology, server):
-                raise ValueError(f"server {server + 1} forms the cluster; it does not join")
+            self.environment("redis-cluster-join", server)  # a ValueError for a server that carries no join
         # Written once, before any starts: bash reads a script as it runs, so rewriting
         # it under a running join would feed that join a truncated file.
         _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
@@ -758,9 +759,12 @@ class Loopback:
         _write_if_changed(self.state_dir / "cluster-join.sh", join_script())
         _write_if_changed(self.state_dir / "cluster-bootstrap.sh", bootstrap_script())
         path = os.environ.get("PATH", "/usr/bin:/bin")
-        units = {"redis-cluster-join": (self.state_dir / "cluster-join.sh",
-                                        {"PATH": path, **self.join_environment(server, wait_seconds)})}
-        if server == BOOTSTRAP_SERVER:
+        carried = {p.name for p in programs.carried(self.where(server))}
+        units = {}
+        if "redis-cluster-join" in carried:
+            units["redis-cluster-join"] = (self.state_dir / "cluster-join.sh",
+                                           {"PATH": path, **self.join_environment(server, wait_seconds)})
+        if "redis-cluster-bootstrap" in carried:
             units["redis-cluster-bootstrap"] = (self.state_dir / "cluster-bootstrap.sh",
                                                 {"PATH": path, **self.bootstrap_environment(wait_seconds)})
         running = {name: subprocess.Popen([BASH, str(script)], env=env, stdin=subprocess.DEVNULL,

@@ -32,7 +32,7 @@ def backup_script() -> str:
 
 
 def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = "redis-cli",
-               work_dir: str = BACKUP_WORK_DIR) -> dict[str, str]:
+               work_dir: str = BACKUP_WORK_DIR, state_dir: str = STATE_DIR) -> dict[str, str]:
     """Inputs of redis-backup on server `server` (names and addresses, no secret).
 
     AWS_REGION and AUTH_FILE come from auth.env, as for the other units.
@@ -51,7 +51,7 @@ def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = 
         "WORK_DIR": work_dir,
         # The launcher's: which program to fetch from the bucket, and where it keeps the last copy.
         "TOOLS_KEY": BACKUP_TOOL_KEY,
-        "STATE_DIR": STATE_DIR,
+        "STATE_DIR": state_dir,
     }
 
 

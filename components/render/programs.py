@@ -43,11 +43,16 @@ class Where:
     region: str = ""
     memory_mib: int = 0
     tools_public_key: str | None = None  # the PEM the launcher verifies fetched programs with
+    state_dir: str = systemd.STATE_DIR  # where the launcher keeps the last good copy of each fetched program
+    backup_dir: str = backup.BACKUP_WORK_DIR  # where redis-backup writes its snapshots before the upload
 
     @classmethod
-    def on_ec2(cls, settings: Settings, topology: Topology, server: int, **kwargs) -> Where:
+    def on_ec2(cls, settings: Settings, topology: Topology, server: int, *, password_parameter: str, region: str,
+               memory_mib: int = 0, tools_public_key: str | None = None) -> Where:
         # With TLS, the scripts speak to Redis through a redis-cli that speaks TLS.
-        return cls(settings, topology, server, systemd.TLS_CLI_PATH if settings.tls else "redis-cli", **kwargs)
+        return cls(settings, topology, server, systemd.TLS_CLI_PATH if settings.tls else "redis-cli",
+                   password_parameter=password_parameter, region=region, memory_mib=memory_mib,
+                   tools_public_key=tools_public_key)
 
     @property
     def platform(self) -> Platform:
@@ -72,7 +77,7 @@ def _none(where: Where) -> list:
 
 @dataclass(frozen=True)
 class ServerProgram:
-    name: str  # as the journal names it (SyslogIdentifier)
+    name: str  # the program's name on the server
     carried: Callable[[Where], bool] = lambda where: True  # which servers have it
     files: Callable[[Where], list[File]] = _none  # written before its environment file: scripts, keys, configs
     env_path: str | None = None
@@ -113,7 +118,7 @@ def _runs_bootstrap(where: Where) -> bool:
 
 def _observe_env(where: Where) -> dict[str, str]:
     return metrics.observe_env(where.topology, where.server, stack=where.settings.stack, tls=where.settings.tls,
-                               journal_units=journal_units(where), paths=where.paths)
+                               journal_units=journal_units(where), paths=where.paths, state_dir=where.state_dir)
 
 
 def _key(key: str) -> str:
@@ -141,7 +146,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     ServerProgram(
         "redis-server", files=_redis_files, reads=(step_down.STEP_DOWN_ENV_PATH,),
         units=lambda w: [(systemd.TEMPLATE_DROP_IN.removeprefix(systemd.UNIT_DIR + "/"),
-                          systemd.render_template_drop_in(step_down=w.cluster))],
+                          systemd.render_template_drop_in(w.paths, step_down=PROGRAM["redis-step-down"].carried(w)))],
         enables=lambda w: [systemd.redis_unit(p) for p in w.ports], journal=lambda w: ["redis-server@*.service"]),
     ServerProgram(
         "redis-cluster-bootstrap", carried=_runs_bootstrap,
@@ -189,7 +194,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     ServerProgram(
         "redis-password-sync", env_path=password.PASSWORD_SYNC_ENV_PATH, reads=(systemd.AUTH_ENV_PATH,),
         env=lambda w: {**password.password_sync_env(w.ports, w.platform.redis_version, w.redis_cli),
-                       **password.password_sync_fetch_env(w.settings.stack)},
+                       **password.password_sync_fetch_env(w.settings.stack, w.state_dir)},
         units=lambda w: [(password.PASSWORD_SYNC_UNIT, password.render_password_sync_unit(
                               w.ports, systemd.aws_sandbox(w.platform, writes_auth=True))),
                          (password.PASSWORD_SYNC_TIMER, password.render_password_sync_timer())],
@@ -198,7 +203,8 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.
     ServerProgram(
         "redis-backup", env_path=backup.BACKUP_ENV_PATH, reads=(systemd.AUTH_ENV_PATH,),
-        env=lambda w: backup.backup_env(w.topology, w.server, stack=w.settings.stack, redis_cli=w.redis_cli),
+        env=lambda w: backup.backup_env(w.topology, w.server, stack=w.settings.stack, redis_cli=w.redis_cli,
+                                        work_dir=w.backup_dir, state_dir=w.state_dir),
         units=lambda w: [(backup.BACKUP_UNIT, backup.render_backup_unit(w.ports,
                                                                         sandbox=systemd.aws_sandbox(w.platform))),
                          (backup.BACKUP_TIMER, backup.render_backup_timer())],

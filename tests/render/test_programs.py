@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,7 @@ def test_the_rehearsal_gives_each_script_the_variables_ec2_gives_it(servers, pla
             differ = {k for k in here if here[k] != there[k]}
             assert all(re.search(PLACES_AND_NAMES, k) for k in differ), \
                 (program.name, {k: (here[k], there[k]) for k in differ})
+            # And every place is the rehearsal's own: nothing of it writes to the host's /var/lib or /etc.
+            places = [v.split("=", 1)[-1] for k, v in here.items() if re.search(r"(FILE|DIR|^TLS_CA)$", k)] + \
+                [item.split("=", 1)[1] for item in here.get("REDIS_LOGS", "").split()]
+            assert all(Path(v).is_relative_to(tmp_path) for v in places), (program.name, places)

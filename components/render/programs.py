@@ -125,6 +125,28 @@ def _key(key: str) -> str:
     return key.removeprefix(monitoring.TOOLS_PREFIX)
 
 
+def provision_env(where: Where) -> dict[str, str]:
+    """Inputs of redis-provision: the same packages as cloud-init's `packages`, and the units to enable."""
+    packages = [p if isinstance(p, str) else f"{p[0]}={p[1]}" for p in packages_of(where.platform)]
+    return {
+        "PACKAGES": " ".join(packages),
+        "HOLD": "redis-server redis-tools",
+        "SNAPS": " ".join(snaps_of(where.platform)),
+        "UNITS": " ".join(enabled_units(where)),
+    }
+
+
+def packages_of(platform: Platform) -> list:
+    pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
+    # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only. iptables (in
+    # Ubuntu's images already) fences the metadata service off from the redis user (systemd.py).
+    return pinned + ["iptables"] + ([] if platform.aws_cli_snap else ["awscli"])
+
+
+def snaps_of(platform: Platform) -> list[str]:
+    return ["aws-cli"] if platform.aws_cli_snap else []
+
+
 def env_files(program: ServerProgram) -> tuple[str, ...]:
     """Every environment file `program`'s units read, in systemd's order (a later file's variable wins)."""
     if program.env_path is None or program.env_path in program.reads:
@@ -231,7 +253,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     # Installs the pinned packages if cloud-init could not, then enables and starts every program's units.
     ServerProgram(
         "redis-provision", files=lambda w: [_x(systemd.PROVISION_PATH, shipped_script(PROVISION_SCRIPT))],
-        env_path=systemd.PROVISION_ENV_PATH, env=lambda w: provision_env(w),
+        env_path=systemd.PROVISION_ENV_PATH, env=provision_env,
         units=lambda w: [(systemd.PROVISION_UNIT, systemd.render_provision_unit())],
         journal=lambda w: [systemd.PROVISION_UNIT]),
 )
@@ -269,28 +291,6 @@ def environment(name: str, where: Where) -> dict[str, str]:
 def fetched_tools() -> dict[str, str]:
     """Key under tools/ (without the prefix) -> the exact text the program uploads there."""
     return {key: text() for p in PROGRAMS for key, text in p.fetched.items()}
-
-
-def provision_env(where: Where) -> dict[str, str]:
-    """Inputs of redis-provision: the same packages as cloud-init's `packages`, and the units to enable."""
-    packages = [p if isinstance(p, str) else f"{p[0]}={p[1]}" for p in packages_of(where.platform)]
-    return {
-        "PACKAGES": " ".join(packages),
-        "HOLD": "redis-server redis-tools",
-        "SNAPS": " ".join(snaps_of(where.platform)),
-        "UNITS": " ".join(enabled_units(where)),
-    }
-
-
-def packages_of(platform: Platform) -> list:
-    pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
-    # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only. iptables (in
-    # Ubuntu's images already) fences the metadata service off from the redis user (systemd.py).
-    return pinned + ["iptables"] + ([] if platform.aws_cli_snap else ["awscli"])
-
-
-def snaps_of(platform: Platform) -> list[str]:
-    return ["aws-cli"] if platform.aws_cli_snap else []
 
 
 def server_files(where: Where) -> list[File]:

@@ -34,16 +34,23 @@ def wheres(servers: int, platform: str, tls: bool) -> list[Where]:
 def test_the_environment_files_a_programs_units_read_are_the_ones_it_declares(servers, platform, tls) -> None:
     for where in wheres(servers, platform, tls):
         written = {path for path, _, _ in programs.server_files(where)}
+        owners = {p.env_path: p for p in programs.PROGRAMS if p.env_path}
         for program in programs.carried(where):
             declared = list(programs.env_files(program))
+            read_by_any: set[str] = set()
             for name, text in program.units(where):
                 read = [line.split("=", 1)[1].lstrip("-") for line in text.splitlines()
                         if line.startswith("EnvironmentFile=")]
+                read_by_any |= set(read)
                 # In systemd's order: a later file's variable wins, as in environment()'s merge.
                 assert read == [p for p in declared if p in read], (program.name, name, read, declared)
                 assert set(read) <= set(declared), (program.name, name, read, declared)
                 assert all(p in written for p in read if not text.count(f"EnvironmentFile=-{p}")), \
                     (program.name, name, "reads an environment file no program on this server writes")
+            # And nothing declared that no unit of it reads (a program without units, step-down, runs in another's).
+            if any(name.endswith(".service") or ".service.d/" in name for name, _ in program.units(where)):
+                expected = {p for p in declared if owners[p].carried(where)}
+                assert read_by_any == expected, (program.name, read_by_any, expected)
 
 
 @pytest.mark.parametrize("servers,platform,tls", CASES)

@@ -129,7 +129,7 @@ def test_a_unit_the_wait_started_again_after_219_cgroup_is_recovered_for_that_bo
         server.wait_units_active(["redis-provision.service"], timeout=5)
 
 
-def test_a_peers_unit_that_flaked_at_cgroup_setup_is_started_again_by_a_wait_on_another_server() -> None:
+def test_a_peers_unit_that_flaked_at_cgroup_setup_is_started_again_by_a_wait_on_another_server(monkeypatch) -> None:
     """Server 1's bootstrap waits until every server's Redis answers. When server 3's redis-auth failed with
     219/CGROUP, nothing started it again until the wait on server 1 had timed out (CI of d97af44: the TLS
     boot, 300 s). The wait on any server starts a peer's flaked unit again, once; a peer's other failure is
@@ -158,12 +158,8 @@ def test_a_peers_unit_that_flaked_at_cgroup_setup_is_started_again_by_a_wait_on_
     first = server("server-1", [{join: "active/running"}, {join: "active/running"}, {join: "done"}], set())
     third = server("server-3", [{auth: "failed", "redis-logs.service": "failed"}, {auth: "done"}], {auth})
     first.fleet = third.fleet = {0: first, 2: third}
-    original = machines.expected_units
-    machines.expected_units = lambda config: [auth]
-    try:
-        first.wait_units_active([join], timeout=10)
-    finally:
-        machines.expected_units = original
+    monkeypatch.setattr(machines, "expected_units", lambda config: [auth])
+    first.wait_units_active([join], timeout=10)
     assert third.started == [f"systemctl reset-failed {auth}; systemctl start --no-block {auth}"]
     assert third.cgroup_retried == {auth} and first.started == []
 

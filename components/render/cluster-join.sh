@@ -518,12 +518,22 @@ attach() {
     wait_known "$node"
 }
 
+# A node linked to its master and in sync; or this server's master process once redis-role-restore
+# gave it its master role back (its timer ticks whenever it likes, also in the middle of this rejoin).
+synced() {
+    if [ "$1" = "$my_master" ] && [ "$(field "$1" replication role)" = master ]; then
+        attached "$1"
+        return
+    fi
+    [ "$(field "$1" replication master_link_status)" = up ] &&
+        [ "$(field "$1" replication master_sync_in_progress)" = 0 ]
+}
+
 # Both processes linked to their masters and in sync: then redis-role-restore may fail over.
 wait_synced() {
     local node deadline=$((SECONDS + WAIT_SECONDS))
     for node in "$my_master" "$my_replica"; do
-        until [ "$(field "$node" replication master_link_status)" = up ] &&
-            [ "$(field "$node" replication master_sync_in_progress)" = 0 ]; do
+        until synced "$node"; do
             [ "$SECONDS" -lt "$deadline" ] || die "$node not in sync with its master in ${WAIT_SECONDS}s"
             sleep 1
         done
@@ -540,7 +550,11 @@ rejoin() {
     attach "$my_replica" next_master
     wait_synced
     wait_state_ok
-    log "done: rejoined; redis-role-restore gives $my_master its master role back (a plain CLUSTER FAILOVER, within a minute)"
+    if [ "$(field "$my_master" replication role)" = master ]; then
+        log "done: rejoined; $my_master already holds its master role again (redis-role-restore)"
+    else
+        log "done: rejoined; redis-role-restore gives $my_master its master role back (a plain CLUSTER FAILOVER, within a minute)"
+    fi
 }
 
 # Waits (bounded) until this server is a member, rejoins, or (>= 3) goes on to the JOIN below.

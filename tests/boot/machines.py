@@ -762,10 +762,15 @@ class Server:
     def wait_diagnostics(self, units: list[str]) -> str:
         """What a wait that timed out needs: which units were not done, this server's diagnostics, its peers'."""
         states = self.units_state(units) if self.running else {}
+        waiting = [u for u, st in states.items() if st != "done"]
         return "\n".join([
-            f"units not done: {({u: st for u, st in states.items() if st != 'done'}) or 'none'}",
+            f"units not done: {({u: states[u] for u in waiting}) or 'none'}",
             self.diagnostics(),
             *(peer.brief() for peer in self.fleet.values() if peer is not self),
+            # Last, and longer than the tails above: a report cut in its middle (CI shows the start and the
+            # end) still says what the unit that held the wait was doing.
+            *(f"--- {self.name}: journal of {unit}, not done (last 60 lines)\n"
+              + self.out(f"journalctl --no-pager -b -n 60 -o short-monotonic -u {unit}") for unit in waiting),
         ])
 
     def units_state(self, units: list[str]) -> dict[str, str]:

@@ -12,13 +12,17 @@ EC2 (Loopback.boot_server); redis-role-restore then gives the master role back, 
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from components.render.join import join_script
+from components.render.roles import role_restore_script
 from operator_tools import health
 from operator_tools.loopback import BASH, Loopback
 from operator_tools.rehearsal import (
@@ -201,3 +205,51 @@ def test_the_rejoin_keeps_the_password_off_every_command_line(loopback_factory, 
     commands = [" ".join(args).lower() for args in shims.lines()]
     for command in ("cluster forget", "cluster meet", "cluster replicate"):
         assert any(command in c for c in commands), command
+
+
+def test_a_rejoin_finishes_when_role_restore_gives_the_master_back_before_the_replica_is_attached(
+        loopback_factory, tmp_path) -> None:
+    """A CI boot of a wiped server 1 hung in its join for 300 s: the role-restore timer ticked while the join
+    was attaching the replica process, found the master process linked and in sync, and failed it over. The
+    join then waited for that process's link to a master it no longer had (bounded only by WAIT_SECONDS).
+    Here the tick happens at that moment every time: a shim runs the shipped role-restore, as its timer
+    would, just before the join points the replica process at its master."""
+    lo = loopback_factory("5.0")
+    lo.start()
+    lo.bootstrap()
+    before = write_session_store(lo, 100)
+    victim = 1
+    lo.wipe_server(victim)
+    wait_failed_over(lo, victim)
+    lo.start_server(victim)  # its processes only: the join runs below, with the tick planted in it
+    master, replica = lo.topology.servers[victim].processes
+    restore = tmp_path / "redis-role-restore"
+    restore.write_text(role_restore_script())
+    restore_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in lo.environment("redis-role-restore", victim).items())
+    ticked, real_cli = tmp_path / "ticked", lo.cli_for(victim)
+    shim = tmp_path / "redis-cli"
+    # The tick runs until role-restore has acted (it waits while the replica process is mid-handshake).
+    shim.write_text(
+        f"#!{BASH}\n"
+        f"if [[ \" $* \" == *' -p {replica.port} cluster replicate '* && ! -e {ticked} ]]; then\n"
+        f"    touch {ticked}\n"
+        f"    for _ in $(seq 60); do\n"
+        f"        env {restore_env} {BASH} {restore} >>{ticked} 2>&1\n"
+        f"        grep -q 'master again' {ticked} && break\n"
+        f"        sleep 1\n"
+        f"    done\n"
+        f"fi\n"
+        f"exec {shlex.quote(real_cli)} \"$@\"\n")
+    shim.chmod(0o755)
+    script = tmp_path / "cluster-join"
+    script.write_text(join_script())
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lo.join_environment(victim, wait_seconds=40),
+           "REDIS_CLI": str(shim)}
+    joined = subprocess.run([BASH, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    tick = ticked.read_text() if ticked.exists() else "(the tick never ran)"
+    assert "master again" in tick, tick  # the race happened: the master process took its role back mid-join
+    assert joined.returncode == 0 and "REJOIN" in joined.stdout, joined.stdout + joined.stderr + tick
+    assert lo.client(master).info("replication")["role"] == "master"
+    green(lo)
+    assert_ring(lo)
+    assert verify_sessions(lo, before) == []

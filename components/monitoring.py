@@ -121,7 +121,8 @@ TAKEN_AT_FORMAT = "%Y%m%dT%H%M%SZ"  # UTC, as backup_key's taken_at
 
 def backup_manifest_key(writer: str, server_name: str, taken_at: str, port: int) -> str:
     """The manifest object beside backup_key(writer, server_name, taken_at, port)."""
-    return backup_key(writer, server_name, taken_at, port).removesuffix(".rdb") + BACKUP_MANIFEST_SUFFIX
+    # Not str.removesuffix: this module also runs on the servers' Python 3.8, inside redis-observe.
+    return backup_key(writer, server_name, taken_at, port)[:-len(".rdb")] + BACKUP_MANIFEST_SUFFIX
 
 
 # ---- appended for the servers' publisher and log shipper (issue 13, server side: components/render/metrics*.py)

@@ -3,7 +3,7 @@
 EC2 refuses user data above 16 KB (after base64 decoding; ours is gzip). The jobs
 that need AWS anyway, and so cannot run without it, live in the bucket: the
 metrics publisher and log shipper (redis-observe.py, with the health check's
-judge inlined), the hourly backup (redis-backup.sh, which writes to that very
+judge carried inside it), the hourly backup (redis-backup.sh, which writes to that very
 bucket), the password sync (redis-password-sync.sh, which reads Parameter Store
 every minute), and redis-auth's boot steps that read the password and the TLS
 material from Parameter Store (redis-fetch-password.sh, redis-fetch-tls.sh). The

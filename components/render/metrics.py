@@ -1,9 +1,9 @@
 """Metrics and central logs of each server: redis-observe, its environment, and two timers.
 
 metrics_agent.py beside this file is the program. What servers run is one
-self-contained Python file, `observe_script()`: its code, with the functions it
-imports from components/judge.py and the names from components/monitoring.py
-copied in (from their source, by name, with everything they need). One copy of
+self-contained Python file, `observe_script()`: its code, carrying inside it the
+modules of components/ that it imports (components/judge.py, components/monitoring.py),
+whole, which it imports as it does here (shipped.python_program). One copy of
 the judge, two places it runs. It is about 9 KB gzipped, more than the user data
 has left under EC2's 16 KB, so `pulumi up` uploads it to the stack's bucket
 (monitoring.OBSERVE_TOOL_KEY) and the user data carries only the small launcher
@@ -12,14 +12,11 @@ metrics-observe.sh, which fetches it at each run. Pure text, no pulumi.
 
 from __future__ import annotations
 
-import ast
-import inspect
 from pathlib import Path
-from types import ModuleType
 
-from components import judge, monitoring
+from components import monitoring
 from components.render.redis_conf import EC2_PATHS, Paths
-from components.render.shipped import shipped_script, strip_docstrings
+from components.render.shipped import python_program, shipped_script
 from components.render.systemd import AUTH_ENV_PATH, OBSERVE_PATH, SEARCH_PATH, STATE_DIR, redis_unit
 from components.topology import Topology
 
@@ -30,74 +27,6 @@ METRICS_UNIT = "redis-metrics.service"
 METRICS_TIMER = "redis-metrics.timer"
 LOGS_UNIT = "redis-logs.service"
 LOGS_TIMER = "redis-logs.timer"
-_INLINED = {"components.judge": judge, "components.monitoring": monitoring}
-
-
-def _used_names(node: ast.AST) -> set[str]:
-    """Names a definition needs at run time (annotations are strings under `from __future__ import annotations`)."""
-    found: set[str] = set()
-
-    def visit(n: ast.AST) -> None:
-        if isinstance(n, ast.Name):
-            found.add(n.id)
-        for name, value in ast.iter_fields(n):
-            if name in ("annotation", "returns"):
-                continue
-            for child in value if isinstance(value, list) else [value]:
-                if isinstance(child, ast.AST):
-                    visit(child)
-
-    visit(node)
-    return found
-
-
-def _inline(module: ModuleType, names: list[str]) -> tuple[list[ast.stmt], list[ast.stmt]]:
-    """(imports, definitions) for `names` of `module` and everything they use, in the module's order.
-
-    Functions and classes come from the source; other module-level values are written as literals.
-    """
-    tree = ast.parse(inspect.getsource(module))
-    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    imported = {}
-    for n in tree.body:
-        if isinstance(n, ast.ImportFrom) and n.module != "__future__":
-            for alias in n.names:
-                imported[alias.asname or alias.name] = (n.module, alias.name)
-        elif isinstance(n, ast.Import):
-            for alias in n.names:
-                imported[alias.asname or alias.name] = None
-    wanted, todo, values, imports = set(), list(names), {}, {}
-    while todo:
-        name = todo.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        if name in defs:
-            todo += [u for u in _used_names(defs[name]) if u in defs or u in imported or _is_value(module, u)]
-        elif name in imported:
-            imports[name] = imported[name]
-        elif _is_value(module, name):
-            values[name] = getattr(module, name)
-        else:
-            raise ValueError(f"{module.__name__} has no top-level {name}")
-    out_imports = [ast.parse(f"from {m} import {n}").body[0] if spec else ast.parse(f"import {n}").body[0]
-                   for n, spec in sorted(imports.items()) for m, _ in [spec or (None, None)]]
-    # By name, and sets sorted: the text must not depend on the process's hash seed, or every
-    # `pulumi up` would show the uploaded program as changed.
-    out = [ast.parse(f"{k} = {_literal(v)}").body[0] for k, v in sorted(values.items())]
-    out += [defs[n.name] for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in wanted]
-    return out_imports, out
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, frozenset):
-        return f"frozenset({sorted(value)!r})"
-    return repr(value)
-
-
-def _is_value(module: ModuleType, name: str) -> bool:
-    value = getattr(module, name, None)
-    return isinstance(value, (str, int, float, tuple, dict, frozenset)) and not name.startswith("__")
 
 
 def observe_launcher() -> str:
@@ -108,27 +37,12 @@ def observe_launcher() -> str:
 def observe_script() -> str:
     """The exact text servers fetch and run as redis-observe.py: Python 3.8+, standard library only.
 
-    `pulumi up` uploads it to monitoring.OBSERVE_TOOL_KEY; docstrings and comments are dropped.
+    `pulumi up` uploads it to monitoring.OBSERVE_TOOL_KEY. The modules of components/ that the agent imports
+    (the judge, monitoring's names) travel inside it whole and are imported as here (shipped.python_program).
     """
-    tree = ast.parse(AGENT_SOURCE.read_text())
-    imports: list[ast.stmt] = []
-    inlined: list[ast.stmt] = []
-    rest: list[ast.stmt] = []
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module in _INLINED:
-            needed, defs = _inline(_INLINED[node.module], [a.name for a in node.names])
-            imports += needed
-            inlined += defs
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            imports.append(node)
-        else:
-            rest.append(node)
-    unique = {ast.unparse(i): i for i in imports}  # `from __future__` is the first import of the source
-    tree.body = [*unique.values(), *inlined, *rest]
-    strip_docstrings(tree)
-    header = ("#!/usr/bin/python3\n# redis-observe of outsystems-redis (components/render/metrics_agent.py, with "
-              "functions of components/judge.py); comments are in the source.\n")
-    return header + ast.unparse(tree) + "\n"
+    return python_program(AGENT_SOURCE, "components", (
+        "#!/usr/bin/python3\n# redis-observe of outsystems-redis (components/render/metrics_agent.py, carrying the "
+        "modules of components/ it imports); comments are in the source.\n"))
 
 
 def observe_env(topology: Topology, server: int, *, stack: str, tls: bool, journal_units: list[str],

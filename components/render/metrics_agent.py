@@ -5,9 +5,9 @@
     redis-observe logs      # redis-logs.timer, every minute: Redis logs, the units' journal, the slow log
 
 The health check's own pure functions (parse_cluster_nodes, check_cluster_state,
-check_replication, serving_masters, ...) are copied into the file servers run
-from components/judge.py (components/render/metrics.py, observe_script), so the
-metrics are the health check's judgement, never a second judge. That file is about
+check_replication, serving_masters, ...) come from components/judge.py, which the
+file servers run carries whole and imports as here (components/render/metrics.py,
+observe_script), so the metrics are the health check's judgement, never a second judge. That file is about
 9 KB gzipped, more than EC2's user-data limit leaves: `pulumi up` puts it in the
 stack's bucket and the launcher in the user data (metrics-observe.sh) fetches it
 at each run. Python 3.8+ standard library only: Ubuntu 20.04 has python3 but not
@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-# Shipped: this import is replaced by the definitions themselves, copied from those modules.
+# Shipped: these modules travel inside the program servers run (shipped.python_program).
 from components.judge import (
     FAIL,
     OK,
@@ -206,8 +206,8 @@ def compute_metrics(facts: Facts, host: str, previous: dict, now: float) -> tupl
         if view:
             values["RoleDrift"] = float(len([m for m in serving_masters(view) if m.host == host]) != 1)
             # The direct check's shape failures, as this server sees the cluster, about its own processes. (Its
-            # check_crossed is left out: its fix hint imports the topology module, which servers do not have;
-            # check_replicas already fails a master whose only working replicas are beside it.)
+            # check_crossed is left out, as it always was here: check_replicas already fails a master whose only
+            # working replicas are beside it, which is what would lose sessions.)
             shape = (*check_nodes_up(view), *check_replicas(view))
             values["ShapeFailures"] = float(sum(1 for f in shape if f.severity == FAIL and f.server == host))
     else:

@@ -11,6 +11,7 @@ runs a script (cloud-init, the loopback harness, the tests) runs this copy.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -48,3 +49,70 @@ def strip_docstrings(node: ast.AST) -> None:
         if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr) \
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
             n.body = body[1:] or [ast.Pass()]
+
+
+# The few lines a carried program starts with: the modules it imports from this project are looked up
+# in _CARRIED (name -> source) by an ordinary import hook, so its imports read as they do here.
+_CARRIER = '''import importlib.abc
+import importlib.util
+import sys
+
+
+class _Carried(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name in _CARRIED:
+            return importlib.util.spec_from_loader(name, self, is_package=name in _PACKAGES)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__name__
+        exec(compile(_CARRIED[name], "<carried " + name + ">", "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, _Carried())
+'''
+
+
+def carried_modules(program: Path, package: str) -> dict[str, str]:
+    """The modules of `package` that `program` imports, directly or through each other: name -> source."""
+    found: dict[str, str] = {}
+    todo = [ast.parse(program.read_text())]
+    while todo:
+        for node in ast.walk(todo.pop()):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                if (name == package or name.startswith(package + ".")) and name not in found:
+                    spec = importlib.util.find_spec(name)
+                    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+                        raise ValueError(f"{program.name}: cannot carry {name}")
+                    found[name] = Path(spec.origin).read_text()
+                    todo.append(ast.parse(found[name]))
+    return found
+
+
+def python_program(program: Path, package: str, header: str) -> str:
+    """`program` as one file a bare python3 runs: the modules of `package` it imports travel inside it, whole
+    (docstrings and comments dropped), and it imports them as it does here. Deterministic: by name."""
+    modules = {name: ast.unparse(_without_docstrings(source)) + "\n"
+               for name, source in sorted(carried_modules(program, package).items())}
+    packages = sorted({".".join(name.split(".")[:i]) for name in modules for i in range(1, name.count(".") + 1)})
+    for name in packages:
+        modules.setdefault(name, "")
+    main = _without_docstrings(program.read_text())
+    future = [n for n in main.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    main.body = [n for n in main.body if n not in future]
+    lines = [header.rstrip("\n"), *(ast.unparse(n) for n in future), _CARRIER,
+             f"_PACKAGES = {packages!r}",
+             "_CARRIED = {", *(f"    {name!r}: {source!r}," for name, source in sorted(modules.items())), "}",
+             "", ast.unparse(main)]
+    return "\n".join(lines) + "\n"
+
+
+def _without_docstrings(source: str) -> ast.Module:
+    tree = ast.parse(source)
+    strip_docstrings(tree)
+    return tree

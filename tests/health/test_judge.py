@@ -331,7 +331,7 @@ def test_a_closed_pipe_ends_the_check_without_a_traceback():
 
 
 def test_the_health_check_and_the_servers_agent_read_info_with_one_reader() -> None:
-    """The direct health check and the metrics agent (which ships it inlined) read INFO with one function,
+    """The direct health check and the metrics agent (which carries it to the servers) read INFO with one function,
     judge.parse_info, so a server's own verdict and the deployer's cannot read one reply two ways.
     (redis-make-room, which travels in the user data without the judge, keeps its own few lines.)"""
     import importlib

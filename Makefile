@@ -50,9 +50,9 @@ bench-quick: setup
 	$(PY) -m benchmarks --quick
 	$(PY) -m pytest -q -m bench_smoke tests/bench
 
-# The stack file checked as `pulumi up` checks it before asking AWS (operator_tools/check.py).
+# The stack file checked as `pulumi up` checks it before asking AWS (outsystems_redis/tools/check.py).
 check: setup
-	$(PY) -m operator_tools.check --stack $(STACK)
+	$(PY) -m outsystems_redis.tools.check --stack $(STACK)
 
 # A first try with no AWS: the stack's servers as Redis processes on loopback, with the shipped
 # redis.conf files and bootstrap; prints the health report and the connection string.
@@ -61,7 +61,7 @@ check: setup
 STACK ?= dev
 REHEARSAL_STATE ?= .rehearsal/$(STACK)
 HOST_PREFIX ?= 127.0.0.
-REHEARSE = $(PY) -m operator_tools.rehearsal --stack $(STACK) --state-dir $(REHEARSAL_STATE) --host-prefix $(HOST_PREFIX)
+REHEARSE = $(PY) -m outsystems_redis.tools.rehearsal --stack $(STACK) --state-dir $(REHEARSAL_STATE) --host-prefix $(HOST_PREFIX)
 
 rehearsal: setup
 	$(REHEARSE) up

@@ -7,8 +7,8 @@ needs from AWS, before it registers any resource.
 
 import pulumi
 
-from components.session_store import RedisSessionStore, SessionStoreArgs
-from components.settings import NAMESPACE
+from outsystems_redis.pulumi.session_store import RedisSessionStore, SessionStoreArgs
+from outsystems_redis.settings import NAMESPACE
 
 
 def project_config() -> dict[str, str]:

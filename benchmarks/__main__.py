@@ -102,7 +102,7 @@ def machine() -> dict:
         except OSError:
             return "?"
 
-    from operator_tools.loopback import redis_binary
+    from outsystems_redis.tools.loopback import redis_binary
 
     mem_kib = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),

@@ -1,7 +1,7 @@
 """Sessions written well past maxmemory, the way the session provider writes them: `python -m benchmarks.memory`.
 
 One Redis process per (version, policy), with a small maxmemory, on loopback. Front-end requests run the
-provider's scripts (operator_tools.sessions): each request takes its session's write lock, holds it while
+provider's scripts (outsystems_redis.tools.sessions): each request takes its session's write lock, holds it while
 `--held` other requests run (the page's work), then writes its items and releases the lock. New sessions keep
 arriving until the store has been written `--fill` times its maxmemory. Counted:
 
@@ -10,7 +10,7 @@ arriving until the store has been written `--fill` times its maxmemory. Counted:
   dropped, and any other request could have taken the session meanwhile);
 - half sessions: sessions with one of _Data/_Internal left (the provider then reads an empty session).
 
-The numbers decide the eviction policy in components/render/redis_conf.py (docs/boot-and-safety.md:
+The numbers decide the eviction policy in outsystems_redis/render/redis_conf.py (docs/boot-and-safety.md:
 "When memory is full").
 """
 
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import redis
 
-from components.render.make_room import make_room_env, needs_make_room
-from components.render.redis_conf import EVICTION_POLICY
-from operator_tools.loopback import platform_for, redis_binary, spawn_make_room
-from operator_tools.sessions import SessionStore, inspect, session_tag
+from outsystems_redis.render.make_room import make_room_env, needs_make_room
+from outsystems_redis.render.redis_conf import EVICTION_POLICY
+from outsystems_redis.tools.loopback import platform_for, redis_binary, spawn_make_room
+from outsystems_redis.tools.sessions import SessionStore, inspect, session_tag
 
 POLICIES = ("allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-ttl")
 RESULTS = Path(__file__).resolve().parent / "results" / "memory.json"
@@ -192,7 +192,7 @@ def section(path: Path = RESULTS) -> str:
         "\n## Sessions past maxmemory, in the session provider's shape\n\n"
         "`python -m benchmarks.memory --out benchmarks/results/memory.json`: one Redis process per line and "
         f"policy, {first.maxmemory_mb} MiB of maxmemory, written about three times over through the provider's "
-        "scripts (operator_tools/sessions.py), 50 requests holding their write lock at any time. What the "
+        "scripts (outsystems_redis/tools/sessions.py), 50 requests holding their write lock at any time. What the "
         "numbers decide, and why Redis 5.0 fails script writes at the limit: docs/boot-and-safety.md, "
         "\"When memory is full\".\n\n"
         + table(results) + "\n"

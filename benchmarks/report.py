@@ -145,7 +145,7 @@ def capacity(results: dict) -> dict:
             "bytes_per_session_with_replica": per_all,
             "gib_per_100k_with_replica": per_all * ACTIVE_SESSIONS / 2**30,
             "gib_per_server_per_100k": per_all * ACTIVE_SESSIONS / SERVERS / 2**30,
-            # maxmemory of one process on an 8 GiB server (components.sizing): 3 GiB.
+            # maxmemory of one process on an 8 GiB server (outsystems_redis.sizing): 3 GiB.
             "sessions_per_3gib_master": int(3 * 2**30 / m["bytes_per_session_masters"]),
         }
     return {"bandwidth": bandwidth(), "memory": mem}

@@ -2,7 +2,7 @@
 
 Until this change the benchmarks' request was plain GET and SET of two strings. The session provider's
 request is two EVALSHA calls over three keys: a write lock, a hash of items and a hash holding the timeout
-(benchmarks/workload.py, operator_tools/sessions.py). Both shapes run here in one run, on each Redis line's
+(benchmarks/workload.py, outsystems_redis/tools/sessions.py). Both shapes run here in one run, on each Redis line's
 ours-prod (three servers, the shipped redis.conf and bootstrap), alternating shape run by shape run so that
 the machine's drift falls on both alike. Reported per line and shape: the median of the closed-loop runs
 (req/s, p50, p99) with the lowest and highest run beside it, and the provider ÷ plain ratio of the medians.

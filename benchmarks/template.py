@@ -203,7 +203,7 @@ full run's time (about 27 minutes since that change; the run above says how long
 
 ## What is measured
 
-**Topologies**, all started by `operator_tools.loopback.Loopback` with the rendered `redis.conf` and formed by
+**Topologies**, all started by `outsystems_redis.tools.loopback.Loopback` with the rendered `redis.conf` and formed by
 the shipped `cluster-bootstrap.sh`, all up at once and measured in turn (A, B, C, A, B, C, ...) so that
 machine noise hits them alike:
 
@@ -213,7 +213,7 @@ machine noise hits them alike:
   addresses needs (port, bind, cluster-announce-ip / bind-source-addr, cluster-enabled, cluster-config-file,
   the auth include, and pid/log/dir paths); every other setting is Redis's default (no maxmemory, noeviction,
   default save points, cluster-node-timeout 15000). Made by post-processing the rendered text in
-  `benchmarks/topologies.py`; `components/` is untouched.
+  `benchmarks/topologies.py`; `outsystems_redis/` is untouched.
 - `ours-dev`: the dev stack's single server on 6379 with our rendered config.
 - `ours-prod-tls`, `ours-dev-tls` (Redis 7.0 only; 5.0.7 has no TLS): the same rendered configs with the
   `tls` stack key on, as `Loopback(tls=True)` renders them: `tls-port` on the same ports, the plain port off,

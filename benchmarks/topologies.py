@@ -1,4 +1,4 @@
-"""The topologies compared, each a operator_tools.loopback.Loopback with the shipped files.
+"""The topologies compared, each a outsystems_redis.tools.loopback.Loopback with the shipped files.
 
 - `ours-prod`: the prod stack's cluster (3 servers, 7000 + 7001 crossed), our rendered redis.conf.
 - `stock-prod`: the same processes and the same bootstrap, but redis.conf is Redis's defaults except
@@ -10,7 +10,7 @@
   cluster bus), on hosts .11-.13 of the plain variant's /24 so that both run side by side.
 
 The stock config and the cluster-node-timeout override are made here, by
-post-processing the rendered text (`conf_transform`), so components/ stays as it ships.
+post-processing the rendered text (`conf_transform`), so outsystems_redis/ stays as it ships.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from components.topology import Process
-from operator_tools.loopback import Loopback
+from outsystems_redis.tools.loopback import Loopback
+from outsystems_redis.topology import Process
 
 ConfTransform = Callable[[Process, str], str]
 

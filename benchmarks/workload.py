@@ -1,7 +1,7 @@
 """The OutSystems session workload and the load-generator processes that drive it.
 
 A request is what a Platform Server front-end does with a session through the session provider
-(operator_tools/sessions.py; README "How front-ends use sessions"). A session is three keys under one hash
+(outsystems_redis/tools/sessions.py; README "How front-ends use sessions"). A session is three keys under one hash
 tag `{<guid>_<id>}`: `_Write_Lock`, `_Data` (a hash; one item of 20 KB by default) and `_Internal` (a hash
 holding SessionTimeout). A request is two round trips, each one EVALSHA of the provider's scripts: at the
 start of the page request, take the write lock and read the items (lock_and_get, which also resets the
@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 import redis
 from redis.crc import key_slot
 
-from operator_tools.sessions import LOCK_TTL_SECONDS, SCRIPTS
+from outsystems_redis.tools.sessions import LOCK_TTL_SECONDS, SCRIPTS
 
 SLOTS = 16384
 MAX_REDIRECTS = 5  # as redis-py's cluster client; a loop of redirects beyond that is an error

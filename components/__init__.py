@@ -1,2 +1,5 @@
-"""outsystems-redis: the pure core (settings, sizing, topology, renderers, the health check's judge)
-and the thin Pulumi shell (network, server, observability, session_store)."""
+"""Former name of outsystems_redis (until 0.3.x): an alias with a DeprecationWarning (outsystems_redis/_former.py)."""
+
+from outsystems_redis import _former
+
+_former.install(__name__)

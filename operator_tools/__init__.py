@@ -1,4 +1,5 @@
-"""What runs on an operator's machine: the health check, the loopback rehearsal, migration, maintenance, restore.
+"""Former name of outsystems_redis.tools (until 0.3.x): an alias with a DeprecationWarning (see _former.py)."""
 
-These tools may use the core in components/ (same topology, same rendered files); the core never imports them.
-"""
+from outsystems_redis import _former
+
+_former.install(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 # makes the announcement leave at once, however the pack is started.
 sys.stdout = io.TextIOWrapper(io.FileIO(os.dup(sys.stdout.fileno()), "wb"), write_through=True)
 
-# The pack shares the requirement numbers with the program (components/), so
+# The pack shares the requirement numbers with the program (outsystems_redis/), so
 # the repository root must be importable when the CLI runs this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

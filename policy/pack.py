@@ -22,10 +22,10 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import _is_unknown
 
-from components.errors import SettingsError
-from components.settings import NAMESPACE, Settings, load_settings
-from components.sizing import minimums_for
-from components.topology import BUS_PORT_OFFSET, MASTER_PORT, REPLICA_PORT
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.settings import NAMESPACE, Settings, load_settings
+from outsystems_redis.sizing import minimums_for
+from outsystems_redis.topology import BUS_PORT_OFFSET, MASTER_PORT, REPLICA_PORT
 from policy import rules
 
 MANDATORY = EnforcementLevel.MANDATORY
@@ -46,7 +46,7 @@ def plain(value: Any) -> Any:
 
 
 def stack_settings() -> Settings | None:
-    """The stack's own config, as the program reads it (components/settings.py), or None when absent.
+    """The stack's own config, as the program reads it (outsystems_redis/settings.py), or None when absent.
 
     The CLI hands the stack's config to policy packs as it does to programs.
     """

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from components.settings import PRIVATE_RANGES
-from components.sizing import NON_PRODUCTION, PRODUCTION, Minimums
-from components.topology import BUS_PORT_OFFSET, MASTER_PORT, REPLICA_PORT, follows
+from outsystems_redis.settings import PRIVATE_RANGES
+from outsystems_redis.sizing import NON_PRODUCTION, PRODUCTION, Minimums
+from outsystems_redis.topology import BUS_PORT_OFFSET, MASTER_PORT, REPLICA_PORT, follows
 
 
 class _Unknown:
@@ -261,7 +261,7 @@ def server_minimum_violations(name: str, props: Mapping[str, Any], minimums: Min
     A policy cannot ask AWS what an instance type offers, and a hand-written
     table of types would drift. So vCPU and memory come from the tags VCpus and
     MemoryMiB, which the program writes from aws.ec2.get_instance_type, the
-    same lookup its own check (components/sizing.py) uses. Burstable families
+    same lookup its own check (outsystems_redis/sizing.py) uses. Burstable families
     are rejected by name (AWS names them all t<n>). The clock speed has no tag
     and is checked by the program only.
     """
@@ -364,11 +364,11 @@ def topology_violations(
     """A production cluster: >= 3 servers, spread over the configured subnets, replicas crossed.
 
     `subnets` maps a subnet key to its CIDR block. Roles come from the tags the
-    program writes from components/topology.py, the same data its cloud-init
+    program writes from outsystems_redis/topology.py, the same data its cloud-init
     is rendered from: RedisServerIndex and RedisRoles ("master:7000 replica:7001").
     Which master a replica follows is not tagged (a tag would change on
     existing servers at every scale-out); it is the ring of
-    components/topology.follows over the server indexes, which must therefore
+    outsystems_redis/topology.follows over the server indexes, which must therefore
     be exactly 0..N-1. An explicit RedisReplicaFollows tag, if present, wins.
     """
     out: list[str] = []
@@ -408,7 +408,7 @@ def topology_violations(
             index[int(raw)] = s.name
     if index and sorted(index) != list(range(len(servers))):
         out.append(f"the server indexes are {sorted(index)}, not 0..{len(servers) - 1}; the crossed replica ring "
-                   "(components/topology.py) needs every index exactly once")
+                   "(outsystems_redis/topology.py) needs every index exactly once")
     followed: dict[int, list[str]] = {}
     for s in servers:
         roles = _roles(s.tags)
@@ -429,7 +429,7 @@ def topology_violations(
             continue
         if target == own:
             out.append(f"the replica on server {s.name} follows the master on its own server; cross it onto "
-                       "another server's master (components/topology.py places replica i after master i+1)")
+                       "another server's master (outsystems_redis/topology.py places replica i after master i+1)")
         elif int(target) not in index:
             out.append(f"the replica on server {s.name} follows server index {target}, which does not exist")
         followed.setdefault(int(target), []).append(s.name)

@@ -18,7 +18,7 @@ from typing import IO
 import pytest
 import redis
 
-from operator_tools.loopback import redis_binary
+from outsystems_redis.tools.loopback import redis_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a user reads: the README (what it is, quick start, configuration, outputs) and docs/ (the rest).
@@ -107,7 +107,7 @@ def saturation_octet() -> int:
 def fill(client, count: int, prefix: str, value_bytes: int = 100) -> None:
     """`count` keys of `value_bytes` each on the node behind `client`, in pipelined batches. On a cluster
     node the keys share a hash tag whose slot that node serves. (DEBUG POPULATE, which ignores slots, is
-    disabled on the product's Redis: components.render.redis_conf.DISABLED_COMMANDS.)"""
+    disabled on the product's Redis: outsystems_redis.render.redis_conf.DISABLED_COMMANDS.)"""
     value = "x" * value_bytes
     tag = ""
     for candidate in range(16384 * 4):

@@ -1,7 +1,7 @@
 """Stop a deploy early when its post-deploy health check could never reach the servers.
 
 With `healthCheck` on and `healthCheckVia: direct`, `pulumi up` runs the health check
-(operator_tools/health) against the servers' private IPs from the runner. A GitHub-hosted
+(outsystems_redis/tools/health) against the servers' private IPs from the runner. A GitHub-hosted
 runner is outside the VPC, so the check would only time out after healthCheckTimeout.
 The default, `healthCheckVia: cloudwatch`, reads the servers' verdicts through AWS and runs anywhere.
 Usage: python .github/scripts/health_check_reachable.py <stack>
@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from components.settings import NAMESPACE  # noqa: E402
-from operator_tools import stack_file  # noqa: E402
+from outsystems_redis.settings import NAMESPACE  # noqa: E402
+from outsystems_redis.tools import stack_file  # noqa: E402
 
 
 def connects_directly(stack: str, root: Path = ROOT) -> bool:

@@ -8,7 +8,7 @@ connection string lands in a Secrets Manager secret that the OutSystems deployme
 import pulumi
 import pulumi_aws as aws
 
-from components.session_store import RedisSessionStore, SessionStoreArgs
+from outsystems_redis.pulumi.session_store import RedisSessionStore, SessionStoreArgs
 
 config = pulumi.Config()
 vpc_id = config.require("vpcId")

@@ -6,7 +6,7 @@ Elastic IP), and lets in only the front-ends' security group.
 
 import pulumi
 
-from components.session_store import RedisSessionStore, SessionStoreArgs
+from outsystems_redis.pulumi.session_store import RedisSessionStore, SessionStoreArgs
 
 config = pulumi.Config()
 store = RedisSessionStore(

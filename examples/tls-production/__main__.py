@@ -6,7 +6,7 @@ The store makes a private CA and one certificate per server; the front-ends must
 
 import pulumi
 
-from components.session_store import RedisSessionStore, SessionStoreArgs
+from outsystems_redis.pulumi.session_store import RedisSessionStore, SessionStoreArgs
 
 config = pulumi.Config()
 store = RedisSessionStore(

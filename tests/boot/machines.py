@@ -90,7 +90,7 @@ from typing import Any
 
 import yaml
 
-from components import monitoring
+from outsystems_redis import monitoring
 from tests.unit.program import SERVER_ROLE_ID
 
 REPO = Path(__file__).resolve().parents[2]

@@ -254,7 +254,7 @@ SESSIONS_PY = r"""
 import json, os, sys
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
-from operator_tools.sessions import SessionStore, inspect
+from outsystems_redis.tools.sessions import SessionStore, inspect
 req = json.loads(sys.argv[1])
 nodes = [ClusterNode(n.rsplit(":", 1)[0], int(n.rsplit(":", 1)[1])) for n in req["nodes"]]
 if len(nodes) > 1:
@@ -280,7 +280,7 @@ else:
 
 
 def sessions(fleet: m.Fleet, deployment: Deployment, request: dict[str, Any]) -> Any:
-    """Sessions written or read through the session provider's scripts (operator_tools.sessions), with
+    """Sessions written or read through the session provider's scripts (outsystems_redis.tools.sessions), with
     redis-py's cluster client (its single-server client on dev), from inside the VPC."""
     env = {**os.environ, "REDIS_PASSWORD": deployment.password}
     request = {**request, "nodes": deployment.nodes, "ttl": SESSION_TTL}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from components.platforms import DEFAULT_PLATFORM, PLATFORMS
-from components.render.redis_conf import disabled_commands, secret_named_commands
+from outsystems_redis.platforms import DEFAULT_PLATFORM, PLATFORMS
+from outsystems_redis.render.redis_conf import disabled_commands, secret_named_commands
 from tests.boot import machines as m
 from tests.boot.support import (
     Deployment,
@@ -193,7 +193,7 @@ def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal
     finally:
         server.exec(f"systemctl start {timers}")
     # The backup uploaded under this instance's own session id (what STS told it), the only prefix its role may
-    # write (components/backup_bucket.py), with its server's name below that.
+    # write (outsystems_redis/backup_bucket.py), with its server's name below that.
     uploads = server.out("cd /usr/local/lib/osr-boot/s3 && find snapshots -type f | sort").split()
     mine = f"snapshots/{m.SERVER_ROLE_ID}:{server.instance_id}/{server.hostname}/"
     assert uploads and all(u.startswith(mine) for u in uploads), (mine, uploads)

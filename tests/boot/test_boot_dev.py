@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from components.monitoring import PASSWORD_SYNC_TOOL_KEY
-from components.render.systemd import METADATA_ADDRESS, STATE_DIR
+from outsystems_redis.monitoring import PASSWORD_SYNC_TOOL_KEY
+from outsystems_redis.render.systemd import METADATA_ADDRESS, STATE_DIR
 from tests.boot import machines as m
 from tests.boot.support import (
     Deployment,

@@ -6,9 +6,9 @@ import fnmatch
 import os
 from pathlib import Path
 
-from components.monitoring import FETCH_PASSWORD_TOOL_KEY, OBSERVE_TOOL_KEY
-from components.render.metrics import LOGS_TIMER, LOGS_UNIT, METRICS_TIMER, METRICS_UNIT
-from components.render.redis_conf import EC2_PATHS
+from outsystems_redis.monitoring import FETCH_PASSWORD_TOOL_KEY, OBSERVE_TOOL_KEY
+from outsystems_redis.render.metrics import LOGS_TIMER, LOGS_UNIT, METRICS_TIMER, METRICS_UNIT
+from outsystems_redis.render.redis_conf import EC2_PATHS
 from tests.boot import machines as m
 from tests.boot.support import (
     BOOT_TIMEOUT,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from components.monitoring import JOIN_TOOL_KEY
-from components.render.systemd import JOIN_UNIT, REDIS_RUN_STATE_DIR
+from outsystems_redis.monitoring import JOIN_TOOL_KEY
+from outsystems_redis.render.systemd import JOIN_UNIT, REDIS_RUN_STATE_DIR
 from tests.boot import machines as m
 from tests.boot.support import (
     BOOT_TIMEOUT,
@@ -56,7 +56,7 @@ def test_prod_first_boot_forms_the_crossed_cluster(prod: Cluster) -> None:
     assert "[OK] All 16384 slots covered." in journal, journal  # redis-cli --cluster create ran here
     assert re.search(r"(?m)^cluster-bootstrap: done$", journal), journal
     print(f"{server.name} {unit}:\n" + "\n".join(journal.splitlines()[-5:]))
-    # It did so inside its sandbox, as systemd loaded it (components.render.systemd.SANDBOX).
+    # It did so inside its sandbox, as systemd loaded it (outsystems_redis.render.systemd.SANDBOX).
     shown = server.out(f"systemctl show -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp {unit}")
     assert sorted(shown.split()) == ["NoNewPrivileges=yes", "PrivateTmp=yes", "ProtectHome=yes",
                                      "ProtectSystem=strict"], shown

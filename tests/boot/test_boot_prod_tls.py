@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from components.judge import FETCH_TLS
-from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
-from components.platforms import PLATFORMS
-from components.render.redis_conf import disabled_commands, secret_named_commands
-from components.render.systemd import TLS_CLI_PATH
-from operator_tools.loopback import make_ca, make_server_certificate
+from outsystems_redis.judge import FETCH_TLS
+from outsystems_redis.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
+from outsystems_redis.platforms import PLATFORMS
+from outsystems_redis.render.redis_conf import disabled_commands, secret_named_commands
+from outsystems_redis.render.systemd import TLS_CLI_PATH
+from outsystems_redis.tools.loopback import make_ca, make_server_certificate
 from tests.boot import machines as m
 from tests.boot.support import PLATFORM, Deployment, assert_first_boot, booted, post_deploy_check, verdict
 

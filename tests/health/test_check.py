@@ -17,7 +17,7 @@ DEV = "config:\n  outsystems-redis:subnetCidrs: [172.31.128.0/24]\n"
 
 
 def check(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "operator_tools.check", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "outsystems_redis.tools.check", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -86,11 +86,12 @@ def test_the_tools_read_the_stack_file_where_pulumi_does_the_current_directory(t
     """The pip-installed tools have no repository around them: outside a project they say so in one line, and
     leave nothing behind; inside one, they read its stack file."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    outside = subprocess.run([sys.executable, "-m", "operator_tools.rehearsal", "up", "--stack", "prod"],
+    outside = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.rehearsal", "up", "--stack", "prod"],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert outside.returncode == 2 and f"{tmp_path}/Pulumi.prod.yaml: no such file" in outside.stderr
     assert "Traceback" not in outside.stderr and list(tmp_path.iterdir()) == []
     (tmp_path / "Pulumi.mine.yaml").write_text(DEV)
-    inside = subprocess.run([sys.executable, "-m", "operator_tools.check", "--stack", "mine"], cwd=tmp_path, env=env,
+    inside = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.check", "--stack", "mine"], cwd=tmp_path,
+                            env=env,
                             capture_output=True, text=True, timeout=60)
     assert inside.returncode == 0 and inside.stdout.startswith("Pulumi.mine.yaml: every check"), inside.stderr

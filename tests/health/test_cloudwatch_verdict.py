@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from operator_tools.health.cloudwatch import Reading, first_whole_minute, judge, read, report
+from outsystems_redis.tools.health.cloudwatch import Reading, first_whole_minute, judge, read, report
 from tests.tools import ROOT
 
 AT = datetime(2026, 12, 6, 10, 0, 5, tzinfo=UTC)
@@ -73,7 +73,8 @@ def test_no_credentials_is_one_clear_unhealthy_verdict_not_a_traceback(tmp_path)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_CONFIG_FILE": "/dev/null",
            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod",
+    run = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.health", "--through-cloudwatch",
+                          "--stack", "prod",
                           "--region", "eu-west-1", "--servers", f"s-1={SESSION}"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stdout + run.stderr
@@ -82,7 +83,8 @@ def test_no_credentials_is_one_clear_unhealthy_verdict_not_a_traceback(tmp_path)
 
 
 def test_through_cloudwatch_names_what_it_lacks() -> None:
-    run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod"],
+    run = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.health", "--through-cloudwatch",
+                          "--stack", "prod"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--through-cloudwatch needs --region, --servers" in run.stderr
 
@@ -92,7 +94,8 @@ def test_through_cloudwatch_names_what_it_lacks() -> None:
 def test_a_server_without_its_session_is_refused(servers) -> None:
     """Only the server's session names the namespace it alone publishes in: a bare name would have the check
     read where any server of the stack could publish."""
-    run = subprocess.run([sys.executable, "-m", "operator_tools.health", "--through-cloudwatch", "--stack", "prod",
+    run = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.health", "--through-cloudwatch",
+                          "--stack", "prod",
                           "--region", "eu-west-1", "--servers", servers], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 2 and ("is not NAME=ROLE_ID:INSTANCE_ID" in run.stderr or "s-1 is given twice" in

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components.judge import FAIL, OK, WARN, Facts, NodeFacts, parse_cluster_nodes
-from components.topology import follows
-from operator_tools import health
-from operator_tools.health import __main__ as cli
+from outsystems_redis.judge import FAIL, OK, WARN, Facts, NodeFacts, parse_cluster_nodes
+from outsystems_redis.tools import health
+from outsystems_redis.tools.health import __main__ as cli
+from outsystems_redis.topology import follows
 
 SLOTS = health.SLOTS
 
@@ -296,7 +296,7 @@ def test_a_fix_line_runs_redis_cli_and_nothing_else_whatever_address_redis_repor
     line must still be one redis-cli command with the address as one argument."""
     import shlex
 
-    from components.judge import FAILOVER_AGAIN, _cli, _shown
+    from outsystems_redis.judge import FAILOVER_AGAIN, _cli, _shown
 
     line = _cli(address, "CLUSTER FAILOVER") + f"   # {_shown(address)} takes its master role back" + FAILOVER_AGAIN
     words = shlex.split(line, comments=True)
@@ -324,7 +324,7 @@ def test_a_closed_pipe_ends_the_check_without_a_traceback():
     from tests.tools import ROOT
 
     done = subprocess.run(
-        f"{sys.executable} -m operator_tools.health --nodes 127.0.0.1:1 --json | true",
+        f"{sys.executable} -m outsystems_redis.tools.health --nodes 127.0.0.1:1 --json | true",
         shell=True, cwd=ROOT, env={"REDIS_PASSWORD": "x" * 20, "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
@@ -336,10 +336,11 @@ def test_the_health_check_and_the_servers_agent_read_info_with_one_reader() -> N
     (redis-make-room, which travels in the user data without the judge, keeps its own few lines.)"""
     import importlib
 
-    import components.judge as judge_module
-    import components.render.metrics_agent as agent
+    import outsystems_redis.judge as judge_module
+    import outsystems_redis.server_files.metrics_agent as agent
 
-    gather = importlib.import_module("operator_tools.health.gather")  # the package exports a function of that name
+    # The package exports a function of that name.
+    gather = importlib.import_module("outsystems_redis.tools.health.gather")
 
     assert agent.parse_info is judge_module.parse_info
     assert gather.parse_info is judge_module.parse_info

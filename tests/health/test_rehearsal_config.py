@@ -1,4 +1,4 @@
-"""Stack files are read the way Pulumi hands config to the program (operator_tools/stack_file.py)."""
+"""Stack files are read the way Pulumi hands config to the program (outsystems_redis/tools/stack_file.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from components.errors import SettingsError
-from operator_tools.stack_file import config_strings, read_settings
-from operator_tools.stack_file import read as read_stack_file
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.tools.stack_file import config_strings, read_settings
+from outsystems_redis.tools.stack_file import read as read_stack_file
 from tests.tools import ROOT
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import redis
 
-from operator_tools import health
-from operator_tools.health import __main__ as cli
+from outsystems_redis.tools import health
+from outsystems_redis.tools.health import __main__ as cli
 
 
 def test_an_untrusted_certificate_is_one_line_naming_the_ca_to_use():

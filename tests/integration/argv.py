@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from operator_tools.loopback import BASH
+from outsystems_redis.tools.loopback import BASH
 
 SEP = "\x1f"  # after each argument of a logged command line
 END = "\x1e"  # after each command line (an argument may hold newlines)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from components.judge import FAILOVER_AGAIN
-from operator_tools import health
-from operator_tools.loopback import Loopback
+from outsystems_redis.judge import FAILOVER_AGAIN
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 from tests.tools import ROOT
 
@@ -33,7 +33,8 @@ def run_health(lo: Loopback, *args: str, password: str | None = None, timeout: f
     nodes = ",".join(p.address for p in lo.processes)
     env = {**os.environ, "REDIS_PASSWORD": password if password is not None else lo.password}
     return subprocess.run(
-        [sys.executable, "-m", "operator_tools.health", "--nodes", nodes, "--cluster", "--expect-version", lo.version,
+        [sys.executable, "-m", "outsystems_redis.tools.health", "--nodes", nodes, "--cluster",
+         "--expect-version", lo.version,
          *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from operator_tools.loopback import Loopback
+from outsystems_redis.tools.loopback import Loopback
 from tests.tools import loopback_octet, redis_bin
 
 # Each Loopback gets its own 127.<a>.<b>.x hosts, so tests (and a rehearsal on

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from components import monitoring
-from components.render.metrics import observe_env, observe_launcher
-from components.render.programs import journal_units
-from operator_tools.loopback import BASH, Loopback
+from outsystems_redis import monitoring
+from outsystems_redis.render.metrics import observe_env, observe_launcher
+from outsystems_redis.render.programs import journal_units
+from outsystems_redis.tools.loopback import BASH, Loopback
 from tests.integration.moto_stand_in import Moto
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components import monitoring
-from components.render.backup import backup_env
-from components.render.metrics import observe_script
-from operator_tools.loopback import Loopback
+from outsystems_redis import monitoring
+from outsystems_redis.render.backup import backup_env
+from outsystems_redis.render.metrics import observe_script
+from outsystems_redis.tools.loopback import Loopback
 from tests.tools import loopback_octet, require
 
 STACK = "rehearsal"  # the backup tests' stack

@@ -16,7 +16,8 @@ SCALE_BLOCK = 254  # test_rehearsal_scale.py's
 
 
 def rehearse(command: str, stack: str, state: Path, prefix: str, version: str | None, *extra: str):
-    args = [sys.executable, "-m", "operator_tools.rehearsal", command, "--stack", stack, "--state-dir", str(state),
+    args = [sys.executable, "-m", "outsystems_redis.tools.rehearsal", command, "--stack", stack,
+            "--state-dir", str(state),
             "--host-prefix", prefix] + (["--version", version] if version else []) + list(extra)
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from components.topology import follows
-from operator_tools import health
-from operator_tools.loopback import Loopback
-from operator_tools.rehearsal import SessionTraffic, verify_sessions
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import Loopback
+from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
+from outsystems_redis.topology import follows
 from tests.integration.loopbacks import make_loopback
 
 MAX_CLIENT_ERRORS = 5  # errors the client may give up on during a move (seen: 0); wrong answers: none at all

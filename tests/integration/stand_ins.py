@@ -1,6 +1,6 @@
 """fetch-tls.sh's world on this machine: a Parameter Store answered from files, and the script's inputs.
 
-The `aws` stand-in is the rehearsal's own (operator_tools.loopback.render_aws_stand_in):
+The `aws` stand-in is the rehearsal's own (outsystems_redis.tools.loopback.render_aws_stand_in):
 `aws ssm get-parameter --name N ... --output text` prints the file for N; an outage
 file makes every call fail at once ("fail", exit 254) or never answer ("hang").
 """
@@ -13,9 +13,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
-from components.render.tls import fetch_tls_script
-from operator_tools.loopback import BASH, REGION, render_aws_stand_in
+from outsystems_redis.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
+from outsystems_redis.render.tls import fetch_tls_script
+from outsystems_redis.tools.loopback import BASH, REGION, render_aws_stand_in
 from tests.tools import require
 
 STACK = "test"

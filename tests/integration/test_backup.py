@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import redis
 
-from components.backup_bucket import server_statements
-from components.monitoring import (
+from outsystems_redis.backup_bucket import server_statements
+from outsystems_redis.monitoring import (
     BACKUP_PERIOD_SECONDS,
     BACKUP_PREFIX,
     SERVER_SESSION,
@@ -35,9 +35,9 @@ from components.monitoring import (
     backup_key,
     backup_manifest_key,
 )
-from components.render.backup import backup_script
-from operator_tools.loopback import Loopback, run_at_once
-from operator_tools.sessions import SessionStore, session_keys, session_tag
+from outsystems_redis.render.backup import backup_script
+from outsystems_redis.tools.loopback import Loopback, run_at_once
+from outsystems_redis.tools.sessions import SessionStore, session_keys, session_tag
 
 # Its `moto` fixture is the one of tests/integration/moto_stand_in.py (tests/conftest.py registers it).
 from tests.integration.moto_stand_in import BUCKET, STACK, Moto, backup_environment
@@ -312,7 +312,7 @@ def restore(moto: Moto, lo: Loopback, taken_at: str, *extra: str) -> subprocess.
         extra = ("--tls", "--cacert", str(lo.ca_file), *extra)
     env = {**os.environ, **moto.env(), "REDIS_PASSWORD": lo.password}
     return subprocess.run(
-        [sys.executable, "-m", "operator_tools.backup", "restore", "--bucket", BUCKET, "--taken-at", taken_at,
+        [sys.executable, "-m", "outsystems_redis.tools.backup", "restore", "--bucket", BUCKET, "--taken-at", taken_at,
          "--target", p.address, "--redis-server", lo.redis_server, *extra],
         env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
 
@@ -399,7 +399,7 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
         fresh.bootstrap()
     time.sleep(max(0.0, short_gone_at - time.monotonic()))  # the short sessions' TTLs have run out
 
-    listed = subprocess.run([sys.executable, "-m", "operator_tools.backup", "list", "--bucket", BUCKET],
+    listed = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.backup", "list", "--bucket", BUCKET],
                             env={**os.environ, **moto.env()}, capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).parents[2])
     assert listed.returncode == 0, listed.stderr
@@ -439,7 +439,7 @@ def test_restore_rehearsal_brings_back_every_session_with_its_ttl(loopback_facto
     for key in [k for k in objects(moto) if k.split("/")[2:4] == [name, taken_at]]:
         s3.copy_object(Bucket=BUCKET, Key=key.replace(moto.writer(0), IMPOSTOR),
                        CopySource={"Bucket": BUCKET, "Key": key})
-    listed = subprocess.run([sys.executable, "-m", "operator_tools.backup", "list", "--bucket", BUCKET],
+    listed = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.backup", "list", "--bucket", BUCKET],
                             env={**os.environ, **moto.env()}, capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).parents[2])
     assert f"{name} uploaded by 2 instances" in listed.stdout, listed.stdout + listed.stderr

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from components.monitoring import backup_key, backup_manifest_key
-from operator_tools import backup
-from operator_tools.backup import BackupError, Snapshot, check_versions, coverage, group_sets, parse_slots, restore_ttl
+from outsystems_redis.monitoring import backup_key, backup_manifest_key
+from outsystems_redis.tools import backup
+from outsystems_redis.tools.backup import (
+    BackupError,
+    Snapshot,
+    check_versions,
+    coverage,
+    group_sets,
+    parse_slots,
+    restore_ttl,
+)
 
 ONE, TWO = "AROAEXAMPLEROLEID:i-0aaaaaaaaaaaaaaaa", "AROAEXAMPLEROLEID:i-0bbbbbbbbbbbbbbbb"
 

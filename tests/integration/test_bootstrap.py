@@ -7,7 +7,7 @@ import time
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from operator_tools.loopback import Loopback
+from outsystems_redis.tools.loopback import Loopback
 from tests.integration.loopbacks import assert_crossed, nodes, server_of
 from tests.tools import REDIS_VERSIONS
 

@@ -1,8 +1,8 @@
 """A crashed Redis process (kill -9) restarted as the shipped unit restarts it: no session or lock lost.
 
-`rehearsal crash` writes sessions through the session provider's scripts (operator_tools.sessions), holds
+`rehearsal crash` writes sessions through the session provider's scripts (outsystems_redis.tools.sessions), holds
 some of them by their write lock, SIGKILLs the master process of server 2 and starts it again after the
-RestartSec that components/render/systemd.py renders into the unit. With a restart sooner than the
+RestartSec that outsystems_redis/render/systemd.py renders into the unit. With a restart sooner than the
 failover (the 2 s shipped before), the master reloads its last snapshot and its replica resyncs from it:
 76 of 200 sessions and 8 of 20 locks were lost here, and this test failed.
 """
@@ -21,7 +21,8 @@ from tests.tools import REDIS_VERSIONS, ROOT, loopback_octet, redis_bin
 
 
 def rehearse(command: str, stack: str, state: Path, prefix: str, version: str, *extra: str):
-    args = [sys.executable, "-m", "operator_tools.rehearsal", command, "--stack", stack, "--state-dir", str(state),
+    args = [sys.executable, "-m", "outsystems_redis.tools.rehearsal", command, "--stack", stack,
+            "--state-dir", str(state),
             "--host-prefix", prefix, "--version", version, *extra]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
 
@@ -66,8 +67,8 @@ def test_the_restart_waits_out_a_denied_election_on_redis_5_0():
     detection (one node timeout) + the retry wait + the election's own delay (up to 1.5 s) and a busy
     server's slack. With the 15 s shipped before, the 5.0 drill above lost 65 of 200 sessions once under
     load; that race cannot be forced, so this checks the arithmetic it depends on."""
-    from components.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS
-    from components.render.systemd import render_template_drop_in, restart_seconds
+    from outsystems_redis.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS
+    from outsystems_redis.render.systemd import render_template_drop_in, restart_seconds
 
     retried_election_done_ms = CLUSTER_NODE_TIMEOUT_MS + 4 * CLUSTER_NODE_TIMEOUT_MS + 1500
     assert restart_seconds(True) * 1000 >= retried_election_done_ms + 3000

@@ -1,6 +1,6 @@
 """fetch-tls.sh, the boot step that writes a server's TLS material from SSM, executed with an `aws` stand-in.
 
-Real PEMs (openssl, operator_tools.loopback): files root:redis with their modes,
+Real PEMs (openssl, outsystems_redis.tools.loopback): files root:redis with their modes,
 each replaced by a rename (a reader never sees a partial or wrongly-moded file),
 the last boot's files kept when SSM is unreachable, an error when there are none,
 a certificate that is not the key's refused. The key never reaches stdout or
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from operator_tools.loopback import make_ca, make_server_certificate
+from outsystems_redis.tools.loopback import make_ca, make_server_certificate
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
 from tests.tools import tool
 

@@ -3,7 +3,7 @@ the stack's deployer: the shipped launcher, the real AWS CLI against moto's S3 a
 
 A program someone else put in the bucket (or in another bucket the parameter was pointed at) is refused,
 and the last good copy runs; the signature is checked against the public key in the user data
-(components/signing.py, what `pulumi up` uploads beside each program).
+(outsystems_redis/signing.py, what `pulumi up` uploads beside each program).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from components import monitoring, signing
-from components.render.metrics import observe_launcher
-from operator_tools.loopback import BASH
+from outsystems_redis import monitoring, signing
+from outsystems_redis.render.metrics import observe_launcher
+from outsystems_redis.tools.loopback import BASH
 from tests.integration.moto_stand_in import REGION, Moto
 
 SEED = "Deployer" * 5  # the stack's seed (the program's is a generated secret)

@@ -5,7 +5,7 @@ the store rather than keep sessions in it, and that nothing of ours sends, are g
 (redis_conf.disabled_commands), and those that the servers' scripts need go by secret names
 (redis_conf.secret_named_commands): each is tried with the front-ends' password, as a compromised
 front-end would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the
-write lock: operator_tools.sessions) keeps working before and after, on a single server (dev) and a
+write lock: outsystems_redis.tools.sessions) keeps working before and after, on a single server (dev) and a
 cluster, and the scripts' own name for CONFIG still works.
 """
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from components.platforms import PLATFORMS
-from components.render.redis_conf import disabled_commands, secret_named_commands
-from operator_tools.loopback import Loopback
-from operator_tools.rehearsal import lost_sessions, write_sessions
+from outsystems_redis.platforms import PLATFORMS
+from outsystems_redis.render.redis_conf import disabled_commands, secret_named_commands
+from outsystems_redis.tools.loopback import Loopback
+from outsystems_redis.tools.rehearsal import lost_sessions, write_sessions
 from tests.integration.loopbacks import nodes
 from tests.tools import REDIS_VERSIONS, redis_bin
 

@@ -22,7 +22,7 @@ import time
 import pytest
 import redis
 
-from components.render.join import join_script
+from outsystems_redis.render.join import join_script
 from tests.integration import loopbacks
 from tests.tools import REDIS_VERSIONS, loopback_octet, redis_bin, tool
 

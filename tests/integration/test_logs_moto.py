@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from components.render import metrics
-from operator_tools.loopback import generate_password
+from outsystems_redis.render import metrics
+from outsystems_redis.tools.loopback import generate_password
 from tests.integration.metrics_stand_in import fake_journalctl, journal_entry, log_events, observe
 
 
@@ -144,6 +144,6 @@ def test_batches_respect_cloudwatch_logs_limits():
 def metrics_batches(events):
     import importlib
 
-    agent = importlib.import_module("components.render.metrics_agent")
+    agent = importlib.import_module("outsystems_redis.server_files.metrics_agent")
     assert metrics.AGENT_SOURCE.name == "metrics_agent.py"
     return agent.batches(events)

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from operator_tools import health, maintenance, rehearsal
-from operator_tools.rehearsal import master_hosts, slots_writable, write_sessions
+from outsystems_redis.tools import health, maintenance, rehearsal
+from outsystems_redis.tools.rehearsal import master_hosts, slots_writable, write_sessions
 from tests.tools import REDIS_VERSIONS
 
 PINS = {"5.0": "5:5.0.7*", "7.0": "5:7.0.15*"}  # the requirements' lines, written out here

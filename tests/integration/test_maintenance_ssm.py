@@ -12,11 +12,11 @@ import json
 
 import pytest
 
-from components.topology import build_topology
-from operator_tools import maintenance
-from operator_tools.loopback import platform_for
-from operator_tools.rehearsal import master_hosts, slots_writable, tls_of
-from operator_tools.stack_file import read_settings
+from outsystems_redis.tools import maintenance
+from outsystems_redis.tools.loopback import platform_for
+from outsystems_redis.tools.rehearsal import master_hosts, slots_writable, tls_of
+from outsystems_redis.tools.stack_file import read_settings
+from outsystems_redis.topology import build_topology
 from tests.integration.moto_stand_in import REGION
 from tests.tools import ROOT
 

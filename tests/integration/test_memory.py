@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.memory import run_one
-from components.render.redis_conf import EVICTION_POLICY
+from outsystems_redis.render.redis_conf import EVICTION_POLICY
 from tests.integration import loopbacks
 from tests.tools import REDIS_VERSIONS, loopback_octet, redis_bin
 

@@ -12,9 +12,9 @@ import time
 import pytest
 import redis
 
-from components import monitoring
-from components.backup_bucket import server_statements
-from components.judge import parse_cluster_info, parse_cluster_nodes
+from outsystems_redis import monitoring
+from outsystems_redis.backup_bucket import server_statements
+from outsystems_redis.judge import parse_cluster_info, parse_cluster_nodes
 from tests.integration.metrics_stand_in import latest, namespace_of, namespaces, observe, published
 
 

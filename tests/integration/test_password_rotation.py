@@ -1,5 +1,5 @@
 """A changed password reaches running servers: real Redis 5.0 and 7.0 on loopback, the shipped scripts, an `aws`
-stand-in for SSM Parameter Store (operator_tools.loopback), and a live session workload.
+stand-in for SSM Parameter Store (outsystems_redis.tools.loopback), and a live session workload.
 
 - Rotation (prod: 3 servers, dev: 1): redis-password-sync runs on every server at once, as the aligned timers
   do. No acknowledged session is lost, the health check is green with the new password, every replication link
@@ -32,11 +32,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from components.render.password import secret_names_env
-from components.render.redis_conf import secret_named_commands
-from operator_tools import health
-from operator_tools.loopback import BASH, Loopback, generate_password
-from operator_tools.rehearsal import SessionTraffic, verify_sessions
+from outsystems_redis.render.password import secret_names_env
+from outsystems_redis.render.redis_conf import secret_named_commands
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import BASH, Loopback, generate_password
+from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
 from tests.tools import ROOT, loopback_octet, redis_bin
 
 GRACE = 4  # seconds of Redis 7.0 grace in these tests (3600 on AWS)
@@ -521,7 +521,7 @@ A = loopback_octet()
 
 
 def rehearse(state: Path, prefix: str, version: str | None, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "operator_tools.rehearsal", *args, "--stack", "dev", "--state-dir", str(state),
+    cmd = [sys.executable, "-m", "outsystems_redis.tools.rehearsal", *args, "--stack", "dev", "--state-dir", str(state),
            "--host-prefix", prefix] + (["--version", version] if version else [])
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
 

@@ -35,7 +35,7 @@ import time
 import boto3
 import pytest
 
-from operator_tools.loopback import Loopback
+from outsystems_redis.tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 from tests.integration.metrics_stand_in import deployer_env, observe
 from tests.integration.moto_stand_in import REGION
@@ -52,14 +52,14 @@ PROD_NODES = ("172.31.129.10:7000,172.31.130.10:7000,172.31.131.10:7000,"
 PROD_SERVERS = ",".join(f"outsystems-redis-server-{i}={session_of(f'outsystems-redis-server-{i}')}" for i in (1, 2, 3))
 # Written out, not rebuilt from the code under test.
 EXPECTED = {
-    "dev": ".venv/bin/python -m operator_tools.health --through-cloudwatch --stack dev --region eu-west-1 "
+    "dev": ".venv/bin/python -m outsystems_redis.tools.health --through-cloudwatch --stack dev --region eu-west-1 "
            f"--account 111122223333 --servers outsystems-redis-server-1={session_of('outsystems-redis-server-1')} "
            "--wait 900",
-    "prod": ".venv/bin/python -m operator_tools.health --through-cloudwatch --stack prod --region eu-west-1 "
+    "prod": ".venv/bin/python -m outsystems_redis.tools.health --through-cloudwatch --stack prod --region eu-west-1 "
             f"--account 111122223333 --servers {PROD_SERVERS} --cluster --wait 900",
-    "dev-direct": ".venv/bin/python -m operator_tools.health --nodes 172.31.128.10:6379 --expect-version 5.0 "
+    "dev-direct": ".venv/bin/python -m outsystems_redis.tools.health --nodes 172.31.128.10:6379 --expect-version 5.0 "
                   "--wait 900",
-    "prod-7.0-tls-direct": f".venv/bin/python -m operator_tools.health --nodes {PROD_NODES} --cluster "
+    "prod-7.0-tls-direct": f".venv/bin/python -m outsystems_redis.tools.health --nodes {PROD_NODES} --cluster "
                            "--expect-version 7.0 --cacert-env REDIS_CA_CERT --wait 900",
 }
 FORMING = 150  # seconds: bound on a check that waits for the cluster to form (its own --wait is 900)

@@ -13,10 +13,10 @@ import time
 import pytest
 import redis
 
-from operator_tools.loopback import command_name_in, platform_for
-from operator_tools.rehearsal import STATE_FILE, SessionTraffic, load_loopback
-from operator_tools.sessions import SessionStore
-from operator_tools.stack_file import read_settings
+from outsystems_redis.tools.loopback import command_name_in, platform_for
+from outsystems_redis.tools.rehearsal import STATE_FILE, SessionTraffic, load_loopback
+from outsystems_redis.tools.sessions import SessionStore
+from outsystems_redis.tools.stack_file import read_settings
 from tests.integration.rehearsals import A, redis_processes, rehearse
 from tests.tools import fill, redis_bin
 

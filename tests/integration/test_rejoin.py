@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from components.render.join import join_script
-from components.render.roles import role_restore_script
-from operator_tools import health
-from operator_tools.loopback import BASH, Loopback
-from operator_tools.rehearsal import (
+from outsystems_redis.render.join import join_script
+from outsystems_redis.render.roles import role_restore_script
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import BASH, Loopback
+from outsystems_redis.tools.rehearsal import (
     UNREPLICATED_WINDOW,
     in_flight_at_kill,
     restore_roles,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from operator_tools import health
-from operator_tools.loopback import Loopback
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 
 

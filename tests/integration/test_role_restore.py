@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from operator_tools import health
-from operator_tools.loopback import Loopback
-from operator_tools.rehearsal import lost_sessions, master_hosts, slots_writable, write_sessions
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import Loopback
+from outsystems_redis.tools.rehearsal import lost_sessions, master_hosts, slots_writable, write_sessions
 from tests.tools import REDIS_VERSIONS
 
 FAILOVER_TIMEOUT = 45  # cluster-node-timeout 5 s, plus elections

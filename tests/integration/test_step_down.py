@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from components.render.step_down import step_down_script
-from operator_tools.loopback import BASH
-from operator_tools.rehearsal import _cluster_client, master_hosts, slot_owners
+from outsystems_redis.render.step_down import step_down_script
+from outsystems_redis.tools.loopback import BASH
+from outsystems_redis.tools.rehearsal import _cluster_client, master_hosts, slot_owners
 from tests.tools import REDIS_VERSIONS
 
 BLIP_LIMIT = 2.0  # seconds: the longest write pause allowed (a kill costs 5 s node timeout plus an election)

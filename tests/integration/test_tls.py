@@ -1,6 +1,6 @@
 """TLS on real Redis 7.0.15, on loopback: the rendered TLS confs, the shipped bootstrap and join, the health check.
 
-Certificates are generated here (operator_tools.loopback, openssl CLI): a throwaway
+Certificates are generated here (outsystems_redis.tools.loopback, openssl CLI): a throwaway
 CA, one certificate per server with its loopback IP as SAN, where the confs
 expect them. A second CA that signed nothing stands for "a certificate the
 client does not trust".
@@ -15,8 +15,8 @@ import sys
 import pytest
 import redis
 
-from operator_tools import health
-from operator_tools.loopback import Loopback, make_ca
+from outsystems_redis.tools import health
+from outsystems_redis.tools.loopback import Loopback, make_ca
 from tests.integration.loopbacks import assert_crossed, make_loopback, warnings
 from tests.tools import ROOT, loopback_octet, redis_bin, tool
 
@@ -33,7 +33,8 @@ def tls_loopback(factory, servers: int) -> Loopback:
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "operator_tools.health", *args], cwd=ROOT, env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "outsystems_redis.tools.health", *args], cwd=ROOT,
+                          env={**os.environ, **env},
                           capture_output=True, text=True, timeout=60)
 
 
@@ -137,7 +138,7 @@ def test_a_server_joins_a_tls_cluster(tls_cluster):
 def test_rehearsal_tls_is_refused_on_redis_5_and_runs_on_7(tmp_path):
     redis_bin("7.0")
     tool("openssl")
-    base = [sys.executable, "-m", "operator_tools.rehearsal"]
+    base = [sys.executable, "-m", "outsystems_redis.tools.rehearsal"]
     refused = subprocess.run([*base, "up", "--stack", "dev", "--version", "5.0", "--tls", "--state-dir",
                               str(tmp_path / "r5")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--tls needs Redis 7.0" in refused.stderr

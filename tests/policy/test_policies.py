@@ -12,7 +12,7 @@ import re
 import pytest
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from components.sizing import NON_PRODUCTION, PRODUCTION
+from outsystems_redis.sizing import NON_PRODUCTION, PRODUCTION
 from policy import rules
 from policy.pack import policies
 from tests.policy.harness import Res, evaluate, from_program, set_stack_config, violations
@@ -240,7 +240,7 @@ def test_replica_on_its_own_masters_server_is_caught(programs: dict[str, Program
     assert any("has 1 Redis server(s)" in m for m in msgs)
 
 
-# Read by policy/rules.py but never written by the program (components/session_store.py): a dead override
+# Read by policy/rules.py but never written by the program (outsystems_redis/pulumi/session_store.py): a dead override
 # that no resource can carry. Listed so that no other such tag slips in; its branch belongs out of rules.py.
 UNWRITTEN_TAGS_READ = {"RedisReplicaFollows"}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from components.platforms import PLATFORMS
-from components.settings import Settings, load_settings
-from components.topology import Topology, build_topology
+from outsystems_redis.platforms import PLATFORMS
+from outsystems_redis.settings import Settings, load_settings
+from outsystems_redis.topology import Topology, build_topology
 
 PASSWORD = "Sup3rSecretSessionPw9"  # must never appear in anything rendered
 PARAMETER = "/outsystems-redis/test/redis-password"

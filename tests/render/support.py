@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from components.render.cloud_config import render_cloud_config
+from outsystems_redis.render.cloud_config import render_cloud_config
 from tests.render.stacks import PARAMETER, REGION, STACKS, TLS_STACKS, stack
 from tests.tools import tool
 

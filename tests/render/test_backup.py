@@ -7,11 +7,11 @@ from datetime import datetime
 
 import pytest
 
-from components.monitoring import BACKUP_PREFIX, BACKUP_TOOL_KEY, backup_bucket_parameter
-from components.render import systemd
-from components.render.backup import BACKUP_ENV_PATH, BACKUP_TIMER, BACKUP_UNIT, backup_script
-from components.render.cloud_config import render_cloud_config
-from components.render.metrics import OBSERVE_PATH
+from outsystems_redis.monitoring import BACKUP_PREFIX, BACKUP_TOOL_KEY, backup_bucket_parameter
+from outsystems_redis.render import systemd
+from outsystems_redis.render.backup import BACKUP_ENV_PATH, BACKUP_TIMER, BACKUP_UNIT, backup_script
+from outsystems_redis.render.cloud_config import render_cloud_config
+from outsystems_redis.render.metrics import OBSERVE_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
 from tests.render.support import files_of, verify_units
 from tests.tools import tool

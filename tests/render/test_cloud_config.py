@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.render import systemd
-from components.render.cloud_config import encode_user_data, render_cloud_config, user_data_costs
-from components.render.fetched import fetched_tools
-from components.render.step_down import STEP_DOWN_PATH
+from outsystems_redis.render import systemd
+from outsystems_redis.render.cloud_config import encode_user_data, render_cloud_config, user_data_costs
+from outsystems_redis.render.fetched import fetched_tools
+from outsystems_redis.render.step_down import STEP_DOWN_PATH
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, stack
 from tests.render.support import SCHEMA_CASES, files_of, rendered, shipped_scripts, verify_units
 from tests.tools import tool
@@ -219,7 +219,7 @@ def test_libyaml_and_pyyaml_write_the_same_user_data(monkeypatch):
     """The renderer uses libyaml's emitter when PyYAML has it; a machine without it must get the same bytes."""
     import yaml
 
-    from components.render import cloud_config
+    from outsystems_redis.render import cloud_config
 
     assert yaml.__with_libyaml__, "PyYAML without libyaml: the renderer would fall back to the slow emitter"
     fast = {case: rendered(*case) for case in SCHEMA_CASES}

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from components.monitoring import JOIN_TOOL_KEY
-from components.platforms import DEFAULT_PLATFORM, PLATFORMS
-from components.render import systemd
-from components.render.cloud_config import render_cloud_config
-from components.render.fetched import fetched_tools
-from components.render.join import join_env
-from components.topology import INITIAL_CLUSTER_SERVERS
+from outsystems_redis.monitoring import JOIN_TOOL_KEY
+from outsystems_redis.platforms import DEFAULT_PLATFORM, PLATFORMS
+from outsystems_redis.render import systemd
+from outsystems_redis.render.cloud_config import render_cloud_config
+from outsystems_redis.render.fetched import fetched_tools
+from outsystems_redis.render.join import join_env
+from outsystems_redis.topology import INITIAL_CLUSTER_SERVERS
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, stack
 from tests.render.support import files_of, verify_units
 from tests.tools import ROOT, tool
@@ -129,7 +129,7 @@ def test_the_joins_start_outlasts_roots_first_fetch() -> None:
     """root's fetch (ExecStartPre, the launcher) keeps trying for FIRST_FETCH_SECONDS, and its last try may
     begin just before then and take the launcher's no-copy bounds (each with a 2 s kill): the unit's start
     timeout (systemd's default is 90 s) must outlast that, or a slow first boot's join is cut off."""
-    launcher = (ROOT / "components/render/metrics-observe.sh").read_text()
+    launcher = (ROOT / "outsystems_redis/server_files/metrics-observe.sh").read_text()
     bounds = re.search(r"else bounds=\(([\d ]+)\)", launcher)
     assert bounds, "metrics-observe.sh: no no-copy bounds"
     worst = systemd.FIRST_FETCH_SECONDS + sum(int(b) + 2 for b in bounds.group(1).split())

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from components.platforms import PLATFORMS
-from operator_tools import health, maintenance
-from operator_tools.rehearsal import error_windows
+from outsystems_redis.platforms import PLATFORMS
+from outsystems_redis.tools import health, maintenance
+from outsystems_redis.tools.rehearsal import error_windows
 from tests.tools import tool
 
 PINS = {"ubuntu-20.04-redis-5.0": "5:5.0.7*", "ubuntu-24.04-redis-7.0": "5:7.0.15*"}

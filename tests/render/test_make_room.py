@@ -11,8 +11,8 @@ import ast
 
 import pytest
 
-from components.alarms import RULES
-from components.render import make_room
+from outsystems_redis.alarms import RULES
+from outsystems_redis.render import make_room
 from tests.render.stacks import PASSWORD, STACKS
 from tests.render.support import NEWER_THAN_3_8, env_of, files
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from components import judge, monitoring
-from components.render import metrics
-from components.render.shipped import strip_docstrings
+from outsystems_redis import judge, monitoring
+from outsystems_redis.render import metrics
+from outsystems_redis.render.shipped import strip_docstrings
 from tests.render.stacks import PASSWORD, STACKS, stack
 from tests.render.support import NEWER_THAN_3_8, env_of, files
 from tests.tools import tool
@@ -97,16 +97,17 @@ def test_the_program_is_self_contained_python_3_8_with_the_health_checks_own_fun
     # The judge and monitoring's names travel whole, as the modules they are here: no second judge, and
     # judge.py can be reorganised freely.
     # (judge.py's crossed-ring fix hint imports the topology module inside a function: it travels too.)
-    assert set(modules) == {"components", "components.judge", "components.monitoring", "components.topology"}
+    assert set(modules) == {"outsystems_redis", "outsystems_redis.judge", "outsystems_redis.monitoring",
+                            "outsystems_redis.topology"}
     for module in (judge, monitoring):
         source = ast.parse(Path(module.__file__).read_text())
         strip_docstrings(source)
         assert modules[module.__name__] == ast.unparse(source) + "\n", module.__name__
-    assert _imports(tree) <= STANDARD_LIBRARY | {"components"}
+    assert _imports(tree) <= STANDARD_LIBRARY | {"outsystems_redis"}
     for name, source in modules.items():
         module = ast.parse(source, feature_version=(3, 8))
         assert not [n for n in NEWER_THAN_3_8 if n in source], name
-        assert _imports(module) <= STANDARD_LIBRARY | {"components"}, name  # and what they import is carried
+        assert _imports(module) <= STANDARD_LIBRARY | {"outsystems_redis"}, name  # and what they import is carried
         if source:
             assert ast.unparse(module.body[0]) == "from __future__ import annotations", name
     # It runs with a bare system python3 (no redis-py, no repository on the path).
@@ -122,8 +123,8 @@ def test_the_program_is_self_contained_python_3_8_with_the_health_checks_own_fun
 
 def test_last_save_age_counts_only_what_is_unsaved() -> None:
     """An idle master is as good as freshly saved (else the 2-hour alarm pages every quiet night)."""
-    from components.judge import Facts, NodeFacts
-    from components.render.metrics_agent import compute_metrics
+    from outsystems_redis.judge import Facts, NodeFacts
+    from outsystems_redis.server_files.metrics_agent import compute_metrics
 
     def age(changes: int) -> float:
         info = {"role": "master", "rdb_last_save_time": "1000", "rdb_changes_since_last_save": str(changes)}
@@ -136,7 +137,7 @@ def test_last_save_age_counts_only_what_is_unsaved() -> None:
 def test_the_fetched_programs_do_not_depend_on_the_hash_seed() -> None:
     # Set order differs between processes; a text that followed it would upload anew at every `pulumi up`.
     # Seeds 1 to 4 put this module's names in different orders (the unsorted rendering differed for them).
-    code = "import hashlib, json; from components.render.fetched import fetched_tools; " \
+    code = "import hashlib, json; from outsystems_redis.render.fetched import fetched_tools; " \
            "print(json.dumps({k: hashlib.sha256(v.encode()).hexdigest() for k, v in fetched_tools().items()}))"
     root = Path(__file__).resolve().parents[2]
     seen = {

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from components.render import systemd
-from components.render.metrics import observe_launcher
-from components.render.password import (
+from outsystems_redis.render import systemd
+from outsystems_redis.render.metrics import observe_launcher
+from outsystems_redis.render.password import (
     PASSWORD_GRACE_SECONDS,
     PASSWORD_SYNC_ENV_PATH,
     PASSWORD_SYNC_TIMER,
@@ -27,8 +27,8 @@ from components.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
-from components.render.shipped import LIBRARY
-from components.render.tls import fetch_tls_script
+from outsystems_redis.render.shipped import LIBRARY
+from outsystems_redis.render.tls import fetch_tls_script
 from tests.tools import tool
 
 PORTS = (7000, 7001)
@@ -189,7 +189,7 @@ CANDIDATES = [
 
 
 def _program_takes(password: str) -> bool:
-    from components.settings import SettingsError, check_password
+    from outsystems_redis.settings import SettingsError, check_password
 
     try:
         check_password(password)

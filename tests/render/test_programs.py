@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from components.render import programs
-from components.render.programs import Where
-from operator_tools.loopback import Loopback
+from outsystems_redis.render import programs
+from outsystems_redis.render.programs import Where
+from outsystems_redis.tools.loopback import Loopback
 from tests.render.stacks import PARAMETER, REGION, STACKS, TLS_STACKS, stack
 from tests.render.support import files_of, rendered
 

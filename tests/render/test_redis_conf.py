@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.platforms import PLATFORMS
-from components.render.redis_conf import EC2_PATHS, EVICTION_POLICY, render_redis_conf
-from components.sizing import usable_memory_mib
+from outsystems_redis.platforms import PLATFORMS
+from outsystems_redis.render.redis_conf import EC2_PATHS, EVICTION_POLICY, render_redis_conf
+from outsystems_redis.sizing import usable_memory_mib
 from tests.integration.loopbacks import warnings
 from tests.render.stacks import stack
 from tests.tools import REDIS_VERSIONS

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from components.render.backup import backup_script
-from components.render.bootstrap import bootstrap_script
-from components.render.join import join_script
-from components.render.make_room import LOOPBACK_INTERVALS, TARGET_PERCENT, make_room_env, make_room_script
-from components.render.metrics import observe_env, observe_launcher, observe_script
-from components.render.password import fetch_password_script, password_sync_script
-from components.render.programs import journal_units
-from components.render.roles import role_restore_env, role_restore_script
-from components.render.step_down import step_down_env, step_down_script
-from components.render.tls import fetch_tls_script
-from operator_tools.loopback import BASH, generate_password, make_ca, make_server_certificate
+from outsystems_redis.render.backup import backup_script
+from outsystems_redis.render.bootstrap import bootstrap_script
+from outsystems_redis.render.join import join_script
+from outsystems_redis.render.make_room import LOOPBACK_INTERVALS, TARGET_PERCENT, make_room_env, make_room_script
+from outsystems_redis.render.metrics import observe_env, observe_launcher, observe_script
+from outsystems_redis.render.password import fetch_password_script, password_sync_script
+from outsystems_redis.render.programs import journal_units
+from outsystems_redis.render.roles import role_restore_env, role_restore_script
+from outsystems_redis.render.step_down import step_down_env, step_down_script
+from outsystems_redis.render.tls import fetch_tls_script
+from outsystems_redis.tools.loopback import BASH, generate_password, make_ca, make_server_certificate
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import make_loopback
 from tests.integration.metrics_stand_in import fake_journalctl, journal_entry

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from components.render.backup import backup_script
-from components.render.fetched import fetched_tools
-from components.render.password import fetch_password_script, password_sync_script
-from components.render.shipped import LIBRARY, shipped_script
-from components.render.tls import fetch_tls_script
+from outsystems_redis.render.backup import backup_script
+from outsystems_redis.render.fetched import fetched_tools
+from outsystems_redis.render.password import fetch_password_script, password_sync_script
+from outsystems_redis.render.shipped import LIBRARY, shipped_script
+from outsystems_redis.render.tls import fetch_tls_script
 
-SCRIPTS = sorted(p for p in (Path(__file__).resolve().parents[2] / "components" / "render").glob("*.sh")
+SCRIPTS = sorted(p for p in (Path(__file__).resolve().parents[2] / "outsystems_redis" / "server_files").glob("*.sh")
                  if p != LIBRARY)
 
 
@@ -36,7 +36,7 @@ def test_comment_only_lines_are_what_goes(tmp_path: Path) -> None:
     script.write_text('#!/bin/bash\n# why\n\n  # indented why\n'
                       '# shellcheck disable=SC2086\necho "#not a comment" # tail\n')
     assert shipped_script(script) == (
-        "#!/bin/bash\n# x.sh of outsystems-redis (components/render/); comments are in the source.\n"
+        "#!/bin/bash\n# x.sh of outsystems-redis (outsystems_redis/server_files/); comments are in the source.\n"
         '# shellcheck disable=SC2086\necho "#not a comment" # tail\n'
     )
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
-from components.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
-from components.render import systemd
-from components.render.cloud_config import render_cloud_config
-from components.render.redis_conf import EC2_PATHS, render_redis_conf
-from components.render.tls import fetch_tls_script
-from operator_tools.loopback import make_ca, make_server_certificate
+from outsystems_redis.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY
+from outsystems_redis.parameters import tls_ca_parameter, tls_cert_parameter, tls_key_parameter
+from outsystems_redis.render import systemd
+from outsystems_redis.render.cloud_config import render_cloud_config
+from outsystems_redis.render.redis_conf import EC2_PATHS, render_redis_conf
+from outsystems_redis.render.tls import fetch_tls_script
+from outsystems_redis.tools.loopback import make_ca, make_server_certificate
 from tests.render.stacks import PARAMETER, PASSWORD, REGION, STACKS, TLS_STACKS, stack
 from tests.tools import require, tool
 

@@ -19,7 +19,7 @@ import yaml
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 
-from operator_tools import stack_file
+from outsystems_redis.tools import stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -304,12 +304,12 @@ def user_data(inputs: dict[str, Any]) -> str:
 
 
 def stack_config(stack: str, directory: Path = ROOT) -> dict[str, Any]:
-    """The stack file's config as written (full keys, YAML values), read by operator_tools.stack_file."""
+    """The stack file's config as written (full keys, YAML values), read by outsystems_redis.tools.stack_file."""
     return dict(stack_file.load(directory / f"Pulumi.{stack}.yaml").get("config") or {})
 
 
 def config_for_pulumi(config: dict[str, Any]) -> dict[str, str]:
-    """`config` (full keys) as Pulumi hands it to a program, by operator_tools.stack_file's one rule; None
+    """`config` (full keys) as Pulumi hands it to a program, by outsystems_redis.tools.stack_file's one rule; None
     drops a key. A `secure:` value cannot be decrypted here: the test must pass the plain value in
     `overrides` (with its key in `secret_keys`)."""
     raw, encrypted = stack_file.config_strings({"config": {k: v for k, v in config.items() if v is not None}},
@@ -395,7 +395,7 @@ def run_code(tmp_path: Path, code: str, recorded: list[Recorded]) -> Program:
     (tmp_path / "Pulumi.test.yaml").write_text("config:\n  aws:region: eu-west-1\n")
     (tmp_path / "__main__.py").write_text(
         "import pulumi\nimport pulumi_aws as aws\n"
-        "from components.session_store import RedisSessionStore, SessionStoreArgs\n" + code
+        "from outsystems_redis.pulumi.session_store import RedisSessionStore, SessionStoreArgs\n" + code
     )
     return run_program("test", directory=tmp_path, into=recorded)
 

@@ -1,4 +1,4 @@
-"""The README's configuration table is generated from components/settings.py, and its defaults are the applied ones."""
+"""The README's configuration table comes from outsystems_redis/settings.py; its defaults are the applied ones."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from typing import Any
 
 import pytest
 
-from components.errors import SettingsError
-from components.settings import CONFIG_KEYS, KNOWN_KEYS, Settings, load_settings, markdown_table, readme_with_table
-from operator_tools import stack_file
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.settings import (
+    CONFIG_KEYS,
+    KNOWN_KEYS,
+    Settings,
+    load_settings,
+    markdown_table,
+    readme_with_table,
+)
+from outsystems_redis.tools import stack_file
 from tests.tools import ROOT
 
 STACKS = ("dev", "prod")
@@ -43,8 +50,8 @@ def _shown(value: Any) -> str:
 def test_the_readme_table_is_the_generated_one() -> None:
     readme = (ROOT / "README.md").read_text()
     assert readme_with_table(readme) == readme, (
-        "README.md's configuration table differs from components/settings.py's CONFIG_KEYS: "
-        "run .venv/bin/python -m components.settings --update-readme README.md"
+        "README.md's configuration table differs from outsystems_redis/settings.py's CONFIG_KEYS: "
+        "run .venv/bin/python -m outsystems_redis.settings --update-readme README.md"
     )
 
 

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from components.errors import SettingsError
-from components.settings import CONFIG_KEYS, load_settings
-from components.sizing import PRODUCTION, InstanceTypeInfo, check_instance_type, usable_memory_mib
-from components.topology import build_topology, follows
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.settings import CONFIG_KEYS, load_settings
+from outsystems_redis.sizing import PRODUCTION, InstanceTypeInfo, check_instance_type, usable_memory_mib
+from outsystems_redis.topology import build_topology, follows
 from tests.tools import ROOT
 
 PROD = {"servers": "3", "subnetCidrs": '["10.0.1.0/24","10.0.2.0/24","10.0.3.0/24"]', "frontEndCidrs": "10.1.0.0/16"}
@@ -130,7 +130,7 @@ def test_no_error_text_names_a_config_key_by_hand() -> None:
     SettingsError's namer (`lambda n: ... n('subnetCidrs')`), so both readers see their own names."""
     camel = [k.name for k in CONFIG_KEYS if k.name != k.arg]
     by_hand = []
-    for path in sorted((ROOT / "components").rglob("*.py")):
+    for path in sorted((ROOT / "outsystems_redis").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             # SettingsError and the helpers that pass their `allowed` on to it.
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("SettingsError", "_int", "_one_of"):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from components.render.cloud_config import EC2_USER_DATA_LIMIT
+from outsystems_redis.render.cloud_config import EC2_USER_DATA_LIMIT
 from tests.tools import documentation
 from tests.unit.program import Program, run_program, user_data
 from tests.unit.user_data_shapes import (
@@ -42,7 +42,7 @@ def sizes(programs: dict[tuple, Program]) -> dict[tuple, dict[str, tuple[int, in
 
 
 IAM_ROLE_INLINE_POLICIES_MAX = 10_240  # characters of all of one role's inline policies, whitespace not counted
-STACK_NAME_MAX = 100  # components.settings.check_stack_name
+STACK_NAME_MAX = 100  # outsystems_redis.settings.check_stack_name
 
 
 def test_every_roles_inline_policies_fit_iam_for_every_shape_and_the_longest_stack_name(programs) -> None:

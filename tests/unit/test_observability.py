@@ -1,6 +1,6 @@
 """Alarms, topic, dashboard, log group, backup bucket and the servers' new rights, per stack, under mocks.
 
-Expectations are written out here (not read back from components/alarms.py), so a
+Expectations are written out here (not read back from outsystems_redis/alarms.py), so a
 changed threshold or missing-data choice shows up as a failing test to be argued.
 """
 
@@ -14,11 +14,11 @@ import pulumi
 import pytest
 import yaml
 
-from components import alarms, monitoring
-from components.alarms import dashboard_name
-from components.backup_bucket import tool_objects
-from components.errors import SettingsError
-from components.monitoring import (
+from outsystems_redis import alarms, monitoring
+from outsystems_redis.alarms import dashboard_name
+from outsystems_redis.backup_bucket import tool_objects
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.monitoring import (
     BACKUP_TOOL_KEY,
     FETCH_PASSWORD_TOOL_KEY,
     FETCH_TLS_TOOL_KEY,
@@ -29,11 +29,11 @@ from components.monitoring import (
     backup_bucket_parameter,
     log_group_name,
 )
-from components.observability import ObservabilityArgs, RedisObservability
-from components.render.cloud_config import decode_user_data
-from components.render.fetched import fetched_tools
-from components.settings import KNOWN_KEYS, load_settings
-from components.signing import (
+from outsystems_redis.pulumi.observability import ObservabilityArgs, RedisObservability
+from outsystems_redis.render.cloud_config import decode_user_data
+from outsystems_redis.render.fetched import fetched_tools
+from outsystems_redis.settings import KNOWN_KEYS, load_settings
+from outsystems_redis.signing import (
     SEED_MIN_LENGTH,
     SIGNATURE_SUFFIX,
     TOOLS_PUBLIC_KEY_PATH,
@@ -96,7 +96,7 @@ def watching(program: Program) -> dict[tuple[str, str], dict]:
     out = {}
     for a in program.of_type(ALARM):
         if a.inputs["metricName"] == "StatusCheckFailed_System":
-            continue  # the recover alarm, components/server.py
+            continue  # the recover alarm, outsystems_redis/pulumi/server.py
         server = a.inputs["dimensions"].get("Server") or a.name.removesuffix("-StatusCheckFailed_Instance")
         key = (server, a.inputs["metricName"])
         assert key not in out, f"two alarms for {key}"
@@ -463,14 +463,14 @@ def test_a_misspelled_observability_key_is_caught() -> None:
 
 
 def test_the_readmes_alarm_table_is_the_generated_one() -> None:
-    """One source: the table is components/alarms.py's RULES and status checks, as the alarms themselves.
+    """One source: the table is outsystems_redis/alarms.py's RULES and status checks, as the alarms themselves.
     Planted (a threshold changed in RULES, or a row edited by hand): fails."""
-    from components.alarms import readme_with_table
+    from outsystems_redis.alarms import readme_with_table
 
     page = (ROOT / "docs/operations.md").read_text()
     assert readme_with_table(page) == page, \
-        "docs/operations.md's alarm table differs from components/alarms.py: run .venv/bin/python -m " \
-        "components.alarms --update-readme docs/operations.md"
+        "docs/operations.md's alarm table differs from outsystems_redis/alarms.py: run .venv/bin/python -m " \
+        "outsystems_redis.alarms --update-readme docs/operations.md"
 
 
 def test_the_readme_documents_every_alarm_and_every_key_with_its_default() -> None:
@@ -537,7 +537,7 @@ def test_exports_say_where_to_look_when_something_pages(extra: dict, topic: str)
 
 
 def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(programs: dict[str, Program]) -> None:
-    """Beside each program, tools/<program>.sig: its signature with the stack's key (components/signing.py),
+    """Beside each program, tools/<program>.sig: its signature with the stack's key (outsystems_redis/signing.py),
     which verifies against the public key every server's user data carries, and against nothing else;
     the same text signs the same way again (no preview noise), and the state holds the seed only as a secret."""
     for program in programs.values():

@@ -55,25 +55,34 @@ def test_install_then_an_example_creates_the_store(tmp_path: Path) -> None:
         from pathlib import Path
         sys.path.insert(0, str(Path.cwd()))
         import mock_harness
-        import components, operator_tools.health
+        import warnings
+        import outsystems_redis, outsystems_redis.tools.health
+        from outsystems_redis.pulumi.session_store import RedisSessionStore
+        with warnings.catch_warnings(record=True) as said:  # the former names, for one release
+            warnings.simplefilter("always")
+            from components.session_store import RedisSessionStore as former
+            from operator_tools import health as former_health
         key = "outsystems-platform:redisPassword"
         done = mock_harness.run_program("staging", {key: "Sixteen-or-more-characters-42"}, secret_keys=(key,),
                                         directory=Path.cwd())
         print(json.dumps({
-            "components": components.__file__,
-            "operator_tools": operator_tools.health.__file__,
+            "package": outsystems_redis.__file__,
+            "tools": outsystems_redis.tools.health.__file__,
+            "former": [former is RedisSessionStore, former_health is outsystems_redis.tools.health,
+                       sorted({str(w.message).split("'")[1] for w in said if w.category is DeprecationWarning})],
             "types": sorted({r.type for r in done.resources}),
             "servers": len(done.of_type("aws:ec2/instance:Instance")),
             "exports": sorted(done.exports),
         }))
         """)
     found = json.loads(run([str(python), "-I", "-c", script], program).stdout.splitlines()[-1])
-    assert found["components"].startswith(str(site)) and found["operator_tools"].startswith(str(site)), found
+    assert found["package"].startswith(str(site)) and found["tools"].startswith(str(site)), found
+    assert found["former"] == [True, True, ["components", "operator_tools"]], found
     assert {"outsystems:redis:Environment", "aws:ec2/securityGroup:SecurityGroup",
             "aws:secretsmanager/secretVersion:SecretVersion", "command:local:Command"} <= set(found["types"])
     assert found["servers"] == 1
-    # The tools as installed commands, each its own main (the same --help as `python -m operator_tools.<tool>`).
+    # The tools as installed commands, each its own main (the same --help as `python -m outsystems_redis.tools.<tool>`).
     for tool in ("health", "check", "backup", "maintenance", "rehearsal", "migration"):
         done = run([str(fresh / "bin" / f"outsystems-redis-{tool}"), "--help"], program)
-        assert f"python -m operator_tools.{tool}" in done.stdout.splitlines()[0], (tool, done.stdout)
+        assert f"python -m outsystems_redis.tools.{tool}" in done.stdout.splitlines()[0], (tool, done.stdout)
     assert found["exports"] == ["connectionSecretArn", "frontEndSecurityGroupId", "serverPrivateIps"]

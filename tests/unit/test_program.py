@@ -9,8 +9,8 @@ import shlex
 import pytest
 import yaml
 
-from components.errors import SettingsError
-from operator_tools import check
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.tools import check
 from tests.unit.program import (
     AMI_ID,
     DEFAULT_SUBNETS,
@@ -168,7 +168,7 @@ def test_configured_password_is_used_and_kept_secret() -> None:
     program = run_program(
         "dev", {"outsystems-redis:redisPassword": secret}, secret_keys=("outsystems-redis:redisPassword",)
     )
-    # Only the tools' signing seed (components/signing.py) and Redis 5.0's operations secret are generated,
+    # Only the tools' signing seed (outsystems_redis/signing.py) and Redis 5.0's operations secret are generated,
     # not a password.
     assert sorted(r.name for r in program.of_type("random:index/randomPassword:RandomPassword")) == \
         ["outsystems-redis-ops-password", "outsystems-redis-tools-signing-seed"]
@@ -282,7 +282,7 @@ def test_post_deploy_health_check_wiring(prod: Program) -> None:
     # By default it reads the servers' own verdicts from CloudWatch: no route to the servers, no secret.
     (check,) = prod.of_type("command:local:Command")
     args = shlex.split(check.inputs["create"])
-    assert args[:4] == [".venv/bin/python", "-m", "operator_tools.health", "--through-cloudwatch"]
+    assert args[:4] == [".venv/bin/python", "-m", "outsystems_redis.tools.health", "--through-cloudwatch"]
     assert args[args.index("--stack") + 1] == "prod" and args[args.index("--region") + 1] == "eu-west-1"
     assert args[args.index("--account") + 1] == "111122223333"  # the provider's, which the shell's must match
     # The names the servers publish under (their Server dimension is their Name tag), in server order, each
@@ -498,7 +498,7 @@ def test_a_misspelled_secret_key_never_echoes_its_value() -> None:
 
 def test_front_end_default_must_itself_be_private() -> None:
     # A VPC whose CIDR is a public range cannot be the default front-end source.
-    from components.settings import check_front_end_cidr
+    from outsystems_redis.settings import check_front_end_cidr
 
     with pytest.raises(SettingsError, match="frontEndCidrs"):
         check_front_end_cidr("52.0.0.0/16")
@@ -553,7 +553,7 @@ def test_current_platform_selects_noble_and_redis_7(prod: Program) -> None:
     # The direct post-deploy check: every process, from inside the VPC, with the password as a secret.
     (check,) = program.of_type("command:local:Command")
     args = shlex.split(check.inputs["create"])
-    assert args[:3] == [".venv/bin/python", "-m", "operator_tools.health"]
+    assert args[:3] == [".venv/bin/python", "-m", "outsystems_redis.tools.health"]
     nodes = args[args.index("--nodes") + 1].split(",")
     ips = ["172.31.129.10", "172.31.130.10", "172.31.131.10"]
     assert sorted(nodes) == sorted(f"{ip}:{port}" for ip in ips for port in (7000, 7001))
@@ -675,7 +675,7 @@ def test_the_hsconf_snippet_is_xml_that_gives_back_the_connection_string_exactly
     """A password with XML's special characters: the snippet parses, and its text is the connection string."""
     import xml.etree.ElementTree as ET
 
-    from components.session_store import hsconf_snippet
+    from outsystems_redis.pulumi.session_store import hsconf_snippet
 
     conn = "10.0.0.1:7000,password=a&b<c>d\"e'f-0123456789"
     element = ET.fromstring(hsconf_snippet(conn))

@@ -29,8 +29,8 @@ def test_a_bare_make_prints_the_targets_instead_of_running_the_suite() -> None:
 def test_the_readmes_server_addresses_are_the_shipped_stacks() -> None:
     """Example addresses a reader copies (172.31.x.y) are the servers the shipped stack files create (they once said
     10.0.12x.10, from no stack at all)."""
-    from components.topology import build_topology
-    from operator_tools.stack_file import read_settings
+    from outsystems_redis.tools.stack_file import read_settings
+    from outsystems_redis.topology import build_topology
 
     shipped = set()
     for stack in ("dev", "prod"):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from components.errors import SettingsError
-from components.session_store import ARGUMENT_OF, SessionStoreArgs, default_health_check_python
-from components.settings import CONFIG_KEYS
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.pulumi.session_store import ARGUMENT_OF, SessionStoreArgs, default_health_check_python
+from outsystems_redis.settings import CONFIG_KEYS
 from tests.unit.program import ROOT, Program, Recorded, run_code, run_program, run_store
 
 EXAMPLES = ROOT / "examples"
@@ -64,7 +64,7 @@ def test_tls_example_is_a_7_0_cluster_with_a_certificate_per_server() -> None:
     # The check runs with the interpreter running the program (it has the package), through CloudWatch.
     (check,) = program.of_type("command:local:Command")
     assert check.inputs["create"].startswith(
-        f"{default_health_check_python()} -m operator_tools.health --through-cloudwatch ")
+        f"{default_health_check_python()} -m outsystems_redis.tools.health --through-cloudwatch ")
 
 
 def test_alongside_example_wires_the_programs_own_resources_in() -> None:
@@ -95,7 +95,7 @@ def test_alongside_example_wires_the_programs_own_resources_in() -> None:
 
 
 def test_arguments_are_typed_keyword_arguments_and_none_keeps_a_default() -> None:
-    from components.session_store import _values_of
+    from outsystems_redis.pulumi.session_store import _values_of
 
     args = SessionStoreArgs(["172.31.140.0/24"], servers=3, front_end_cidrs=None, tags=None, replace_servers=[2])
     assert _values_of(args) == {"subnetCidrs": ("172.31.140.0/24",), "servers": 3, "replaceServers": ("2",)}

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from components.errors import SettingsError
-from components.platforms import PLATFORMS
-from components.settings import MAX_TAGS_PER_RESOURCE, MAX_USER_TAGS, OUR_TAG_KEYS
+from outsystems_redis.errors import SettingsError
+from outsystems_redis.platforms import PLATFORMS
+from outsystems_redis.settings import MAX_TAGS_PER_RESOURCE, MAX_USER_TAGS, OUR_TAG_KEYS
 from tests.tools import documentation
 from tests.unit.program import ROOT, SERVER_ROLE_ID, Program, Recorded, run_program
 
@@ -227,7 +227,7 @@ def test_the_readme_names_every_output_and_the_tags_key(pairs: dict) -> None:
 def test_every_tag_the_program_writes_uses_only_characters_every_service_accepts(stack, overrides) -> None:
     """The general AWS tag rule (letters, digits, spaces, _ . : / = + - @): some services refuse the rest,
     a comma among them (the servers' RedisRoles tag carried one)."""
-    from components.settings import _tag_text_ok
+    from outsystems_redis.settings import _tag_text_ok
 
     program = run_program(stack, overrides)
     bad = [(r.name, k, v) for r in program.resources for k, v in (r.inputs.get("tags") or {}).items()

@@ -2,14 +2,14 @@
 
 Renders the largest server of every shape tests/unit/test_deploy_limits.py checks (user_data_shapes.py; under
 the Pulumi mocks) and prints its size against EC2's limit and the budget, then what each file costs
-(components.render.cloud_config.user_data_costs), most expensive first.
+(outsystems_redis.render.cloud_config.user_data_costs), most expensive first.
 """
 
 from __future__ import annotations
 
 import base64
 
-from components.render.cloud_config import EC2_USER_DATA_LIMIT, decode_user_data, user_data_costs
+from outsystems_redis.render.cloud_config import EC2_USER_DATA_LIMIT, decode_user_data, user_data_costs
 from tests.unit.user_data_shapes import INSTANCE, SHAPES, USER_DATA_BUDGET, shape
 
 

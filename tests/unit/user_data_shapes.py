@@ -3,7 +3,7 @@ reports, and the budget both hold them to."""
 
 from __future__ import annotations
 
-from components.render.cloud_config import EC2_USER_DATA_LIMIT
+from outsystems_redis.render.cloud_config import EC2_USER_DATA_LIMIT
 from tests.unit.program import Program, run_program
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -29,7 +29,7 @@ def shape(stack: str, servers: int, platform: str, tls: bool) -> Program:
 
 
 # Below EC2's limit on purpose: the room a fix needs without first moving a script to the bucket. A change
-# that passes it moves a program that needs AWS anyway behind the launcher (components/render/fetched.py).
+# that passes it moves a program that needs AWS anyway behind the launcher (outsystems_redis/render/fetched.py).
 # (15,000 until the fetched programs were signed: the public key and the check cost 448 bytes. 15,500, then
 # 15,750, with the metadata fence and Redis 5.0's secret command names. Then redis-auth's own programs,
 # redis-fetch-password and redis-fetch-tls, moved behind the launcher, which now retries at a first boot:

@@ -1,0 +1,42 @@
+"""Where each secret lives in SSM Parameter Store, and the TLS certificates' shape.
+
+Shared by the program (which writes the parameters and lets the servers read
+exactly these) and the renderers (whose boot step fetches them).
+"""
+
+from __future__ import annotations
+
+from outsystems_redis.topology import Server
+
+# The private CA outlives any server; server certificates are re-issued by
+# `pulumi up` once they are within EARLY_RENEWAL_HOURS of expiry.
+CA_VALIDITY_HOURS = 10 * 365 * 24
+SERVER_VALIDITY_HOURS = 2 * 365 * 24
+EARLY_RENEWAL_HOURS = 30 * 24
+
+
+def password_parameter(stack: str) -> str:
+    return f"/outsystems-redis/{stack}/redis-password"
+
+
+def ops_password_parameter(stack: str) -> str:
+    """The operations secret of a stack: the servers' own scripts know the administrative
+    commands by names made from it (redis_conf.SECRET_NAMED_COMMANDS); the front-ends never see it."""
+    return f"/outsystems-redis/{stack}/ops-password"
+
+
+def tls_ca_parameter(stack: str) -> str:
+    return f"/outsystems-redis/{stack}/tls/ca.crt"
+
+
+def tls_cert_parameter(stack: str, server: int) -> str:
+    return f"/outsystems-redis/{stack}/tls/server-{server + 1}.crt"
+
+
+def tls_key_parameter(stack: str, server: int) -> str:
+    return f"/outsystems-redis/{stack}/tls/server-{server + 1}.key"
+
+
+def server_certificate_ips(server: Server) -> list[str]:
+    """Clients and peers connect by IP (the OutSystems connection string names IPs)."""
+    return [server.private_ip, "127.0.0.1"]

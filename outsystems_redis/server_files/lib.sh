@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# lib.sh: what the shell programs fetched from the stack's bucket share (outsystems_redis/render/fetched.py).
+# Never a file on a server: shipped_script(..., library=True) puts it after each program's shebang, so the
+# one signed object carries it and nothing is sourced from a path at run time.
+
+# ssm_get NAME SECONDS : the parameter's value on stdout (a String or a SecureString: --with-decryption
+# serves both), or a failure within SECONDS (+2 to kill). The instance role reads only its stack's ones.
+ssm_get() {
+    timeout -k 2 "$2" aws ssm get-parameter --region "$AWS_REGION" --name "$1" \
+        --with-decryption --query Parameter.Value --output text \
+        --cli-connect-timeout 3 --cli-read-timeout 5
+}
+
+# caller_id SECONDS : this instance's session as IAM names it (aws:userid: the role's unique id and the
+# instance id), or a failure within SECONDS (+2 to kill). Regional STS: the CLI of 20.04 would otherwise
+# call the global endpoint.
+# shellcheck disable=SC2317
+caller_id() {
+    AWS_STS_REGIONAL_ENDPOINTS=regional timeout -k 2 "$1" aws sts get-caller-identity --region "$AWS_REGION" \
+        --query UserId --output text --cli-connect-timeout 5 --cli-read-timeout 20
+}
+
+# replace_file PATH MODE COMMAND [ARGS...] : COMMAND's output becomes PATH atomically (a temporary file
+# beside it, then a rename), so a reader never sees half a file; MODE, and run as root, owner root:redis
+# (Redis reads it through its group; a loopback rehearsal run by a user keeps the user). COMMAND runs in
+# this shell (a function, or a builtin such as printf): no secret it prints is an argv of a process, and
+# an error in it (set -u) ends the script before the rename. The temporary file's name is in $tmp until
+# the rename: the caller's EXIT trap removes it, so a failed run leaves no copy of a secret.
+# shellcheck disable=SC2317
+replace_file() {
+    local path=$1 mode=$2
+    shift 2
+    tmp=$(mktemp "$path.XXXXXX") || return 1
+    "$@" >"$tmp" || return 1
+    if [ "$EUID" -eq 0 ]; then
+        chown root:redis "$tmp" || return 1
+    fi
+    chmod "$mode" "$tmp" && mv -f "$tmp" "$path" || return 1
+    tmp=""
+}
+
+# password_usable PASSWORD : what redis.conf and the OutSystems connection string can carry: the program's
+# own rule (settings.check_password, PASSWORD_RULE; tests/render/test_password.py holds the two equal).
+# `aws --output text` prints None for a missing value.
+# (Not every program checks a password: for the others these two are unused.)
+# shellcheck disable=SC2034
+PASSWORD_RULE="16+ printable ASCII characters, none of , = quotes or backslash"
+# shellcheck disable=SC2317
+password_usable() {
+    local LC_ALL=C # byte ranges, whatever the locale
+    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
+    case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
+}

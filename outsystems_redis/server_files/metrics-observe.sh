@@ -1,0 +1,114 @@
+#!/bin/bash
+# redis-run-fetched (the launcher in the user data): runs a job's program fetched at every run
+# from the stack's bucket: the object TOOLS_KEY (uploaded by `pulumi up`: redis-observe.py, the
+# metrics publisher and log shipper; redis-backup.sh; redis-password-sync.sh; redis-auth's
+# redis-fetch-password.sh and redis-fetch-tls.sh) of the bucket whose name is in
+# BUCKET_PARAMETER, run by python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
+# limit (outsystems_redis/render/fetched.py); from S3 a fix also reaches running servers, whose user
+# data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);
+# with no copy at all the run fails, and the missing metrics raise the alarms. When the user data
+# gave this server the deployer's public key (TOOLS_PUBLIC_KEY), a program runs only if its signature (kept
+# beside the copy and checked again, on a private copy, at every run),
+# the object TOOLS_KEY.sig (outsystems_redis/signing.py), verifies against it: anything else in the bucket,
+# or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
+# No secret here:
+# the programs read the password from AUTH_FILE themselves.
+# With FIRST_FETCH_SECONDS (redis-auth, whose programs Redis cannot start without) and no copy yet, a
+# failed fetch is tried again every 10 s for that long: at a first boot the instance role's policy may
+# not have reached S3 and SSM yet. When it has a copy, its calls get short bounds instead: a reboot with
+# AWS hanging starts Redis from the copy within seconds, not minutes.
+# A program that runs as redis (redis-cluster-join.sh) takes two steps: FETCH_ONLY=1 as root (fetch and
+# verify into STATE_DIR, a directory only root writes), then NO_FETCH=1 as redis (check the copy again and
+# run it): the redis user reaches neither AWS nor a way to write what it runs.
+# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY,
+# FIRST_FETCH_SECONDS, FETCH_ONLY or NO_FETCH (and the program's own).
+set -euo pipefail
+
+: "${TOOLS_KEY:?TOOLS_KEY is required}"
+: "${STATE_DIR:?STATE_DIR is required}"
+[ -n "${NO_FETCH:-}" ] || : "${AWS_REGION:?AWS_REGION is required}" "${BUCKET_PARAMETER:?BUCKET_PARAMETER is required}"
+export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
+export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
+TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
+FIRST_FETCH_SECONDS=${FIRST_FETCH_SECONDS:-0}
+
+program="$STATE_DIR/${TOOLS_KEY##*/}"
+# Each call's bound in seconds: the bucket's name, the program, its signature.
+if [ "$FIRST_FETCH_SECONDS" -gt 0 ] && [ -s "$program" ]; then bounds=(5 8 5); else bounds=(20 30 10); fi
+log() { echo "redis-run-fetched: $*" >&2; }
+case "$program" in
+    *.py) run=python3 ;;
+    *.sh) run=bash ;;
+    *) log "ERROR: TOOLS_KEY $TOOLS_KEY: a .py or .sh object"; exit 2 ;;
+esac
+
+# verified PROGRAM SIG : SIG (base64) is the deployer's signature of TOOLS_KEY's name and PROGRAM's bytes.
+verified() {
+    # What the deployer signed: the object's key, then its bytes (a signed program under another name fails).
+    { printf '%s\n' "$TOOLS_KEY"; cat "$1"; } >"$1.signed"
+    base64 -d "$2" >"$1.der" 2>/dev/null &&
+        openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$1.der" "$1.signed" >/dev/null 2>&1
+}
+
+fetch() {
+    local bucket
+    bucket=$(timeout -k 2 "${bounds[0]}" aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
+        --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
+        return 1
+    [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
+    timeout -k 2 "${bounds[1]}" aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
+        --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
+    if [ -e "$TOOLS_PUBLIC_KEY" ]; then
+        timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$work/sig" --region "$AWS_REGION" \
+            --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
+            { log "ERROR: cannot fetch $TOOLS_KEY.sig: $TOOLS_KEY refused unsigned"; return 1; }
+        if ! verified "$work/program" "$work/sig"; then
+            log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
+            return 1
+        fi
+    fi
+    # A truncated or foreign object never replaces a working copy.
+    if [ "$run" = python3 ]; then
+        python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$work/program" || return 1
+    else
+        bash -n "$work/program" || return 1
+    fi
+    [ ! -e "$work/sig" ] || mv -f "$work/sig" "$program.sig" # kept: the copy is checked again at every run
+    mv -f "$work/program" "$program"
+}
+
+work=""
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
+if [ -z "${NO_FETCH:-}" ]; then
+    mkdir -p "$STATE_DIR"
+    # Each run downloads into a directory of its own: two units fetching the same program at once never
+    # check one download and install another.
+    work=$(mktemp -d "$STATE_DIR/.fetch.XXXXXX")
+    deadline=$((SECONDS + FIRST_FETCH_SECONDS))
+    until fetch; do
+        if [ -s "$program" ]; then
+            log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
+            break
+        fi
+        [ $((SECONDS + 10)) -lt "$deadline" ] || {
+            log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
+            exit 1
+        }
+        log "cannot fetch $TOOLS_KEY yet; retrying in 10s"
+        sleep 10
+    done
+    [ -z "${FETCH_ONLY:-}" ] || exit 0
+fi
+[ -s "$program" ] || { log "ERROR: no copy of $TOOLS_KEY in $STATE_DIR"; exit 1; }
+# The state directory is shared with the other root units of the server: what runs is a copy in this run's
+# own directory under /tmp (private to the unit where it is sandboxed), checked there, so that a program
+# another unit planted in the state directory, or swapped in after a check, never runs.
+rm -rf "$work"
+work=$(mktemp -d)
+cp "$program" "$work/program"
+[ ! -e "$program.sig" ] || cp "$program.sig" "$work/sig"
+if [ -e "$TOOLS_PUBLIC_KEY" ] && ! verified "$work/program" "$work/sig"; then
+    log "ERROR: the copy of $TOOLS_KEY in $STATE_DIR has no valid signature from this stack's deployer: refused"
+    exit 1
+fi
+"$run" "$work/program" "$@"

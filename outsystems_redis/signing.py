@@ -1,0 +1,58 @@
+"""Signatures of the programs the servers fetch from the stack's bucket (outsystems_redis/render/fetched.py).
+
+A server runs a fetched program only if its signature verifies against the public key its user data
+carries (TOOLS_PUBLIC_KEY_PATH): an object someone else put in the bucket, or a bucket someone pointed
+the servers at, is refused and the last good copy keeps running. ECDSA P-256 with SHA-256, because
+Ubuntu 20.04's OpenSSL 1.1.1 verifies it with `openssl dgst` (Ed25519 would need OpenSSL 3's
+`pkeyutl -rawin`); signed deterministically (RFC 6979), so the same program always has the same
+signature and a preview shows no change. The key is derived from a secret seed that only the Pulumi
+state holds. Pure, no pulumi.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+SIGNATURE_SUFFIX = ".sig"  # tools/<program>.sig beside tools/<program>: base64 of the DER signature
+TOOLS_PUBLIC_KEY_PATH = "/etc/redis/tools.pub"  # in the user data; the launcher's default
+SEED_MIN_LENGTH = 32
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_ALGORITHM = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+def _private_key(seed: str) -> ec.EllipticCurvePrivateKey:
+    if len(seed) < SEED_MIN_LENGTH:
+        raise ValueError(f"tools signing seed: at least {SEED_MIN_LENGTH} characters")
+    digest = hashlib.sha256(f"outsystems-redis tools signing key\n{seed}".encode()).digest()
+    return ec.derive_private_key(int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1, ec.SECP256R1())
+
+
+def public_key_pem(seed: str) -> str:
+    """The PEM public key the servers verify with (not secret)."""
+    return _private_key(seed).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _message(key: str, text: str) -> bytes:
+    # The object's key, then its bytes: a signed program put under another tool's name does not verify.
+    return f"{key}\n{text}".encode()
+
+
+def signature(seed: str, key: str, text: str) -> str:
+    """The signature object's text for the program `text` at bucket key `key`: base64 of the DER signature."""
+    return base64.b64encode(_private_key(seed).sign(_message(key, text), _ALGORITHM)).decode() + "\n"
+
+
+def verifies(public_pem: str, key: str, text: str, signed: str) -> bool:
+    """What the launcher's `openssl dgst -sha256 -verify` decides, in Python (for the tests)."""
+    public = serialization.load_pem_public_key(public_pem.encode())
+    try:
+        public.verify(base64.b64decode(signed), _message(key, text), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

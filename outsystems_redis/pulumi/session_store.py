@@ -118,13 +118,13 @@ def _from_config(cls: type, raw: Mapping[str, str], stack: str,
     """The arguments a stack's config holds (keys without the project prefix), checked as such: errors name
     the config keys."""
     load_settings(raw, stack)
-    return cls(**{KEY_OF[key].arg: value for key, value in read_config(raw).items()}, stack=stack,
-               health_check_python=health_check_python, _names="config")
+    return _ConfigArgs(**{KEY_OF[key].arg: value for key, value in read_config(raw).items()}, stack=stack,
+                       health_check_python=health_check_python)
 
 
 # The session store's arguments: one per config key (settings.CONFIG_KEYS, in its order; the README's
 # configuration table describes both), with the same checks; errors name the argument (the config key when
-# the arguments came from `from_config`).
+# the arguments came from `from_config`, which gives the subclass below).
 SessionStoreArgs = dataclasses.make_dataclass(
     "SessionStoreArgs",
     [_argument(k) for k in sorted(CONFIG_KEYS, key=lambda k: k.applied != "required")] + [
@@ -135,13 +135,21 @@ SessionStoreArgs = dataclasses.make_dataclass(
         # The Python that runs the post-deploy check (it needs this package and redis-py); default: the
         # one running the program, relative to the working directory when it is inside it.
         ("health_check_python", "str | None", field(default=None, kw_only=True)),
-        ("_names", "str", field(default="argument", repr=False, compare=False, kw_only=True)),
     ],
     namespace={"from_config": classmethod(_from_config), "__module__": __name__, "__doc__": (
         "The session store's arguments: each config key's, in snake_case (`subnetCidrs` is `subnet_cidrs`).\n\n"
         + "\n".join(f"{k.arg}: {k.kind}{', or an Output' if k.deferred else ''}; default {k.default}"
                      for k in CONFIG_KEYS))},
 )
+
+
+class _ConfigArgs(SessionStoreArgs):
+    """Arguments read from a stack's config (SessionStoreArgs.from_config): errors name the config keys."""
+
+
+def _names_config_keys(args: SessionStoreArgs) -> bool:
+    return isinstance(args, _ConfigArgs)
+
 
 # Config key -> argument, for every config key.
 ARGUMENT_OF = {k.name: k.arg for k in CONFIG_KEYS}
@@ -266,7 +274,7 @@ class AwsFacts:
 
 def checked_settings(args: SessionStoreArgs) -> Settings:
     """The arguments through the stack config's own checks; values known only at deploy time kept as given."""
-    names = args._names
+    names_keys = _names_config_keys(args)
     stack = args.stack if args.stack is not None else f"{pulumi.get_project()}-{pulumi.get_stack()}"
     check_stack_name(stack)
     settings = check_values(_values_of(args), stack)
@@ -281,7 +289,7 @@ def checked_settings(args: SessionStoreArgs) -> Settings:
             try:
                 check_password(value)
             except SettingsError as error:
-                raise (error if names == "config" else _named_for_arguments(error)) from None
+                raise (error if names_keys else _named_for_arguments(error)) from None
             return value
 
         kept["redis_password"] = pulumi.Output.secret(password).apply(checked)
@@ -426,7 +434,7 @@ class RedisSessionStore(pulumi.ComponentResource):
             facts = look_up(s, _invoke_options(opts))
             claim_stack(s.stack)
         except SettingsError as error:
-            if args._names == "config":
+            if _names_config_keys(args):
                 raise
             raise _named_for_arguments(error) from None
         super().__init__("outsystems:redis:Environment", name, None, opts)

@@ -105,7 +105,7 @@ def test_arguments_are_typed_keyword_arguments_and_none_keeps_a_default() -> Non
 
 
 def test_every_config_key_is_an_argument() -> None:
-    fields = {f.name for f in dataclasses.fields(SessionStoreArgs)} - {"stack", "health_check_python", "_names"}
+    fields = {f.name for f in dataclasses.fields(SessionStoreArgs)} - {"stack", "health_check_python"}
     assert set(ARGUMENT_OF) == {k.name for k in CONFIG_KEYS}
     assert set(ARGUMENT_OF.values()) == fields
 

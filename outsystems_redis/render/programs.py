@@ -291,11 +291,17 @@ def environment(name: str, where: Where) -> dict[str, str]:
     program = PROGRAM[name]
     if not program.carried(where):
         raise ValueError(f"server {where.server + 1} does not carry {name}")
+    # A plain `EnvironmentFile=path` that is missing fails the unit (`EnvironmentFile=-path` does not).
+    required = {line.split("=", 1)[1] for _, text in program.units(where) for line in text.splitlines()
+                if line.startswith("EnvironmentFile=") and not line.startswith("EnvironmentFile=-")}
     env: dict[str, str] = {}
     for path in env_files(program):
         owner = next((p for p in PROGRAMS if p.env_path == path), None)
         if owner is not None and owner.env is not None and owner.carried(where):
             env.update(owner.env(where))
+        elif path in required:
+            raise ValueError(f"{name} on server {where.server + 1} reads {path}, which no program that server "
+                             "carries writes: systemd would fail its units")
     return env
 
 

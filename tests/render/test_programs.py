@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -89,3 +90,20 @@ def test_the_rehearsal_gives_each_script_the_variables_ec2_gives_it(servers, pla
             places = [v.split("=", 1)[-1] for k, v in here.items() if re.search(r"(FILE|DIR|^TLS_CA)$", k)] + \
                 [item.split("=", 1)[1] for item in here.get("REDIS_LOGS", "").split()]
             assert all(Path(v).is_relative_to(tmp_path) for v in places), (program.name, places)
+
+
+def test_environment_refuses_a_required_environment_file_that_no_carried_program_writes(monkeypatch) -> None:
+    """systemd fails a unit whose plain EnvironmentFile= is missing: the rehearsal must not quietly run the
+    script without it. Planted: role-restore's units reading a file that no program writes."""
+    where = wheres(3, "ubuntu-20.04-redis-5.0", False)[0]
+    role_restore, planted = programs.PROGRAM["redis-role-restore"], "/etc/redis/nobody-writes.env"
+    monkeypatch.setitem(programs.PROGRAM, "redis-role-restore", dataclasses.replace(
+        role_restore, reads=(planted, *role_restore.reads),
+        units=lambda w: [(n, t.replace("[Service]\n", f"[Service]\nEnvironmentFile={planted}\n"))
+                         for n, t in role_restore.units(w)]))
+    with pytest.raises(ValueError, match="redis-role-restore on server 1 reads /etc/redis/nobody-writes.env"):
+        programs.environment("redis-role-restore", where)
+    # The optional one (`EnvironmentFile=-`: the step-down drop-in of a single server, which has no step-down).
+    dev = wheres(1, "ubuntu-20.04-redis-5.0", False)[0]
+    assert not programs.PROGRAM["redis-step-down"].carried(dev)
+    assert programs.environment("redis-server", dev) == {}

@@ -650,20 +650,25 @@ class SessionTraffic:
                 self.errors.append(f"read: {type(exc).__name__}: {exc}")
 
 
-def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:
-    """Every session in `keys` readable with its content and a TTL; returns what is wrong (empty when all are)."""
+def session_problems(lo: Loopback, keys: Sequence[str]) -> dict[str, str]:
+    """Each session of `keys` that is not readable with its content and a TTL -> what is wrong with it."""
     client = _session_client(lo)
     store = SessionStore(client, timeout=SESSION_TTL)
-    problems = []
+    problems = {}
     try:
         for data in keys:
             if not session_intact(store, data, SESSION_BYTES):
-                problems.append(f"{data}: missing or wrong content")
+                problems[data] = "missing or wrong content"
             elif client.ttl(data) <= 0:
-                problems.append(f"{data}: lost its TTL")
+                problems[data] = "lost its TTL"
     finally:
         client.close()
     return problems
+
+
+def verify_sessions(lo: Loopback, keys: Sequence[str]) -> list[str]:
+    """Every session in `keys` readable with its content and a TTL; returns what is wrong (empty when all are)."""
+    return [f"{key}: {what}" for key, what in session_problems(lo, keys).items()]
 
 
 def slot_owners(lo: Loopback) -> dict[int, str]:
@@ -839,10 +844,9 @@ def replace(lo: Loopback, index: int) -> int:
     print(f"HEALTHY with no WARN {healthy_at:.1f}s after the kill (bound {REPLACE_TIMEOUT:.0f}s)"
           if healthy and healthy_at is not None else f"NOT HEALTHY within {REPLACE_TIMEOUT:.0f}s of the kill")
     lost_before = verify_sessions(lo, before)
-    lost_during = verify_sessions(lo, traffic.acked)
-    in_flight = in_flight_at_kill([line.split(": ", 1)[0] for line in lost_during], traffic.acked_at, victim_slots,
-                                  (killed_at, kill_done))
-    lost_during = [line for line in lost_during if line.split(": ", 1)[0] not in in_flight]
+    problems = session_problems(lo, traffic.acked)
+    in_flight = in_flight_at_kill(list(problems), traffic.acked_at, victim_slots, (killed_at, kill_done))
+    lost_during = [f"{key}: {what}" for key, what in problems.items() if key not in in_flight]
     wrong = [line for line, key in zip(traffic.wrong, traffic.wrong_keys, strict=True) if key not in in_flight]
     print(f"sessions written before the replacement: {len(before)} acknowledged, lost: {len(lost_before)}")
     print(f"sessions written during it by the client: {len(traffic.acked)} acknowledged, lost: {len(lost_during)}; "

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from outsystems_redis import monitoring
-from outsystems_redis.render.metrics import observe_env, observe_launcher
-from outsystems_redis.render.programs import journal_units
+from outsystems_redis.render import programs
+from outsystems_redis.render.metrics import observe_launcher
 from outsystems_redis.tools.loopback import BASH, Loopback
-from tests.integration.moto_stand_in import Moto
+from tests.integration.moto_stand_in import Moto, stand_in_where
 
 
 def deployer_env(url: str) -> dict[str, str]:
@@ -33,14 +33,13 @@ def deployer_env(url: str) -> dict[str, str]:
 
 def observe(moto: Moto, lo: Loopback, server: int, stack: str, command: str, state_dir: Path,
             extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the user data's launcher for server `server` of `lo`: its env file as rendered, paths remapped."""
+    """Run the user data's launcher for server `server` of `lo`, as redis-<command>.service does: what its unit
+    reads (auth.env, observe.env: programs.py's environment()), paths remapped."""
     launcher = state_dir.parent / "redis-observe"
     launcher.write_text(observe_launcher())
-    paths = lo.paths(server)
-    env = observe_env(lo.topology, server, stack=stack, tls=lo.tls, journal_units=journal_units(lo.where(server)),
-                      paths=paths, state_dir=str(state_dir))
+    env = programs.environment(f"redis-{command}", stand_in_where(lo, server, stack, state_dir=str(state_dir)))
     # The instance's own credentials: the agent publishes in its own session's namespace.
-    full = {**moto.env(), **moto.instance_session(server), **env, "AUTH_FILE": paths.auth_file, **(extra or {})}
+    full = {**moto.env(), **moto.instance_session(server), **env, **(extra or {})}
     return subprocess.run([BASH, str(launcher), command], env=full, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

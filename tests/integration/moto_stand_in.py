@@ -5,6 +5,7 @@ backup tests give the shipped redis-backup to reach it (test_backup, test_script
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import os
@@ -20,7 +21,7 @@ import boto3
 import pytest
 
 from outsystems_redis import monitoring
-from outsystems_redis.render.backup import backup_env
+from outsystems_redis.render import programs
 from outsystems_redis.render.metrics import observe_script
 from outsystems_redis.tools.loopback import Loopback
 from tests.tools import loopback_octet, require
@@ -197,12 +198,19 @@ def moto(tmp_path_factory, request) -> Moto:
     return server
 
 
+def stand_in_where(lo: Loopback, server: int, stack: str, **places: str) -> programs.Where:
+    """`lo`'s server `server` as render/programs.py describes it, in a stack of this stand-in's (its name, its
+    region); `places`: Where's state_dir or backup_dir."""
+    where = lo.where(server)
+    return dataclasses.replace(where, settings=dataclasses.replace(where.settings, stack=stack), region=REGION,
+                               **places)
+
+
 def backup_environment(lo: Loopback, server: int, moto: Moto, work_dir: Path) -> dict[str, str]:
-    """redis-backup's environment on server `server`: backup.env and auth.env as rendered, the loopback's paths,
-    the AWS CLI as a server runs it (Moto.env), and moto's endpoint."""
+    """redis-backup's environment on server `server`: what its unit reads (auth.env, backup.env: programs.py's
+    environment()), with the loopback's paths, the AWS CLI as a server runs it (Moto.env), and moto's endpoint."""
     return {
         **moto.env(),
         **moto.instance_session(server, lo.topology.servers[server].name, STACK),
-        **backup_env(lo.topology, server, stack=STACK, redis_cli=lo.cli_for(server), work_dir=str(work_dir)),
-        "AUTH_FILE": lo.paths(server).auth_file,
+        **programs.environment("redis-backup", stand_in_where(lo, server, STACK, backup_dir=str(work_dir))),
     }

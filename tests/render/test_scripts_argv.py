@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from outsystems_redis.render import programs
 from outsystems_redis.render.backup import backup_script
 from outsystems_redis.render.bootstrap import bootstrap_script
 from outsystems_redis.render.join import join_script
 from outsystems_redis.render.make_room import LOOPBACK_INTERVALS, TARGET_PERCENT, make_room_env, make_room_script
-from outsystems_redis.render.metrics import observe_env, observe_launcher, observe_script
+from outsystems_redis.render.metrics import observe_launcher, observe_script
 from outsystems_redis.render.password import fetch_password_script, password_sync_script
-from outsystems_redis.render.programs import journal_units
 from outsystems_redis.render.roles import role_restore_env, role_restore_script
 from outsystems_redis.render.step_down import step_down_env, step_down_script
 from outsystems_redis.render.tls import fetch_tls_script
@@ -29,7 +29,7 @@ from outsystems_redis.tools.loopback import BASH, generate_password, make_ca, ma
 from tests.integration.argv import Shims, assert_never_shown, detectors_work, run_watched
 from tests.integration.loopbacks import make_loopback
 from tests.integration.metrics_stand_in import fake_journalctl, journal_entry
-from tests.integration.moto_stand_in import STACK, VENV_BIN, backup_environment
+from tests.integration.moto_stand_in import STACK, VENV_BIN, backup_environment, stand_in_where
 from tests.integration.stand_ins import Ssm, require_root_and_redis_group
 from tests.render.support import shipped_scripts
 from tests.tools import fill, redis_bin, tool
@@ -244,12 +244,10 @@ def test_redis_observe_keeps_the_password_off_every_command_line(loopback_factor
     shims = Shims(tmp_path / "shims", first=[journal_dir, moto.bin, "/usr/bin"])
     launcher = tmp_path / "redis-observe"
     launcher.write_text(observe_launcher())
-    paths = lo.paths(0)
-    env = {**moto.env(),
-           **observe_env(lo.topology, 0, stack="argv", tls=False, journal_units=journal_units(lo.where(0)),
-                         paths=paths, state_dir=str(tmp_path / "st")),
-           "AUTH_FILE": paths.auth_file, "PATH": shims.path}
     for command in ("metrics", "logs"):
+        env = {**moto.env(), **programs.environment(f"redis-{command}",
+                                                    stand_in_where(lo, 0, "argv", state_dir=str(tmp_path / "st"))),
+               "PATH": shims.path}
         result, sampler = run_watched([BASH, str(launcher), command], env, [lo.password, lo.ops_secret],
                                       shims, 180)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -40,7 +40,9 @@ def new_name(old: str) -> str:
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name: str, path=None, target=None):
-        if name.split(".")[0] not in ("components", "operator_tools") or "." not in name:
+        first = name.split(".")[0]
+        # Only below our own alias package: a program's own `components` is left alone.
+        if "." not in name or first not in _INSTALLED or sys.modules.get(first) is not _INSTALLED[first]:
             return None
         try:
             real = importlib.util.find_spec(new_name(name))
@@ -48,7 +50,9 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return None
         if real is None:
             return None
-        return importlib.machinery.ModuleSpec(name, self, is_package=real.submodule_search_locations is not None)
+        # The new module's file as origin: `python -m <former name>` runs it with that argv[0].
+        return importlib.machinery.ModuleSpec(name, self, origin=real.origin,
+                                              is_package=real.submodule_search_locations is not None)
 
     def __init__(self) -> None:
         self._own_specs: dict[str, importlib.machinery.ModuleSpec] = {}
@@ -68,8 +72,14 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if own is not None:
             module.__spec__ = own
 
+    def get_code(self, name: str) -> types.CodeType | None:
+        """What `python -m <former name>` runs (runpy asks the loader): the new module's code."""
+        real = importlib.util.find_spec(new_name(name))
+        return real.loader.get_code(real.name)
+
 
 _FINDER = _Alias()
+_INSTALLED: dict[str, types.ModuleType] = {}  # former package name -> its alias module
 
 
 def install(former: str) -> None:
@@ -77,5 +87,6 @@ def install(former: str) -> None:
     warnings.warn(f"the package '{former}' is now '{new_name(former + '.x').rsplit('.', 1)[0]}' (and its modules "
                   f"moved: {PACKAGE}/pulumi, render, server_files, tools); '{former}' goes in the next minor "
                   "release", DeprecationWarning, stacklevel=3)
+    _INSTALLED[former] = sys.modules[former]
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)

@@ -125,7 +125,7 @@ def backup_manifest_key(writer: str, server_name: str, taken_at: str, port: int)
     return backup_key(writer, server_name, taken_at, port)[:-len(".rdb")] + BACKUP_MANIFEST_SUFFIX
 
 
-# ---- appended for the servers' publisher and log shipper (issue 13, server side: outsystems_redis/render/metrics*.py)
+# ---- appended for the servers' publisher and log shipper (issue 13, server side: server_files/metrics_agent.py)
 METRIC_UNITS = {m.name: m.unit for m in METRICS}  # what redis-observe publishes, name -> CloudWatch unit
 # What the servers' role must be allowed (IAM) for redis-observe, and nothing more; it calls exactly these:
 #   cloudwatch:PutMetricData   Resource "*", condition StringEquals cloudwatch:namespace =

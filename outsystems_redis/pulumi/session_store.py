@@ -144,7 +144,18 @@ SessionStoreArgs = dataclasses.make_dataclass(
 
 
 class _ConfigArgs(SessionStoreArgs):
-    """Arguments read from a stack's config (SessionStoreArgs.from_config): errors name the config keys."""
+    """Arguments read from a stack's config (SessionStoreArgs.from_config): errors name the config keys.
+    Otherwise they are SessionStoreArgs: equal to the same arguments given by hand, and shown as such."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionStoreArgs):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(SessionStoreArgs))
+
+    __hash__ = None  # as the dataclass's own: mutable, so unhashable
+
+    def __repr__(self) -> str:
+        return "SessionStoreArgs" + SessionStoreArgs.__repr__(self).removeprefix(type(self).__qualname__)
 
 
 def _names_config_keys(args: SessionStoreArgs) -> bool:

@@ -4,7 +4,7 @@ metrics_agent.py in server_files/ is the program. What servers run is one
 self-contained Python file, `observe_script()`: its code, carrying inside it the
 modules of outsystems_redis/ that it imports (outsystems_redis/judge.py, outsystems_redis/monitoring.py),
 whole, which it imports as it does here (shipped.python_program). One copy of
-the judge, two places it runs. It is about 9 KB gzipped, more than the user data
+the judge, two places it runs. It is about 15 KB gzipped, more than the user data
 has left under EC2's 16 KB, so `pulumi up` uploads it to the stack's bucket
 (monitoring.OBSERVE_TOOL_KEY) and the user data carries only the small launcher
 metrics-observe.sh, which fetches it at each run. Pure text, no pulumi.

@@ -4,7 +4,7 @@ EC2 caps user data at 16,384 bytes, gzipped. The scripts' comments are most of
 their bytes, so the shipped copy keeps the code and drops comment-only and blank
 lines, and shortens each line's indentation to one space (bash ignores it; one
 space, not none, so a line continuation never glues two words); the commented
-source stays here in outsystems_redis/render/. Everything that
+source stays in outsystems_redis/server_files/. Everything that
 runs a script (cloud-init, the loopback harness, the tests) runs this copy.
 """
 
@@ -86,6 +86,10 @@ def carried_modules(program: Path, package: str) -> dict[str, str]:
         for node in ast.walk(todo.pop()):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            if isinstance(node, ast.ImportFrom) and node.level:
+                raise ValueError(f"{program.name}: a carried program imports absolutely (line {node.lineno})")
+            if names and isinstance(node, ast.ImportFrom):  # `from package import module` names modules too
+                names += [f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")]
             for name in names:
                 if (name == package or name.startswith(package + ".")) and name not in found:
                     spec = importlib.util.find_spec(name)
@@ -94,6 +98,13 @@ def carried_modules(program: Path, package: str) -> dict[str, str]:
                     found[name] = Path(spec.origin).read_text()
                     todo.append(ast.parse(found[name]))
     return found
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, AttributeError, ValueError):  # a name in a module, not a module
+        return False
 
 
 def python_program(program: Path, package: str, header: str) -> str:

@@ -8,7 +8,7 @@ The health check's own pure functions (parse_cluster_nodes, check_cluster_state,
 check_replication, serving_masters, ...) come from outsystems_redis/judge.py, which the
 file servers run carries whole and imports as here (outsystems_redis/render/metrics.py,
 observe_script), so the metrics are the health check's judgement, never a second judge. That file is about
-9 KB gzipped, more than EC2's user-data limit leaves: `pulumi up` puts it in the
+15 KB gzipped, more than EC2's user-data limit leaves: `pulumi up` puts it in the
 stack's bucket and the launcher in the user data (metrics-observe.sh) fetches it
 at each run. Python 3.8+ standard library only: Ubuntu 20.04 has python3 but not
 redis-py; a small RESP client talks to Redis (TLS with the stack's CA when TLS_CA

@@ -72,8 +72,8 @@ SHAPES: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
 }
 # Old text -> new text. Longest first, so a module path is never half-renamed.
 RENAMES: tuple[tuple[str, str], ...] = (
-    ("outsystems_redis.health", "outsystems_redis.tools.health"),
-    ("outsystems_redis/health.py", "outsystems_redis/judge.py"),
+    ("components.health", "operator_tools.health"),
+    ("components/health.py", "components/judge.py"),
 )
 LONG = 160
 

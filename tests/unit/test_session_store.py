@@ -104,6 +104,15 @@ def test_arguments_are_typed_keyword_arguments_and_none_keeps_a_default() -> Non
         SessionStoreArgs(["172.31.140.0/24"], 3)  # type: ignore[misc]
 
 
+def test_arguments_from_a_stack_config_are_the_same_arguments_given_by_hand() -> None:
+    """from_config marks its arguments so that errors name config keys; otherwise they are SessionStoreArgs."""
+    read = SessionStoreArgs.from_config({"subnetCidrs": '["172.31.140.0/24"]', "servers": "3",
+                                         "frontEndCidrs": '["10.0.0.0/16"]'}, "mine")
+    given = SessionStoreArgs(("172.31.140.0/24",), servers=3, front_end_cidrs=("10.0.0.0/16",), stack="mine")
+    assert read == given and given == read and repr(read) == repr(given)
+    assert read != dataclasses.replace(given, servers=4)
+
+
 def test_every_config_key_is_an_argument() -> None:
     fields = {f.name for f in dataclasses.fields(SessionStoreArgs)} - {"stack", "health_check_python"}
     assert set(ARGUMENT_OF) == {k.name for k in CONFIG_KEYS}

@@ -87,7 +87,7 @@ def carried_modules(program: Path, package: str) -> dict[str, str]:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
             if isinstance(node, ast.ImportFrom) and node.level:
-                raise ValueError(f"{program.name}: a carried program imports absolutely (line {node.lineno})")
+                raise ValueError(f"{program.name}: relative import on line {node.lineno} (carried code: absolute)")
             if names and isinstance(node, ast.ImportFrom):  # `from package import module` names modules too
                 names += [f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")]
             for name in names:

@@ -39,6 +39,9 @@ def new_name(old: str) -> str:
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self) -> None:
+        self._own_specs: dict[str, importlib.machinery.ModuleSpec] = {}
+
     def find_spec(self, name: str, path=None, target=None):
         first = name.split(".")[0]
         # Only below our own alias package: a program's own `components` is left alone.
@@ -53,9 +56,6 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         # The new module's file as origin: `python -m <former name>` runs it with that argv[0].
         return importlib.machinery.ModuleSpec(name, self, origin=real.origin,
                                               is_package=real.submodule_search_locations is not None)
-
-    def __init__(self) -> None:
-        self._own_specs: dict[str, importlib.machinery.ModuleSpec] = {}
 
     def create_module(self, spec):
         if spec.name in _SPLIT:

@@ -81,22 +81,23 @@ sys.meta_path.insert(0, _Carried())
 def carried_modules(program: Path, package: str) -> dict[str, str]:
     """The modules of `package` that `program` imports, directly or through each other: name -> source."""
     found: dict[str, str] = {}
-    todo = [ast.parse(program.read_text())]
+    todo = [(program.name, ast.parse(program.read_text()))]
     while todo:
-        for node in ast.walk(todo.pop()):
+        where, tree = todo.pop()
+        for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
             if isinstance(node, ast.ImportFrom) and node.level:
-                raise ValueError(f"{program.name}: relative import on line {node.lineno} (carried code: absolute)")
+                raise ValueError(f"{where}: relative import on line {node.lineno} (carried code imports absolutely)")
             if names and isinstance(node, ast.ImportFrom):  # `from package import module` names modules too
                 names += [f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")]
             for name in names:
                 if (name == package or name.startswith(package + ".")) and name not in found:
                     spec = importlib.util.find_spec(name)
                     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-                        raise ValueError(f"{program.name}: cannot carry {name}")
+                        raise ValueError(f"{where}: cannot carry {name}")
                     found[name] = Path(spec.origin).read_text()
-                    todo.append(ast.parse(found[name]))
+                    todo.append((name, ast.parse(found[name])))
     return found
 
 

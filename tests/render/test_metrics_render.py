@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from outsystems_redis import judge, monitoring
+from outsystems_redis import judge, monitoring, topology
 from outsystems_redis.render import metrics
 from outsystems_redis.render.shipped import strip_docstrings
 from tests.render.stacks import PASSWORD, STACKS, stack
@@ -148,3 +148,19 @@ def test_the_fetched_programs_do_not_depend_on_the_hash_seed() -> None:
         for seed in (1, 2, 3, 4)
     }
     assert len(set(seen.values())) == 1, seen
+
+
+def test_a_carried_program_gets_every_module_it_names_and_no_relative_import(tmp_path: Path) -> None:
+    """`from package import module` names a module too; a relative import cannot be resolved on the server."""
+    from outsystems_redis.render.shipped import python_program
+
+    program = tmp_path / "agent.py"
+    program.write_text("from outsystems_redis import topology\n\nprint(topology.MASTER_PORT)\n")
+    text = python_program(program, "outsystems_redis", "#!/usr/bin/python3\n")
+    assert "outsystems_redis.topology" in carried(text)
+    done = subprocess.run(["/usr/bin/python3", "-I", "-c", text], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, str(topology.MASTER_PORT)), done.stderr
+    program.write_text("from .judge import parse_info\n")
+    with pytest.raises(ValueError, match=r"agent\.py: relative import on line 1"):
+        python_program(program, "outsystems_redis", "#!/usr/bin/python3\n")

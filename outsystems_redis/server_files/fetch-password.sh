@@ -61,49 +61,36 @@ unusable="$PASSWORD_PARAMETER holds no usable password ($PASSWORD_RULE)${OPS_PAR
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind
 
-# write_auth PASSWORD [UNTIL USER_LINE] : replace AUTH_FILE atomically (a temporary file beside it,
-# then a rename), root:redis 0640. UNTIL and USER_LINE carry a 7.0 grace entry over.
-# (replace_file: lib.sh.)
+# write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically (a temporary file beside it, then a
+# rename), root:redis 0640, with lib.sh's auth_lines. UNTIL and PREVIOUS carry a 7.0 grace over.
+# (replace_file, read_auth and auth_lines: lib.sh.)
 write_auth() {
     # A file this script wrote always has the secret; one without it must not start Redis with CONFIG.
     [ -n "$ops" ] || [ -z "$RENAMED_COMMANDS" ] || return 1
     replace_file "$AUTH_FILE" 0640 auth_lines "$@"
 }
 
-# auth_lines PASSWORD [UNTIL USER_LINE] : the file's lines (builtins only: the password is no argv).
-# shellcheck disable=SC2317 # run by replace_file
-auth_lines() {
-    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
-    for command in $RENAMED_COMMANDS; do
-        printf 'rename-command %s %s-%s\n' "$command" "$command" "$ops"
-    done
-    if [ $# -eq 3 ]; then
-        printf '# previous-password-until %s\n%s\n' "$2" "$3"
-    fi
-}
-
-# What the last boot (or the last redis-password-sync) left; parsed by the shell itself, so no
-# password reaches an argv.
-cached="" until="" user_line="" ops="" why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
-if [ -s "$AUTH_FILE" ]; then
-    while read -r -a words; do
-        case "${words[0]:-}" in
-        requirepass) [ -n "$cached" ] || cached=${words[1]:-} ;;
-        rename-command) [ "${#words[@]}" -ne 3 ] || ops=${words[2]#"${words[1]}-"} ;;
-        "#") [ "${words[1]:-}" != previous-password-until ] || until=${words[2]:-} ;;
-        user) [ "${words[1]:-}" != default ] || user_line=${words[*]} ;;
-        esac
-    done <"$AUTH_FILE"
-fi
-case "$until" in '' | *[!0-9]*) until=0 ;; esac
+# What the last boot (or the last redis-password-sync) left (read_auth: current, until, accepted, renames, ops).
+read_auth "$AUTH_FILE"
+cached=$current why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
+previous=""
+for word in "${accepted[@]}"; do
+    [ "$word" = "$cached" ] || previous=$word
+done
 printf -v now '%(%s)T' -1
-in_grace() { [ -n "$user_line" ] && [ "$until" -gt "$now" ]; }
+in_grace() { [ -n "$previous" ] && [ "$until" -gt "$now" ]; }
 
 # from_ssm PASSWORD ATTEMPT : write what SSM holds, keeping a running grace that belongs to it.
 from_ssm() {
-    [ -z "$OPS_PARAMETER" ] || ops=$fresh_ops
+    if [ -n "$OPS_PARAMETER" ]; then
+        ops=$fresh_ops
+        renames=()
+        for command in $RENAMED_COMMANDS; do
+            renames+=("rename-command $command $command-$ops")
+        done
+    fi
     if [ "$1" = "$cached" ] && in_grace; then
-        write_auth "$1" "$until" "$user_line"
+        write_auth "$1" "$until" "$previous"
         log "wrote $AUTH_FILE from $PASSWORD_PARAMETER (attempt $2); the previous password stays accepted until $(date -u -d "@$until" '+%F %T UTC')"
     else
         write_auth "$1"

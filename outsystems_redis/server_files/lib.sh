@@ -51,3 +51,44 @@ password_usable() {
     [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
     case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
 }
+
+# read_auth FILE : an auth include, parsed by the shell itself (no secret reaches an argv). Sets `current`
+# (requirepass), `until` (the end of a 7.0 grace, 0 if none), `accepted` (the passwords of its `user default`
+# line: a 7.0 grace's two), `renames` (the secret command names' lines) and `ops` (the operations secret,
+# which those names carry). An absent or empty file leaves them empty.
+# shellcheck disable=SC2034,SC2317
+read_auth() {
+    local words word
+    current="" until=0 accepted=() renames=() ops=""
+    [ -s "$1" ] || return 0
+    while read -r -a words; do
+        case "${words[0]:-} ${words[1]:-}" in
+        "requirepass "?*) [ -n "$current" ] || current=${words[1]} ;;
+        "rename-command "?*)
+            renames+=("${words[*]}")
+            [ "${#words[@]}" -ne 3 ] || ops=${words[2]#"${words[1]}-"}
+            ;;
+        "# previous-password-until") until=${words[2]:-0} ;;
+        "user default")
+            for word in "${words[@]:2}"; do
+                case "$word" in ">"?*) accepted+=("${word#>}") ;; esac
+            done
+            ;;
+        esac
+    done <"$1"
+    case "$until" in '' | *[!0-9]*) until=0 ;; esac
+}
+
+# auth_lines PASSWORD [UNTIL PREVIOUS] : an auth include's lines, the one format that redis-auth and
+# redis-password-sync write and read_auth reads: requirepass and masterauth PASSWORD, the secret command names
+# (`renames`) and, with UNTIL, a 7.0 grace: the default user accepts PREVIOUS too until then. Builtins only:
+# no secret reaches an argv.
+# shellcheck disable=SC2317
+auth_lines() {
+    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
+    [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
+    if [ $# -eq 3 ]; then
+        # `on` matters: a `user default` line without it disables the user.
+        printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1"
+    fi
+}

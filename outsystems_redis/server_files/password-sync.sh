@@ -54,28 +54,16 @@ flock -n 9 || {
     exit 0
 }
 
-# What the processes use now, parsed by the shell itself (no password reaches an argv):
-# current = requirepass; accepted = the default user's passwords of a 7.0 grace; until = its end.
-current="" until="" accepted=() renames=() config=CONFIG acl=ACL
-while read -r -a words; do
-    case "${words[0]:-}" in
-    requirepass) [ -n "$current" ] || current=${words[1]:-} ;;
-    rename-command)
-        renames+=("${words[*]}")
-        [ "${words[1]:-}" != CONFIG ] || config=${words[2]:-CONFIG}
-        [ "${words[1]:-}" != ACL ] || acl=${words[2]:-ACL}
-        ;;
-    "#") [ "${words[1]:-}" != previous-password-until ] || until=${words[2]:-} ;;
-    user)
-        [ "${words[1]:-}" = default ] || continue
-        for word in "${words[@]:2}"; do
-            case "$word" in ">"?*) accepted+=("${word#>}") ;; esac
-        done
-        ;;
-    esac
-done <"$AUTH_FILE"
+# What the processes use now (read_auth, lib.sh: current = requirepass; accepted = the default user's passwords
+# of a 7.0 grace; until = its end; renames = the secret command names).
+read_auth "$AUTH_FILE"
 [ -n "$current" ] || die "no requirepass in $AUTH_FILE"
-case "$until" in '' | *[!0-9]*) until=0 ;; esac
+config=CONFIG acl=ACL
+for line in "${renames[@]}"; do
+    read -r _ command name <<<"$line"
+    [ "$command" != CONFIG ] || config=$name
+    [ "$command" != ACL ] || acl=$name
+done
 previous=""
 for word in "${accepted[@]}"; do
     [ "$word" = "$current" ] || previous=$word
@@ -125,22 +113,11 @@ apply() {
 tmp=""
 trap '[ -z "$tmp" ] || rm -f "$tmp"' EXIT # a failed run leaves no copy of the password behind
 
-# write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically (replace_file: lib.sh), root:redis
-# 0640 as redis-auth wrote it. With UNTIL, the default user also accepts PREVIOUS.
-# (replace_file: lib.sh.)
+# write_auth PASSWORD [UNTIL PREVIOUS] : replace AUTH_FILE atomically, root:redis 0640 as redis-auth wrote it,
+# with the secret command names it has (auth_lines). With UNTIL, the default user also accepts PREVIOUS.
+# (replace_file and auth_lines: lib.sh.)
 write_auth() {
     replace_file "$AUTH_FILE" 0640 auth_lines "$@"
-}
-
-# auth_lines PASSWORD [UNTIL PREVIOUS] : the file's lines (builtins only: no password is an argv).
-# shellcheck disable=SC2317 # run by replace_file
-auth_lines() {
-    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
-    [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
-    if [ $# -eq 3 ]; then
-        # `on` matters: a `user default` line without it disables the user.
-        printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1"
-    fi
 }
 
 when() { date -u -d "@$1" '+%F %T UTC'; }

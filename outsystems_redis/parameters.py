@@ -25,6 +25,12 @@ def ops_password_parameter(stack: str) -> str:
     return f"/outsystems-redis/{stack}/ops-password"
 
 
+# The Redis 7.0 user that the servers' scripts, agents and the operator's tools log in as, with the operations
+# secret for its password (redis_conf.OPERATIONS_RULES; lib.sh and make_room_agent.py name it too, held equal by
+# tests/render/test_password.py). The front-ends keep Redis's `default` user.
+OPERATIONS_USER = "operations"
+
+
 def tls_ca_parameter(stack: str) -> str:
     return f"/outsystems-redis/{stack}/tls/ca.crt"
 

@@ -17,7 +17,7 @@ BOOTSTRAP_SERVER = 0
 
 def bootstrap_script() -> str:
     """The exact text of the bootstrap script."""
-    return shipped_script(SCRIPT_PATH)
+    return shipped_script(SCRIPT_PATH, library=True)
 
 
 def bootstrap_env(topology: Topology, *, auth_file: str, redis_cli: str = "redis-cli") -> dict[str, str]:

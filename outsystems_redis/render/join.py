@@ -22,7 +22,7 @@ REBALANCE_THRESHOLD = 1
 
 def join_script() -> str:
     """The exact text of the join script."""
-    return shipped_script(SCRIPT_PATH)
+    return shipped_script(SCRIPT_PATH, library=True)
 
 
 def runs_join(topology: Topology, server: int) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from outsystems_redis import monitoring
 from outsystems_redis.parameters import ops_password_parameter
 from outsystems_redis.platforms import Platform
-from outsystems_redis.render.redis_conf import secret_named_commands
+from outsystems_redis.render.redis_conf import FRONT_END_RULES, has_users, secret_named_commands
 from outsystems_redis.render.shipped import shipped_script
 from outsystems_redis.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, OBSERVE_PATH, SEARCH_PATH, STATE_DIR, redis_unit
 from outsystems_redis.server_files import source
@@ -44,10 +44,12 @@ def fetch_password_script() -> str:
 
 
 def secret_names_env(stack: str, platform: Platform) -> dict[str, str]:
-    """redis-fetch-password's inputs for the secret command names (redis_conf.secret_named_commands):
-    the operations secret's parameter and the commands to rename."""
+    """redis-fetch-password's inputs for the secret command names (redis_conf.secret_named_commands): the
+    operations secret's parameter and the commands to rename; on 7.0, the front-ends' rules
+    (redis_conf.FRONT_END_RULES), which also give the servers their operations user."""
     return {"OPS_PARAMETER": ops_password_parameter(stack),
-            "RENAMED_COMMANDS": " ".join(secret_named_commands(platform))}
+            "RENAMED_COMMANDS": " ".join(secret_named_commands(platform)),
+            **({"FRONT_END_RULES": FRONT_END_RULES} if has_users(platform) else {})}
 
 
 def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -> dict[str, str]:

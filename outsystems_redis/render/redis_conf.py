@@ -120,11 +120,10 @@ DISABLED_COMMANDS = (
     "MONITOR",  # every other client's commands as sent: session keys, and the secret names below
 )
 # Redis's own "admin" commands (ACL CAT admin; 5.0's COMMAND flags) that stay, and why: CLUSTER (its NODES and
-# SLOTS are the front-ends' slot map; the servers' tools send its administrative subcommands with the same
-# password); PSYNC, SYNC, REPLCONF (replicas and `redis-cli --rdb` log in with the password); ROLE
-# (read-only, what INFO replication shows anyway); CLIENT (StackExchange.Redis names its connections with
-# CLIENT SETNAME).
-# 7.0's ACL users could take the administrative ones from the front-ends (SECURITY.md, gap 2).
+# SLOTS are the front-ends' slot map; the operator's tools send its administrative subcommands with the same
+# password); PSYNC, SYNC, REPLCONF (replicas log in with the password); ROLE (read-only, what INFO replication shows
+# anyway); CLIENT (StackExchange.Redis names its connections with CLIENT SETNAME). 7.0's users can take the
+# administrative ones from the front-ends (FRONT_END_RULES below; SECURITY.md, gap 2).
 
 # 7.0's own: coordinated failover of a replicated pair, which the cluster does with CLUSTER FAILOVER instead.
 DISABLED_COMMANDS_7_0 = ("FAILOVER",)
@@ -140,6 +139,22 @@ DISABLED_COMMANDS_7_0 = ("FAILOVER",)
 # everyone out or read the ACL log). Neither COMMAND nor CLIENT LIST shows a renamed command's new name.
 SECRET_NAMED_COMMANDS = ("CONFIG", "SLOWLOG")
 SECRET_NAMED_COMMANDS_7_0 = ("ACL",)
+
+
+# Redis 7.0's users, which redis-auth writes into the auth include (lib.sh: auth_lines). The servers' scripts and
+# agents log in as parameters.OPERATIONS_USER (OPERATIONS_RULES: everything), whose password is the operations
+# secret; redis-password-sync gives that user to 7.0 servers created before it. The front-ends keep Redis's
+# `default` user (their connection string names no user), with FRONT_END_RULES. Narrowing those rules is the step
+# after this one (SECURITY.md, gap 2): every server of a cluster must have the operations user, and the operator's
+# tools must log in as it, before any server takes the administrative commands from `default`.
+# lib.sh holds OPERATIONS_RULES too (tests/render/test_password.py).
+OPERATIONS_RULES = "~* &* +@all"
+FRONT_END_RULES = "~* &* +@all"
+
+
+def has_users(platform: Platform) -> bool:
+    """Whether `platform`'s Redis has users (7.0), so that the front-ends' can be narrowed."""
+    return platform.redis_version != "5.0"
 
 
 def disabled_commands(platform: Platform) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ ROLE_RESTORE_TIMER = "redis-role-restore.timer"
 
 def role_restore_script() -> str:
     """The exact text servers run."""
-    return shipped_script(ROLE_RESTORE_SCRIPT)
+    return shipped_script(ROLE_RESTORE_SCRIPT, library=True)
 
 
 def role_restore_env(

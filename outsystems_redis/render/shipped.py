@@ -33,15 +33,59 @@ def _code(path: Path) -> list[str]:
     return [_INDENT.sub(" ", line) for line in text.splitlines() if not _DROPPED.match(line)]
 
 
+_FUNCTION = re.compile(r"^(\w+)\(\) \{$")
+_VARIABLE = re.compile(r"^([A-Z_][A-Z0-9_]*)=")
+
+
+def _library_parts() -> list[tuple[str, list[str]]]:
+    """lib.sh's code as (name, lines): each function, or variable set at the top level, with the shellcheck
+    directives above it. A function's body is indented and ends at a `}` of its own at the line's start."""
+    parts: list[tuple[str, list[str]]] = []
+    pending: list[str] = []
+    body: list[str] | None = None
+    for line in _code(LIBRARY):
+        if body is not None:
+            body.append(line)
+            if line == "}":
+                body = None
+        elif line.startswith("# shellcheck shell="):
+            continue
+        elif line.startswith("# shellcheck"):
+            pending.append(line)
+        elif (match := _FUNCTION.match(line) or _VARIABLE.match(line)):
+            parts.append((match.group(1), [*pending, line]))
+            pending = []
+            if line.endswith("{"):
+                body = parts[-1][1]
+        else:
+            raise ValueError(f"lib.sh: top-level code that is no function or variable: {line!r}")
+    return parts
+
+
+def library_for(code: str) -> list[str]:
+    """The parts of lib.sh that `code` uses, and those they use in turn, in lib.sh's order: a program carries
+    the shared code it runs, not every part of it (user data is counted in bytes)."""
+    parts = _library_parts()
+    used: set[str] = set()
+    text = code
+    while True:
+        found = {name for name, _ in parts if name not in used and re.search(rf"\b{name}\b", text)}
+        if not found:
+            return [line for name, lines in parts if name in used for line in lines]
+        used |= found
+        text = "\n".join(line for name, lines in parts if name in found for line in lines)
+
+
 def shipped_script(path: Path, library: bool = False) -> str:
     """`path`'s script without comment-only or blank lines, the shebang and shellcheck directives kept; with
-    `library`, lib.sh's functions first (after the shebang)."""
+    `library`, the parts of lib.sh it uses first (after the shebang)."""
     lines = path.read_text().splitlines()
     if not lines or not lines[0].startswith("#!"):
         raise ValueError(f"{path.name}: a shipped script starts with #!")
-    shared = [line for line in _code(LIBRARY) if not line.startswith("# shellcheck shell=")] if library else []
+    code = _code(path)[1:]
+    shared = library_for("\n".join(code)) if library else []
     header = f"# {path.name} of outsystems-redis (outsystems_redis/server_files/); comments are in the source."
-    return "\n".join([lines[0], header, *shared, *_code(path)[1:]]) + "\n"
+    return "\n".join([lines[0], header, *shared, *code]) + "\n"
 
 
 def strip_docstrings(node: ast.AST) -> None:

@@ -22,7 +22,7 @@ STEP_DOWN_WAIT_SECONDS = 10
 
 def step_down_script() -> str:
     """The exact text servers run."""
-    return shipped_script(STEP_DOWN_SCRIPT)
+    return shipped_script(STEP_DOWN_SCRIPT, library=True)
 
 
 def step_down_env(

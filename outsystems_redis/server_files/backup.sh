@@ -64,9 +64,8 @@ log() { echo "redis-backup: $*"; }
 printf -v now '%(%s)T' -1
 taken_at=$(date -u -d "@$((now / PERIOD_SECONDS * PERIOD_SECONDS))" +%Y%m%dT%H%M%SZ)
 
-REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE")
-[ -n "$REDISCLI_AUTH" ] || { log "ERROR: no requirepass in $AUTH_FILE"; exit 1; }
-export REDISCLI_AUTH
+# redis_login (lib.sh): the operations user where the servers have users (7.0), else requirepass.
+redis_login "$AUTH_FILE" 2>/dev/null || { log "ERROR: no password in $AUTH_FILE"; exit 1; }
 
 # ssm_get: lib.sh, shipped ahead of this script.
 bucket=$(ssm_get "$BUCKET_PARAMETER" 30) ||
@@ -83,7 +82,7 @@ find "$WORK_DIR" -maxdepth 1 -name 'run.*' -mmin +60 -exec rm -rf {} + || true
 run_dir=$(mktemp -d "$WORK_DIR/run.XXXXXX")
 trap 'rm -rf "$run_dir"' EXIT
 
-cli() { timeout -k 2 10 "$REDIS_CLI" -h "$SERVER_IP" -p "$port" "$@" 2>/dev/null | tr -d '\r'; }
+cli() { timeout -k 2 10 "${redis_cli[@]}" -h "$SERVER_IP" -p "$port" "$@" 2>/dev/null | tr -d '\r'; }
 value() { awk -F: -v k="$2" '$1 == k { print $2; exit }' <<<"$1"; }
 # held : this master's role and slots as CLUSTER NODES tells them (slots in migration left out).
 held() {
@@ -127,7 +126,7 @@ snapshot() {
     fi
     rdb="$run_dir/$port.rdb"
     keys=$(cli dbsize) || keys=0
-    if ! timeout -k 5 "$SNAPSHOT_SECONDS" "$REDIS_CLI" -h "$SERVER_IP" -p "$port" --rdb "$rdb" \
+    if ! timeout -k 5 "$SNAPSHOT_SECONDS" "${redis_cli[@]}" -h "$SERVER_IP" -p "$port" --rdb "$rdb" \
         >"$run_dir/snapshot.log" 2>&1 || [ "$(head -c 5 "$rdb" 2>/dev/null)" != REDIS ]; then
         log "ERROR: no snapshot of $me: $(tail -n 3 "$run_dir/snapshot.log" | tr '\n' ' ')"
         rm -f "$rdb"

@@ -34,9 +34,8 @@ log() { echo "cluster-bootstrap: $*"; }
 die() { log "ERROR: $*"; exit 1; }
 
 # The password reaches redis-cli only through REDISCLI_AUTH: never argv, never ps.
-REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE")
-[ -n "$REDISCLI_AUTH" ] || die "no requirepass in $AUTH_FILE"
-export REDISCLI_AUTH
+# redis_login (lib.sh): the operations user where the servers have users (7.0), else requirepass.
+redis_login "$AUTH_FILE" 2>/dev/null || die "no password in $AUTH_FILE"
 
 read -r -a masters <<<"$MASTERS"
 read -r -a replicas <<<"$REPLICAS"
@@ -45,7 +44,7 @@ read -r -a replicas <<<"$REPLICAS"
 cli() {
     local node=$1
     shift
-    "$REDIS_CLI" -h "${node%:*}" -p "${node##*:}" "$@"
+    "${redis_cli[@]}" -h "${node%:*}" -p "${node##*:}" "$@"
 }
 
 # field NODE SECTION KEY : one value from INFO (empty when unreachable).
@@ -129,7 +128,7 @@ create_masters() {
         return
     fi
     log "creating the cluster from masters: ${masters[*]}"
-    "$REDIS_CLI" --cluster create "${masters[@]}" --cluster-replicas 0 --cluster-yes
+    "${redis_cli[@]}" --cluster create "${masters[@]}" --cluster-replicas 0 --cluster-yes
 }
 
 attach_replicas() {
@@ -143,7 +142,7 @@ attach_replicas() {
             master_id=$(cli "$master" cluster myid | tr -d '\r')
             [ -n "$master_id" ] || die "cannot read the node id of $master"
             log "adding $replica as replica of $master ($master_id)"
-            "$REDIS_CLI" --cluster add-node "$replica" "$master" --cluster-slave --cluster-master-id "$master_id"
+            "${redis_cli[@]}" --cluster add-node "$replica" "$master" --cluster-slave --cluster-master-id "$master_id"
         elif [ "$(field "$replica" replication role)" = slave ]; then
             log "$replica is already a replica; leaving it"
         elif [ "$(cli "$replica" cluster nodes | awk '$3 ~ /myself/ { print NF }')" -gt 8 ]; then

@@ -94,10 +94,9 @@ log() { echo "cluster-join: $*"; }
 die() { log "ERROR: $*"; exit 1; }
 
 # The password reaches redis-cli only through REDISCLI_AUTH: never argv, never ps.
-# redis-cli passes it on to MIGRATE (AUTH) when rebalance moves keys.
-REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE")
-[ -n "$REDISCLI_AUTH" ] || die "no requirepass in $AUTH_FILE"
-export REDISCLI_AUTH
+# redis-cli passes it on to MIGRATE (AUTH, with the user AUTH2) when rebalance moves keys.
+# redis_login (lib.sh): the operations user where the servers have users (7.0), else requirepass.
+redis_login "$AUTH_FILE" 2>/dev/null || die "no password in $AUTH_FILE"
 
 read -r -a servers <<<"$SERVERS"
 count=${#servers[@]}
@@ -113,7 +112,7 @@ HEALTH_HINT="run the health check (python -m outsystems_redis.tools.health --clu
 cli() {
     local node=$1
     shift
-    "$REDIS_CLI" -h "${node%:*}" -p "${node##*:}" "$@"
+    "${redis_cli[@]}" -h "${node%:*}" -p "${node##*:}" "$@"
 }
 
 cinfo() {
@@ -230,7 +229,7 @@ check_ready() {
         fi
     done
     # Open slots: a rebalance (or a half-finished one) is moving slots.
-    if ! "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1; then
+    if ! "${redis_cli[@]}" --cluster check "$SEED" >/dev/null 2>&1; then
         why="slots are being moved (redis-cli --cluster check $SEED: open slots): another server's rebalance; if none runs, one stopped half-way and needs: redis-cli --cluster fix $SEED"
     fi
 }
@@ -277,7 +276,7 @@ wait_known() {
     local node=$1 deadline=$((SECONDS + WAIT_SECONDS)) id peer peers
     # The node's own word for its id: a peer's view can still hold a handshake placeholder.
     until id=$(cli "$node" cluster myid 2>/dev/null | tr -d '\r') && [ -n "$id" ] && refresh &&
-        [ -n "$(row_of "$id")" ] && "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1; do
+        [ -n "$(row_of "$id")" ] && "${redis_cli[@]}" --cluster check "$SEED" >/dev/null 2>&1; do
         [ "$SECONDS" -lt "$deadline" ] || die "$node not known to a consistent cluster in ${WAIT_SECONDS}s"
         sleep 1
     done
@@ -303,7 +302,7 @@ add_master() {
         log "$my_master is already a member of the cluster"
     else
         log "adding master $my_master (empty) through $SEED"
-        "$REDIS_CLI" --cluster add-node "$my_master" "$SEED"
+        "${redis_cli[@]}" --cluster add-node "$my_master" "$SEED"
     fi
     wait_known "$my_master"
 }
@@ -315,7 +314,7 @@ add_replica() {
     else
         target_node=$(row_of "$target" | cut -d' ' -f2)
         log "adding replica $my_replica following $target_node ($target), the master of server 1"
-        "$REDIS_CLI" --cluster add-node "$my_replica" "$SEED" --cluster-slave --cluster-master-id "$target"
+        "${redis_cli[@]}" --cluster add-node "$my_replica" "$SEED" --cluster-slave --cluster-master-id "$target"
     fi
     wait_known "$my_replica"
 }
@@ -362,7 +361,7 @@ rebalance() {
     before=$(row_of "$(id_of "$my_master")" | cut -d' ' -f5)
     log "rebalancing slots (threshold ${REBALANCE_THRESHOLD}%); $my_master owns $before"
     # The progress bar (one # per slot) says nothing the summary below does not.
-    "$REDIS_CLI" --cluster rebalance "$SEED" --cluster-use-empty-masters --cluster-threshold "$REBALANCE_THRESHOLD" |
+    "${redis_cli[@]}" --cluster rebalance "$SEED" --cluster-use-empty-masters --cluster-threshold "$REBALANCE_THRESHOLD" |
         sed '/^#*$/d'
     refresh || die "no server reports cluster_state:ok after the rebalance"
     after=$(row_of "$(id_of "$my_master")" | cut -d' ' -f5)
@@ -433,7 +432,7 @@ classify() {
         ip=$(awk -v me="$me" '!$6 { split($2, a, ":"); if (a[1] != me) n[a[1]]++ } END { for (i in n) if (n[i] != 2) print i }' <<<"$view")
         [ -z "$ip" ] || { why="server(s) $(tr '\n' ' ' <<<"$ip")hold one process, not two (another join at work?)"; return 0; }
         [ "$(holes | wc -l)" -le 2 ] || { why="more than one server's replicas are missing: $(holes | cut -d' ' -f2 | tr '\n' ' ')(one server at a time)"; return 0; }
-        "$REDIS_CLI" --cluster check "$SEED" >/dev/null 2>&1 || { why="slots are being moved (open slots)"; return 0; }
+        "${redis_cli[@]}" --cluster check "$SEED" >/dev/null 2>&1 || { why="slots are being moved (open slots)"; return 0; }
         mode=rejoin
         return 0
     fi

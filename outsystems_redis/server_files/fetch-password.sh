@@ -12,9 +12,14 @@
 # RENAMED_COMMANDS (set by the program): the commands it names are renamed to
 # <COMMAND>-<operations secret>, from OPS_PARAMETER, in the same include; only
 # the servers' own scripts, which read them there, know those names.
+# FRONT_END_RULES (set by the program on 7.0): the include also defines the
+# operations user (the operations secret; the scripts, agents and tools log in
+# as it) and narrows the front-ends' `default` user to these rules (lib.sh:
+# auth_lines). A server that redis-password-sync gave an operations user (one
+# created by an earlier version, without FRONT_END_RULES) keeps it.
 # Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).
 # Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional OPS_PARAMETER and
-# RENAMED_COMMANDS (both or neither: the program sets them), ATTEMPTS,
+# RENAMED_COMMANDS (both or neither: the program sets them), FRONT_END_RULES, ATTEMPTS,
 # RETRY_SECONDS, FIRST_BOOT_SECONDS, CACHED_WAIT_SECONDS, SSM_CALL_SECONDS.
 set -euo pipefail
 
@@ -23,6 +28,7 @@ set -euo pipefail
 AUTH_FILE=${AUTH_FILE:-/etc/redis/auth.conf}
 OPS_PARAMETER=${OPS_PARAMETER:-}
 RENAMED_COMMANDS=${RENAMED_COMMANDS:-}
+FRONT_END_RULES=${FRONT_END_RULES:-}
 ATTEMPTS=${ATTEMPTS:-30}
 RETRY_SECONDS=${RETRY_SECONDS:-10}
 FIRST_BOOT_SECONDS=${FIRST_BOOT_SECONDS:-240}
@@ -32,6 +38,10 @@ export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 
 log() { echo "redis-auth: $*"; }
+if [ -n "$FRONT_END_RULES" ] && [ -z "$OPS_PARAMETER" ]; then
+    log "ERROR: FRONT_END_RULES needs OPS_PARAMETER: narrowed front-ends need an operations user; Redis cannot start"
+    exit 1
+fi
 
 # (ssm_get and password_usable: lib.sh, shipped ahead of this script.)
 
@@ -70,7 +80,7 @@ write_auth() {
     replace_file "$AUTH_FILE" 0640 auth_lines "$@"
 }
 
-# What the last boot (or the last redis-password-sync) left (read_auth: current, until, accepted, renames, ops).
+# What the last boot (or the last redis-password-sync) left (read_auth: current, until, accepted, the users, renames, ops).
 read_auth "$AUTH_FILE"
 cached=$current why="SSM unreachable for ${CACHED_WAIT_SECONDS}s"
 previous=""
@@ -88,7 +98,9 @@ from_ssm() {
         for command in $RENAMED_COMMANDS; do
             renames+=("rename-command $command $command-$ops")
         done
+        [ -z "$FRONT_END_RULES$operations" ] || operations=$ops
     fi
+    [ -z "$FRONT_END_RULES" ] || default_rules=$FRONT_END_RULES
     if [ "$1" = "$cached" ] && in_grace; then
         write_auth "$1" "$until" "$previous"
         log "wrote $AUTH_FILE from $PASSWORD_PARAMETER (attempt $2); the previous password stays accepted until $(date -u -d "@$until" '+%F %T UTC')"

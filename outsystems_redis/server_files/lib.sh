@@ -52,14 +52,20 @@ password_usable() {
     case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
 }
 
+# Redis 7.0's operations user (redis_conf.py: OPERATIONS_USER, OPERATIONS_RULES; tests/render/test_password.py
+# holds them equal): the servers' scripts and agents log in as it where the auth include defines it.
+OPERATIONS_USER=operations
+OPERATIONS_RULES="~* &* +@all"
+
 # read_auth FILE : an auth include, parsed by the shell itself (no secret reaches an argv). Sets `current`
 # (requirepass), `until` (the end of a 7.0 grace, 0 if none), `accepted` (the passwords of its `user default`
-# line: a 7.0 grace's two), `renames` (the secret command names' lines) and `ops` (the operations secret,
-# which those names carry). An absent or empty file leaves them empty.
+# line: a 7.0 grace's two) and `default_rules` (that line's rules), `renames` (the secret command names' lines),
+# `ops` (the operations secret, which those names carry) and `operations` (the operations user's password, where
+# the file defines that user: 7.0). An absent or empty file leaves them empty.
 # shellcheck disable=SC2034,SC2317
 read_auth() {
     local words word
-    current="" until=0 accepted=() renames=() ops=""
+    current="" until=0 accepted=() default_rules="" renames=() ops="" operations=""
     [ -s "$1" ] || return 0
     while read -r -a words; do
         case "${words[0]:-} ${words[1]:-}" in
@@ -71,7 +77,16 @@ read_auth() {
         "# previous-password-until") until=${words[2]:-0} ;;
         "user default")
             for word in "${words[@]:2}"; do
-                case "$word" in ">"?*) accepted+=("${word#>}") ;; esac
+                case "$word" in
+                ">"?*) accepted+=("${word#>}") ;;
+                on) ;;
+                *) default_rules+="${default_rules:+ }$word" ;;
+                esac
+            done
+            ;;
+        "user $OPERATIONS_USER")
+            for word in "${words[@]:2}"; do
+                case "$word" in ">"?*) operations=${word#>} ;; esac
             done
             ;;
         esac
@@ -80,15 +95,37 @@ read_auth() {
 }
 
 # auth_lines PASSWORD [UNTIL PREVIOUS] : an auth include's lines, the one format that redis-auth and
-# redis-password-sync write and read_auth reads: requirepass and masterauth PASSWORD, the secret command names
-# (`renames`) and, with UNTIL, a 7.0 grace: the default user accepts PREVIOUS too until then. Builtins only:
-# no secret reaches an argv.
+# redis-password-sync write and read_auth reads: requirepass and masterauth PASSWORD (replicas log in as
+# `default`), the secret command names (`renames`); where `operations` is set (7.0), the operations user with
+# that password and the front-ends' `default` user with `default_rules` (all commands when empty); with UNTIL,
+# a 7.0 grace: the default user accepts PREVIOUS too until then. Builtins only: no secret reaches an argv.
 # shellcheck disable=SC2317
 auth_lines() {
     printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
     [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
+    [ -z "$operations" ] || printf 'user %s on >%s %s\n' "$OPERATIONS_USER" "$operations" "$OPERATIONS_RULES"
+    [ $# -ne 3 ] || printf '# previous-password-until %s\n' "$2"
+    # `on` matters: a `user default` line without it disables the user.
     if [ $# -eq 3 ]; then
-        # `on` matters: a `user default` line without it disables the user.
-        printf '# previous-password-until %s\nuser default on >%s >%s ~* &* +@all\n' "$2" "$3" "$1"
+        printf 'user default on >%s >%s %s\n' "$3" "$1" "${default_rules:-~* &* +@all}"
+    elif [ -n "$operations" ]; then
+        printf 'user default on >%s %s\n' "$1" "${default_rules:-~* &* +@all}"
     fi
+}
+
+# redis_login AUTH_FILE : how a script of the servers logs in to their Redis. Exports REDISCLI_AUTH (never an
+# argv) and sets `redis_cli`, the command to run: REDIS_CLI as the operations user where the file defines it
+# (7.0), else as the default user (requirepass). Fails when the file holds neither password.
+# shellcheck disable=SC2034,SC2317
+redis_login() {
+    read_auth "$1"
+    if [ -n "$operations" ]; then
+        REDISCLI_AUTH=$operations
+        redis_cli=("$REDIS_CLI" --user "$OPERATIONS_USER")
+    else
+        REDISCLI_AUTH=$current
+        redis_cli=("$REDIS_CLI")
+    fi
+    [ -n "$REDISCLI_AUTH" ] || return 1
+    export REDISCLI_AUTH
 }

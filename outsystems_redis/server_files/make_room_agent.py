@@ -35,17 +35,28 @@ def log(message: str) -> None:
     print(f"make-room: {message}", flush=True)
 
 
-def connect(host: str, port: int, auth_file: str):
-    """A connection, its reader and CONFIG's name; AUTH with the password of the auth include, read
-    anew each time, which also says what CONFIG is called on this server."""
-    conn = socket.create_connection((host, port), timeout=5)
-    reader = conn.makefile("rb")
+OPERATIONS_USER = "operations"  # parameters.OPERATIONS_USER (this file is shipped alone; a test holds them equal)
+
+
+def login_and_config(auth_file: str) -> tuple[list[str], str]:
+    """AUTH's arguments, as the servers' scripts log in (lib.sh: redis_login: the operations user where the
+    auth include defines it, 7.0, else requirepass), and what CONFIG is called on this server."""
     with open(auth_file) as f:
         words = [line.split() for line in f]
-    password = next((w[1] for w in words if len(w) > 1 and w[0] == "requirepass"), "")
+    login = next(([OPERATIONS_USER, x[1:]] for w in words if w[:2] == ["user", OPERATIONS_USER]
+                  for x in w[2:] if x.startswith(">") and len(x) > 1), None)
+    login = login or [w[1] for w in words if len(w) > 1 and w[0] == "requirepass"][:1]
     config = next((w[2] for w in words if len(w) == 3 and w[:2] == ["rename-command", "CONFIG"]), "CONFIG")
-    if password:
-        call(conn, reader, "AUTH", password)
+    return login, config
+
+
+def connect(host: str, port: int, auth_file: str):
+    """A connection, its reader and CONFIG's name; AUTH as the auth include says, read anew each time."""
+    conn = socket.create_connection((host, port), timeout=5)
+    reader = conn.makefile("rb")
+    login, config = login_and_config(auth_file)
+    if login:
+        call(conn, reader, "AUTH", *login)
     return conn, reader, config
 
 

@@ -60,6 +60,7 @@ from outsystems_redis.monitoring import (
     log_stream_name,
     metric_namespace,
 )
+from outsystems_redis.parameters import OPERATIONS_USER
 
 SLOTS_ALL = 16384
 CONNECT_TIMEOUT = 3.0
@@ -83,15 +84,15 @@ class RedisError(Exception):
 class Redis:
     """The smallest RESP client these calls need: commands as arrays of bulk strings, replies parsed."""
 
-    def __init__(self, host: str, port: int, password: str | None, ca: str | None = None,
+    def __init__(self, host: str, port: int, login: tuple[str, ...], ca: str | None = None,
                  timeout: float = CONNECT_TIMEOUT) -> None:
         sock = socket.create_connection((host, port), timeout)
         if ca:
             sock = ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname=host)
         self.sock = sock
         self.file = sock.makefile("rwb")
-        if password:
-            self.call("AUTH", password)
+        if login:
+            self.call("AUTH", *login)
 
     def call(self, *args: str):
         parts = [str(a).encode() for a in args]
@@ -127,7 +128,8 @@ class Redis:
 
 
 def read_passwords(auth_file: str) -> list[str]:
-    """requirepass first, then any other password the default user accepts (a Redis 7.0 grace)."""
+    """requirepass first, then any other password of a Redis user there: the default user's (a Redis 7.0 grace),
+    the operations user's (7.0). All of them are scrubbed from what is shipped."""
     found: list[str] = []
     if not os.path.exists(auth_file):  # redis-auth has not written it yet: Redis is not up either
         print(f"redis-observe: no {auth_file} yet", file=sys.stderr)
@@ -137,9 +139,23 @@ def read_passwords(auth_file: str) -> list[str]:
             words = line.split()
             if words[:1] == ["requirepass"] and len(words) > 1:
                 found.insert(0, words[1])
-            elif words[:2] == ["user", "default"]:
+            elif words[:1] == ["user"]:
                 found += [w[1:] for w in words[2:] if w.startswith(">") and len(w) > 1]
     return list(dict.fromkeys(found))
+
+
+def read_login(auth_file: str) -> tuple[str, ...]:
+    """AUTH's arguments for this server's Redis, as its scripts log in (lib.sh: redis_login): the operations
+    user where the auth include defines it (7.0; the front-ends' user cannot read the slow log), else requirepass;
+    none without the file."""
+    if not os.path.exists(auth_file):
+        return ()
+    with open(auth_file) as f:
+        words = [line.split() for line in f]
+    for w in words:
+        if w[:2] == ["user", OPERATIONS_USER]:
+            return (OPERATIONS_USER, *[x[1:] for x in w[2:] if x.startswith(">") and len(x) > 1][:1])
+    return next(((w[1],) for w in words if w[:1] == ["requirepass"] and len(w) > 1), ())
 
 
 def read_command_names(auth_file: str) -> dict[str, str]:
@@ -151,11 +167,11 @@ def read_command_names(auth_file: str) -> dict[str, str]:
         return {w[1].upper(): w[2] for w in (line.split() for line in f) if len(w) == 3 and w[0] == "rename-command"}
 
 
-def gather_process(host: str, port: int, password: str | None, ca: str | None, cluster: bool,
+def gather_process(host: str, port: int, login: tuple[str, ...], ca: str | None, cluster: bool,
                 info_only: bool = False) -> NodeFacts:
     node = NodeFacts(host, port)
     try:
-        r = Redis(host, port, password, ca)
+        r = Redis(host, port, login, ca)
         try:
             node.info = parse_info(r.call("INFO", "replication") if info_only else r.call("INFO"))
             if cluster and not info_only:
@@ -168,16 +184,16 @@ def gather_process(host: str, port: int, password: str | None, ca: str | None, c
     return node
 
 
-def gather_server(host: str, ports: list[int], password: str | None, ca: str | None, cluster: bool) -> Facts:
+def gather_server(host: str, ports: list[int], login: tuple[str, ...], ca: str | None, cluster: bool) -> Facts:
     """This server's processes, and the master of each of its replicas (for the lag)."""
-    nodes = [gather_process(host, p, password, ca, cluster) for p in ports]
+    nodes = [gather_process(host, p, login, ca, cluster) for p in ports]
     seen = {n.address for n in nodes}
     for n in list(nodes):
         if n.info.get("role") == "slave":
             address = f"{n.info.get('master_host')}:{n.info.get('master_port')}"
             if address not in seen and n.info.get("master_port", "").isdigit():
                 seen.add(address)
-                nodes.append(gather_process(n.info["master_host"], int(n.info["master_port"]), password, ca, cluster,
+                nodes.append(gather_process(n.info["master_host"], int(n.info["master_port"]), login, ca, cluster,
                                          info_only=True))
     return Facts(cluster, "", nodes)
 
@@ -332,8 +348,7 @@ def own_session(env: dict) -> str:
 
 def publish_metrics(env: dict) -> int:
     ports = [int(p) for p in env["PORTS"].split()]
-    passwords = read_passwords(env["AUTH_FILE"])
-    facts = gather_server(env["SERVER_IP"], ports, passwords[0] if passwords else None, env.get("TLS_CA") or None,
+    facts = gather_server(env["SERVER_IP"], ports, read_login(env["AUTH_FILE"]), env.get("TLS_CA") or None,
                    env.get("CLUSTER") == "1")
     now = time.time()
     values, counters = compute_metrics(facts, env["SERVER_IP"], load_state(env, "metrics.json"), now)
@@ -576,7 +591,7 @@ def ship_logs(env: dict) -> int:
     slow = state.setdefault("slowlog", {})
     for port in env["PORTS"].split():
         try:
-            r = Redis(env["SERVER_IP"], int(port), passwords[0] if passwords else None, env.get("TLS_CA") or None)
+            r = Redis(env["SERVER_IP"], int(port), read_login(env["AUTH_FILE"]), env.get("TLS_CA") or None)
             try:
                 events = slowlog_events(r, int(port), slow.get(port), now_ms, names)
             finally:

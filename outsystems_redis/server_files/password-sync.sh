@@ -72,24 +72,32 @@ printf -v now '%(%s)T' -1
 
 # (ssm_get and password_usable: lib.sh, shipped ahead of this script.)
 
-# send PORT PASSWORD COMMAND... : the COMMAND lines on redis-cli's stdin (printf is a builtin),
-# logged in with PASSWORD through REDISCLI_AUTH; prints the replies, blank lines dropped.
+# send PORT USER PASSWORD COMMAND... : the COMMAND lines on redis-cli's stdin (printf is a builtin), logged in as
+# USER with PASSWORD through REDISCLI_AUTH; prints the replies, blank lines dropped.
 send() {
-    local port=$1 password=$2
-    shift 2
-    printf '%s\n' "$@" | REDISCLI_AUTH=$password "$REDIS_CLI" -h "$REDIS_HOST" -p "$port" 2>/dev/null |
+    local port=$1 password=$3 as=()
+    [ "$2" = default ] || as=(--user "$2") # (redis-cli 5.0 has no --user, nor Redis 5.0 users)
+    shift 3
+    printf '%s\n' "$@" | REDISCLI_AUTH=$password "$REDIS_CLI" "${as[@]}" -h "$REDIS_HOST" -p "$port" 2>/dev/null |
         tr -d '\r' | sed '/^$/d' || true
 }
 
-# login PORT PASSWORD... : sets `auth` to the first PASSWORD the process on PORT accepts.
-# The current one first; after a partial earlier run a process may already take the new one.
+# login PORT PASSWORD... : sets `user` and `auth` to how this script logs in to the process on PORT: as the
+# operations user where the auth include defines it (7.0), else as `default` with the first PASSWORD the process
+# accepts (the current one first; after a partial earlier run a process may already take the new one).
 login() {
     local port=$1 candidate
     shift
+    if [ -n "$operations" ]; then
+        user=$OPERATIONS_USER auth=$operations
+        [ "$(send "$port" "$user" "$auth" PING)" != PONG ] || return 0
+        log "ERROR: $REDIS_HOST:$port refuses the operations user (or is not running)"
+        return 1
+    fi
     for candidate in "$@"; do
         [ -n "$candidate" ] || continue
-        if [ "$(send "$port" "$candidate" PING)" = PONG ]; then
-            auth=$candidate
+        if [ "$(send "$port" default "$candidate" PING)" = PONG ]; then
+            user=default auth=$candidate
             return 0
         fi
     done
@@ -97,11 +105,11 @@ login() {
     return 1
 }
 
-# apply PORT COMMAND... : runs the commands logged in as `auth`; true when every reply is OK.
+# apply PORT COMMAND... : runs the commands logged in as `user` with `auth`; true when every reply is OK.
 apply() {
     local port=$1 replies code
     shift
-    replies=$(send "$port" "$auth" "$@")
+    replies=$(send "$port" "$user" "$auth" "$@")
     [ "$replies" != "$(printf 'OK\n%.0s' "$@")" ] || return 0
     # The first word of the first other reply: an error code (ERR, NOPERM, ...). The rest is withheld.
     code=$(printf '%s\n' "$replies" | awk '$0 != "OK" { print $1; exit }')
@@ -178,4 +186,31 @@ elif [ -n "$previous" ] && [ "$until" -le "$now" ]; then
     [ "$failed" -eq 0 ] || die "the previous password is still accepted somewhere; the next run tries again"
     write_auth "$current"
     log "removed the previous password from $AUTH_FILE"
+fi
+
+# A 7.0 server created by a version without users (its auth include defines none) gets the operations user
+# now, with the operations secret that its command names already carry: the scripts, agents and tools of this
+# version log in as it, on every server of the cluster alike. Its front-ends' `default` user keeps every
+# command until the server is replaced (a new server's redis-auth narrows it: docs/upgrades-and-migration.md).
+if [ "$REDIS_LINE" = 7.0 ] && [ -z "$operations" ] && [ -n "$ops" ]; then
+    read_auth "$AUTH_FILE" # what the steps above left
+    previous=""
+    for word in "${accepted[@]}"; do
+        [ "$word" = "$current" ] || previous=$word
+    done
+    failed=0
+    for port in "${ports[@]}"; do
+        if ! login "$port" "$current" "$previous" ||
+            ! apply "$port" "$acl SETUSER $OPERATIONS_USER on resetpass \">$ops\" $OPERATIONS_RULES"; then
+            failed=1
+        fi
+    done
+    [ "$failed" -eq 0 ] || die "not every process has the operations user; the next run tries again"
+    operations=$ops
+    if [ -n "$previous" ] && [ "$until" -gt "$now" ]; then
+        write_auth "$current" "$until" "$previous"
+    else
+        write_auth "$current"
+    fi
+    log "added the operations user to $REDIS_HOST's Redis processes and $AUTH_FILE"
 fi

@@ -25,12 +25,11 @@ FAILOVER_WAIT_SECONDS=${FAILOVER_WAIT_SECONDS:-10}
 log() { echo "role-restore: $*"; }
 
 # The password reaches redis-cli only through REDISCLI_AUTH: never argv, never ps.
-REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE")
-[ -n "$REDISCLI_AUTH" ] || { log "ERROR: no requirepass in $AUTH_FILE"; exit 1; }
-export REDISCLI_AUTH
+# redis_login (lib.sh): the operations user where the servers have users (7.0), else requirepass.
+redis_login "$AUTH_FILE" 2>/dev/null || { log "ERROR: no password in $AUTH_FILE"; exit 1; }
 
 me="$SERVER_IP:$MASTER_PORT"
-cli() { "$REDIS_CLI" -h "$SERVER_IP" -p "$MASTER_PORT" "$@" 2>/dev/null | tr -d '\r'; }
+cli() { "${redis_cli[@]}" -h "$SERVER_IP" -p "$MASTER_PORT" "$@" 2>/dev/null | tr -d '\r'; }
 # value TEXT KEY : the value of "key:value" lines (INFO, CLUSTER INFO).
 value() { awk -F: -v k="$2" '$1 == k { print $2; exit }' <<<"$1"; }
 

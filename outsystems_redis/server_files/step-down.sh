@@ -32,13 +32,12 @@ if [ -z "$PORT" ] || [ -z "$SERVER_IP" ] || [ -z "$AUTH_FILE" ]; then
 fi
 
 # The password reaches redis-cli only through REDISCLI_AUTH: never argv, never ps.
-REDISCLI_AUTH=$(awk '$1 == "requirepass" { print $2; exit }' "$AUTH_FILE" 2>/dev/null)
-[ -n "$REDISCLI_AUTH" ] || finish "ERROR: no requirepass in $AUTH_FILE; stopping without a step-down"
-export REDISCLI_AUTH
+# redis_login (lib.sh): the operations user where the servers have users (7.0), else requirepass.
+redis_login "$AUTH_FILE" 2>/dev/null || finish "ERROR: no password in $AUTH_FILE; stopping without a step-down"
 
 me="$SERVER_IP:$PORT"
 # cli HOST PORT ARGS... : one bounded call (a peer that hangs must not hold the stop).
-cli() { timeout 5 "$REDIS_CLI" -h "$1" -p "$2" "${@:3}" 2>/dev/null | tr -d '\r'; }
+cli() { timeout 5 "${redis_cli[@]}" -h "$1" -p "$2" "${@:3}" 2>/dev/null | tr -d '\r'; }
 # value TEXT KEY : the value of "key:value" lines (INFO).
 value() { awk -F: -v k="$2" '$1 == k { print $2; exit }' <<<"$1"; }
 role_of() { value "$(cli "$1" "$2" info replication)" role; }

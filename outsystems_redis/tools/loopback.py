@@ -68,7 +68,7 @@ from outsystems_redis.render.redis_conf import Paths, render_redis_conf
 from outsystems_redis.render.roles import role_restore_script
 from outsystems_redis.render.step_down import step_down_script
 from outsystems_redis.render.tls import render_tls_cli
-from outsystems_redis.server_files.metrics_agent import read_command_names
+from outsystems_redis.server_files.metrics_agent import read_command_names, read_login
 from outsystems_redis.settings import Settings
 from outsystems_redis.topology import Process, Topology, build_topology
 
@@ -256,6 +256,8 @@ class Loopback:
             raise ValueError(f"TLS needs Redis 7.0; {self.platform.name} runs Redis {self.version}")
         self.tls = tls
         self.port = port
+        # Inputs of redis-auth that a test replaces (FRONT_END_RULES: the front-ends' user narrowed).
+        self.auth_overrides: dict[str, str] = {}
         # What the servers' files are rendered from: the stack's own settings (from_settings), or settings of
         # the same shape, so every setting that reaches a server's files reaches the rehearsal's too.
         self.settings = settings or Settings(
@@ -418,7 +420,7 @@ class Loopback:
 
     def fetch_password_environment(self, server: int) -> dict[str, str]:
         """auth.env of server `server`, as on EC2 but for the stand-in parameter and this state dir."""
-        return self.environment("redis-auth", server)
+        return {**self.environment("redis-auth", server), **self.auth_overrides}
 
     def fetch_password(self, server: int, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
         """Run the shipped boot step (redis-auth.service) for server `server`: SSM -> its auth include.
@@ -495,10 +497,19 @@ class Loopback:
         return tuple(p for s in self.topology.servers for p in s.processes)
 
     def client(self, process: Process, **kwargs) -> redis.Redis:
-        """A redis-py connection to one process (decode_responses on)."""
+        """A redis-py connection to one process (decode_responses on), with the front-ends' password."""
         kwargs.setdefault("socket_timeout", 2)
         return redis.Redis(process.host, process.port, password=self.password, decode_responses=True,
                            **{**self.tls_kwargs, **kwargs})
+
+    def admin(self, process: Process, **kwargs) -> redis.Redis:
+        """A connection to one process that logs in as its server's scripts do (read_login: the operations user on
+        7.0, else the password): for what an operator or a script does, not a front-end."""
+        login = read_login(self.paths(process.server).auth_file)
+        username, password = (login[0], login[1]) if len(login) == 2 else (None, login[0] if login else None)
+        kwargs.setdefault("socket_timeout", 2)
+        return redis.Redis(process.host, process.port, username=username, password=password,
+                           decode_responses=True, **{**self.tls_kwargs, **kwargs})
 
     @property
     def ops_secret(self) -> str | None:
@@ -510,8 +521,8 @@ class Loopback:
         return command_name_in(Path(self.paths(process.server).auth_file), command)
 
     def config(self, process: Process, *args: str):
-        """CONFIG `args` on `process`, as the servers' scripts send it (by its name there)."""
-        client = self.client(process)
+        """CONFIG `args` on `process`, as the servers' scripts send it (by its name there, as their user)."""
+        client = self.admin(process)
         try:
             return client.execute_command(self.command_name(process, "CONFIG"), *args)
         finally:

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from outsystems_redis.parameters import OPERATIONS_USER
 from outsystems_redis.render.password import secret_names_env
 from outsystems_redis.render.redis_conf import secret_named_commands
 from outsystems_redis.tools import health
@@ -575,3 +576,52 @@ def test_before_redis_auth_has_written_the_file_the_sync_has_nothing_to_do(loopb
     assert result.returncode == 0, result.stdout + result.stderr
     assert "has not written it; nothing to sync" in result.stdout
     assert not missing.parent.exists()
+
+
+def operations_takers(lo: Loopback) -> list[str]:
+    """The processes that log in the operations user with the operations secret (a new connection each)."""
+    took = []
+    for p in lo.processes:
+        try:
+            client = redis.Redis(p.host, p.port, username=OPERATIONS_USER, password=lo.ops_secret, socket_timeout=2)
+            try:
+                if client.ping():
+                    took.append(p.address)
+            finally:
+                client.close()
+        except redis.RedisError:
+            pass
+    return took
+
+
+def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(loopback_factory):
+    """A 7.0 server created before the users (its redis-auth had no FRONT_END_RULES, so its auth include
+    defines none) gets the operations user at the sync's next run, on every process and in the include, so the
+    scripts of this version log in as it on every server of a cluster alike, and so does a restart. Its
+    front-ends' user keeps every command (narrowing it is a new server's redis-auth's). The sessions are kept.
+    Planted (the sync without this step): fails."""
+    lo = loopback_factory("7.0")
+    lo.auth_overrides["FRONT_END_RULES"] = ""  # as an earlier version's auth.env: no users
+    lo.start()
+    lo.bootstrap()
+    auth = Path(lo.paths(0).auth_file)
+    assert "user " not in auth.read_text() and operations_takers(lo) == []
+    traffic = SessionTraffic(lo)
+    traffic.start()
+    results = lo.sync_passwords()
+    traffic.stop()
+    assert all(code == 0 for code, _ in results.values()), results
+    assert all("added the operations user" in output for _, output in results.values()), results
+    assert operations_takers(lo) == [p.address for p in lo.processes]
+    text = auth.read_text()
+    assert f"user {OPERATIONS_USER} on >{lo.ops_secret} ~* &* +@all\n" in text
+    assert f"user default on >{lo.password} ~* &* +@all\n" in text  # the front-ends' user as it was
+    assert takers(lo, lo.password) == [p.address for p in lo.processes]
+    assert verify_sessions(lo, traffic.acked) == []
+    # The next run has nothing to add; a restart reads the users from the include.
+    again = lo.sync_passwords()
+    assert all(code == 0 and "added" not in output for code, output in again.values()), again
+    first = lo.processes[0]
+    lo.kill_process(first)
+    lo.start()
+    assert first.address in operations_takers(lo) and lo.accepts(first, lo.password)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from outsystems_redis.parameters import OPERATIONS_USER
 from outsystems_redis.render import systemd
 from outsystems_redis.render.metrics import observe_launcher
 from outsystems_redis.render.password import (
@@ -27,8 +28,10 @@ from outsystems_redis.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
+from outsystems_redis.render.redis_conf import OPERATIONS_RULES
 from outsystems_redis.render.shipped import LIBRARY
 from outsystems_redis.render.tls import fetch_tls_script
+from outsystems_redis.server_files import make_room_agent, metrics_agent
 from tests.tools import tool
 
 PORTS = (7000, 7001)
@@ -235,3 +238,60 @@ def test_a_failed_write_leaves_the_old_file_and_no_copy(tmp_path):
         assert done.returncode == code and target.read_text() == content, (which, done.stderr)
         assert [p.name for p in tmp_path.iterdir()] == ["auth.conf"], which
     assert oct(target.stat().st_mode & 0o777) == "0o640"
+
+
+def _lib(program: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`program` run by bash after lib.sh, as the shipped scripts run it (set -euo pipefail)."""
+    return subprocess.run([tool("bash"), "-c", LIBRARY.read_text() + "\nset -euo pipefail\n" + program],
+                          env={"PATH": os.environ["PATH"], **(env or {})}, capture_output=True, text=True,
+                          timeout=10)
+
+
+def test_the_operations_user_has_one_name_and_one_rule_on_every_side() -> None:
+    """The program, lib.sh (every shell program) and the two agents name the 7.0 operations user alike, with the
+    rules the program gives it. Planted (lib.sh's user renamed, make-room's literal changed): each fails."""
+    said = _lib('printf "%s\\n%s\\n" "$OPERATIONS_USER" "$OPERATIONS_RULES"').stdout.splitlines()
+    assert said == [OPERATIONS_USER, OPERATIONS_RULES]
+    assert make_room_agent.OPERATIONS_USER == metrics_agent.OPERATIONS_USER == OPERATIONS_USER
+
+
+def test_the_auth_include_reads_back_as_it_was_written_on_both_lines(tmp_path) -> None:
+    """lib.sh's auth_lines writes what read_auth reads back, for 5.0 (no users), 7.0 (the operations user, the
+    front-ends' rules) and a 7.0 grace; redis_login, the agents' read_login and make-room then log in as the
+    operations user where there is one, else with requirepass. (Real Redis 5.0 and 7.0 start from these files
+    in the integration suite.) Planted (read_auth not reading the operations user): fails."""
+    auth = tmp_path / "auth.conf"
+    cases = {
+        "5.0": ("", "", "", ()),
+        "7.0": ("OPSsecret0123456789", "~* &* +@all -@admin", "", ()),
+        "grace": ("OPSsecret0123456789", "~* &* +@all -@admin", "1800000000", ("previous-Password-0123",)),
+    }
+    for case, (operations, rules, until, previous) in cases.items():
+        written = _lib(
+            'renames=("rename-command CONFIG CONFIG-$OPS")\noperations=$OPERATIONS default_rules=$RULES\n'
+            'if [ -n "$UNTIL" ]; then auth_lines "$PASSWORD" "$UNTIL" "$PREVIOUS"; else auth_lines "$PASSWORD"; fi\n',
+            {"OPS": "OPSsecret0123456789", "OPERATIONS": operations, "RULES": rules, "UNTIL": until,
+             "PREVIOUS": "".join(previous), "PASSWORD": "current-Password-0123"})
+        assert written.returncode == 0, written.stderr
+        auth.write_text(written.stdout)
+        read = _lib('read_auth "$AUTH"\nredis_login "$AUTH"\n'
+                    'printf "%s\\n" "$current" "$until" "${accepted[*]}" "$default_rules" "$ops" "$operations" '
+                    '"${renames[*]}" "${redis_cli[*]}" "$REDISCLI_AUTH"', {"AUTH": str(auth), "REDIS_CLI": "cli"})
+        assert read.returncode == 0, read.stderr
+        current, got_until, accepted, got_rules, ops, got_operations, renames, cli, login = read.stdout.splitlines()
+        assert (current, ops, renames) == ("current-Password-0123", "OPSsecret0123456789",
+                                           "rename-command CONFIG CONFIG-OPSsecret0123456789"), case
+        assert got_until == (until or "0") and got_operations == operations, case
+        if case == "5.0":
+            assert "user " not in written.stdout and (accepted, got_rules) == ("", ""), written.stdout
+            assert (cli, login) == ("cli", "current-Password-0123")
+            assert metrics_agent.read_login(str(auth)) == ("current-Password-0123",)
+            assert make_room_agent.login_and_config(str(auth)) == (["current-Password-0123"],
+                                                                    "CONFIG-OPSsecret0123456789")
+        else:
+            assert accepted.split() == [*previous, "current-Password-0123"] and got_rules == rules, case
+            assert (cli, login) == (f"cli --user {OPERATIONS_USER}", operations), case
+            assert metrics_agent.read_login(str(auth)) == (OPERATIONS_USER, operations)
+            assert make_room_agent.login_and_config(str(auth))[0] == [OPERATIONS_USER, operations]
+            # Every password in the file is scrubbed from what the agent ships.
+            assert set(metrics_agent.read_passwords(str(auth))) == {"current-Password-0123", operations, *previous}

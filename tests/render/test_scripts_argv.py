@@ -200,7 +200,8 @@ def test_backup_keeps_the_password_off_every_command_line(loopback_factory, moto
     lo = loopback_factory("7.0")
     lo.start()
     lo.bootstrap()
-    shims = Shims(tmp_path / "shims", first=[VENV_BIN, Path(lo.redis_cli).parent])
+    # The line's own redis-cli first: the venv's is 5.0's, which has no --user.
+    shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent, VENV_BIN])
     env = {**backup_environment(lo, 0, moto, tmp_path / "work"), "PATH": shims.path,
            "REDIS_CLI": shims.command("redis-cli")}
     backed_up, sampler = run_watched([BASH, copy_of(tmp_path, "backup")], env, [lo.password], shims, 180)

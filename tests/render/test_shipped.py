@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 
 from outsystems_redis.render.backup import backup_script
+from outsystems_redis.render.bootstrap import bootstrap_script
 from outsystems_redis.render.fetched import fetched_tools
+from outsystems_redis.render.join import join_script
 from outsystems_redis.render.password import fetch_password_script, password_sync_script
-from outsystems_redis.render.shipped import LIBRARY, shipped_script
+from outsystems_redis.render.roles import role_restore_script
+from outsystems_redis.render.shipped import LIBRARY, library_for, shipped_script
+from outsystems_redis.render.step_down import step_down_script
 from outsystems_redis.render.tls import fetch_tls_script
 
 SCRIPTS = sorted(p for p in (Path(__file__).resolve().parents[2] / "outsystems_redis" / "server_files").glob("*.sh")
@@ -57,17 +61,34 @@ def test_a_here_document_is_refused(tmp_path: Path) -> None:
         shipped_script(script)
 
 
-def test_the_fetched_shell_programs_carry_the_library_once_and_no_other_copy_of_its_functions() -> None:
-    """lib.sh (bounded AWS calls, the password rule) goes into each fetched shell program's shipped text, right
-    after its shebang: one source, no file sourced at run time. Planted (a program's own ssm_get): fails."""
-    library = [re.sub(r"^[ \t]+", " ", line) for line in LIBRARY.read_text().splitlines()
-               if line.strip() and not re.match(r"\s*#(?!\s*shellcheck)|# shellcheck shell=", line)]
-    assert "ssm_get() {" in library and "password_usable() {" in library
+def library_functions() -> list[str]:
+    return re.findall(r"^(\w+)\(\) \{$", LIBRARY.read_text(), flags=re.M)
+
+
+def test_each_shell_program_carries_the_library_parts_it_uses_once_and_no_other_copy() -> None:
+    """lib.sh (bounded AWS calls, the password rule, the auth include, the login) goes into the shipped text of
+    each program that uses it, right after its shebang: one source, no file sourced at run time, and only the
+    parts it runs (user data is counted in bytes). Planted: a program's own ssm_get, or a part left out that
+    another needs (redis_login without read_auth), each fails."""
     programs = {"backup": backup_script(), "password-sync": password_sync_script(),
-                "fetch-password": fetch_password_script(), "fetch-tls": fetch_tls_script()}
-    assert {text for name, text in fetched_tools().items() if name.endswith(".sh")} - set(programs.values()) == \
-        {fetched_tools()["redis-cluster-join.sh"]}  # the join reads no parameter and no password
+                "fetch-password": fetch_password_script(), "fetch-tls": fetch_tls_script(),
+                "cluster-join": join_script(), "cluster-bootstrap": bootstrap_script(),
+                "role-restore": role_restore_script(), "step-down": step_down_script()}
+    assert {text for name, text in fetched_tools().items() if name.endswith(".sh")} <= set(programs.values())
+    functions = library_functions()
+    assert {"ssm_get", "password_usable", "read_auth", "auth_lines", "redis_login"} <= set(functions)
     for name, text in programs.items():
         lines = text.splitlines()
-        assert lines[2:2 + len(library)] == library, name
-        assert text.count("aws ssm get-parameter") == 1 and text.count("password_usable() {") == 1, name
+        own = shipped_script(LIBRARY.parent / f"{name}.sh").splitlines()[2:]  # the program's code alone
+        carried = library_for("\n".join(own))
+        assert lines == lines[:2] + carried + own, name
+        defined = re.findall(r"^(\w+)\(\) \{$", text, flags=re.M)
+        assert len(defined) == len(set(defined)), name  # no function twice: the program has no copy of its own
+        # Every library function it calls, directly or through another, is there.
+        called = {f for f in functions if re.search(rf"\b{f}\b", "\n".join(own + carried).replace(f"{f}() {{", ""))}
+        assert called == set(defined) & set(functions), name
+    # What each carries, by what it does: the fetches read SSM; the Redis scripts log in and nothing else.
+    assert "ssm_get() {" in programs["fetch-password"] and "replace_file() {" in programs["password-sync"]
+    for name in ("cluster-join", "cluster-bootstrap", "role-restore", "step-down"):
+        assert "redis_login() {" in programs[name] and "read_auth() {" in programs[name], name
+        assert "ssm_get() {" not in programs[name] and "replace_file() {" not in programs[name], name

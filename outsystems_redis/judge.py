@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from outsystems_redis.parameters import OPERATIONS_USER
+
 SLOTS = 16384
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _RANK = {OK: 0, WARN: 1, FAIL: 2}
@@ -208,7 +210,31 @@ def _cli(node: str, command: str) -> str:
     nothing else.
     """
     host, _, port = (_shown(part) for part in node.rpartition(":"))
-    return f'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h {shlex.quote(host)} -p {shlex.quote(port)} {command}'
+    return f"{PASSWORD_LOGIN} -h {shlex.quote(host)} -p {shlex.quote(port)} {command}"
+
+
+# What an administrative fix logs in with: the password on Redis 5.0, which has no users; on 7.0 the operations
+# user (its password is the stack's operations secret), as the front-ends' user cannot administer.
+PASSWORD_LOGIN = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli'
+OPERATIONS_LOGIN = f'REDISCLI_AUTH="$REDIS_OPS_PASSWORD" redis-cli --user {OPERATIONS_USER}'
+
+
+def _users_fix(facts: Facts, finding: Finding) -> Finding:
+    """A printed redis-cli fix for a process of a Redis with users (7.0) logs in as the operations user. The
+    process's own version decides (a 5.0 and a 7.0 half of one cluster during a migration); one the facts do not
+    list is taken to run what the listed processes run."""
+    if not finding.fix or PASSWORD_LOGIN not in finding.fix:
+        return finding
+    versions = {n.address: str(n.info["redis_version"]) for n in facts.nodes if n.info.get("redis_version")}
+    version = versions.get(finding.node or "") or max(versions.values(), default="5", key=_major)
+    if _major(version) < 6:
+        return finding
+    return replace(finding, fix=finding.fix.replace(PASSWORD_LOGIN, OPERATIONS_LOGIN))
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _shown(text: str) -> str:
@@ -651,7 +677,7 @@ def judge(facts: Facts) -> list[Finding]:
             + check_agreement(facts) + check_replication(facts)
         )
     findings += check_version(facts) + check_memory(facts) + check_tls(facts) + check_round_trip(facts)
-    findings = [_tls_fix(facts, f) for f in findings]
+    findings = [_tls_fix(facts, _users_fix(facts, f)) for f in findings]
     return sorted(findings, key=lambda f: -_RANK[f.severity])
 
 

@@ -10,6 +10,8 @@
 # Then AUTH_FILE is rewritten (first line `requirepass <password>`: the cluster
 # scripts read it); its `rename-command` lines (the secret command names, written
 # by redis-auth at boot) are kept, and CONFIG and ACL are sent by their names there.
+# On 7.0 it logs in as the operations user (lib.sh: read_auth), and gives that
+# user to a server created before the users (its include defines none).
 # The password never reaches an argv (commands on redis-cli's stdin,
 # REDISCLI_AUTH) or the log; replies are checked (redis-cli exits 0 on
 # errors) but never printed: an error could quote the password.
@@ -191,7 +193,7 @@ fi
 # A 7.0 server created by a version without users (its auth include defines none) gets the operations user
 # now, with the operations secret that its command names already carry: the scripts, agents and tools of this
 # version log in as it, on every server of the cluster alike. Its front-ends' `default` user keeps every
-# command until the server is replaced (a new server's redis-auth narrows it: docs/upgrades-and-migration.md).
+# command until the server is replaced (a new server's redis-auth narrows it: SECURITY.md, gap 2).
 if [ "$REDIS_LINE" = 7.0 ] && [ -z "$operations" ] && [ -n "$ops" ]; then
     read_auth "$AUTH_FILE" # what the steps above left
     previous=""

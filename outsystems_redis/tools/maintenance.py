@@ -1,6 +1,7 @@
 """Rolling maintenance: patch a running cluster one server at a time, and keep it serving.
 
     export REDIS_PASSWORD=...            # as for the health check (outsystems_redis.tools.health)
+    export REDIS_OPS_PASSWORD=...        # Redis 7.0: the operations secret (/outsystems-redis/<stack>/ops-password)
     python -m outsystems_redis.tools.maintenance --stack prod [--instance-ids i-...,i-...] [--region R] [--dry-run]
 
 Needs AWS credentials (ec2:DescribeInstances, ssm:SendCommand, ssm:GetCommandInvocation) and,
@@ -36,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from outsystems_redis.parameters import OPERATIONS_USER, ops_password_parameter
 from outsystems_redis.platforms import PLATFORMS, Platform
+from outsystems_redis.render.redis_conf import has_users
 from outsystems_redis.tools import health
 from outsystems_redis.topology import MASTER_PORT, REPLICA_PORT, Topology, build_topology
 
@@ -176,6 +179,9 @@ class Cluster:
     tls: health.Tls | None = None
     say: Callable[[str], None] = print
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Redis 7.0: the operations secret. The failovers log in as the operations user with it (the front-ends'
+    # user cannot administer); the health check keeps the front-ends' password, as a front-end sees the store.
+    ops_password: str | None = None
 
     @property
     def nodes(self) -> list[tuple[str, int]]:
@@ -184,7 +190,9 @@ class Cluster:
     def client(self, host: str, port: int, timeout: float = 3.0):
         import redis
 
-        return redis.Redis(host=host, port=port, password=self.password, socket_timeout=timeout,
+        login = {"username": OPERATIONS_USER, "password": self.ops_password} if self.ops_password else \
+            {"password": self.password}
+        return redis.Redis(host=host, port=port, **login, socket_timeout=timeout,
                            socket_connect_timeout=timeout, decode_responses=True,
                            **(health.redis_tls_kwargs(self.tls) if self.tls else {}))
 
@@ -619,6 +627,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     password = os.environ.get("REDIS_PASSWORD") or None
     if not password and not args.dry_run:
         parser.error("REDIS_PASSWORD: set it to the stack's password (docs/operations.md: Checking the session store)")
+    ops_password = os.environ.get("REDIS_OPS_PASSWORD") or None
+    if has_users(platform) and not ops_password and not args.dry_run:
+        parser.error("REDIS_OPS_PASSWORD: set it to the stack's operations secret "
+                     f"({ops_password_parameter(args.stack)}; docs/operations.md: Rolling maintenance): on Redis 7.0 "
+                     "only the operations user fails a master over")
     if settings.tls and not args.cacert:
         parser.error("--cacert: the stack speaks TLS; give its CA (pulumi stack output caCertificate > redis-ca.crt)")
     import boto3
@@ -647,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cluster = Cluster(servers, password, platform.redis_version,
                       health.Tls(ca_file=args.cacert) if args.cacert else None,
-                      say=lambda line: print(line, flush=True))
+                      say=lambda line: print(line, flush=True), ops_password=ops_password)
     return run(patched, cluster, SsmRunner(session.client("ssm"), comment=f"outsystems-redis {args.stack}"),
                platform)
 

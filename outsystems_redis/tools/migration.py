@@ -5,7 +5,8 @@
     python -m outsystems_redis.tools.migration rehearse [--servers 3]
 
 `--from`/`--to` are server IPs (each runs a master on 7000 and a replica on
-7001); the password comes from REDIS_PASSWORD and is the same on both sides.
+7001); the password comes from REDIS_PASSWORD and is the same on both sides; the new
+(7.0) servers are administered as their operations user, with REDIS_OPS_PASSWORD.
 
 What was found on real servers (tests/integration/test_migration.py) and why
 the steps are in this order:
@@ -53,6 +54,7 @@ from pathlib import Path
 
 import redis
 
+from outsystems_redis.parameters import OPERATIONS_USER
 from outsystems_redis.tools import health
 from outsystems_redis.tools.cli import command_parser
 from outsystems_redis.topology import MASTER_PORT, REPLICA_PORT, follows
@@ -82,6 +84,9 @@ class Migration:
     password: str
     progress: Callable[[str], None] = print
     wait_seconds: float = WAIT_SECONDS
+    # The new (7.0) stack's operations secret: its front-ends' user cannot administer, so the steps log in to the
+    # new servers as its operations user. The old (5.0) servers have no users: the password.
+    ops_password: str | None = None
     steps: list[Step] = field(default_factory=list)
     health_report: str = ""
 
@@ -102,8 +107,10 @@ class Migration:
     # ------------------------------------------------------------ talking to Redis
 
     def client(self, node: Address) -> redis.Redis:
-        return redis.Redis(node[0], node[1], password=self.password, decode_responses=True,
-                           socket_timeout=5, socket_connect_timeout=5)
+        login = {"username": OPERATIONS_USER, "password": self.ops_password} \
+            if self.ops_password and node[0] in self.new_hosts else {"password": self.password}
+        return redis.Redis(node[0], node[1], **login, decode_responses=True, socket_timeout=5,
+                           socket_connect_timeout=5)
 
     def call(self, node: Address, *args: object) -> object:
         c = self.client(node)
@@ -463,7 +470,7 @@ def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None =
         time.sleep(2)  # sessions that exist before the migration starts
         progress(f"session traffic on: 20 KB {{guid_sessionid}}_Data + _Internal, TTL 3600 s, written and read "
                  f"continuously ({len(traffic.acked)} sessions so far)")
-        mig = Migration(old_hosts, new_hosts, old.password, progress=progress)
+        mig = Migration(old_hosts, new_hosts, old.password, progress=progress, ops_password=new.ops_secret)
         mig.join()
         before_switch = list(traffic.acked)
         started = time.monotonic()
@@ -522,7 +529,8 @@ VERBS = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("python -m outsystems_redis.tools.migration", "Rolling migration of a Redis 5.0 cluster onto "
-                       "Redis 7.0 servers.", VERBS, "Password from REDIS_PASSWORD (join, promote).")
+                       "Redis 7.0 servers.", VERBS, "Password from REDIS_PASSWORD, the new stack's operations secret "
+                       "from REDIS_OPS_PASSWORD (join, promote).")
     p.add_argument("--from", dest="old", help="old (5.0) server IPs, comma-separated, in server order")
     p.add_argument("--to", dest="new", help="new (7.0) server IPs, comma-separated, in server order")
     p.add_argument("--servers", type=int, default=3, help="rehearse: server count (default 3)")
@@ -557,9 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     password = os.environ.get("REDIS_PASSWORD")
     if not password:
         parser.error("set REDIS_PASSWORD (the password both stacks share)")
+    ops_password = os.environ.get("REDIS_OPS_PASSWORD")
+    if not ops_password:
+        parser.error("set REDIS_OPS_PASSWORD (the new stack's operations secret, "
+                     "/outsystems-redis/<new stack>/ops-password): Redis 7.0's front-ends' password cannot administer")
     old = [h.strip() for h in args.old.split(",") if h.strip()]
     new = [h.strip() for h in args.new.split(",") if h.strip()]
-    mig = Migration(old, new, password, wait_seconds=args.wait)
+    mig = Migration(old, new, password, wait_seconds=args.wait, ops_password=ops_password)
     try:
         if args.command == "join":
             mig.join()

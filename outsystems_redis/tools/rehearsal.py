@@ -80,6 +80,7 @@ from pathlib import Path
 
 from outsystems_redis.platforms import PLATFORMS
 from outsystems_redis.render.password import PASSWORD_GRACE_SECONDS
+from outsystems_redis.render.redis_conf import has_users
 from outsystems_redis.render.systemd import restart_seconds
 from outsystems_redis.settings import Settings
 from outsystems_redis.tools import health
@@ -1007,7 +1008,8 @@ def maintain(lo: Loopback, runner=None, timeouts=None) -> int:
     servers = maintenance.loopback_servers(lo)
     cluster = maintenance.Cluster(servers, lo.password, lo.version, tls_of(lo),
                                   say=lambda line: print(line, flush=True),
-                                  timeouts=timeouts or maintenance.Timeouts(reboot=60, back=60, healthy=60))
+                                  timeouts=timeouts or maintenance.Timeouts(reboot=60, back=60, healthy=60),
+                                  ops_password=lo.ops_secret if has_users(lo.platform) else None)
     traffic = SessionTraffic(lo, max_seconds=1800)
     traffic.errors = _Stamped()
     traffic.start()

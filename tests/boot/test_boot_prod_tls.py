@@ -103,3 +103,8 @@ def test_the_documented_reload_and_the_front_ends_password_on_7_0(tls_prod) -> N
     for command in sorted(CLOSED_ON_7_0):
         reply = server.exec(f"export {login}; {TLS_CLI_PATH} -p 7001 {command} HELP", timeout=20)
         assert "unknown command" in (reply.stdout + reply.stderr).lower(), f"{command}: {reply.stdout!r}"
+    # The front-ends' user is narrowed (redis_conf.FRONT_END_RULES): Redis's own administrative commands are
+    # refused it (harmless ones tried here; tests/integration/test_front_end_rights.py tries every one).
+    for command in ("ROLE", "CLIENT LIST", "CLUSTER SAVECONFIG", "CLUSTER COUNT-FAILURE-REPORTS 0"):
+        reply = server.exec(f"export {login}; {TLS_CLI_PATH} -p 7001 {command}", timeout=20)
+        assert "NOPERM" in reply.stdout + reply.stderr, f"{command}: {reply.stdout!r}"

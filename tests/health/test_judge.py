@@ -88,6 +88,30 @@ def test_a_replica_on_its_masters_server_fails_naming_the_server_and_the_fix(ser
     assert health.exit_code(findings) == 1
 
 
+def test_a_fix_for_a_7_0_process_logs_in_as_the_operations_user_and_for_a_5_0_one_with_the_password():
+    """7.0's front-ends' user cannot administer (redis_conf.FRONT_END_RULES): a fix line for a process of a
+    Redis with users logs in as the operations user; 5.0 has no users. Each process by its own version (a
+    migration's mixed cluster). Planted (every fix with the password): fails."""
+    def balance_fix(base: Facts) -> str:
+        [warn] = [f for f in problems(health.judge(base), WARN) if f.check == "balance"]
+        return warn.fix
+
+    for version, login in (("5.0.7", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h'),
+                           ("7.0.15", 'REDISCLI_AUTH="$REDIS_OPS_PASSWORD" redis-cli --user operations -h')):
+        fix = balance_fix(facts(ring(4, swap=1), 4, version=version))
+        assert fix.startswith(login + " 10.0.1.12 -p 7000 CLUSTER FAILOVER"), fix
+    # Mixed: the process the fix is for decides.
+    for other, login in (("5.0.7", "--user operations"), ("7.0.15", "--user operations")):
+        base = facts(ring(4, swap=1), 4, version=other)
+        for n in base.nodes:
+            n.info["redis_version"] = "7.0.15" if n.address == "10.0.1.12:7000" else "5.0.7"
+        assert login in balance_fix(base)
+    base = facts(ring(4, swap=1), 4, version="7.0.15")
+    for n in base.nodes:
+        n.info["redis_version"] = "5.0.7" if n.address == "10.0.1.12:7000" else "7.0.15"
+    assert balance_fix(base).startswith('REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 10.0.1.12')
+
+
 def test_drifted_roles_warn_with_the_cluster_failover_that_restores_balance():
     findings = health.judge(facts(ring(4, swap=1), 4))
     assert problems(findings, FAIL) == []

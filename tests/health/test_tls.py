@@ -75,7 +75,8 @@ def test_fix_commands_reach_a_tls_server_and_the_report_says_tls():
                                                                            "used_memory": 1, "maxmemory": 0})])
     findings = health.judge(facts)
     (memory,) = [f for f in findings if f.check == "memory"]
-    assert memory.fix.startswith('REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --tls --cacert /tmp/ca.crt -h 10.0.1.10')
+    assert memory.fix.startswith('REDISCLI_AUTH="$REDIS_OPS_PASSWORD" redis-cli --tls --cacert /tmp/ca.crt '
+                                 '--user operations -h 10.0.1.10')
     assert health.report(facts, findings).startswith("DEGRADED (sessions work; act soon) - Redis server over TLS")
     assert json.loads(health.to_json(facts, findings))["tls"] is True
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from outsystems_redis.judge import FAILOVER_AGAIN
 from outsystems_redis.tools import health
@@ -65,8 +64,7 @@ def take_roles_back(lo: Loopback, tries: int = 4) -> None:
         drifted = [f for f in findings if f.check == "balance" and f.severity == health.WARN and f.node]
         if healthy(findings) or not drifted:
             break
-        host, _, port = drifted[0].node.rpartition(":")
-        node = redis.Redis(host, int(port), password=lo.password)
+        node = lo.admin(next(p for p in lo.processes if p.address == drifted[0].node))  # as an operator
         if node.info("replication")["role"] == "slave":
             node.execute_command("CLUSTER", "FAILOVER")
         try:
@@ -133,7 +131,7 @@ def test_a_wrong_password_exits_1_with_a_one_line_reason(cluster):
 
 def test_a_replica_moved_onto_its_masters_server_exits_1_naming_the_server(cluster):
     host = cluster.topology.servers[0].private_ip
-    replica = cluster.client(cluster.topology.servers[0].processes[1])
+    replica = cluster.admin(cluster.topology.servers[0].processes[1])  # as an operator would
     own_master = cluster.client(cluster.topology.servers[0].processes[0])
     ring_master_id = replica.execute_command("CLUSTER", "NODES")  # remember whom it follows now
     old = next(n for n in health.parse_cluster_nodes(ring_master_id, host) if "myself" in n.flags).master_id

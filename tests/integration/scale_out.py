@@ -132,7 +132,7 @@ def test_a_drifted_cluster_is_not_fought(cluster):
     # Server 4's replica takes over the master of server 5: server 4 holds two masters, server 5 none.
     s4, s5 = lo.topology.servers[4], lo.topology.servers[5]
     replica = next(p for p in s4.processes if p.port == 7001)
-    assert lo.client(replica).execute_command("CLUSTER", "FAILOVER") == "OK"
+    assert lo.admin(replica).execute_command("CLUSTER", "FAILOVER") == "OK"
     old = next(p for p in s5.processes if p.port == 7000)
     deadline = time.monotonic() + 30
     # Settled once every node sees the swap (gossip), so only a join could change the layout from here.
@@ -156,7 +156,7 @@ def test_a_drifted_cluster_is_not_fought(cluster):
         assert layout(lo) == drifted
     finally:
         # The health check's fix: the old master (now a replica on server 5) takes its role back.
-        lo.client(old).execute_command("CLUSTER", "FAILOVER")
+        lo.admin(old).execute_command("CLUSTER", "FAILOVER")
 
 
 def tests_for(version: str) -> dict[str, object]:

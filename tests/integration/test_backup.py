@@ -177,7 +177,7 @@ def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto,
     # Server 0's replica (7001) takes over its master, on another server: server 0 now holds two masters
     # (7000 and 7001), that server none.
     replica = lo.topology.servers[0].processes[1]
-    lo.client(replica).execute_command("CLUSTER", "FAILOVER")
+    lo.admin(replica).execute_command("CLUSTER", "FAILOVER")
     deadline = time.monotonic() + 30
     while len([p for p in masters(lo) if p.server == 0]) != 2 or len(masters(lo)) != 3:
         assert time.monotonic() < deadline, "the failover did not complete"
@@ -202,14 +202,17 @@ def test_after_a_failover_every_master_is_backed_up_once(loopback_factory, moto,
 AFTER_THE_SNAPSHOT = """\
 import os, sys, time
 import redis
-host, port, left = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+left, args = sys.argv[1], sys.argv[2:]  # then redis-cli's own: [--user USER] -h HOST -p PORT --rdb FILE
+host, port = args[args.index("-h") + 1], int(args[args.index("-p") + 1])
+user = args[args.index("--user") + 1] if "--user" in args else None
 with open(left) as f:
     action, times = f.read().split()
 if int(times) > 0:
     with open(left, "w") as f:
         f.write(f"{action} {int(times) - 1}")
     def client(h, p):
-        return redis.Redis(h, int(p), password=os.environ["REDISCLI_AUTH"], socket_timeout=5, decode_responses=True)
+        return redis.Redis(h, int(p), username=user, password=os.environ["REDISCLI_AUTH"], socket_timeout=5,
+                           decode_responses=True)
     me = client(host, port)
     lines = [line.split() for line in me.execute_command("CLUSTER", "NODES").splitlines()]
     mine = next(n for n in lines if "myself" in n[2])
@@ -256,7 +259,7 @@ def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_f
     cli = tmp_path / "redis-cli"  # the real one, then the hook after a snapshot (--rdb)
     hook_log = tmp_path / "hook.log"
     cli.write_text(f'#!/bin/bash\n"{lo.cli_for(0)}" "$@"; rc=$?\n'
-                   f'if [[ " $* " == *" --rdb "* ]]; then "{sys.executable}" "{hook}" "$2" "$4" "{left}" '
+                   f'if [[ " $* " == *" --rdb "* ]]; then "{sys.executable}" "{hook}" "{left}" "$@" '
                    f'2>>"{hook_log}"; fi\nexit $rc\n')
     cli.chmod(0o755)
     env = {**backup_environment(lo, 0, moto, tmp_path / "work-0"), "REDIS_CLI": str(cli), "RETRY_SECONDS": "1",
@@ -285,7 +288,7 @@ def test_a_master_whose_slots_move_during_its_snapshot_is_tried_again(loopback_f
         # A manual failover needs the link to the new master up (the demoted one resyncs first); it gives
         # up after a few seconds if the offsets do not meet, so it is asked again.
         if replication.get("master_link_status") == "up" and time.monotonic() - asked > 10:
-            lo.client(master).execute_command("CLUSTER", "FAILOVER")
+            lo.admin(master).execute_command("CLUSTER", "FAILOVER")
             asked = time.monotonic()
         time.sleep(0.2)
 

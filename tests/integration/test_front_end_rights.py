@@ -1,12 +1,15 @@
 """What the front-ends' password can do, on real Redis 5.0 and 7.0 started from the shipped redis.conf.
 
-The front-ends and the servers' scripts share one password (SECURITY.md). The commands that administer
-the store rather than keep sessions in it, and that nothing of ours sends, are gone
-(redis_conf.disabled_commands), and those that the servers' scripts need go by secret names
-(redis_conf.secret_named_commands): each is tried with the front-ends' password, as a compromised
-front-end would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the
-write lock: outsystems_redis.tools.sessions) keeps working before and after, on a single server (dev) and a
-cluster, and the scripts' own name for CONFIG still works.
+The commands that administer the store rather than keep sessions in it, and that nothing of ours sends, are
+gone (redis_conf.disabled_commands), and those that the servers' scripts need go by secret names
+(redis_conf.secret_named_commands): each is tried with the front-ends' password, as a compromised front-end
+would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the write lock:
+outsystems_redis.tools.sessions) keeps working before and after, on a single server (dev) and a cluster, and
+the scripts' own name for CONFIG still works. On 7.0 the front-ends' user is narrowed too
+(redis_conf.FRONT_END_RULES): every administrative command and subcommand of the real 7.0, with arguments
+enough to pass its arity, is refused (NOPERM) but for what replicas send, and the commands that
+StackExchange.Redis and the session provider send are allowed (ACL DRYRUN); the servers' scripts and tools
+log in as the operations user.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from outsystems_redis.parameters import OPERATIONS_USER
 from outsystems_redis.platforms import PLATFORMS
-from outsystems_redis.render.redis_conf import disabled_commands, secret_named_commands
+from outsystems_redis.render.redis_conf import disabled_commands, has_users, secret_named_commands
 from outsystems_redis.tools.loopback import Loopback
 from outsystems_redis.tools.rehearsal import lost_sessions, write_sessions
 from tests.integration.loopbacks import nodes
@@ -60,36 +64,81 @@ ONLY_ON_7_0 = {"FAILOVER", "ACL"}  # 5.0 has neither command (and refuses a rena
 # answer the front-ends' password with "unknown command".
 KEPT_ADMIN = {
     "CLUSTER",  # NODES and SLOTS are the front-ends' slot map; the tools send the rest with the same password
-    "PSYNC", "SYNC", "REPLCONF",  # replicas and `redis-cli --rdb` log in with the password
+    "PSYNC", "SYNC", "REPLCONF",  # replicas log in with the password
     "ROLE",  # read-only, as INFO replication
     "CLIENT",  # StackExchange.Redis names its connections (CLIENT SETNAME)
 }
+# On 7.0, whose front-ends' user is narrowed (redis_conf.FRONT_END_RULES): only what replicas send.
+KEPT_ADMIN_7_0 = {"psync", "sync", "replconf"}
+# What StackExchange.Redis sends (its handshake, auto-configuration, heartbeat, cluster redirections) and the
+# session provider (EVALSHA, falling back to SCRIPT LOAD and EVAL; in its scripts, 2.x-5.x), and what this
+# product's own tools send with the front-ends' password (the health check: CLUSTER INFO; redis-py's cluster
+# client: CLUSTER SLOTS; the backup's restore: DUMP, PTTL, RESTORE; the rehearsal: WAIT).
+FRONT_END_COMMANDS = [
+    ["ECHO", "x"], ["PING"], ["CLIENT", "SETNAME", "x"], ["CLIENT", "ID"], ["INFO"], ["INFO", "replication"],
+    ["CLUSTER", "NODES"], ["CLUSTER", "SLOTS"], ["CLUSTER", "SHARDS"], ["CLUSTER", "INFO"], ["SELECT", "0"],
+    ["SUBSCRIBE", "__Booksleeve_MasterChanged"], ["UNSUBSCRIBE"], ["READONLY"], ["READWRITE"], ["ASKING"],
+    ["GET", "__Booksleeve_TieBreak"], ["MULTI"], ["EXEC"], ["DISCARD"], ["WATCH", "k"], ["UNWATCH"],
+    ["SCRIPT", "LOAD", "return 1"], ["EVAL", "return 1", "0"],
+    ["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"],
+    ["GET", "k"], ["SET", "k", "v"], ["SETNX", "k", "v"], ["EXPIRE", "k", "1"], ["EXISTS", "k"], ["DEL", "k"],
+    ["HGET", "k", "f"], ["HGETALL", "k"], ["HMSET", "k", "f", "v"], ["HSET", "k", "f", "v"], ["HDEL", "k", "f"],
+    ["DUMP", "k"], ["PTTL", "k"], ["RESTORE", "k", "0", "x"], ["WAIT", "1", "0"],
+]
+
+
+@functools.cache
+def admin_entries_7_0() -> dict[str, int]:
+    """Every command and subcommand (`cluster|reset`) that a plain Redis 7.0 files as administrative, and its
+    arity (negative: at least that many words)."""
+    with plain_redis("7.0") as client:
+        entries = set(client.acl_cat("admin"))
+        arity = {}
+        for name in {e.split("|")[0] for e in entries}:
+            info = client.execute_command("COMMAND", "INFO", name)[name]  # redis-py parses it into a dict
+            arity[name] = info["arity"]
+            for sub in info.get("subcommands") or []:
+                arity[sub[0]] = sub[1]
+    return {entry: arity[entry] for entry in entries}
+
+
+def plain_redis(version: str):
+    """A context: a client of a plain redis-server of `version` (no config of ours) on a unix socket."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def running():
+        with tempfile.TemporaryDirectory() as run:
+            sock = Path(run) / "plain.sock"
+            server = subprocess.Popen(
+                [redis_bin(version), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", run],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                deadline = time.monotonic() + 10
+                while not sock.exists():
+                    assert server.poll() is None and time.monotonic() < deadline, f"plain redis-server {version}"
+                    time.sleep(0.05)
+                client = redis.Redis(unix_socket_path=str(sock), decode_responses=True, socket_timeout=10)
+                try:
+                    yield client
+                finally:
+                    client.close()
+            finally:
+                server.kill()
+                server.wait(timeout=10)
+    return running()
 
 
 @functools.cache
 def admin_commands(version: str) -> frozenset[str]:
     """The commands that a plain redis-server of `version` (no config of ours) marks as administrative:
     7.0's ACL category "admin" (a subcommand counts for its command), 5.0's COMMAND flag "admin"."""
-    with tempfile.TemporaryDirectory() as run:
-        sock = Path(run) / "plain.sock"
-        server = subprocess.Popen(
-            [redis_bin(version), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", run],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while not sock.exists():
-                assert server.poll() is None and time.monotonic() < deadline, f"plain redis-server {version}"
-                time.sleep(0.05)
-            client = redis.Redis(unix_socket_path=str(sock), decode_responses=True, socket_timeout=10)
-            if version == "5.0":
-                names = {name for name, info in client.command().items() if "admin" in info["flags"]}
-            else:
-                names = {entry.split("|")[0] for entry in client.acl_cat("admin")}
-            client.close()
-        finally:
-            server.kill()
-            server.wait(timeout=10)
+    with plain_redis(version) as client:
+        if version == "5.0":
+            names = {name for name, info in client.command().items() if "admin" in info["flags"]}
+        else:
+            names = {entry.split("|")[0] for entry in client.acl_cat("admin")}
     return frozenset(name.upper() for name in names)
 
 
@@ -114,16 +163,35 @@ def assert_only_sessions(lo: Loopback) -> None:
             error = refused(client, command, args)
             assert error is not None and "unknown command" in error.lower(), \
                 f"{process.host}:{process.port} ran {command} {' '.join(args)} for the front-ends' password: {error}"
-        # Every administrative command of the real Redis of this line, but those kept for a reason.
-        for command in sorted(admin_commands(lo.version) - KEPT_ADMIN):
-            error = refused(client, command, ["HELP"])
-            assert error is not None and "unknown command" in error.lower(), \
-                f"{process.host}:{process.port}: {command} is administrative and answered the front-ends' password"
+        if lo.version == "5.0":
+            # Every administrative command of the real Redis of this line, but those kept for a reason.
+            for command in sorted(admin_commands(lo.version) - KEPT_ADMIN):
+                error = refused(client, command, ["HELP"])
+                assert error is not None and "unknown command" in error.lower(), \
+                    f"{process.host}:{process.port}: {command} is administrative and answered the front-ends' password"
+        else:
+            # Every administrative command and subcommand, with the words its arity asks for: Redis checks the
+            # arity before the user's rights, so too few words would be refused for the wrong reason.
+            for entry, arity in sorted(admin_entries_7_0().items()):
+                if entry in KEPT_ADMIN_7_0:
+                    continue
+                words = entry.split("|")
+                words += ["0"] * max(0, abs(arity) - len(words))
+                error = refused(client, words[0], words[1:])
+                # (redis-py drops the NOPERM code: NoPermissionError says the rest.)
+                assert error is not None and ("no permissions to run" in error or "unknown command" in error.lower()), \
+                    f"{process.address}: {' '.join(words)} answered the front-ends' password: {error}"
+            # What the client library and the session provider send stays allowed (asked without running it).
+            admin = lo.admin(process)
+            acl = lo.command_name(process, "ACL")
+            for words in FRONT_END_COMMANDS:
+                assert admin.execute_command(acl, "DRYRUN", "default", *words) == "OK", (process.address, words)
+            admin.close()
         for command in secret_named_commands(lo.platform):
             secret = lo.command_name(process, command)
             assert secret != command and len(secret) > len(command) + 16, secret
         client.close()
-        # The servers' scripts reach CONFIG by its name in the auth include.
+        # The servers' scripts reach CONFIG by its name in the auth include, as the operations user on 7.0.
         assert int(lo.config_get(process, "maxmemory")["maxmemory"]) > 0
     assert lost_sessions(lo, acked) == 0
     assert len(write_sessions(lo, 20)) == 20
@@ -142,6 +210,9 @@ def test_the_kept_administrative_commands_are_what_redis_calls_administrative() 
     on = {version: admin_commands(version) for version in REDIS_VERSIONS}
     assert {"CONFIG", "MODULE", "DEBUG", "SHUTDOWN", "CLUSTER", "PSYNC"} <= on["5.0"] & on["7.0"], on
     assert KEPT_ADMIN <= on["5.0"] | on["7.0"], KEPT_ADMIN - (on["5.0"] | on["7.0"])
+    entries = admin_entries_7_0()
+    assert KEPT_ADMIN_7_0 <= set(entries) and {"cluster|reset", "cluster|failover", "client|kill", "role"} <= \
+        set(entries) and "cluster|nodes" not in entries, sorted(entries)
 
 
 @pytest.mark.parametrize("version", REDIS_VERSIONS)
@@ -169,9 +240,12 @@ def test_the_documented_shrink_still_removes_a_node_without_shutdown(version, lo
     lo.bootstrap()
     view = nodes(lo)
     replica = next(a for a, n in view.items() if n["role"] == "replica")
+    # As the doc says: on 7.0 as the operations user (the front-ends' user cannot administer).
+    login = ["--user", OPERATIONS_USER] if has_users(lo.platform) else []
     removed = subprocess.run(
-        [lo.redis_cli, "--cluster", "del-node", lo.processes[0].address, view[replica]["id"]],
-        env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": lo.password}, capture_output=True, text=True, timeout=60,
+        [lo.redis_cli, *login, "--cluster", "del-node", lo.processes[0].address, view[replica]["id"]],
+        env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": lo.ops_secret if login else lo.password},
+        capture_output=True, text=True, timeout=60,
     )
     said = removed.stdout + removed.stderr
     assert "CLUSTER FORGET" in said, said

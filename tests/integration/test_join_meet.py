@@ -122,7 +122,9 @@ def test_a_node_mid_handshake_is_never_taken_for_a_member(version, tmp_path):
         nodes = str(seed.execute_command("CLUSTER", "NODES"))
         assert re.search(rf"{re.escape(unborn)}\S* handshake", nodes), nodes  # the placeholder is there
         shell = _functions(join_script(), "cli", "table", "id_of")
-        probe = f'{shell}\nview=$(table "$1")\necho "member=$(id_of "$2")"\necho "unborn=$(id_of "$3")"\n'
+        # (redis_cli: what redis_login sets; these nodes have no password.)
+        probe = (f'{shell}\nredis_cli=("$REDIS_CLI")\nview=$(table "$1")\necho "member=$(id_of "$2")"\n'
+                 'echo "unborn=$(id_of "$3")"\n')
         out = subprocess.run([tool("bash"), "-c", probe, "probe", f"{prefix}1:7000", member, unborn],
                              capture_output=True, text=True, timeout=30,
                              env={"PATH": "/usr/bin:/bin", "REDIS_CLI": redis_bin(version, "redis-cli")})

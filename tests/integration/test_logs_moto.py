@@ -44,7 +44,7 @@ def test_logs_reach_their_streams_once_each_and_never_the_password(version, loop
     name = lo.topology.servers[0].name
     port = lo.processes[0].port
     password = lo.password
-    r = lo.client(lo.processes[0])
+    r = lo.admin(lo.processes[0])  # as the servers' scripts log in (7.0: the operations user)
     # CONFIG as the servers' scripts send it: by its secret name, which the slow log then quotes.
     config = lo.command_name(lo.processes[0], "CONFIG")
     r.execute_command(config, "SET", "slowlog-log-slower-than", 0)  # every command is "slow" from here on

@@ -176,3 +176,20 @@ def test_an_instance_tagged_as_a_server_but_elsewhere_is_refused_before_anything
     assert maintenance.main(["--stack", "prod", "--dry-run"]) == 2
     assert "carry its tags but its stack file says servers: 3" in capsys.readouterr().err
     assert ssm.sent == []
+
+
+def test_a_7_0_stack_needs_the_operations_secret_before_anything_is_asked_of_aws(tmp_path, monkeypatch,
+                                                                                   capsys) -> None:
+    """Redis 7.0's front-ends' user cannot fail a master over (redis_conf.FRONT_END_RULES): without
+    REDIS_OPS_PASSWORD the tool stops at once, naming it and where it lives; 5.0 (Pulumi.prod.yaml) needs none
+    (the test above). Planted (the check removed): it goes on to AWS and fails there instead."""
+    stack = tmp_path / "Pulumi.prod.yaml"
+    stack.write_text((ROOT / "Pulumi.prod.yaml").read_text().replace(
+        "config:\n", "config:\n  outsystems-redis:platform: ubuntu-24.04-redis-7.0\n", 1))
+    monkeypatch.setenv("REDIS_PASSWORD", "not-used-here-0123456789")
+    monkeypatch.delenv("REDIS_OPS_PASSWORD", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing may be asked of AWS
+    with pytest.raises(SystemExit) as exit_:
+        maintenance.main(["--stack", "prod", "--config", str(stack)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "REDIS_OPS_PASSWORD" in err and "/outsystems-redis/prod/ops-password" in err, err

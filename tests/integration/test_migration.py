@@ -72,9 +72,9 @@ def node(lo: Loopback, server: int, port: int):
 def test_a_7_0_node_joins_a_5_0_cluster_and_replicates_a_5_0_master(mixed):
     old, new = mixed
     m0, n0 = node(old, 0, 7000), node(new, 0, 7000)
-    assert new.client(n0).execute_command("CLUSTER", "MEET", m0.host, m0.port)
+    assert new.admin(n0).execute_command("CLUSTER", "MEET", m0.host, m0.port)
     until("the 7.0 node knows the 5.0 cluster", lambda: len(view_of(new, n0)) == 7)
-    assert new.client(n0).execute_command("CLUSTER", "REPLICATE", old.client(m0).execute_command("CLUSTER", "MYID"))
+    assert new.admin(n0).execute_command("CLUSTER", "REPLICATE", old.client(m0).execute_command("CLUSTER", "MYID"))
     until("replication 5.0 -> 7.0 up", lambda: new.client(n0).info("replication")["master_link_status"] == "up")
     assert log_has(new, n0, "Loading RDB produced by version 5.0.6")
     assert new.client(n0).dbsize() == old.client(m0).dbsize() > 0
@@ -113,7 +113,7 @@ def test_cluster_failover_on_the_7_0_replica_promotes_it_and_the_5_0_master_foll
     m0, n0 = node(old, 0, 7000), node(new, 0, 7000)
     slots = view_of(old, m0)[m0.address].slots
     keys = old.client(m0).dbsize()
-    assert new.client(n0).execute_command("CLUSTER", "FAILOVER")
+    assert new.admin(n0).execute_command("CLUSTER", "FAILOVER")
     until("the 7.0 node is master of the 5.0 master's slots",
           lambda: all(view_of(old, p)[n0.address].slots == slots for p in old.processes))
     until("the 5.0 master became a replica of the 7.0 master, link up", lambda: (

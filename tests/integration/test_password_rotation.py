@@ -34,7 +34,7 @@ import redis
 
 from outsystems_redis.parameters import OPERATIONS_USER
 from outsystems_redis.render.password import secret_names_env
-from outsystems_redis.render.redis_conf import secret_named_commands
+from outsystems_redis.render.redis_conf import FRONT_END_RULES, secret_named_commands
 from outsystems_redis.tools import health
 from outsystems_redis.tools.loopback import BASH, Loopback, generate_password
 from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
@@ -146,7 +146,7 @@ def replication_reconnects(lo: Loopback) -> None:
     """Drop every replica's link to its master: it logs in again with the masterauth it holds in memory."""
     links_up(lo)
     for p in (p for p in lo.processes if p.role == "replica"):
-        c = lo.client(p)
+        c = lo.admin(p)
         assert c.execute_command("CLIENT", "KILL", "TYPE", "master") == 1, f"{p.address} had no master link"
         c.close()
     time.sleep(0.5)
@@ -232,11 +232,9 @@ def test_rotation_under_a_session_workload(version, servers, loopback_factory):
     verdict, report = healthy_with(lo, new)
     assert verdict == "healthy", report
     assert verify_sessions(lo, traffic.acked) == [], "sessions lost across the restart"
-    # Redis 5.0's secret command names, written at boot, are kept through the change.
-    renames = "".join(f"rename-command {c} {c}-{lo.ops_secret}\n" for c in secret_named_commands(lo.platform))
+    # The secret command names and 7.0's users, written at boot, are kept through the change.
     for server in lo.topology.servers:
-        auth = Path(lo.paths(server.index).auth_file).read_text()
-        assert auth == f"requirepass {new}\nmasterauth {new}\n" + renames
+        assert Path(lo.paths(server.index).auth_file).read_text() == written(lo, new)
 
 
 # ---------------------------------------------------------------- argv, stdout, stderr
@@ -342,10 +340,18 @@ def fetcher(tmp_path: Path) -> Loopback:
     return lo
 
 
-def written(lo: Loopback, password: str) -> str:
-    """An auth include as redis-fetch-password writes it: the password, then the secret command names."""
+def written(lo: Loopback, password: str, until: int | None = None, previous: str = "") -> str:
+    """An auth include as redis-fetch-password writes it: the password, the secret command names and, on 7.0,
+    the operations user and the front-ends' narrowed `default` user (accepting `previous` too until `until`:
+    a grace), written out here rather than rendered by lib.sh."""
     renames = "".join(f"rename-command {c} {c}-{lo.ops_secret}\n" for c in secret_named_commands(lo.platform))
-    return f"requirepass {password}\nmasterauth {password}\n" + renames
+    text = f"requirepass {password}\nmasterauth {password}\n" + renames
+    if lo.version == "5.0":
+        return text
+    text += f"user {OPERATIONS_USER} on >{lo.ops_secret} ~* &* +@all\n"
+    if until is not None:
+        return text + f"# previous-password-until {until}\nuser default on >{previous} >{password} {FRONT_END_RULES}\n"
+    return text + f"user default on >{password} {FRONT_END_RULES}\n"
 
 
 HANGING_SSM_TEST = "test_fetch_gives_a_hanging_ssm_at_most_about_30_seconds_on_a_reboot"
@@ -418,7 +424,7 @@ def test_fetch_writes_root_redis_0640_atomically_and_never_shows_the_password(tm
 
 
 def grace_file(lo: Loopback, new: str, old: str, until: int) -> str:
-    return written(lo, new) + f"# previous-password-until {until}\nuser default on >{old} >{new} ~* &* +@all\n"
+    return written(lo, new, until, old)
 
 
 def test_fetch_keeps_a_running_grace_only_for_the_password_it_belongs_to(tmp_path):

@@ -20,15 +20,20 @@ from pathlib import Path
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
+from outsystems_redis.parameters import OPERATIONS_USER
+from outsystems_redis.render.redis_conf import has_users
 from outsystems_redis.tools import health
 from outsystems_redis.tools.loopback import Loopback
 from tests.integration.loopbacks import make_loopback
 
 
 def cli(lo: Loopback, host: str, port: int, *args: str) -> str:
-    """redis-cli with the password in REDISCLI_AUTH, as the README says."""
+    """redis-cli as docs/operations.md says: the password in REDISCLI_AUTH; on 7.0 the operations user's."""
     env = {**os.environ, "REDISCLI_AUTH": lo.password}
-    done = subprocess.run([lo.redis_cli, "-h", host, "-p", str(port), *args], env=env,
+    user: list[str] = []
+    if has_users(lo.platform):
+        env["REDISCLI_AUTH"], user = lo.ops_secret or "", ["--user", OPERATIONS_USER]
+    done = subprocess.run([lo.redis_cli, *user, "-h", host, "-p", str(port), *args], env=env,
                           capture_output=True, text=True, timeout=120, check=True)
     return done.stdout
 

@@ -157,7 +157,7 @@ def test_role_restore_keeps_the_password_off_every_command_line(loopback_factory
     lo.start()
     lo.bootstrap()
     # Drift server 1 by hand (its master hands over to its replica on server 0), so the script acts.
-    lo.client(lo.topology.servers[0].processes[1]).execute_command("CLUSTER", "FAILOVER")
+    lo.admin(lo.topology.servers[0].processes[1]).execute_command("CLUSTER", "FAILOVER")
     shims = Shims(tmp_path / "shims", first=[Path(lo.redis_cli).parent])
     env = {**role_restore_env(lo.topology, 1, auth_file=lo.paths(1).auth_file, redis_cli=shims.command("redis-cli")),
            "PATH": shims.path}

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from outsystems_redis.errors import SettingsError
+from outsystems_redis.render.redis_conf import FRONT_END_RULES
 from outsystems_redis.tools import check
 from tests.unit.program import (
     AMI_ID,
@@ -221,8 +222,13 @@ def test_the_operations_secret_is_generated_secret_and_on_both_lines(prod: Progr
         assert param.urn in inst.dependencies
         (auth_env,) = [f["content"] for f in yaml.safe_load(user_data(inst.inputs))["write_files"]
                        if f["path"] == "/etc/redis/auth.env"]
-        assert {'OPS_PARAMETER="/outsystems-redis/prod/ops-password"', 'RENAMED_COMMANDS="CONFIG SLOWLOG ACL"'} \
-            <= set(auth_env.splitlines()), auth_env
+        assert {'OPS_PARAMETER="/outsystems-redis/prod/ops-password"', 'RENAMED_COMMANDS="CONFIG SLOWLOG ACL"',
+                f'FRONT_END_RULES="{FRONT_END_RULES}"'} <= set(auth_env.splitlines()), auth_env
+    # 5.0 has no users: its redis-auth gets no rules for the front-ends' user (it would refuse a `user` line).
+    for inst in prod.of_type(INSTANCE):
+        (auth_env,) = [f["content"] for f in yaml.safe_load(user_data(inst.inputs))["write_files"]
+                       if f["path"] == "/etc/redis/auth.env"]
+        assert "FRONT_END_RULES" not in auth_env, auth_env
 
 
 def _actions(statement: dict) -> list[str]:

@@ -67,7 +67,8 @@ read_auth() {
     local words word
     current="" until=0 accepted=() default_rules="" renames=() ops="" operations=""
     [ -s "$1" ] || return 0
-    while read -r -a words; do
+    # `|| ...`: a last line without its newline is read too (a file edited by hand).
+    while read -r -a words || [ "${#words[@]}" -gt 0 ]; do
         case "${words[0]:-} ${words[1]:-}" in
         "requirepass "?*) [ -n "$current" ] || current=${words[1]} ;;
         "rename-command "?*)

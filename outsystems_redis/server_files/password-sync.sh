@@ -62,9 +62,11 @@ read_auth "$AUTH_FILE"
 [ -n "$current" ] || die "no requirepass in $AUTH_FILE"
 config=CONFIG acl=ACL
 for line in "${renames[@]}"; do
-    read -r _ command name <<<"$line"
-    [ "$command" != CONFIG ] || config=$name
-    [ "$command" != ACL ] || acl=$name
+    # Expansions, not `read <<<`: a here-string may pass through a temporary file, and the names hold a secret.
+    case "$line" in
+    "rename-command CONFIG "?*) config=${line#rename-command CONFIG } ;;
+    "rename-command ACL "?*) acl=${line#rename-command ACL } ;;
+    esac
 done
 previous=""
 for word in "${accepted[@]}"; do
@@ -194,8 +196,16 @@ fi
 # now, with the operations secret that its command names already carry: the scripts, agents and tools of this
 # version log in as it, on every server of the cluster alike. Its front-ends' `default` user keeps every
 # command until the server is replaced (a new server's redis-auth narrows it: SECURITY.md, gap 2).
-if [ "$REDIS_LINE" = 7.0 ] && [ -z "$operations" ] && [ -n "$ops" ]; then
+if [ "$REDIS_LINE" = 7.0 ] && [ -z "$operations" ]; then
     read_auth "$AUTH_FILE" # what the steps above left
+    if [ -z "$ops" ]; then
+        # Created before the secret command names too: its auth.env names no OPS_PARAMETER, which is the
+        # password's sibling (parameters.py; tests/render/test_password.py holds the two so).
+        ops_parameter=${OPS_PARAMETER:-${PASSWORD_PARAMETER%/*}/ops-password}
+        ops=$(ssm_get "$ops_parameter" "$SSM_CALL_SECONDS") ||
+            die "cannot read $ops_parameter for the operations user; the next run tries again"
+        [[ "$ops" =~ ^[[:alnum:]]{16,}$ ]] || die "$ops_parameter holds no usable secret (16+ letters and digits)"
+    fi
     previous=""
     for word in "${accepted[@]}"; do
         [ "$word" = "$current" ] || previous=$word

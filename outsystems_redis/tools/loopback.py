@@ -440,12 +440,13 @@ class Loopback:
         return env
 
     def sync_passwords(self, servers: list[int] | None = None, grace_seconds: int = PASSWORD_GRACE_SECONDS,
-                       timeout: float = 90) -> dict[int, tuple[int, str]]:
+                       timeout: float = 90, **env: str) -> dict[int, tuple[int, str]]:
         """Run the shipped redis-password-sync on every server (or `servers`) at the same moment, as the
         servers' timers do on the minute; returns (exit code, output) by server. Never raises on a failed run.
+        `env` overrides its inputs (an older version's auth.env, say).
         """
         self.write_password_scripts()
-        envs = {server: {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds)}
+        envs = {server: {"PATH": self.script_path(), **self.password_sync_environment(server, grace_seconds), **env}
                 for server in (range(len(self.topology.servers)) if servers is None else servers)}
         return run_at_once(self.state_dir / "redis-password-sync", envs, timeout)
 

@@ -187,13 +187,24 @@ class Migration:
         versions = {}
         for node in self.old_nodes + self.new_nodes:
             try:
-                versions[node] = str(self.info(node, "server")["redis_version"])
+                # The one password first, on both sides: replicas of either side log in with it (masterauth).
+                shared = redis.Redis(node[0], node[1], password=self.password, socket_timeout=5,
+                                     socket_connect_timeout=5)
+                try:
+                    shared.ping()
+                finally:
+                    shared.close()
             except redis.AuthenticationError as exc:
                 raise MigrationError(f"{node[0]}:{node[1]}: password rejected; both stacks must share one "
                                      "password (set the new stack's redisPassword to the old one)") from exc
             except redis.RedisError as exc:
                 raise MigrationError(f"{node[0]}:{node[1]} does not answer a plain Redis connection ({exc}); "
                                      "the new servers must run without TLS during the migration") from exc
+            try:
+                versions[node] = str(self.info(node, "server")["redis_version"])
+            except redis.AuthenticationError as exc:
+                raise MigrationError(f"{node[0]}:{node[1]}: the operations user refuses REDIS_OPS_PASSWORD; give "
+                                     "the new stack's operations secret (its ops-password parameter)") from exc
         old_v = sorted({v for n, v in versions.items() if n in self.old_nodes})
         new_v = sorted({v for n, v in versions.items() if n in self.new_nodes})
         if any(not v.startswith("7.0.") for v in new_v):

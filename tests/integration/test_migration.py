@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from outsystems_redis.tools import health
-from outsystems_redis.tools.loopback import Loopback
+from outsystems_redis.tools.loopback import Loopback, generate_password
 from outsystems_redis.tools.migration import Migration, MigrationError, rehearse
 from tests.integration import loopbacks
 from tests.tools import loopback_octet
@@ -67,6 +67,21 @@ def mixed(request, tmp_path_factory):
 
 def node(lo: Loopback, server: int, port: int):
     return next(p for p in lo.topology.servers[server].processes if p.port == port)
+
+
+def test_the_preflight_names_a_password_the_two_sides_do_not_share_and_a_wrong_operations_secret(mixed):
+    """Replicas of either side log in with the one password, and the new (7.0) side is administered as its
+    operations user: the preflight tries both on every node before anything changes, and says which is wrong.
+    Planted (the new side tried only as the operations user): the new side's password mismatch passes it."""
+    old, new = mixed
+    old_hosts, new_hosts = ([s.private_ip for s in lo.topology.servers] for lo in (old, new))
+    with pytest.raises(MigrationError, match=f"{old_hosts[0]}:7000: password rejected"):
+        Migration(old_hosts, new_hosts, generate_password(), ops_password=new.ops_secret).preflight()
+    # The new side alone with a password it does not hold (its operations secret is right).
+    with pytest.raises(MigrationError, match=f"{new_hosts[0]}:7000: password rejected"):
+        Migration([], new_hosts, generate_password(), ops_password=new.ops_secret).preflight()
+    with pytest.raises(MigrationError, match="operations user refuses REDIS_OPS_PASSWORD"):
+        Migration(old_hosts, new_hosts, old.password, ops_password=generate_password()).preflight()
 
 
 def test_a_7_0_node_joins_a_5_0_cluster_and_replicates_a_5_0_master(mixed):

@@ -600,21 +600,27 @@ def operations_takers(lo: Loopback) -> list[str]:
     return took
 
 
-def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(loopback_factory):
+@pytest.mark.parametrize("names", ["with secret command names", "before them"])
+def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(names, loopback_factory):
     """A 7.0 server created before the users (its redis-auth had no FRONT_END_RULES, so its auth include
     defines none) gets the operations user at the sync's next run, on every process and in the include, so the
     scripts of this version log in as it on every server of a cluster alike, and so does a restart. Its
     front-ends' user keeps every command (narrowing it is a new server's redis-auth's). The sessions are kept.
-    Planted (the sync without this step): fails."""
+    A server older still (no secret command names, no OPS_PARAMETER in its auth.env) reads the operations secret
+    beside its password's parameter. Planted (the sync without this step; without that reading): each fails."""
     lo = loopback_factory("7.0")
-    lo.auth_overrides["FRONT_END_RULES"] = ""  # as an earlier version's auth.env: no users
+    older = {"FRONT_END_RULES": ""}  # as an earlier version's auth.env: no users
+    if names == "before them":
+        older |= {"OPS_PARAMETER": "", "RENAMED_COMMANDS": ""}
+    lo.auth_overrides.update(older)
     lo.start()
     lo.bootstrap()
     auth = Path(lo.paths(0).auth_file)
     assert "user " not in auth.read_text() and operations_takers(lo) == []
+    assert ("rename-command" in auth.read_text()) == (names != "before them")
     traffic = SessionTraffic(lo)
     traffic.start()
-    results = lo.sync_passwords()
+    results = lo.sync_passwords(**older)
     traffic.stop()
     assert all(code == 0 for code, _ in results.values()), results
     assert all("added the operations user" in output for _, output in results.values()), results

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from outsystems_redis.parameters import OPERATIONS_USER
+from outsystems_redis.parameters import OPERATIONS_USER, ops_password_parameter, password_parameter
 from outsystems_redis.render import systemd
 from outsystems_redis.render.metrics import observe_launcher
 from outsystems_redis.render.password import (
@@ -295,3 +295,20 @@ def test_the_auth_include_reads_back_as_it_was_written_on_both_lines(tmp_path) -
             assert make_room_agent.login_and_config(str(auth))[0] == [OPERATIONS_USER, operations]
             # Every password in the file is scrubbed from what the agent ships.
             assert set(metrics_agent.read_passwords(str(auth))) == {"current-Password-0123", operations, *previous}
+
+
+def test_the_operations_secret_is_the_passwords_sibling_as_the_sync_derives_it() -> None:
+    """redis-password-sync finds the operations secret of a server created before OPS_PARAMETER (its auth.env
+    names none) beside the password's parameter: the program must keep them siblings."""
+    for stack in ("dev", "prod", "prod-70"):
+        assert ops_password_parameter(stack) == password_parameter(stack).rsplit("/", 1)[0] + "/ops-password"
+    assert "${PASSWORD_PARAMETER%/*}/ops-password" in password_sync_script()
+
+
+def test_a_last_line_without_its_newline_is_read_too(tmp_path) -> None:
+    """An include edited by hand may end without a newline: its last line still counts (planted: the plain
+    `while read` loses it)."""
+    auth = tmp_path / "auth.conf"
+    auth.write_text("requirepass current-Password-0123\nuser operations on >OPSsecret0123456789 ~* &* +@all")
+    read = _lib('read_auth "$AUTH"; printf "%s\\n" "$current" "$operations"', {"AUTH": str(auth)})
+    assert read.stdout.splitlines() == ["current-Password-0123", "OPSsecret0123456789"], read.stdout + read.stderr

@@ -9,7 +9,9 @@
 The second form (the post-deploy check's default) reads the servers' own verdicts from CloudWatch with
 the caller's AWS credentials, so it runs from anywhere (outsystems_redis/tools/health/cloudwatch.py).
 
-The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`).
+The password comes from REDIS_PASSWORD, never from an argument (it would show in `ps`). The check logs in
+as a front-end does; its printed fix lines administer, so on Redis 7.0 they log in as the operations user
+with REDIS_OPS_PASSWORD (the stack's operations secret), on 5.0 with REDIS_PASSWORD.
 With the `tls` stack key on, give the stack's CA (the `caCertificate` output) as a
 file (--cacert) or as PEM text in an environment variable (--cacert-env); either
 implies --tls. The servers' certificates must chain to it and name the IP connected to.
@@ -61,7 +63,8 @@ def expected_version_default() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m outsystems_redis.tools.health",
-        description="Health check of the OutSystems Redis session store. Password from REDIS_PASSWORD.",
+        description="Health check of the OutSystems Redis session store. Password from REDIS_PASSWORD (on Redis "
+                    "7.0 the fix lines use REDIS_OPS_PASSWORD, the operations secret).",
         epilog="Exit codes: 0 healthy (or degraded, unless --strict), 1 unhealthy, 2 bad usage.",
     )
     p.add_argument("--nodes", help="HOST:PORT[,HOST:PORT...]: every Redis process to check")

@@ -147,7 +147,10 @@ SECRET_NAMED_COMMANDS_7_0 = ("ACL",)
 # front-ends keep Redis's `default` user (their connection string names no user), narrowed to FRONT_END_RULES:
 # every command but those Redis itself files as administrative (`ACL CAT admin`: CLUSTER RESET, FORGET, MEET,
 # REPLICATE, FAILOVER, SETSLOT..., CLIENT KILL, PAUSE, LIST, ROLE, and CONFIG, SLOWLOG and ACL whatever their
-# names), but what replicas send: they log in as `default` too, with masterauth (SECURITY.md, gap 2).
+# names), but what replicas send: they log in as `default` too, with masterauth (SECURITY.md, gap 2). And
+# MIGRATE, which Redis files as dangerous only: it makes the server connect to any address a front-end names
+# and write keys there (a way out through the servers' egress, or to what only they reach); a rebalance
+# sends it as the operations user.
 # StackExchange.Redis and the session provider send none of those: ECHO, PING, CLIENT SETNAME and ID, INFO,
 # CLUSTER NODES, SELECT, SUBSCRIBE, READONLY, ASKING, SCRIPT LOAD, EVAL, EVALSHA, and in the provider's scripts
 # GET, SET, SETNX, EXPIRE, EXISTS, DEL, HGET, HGETALL, HMSET, HDEL (test_front_end_rights asks the real 7.0 with
@@ -155,7 +158,7 @@ SECRET_NAMED_COMMANDS_7_0 = ("ACL",)
 # client build that OutSystems ships sends. A server created before this (its redis-auth had no FRONT_END_RULES)
 # keeps every command for its front-ends until it is replaced. lib.sh holds OPERATIONS_RULES too (test_password).
 OPERATIONS_RULES = "~* &* +@all"
-FRONT_END_RULES = "~* &* +@all -@admin +psync +sync +replconf"
+FRONT_END_RULES = "~* &* +@all -@admin +psync +sync +replconf -migrate"
 
 
 def has_users(platform: Platform) -> bool:

@@ -128,13 +128,18 @@ def test_the_redis_user_cannot_reach_the_instance_metadata_service(dev: tuple[De
         auth = f"REDISCLI_AUTH={deployment.password}"
         cli = f"{auth} redis-cli -h {server.ip} -p 6379"
         assert server.out(f"{cli} SET metadata-probe 1") == "OK"
-        migrated = server.out(f"{cli} MIGRATE {METADATA_ADDRESS} 80 '' 0 2000 COPY KEYS metadata-probe")
+        # The front-ends' user may not MIGRATE at all (redis_conf.FRONT_END_RULES); the operations user may.
+        refused = server.out(f"{cli} MIGRATE {METADATA_ADDRESS} 80 '' 0 2000 COPY KEYS metadata-probe")
+        operations = ("REDISCLI_AUTH=$(awk '$1 == \"user\" && $2 == \"operations\" { print substr($4, 2) }' "
+                      f"/etc/redis/auth/auth.conf) redis-cli --user operations -h {server.ip} -p 6379")
+        migrated = server.out(f"{operations} MIGRATE {METADATA_ADDRESS} 80 '' 0 2000 COPY KEYS metadata-probe")
         redis_uid = server.out("id -u redis")
         reached = server.out(f"cat {seen}").split()
     finally:
         server.exec(f"pkill -f osr-boot/metadata.py; ip addr del {METADATA_ADDRESS}/32 dev lo")
     assert as_root == "token", as_root
     assert as_redis == "ConnectionRefusedError", as_redis
+    assert "NOPERM" in refused, refused
     assert "IOERR" in migrated, migrated  # redis-server could not connect
     assert reached == ["0"], f"the metadata stand-in was reached by user ids {reached} (redis is {redis_uid})"
     rules = [r for r in server.out("iptables -S OUTPUT").splitlines() if METADATA_ADDRESS in r]

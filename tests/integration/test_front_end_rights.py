@@ -70,6 +70,9 @@ KEPT_ADMIN = {
 }
 # On 7.0, whose front-ends' user is narrowed (redis_conf.FRONT_END_RULES): only what replicas send.
 KEPT_ADMIN_7_0 = {"psync", "sync", "replconf"}
+# Not administrative to Redis, refused the 7.0 front-ends all the same: the server would connect wherever it
+# names (a port nothing listens on here: had it run, it would say IOERR, not "no permissions").
+REFUSED_ON_7_0 = {"MIGRATE": ["127.0.0.1", "1", "session", "0", "1000"]}
 # What StackExchange.Redis sends (its handshake, auto-configuration, heartbeat, cluster redirections) and the
 # session provider (EVALSHA, falling back to SCRIPT LOAD and EVAL; in its scripts, 2.x-5.x), and what this
 # product's own tools send with the front-ends' password (the health check: CLUSTER INFO; redis-py's cluster
@@ -181,6 +184,9 @@ def assert_only_sessions(lo: Loopback) -> None:
                 # (redis-py drops the NOPERM code: NoPermissionError says the rest.)
                 assert error is not None and ("no permissions to run" in error or "unknown command" in error.lower()), \
                     f"{process.address}: {' '.join(words)} answered the front-ends' password: {error}"
+            for command, args in REFUSED_ON_7_0.items():
+                error = refused(client, command, args)
+                assert error is not None and "no permissions to run" in error, f"{process.address}: {command}: {error}"
             # What the client library and the session provider send stays allowed (asked without running it).
             admin = lo.admin(process)
             acl = lo.command_name(process, "ACL")

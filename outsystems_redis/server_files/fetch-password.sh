@@ -98,6 +98,7 @@ from_ssm() {
         for command in $RENAMED_COMMANDS; do
             renames+=("rename-command $command $command-$ops")
         done
+        # The operations user: the program asks for it (7.0), or redis-password-sync gave it to this server.
         [ -z "$FRONT_END_RULES$operations" ] || operations=$ops
     fi
     [ -z "$FRONT_END_RULES" ] || default_rules=$FRONT_END_RULES

@@ -506,8 +506,8 @@ class Loopback:
     def admin(self, process: Process, **kwargs) -> redis.Redis:
         """A connection to one process that logs in as its server's scripts do (read_login: the operations user on
         7.0, else the password): for what an operator or a script does, not a front-end."""
-        login = read_login(self.paths(process.server).auth_file)
-        username, password = (login[0], login[1]) if len(login) == 2 else (None, login[0] if login else None)
+        login = read_login(self.paths(process.server).auth_file)  # (user, password), (password,) or ()
+        username, password = login[0] if len(login) == 2 else None, login[-1] if login else None
         kwargs.setdefault("socket_timeout", 2)
         return redis.Redis(process.host, process.port, username=username, password=password,
                            decode_responses=True, **{**self.tls_kwargs, **kwargs})

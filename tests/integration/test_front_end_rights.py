@@ -14,10 +14,12 @@ log in as the operations user.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,32 +107,28 @@ def admin_entries_7_0() -> dict[str, int]:
     return {entry: arity[entry] for entry in entries}
 
 
-def plain_redis(version: str):
-    """A context: a client of a plain redis-server of `version` (no config of ours) on a unix socket."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def running():
-        with tempfile.TemporaryDirectory() as run:
-            sock = Path(run) / "plain.sock"
-            server = subprocess.Popen(
-                [redis_bin(version), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", run],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
+@contextlib.contextmanager
+def plain_redis(version: str) -> Iterator[redis.Redis]:
+    """A client of a plain redis-server of `version` (no config of ours) on a unix socket."""
+    with tempfile.TemporaryDirectory() as run:
+        sock = Path(run) / "plain.sock"
+        server = subprocess.Popen(
+            [redis_bin(version), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", run],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not sock.exists():
+                assert server.poll() is None and time.monotonic() < deadline, f"plain redis-server {version}"
+                time.sleep(0.05)
+            client = redis.Redis(unix_socket_path=str(sock), decode_responses=True, socket_timeout=10)
             try:
-                deadline = time.monotonic() + 10
-                while not sock.exists():
-                    assert server.poll() is None and time.monotonic() < deadline, f"plain redis-server {version}"
-                    time.sleep(0.05)
-                client = redis.Redis(unix_socket_path=str(sock), decode_responses=True, socket_timeout=10)
-                try:
-                    yield client
-                finally:
-                    client.close()
+                yield client
             finally:
-                server.kill()
-                server.wait(timeout=10)
-    return running()
+                client.close()
+        finally:
+            server.kill()
+            server.wait(timeout=10)
 
 
 @functools.cache

@@ -33,9 +33,10 @@ def test_the_shipped_policy_evicts_the_fewest_held_locks(version):
         assert r.other_errors == 0, r.other_error_kinds
     shipped = results[EVICTION_POLICY]
     # Redis samples keys, so a few held locks go: 12 of 5,077 in one run, 39 to 67 in three on another
-    # machine, 106 of 5,078 once beside the whole suite (docs/boot-and-safety.md "When memory is full").
-    # The others lose about 9 in 100 on 7.0 (checked below).
-    assert shipped.locks_lost <= shipped.requests * 3 // 100, f"{shipped.locks_lost} held locks evicted"
+    # machine, 47 to 91 alone and 155 of 5,077 (3.1 %) beside the whole suite on a third (docs/boot-and-safety.md
+    # "When memory is full"). The others lose about 10 in 100 on 7.0 (checked below); a regression to theirs
+    # still fails here.
+    assert shipped.locks_lost <= shipped.requests * 5 // 100, f"{shipped.locks_lost} held locks evicted"
     # On 5.0 four requests in ten fail with OOM before they evict anything, so allkeys-lfu loses few locks
     # too, and which of the two loses one or two more is noise (lfu 0 to 51 across runs, lru 1 more than lfu
     # in one CI run): there the shipped policy is compared with volatile-ttl only. On 7.0 it beats both.

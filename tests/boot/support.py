@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from outsystems_redis.topology import MASTER_PORT
 from tests.boot import machines as m
 from tests.unit.program import Program, Recorded, run_program
 
@@ -43,7 +44,9 @@ UNITS_TIMEOUT = 300  # -> every rendered unit active (the bootstrap and the join
 # The post-deploy check runs once the units are up, and answers in about a second then;
 # on a broken store it would wait its own --wait 900.
 CHECK_TIMEOUT = 120
-ROLE_RESTORE_TIMEOUT = 180  # the timer's next :30, the resync, and up to three CLUSTER FAILOVER tries
+# The timer's next :30, the resync, up to three CLUSTER FAILOVER tries, and one server a minute when every
+# server drifted (role-restore turns round the first drifted server by IP per run).
+ROLE_RESTORE_TIMEOUT = 300
 FAILOVER_TIMEOUT = 90  # cluster-node-timeout is 5000 ms: a replica takes over within seconds
 SESSION_TTL = 3600
 
@@ -218,13 +221,16 @@ def cluster_view(fleet: m.Fleet, deployment: Deployment, via: str) -> list[dict[
 
 
 def roles_restored(fleet: m.Fleet, deployment: Deployment, via: str) -> bool:
-    """Every server holds exactly one master with slots again (what redis-role-restore brings back)."""
+    """Every server's master process (7000) is the master with slots again: what redis-role-restore brings
+    back, and what the health check's ring wants. (One master per server is not enough: after every server
+    was powered off, each may come back with its 7001 the master, which role-restore then turns round.)"""
     view = cluster_view(fleet, deployment, via)
     masters = [r for r in view if r["master"] and r["slots"] and not r["failing"]]
     # ... and the view has settled: each of them followed by a replica on another server.
     followed = all(any(not r["master"] and r["follows"] == mr["id"] and r["ip"] != mr["ip"] for r in view)
                    for mr in masters)
-    return followed and sorted(r["ip"] for r in masters) == sorted(server.ip for server in fleet.servers.values())
+    return followed and sorted(r["node"] for r in masters) == \
+        sorted(f"{server.ip}:{MASTER_PORT}" for server in fleet.servers.values())
 
 
 def assert_roles_restore_themselves(fleet: m.Fleet, deployment: Deployment, via: str, what: str) -> None:

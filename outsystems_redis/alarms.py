@@ -122,7 +122,8 @@ RULES: dict[str, AlarmRule] = {
     "ConnectedClients": AlarmRule(
         "Maximum", "GreaterThanOrEqualToThreshold", 8000, PUBLISH_PERIOD_SECONDS, 5, "notBreaching", False,
         "8000 or more client connections to this server for five minutes (maxclients is 10000 per process)",
-        "look for a front-end that leaks connections (CLIENT LIST on the server, by address)",
+        "look for a front-end that leaks connections (CLIENT LIST on the server, by address; on 7.0 as the "
+        "operations user, on 5.0 by its secret name: README, Operations secret)",
     ),
     # A refused connection is a front-end failing a request: page on the first one.
     "RejectedConnections": AlarmRule(

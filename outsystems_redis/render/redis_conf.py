@@ -119,11 +119,12 @@ DISABLED_COMMANDS = (
     "SHUTDOWN",
     "MONITOR",  # every other client's commands as sent: session keys, and the secret names below
 )
-# Redis's own "admin" commands (ACL CAT admin; 5.0's COMMAND flags) that stay, and why: CLUSTER (its NODES and
-# SLOTS are the front-ends' slot map; the operator's tools send its administrative subcommands with the same
-# password); PSYNC, SYNC, REPLCONF (replicas log in with the password); ROLE (read-only, what INFO replication shows
-# anyway); CLIENT (StackExchange.Redis names its connections with CLIENT SETNAME). 7.0's users can take the
-# administrative ones from the front-ends (FRONT_END_RULES below; SECURITY.md, gap 2).
+# Redis's own "admin" commands (ACL CAT admin; 5.0's COMMAND flags) that stay on both lines, and why: CLUSTER (its
+# NODES and SLOTS are the front-ends' slot map, and redis-cli --cluster sends it by that name; on 5.0 the same
+# password reaches its administrative subcommands), PSYNC, SYNC, REPLCONF (replicas log in with the password).
+# 7.0's users take the administrative ones from the front-ends (FRONT_END_RULES below; SECURITY.md, gap 2); on
+# 5.0, CLIENT goes by a secret name (SECRET_NAMED_COMMANDS_5_0). ROLE, administrative on 7.0 only, says what INFO
+# replication says.
 
 # 7.0's own: coordinated failover of a replicated pair, which the cluster does with CLUSTER FAILOVER instead.
 DISABLED_COMMANDS_7_0 = ("FAILOVER",)
@@ -139,6 +140,12 @@ DISABLED_COMMANDS_7_0 = ("FAILOVER",)
 # everyone out or read the ACL log). Neither COMMAND nor CLIENT LIST shows a renamed command's new name.
 SECRET_NAMED_COMMANDS = ("CONFIG", "SLOWLOG")
 SECRET_NAMED_COMMANDS_7_0 = ("ACL",)
+# 5.0 has no users to take this from the front-ends alone: CLIENT (PAUSE stalls every client, KILL drops the
+# other front-ends' and the replicas' links, LIST shows every client's address and last command). Nothing of
+# ours sends it; an operator finds CLIENT LIST under its secret name. StackExchange.Redis sends
+# CLIENT SETNAME and CLIENT ID in its handshake and goes on when they are refused (redis-py's CLIENT SETINFO
+# too); 7.0 keeps those two for the front-ends and refuses them the rest of CLIENT by the user's rules.
+SECRET_NAMED_COMMANDS_5_0 = ("CLIENT",)
 
 
 # Redis 7.0's users, which redis-auth writes into the auth include (lib.sh: auth_lines). The servers' scripts and
@@ -173,7 +180,8 @@ def disabled_commands(platform: Platform) -> tuple[str, ...]:
 
 def secret_named_commands(platform: Platform) -> tuple[str, ...]:
     """The commands that `platform`'s Redis knows only by secret names."""
-    return SECRET_NAMED_COMMANDS + (SECRET_NAMED_COMMANDS_7_0 if platform.redis_version != "5.0" else ())
+    own = SECRET_NAMED_COMMANDS_5_0 if platform.redis_version == "5.0" else SECRET_NAMED_COMMANDS_7_0
+    return SECRET_NAMED_COMMANDS + own
 
 
 def command_lines(platform: Platform) -> list[str]:

@@ -2,14 +2,14 @@
 
 The commands that administer the store rather than keep sessions in it, and that nothing of ours sends, are
 gone (redis_conf.disabled_commands), and those that the servers' scripts need go by secret names
-(redis_conf.secret_named_commands): each is tried with the front-ends' password, as a compromised front-end
-would, and must be refused, while the session provider's own traffic (hashes, Lua scripts, the write lock:
-outsystems_redis.tools.sessions) keeps working before and after, on a single server (dev) and a cluster, and
-the scripts' own name for CONFIG still works. On 7.0 the front-ends' user is narrowed too
-(redis_conf.FRONT_END_RULES): every administrative command and subcommand of the real 7.0, with arguments
-enough to pass its arity, is refused (NOPERM) but for what replicas send, and the commands that
-StackExchange.Redis and the session provider send are allowed (ACL DRYRUN); the servers' scripts and tools
-log in as the operations user.
+(redis_conf.secret_named_commands; on 5.0, which has no users, CLIENT too): each is tried with the
+front-ends' password, as a compromised front-end would, and must be refused, while the session provider's
+own traffic (hashes, Lua scripts, the write lock: outsystems_redis.tools.sessions) keeps working before and
+after, on a single server (dev) and a cluster, and the scripts' own names for CONFIG and CLIENT still work.
+On 7.0 the front-ends' user is narrowed too (redis_conf.FRONT_END_RULES): every administrative command and
+subcommand of the real 7.0, with arguments enough to pass its arity, is refused (NOPERM) but for what
+replicas send, and the commands that StackExchange.Redis and the session provider send are allowed (ACL
+DRYRUN); the servers' scripts and tools log in as the operations user.
 """
 
 from __future__ import annotations
@@ -59,16 +59,17 @@ SECRET_NAMED_ATTEMPTS = {
     "CONFIG": ["SET", "maxmemory", "1"],  # every session evicted
     "SLOWLOG": ["GET", "10"],  # other clients' commands as sent
     "ACL": ["SETUSER", "default", "resetpass", ">locked-out-everyone-else"],  # 7.0
+    "CLIENT": ["PAUSE", "10000"],  # 5.0: every client stalls for ten seconds
 }
 ONLY_ON_7_0 = {"FAILOVER", "ACL"}  # 5.0 has neither command (and refuses a rename of one)
+# Renamed on 5.0 only: 7.0's users' rules refuse the front-ends CLIENT KILL, PAUSE, LIST... and keep CLIENT SETNAME, ID.
+ONLY_ON_5_0 = {"CLIENT"}
 # Redis's own administrative commands that the front-ends' password keeps, each for a reason
 # (redis_conf.py, SECURITY.md gap 2). Any other command that the real Redis of a line marks "admin" must
 # answer the front-ends' password with "unknown command".
 KEPT_ADMIN = {
-    "CLUSTER",  # NODES and SLOTS are the front-ends' slot map; the tools send the rest with the same password
+    "CLUSTER",  # NODES and SLOTS are the front-ends' slot map; redis-cli --cluster sends the rest by that name
     "PSYNC", "SYNC", "REPLCONF",  # replicas log in with the password
-    "ROLE",  # read-only, as INFO replication
-    "CLIENT",  # StackExchange.Redis names its connections (CLIENT SETNAME)
 }
 # On 7.0, whose front-ends' user is narrowed (redis_conf.FRONT_END_RULES): only what replicas send.
 KEPT_ADMIN_7_0 = {"psync", "sync", "replconf"}
@@ -159,7 +160,7 @@ def assert_only_sessions(lo: Loopback) -> None:
         client = lo.client(process)  # the front-ends' password, straight to each process
         # Every attempt this file knows of, on the line that has the command, whatever redis_conf says.
         for command, args in {**ATTEMPTS, **SECRET_NAMED_ATTEMPTS}.items():
-            if command in ONLY_ON_7_0 and lo.version == "5.0":
+            if command in (ONLY_ON_7_0 if lo.version == "5.0" else ONLY_ON_5_0):
                 continue
             error = refused(client, command, args)
             assert error is not None and "unknown command" in error.lower(), \
@@ -197,6 +198,10 @@ def assert_only_sessions(lo: Loopback) -> None:
         client.close()
         # The servers' scripts reach CONFIG by its name in the auth include, as the operations user on 7.0.
         assert int(lo.config_get(process, "maxmemory")["maxmemory"]) > 0
+        # And an operator's CLIENT LIST (docs/operations.md: ConnectedClients) still answers, under that name on 5.0.
+        admin = lo.admin(process)
+        assert "addr=" in admin.execute_command(lo.command_name(process, "CLIENT"), "LIST")
+        admin.close()
     assert lost_sessions(lo, acked) == 0
     assert len(write_sessions(lo, 20)) == 20
 
@@ -207,13 +212,15 @@ def test_the_list_covers_what_makes_a_password_an_administrators() -> None:
     closed = {line: {c for p in PLATFORMS.values() if p.redis_version == line
                      for c in (*disabled_commands(p), *secret_named_commands(p))} for line in ("5.0", "7.0")}
     assert ONLY_ON_7_0 == closed["7.0"] - closed["5.0"]
+    assert ONLY_ON_5_0 == closed["5.0"] - closed["7.0"]
 
 
 def test_the_kept_administrative_commands_are_what_redis_calls_administrative() -> None:
     """The exemptions name real administrative commands (a stale one would hide nothing, and mean nothing)."""
     on = {version: admin_commands(version) for version in REDIS_VERSIONS}
     assert {"CONFIG", "MODULE", "DEBUG", "SHUTDOWN", "CLUSTER", "PSYNC"} <= on["5.0"] & on["7.0"], on
-    assert KEPT_ADMIN <= on["5.0"] | on["7.0"], KEPT_ADMIN - (on["5.0"] | on["7.0"])
+    assert KEPT_ADMIN <= on["5.0"] & on["7.0"], KEPT_ADMIN - (on["5.0"] & on["7.0"])
+    assert ONLY_ON_5_0 <= on["5.0"], ONLY_ON_5_0 - on["5.0"]
     entries = admin_entries_7_0()
     assert KEPT_ADMIN_7_0 <= set(entries) and {"cluster|reset", "cluster|failover", "client|kill", "role"} <= \
         set(entries) and "cluster|nodes" not in entries, sorted(entries)

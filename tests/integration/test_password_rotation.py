@@ -147,7 +147,8 @@ def replication_reconnects(lo: Loopback) -> None:
     links_up(lo)
     for p in (p for p in lo.processes if p.role == "replica"):
         c = lo.admin(p)
-        assert c.execute_command("CLIENT", "KILL", "TYPE", "master") == 1, f"{p.address} had no master link"
+        client = lo.command_name(p, "CLIENT")  # a secret name on 5.0
+        assert c.execute_command(client, "KILL", "TYPE", "master") == 1, f"{p.address} had no master link"
         c.close()
     time.sleep(0.5)
     links_up(lo)

@@ -6,6 +6,8 @@ exactly these) and the renderers (whose boot step fetches them).
 
 from __future__ import annotations
 
+import hashlib
+
 from outsystems_redis.topology import Server
 
 # The private CA outlives any server; server certificates are re-issued by
@@ -29,6 +31,18 @@ def ops_password_parameter(stack: str) -> str:
 # secret for its password (redis_conf.OPERATIONS_RULES; lib.sh and make_room_agent.py name it too, held equal by
 # tests/render/test_password.py). The front-ends keep Redis's `default` user.
 OPERATIONS_USER = "operations"
+
+# The Redis 7.0 user that replicas log in to their master as (`masteruser`; redis_conf.REPLICATION_RULES: the
+# replication handshake and nothing else), so the front-ends' `default` user needs no PSYNC. Its password is made
+# from the operations secret (replication_password; lib.sh: replication_secret), not kept apart: whoever holds
+# the operations secret administers Redis anyway, and the replication password, which every replica holds and
+# sends to its master (in clear text without TLS), gives a full copy and nothing more, never the secret itself.
+REPLICATION_USER = "replication"
+
+
+def replication_password(ops: str) -> str:
+    """The replication user's password on the servers whose operations secret is `ops`."""
+    return hashlib.sha256(f"replication:{ops}".encode()).hexdigest()
 
 
 def tls_ca_parameter(stack: str) -> str:

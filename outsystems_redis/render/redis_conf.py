@@ -150,22 +150,24 @@ SECRET_NAMED_COMMANDS_5_0 = ("CLIENT",)
 
 # Redis 7.0's users, which redis-auth writes into the auth include (lib.sh: auth_lines). The servers' scripts and
 # agents, and the operator's tools, log in as parameters.OPERATIONS_USER (OPERATIONS_RULES: everything), whose
-# password is the operations secret; redis-password-sync gives that user to 7.0 servers created before it. The
-# front-ends keep Redis's `default` user (their connection string names no user), narrowed to FRONT_END_RULES:
-# every command but those Redis itself files as administrative (`ACL CAT admin`: CLUSTER RESET, FORGET, MEET,
-# REPLICATE, FAILOVER, SETSLOT..., CLIENT KILL, PAUSE, LIST, ROLE, and CONFIG, SLOWLOG and ACL whatever their
-# names), but what replicas send: they log in as `default` too, with masterauth (SECURITY.md, gap 2). And
-# MIGRATE, which Redis files as dangerous only: it makes the server connect to any address a front-end names
-# and write keys there (a way out through the servers' egress, or to what only they reach); a rebalance
-# sends it as the operations user.
+# password is the operations secret. Replicas log in to their masters as parameters.REPLICATION_USER
+# (REPLICATION_RULES: what a 7.0 replica sends, PING, REPLCONF and PSYNC; `masteruser`). redis-password-sync gives
+# both users to 7.0 servers created before them. The front-ends keep Redis's `default` user (their connection
+# string names no user), narrowed to FRONT_END_RULES: every command but those Redis itself files as
+# administrative (`ACL CAT admin`: CLUSTER RESET, FORGET, MEET, REPLICATE, FAILOVER, SETSLOT..., CLIENT KILL,
+# PAUSE, LIST, ROLE, PSYNC, SYNC, REPLCONF, and CONFIG, SLOWLOG and ACL whatever their names). And MIGRATE,
+# which Redis files as dangerous only: it makes the server connect to any address a front-end names and write
+# keys there (a way out through the servers' egress, or to what only they reach); a rebalance sends it as the
+# operations user.
 # StackExchange.Redis and the session provider send none of those: ECHO, PING, CLIENT SETNAME and ID, INFO,
 # CLUSTER NODES, SELECT, SUBSCRIBE, READONLY, ASKING, SCRIPT LOAD, EVAL, EVALSHA, and in the provider's scripts
 # GET, SET, SETNX, EXPIRE, EXISTS, DEL, HGET, HGETALL, HMSET, HDEL (test_front_end_rights asks the real 7.0 with
 # ACL DRYRUN). Not narrower: a list of exactly those would refuse, on every front-end at once, whatever else the
 # client build that OutSystems ships sends. A server created before this (its redis-auth had no FRONT_END_RULES)
-# keeps every command for its front-ends until it is replaced. lib.sh holds OPERATIONS_RULES too (test_password).
+# keeps every command for its front-ends until it is replaced. lib.sh holds the users' rules too (test_password).
 OPERATIONS_RULES = "~* &* +@all"
-FRONT_END_RULES = "~* &* +@all -@admin +psync +sync +replconf -migrate"
+REPLICATION_RULES = "-@all +psync +replconf +ping"
+FRONT_END_RULES = "~* &* +@all -@admin -migrate"
 
 
 def has_users(platform: Platform) -> bool:

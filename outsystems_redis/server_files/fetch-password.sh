@@ -14,9 +14,10 @@
 # the servers' own scripts, which read them there, know those names.
 # FRONT_END_RULES (set by the program on 7.0): the include also defines the
 # operations user (the operations secret; the scripts, agents and tools log in
-# as it) and narrows the front-ends' `default` user to these rules (lib.sh:
-# auth_lines). A server that redis-password-sync gave an operations user (one
-# created by an earlier version, without FRONT_END_RULES) keeps it.
+# as it) and the replication user (replicas log in to their masters as it), and
+# narrows the front-ends' `default` user to these rules (lib.sh: auth_lines). A
+# server that redis-password-sync gave these users (one created by an earlier
+# version, without FRONT_END_RULES) keeps them.
 # Every aws call is bounded (timeouts, AWS_MAX_ATTEMPTS, and `timeout`).
 # Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE; optional OPS_PARAMETER and
 # RENAMED_COMMANDS (both or neither: the program sets them), FRONT_END_RULES, ATTEMPTS,
@@ -100,6 +101,8 @@ from_ssm() {
         done
         # The operations user: the program asks for it (7.0), or redis-password-sync gave it to this server.
         [ -z "$FRONT_END_RULES$operations" ] || operations=$ops
+        # The replication user likewise; its password is made from the same secret.
+        [ -z "$FRONT_END_RULES$replication" ] || replication_secret "$ops"
     fi
     [ -z "$FRONT_END_RULES" ] || default_rules=$FRONT_END_RULES
     if [ "$1" = "$cached" ] && in_grace; then

@@ -56,16 +56,27 @@ password_usable() {
 # holds them equal): the servers' scripts and agents log in as it where the auth include defines it.
 OPERATIONS_USER=operations
 OPERATIONS_RULES="~* &* +@all"
+# And the user that 7.0 replicas log in to their masters as (parameters.REPLICATION_USER, redis_conf.REPLICATION_RULES).
+REPLICATION_USER=replication
+REPLICATION_RULES="-@all +psync +replconf +ping"
+
+# replication_secret OPS : sets `replication`, the replication user's password, made from the operations secret
+# OPS as parameters.replication_password makes it (the secret on stdin: no argv holds it).
+# shellcheck disable=SC2034,SC2317
+replication_secret() {
+    replication=$(printf 'replication:%s' "$1" | sha256sum)
+    replication=${replication%% *}
+}
 
 # read_auth FILE : an auth include, parsed by the shell itself (no secret reaches an argv). Sets `current`
 # (requirepass), `until` (the end of a 7.0 grace, 0 if none), `accepted` (the passwords of its `user default`
 # line: a 7.0 grace's two) and `default_rules` (that line's rules), `renames` (the secret command names' lines),
-# `ops` (the operations secret, which those names carry) and `operations` (the operations user's password, where
-# the file defines that user: 7.0). An absent or empty file leaves them empty.
+# `ops` (the operations secret, which those names carry), `operations` and `replication` (the operations and the
+# replication user's passwords, where the file defines them: 7.0). An absent or empty file leaves them empty.
 # shellcheck disable=SC2034,SC2317
 read_auth() {
     local words word
-    current="" until=0 accepted=() default_rules="" renames=() ops="" operations=""
+    current="" until=0 accepted=() default_rules="" renames=() ops="" operations="" replication=""
     [ -s "$1" ] || return 0
     # `|| ...`: a last line without its newline is read too (a file edited by hand).
     while read -r -a words || [ "${#words[@]}" -gt 0 ]; do
@@ -90,19 +101,32 @@ read_auth() {
                 case "$word" in ">"?*) operations=${word#>} ;; esac
             done
             ;;
+        "user $REPLICATION_USER")
+            for word in "${words[@]:2}"; do
+                case "$word" in ">"?*) replication=${word#>} ;; esac
+            done
+            ;;
         esac
     done <"$1"
     case "$until" in '' | *[!0-9]*) until=0 ;; esac
 }
 
 # auth_lines PASSWORD [UNTIL PREVIOUS] : an auth include's lines, the one format that redis-auth and
-# redis-password-sync write and read_auth reads: requirepass and masterauth PASSWORD (replicas log in as
-# `default`), the secret command names (`renames`); where `operations` is set (7.0), the operations user with
-# that password and the front-ends' `default` user with `default_rules` (all commands when empty); with UNTIL,
-# a 7.0 grace: the default user accepts PREVIOUS too until then. Builtins only: no secret reaches an argv.
+# redis-password-sync write and read_auth reads: requirepass PASSWORD, the secret command names (`renames`);
+# where `replication` is set (7.0), the replication user with that password, as which replicas log in to their
+# masters (masteruser, masterauth), else masterauth PASSWORD (replicas log in as `default`); where `operations` is
+# set (7.0), the operations user with that password and the front-ends' `default` user with `default_rules` (all
+# commands when empty); with UNTIL, a 7.0 grace: the default user accepts PREVIOUS too until then. Builtins
+# only: no secret reaches an argv.
 # shellcheck disable=SC2317
 auth_lines() {
-    printf 'requirepass %s\nmasterauth %s\n' "$1" "$1"
+    printf 'requirepass %s\n' "$1"
+    if [ -n "${replication:-}" ]; then
+        printf 'user %s on >%s %s\nmasteruser %s\nmasterauth %s\n' "$REPLICATION_USER" "$replication" \
+            "$REPLICATION_RULES" "$REPLICATION_USER" "$replication"
+    else
+        printf 'masterauth %s\n' "$1"
+    fi
     [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
     [ -z "$operations" ] || printf 'user %s on >%s %s\n' "$OPERATIONS_USER" "$operations" "$OPERATIONS_RULES"
     [ $# -ne 3 ] || printf '# previous-password-until %s\n' "$2"

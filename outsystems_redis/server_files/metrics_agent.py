@@ -129,7 +129,7 @@ class Redis:
 
 def read_passwords(auth_file: str) -> list[str]:
     """requirepass first, then any other password of a Redis user there: the default user's (a Redis 7.0 grace),
-    the operations user's (7.0). All of them are scrubbed from what is shipped."""
+    the operations and the replication user's (7.0). All of them are scrubbed from what is shipped."""
     found: list[str] = []
     if not os.path.exists(auth_file):  # redis-auth has not written it yet: Redis is not up either
         print(f"redis-observe: no {auth_file} yet", file=sys.stderr)

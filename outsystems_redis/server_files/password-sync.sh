@@ -11,7 +11,9 @@
 # scripts read it); its `rename-command` lines (the secret command names, written
 # by redis-auth at boot) are kept, and CONFIG and ACL are sent by their names there.
 # On 7.0 it logs in as the operations user (lib.sh: read_auth), and gives that
-# user to a server created before the users (its include defines none).
+# user, and the replication user, to a server created before them (its include
+# defines none); a replica that logs in as the replication user keeps its
+# masterauth when the front-ends' password changes.
 # The password never reaches an argv (commands on redis-cli's stdin,
 # REDISCLI_AUTH) or the log; replies are checked (redis-cli exits 0 on
 # errors) but never printed: an error could quote the password.
@@ -134,6 +136,20 @@ write_auth() {
 
 when() { date -u -d "@$1" '+%F %T UTC'; }
 
+# rewrite_auth : AUTH_FILE again, with the password read_auth read and the users set since; a running 7.0 grace
+# (the default user's other password, until `until`) is kept.
+rewrite_auth() {
+    local word kept=""
+    for word in "${accepted[@]}"; do
+        [ "$word" = "$current" ] || kept=$word
+    done
+    if [ -n "$kept" ] && [ "$until" -gt "$now" ]; then
+        write_auth "$current" "$until" "$kept"
+    else
+        write_auth "$current"
+    fi
+}
+
 if ! new=$(ssm_get "$PASSWORD_PARAMETER" "$SSM_CALL_SECONDS"); then
     log "cannot read $PASSWORD_PARAMETER from SSM (unreachable?); trying again at the next run"
     new=""
@@ -151,7 +167,10 @@ if [ -n "$new" ] && [ "$new" != "$current" ]; then
         elif [ "$grace" -gt 0 ]; then
             # Exactly the current and the new password: a previous one still in its grace (a second
             # change within the hour) goes now. One atomic command; repeating it changes nothing.
-            if apply "$port" "$acl SETUSER default resetpass \">$current\" \">$new\"" "$config SET masterauth \"$new\""; then
+            # Replicas that log in as the replication user keep their masterauth.
+            masterauth=("$config SET masterauth \"$new\"")
+            [ -z "$replication" ] || masterauth=()
+            if apply "$port" "$acl SETUSER default resetpass \">$current\" \">$new\"" "${masterauth[@]}"; then
                 log "$REDIS_HOST:$port takes the new password, and the previous one during the grace"
             else
                 failed=1
@@ -219,10 +238,26 @@ if [ "$REDIS_LINE" = 7.0 ] && [ -z "$operations" ]; then
     done
     [ "$failed" -eq 0 ] || die "not every process has the operations user; the next run tries again"
     operations=$ops
-    if [ -n "$previous" ] && [ "$until" -gt "$now" ]; then
-        write_auth "$current" "$until" "$previous"
-    else
-        write_auth "$current"
-    fi
+    rewrite_auth
     log "added the operations user to $REDIS_HOST's Redis processes and $AUTH_FILE"
+fi
+
+# Likewise the replication user: each process gets the user, then logs in to its master as it (masteruser), so
+# that no replica needs the front-ends' user to replicate. Every server of the cluster runs this in the same
+# minute; a replica whose master has not yet got the user retries its link each second until it has.
+if [ "$REDIS_LINE" = 7.0 ] && [ -z "$replication" ]; then
+    read_auth "$AUTH_FILE" # what the steps above left (the operations user included)
+    [ -n "$operations" ] || die "no operations user in $AUTH_FILE; the next run tries again"
+    replication_secret "$operations" # (the operations user's password is the operations secret)
+    failed=0
+    for port in "${ports[@]}"; do
+        if ! login "$port" ||
+            ! apply "$port" "$acl SETUSER $REPLICATION_USER reset on \">$replication\" $REPLICATION_RULES" \
+                "$config SET masteruser $REPLICATION_USER" "$config SET masterauth \"$replication\""; then
+            failed=1
+        fi
+    done
+    [ "$failed" -eq 0 ] || die "not every process has the replication user; the next run tries again"
+    rewrite_auth
+    log "added the replication user to $REDIS_HOST's Redis processes and $AUTH_FILE; their replicas log in as it"
 fi

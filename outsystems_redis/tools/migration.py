@@ -11,7 +11,10 @@
 What was found on real servers (tests/integration/test_migration.py) and why
 the steps are in this order:
 - A 7.0 node joins a 5.0 cluster over the cluster bus, and replicates from a
-  5.0 master (7.0 loads the 5.0 RDB).
+  5.0 master (7.0 loads the 5.0 RDB). It logs in to a 5.0 master with the one
+  password (5.0 refuses AUTH with a user), and to a 7.0 master as the
+  replication user (the front-ends' user there has no PSYNC): `join` and each
+  failover set which (log_in_to_master).
 - `CLUSTER FAILOVER` on a 7.0 replica promotes it; the 5.0 masters vote for it.
 - A 5.0 replica can follow a 7.0 master only by partial resync (same
   replication history, right after the failover). A full sync fails ("Can't
@@ -54,7 +57,7 @@ from pathlib import Path
 
 import redis
 
-from outsystems_redis.parameters import OPERATIONS_USER
+from outsystems_redis.parameters import OPERATIONS_USER, REPLICATION_USER, replication_password
 from outsystems_redis.tools import health
 from outsystems_redis.tools.cli import command_parser
 from outsystems_redis.topology import MASTER_PORT, REPLICA_PORT, follows
@@ -131,6 +134,26 @@ class Migration:
             return c.info(section)
         finally:
             c.close()
+
+    def log_in_to_master(self, node: Address, *, master_is_7_0: bool) -> None:
+        """How new `node` logs in to its master: to a 5.0 one (which knows no users) as `default` with the one
+        password; to a 7.0 one as the replication user, as its auth include says (masteruser). Redis applies it
+        at the link's next connection; a restarted node reads its include again: `join` sets it again."""
+        if not self.ops_password:
+            return  # a 7.0 stack from before the users: its replicas log in with the one password anyway
+        config = f"CONFIG-{self.ops_password}"  # its name on the new servers (redis-auth: <COMMAND>-<secret>)
+        user, auth = (REPLICATION_USER, replication_password(self.ops_password)) if master_is_7_0 \
+            else ("", self.password)
+        self.call(node, config, "SET", "masteruser", user)
+        self.call(node, config, "SET", "masterauth", auth)
+
+    def log_in_to_7_0_masters(self) -> None:
+        """Every new node that is a master, or follows a new one, logs in as the replication user again."""
+        new_ids = {self.myid(node) for node in self.new_nodes}
+        for node in self.new_nodes:
+            me = next(n for n in self.view(node) if "myself" in n.flags)
+            if me.is_master or me.master_id in new_ids:
+                self.log_in_to_master(node, master_is_7_0=True)
 
     def members(self) -> list[Address]:
         """Every node still in the cluster: the new ones, and the old ones not yet retired."""
@@ -263,6 +286,7 @@ class Migration:
         plan = self.targets(self.old_masters())
         changed = 0
         for node, master_id in plan.items():
+            self.log_in_to_master(node, master_is_7_0=False)
             me = next(n for n in self.view(node) if "myself" in n.flags)
             if me.master_id != master_id:
                 self.call(node, "CLUSTER", "REPLICATE", master_id)
@@ -346,11 +370,13 @@ class Migration:
 
             self.wait(f"{host}:{MASTER_PORT} to take over its slots (every node agreeing)", everyone_agrees)
             took = time.monotonic() - started
+            self.log_in_to_7_0_masters()  # the 7.0 replica that followed the old master follows this one now
             if old is not None:
                 # It now follows the 7.0 master by partial resync; remove it before that link can break.
                 self.retire(old)
             lines.append(f"{host}:{MASTER_PORT} master in {took:.1f}s"
                          + (f", {old[0]}:{old[1]} retired" if old else ""))
+        self.log_in_to_7_0_masters()  # (a re-run after a stop between a failover and the line above)
         return "; ".join(lines)
 
     def ring_ok(self) -> bool:

@@ -7,9 +7,9 @@ front-ends' password, as a compromised front-end would, and must be refused, whi
 own traffic (hashes, Lua scripts, the write lock: outsystems_redis.tools.sessions) keeps working before and
 after, on a single server (dev) and a cluster, and the scripts' own names for CONFIG and CLIENT still work.
 On 7.0 the front-ends' user is narrowed too (redis_conf.FRONT_END_RULES): every administrative command and
-subcommand of the real 7.0, with arguments enough to pass its arity, is refused (NOPERM) but for what
-replicas send, and the commands that StackExchange.Redis and the session provider send are allowed (ACL
-DRYRUN); the servers' scripts and tools log in as the operations user.
+subcommand of the real 7.0, with arguments enough to pass its arity, is refused (NOPERM), PSYNC too:
+replicas log in as the replication user. The commands that StackExchange.Redis and the session provider
+send are allowed (ACL DRYRUN); the servers' scripts and tools log in as the operations user.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from outsystems_redis.parameters import OPERATIONS_USER
+from outsystems_redis.parameters import OPERATIONS_USER, REPLICATION_USER
 from outsystems_redis.platforms import PLATFORMS
 from outsystems_redis.render.redis_conf import disabled_commands, has_users, secret_named_commands
 from outsystems_redis.tools.loopback import Loopback
@@ -71,8 +71,9 @@ KEPT_ADMIN = {
     "CLUSTER",  # NODES and SLOTS are the front-ends' slot map; redis-cli --cluster sends the rest by that name
     "PSYNC", "SYNC", "REPLCONF",  # replicas log in with the password
 }
-# On 7.0, whose front-ends' user is narrowed (redis_conf.FRONT_END_RULES): only what replicas send.
-KEPT_ADMIN_7_0 = {"psync", "sync", "replconf"}
+# On 7.0, whose front-ends' user is narrowed (redis_conf.FRONT_END_RULES): nothing. Replicas log in as the
+# replication user (PSYNC, REPLCONF, PING).
+REPLICATION_COMMANDS = {"psync", "sync", "replconf"}
 # Not administrative to Redis, refused the 7.0 front-ends all the same: the server would connect wherever it
 # names (a port nothing listens on here: had it run, it would say IOERR, not "no permissions").
 REFUSED_ON_7_0 = {"MIGRATE": ["127.0.0.1", "1", "session", "0", "1000"]}
@@ -175,8 +176,6 @@ def assert_only_sessions(lo: Loopback) -> None:
             # Every administrative command and subcommand, with the words its arity asks for: Redis checks the
             # arity before the user's rights, so too few words would be refused for the wrong reason.
             for entry, arity in sorted(admin_entries_7_0().items()):
-                if entry in KEPT_ADMIN_7_0:
-                    continue
                 words = entry.split("|")
                 words += ["0"] * max(0, abs(arity) - len(words))
                 error = refused(client, words[0], words[1:])
@@ -222,7 +221,7 @@ def test_the_kept_administrative_commands_are_what_redis_calls_administrative() 
     assert KEPT_ADMIN <= on["5.0"] & on["7.0"], KEPT_ADMIN - (on["5.0"] & on["7.0"])
     assert ONLY_ON_5_0 <= on["5.0"], ONLY_ON_5_0 - on["5.0"]
     entries = admin_entries_7_0()
-    assert KEPT_ADMIN_7_0 <= set(entries) and {"cluster|reset", "cluster|failover", "client|kill", "role"} <= \
+    assert REPLICATION_COMMANDS <= set(entries) and {"cluster|reset", "cluster|failover", "client|kill", "role"} <= \
         set(entries) and "cluster|nodes" not in entries, sorted(entries)
 
 
@@ -239,6 +238,13 @@ def test_a_clusters_front_end_password_keeps_sessions_and_nothing_else(version, 
     lo.start()
     lo.bootstrap()
     assert_only_sessions(lo)
+    if has_users(lo.platform):
+        # Every master's replica is logged in as the replication user (the front-ends' user has no PSYNC).
+        for master in (p for p in lo.processes if p.role == "master"):
+            admin = lo.admin(master)
+            links = admin.execute_command(lo.command_name(master, "CLIENT"), "LIST", "TYPE", "replica").splitlines()
+            admin.close()
+            assert len(links) == 1 and f" user={REPLICATION_USER} " in links[0], (master.address, links)
 
 
 @pytest.mark.parametrize("version", REDIS_VERSIONS)

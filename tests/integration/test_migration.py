@@ -84,12 +84,28 @@ def test_the_preflight_names_a_password_the_two_sides_do_not_share_and_a_wrong_o
         Migration(old_hosts, new_hosts, old.password, ops_password=generate_password()).preflight()
 
 
+def psync_refused_to_the_front_ends(new: Loopback, p) -> bool:
+    """Whether `p` (7.0) refused PSYNC to its front-ends' user (ACL LOG): a 5.0 replica logs in as it."""
+    log = new.admin(p).execute_command(new.command_name(p, "ACL"), "LOG")
+    entries = [dict(zip(e[::2], e[1::2], strict=True)) for e in log]  # (a renamed ACL comes back unparsed)
+    return any(e["object"] == "psync" and e["username"] == "default" for e in entries)
+
+
 def test_a_7_0_node_joins_a_5_0_cluster_and_replicates_a_5_0_master(mixed):
+    """As shipped, a 7.0 replica logs in to its master as the replication user, which a 5.0 master cannot
+    take (its AUTH has one word): the migration logs the new nodes in with the one password while their masters
+    are 5.0 (Migration.log_in_to_master), and the 7.0 node then replicates. Planted (the tool leaving the
+    replication user): the link stays down."""
     old, new = mixed
     m0, n0 = node(old, 0, 7000), node(new, 0, 7000)
     assert new.admin(n0).execute_command("CLUSTER", "MEET", m0.host, m0.port)
     until("the 7.0 node knows the 5.0 cluster", lambda: len(view_of(new, n0)) == 7)
     assert new.admin(n0).execute_command("CLUSTER", "REPLICATE", old.client(m0).execute_command("CLUSTER", "MYID"))
+    until("the 5.0 master refuses the replication user's login",
+          lambda: log_has(new, n0, "Unable to AUTH to MASTER"), timeout=BOUND)
+    assert new.client(n0).info("replication")["master_link_status"] == "down"
+    migration = Migration([m0.host], [n0.host], old.password, ops_password=new.ops_secret)
+    migration.log_in_to_master((n0.host, n0.port), master_is_7_0=False)
     until("replication 5.0 -> 7.0 up", lambda: new.client(n0).info("replication")["master_link_status"] == "up")
     assert log_has(new, n0, "Loading RDB produced by version 5.0.6")
     assert new.client(n0).dbsize() == old.client(m0).dbsize() > 0
@@ -123,7 +139,10 @@ def test_the_shipped_7_0_conf_sends_no_hostname_extension(mixed):
         new.config(planted, "SET", "cluster-announce-hostname", "")
 
 
-def test_cluster_failover_on_the_7_0_replica_promotes_it_and_the_5_0_master_follows_by_partial_resync(mixed):
+def test_cluster_failover_on_the_7_0_replica_promotes_it_and_the_5_0_master_cannot_follow_it(mixed):
+    """The 5.0 master, now a replica of the 7.0 one, logs in as the front-ends' user (5.0 has no other), which
+    has no PSYNC on 7.0: it never syncs, so the migration retires it right after its failover. (With PSYNC,
+    it could follow by partial resync only: the next test's full sync fails on the RDB version.)"""
     old, new = mixed
     m0, n0 = node(old, 0, 7000), node(new, 0, 7000)
     slots = view_of(old, m0)[m0.address].slots
@@ -131,24 +150,34 @@ def test_cluster_failover_on_the_7_0_replica_promotes_it_and_the_5_0_master_foll
     assert new.admin(n0).execute_command("CLUSTER", "FAILOVER")
     until("the 7.0 node is master of the 5.0 master's slots",
           lambda: all(view_of(old, p)[n0.address].slots == slots for p in old.processes))
-    until("the 5.0 master became a replica of the 7.0 master, link up", lambda: (
+    until("the 5.0 master became a replica of the 7.0 master", lambda: (
         old.client(m0).info("replication")["role"] == "slave"
-        and old.client(m0).info("replication")["master_link_status"] == "up"))
-    # It works only because no RDB crosses: a partial resync on the shared replication history.
-    assert log_has(new, n0, f"Partial resynchronization request from {m0.address} accepted")
-    assert old.client(m0).dbsize() == new.client(n0).dbsize() == keys
+        and old.client(m0).info("replication")["master_host"] == n0.host))
+    until("the 7.0 master refuses its PSYNC", lambda: psync_refused_to_the_front_ends(new, n0))
+    assert old.client(m0).info("replication")["master_link_status"] == "down"
+    assert new.client(n0).dbsize() == keys
 
 
 def test_a_5_0_replica_cannot_full_sync_from_a_7_0_master_and_loses_its_data(mixed):
+    """Refused PSYNC first (as above). Where the front-ends' user keeps PSYNC (a 7.0 server created before the
+    users), the 5.0 replica full-syncs, fails on the RDB version, and has flushed its data by then: so the
+    migration retires the 5.0 replicas before any failover, whatever the new side's version."""
     old, new = mixed
     r, n0 = node(old, 1, 7001), node(new, 0, 7000)  # r follows master 2 (5.0) and holds its keys
     assert old.client(r).dbsize() > 0
     assert old.client(r).execute_command("CLUSTER", "REPLICATE", new.client(n0).execute_command("CLUSTER", "MYID"))
+    acl = new.command_name(n0, "ACL")
+    new.admin(n0).execute_command(acl, "LOG", "RESET")
+    until("the 7.0 master refuses its PSYNC", lambda: psync_refused_to_the_front_ends(new, n0))
+    new.admin(n0).execute_command(acl, "SETUSER", "default", "+psync", "+sync", "+replconf")  # an older server's
     until("the 5.0 replica fails to load the 7.0 RDB", lambda: log_has(old, r, "Can't handle RDB format version 10"))
+    new.admin(n0).execute_command(acl, "SETUSER", "default", "-psync", "-sync", "-replconf")
     rep = old.client(r).info("replication")
     assert rep["master_link_status"] == "down"
     assert old.client(r).dbsize() == 0  # it flushed its old data before failing to load
-    assert log_has(new, n0, "Partial resynchronization not accepted")  # so the master sent a full RDB
+    # So the master sent a full RDB (the 5.0 replica asked for one, or its partial resync was not accepted).
+    assert log_has(new, n0, f"Full resync requested by replica {r.address}") or \
+        log_has(new, n0, "Partial resynchronization not accepted")
 
 
 def test_rolling_migration_under_live_sessions(tmp_path):

@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from outsystems_redis.parameters import OPERATIONS_USER
+from outsystems_redis.parameters import OPERATIONS_USER, REPLICATION_USER, replication_password
 from outsystems_redis.render.password import secret_names_env
-from outsystems_redis.render.redis_conf import FRONT_END_RULES, secret_named_commands
+from outsystems_redis.render.redis_conf import FRONT_END_RULES, REPLICATION_RULES, secret_named_commands
 from outsystems_redis.tools import health
 from outsystems_redis.tools.loopback import BASH, Loopback, generate_password
 from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
@@ -241,7 +241,7 @@ def test_rotation_under_a_session_workload(version, servers, loopback_factory):
 # ---------------------------------------------------------------- argv, stdout, stderr
 
 SHIMMED = ("aws", "timeout", "mktemp", "chown", "chmod", "mv", "rm", "seq", "sleep", "date", "cat", "tr", "sed",
-           "awk", "flock", "redis-cli")
+           "awk", "flock", "redis-cli", "sha256sum")
 
 
 def shims(tmp_path: Path, lo: Loopback) -> tuple[Path, Path]:
@@ -343,12 +343,15 @@ def fetcher(tmp_path: Path) -> Loopback:
 
 def written(lo: Loopback, password: str, until: int | None = None, previous: str = "") -> str:
     """An auth include as redis-fetch-password writes it: the password, the secret command names and, on 7.0,
-    the operations user and the front-ends' narrowed `default` user (accepting `previous` too until `until`:
-    a grace), written out here rather than rendered by lib.sh."""
+    the replication user (replicas log in as it, whatever the password), the operations user and the front-ends'
+    narrowed `default` user (accepting `previous` too until `until`: a grace), written out here rather than
+    rendered by lib.sh."""
     renames = "".join(f"rename-command {c} {c}-{lo.ops_secret}\n" for c in secret_named_commands(lo.platform))
-    text = f"requirepass {password}\nmasterauth {password}\n" + renames
     if lo.version == "5.0":
-        return text
+        return f"requirepass {password}\nmasterauth {password}\n" + renames
+    replication = replication_password(lo.ops_secret)
+    text = f"requirepass {password}\nuser {REPLICATION_USER} on >{replication} {REPLICATION_RULES}\n" \
+           f"masteruser {REPLICATION_USER}\nmasterauth {replication}\n" + renames
     text += f"user {OPERATIONS_USER} on >{lo.ops_secret} ~* &* +@all\n"
     if until is not None:
         return text + f"# previous-password-until {until}\nuser default on >{previous} >{password} {FRONT_END_RULES}\n"
@@ -420,8 +423,10 @@ def test_fetch_writes_root_redis_0640_atomically_and_never_shows_the_password(tm
     argv = log.read_text()
     assert "aws ssm get-parameter" in argv and "mv -f" in argv and "chown root:redis" in argv
     assert password not in argv
+    secrets = (password, lo.ops_secret, replication_password(lo.ops_secret))
+    assert not [s for s in secrets if s in argv]
     for result in (first, second):
-        assert password not in result.stdout + result.stderr
+        assert not [s for s in secrets if s in result.stdout + result.stderr]
 
 
 def grace_file(lo: Loopback, new: str, old: str, until: int) -> str:
@@ -585,6 +590,19 @@ def test_before_redis_auth_has_written_the_file_the_sync_has_nothing_to_do(loopb
     assert not missing.parent.exists()
 
 
+def replica_logins(lo: Loopback) -> set[str]:
+    """The users that the masters' replicas are logged in as (CLIENT LIST TYPE replica, on every master)."""
+    users = set()
+    for p in (p for p in lo.processes if p.role == "master"):
+        admin = lo.admin(p)
+        try:
+            for line in admin.execute_command(lo.command_name(p, "CLIENT"), "LIST", "TYPE", "replica").splitlines():
+                users.add(next(w[5:] for w in line.split() if w.startswith("user=")))
+        finally:
+            admin.close()
+    return users
+
+
 def operations_takers(lo: Loopback) -> list[str]:
     """The processes that log in the operations user with the operations secret (a new connection each)."""
     took = []
@@ -605,7 +623,8 @@ def operations_takers(lo: Loopback) -> list[str]:
 def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(names, loopback_factory):
     """A 7.0 server created before the users (its redis-auth had no FRONT_END_RULES, so its auth include
     defines none) gets the operations user at the sync's next run, on every process and in the include, so the
-    scripts of this version log in as it on every server of a cluster alike, and so does a restart. Its
+    scripts of this version log in as it on every server of a cluster alike, and so does a restart. It gets the
+    replication user too, and its replicas log in to their masters as it (masteruser), as a new server's do. Its
     front-ends' user keeps every command (narrowing it is a new server's redis-auth's). The sessions are kept.
     A server older still (no secret command names, no OPS_PARAMETER in its auth.env) reads the operations secret
     beside its password's parameter. Planted (the sync without this step; without that reading): each fails."""
@@ -625,9 +644,15 @@ def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(n
     traffic.stop()
     assert all(code == 0 for code, _ in results.values()), results
     assert all("added the operations user" in output for _, output in results.values()), results
+    assert all("added the replication user" in output for _, output in results.values()), results
     assert operations_takers(lo) == [p.address for p in lo.processes]
     text = auth.read_text()
     assert f"user {OPERATIONS_USER} on >{lo.ops_secret} ~* &* +@all\n" in text
+    replication = replication_password(lo.ops_secret)
+    assert f"user {REPLICATION_USER} on >{replication} {REPLICATION_RULES}\nmasteruser {REPLICATION_USER}\n" \
+           f"masterauth {replication}\n" in text, text
+    replication_reconnects(lo)  # the links log in again, now as the replication user
+    assert replica_logins(lo) == {REPLICATION_USER}
     assert f"user default on >{lo.password} ~* &* +@all\n" in text  # the front-ends' user as it was
     assert takers(lo, lo.password) == [p.address for p in lo.processes]
     assert verify_sessions(lo, traffic.acked) == []
@@ -638,3 +663,5 @@ def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(n
     lo.kill_process(first)
     lo.start()
     assert first.address in operations_takers(lo) and lo.accepts(first, lo.password)
+    links_up(lo)
+    assert replica_logins(lo) == {REPLICATION_USER}

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from outsystems_redis.parameters import OPERATIONS_USER, ops_password_parameter, password_parameter
+from outsystems_redis.parameters import (
+    OPERATIONS_USER,
+    REPLICATION_USER,
+    ops_password_parameter,
+    password_parameter,
+    replication_password,
+)
 from outsystems_redis.render import systemd
 from outsystems_redis.render.metrics import observe_launcher
 from outsystems_redis.render.password import (
@@ -28,7 +34,7 @@ from outsystems_redis.render.password import (
     render_password_sync_timer,
     render_password_sync_unit,
 )
-from outsystems_redis.render.redis_conf import OPERATIONS_RULES
+from outsystems_redis.render.redis_conf import OPERATIONS_RULES, REPLICATION_RULES
 from outsystems_redis.render.shipped import LIBRARY
 from outsystems_redis.render.tls import fetch_tls_script
 from outsystems_redis.server_files import make_room_agent, metrics_agent
@@ -249,9 +255,13 @@ def _lib(program: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def test_the_operations_user_has_one_name_and_one_rule_on_every_side() -> None:
     """The program, lib.sh (every shell program) and the two agents name the 7.0 operations user alike, with the
-    rules the program gives it. Planted (lib.sh's user renamed, make-room's literal changed): each fails."""
-    said = _lib('printf "%s\\n%s\\n" "$OPERATIONS_USER" "$OPERATIONS_RULES"').stdout.splitlines()
-    assert said == [OPERATIONS_USER, OPERATIONS_RULES]
+    rules the program gives it; the replication user too, and lib.sh makes its password as the migration tool
+    does. Planted (lib.sh's user renamed, make-room's literal changed, a salt changed): each fails."""
+    said = _lib('replication_secret "$OPS"\nprintf "%s\\n" "$OPERATIONS_USER" "$OPERATIONS_RULES" "$REPLICATION_USER" '
+                '"$REPLICATION_RULES" "$replication"', {"OPS": "OPSsecret0123456789"}).stdout.splitlines()
+    assert said == [OPERATIONS_USER, OPERATIONS_RULES, REPLICATION_USER, REPLICATION_RULES,
+                    replication_password("OPSsecret0123456789")]
+    assert len(said[-1]) == 64 and "OPSsecret" not in said[-1]
     assert make_room_agent.OPERATIONS_USER == metrics_agent.OPERATIONS_USER == OPERATIONS_USER
 
 
@@ -269,6 +279,7 @@ def test_the_auth_include_reads_back_as_it_was_written_on_both_lines(tmp_path) -
     for case, (operations, rules, until, previous) in cases.items():
         written = _lib(
             'renames=("rename-command CONFIG CONFIG-$OPS")\noperations=$OPERATIONS default_rules=$RULES\n'
+            '[ -z "$OPERATIONS" ] || replication_secret "$OPERATIONS"\n'
             'if [ -n "$UNTIL" ]; then auth_lines "$PASSWORD" "$UNTIL" "$PREVIOUS"; else auth_lines "$PASSWORD"; fi\n',
             {"OPS": "OPSsecret0123456789", "OPERATIONS": operations, "RULES": rules, "UNTIL": until,
              "PREVIOUS": "".join(previous), "PASSWORD": "current-Password-0123"})
@@ -276,25 +287,34 @@ def test_the_auth_include_reads_back_as_it_was_written_on_both_lines(tmp_path) -
         auth.write_text(written.stdout)
         read = _lib('read_auth "$AUTH"\nredis_login "$AUTH"\n'
                     'printf "%s\\n" "$current" "$until" "${accepted[*]}" "$default_rules" "$ops" "$operations" '
-                    '"${renames[*]}" "${redis_cli[*]}" "$REDISCLI_AUTH"', {"AUTH": str(auth), "REDIS_CLI": "cli"})
+                    '"${renames[*]}" "${redis_cli[*]}" "$REDISCLI_AUTH" "$replication"',
+                    {"AUTH": str(auth), "REDIS_CLI": "cli"})
         assert read.returncode == 0, read.stderr
-        current, got_until, accepted, got_rules, ops, got_operations, renames, cli, login = read.stdout.splitlines()
+        current, got_until, accepted, got_rules, ops, got_operations, renames, cli, login, replication = \
+            read.stdout.splitlines()
         assert (current, ops, renames) == ("current-Password-0123", "OPSsecret0123456789",
                                            "rename-command CONFIG CONFIG-OPSsecret0123456789"), case
         assert got_until == (until or "0") and got_operations == operations, case
         if case == "5.0":
             assert "user " not in written.stdout and (accepted, got_rules) == ("", ""), written.stdout
+            assert "masterauth current-Password-0123\n" in written.stdout and "masteruser" not in written.stdout
+            assert replication == "", written.stdout
             assert (cli, login) == ("cli", "current-Password-0123")
             assert metrics_agent.read_login(str(auth)) == ("current-Password-0123",)
             assert make_room_agent.login_and_config(str(auth)) == (["current-Password-0123"],
                                                                     "CONFIG-OPSsecret0123456789")
         else:
             assert accepted.split() == [*previous, "current-Password-0123"] and got_rules == rules, case
+            # Replicas log in as the replication user, whatever the front-ends' password (or its grace) is.
+            assert replication == replication_password(operations), case
+            assert f"masteruser {REPLICATION_USER}\nmasterauth {replication}\n" in written.stdout, written.stdout
+            assert "masterauth current" not in written.stdout, written.stdout
             assert (cli, login) == (f"cli --user {OPERATIONS_USER}", operations), case
             assert metrics_agent.read_login(str(auth)) == (OPERATIONS_USER, operations)
             assert make_room_agent.login_and_config(str(auth))[0] == [OPERATIONS_USER, operations]
             # Every password in the file is scrubbed from what the agent ships.
-            assert set(metrics_agent.read_passwords(str(auth))) == {"current-Password-0123", operations, *previous}
+            assert set(metrics_agent.read_passwords(str(auth))) == {"current-Password-0123", operations, replication,
+                                                                    *previous}
 
 
 def test_the_operations_secret_is_the_passwords_sibling_as_the_sync_derives_it() -> None:

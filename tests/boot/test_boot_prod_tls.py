@@ -105,6 +105,14 @@ def test_the_documented_reload_and_the_front_ends_password_on_7_0(tls_prod) -> N
         assert "unknown command" in (reply.stdout + reply.stderr).lower(), f"{command}: {reply.stdout!r}"
     # The front-ends' user is narrowed (redis_conf.FRONT_END_RULES): Redis's own administrative commands are
     # refused it (harmless ones tried here; tests/integration/test_front_end_rights.py tries every one).
-    for command in ("ROLE", "CLIENT LIST", "CLUSTER SAVECONFIG", "CLUSTER COUNT-FAILURE-REPORTS 0"):
+    for command in ("ROLE", "CLIENT LIST", "CLUSTER SAVECONFIG", "CLUSTER COUNT-FAILURE-REPORTS 0",
+                    "REPLCONF listening-port 7002"):
         reply = server.exec(f"export {login}; {TLS_CLI_PATH} -p 7001 {command}", timeout=20)
         assert "NOPERM" in reply.stdout + reply.stderr, f"{command}: {reply.stdout!r}"
+    # Replicas log in to their masters as the replication user (masteruser in the include), over TLS: every
+    # replica link to this server's processes names that user. (The cluster formed in this file's first test.)
+    operations = "REDISCLI_AUTH=$(awk '$1 == \"user\" && $2 == \"operations\" { print substr($4, 2) }' " \
+                 "/etc/redis/auth/auth.conf)"
+    links = [line for port in (7000, 7001) for line in server.out(
+        f"export {operations}; {TLS_CLI_PATH} --user operations -p {port} CLIENT LIST TYPE replica").splitlines()]
+    assert links and all(" user=replication " in line for line in links), links

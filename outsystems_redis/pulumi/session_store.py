@@ -597,8 +597,9 @@ class RedisSessionStore(pulumi.ComponentResource):
                         private_ip=server.private_ip,
                         security_group_id=self.network.security_group_id,
                         instance_profile=profile.name,
-                        user_data_base64=tools_public_key.apply(
-                            lambda public_key, index=server.index: encode_user_data(
+                        # The bucket by name (not its parameter): what a server fetches and runs comes from there.
+                        user_data_base64=pulumi.Output.all(tools_public_key, obs.bucket.bucket).apply(
+                            lambda keyed, index=server.index: encode_user_data(
                                 render_cloud_config(
                                     s,
                                     topology,
@@ -606,7 +607,8 @@ class RedisSessionStore(pulumi.ComponentResource):
                                     memory_mib=facts.memory_mib,
                                     password_parameter=password_parameter(s.stack),
                                     region=facts.region,
-                                    tools_public_key=public_key,
+                                    tools_public_key=keyed[0],
+                                    bucket=keyed[1],
                                 )
                             )
                         ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from outsystems_redis.monitoring import BACKUP_PERIOD_SECONDS, BACKUP_PREFIX, BACKUP_TOOL_KEY, backup_bucket_parameter
+from outsystems_redis.monitoring import BACKUP_PERIOD_SECONDS, BACKUP_PREFIX, BACKUP_TOOL_KEY
 from outsystems_redis.render.metrics import OBSERVE_PATH, STATE_DIR
 from outsystems_redis.render.shipped import shipped_script
 from outsystems_redis.render.systemd import AUTH_ENV_PATH, AUTH_UNIT, SEARCH_PATH, redis_unit
@@ -36,17 +36,14 @@ def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = 
                work_dir: str = BACKUP_WORK_DIR, state_dir: str = STATE_DIR) -> dict[str, str]:
     """Inputs of redis-backup on server `server` (names and addresses, no secret).
 
-    AWS_REGION and AUTH_FILE come from auth.env, as for the other units.
+    AWS_REGION, AUTH_FILE and the bucket come from auth.env, as for the other units.
     """
-    if not stack:
-        raise ValueError("stack: a backup needs the stack's name (its bucket parameter is named after it)")
     srv = topology.servers[server]
     return {
         "SERVER_NAME": srv.name,
         "SERVER_IP": srv.private_ip,
         "PORTS": " ".join(str(p.port) for p in srv.processes),
-        "BUCKET_PARAMETER": backup_bucket_parameter(stack),
-        "KEY_PREFIX": BACKUP_PREFIX,
+        "KEY_PREFIX": BACKUP_PREFIX,  # (in the bucket auth.env names)
         "PERIOD_SECONDS": str(BACKUP_PERIOD_SECONDS),
         "REDIS_CLI": redis_cli,
         "WORK_DIR": work_dir,

@@ -73,13 +73,14 @@ def _file(path: str, content: str, permissions: str = "0644") -> dict:
 
 def server_files(
     settings: Settings, topology: Topology, server: int, *, memory_mib: int, password_parameter: str, region: str,
-    tools_public_key: str | None = None,
+    tools_public_key: str | None = None, bucket: str = "",
 ) -> list[dict]:
     """Every file server `server` needs, as cloud-init write_files entries: the OS's tuning, then every program it
     carries (render/programs.py). `tools_public_key`: the PEM the launcher verifies fetched programs with
-    (outsystems_redis/signing.py); without it they run unverified."""
+    (outsystems_redis/signing.py); without it they run unverified. `bucket`: the stack's bucket's name; without
+    it the servers read it from its parameter."""
     where = Where.on_ec2(settings, topology, server, password_parameter=password_parameter, region=region,
-                         memory_mib=memory_mib, tools_public_key=tools_public_key)
+                         memory_mib=memory_mib, tools_public_key=tools_public_key, bucket=bucket)
     os_files = [(SYSCTL_PATH, render_sysctl()), (TIME_SYNC_PATH, render_time_sync()),
                 (THP_TMPFILES_PATH, render_thp_tmpfiles())]
     return [_file(path, text) for path, text in os_files] + \
@@ -128,12 +129,13 @@ def render_cloud_config(
     password_parameter: str,
     region: str,
     tools_public_key: str | None = None,
+    bucket: str = "",
 ) -> str:
     """The user-data of server `server`. Holds no secret: the password is read from SSM at boot."""
     platform = PLATFORMS[settings.platform]
     files = server_files(
         settings, topology, server, memory_mib=memory_mib, password_parameter=password_parameter, region=region,
-        tools_public_key=tools_public_key,
+        tools_public_key=tools_public_key, bucket=bucket,
     )
     for f in files:
         f["content"] = _Literal(f["content"])

@@ -59,8 +59,7 @@ def observe_env(topology: Topology, server: int, *, stack: str, tls: bool, journ
         "REDIS_LOGS": " ".join(f"{p.port}={paths.log_file(p.port)}" for p in srv.processes),
         "JOURNAL_UNITS": " ".join(journal_units),
         "STATE_DIR": state_dir,
-        "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(stack),
-        "TOOLS_KEY": monitoring.OBSERVE_TOOL_KEY,
+        "TOOLS_KEY": monitoring.OBSERVE_TOOL_KEY,  # (from the bucket auth.env names)
     }
     if tls:
         env["TLS_CA"] = paths.tls_ca

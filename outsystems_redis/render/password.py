@@ -71,9 +71,8 @@ def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -
 
 
 def password_sync_fetch_env(stack: str, state_dir: str = STATE_DIR) -> dict[str, str]:
-    """The launcher's inputs on EC2: the bucket's parameter, the program's key, where its last copy stays."""
-    return {"BUCKET_PARAMETER": monitoring.backup_bucket_parameter(stack),
-            "TOOLS_KEY": monitoring.PASSWORD_SYNC_TOOL_KEY, "STATE_DIR": state_dir}
+    """The launcher's inputs on EC2 (the bucket: auth.env): the program's key, where its last copy stays."""
+    return {"TOOLS_KEY": monitoring.PASSWORD_SYNC_TOOL_KEY, "STATE_DIR": state_dir}
 
 
 def render_password_sync_unit(ports: tuple[int, ...], sandbox: str = "") -> str:

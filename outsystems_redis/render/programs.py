@@ -54,16 +54,19 @@ class Where:
     region: str = ""
     memory_mib: int = 0
     tools_public_key: str | None = None  # the PEM the launcher verifies fetched programs with
+    # The stack's bucket, which the launcher fetches programs from and backups go to, by name: fixed in the user
+    # data. Without it (the loopback rehearsals), its name is read from the bucket's parameter at each run.
+    bucket: str = ""
     state_dir: str = systemd.STATE_DIR  # where the launcher keeps the last good copy of each fetched program
     backup_dir: str = backup.BACKUP_WORK_DIR  # where redis-backup writes its snapshots before the upload
 
     @classmethod
     def on_ec2(cls, settings: Settings, topology: Topology, server: int, *, password_parameter: str, region: str,
-               memory_mib: int = 0, tools_public_key: str | None = None) -> Where:
+               memory_mib: int = 0, tools_public_key: str | None = None, bucket: str = "") -> Where:
         # With TLS, the scripts speak to Redis through a redis-cli that speaks TLS.
         return cls(settings, topology, server, systemd.TLS_CLI_PATH if settings.tls else "redis-cli",
                    password_parameter=password_parameter, region=region, memory_mib=memory_mib,
-                   tools_public_key=tools_public_key)
+                   tools_public_key=tools_public_key, bucket=bucket)
 
     @property
     def platform(self) -> Platform:
@@ -110,7 +113,9 @@ def _auth_env(where: Where) -> dict[str, str]:
     env = {"PASSWORD_PARAMETER": where.password_parameter, "AWS_REGION": where.region,
            "AUTH_FILE": where.paths.auth_file,
            **password.secret_names_env(where.settings.stack, where.platform),
-           "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(where.settings.stack)}
+           # The bucket by name: a parameter could be pointed at another bucket by whoever may write it.
+           **({"BUCKET": where.bucket} if where.bucket else
+              {"BUCKET_PARAMETER": monitoring.backup_bucket_parameter(where.settings.stack)})}
     return {**env, **(tls.tls_env(where.settings.stack, where.server, where.paths) if where.settings.tls else {})}
 
 

@@ -30,13 +30,14 @@
 #     (aws:userid, "<role id>:<instance id>", from STS GetCallerIdentity, which
 #     needs no permission): the role may write only there, so no server can
 #     replace another's snapshots.
-# The bucket's name is read from SSM (BUCKET_PARAMETER), never from user data.
+# The bucket is BUCKET, its name fixed in the user data (servers created before that read it from the
+# parameter BUCKET_PARAMETER at each run).
 # The password reaches redis-cli through REDISCLI_AUTH only. Every call is
 # bounded (`timeout`, AWS CLI timeouts). Exit 1 when any master was not
 # backed up (the journal says which and why).
 #
 # Inputs (environment): SERVER_NAME, SERVER_IP, PORTS, AUTH_FILE, AWS_REGION,
-# BUCKET_PARAMETER, KEY_PREFIX, WORK_DIR; optional REDIS_CLI, PERIOD_SECONDS,
+# BUCKET (or BUCKET_PARAMETER), KEY_PREFIX, WORK_DIR; optional REDIS_CLI, PERIOD_SECONDS,
 # SNAPSHOT_SECONDS, UPLOAD_SECONDS, SNAPSHOT_ATTEMPTS, RETRY_SECONDS.
 set -euo pipefail
 
@@ -45,7 +46,8 @@ set -euo pipefail
 : "${PORTS:?PORTS is required}"
 : "${AUTH_FILE:?AUTH_FILE is required}"
 : "${AWS_REGION:?AWS_REGION is required}"
-: "${BUCKET_PARAMETER:?BUCKET_PARAMETER is required}"
+BUCKET=${BUCKET:-} BUCKET_PARAMETER=${BUCKET_PARAMETER:-}
+: "${BUCKET:-${BUCKET_PARAMETER:?BUCKET or BUCKET_PARAMETER is required}}"
 : "${KEY_PREFIX:?KEY_PREFIX is required}"
 : "${WORK_DIR:?WORK_DIR is required}"
 REDIS_CLI=${REDIS_CLI:-redis-cli}
@@ -67,8 +69,10 @@ taken_at=$(date -u -d "@$((now / PERIOD_SECONDS * PERIOD_SECONDS))" +%Y%m%dT%H%M
 # redis_login (lib.sh): the operations user where the servers have users (7.0), else requirepass.
 redis_login "$AUTH_FILE" 2>/dev/null || { log "ERROR: no password in $AUTH_FILE"; exit 1; }
 
-# ssm_get: lib.sh, shipped ahead of this script.
-bucket=$(ssm_get "$BUCKET_PARAMETER" 30) ||
+# The bucket by name from the user data; a server created before that reads it from its parameter (ssm_get:
+# lib.sh, shipped ahead of this script).
+bucket=$BUCKET
+[ -n "$bucket" ] || bucket=$(ssm_get "$BUCKET_PARAMETER" 30) ||
     { log "ERROR: cannot read the bucket's name from $BUCKET_PARAMETER"; exit 1; }
 case "$bucket" in '' | None) log "ERROR: $BUCKET_PARAMETER holds no bucket name"; exit 1 ;; esac
 # caller_id: lib.sh. The writer's prefix is the only one this role may write under.

@@ -2,8 +2,9 @@
 # redis-run-fetched (the launcher in the user data): runs a job's program fetched at every run
 # from the stack's bucket: the object TOOLS_KEY (uploaded by `pulumi up`: redis-observe.py, the
 # metrics publisher and log shipper; redis-backup.sh; redis-password-sync.sh; redis-auth's
-# redis-fetch-password.sh and redis-fetch-tls.sh) of the bucket whose name is in
-# BUCKET_PARAMETER, run by python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
+# redis-fetch-password.sh and redis-fetch-tls.sh) of the bucket BUCKET (its name, fixed in the user
+# data; servers created before that read it from the parameter BUCKET_PARAMETER at each run), run by
+# python3 (.py) or bash (.sh). Why not in the user data: EC2's 16 KB
 # limit (outsystems_redis/render/fetched.py); from S3 a fix also reaches running servers, whose user
 # data never changes. When S3 or SSM cannot be reached the last fetched copy runs (a WARNING);
 # with no copy at all the run fails, and the missing metrics raise the alarms. When the user data
@@ -20,13 +21,15 @@
 # A program that runs as redis (redis-cluster-join.sh) takes two steps: FETCH_ONLY=1 as root (fetch and
 # verify into STATE_DIR, a directory only root writes), then NO_FETCH=1 as redis (check the copy again and
 # run it): the redis user reaches neither AWS nor a way to write what it runs.
-# Inputs: AWS_REGION, BUCKET_PARAMETER, TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY,
+# Inputs: AWS_REGION, BUCKET (or BUCKET_PARAMETER), TOOLS_KEY, STATE_DIR, optional TOOLS_PUBLIC_KEY,
 # FIRST_FETCH_SECONDS, FETCH_ONLY or NO_FETCH (and the program's own).
 set -euo pipefail
 
 : "${TOOLS_KEY:?TOOLS_KEY is required}"
 : "${STATE_DIR:?STATE_DIR is required}"
-[ -n "${NO_FETCH:-}" ] || : "${AWS_REGION:?AWS_REGION is required}" "${BUCKET_PARAMETER:?BUCKET_PARAMETER is required}"
+BUCKET=${BUCKET:-} BUCKET_PARAMETER=${BUCKET_PARAMETER:-}
+[ -n "${NO_FETCH:-}" ] || : "${AWS_REGION:?AWS_REGION is required}" "${BUCKET:-${BUCKET_PARAMETER:?BUCKET or BUCKET_PARAMETER is required}}"
+source=${BUCKET:-"the bucket named in $BUCKET_PARAMETER"} # (for the log)
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
@@ -51,9 +54,10 @@ verified() {
 }
 
 fetch() {
-    local bucket
-    bucket=$(timeout -k 2 "${bounds[0]}" aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
-        --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
+    local bucket=$BUCKET
+    [ -n "$bucket" ] ||
+        bucket=$(timeout -k 2 "${bounds[0]}" aws ssm get-parameter --region "$AWS_REGION" --name "$BUCKET_PARAMETER" \
+            --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
         return 1
     [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
     timeout -k 2 "${bounds[1]}" aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
@@ -87,11 +91,11 @@ if [ -z "${NO_FETCH:-}" ]; then
     deadline=$((SECONDS + FIRST_FETCH_SECONDS))
     until fetch; do
         if [ -s "$program" ]; then
-            log "WARNING: no usable $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER; running the copy of $(date -u -r "$program" '+%F %T UTC')"
+            log "WARNING: no usable $TOOLS_KEY from $source; running the copy of $(date -u -r "$program" '+%F %T UTC')"
             break
         fi
         [ $((SECONDS + 10)) -lt "$deadline" ] || {
-            log "ERROR: cannot fetch $TOOLS_KEY from the bucket named in $BUCKET_PARAMETER, and no earlier copy"
+            log "ERROR: cannot fetch $TOOLS_KEY from $source, and no earlier copy"
             exit 1
         }
         log "cannot fetch $TOOLS_KEY yet; retrying in 10s"

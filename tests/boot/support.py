@@ -146,6 +146,9 @@ def assert_first_boot(server: m.Server) -> None:
         assert (server.merged / "snap/bin/aws").exists(), "snap install aws-cli did not run"
     calls = server.out(f"cat {m.AWS_LOG}")
     assert any(f"--name {name}" in calls for name in server.parameters), f"no SSM read: {calls!r}"
+    # The programs came from the bucket that the user data names; no server asked SSM for the bucket's name.
+    bucket = server.out("awk -F= '$1 == \"BUCKET\" { gsub(/\"/, \"\", $2); print $2 }' /etc/redis/auth.env")
+    assert bucket and f"s3://{bucket}/tools/" in calls and "/backup-bucket" not in calls, (bucket, calls)
 
 
 def assert_no_boot_problems(server: m.Server, when: str, defer_cgroup: bool = False) -> None:

@@ -208,9 +208,12 @@ def stand_in_where(lo: Loopback, server: int, stack: str, **places: str) -> prog
 
 def backup_environment(lo: Loopback, server: int, moto: Moto, work_dir: Path) -> dict[str, str]:
     """redis-backup's environment on server `server`: what its unit reads (auth.env, backup.env: programs.py's
-    environment()), with the loopback's paths, the AWS CLI as a server runs it (Moto.env), and moto's endpoint."""
+    environment()), with the loopback's paths, the AWS CLI as a server runs it (Moto.env), and moto's endpoint.
+    The bucket by name, as the program gives it; but server 1 reads it from the parameter, as a server created
+    before that does, so a fleet exercises both."""
+    where = stand_in_where(lo, server, STACK, backup_dir=str(work_dir))
     return {
         **moto.env(),
         **moto.instance_session(server, lo.topology.servers[server].name, STACK),
-        **programs.environment("redis-backup", stand_in_where(lo, server, STACK, backup_dir=str(work_dir))),
+        **programs.environment("redis-backup", dataclasses.replace(where, bucket=BUCKET if server else "")),
     }

@@ -193,3 +193,25 @@ def test_a_program_run_as_redis_is_fetched_by_one_step_and_run_by_another(moto, 
     (tmp_path / "state" / "probe.sh").unlink()
     ran = subprocess.run(argv, env=run_env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert ran.returncode == 1 and "no copy of tools/probe.sh" in ran.stderr, ran.stdout + ran.stderr
+
+
+def test_a_server_given_its_bucket_by_name_never_follows_the_parameter_elsewhere(moto, tmp_path):
+    """The user data names the stack's bucket (BUCKET): the launcher fetches from it even when the bucket's
+    parameter is pointed at another bucket that serves an older program the deployer once signed. A server
+    whose user data has only the parameter (created before) follows it there. Planted (the launcher reading
+    the parameter first): the first run runs the other bucket's program."""
+    public_key = tmp_path / "tools.pub"
+    public_key.write_text(signing.public_key_pem(SEED))
+    bucket = Bucket(moto)
+    bucket.put(program(1), signing.signature(SEED, KEY, program(1)))
+    s3, other = moto.client("s3"), f"osr-{STACK}-elsewhere"
+    s3.create_bucket(Bucket=other, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket=other, Key=KEY, Body=program(0).encode())
+    s3.put_object(Bucket=other, Key=KEY + signing.SIGNATURE_SUFFIX, Body=signing.signature(SEED, KEY, program(0)))
+    moto.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(STACK), Value=other, Type="String",
+                                     Overwrite=True)
+    argv, env = launcher_command(moto, tmp_path, public_key, BUCKET=bucket.name)
+    ran = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr
+    older = launch(moto, tmp_path, public_key, state="older-server")
+    assert older.returncode == 0 and older.stdout == "probe version 0\n", older.stdout + older.stderr

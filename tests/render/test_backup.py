@@ -32,12 +32,30 @@ def test_every_server_runs_the_backup_with_names_only(servers, platform):
         assert env["SERVER_NAME"] == f'"{topology.servers[server].name}"'
         assert env["SERVER_IP"] == f'"{topology.servers[server].private_ip}"'
         assert env["PORTS"] == ('"6379"' if servers == 1 else '"7000 7001"')  # roles are read at run time
-        assert env["BUCKET_PARAMETER"] == f'"{backup_bucket_parameter(settings.stack)}"'
+        assert not [k for k in env if k.startswith("BUCKET")]  # the bucket: auth.env's (below)
         assert env["KEY_PREFIX"] == f'"{BACKUP_PREFIX}"'
         assert env["TOOLS_KEY"] == f'"{BACKUP_TOOL_KEY}"'  # the launcher fetches the script from the bucket
         assert PASSWORD not in files[BACKUP_ENV_PATH] + backup_script()
         provision = dict(line.split("=", 1) for line in files[systemd.PROVISION_ENV_PATH].splitlines())
         assert BACKUP_TIMER in provision["UNITS"].strip('"').split()
+
+
+@pytest.mark.parametrize("servers,platform", STACKS)
+def test_the_servers_take_the_bucket_by_its_name_in_the_user_data(servers, platform):
+    """The program gives the stack's bucket by name: auth.env, which every unit that fetches a program or uploads
+    a snapshot reads, names it, and no file names the bucket's parameter (a parameter can be pointed at another
+    bucket by whoever may write it). Without a name (the loopback rehearsals) the parameter is named instead."""
+    settings, topology = stack(servers, platform)
+    for server in range(servers):
+        files = files_of(render_cloud_config(settings, topology, server, memory_mib=8192, password_parameter=PARAMETER,
+                                             region=REGION, bucket="osr-example-bucket"))
+        assert 'BUCKET="osr-example-bucket"' in files[systemd.AUTH_ENV_PATH].splitlines()
+        # (The launcher's code can still read a parameter, for servers whose user data names one.)
+        assert not [path for path, text in files.items() if backup_bucket_parameter(settings.stack) in text
+                    or path.endswith(".env") and "BUCKET_PARAMETER" in text]
+        unnamed = server_files(servers, platform, server)[systemd.AUTH_ENV_PATH].splitlines()
+        assert f'BUCKET_PARAMETER="{backup_bucket_parameter(settings.stack)}"' in unnamed
+        assert not [line for line in unnamed if line.startswith("BUCKET=")]
 
 
 def test_backup_units_pass_systemd_analyzeverify_units(tmp_path):

@@ -229,6 +229,13 @@ def test_the_operations_secret_is_generated_secret_and_on_both_lines(prod: Progr
         (auth_env,) = [f["content"] for f in yaml.safe_load(user_data(inst.inputs))["write_files"]
                        if f["path"] == "/etc/redis/auth.env"]
         assert "FRONT_END_RULES" not in auth_env, auth_env
+    # Every server takes the stack's bucket by name (the mocks name a bucket `<resource name>-a1b2c3d`), not from
+    # its parameter; test_backup holds that no file of the user data names the parameter.
+    (bucket,) = [b for b in prod.of_type("aws:s3/bucket:Bucket") if b.name.endswith("-backups")]
+    for inst in prod.of_type(INSTANCE):
+        (auth_env,) = [f["content"] for f in yaml.safe_load(user_data(inst.inputs))["write_files"]
+                       if f["path"] == "/etc/redis/auth.env"]
+        assert f'BUCKET="{bucket.name}-a1b2c3d"' in auth_env.splitlines() and "BUCKET_PARAMETER" not in auth_env
 
 
 def _actions(statement: dict) -> list[str]:

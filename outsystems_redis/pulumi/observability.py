@@ -172,7 +172,8 @@ class RedisObservability(pulumi.ComponentResource):
                 lambda v: bucket_policy(*v)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]),
         )
-        # The name is generated (globally unique): servers read it here at run time.
+        # The name is generated (globally unique). The servers take it from their user data; this parameter is
+        # for the backup tool, and for servers created before the name was in the user data.
         self.bucket_parameter = aws.ssm.Parameter(
             f"{name}-backup-bucket",
             name=backup_bucket_parameter(s.stack),

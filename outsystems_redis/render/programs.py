@@ -197,7 +197,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     # names only servers 0..server (or the first, fixed ones): the same text whatever the final count.
     ServerProgram(
         "redis-cluster-join", carried=lambda w: join.runs_join(w.topology, w.server),
-        # auth.env after its own: root's fetch needs the region and the bucket's parameter.
+        # auth.env after its own: root's fetch needs the region and the bucket.
         env_path=systemd.JOIN_ENV_PATH, reads=(systemd.JOIN_ENV_PATH, systemd.AUTH_ENV_PATH),
         env=lambda w: join.join_env(w.topology, w.server, auth_file=w.paths.auth_file, redis_cli=w.redis_cli),
         units=lambda w: [(systemd.JOIN_UNIT, systemd.render_join_unit(w.ports, w.platform))],

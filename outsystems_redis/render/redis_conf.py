@@ -119,12 +119,12 @@ DISABLED_COMMANDS = (
     "SHUTDOWN",
     "MONITOR",  # every other client's commands as sent: session keys, and the secret names below
 )
-# Redis's own "admin" commands (ACL CAT admin; 5.0's COMMAND flags) that stay on both lines, and why: CLUSTER (its
+# Redis's own "admin" commands (ACL CAT admin; 5.0's COMMAND flags) that stay in Redis, and why: CLUSTER (its
 # NODES and SLOTS are the front-ends' slot map, and redis-cli --cluster sends it by that name; on 5.0 the same
-# password reaches its administrative subcommands), PSYNC, SYNC, REPLCONF (replicas log in with the password).
-# 7.0's users take the administrative ones from the front-ends (FRONT_END_RULES below; SECURITY.md, gap 2); on
-# 5.0, CLIENT goes by a secret name (SECRET_NAMED_COMMANDS_5_0). ROLE, administrative on 7.0 only, says what INFO
-# replication says.
+# password reaches its administrative subcommands), PSYNC, SYNC, REPLCONF (on 5.0 replicas log in with the
+# password). 7.0's users take every administrative one from the front-ends (FRONT_END_RULES below; replicas log
+# in as the replication user; SECURITY.md, gap 2); on 5.0, CLIENT goes by a secret name
+# (SECRET_NAMED_COMMANDS_5_0). ROLE, administrative on 7.0 only, says what INFO replication says.
 
 # 7.0's own: coordinated failover of a replicated pair, which the cluster does with CLUSTER FAILOVER instead.
 DISABLED_COMMANDS_7_0 = ("FAILOVER",)

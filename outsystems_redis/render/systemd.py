@@ -315,7 +315,7 @@ def render_join_unit(ports: tuple[int, ...], platform: Platform) -> str:
         fetch = (f"ExecStartPre=+/usr/bin/install -d -m 0755 {REDIS_RUN_STATE_DIR}\n"
                  f"ExecStartPre=!/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
                  f"ReadWritePaths=-{REDIS_RUN_STATE_DIR}\n")
-    run = (f"EnvironmentFile={AUTH_ENV_PATH}\n"  # the region and the bucket's parameter
+    run = (f"EnvironmentFile={AUTH_ENV_PATH}\n"  # the region and the bucket
            f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={REDIS_RUN_STATE_DIR} "
            f"FIRST_FETCH_SECONDS={FIRST_FETCH_SECONDS}\n"
            f"{fetch}"

@@ -175,8 +175,10 @@ if [ -n "$new" ] && [ "$new" != "$current" ]; then
             else
                 failed=1
             fi
-        # masterauth first: this replica's link to its master must outlive the master's switch.
-        elif apply "$port" "$config SET masterauth \"$new\"" "$config SET requirepass \"$new\""; then
+        # masterauth first: this replica's link to its master must outlive the master's switch (but for
+        # replicas that log in as the replication user: 7.0 without a grace).
+        elif masterauth=("$config SET masterauth \"$new\"") && { [ -z "$replication" ] || masterauth=(); } &&
+            apply "$port" "${masterauth[@]}" "$config SET requirepass \"$new\""; then
             log "$REDIS_HOST:$port takes the new password only"
         else
             failed=1

@@ -16,12 +16,13 @@ the steps are in this order:
   replication user (the front-ends' user there has no PSYNC): `join` and each
   failover set which (log_in_to_master).
 - `CLUSTER FAILOVER` on a 7.0 replica promotes it; the 5.0 masters vote for it.
-- A 5.0 replica can follow a 7.0 master only by partial resync (same
-  replication history, right after the failover). A full sync fails ("Can't
-  handle RDB format version 10") after the 5.0 node has flushed its data, and
-  retries forever, forking a BGSAVE on the 7.0 master each time. So the 5.0
-  replicas are removed before any failover, and each old master is removed
-  right after its own failover.
+- A 5.0 replica cannot follow a 7.0 master: it logs in as the front-ends'
+  user, which has no PSYNC there. (Where it has, on a 7.0 server created before
+  the users, a 5.0 replica follows only by partial resync; a full sync fails,
+  "Can't handle RDB format version 10", after the 5.0 node has flushed its
+  data, and retries forever, forking a BGSAVE on the 7.0 master each time.) So
+  the 5.0 replicas are removed before any failover, and each old master is
+  removed right after its own failover.
 - A 7.0 node with `cluster-announce-hostname` set adds ping extensions that
   5.0 predates; one run saw every 5.0 node mark such a node failed, later runs
   did not. The shipped redis.conf sets no hostname; preflight refuses a new
@@ -147,13 +148,14 @@ class Migration:
         self.call(node, config, "SET", "masteruser", user)
         self.call(node, config, "SET", "masterauth", auth)
 
-    def log_in_to_7_0_masters(self) -> None:
-        """Every new node that is a master, or follows a new one, logs in as the replication user again."""
+    def log_in_as_masters_need(self) -> None:
+        """Every new node logs in to its master as that master needs: as the replication user to a new (7.0) one,
+        or once it is a master itself; with the one password to an old (5.0) one. Idempotent: `promote` runs it
+        first and at each failover, so a new node that restarted since `join` (and read its include again) syncs."""
         new_ids = {self.myid(node) for node in self.new_nodes}
         for node in self.new_nodes:
             me = next(n for n in self.view(node) if "myself" in n.flags)
-            if me.is_master or me.master_id in new_ids:
-                self.log_in_to_master(node, master_is_7_0=True)
+            self.log_in_to_master(node, master_is_7_0=me.is_master or me.master_id in new_ids)
 
     def members(self) -> list[Address]:
         """Every node still in the cluster: the new ones, and the old ones not yet retired."""
@@ -331,6 +333,7 @@ class Migration:
         self.call(node, "CLUSTER", "RESET", "HARD")
 
     def retire_old_replicas(self) -> str:
+        self.log_in_as_masters_need()
         plan = self.targets(self.old_masters())
         for master in self.old_masters():
             followers = [a for a, mid in plan.items() if mid == master.id]
@@ -356,6 +359,9 @@ class Migration:
                 continue
             old_address = next((n.address for n in self.view(new) if n.id == old_id), "")
             old = next((a for a in self.old_nodes if f"{a[0]}:{a[1]}" == old_address), None)
+            self.log_in_as_masters_need()
+            self.wait(f"{host}:{MASTER_PORT}'s link to its 5.0 master",
+                      lambda new=new: self.info(new, "replication").get("master_link_status") == "up")
             started = time.monotonic()
             # Default (not FORCE/TAKEOVER): the old master stops its clients until the
             # replica has every write, so no acknowledged session is lost.
@@ -370,13 +376,14 @@ class Migration:
 
             self.wait(f"{host}:{MASTER_PORT} to take over its slots (every node agreeing)", everyone_agrees)
             took = time.monotonic() - started
-            self.log_in_to_7_0_masters()  # the 7.0 replica that followed the old master follows this one now
+            self.log_in_as_masters_need()  # the 7.0 replica that followed the old master follows this one now
             if old is not None:
-                # It now follows the 7.0 master by partial resync; remove it before that link can break.
+                # It now follows the 7.0 master, which refuses it PSYNC (or, on a 7.0 server from before the
+                # users, would at best accept a partial resync): remove it at once.
                 self.retire(old)
             lines.append(f"{host}:{MASTER_PORT} master in {took:.1f}s"
                          + (f", {old[0]}:{old[1]} retired" if old else ""))
-        self.log_in_to_7_0_masters()  # (a re-run after a stop between a failover and the line above)
+        self.log_in_as_masters_need()  # (a re-run after a stop between a failover and the line above)
         return "; ".join(lines)
 
     def ring_ok(self) -> bool:

@@ -104,9 +104,18 @@ def test_a_7_0_node_joins_a_5_0_cluster_and_replicates_a_5_0_master(mixed):
     until("the 5.0 master refuses the replication user's login",
           lambda: log_has(new, n0, "Unable to AUTH to MASTER"), timeout=BOUND)
     assert new.client(n0).info("replication")["master_link_status"] == "down"
-    migration = Migration([m0.host], [n0.host], old.password, ops_password=new.ops_secret)
+    migration = Migration([s.private_ip for s in old.topology.servers], [s.private_ip for s in new.topology.servers],
+                          old.password, ops_password=new.ops_secret, progress=lambda line: None)
     migration.log_in_to_master((n0.host, n0.port), master_is_7_0=False)
     until("replication 5.0 -> 7.0 up", lambda: new.client(n0).info("replication")["master_link_status"] == "up")
+    # Restarted, it reads its include again (the replication user): `promote`'s first step logs it in again.
+    new.kill_process(n0)
+    new.start()
+    until("the restarted 7.0 replica refused again", lambda: log_has(new, n0, "Unable to AUTH to MASTER")
+          and new.client(n0).info("replication")["master_link_status"] == "down")
+    migration.log_in_as_masters_need()
+    until("replication 5.0 -> 7.0 up again",
+          lambda: new.client(n0).info("replication")["master_link_status"] == "up")
     assert log_has(new, n0, "Loading RDB produced by version 5.0.6")
     assert new.client(n0).dbsize() == old.client(m0).dbsize() > 0
     # Gossip both ways: every 5.0 node sees the 7.0 node as a healthy replica of master 0.

@@ -328,6 +328,8 @@ def test_sync_through_the_tls_cli(loopback_factory):
     code, output = lo.sync_passwords(grace_seconds=0)[0]
     assert code == 0 and "redis-cli-tls" in lo.password_sync_environment(0)["REDIS_CLI"], output
     assert takers(lo, new) == [lo.processes[0].address] and takers(lo, old) == []
+    # Without a grace too, a replica keeps logging in as the replication user: its masterauth does not change.
+    assert lo.config_get(lo.processes[0], "masterauth")["masterauth"] == replication_password(lo.ops_secret)
 
 
 # ---------------------------------------------------------------- fetch-password.sh, the boot step

@@ -108,11 +108,17 @@ def test_a_returning_server_takes_its_master_back_one_server_per_run(version, lo
     assert lost_sessions(lo, acked) == 0
 
     first = lo.restore_roles()
-    assert acted(first) == [1], first  # the first drifted server by IP, alone
-    assert "server " + hosts[1] + " restores its master role first" in first[2][1], (first, cluster_views(lo))
-    wait_synced(lo)
-    second = lo.restore_roles()
-    assert acted(second) == [2], second
+    # The first drifted server by IP acts, and the other waits for it. The runs start together, but on a loaded
+    # machine one may start a second late, when the first's failover has already ended (the env -i run of
+    # 7bf1260): then it is the first drifted server by IP, and acts in the same run, after it.
+    assert acted(first) in ([1], [1, 2]), first
+    if acted(first) == [1]:
+        assert "server " + hosts[1] + " restores its master role first" in first[2][1], (first, cluster_views(lo))
+        wait_synced(lo)
+        second = lo.restore_roles()
+        assert acted(second) == [2], second
+    else:
+        assert "is a master again" in first[1][1], first  # server 1's had ended
     wait_synced(lo)
     assert acted(lo.restore_roles()) == []  # nothing left to do: a quiet no-op
 

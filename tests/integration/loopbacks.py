@@ -87,3 +87,17 @@ def warnings(lo: Loopback) -> list[str]:
             if re.match(r"\d+:[CMSX] .* # ", line) and not BENIGN.search(line):
                 found.append(f"{p.address}: {line}")
     return found
+
+
+def replica_logins(lo: Loopback) -> dict[str, list[str]]:
+    """For every master process, the user each of its replica links is logged in as (CLIENT LIST TYPE replica,
+    as the operations user; CLIENT by its secret name on 5.0)."""
+    logins = {}
+    for p in (p for p in lo.processes if p.role == "master"):
+        admin = lo.admin(p)
+        try:
+            links = admin.execute_command(lo.command_name(p, "CLIENT"), "LIST", "TYPE", "replica").splitlines()
+        finally:
+            admin.close()
+        logins[p.address] = [next(w[5:] for w in line.split() if w.startswith("user=")) for line in links]
+    return logins

@@ -30,7 +30,7 @@ from outsystems_redis.platforms import PLATFORMS
 from outsystems_redis.render.redis_conf import disabled_commands, has_users, secret_named_commands
 from outsystems_redis.tools.loopback import Loopback
 from outsystems_redis.tools.rehearsal import lost_sessions, write_sessions
-from tests.integration.loopbacks import nodes
+from tests.integration.loopbacks import nodes, replica_logins
 from tests.tools import REDIS_VERSIONS, redis_bin
 
 # Each disabled command with arguments that would do harm if it ran. (One that ran would also break what
@@ -240,11 +240,8 @@ def test_a_clusters_front_end_password_keeps_sessions_and_nothing_else(version, 
     assert_only_sessions(lo)
     if has_users(lo.platform):
         # Every master's replica is logged in as the replication user (the front-ends' user has no PSYNC).
-        for master in (p for p in lo.processes if p.role == "master"):
-            admin = lo.admin(master)
-            links = admin.execute_command(lo.command_name(master, "CLIENT"), "LIST", "TYPE", "replica").splitlines()
-            admin.close()
-            assert len(links) == 1 and f" user={REPLICATION_USER} " in links[0], (master.address, links)
+        logins = replica_logins(lo)
+        assert logins and all(users == [REPLICATION_USER] for users in logins.values()), logins
 
 
 @pytest.mark.parametrize("version", REDIS_VERSIONS)

@@ -38,6 +38,7 @@ from outsystems_redis.render.redis_conf import FRONT_END_RULES, REPLICATION_RULE
 from outsystems_redis.tools import health
 from outsystems_redis.tools.loopback import BASH, Loopback, generate_password
 from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
+from tests.integration.loopbacks import replica_logins
 from tests.tools import ROOT, loopback_octet, redis_bin
 
 GRACE = 4  # seconds of Redis 7.0 grace in these tests (3600 on AWS)
@@ -592,19 +593,6 @@ def test_before_redis_auth_has_written_the_file_the_sync_has_nothing_to_do(loopb
     assert not missing.parent.exists()
 
 
-def replica_logins(lo: Loopback) -> set[str]:
-    """The users that the masters' replicas are logged in as (CLIENT LIST TYPE replica, on every master)."""
-    users = set()
-    for p in (p for p in lo.processes if p.role == "master"):
-        admin = lo.admin(p)
-        try:
-            for line in admin.execute_command(lo.command_name(p, "CLIENT"), "LIST", "TYPE", "replica").splitlines():
-                users.add(next(w[5:] for w in line.split() if w.startswith("user=")))
-        finally:
-            admin.close()
-    return users
-
-
 def operations_takers(lo: Loopback) -> list[str]:
     """The processes that log in the operations user with the operations secret (a new connection each)."""
     took = []
@@ -654,7 +642,7 @@ def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(n
     assert f"user {REPLICATION_USER} on >{replication} {REPLICATION_RULES}\nmasteruser {REPLICATION_USER}\n" \
            f"masterauth {replication}\n" in text, text
     replication_reconnects(lo)  # the links log in again, now as the replication user
-    assert replica_logins(lo) == {REPLICATION_USER}
+    assert {u for users in replica_logins(lo).values() for u in users} == {REPLICATION_USER}
     assert f"user default on >{lo.password} ~* &* +@all\n" in text  # the front-ends' user as it was
     assert takers(lo, lo.password) == [p.address for p in lo.processes]
     assert verify_sessions(lo, traffic.acked) == []
@@ -666,4 +654,4 @@ def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(n
     lo.start()
     assert first.address in operations_takers(lo) and lo.accepts(first, lo.password)
     links_up(lo)
-    assert replica_logins(lo) == {REPLICATION_USER}
+    assert {u for users in replica_logins(lo).values() for u in users} == {REPLICATION_USER}

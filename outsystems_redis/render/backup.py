@@ -32,7 +32,7 @@ def backup_script() -> str:
     return shipped_script(BACKUP_SCRIPT, library=True)
 
 
-def backup_env(topology: Topology, server: int, *, stack: str, redis_cli: str = "redis-cli",
+def backup_env(topology: Topology, server: int, *, redis_cli: str = "redis-cli",
                work_dir: str = BACKUP_WORK_DIR, state_dir: str = STATE_DIR) -> dict[str, str]:
     """Inputs of redis-backup on server `server` (names and addresses, no secret).
 

@@ -70,7 +70,7 @@ def password_sync_env(ports: tuple[int, ...], redis_line: str, redis_cli: str) -
     }
 
 
-def password_sync_fetch_env(stack: str, state_dir: str = STATE_DIR) -> dict[str, str]:
+def password_sync_fetch_env(state_dir: str = STATE_DIR) -> dict[str, str]:
     """The launcher's inputs on EC2 (the bucket: auth.env): the program's key, where its last copy stays."""
     return {"TOOLS_KEY": monitoring.PASSWORD_SYNC_TOOL_KEY, "STATE_DIR": state_dir}
 

@@ -232,7 +232,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     ServerProgram(
         "redis-password-sync", env_path=password.PASSWORD_SYNC_ENV_PATH, reads=(systemd.AUTH_ENV_PATH,),
         env=lambda w: {**password.password_sync_env(w.ports, w.platform.redis_version, w.redis_cli),
-                       **password.password_sync_fetch_env(w.settings.stack, w.state_dir)},
+                       **password.password_sync_fetch_env(w.state_dir)},
         units=lambda w: [(password.PASSWORD_SYNC_UNIT, password.render_password_sync_unit(
                               w.ports, systemd.aws_sandbox(w.platform, writes_auth=True))),
                          (password.PASSWORD_SYNC_TIMER, password.render_password_sync_timer())],
@@ -241,7 +241,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     # Every hour, with every other server: an RDB of each master on this server to the stack's bucket.
     ServerProgram(
         "redis-backup", env_path=backup.BACKUP_ENV_PATH, reads=(systemd.AUTH_ENV_PATH,),
-        env=lambda w: backup.backup_env(w.topology, w.server, stack=w.settings.stack, redis_cli=w.redis_cli,
+        env=lambda w: backup.backup_env(w.topology, w.server, redis_cli=w.redis_cli,
                                         work_dir=w.backup_dir, state_dir=w.state_dir),
         units=lambda w: [(backup.BACKUP_UNIT, backup.render_backup_unit(w.ports,
                                                                         sandbox=systemd.aws_sandbox(w.platform))),

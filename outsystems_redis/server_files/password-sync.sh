@@ -19,8 +19,8 @@
 # errors) but never printed: an error could quote the password.
 # Inputs: PASSWORD_PARAMETER, AWS_REGION, AUTH_FILE, PORTS, REDIS_LINE (5.0|7.0),
 # REDIS_CLI, GRACE_SECONDS; optional REDIS_HOST, SSM_CALL_SECONDS.
-# Exit 0: done, nothing to do, or SSM unreachable; 1: not switched. Either way
-# the next run tries again.
+# Exit 0: done, nothing to do, or SSM unreachable; 1: not switched, or SSM's
+# password unusable (the users' steps still run). Either way the next run tries again.
 set -euo pipefail
 
 : "${PASSWORD_PARAMETER:?PASSWORD_PARAMETER is required}"
@@ -150,11 +150,14 @@ rewrite_auth() {
     fi
 }
 
+unusable=""
 if ! new=$(ssm_get "$PASSWORD_PARAMETER" "$SSM_CALL_SECONDS"); then
     log "cannot read $PASSWORD_PARAMETER from SSM (unreachable?); trying again at the next run"
     new=""
 elif ! password_usable "$new"; then
-    die "$PASSWORD_PARAMETER holds no usable password ($PASSWORD_RULE); nothing changed"
+    # Not a reason to skip the users' steps below: the password stays, and the run fails at its end.
+    log "ERROR: $PASSWORD_PARAMETER holds no usable password ($PASSWORD_RULE); the password is not changed"
+    new="" unusable=1
 fi
 
 if [ -n "$new" ] && [ "$new" != "$current" ]; then
@@ -263,3 +266,6 @@ if [ "$REDIS_LINE" = 7.0 ] && [ -z "$replication" ]; then
     rewrite_auth
     log "added the replication user to $REDIS_HOST's Redis processes and $AUTH_FILE; their replicas log in as it"
 fi
+
+# The password in SSM was unusable: the run fails (the unit's failure shows), whatever else it did.
+[ -z "$unusable" ] || exit 1

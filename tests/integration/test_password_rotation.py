@@ -36,7 +36,7 @@ from outsystems_redis.parameters import OPERATIONS_USER, REPLICATION_USER, repli
 from outsystems_redis.render.password import secret_names_env
 from outsystems_redis.render.redis_conf import FRONT_END_RULES, REPLICATION_RULES, secret_named_commands
 from outsystems_redis.tools import health
-from outsystems_redis.tools.loopback import BASH, Loopback, generate_password
+from outsystems_redis.tools.loopback import BASH, PASSWORD_PARAMETER, Loopback, generate_password
 from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
 from tests.integration.loopbacks import replica_logins
 from tests.tools import ROOT, loopback_octet, redis_bin
@@ -655,3 +655,24 @@ def test_the_sync_gives_a_7_0_server_of_an_earlier_version_the_operations_user(n
     assert first.address in operations_takers(lo) and lo.accepts(first, lo.password)
     links_up(lo)
     assert {u for users in replica_logins(lo).values() for u in users} == {REPLICATION_USER}
+
+
+def test_an_unusable_password_in_ssm_still_lets_the_sync_give_an_earlier_server_its_users(loopback_factory):
+    """An unusable password in SSM (someone put one by hand) fails the sync's run, names the parameter, and changes
+    no password; the steps that give a 7.0 server of an earlier version its operations and replication users still
+    run, so that server does not wait for the parameter to be fixed. Planted (the run ending at the unusable
+    password, as before): no users."""
+    lo = loopback_factory("7.0", servers=1)
+    older = {"FRONT_END_RULES": ""}  # as an earlier version's auth.env: no users
+    lo.auth_overrides.update(older)
+    lo.start()
+    auth = Path(lo.paths(0).auth_file)
+    assert "user " not in auth.read_text()
+    lo.ssm_put("short,one")
+    [(code, output)] = lo.sync_passwords(**older).values()
+    assert code == 1 and "ERROR: " in output and "holds no usable password" in output, output
+    assert f"{PASSWORD_PARAMETER} holds no usable password" in output and "short,one" not in output, output
+    assert "added the operations user" in output and "added the replication user" in output, output
+    text = auth.read_text()
+    assert f"requirepass {lo.password}\n" in text and f"user {OPERATIONS_USER} on >{lo.ops_secret} " in text, text
+    assert operations_takers(lo) == [p.address for p in lo.processes] and takers(lo, lo.password)

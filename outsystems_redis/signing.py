@@ -6,7 +6,13 @@ the servers at, is refused and the last good copy keeps running. ECDSA P-256 wit
 Ubuntu 20.04's OpenSSL 1.1.1 verifies it with `openssl dgst` (Ed25519 would need OpenSSL 3's
 `pkeyutl -rawin`); signed deterministically (RFC 6979), so the same program always has the same
 signature and a preview shows no change. The key is derived from a secret seed that only the Pulumi
-state holds. Pure, no pulumi.
+state holds.
+
+Replay: whoever may write `tools/` (the `toolWriters`) cannot sign, but could serve again a program the
+deployer signed before. So each program is also signed with the release of the fetched programs (RELEASE,
+`tools/<program>.release.sig`), and a server runs a release no older than both the one its user data was
+rendered with and the one it last ran. The plain `.sig` stays for servers created before (their launcher
+knows no releases). Pure, no pulumi.
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 SIGNATURE_SUFFIX = ".sig"  # tools/<program>.sig beside tools/<program>: base64 of the DER signature
+# tools/<program>.release.sig: the release on its first line, then base64 of the DER signature of the release, the
+# key and the bytes. What this version's launcher fetches.
+RELEASE_SIGNATURE_SUFFIX = ".release.sig"
+# The release of the fetched programs (render/fetched.py). Raise it by one with every change to any of them:
+# tests/unit/test_tools_release.py holds each release's digest, so that no release number names two programs.
+RELEASE = 1
 TOOLS_PUBLIC_KEY_PATH = "/etc/redis/tools.pub"  # in the user data; the launcher's default
 SEED_MIN_LENGTH = 32
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -48,11 +60,37 @@ def signature(seed: str, key: str, text: str) -> str:
     return base64.b64encode(_private_key(seed).sign(_message(key, text), _ALGORITHM)).decode() + "\n"
 
 
-def verifies(public_pem: str, key: str, text: str, signed: str) -> bool:
-    """What the launcher's `openssl dgst -sha256 -verify` decides, in Python (for the tests)."""
+def _release_message(key: str, text: str, release: int) -> bytes:
+    # Begins unlike any object key, so that no plain signature verifies as a release signature.
+    return f"outsystems-redis tools release {release}\n{key}\n{text}".encode()
+
+
+def release_signature(seed: str, key: str, text: str, release: int = RELEASE) -> str:
+    """The text of tools/<program>.release.sig for the program `text` at bucket key `key`."""
+    if release < 1:
+        raise ValueError(f"release {release}: a positive number")
+    signed = _private_key(seed).sign(_release_message(key, text, release), _ALGORITHM)
+    return f"{release}\n{base64.b64encode(signed).decode()}\n"
+
+
+def _verifies(public_pem: str, message: bytes, signed: str) -> bool:
     public = serialization.load_pem_public_key(public_pem.encode())
     try:
-        public.verify(base64.b64decode(signed), _message(key, text), ec.ECDSA(hashes.SHA256()))
+        public.verify(base64.b64decode(signed), message, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def verifies(public_pem: str, key: str, text: str, signed: str) -> bool:
+    """What an older launcher's `openssl dgst -sha256 -verify` decides about a plain .sig, in Python (for the
+    tests)."""
+    return _verifies(public_pem, _message(key, text), signed)
+
+
+def release_verifies(public_pem: str, key: str, text: str, signed: str) -> int | None:
+    """The release a .release.sig was signed for, when it verifies (for the tests); else None."""
+    first, _, rest = signed.partition("\n")
+    if not first.isdigit() or not _verifies(public_pem, _release_message(key, text, int(first)), rest.strip()):
+        return None
+    return int(first)

@@ -23,7 +23,7 @@ from outsystems_redis.alarms import dashboard_body, dashboard_name, server_alarm
 from outsystems_redis.backup_bucket import bucket_policy, lifecycle_rules, tool_objects
 from outsystems_redis.monitoring import backup_bucket_parameter, log_group_name, metric_namespace
 from outsystems_redis.settings import Settings
-from outsystems_redis.signing import SIGNATURE_SUFFIX, signature
+from outsystems_redis.signing import RELEASE_SIGNATURE_SUFFIX, SIGNATURE_SUFFIX, release_signature, signature
 
 
 @dataclass
@@ -198,9 +198,12 @@ class RedisObservability(pulumi.ComponentResource):
         for key, text in tool_objects(args.tools).items():
             self.tools.append(upload(key, text))
             if seed is not None:
-                # Not a secret (a signature), though derived from one: reviewers see it change with its tool.
-                self.tools.append(upload(key + SIGNATURE_SUFFIX, pulumi.Output.unsecret(
-                    seed.apply(lambda s, key=key, text=text: signature(s, key, text)))))
+                # Not secrets (signatures), though derived from one: reviewers see them change with their tool.
+                # The release signature is what this version's servers check; the plain one, servers created
+                # before releases (signing.py).
+                for suffix, sign in ((SIGNATURE_SUFFIX, signature), (RELEASE_SIGNATURE_SUFFIX, release_signature)):
+                    self.tools.append(upload(key + suffix, pulumi.Output.unsecret(
+                        seed.apply(lambda s, key=key, text=text, sign=sign: sign(s, key, text)))))
         # What a server's first boot needs: its jobs write to these from the first minute.
         self.first_boot_needs: list[pulumi.Resource] = [
             self.log_group, self.bucket, encryption, versioning, public_access, ownership, lifecycle, policy,

@@ -17,6 +17,7 @@ from outsystems_redis.render.redis_conf import EC2_PATHS, Paths
 from outsystems_redis.render.shipped import python_program, shipped_script
 from outsystems_redis.render.systemd import AUTH_ENV_PATH, OBSERVE_PATH, SEARCH_PATH, STATE_DIR, redis_unit
 from outsystems_redis.server_files import source
+from outsystems_redis.signing import RELEASE
 from outsystems_redis.topology import Topology
 
 AGENT_SOURCE = source("metrics_agent.py")
@@ -28,9 +29,10 @@ LOGS_UNIT = "redis-logs.service"
 LOGS_TIMER = "redis-logs.timer"
 
 
-def observe_launcher() -> str:
-    """The exact text of the launcher (OBSERVE_PATH) in the user data."""
-    return shipped_script(LAUNCHER_SOURCE)
+def observe_launcher(release: int = RELEASE) -> str:
+    """The exact text of the launcher (OBSERVE_PATH) in the user data, which runs fetched programs of `release`
+    (signing.RELEASE: the one `pulumi up` uploads with it) or later."""
+    return shipped_script(LAUNCHER_SOURCE).replace("@TOOLS_RELEASE@", str(release))
 
 
 def observe_script() -> str:

@@ -10,8 +10,10 @@
 # with no copy at all the run fails, and the missing metrics raise the alarms. When the user data
 # gave this server the deployer's public key (TOOLS_PUBLIC_KEY), a program runs only if its signature (kept
 # beside the copy and checked again, on a private copy, at every run),
-# the object TOOLS_KEY.sig (outsystems_redis/signing.py), verifies against it: anything else in the bucket,
-# or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
+# the object TOOLS_KEY.release.sig (outsystems_redis/signing.py), verifies against it: anything else in the
+# bucket, or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
+# That signature names the programs' release: one older than this launcher's (TOOLS_RELEASE, rendered with
+# it) or than the copy's is refused too, so an older program the deployer once signed is not run again.
 # No secret here:
 # the programs read the password from AUTH_FILE themselves.
 # With FIRST_FETCH_SECONDS (redis-auth, whose programs Redis cannot start without) and no copy yet, a
@@ -33,6 +35,7 @@ source=${BUCKET:-"the bucket named in $BUCKET_PARAMETER"} # (for the log)
 export AWS_RETRY_MODE=${AWS_RETRY_MODE:-standard}
 export AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-2}
 TOOLS_PUBLIC_KEY=${TOOLS_PUBLIC_KEY:-/etc/redis/tools.pub}
+TOOLS_RELEASE=@TOOLS_RELEASE@
 FIRST_FETCH_SECONDS=${FIRST_FETCH_SECONDS:-0}
 
 program="$STATE_DIR/${TOOLS_KEY##*/}"
@@ -45,11 +48,23 @@ case "$program" in
     *) log "ERROR: TOOLS_KEY $TOOLS_KEY: a .py or .sh object"; exit 2 ;;
 esac
 
-# verified PROGRAM SIG : SIG (base64) is the deployer's signature of TOOLS_KEY's name and PROGRAM's bytes.
+# release_of SIG : the release on the first line of SIG (a .release.sig), if it has one.
+release_of() { head -n 1 "$1" 2>/dev/null | grep -x '[0-9]\{1,9\}' || true; }
+
+# verified PROGRAM SIG : SIG is the deployer's signature of its release, TOOLS_KEY's name and PROGRAM's bytes,
+# for a release no older than TOOLS_RELEASE and the copy's (return 2: an older one, said here).
 verified() {
-    # What the deployer signed: the object's key, then its bytes (a signed program under another name fails).
-    { printf '%s\n' "$TOOLS_KEY"; cat "$1"; } >"$1.signed"
-    base64 -d "$2" >"$1.der" 2>/dev/null &&
+    local release floor=$TOOLS_RELEASE kept
+    release=$(release_of "$2") kept=$(release_of "$program.sig")
+    [ -n "$release" ] || return 1
+    [ -z "$kept" ] || [ "$kept" -le "$floor" ] || floor=$kept
+    if [ "$release" -lt "$floor" ]; then
+        log "ERROR: $TOOLS_KEY: signed for release $release, older than release $floor that this server runs: refused"
+        return 2
+    fi
+    # What the deployer signed (signing.py: _release_message); a signed program under another name fails.
+    { printf 'outsystems-redis tools release %s\n%s\n' "$release" "$TOOLS_KEY"; cat "$1"; } >"$1.signed"
+    sed -n 2p "$2" | base64 -d >"$1.der" 2>/dev/null &&
         openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$1.der" "$1.signed" >/dev/null 2>&1
 }
 
@@ -63,13 +78,13 @@ fetch() {
     timeout -k 2 "${bounds[1]}" aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
         --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
     if [ -e "$TOOLS_PUBLIC_KEY" ]; then
-        timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.sig" "$work/sig" --region "$AWS_REGION" \
+        timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.release.sig" "$work/sig" --region "$AWS_REGION" \
             --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
-            { log "ERROR: cannot fetch $TOOLS_KEY.sig: $TOOLS_KEY refused unsigned"; return 1; }
-        if ! verified "$work/program" "$work/sig"; then
-            log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
+            { log "ERROR: cannot fetch $TOOLS_KEY.release.sig: $TOOLS_KEY refused unsigned"; return 1; }
+        verified "$work/program" "$work/sig" || {
+            [ $? -eq 2 ] || log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
             return 1
-        fi
+        }
     fi
     # A truncated or foreign object never replaces a working copy.
     if [ "$run" = python3 ]; then

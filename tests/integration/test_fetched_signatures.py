@@ -3,7 +3,8 @@ the stack's deployer: the shipped launcher, the real AWS CLI against moto's S3 a
 
 A program someone else put in the bucket (or in another bucket the parameter was pointed at) is refused,
 and the last good copy runs; the signature is checked against the public key in the user data
-(outsystems_redis/signing.py, what `pulumi up` uploads beside each program).
+(outsystems_redis/signing.py, what `pulumi up` uploads beside each program). So is a program the deployer
+signed for an older release than the server runs.
 """
 
 from __future__ import annotations
@@ -32,28 +33,36 @@ class Bucket:
                                          Type="String")
 
     def put(self, text: str, signed: str | None) -> None:
+        """The program, and `signed` as its release signature (the object this version's launcher fetches)."""
         self.s3.put_object(Bucket=self.name, Key=KEY, Body=text.encode())
         if signed is None:
-            self.s3.delete_object(Bucket=self.name, Key=KEY + signing.SIGNATURE_SUFFIX)
+            self.s3.delete_object(Bucket=self.name, Key=KEY + signing.RELEASE_SIGNATURE_SUFFIX)
         else:
-            self.s3.put_object(Bucket=self.name, Key=KEY + signing.SIGNATURE_SUFFIX, Body=signed.encode())
+            self.s3.put_object(Bucket=self.name, Key=KEY + signing.RELEASE_SIGNATURE_SUFFIX, Body=signed.encode())
 
 
 def program(version: int) -> str:
     return f"#!/bin/bash\necho \"probe version {version}\"\n"
 
 
-def launcher_command(moto: Moto, tmp: Path, public_key: Path, state: str = "state",
+def signed(text: str, release: int = 1, seed: str = SEED, key: str = KEY) -> str:
+    """What `pulumi up` uploads as tools/probe.sh.release.sig for `text` at `release`."""
+    return signing.release_signature(seed, key, text, release)
+
+
+def launcher_command(moto: Moto, tmp: Path, public_key: Path, state: str = "state", release: int = 1,
                      **extra: str) -> tuple[list[str], dict[str, str]]:
-    launcher = tmp / "redis-run-fetched"
-    launcher.write_text(observe_launcher())
+    """The launcher of a server whose user data was rendered with the programs of `release`."""
+    launcher = tmp / f"redis-run-fetched-{release}"
+    launcher.write_text(observe_launcher(release))
     env = {**moto.env(), "BUCKET_PARAMETER": monitoring.backup_bucket_parameter(STACK), "TOOLS_KEY": KEY,
            "STATE_DIR": str(tmp / state), "TOOLS_PUBLIC_KEY": str(public_key), **extra}
     return [BASH, str(launcher)], env
 
 
-def launch(moto: Moto, tmp: Path, public_key: Path, state: str = "state") -> subprocess.CompletedProcess:
-    argv, env = launcher_command(moto, tmp, public_key, state)
+def launch(moto: Moto, tmp: Path, public_key: Path, state: str = "state", release: int = 1
+           ) -> subprocess.CompletedProcess:
+    argv, env = launcher_command(moto, tmp, public_key, state, release)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
@@ -62,16 +71,20 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     public_key.write_text(signing.public_key_pem(SEED))
     bucket = Bucket(moto)
 
-    bucket.put(program(1), signing.signature(SEED, KEY, program(1)))
+    bucket.put(program(1), signed(program(1)))
     ran = launch(moto, tmp_path, public_key)
     assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr
     assert ran.stderr == ""
 
     # Tampered: new text under the old signature; signed by another key; signed for another object's name
     # (one of the deployer's programs put in another's place); no signature at all.
-    for signed in (signing.signature(SEED, KEY, program(1)), signing.signature("Attacker" * 5, KEY, program(2)),
-                   signing.signature(SEED, "tools/other.sh", program(2)), None):
-        bucket.put(program(2), signed)
+    for signature in (signed(program(1)), signed(program(2), seed="Attacker" * 5),
+                      signed(program(2), key="tools/other.sh"), None,
+                      # the plain signature, which servers created before releases check
+                      signing.signature(SEED, KEY, program(2)),
+                      # the release number changed after signing
+                      signed(program(2), release=2).replace("2\n", "3\n", 1)):
+        bucket.put(program(2), signature)
         ran = launch(moto, tmp_path, public_key)
         assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr  # the last good copy
         assert "ERROR" in ran.stderr and "refused" in ran.stderr and "running the copy of" in ran.stderr, ran.stderr
@@ -81,7 +94,7 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     assert ran.returncode == 1 and ran.stdout == "" and "no earlier copy" in ran.stderr, ran.stdout + ran.stderr
 
     # The deployer's next upload is taken at the next run.
-    bucket.put(program(2), signing.signature(SEED, KEY, program(2)))
+    bucket.put(program(2), signed(program(2)))
     ran = launch(moto, tmp_path, public_key)
     assert ran.returncode == 0 and ran.stdout == "probe version 2\n" and ran.stderr == "", ran.stdout + ran.stderr
     # No download left behind: the copy, and its signature (checked again at every run).
@@ -126,7 +139,7 @@ def test_a_first_boot_waits_for_its_program_within_first_fetch_seconds(moto, tmp
         while "cannot fetch tools/probe.sh yet; retrying in 10s" not in errors.read_text():
             assert waiting.poll() is None and time.monotonic() - started < 40, errors.read_text()
             time.sleep(0.2)
-        bucket.put(program(4), signing.signature(SEED, KEY, program(4)))
+        bucket.put(program(4), signed(program(4)))
         out, _ = waiting.communicate(timeout=60)
     finally:
         waiting.kill()
@@ -148,7 +161,7 @@ def test_a_reboot_with_a_copy_gives_a_hanging_aws_only_short_bounds(moto, tmp_pa
     public_key = tmp_path / "tools.pub"
     public_key.write_text(signing.public_key_pem(SEED))
     bucket = Bucket(moto)
-    bucket.put(program(5), signing.signature(SEED, KEY, program(5)))
+    bucket.put(program(5), signed(program(5)))
     assert launch(moto, tmp_path, public_key).returncode == 0  # the copy of the first boot
     # An endpoint that takes connections and never answers: every call hangs until its bound.
     with socket.socket() as hanging:
@@ -172,7 +185,7 @@ def test_a_program_run_as_redis_is_fetched_by_one_step_and_run_by_another(moto, 
     public_key = tmp_path / "tools.pub"
     public_key.write_text(signing.public_key_pem(SEED))
     bucket = Bucket(moto)
-    bucket.put(program(5), signing.signature(SEED, KEY, program(5)))
+    bucket.put(program(5), signed(program(5)))
     argv, env = launcher_command(moto, tmp_path, public_key, FETCH_ONLY="1")
     fetched = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert fetched.returncode == 0 and fetched.stdout == "" and fetched.stderr == "", fetched.stdout + fetched.stderr
@@ -203,11 +216,11 @@ def test_a_server_given_its_bucket_by_name_never_follows_the_parameter_elsewhere
     public_key = tmp_path / "tools.pub"
     public_key.write_text(signing.public_key_pem(SEED))
     bucket = Bucket(moto)
-    bucket.put(program(1), signing.signature(SEED, KEY, program(1)))
+    bucket.put(program(1), signed(program(1)))
     s3, other = moto.client("s3"), f"osr-{STACK}-elsewhere"
     s3.create_bucket(Bucket=other, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_object(Bucket=other, Key=KEY, Body=program(0).encode())
-    s3.put_object(Bucket=other, Key=KEY + signing.SIGNATURE_SUFFIX, Body=signing.signature(SEED, KEY, program(0)))
+    s3.put_object(Bucket=other, Key=KEY + signing.RELEASE_SIGNATURE_SUFFIX, Body=signed(program(0)))
     moto.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(STACK), Value=other, Type="String",
                                      Overwrite=True)
     argv, env = launcher_command(moto, tmp_path, public_key, BUCKET=bucket.name)
@@ -215,3 +228,31 @@ def test_a_server_given_its_bucket_by_name_never_follows_the_parameter_elsewhere
     assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr
     older = launch(moto, tmp_path, public_key, state="older-server")
     assert older.returncode == 0 and older.stdout == "probe version 0\n", older.stdout + older.stderr
+
+
+def test_a_program_the_deployer_signed_for_an_older_release_is_not_run_again(moto, tmp_path):
+    """Whoever may write tools/ (the toolWriters) cannot sign, but could serve again a program the deployer signed
+    for an earlier release (one with a known flaw, say). The launcher runs no release older than its own (rendered
+    into the user data with the programs of its day) or than its copy's: the older one is refused with an ERROR
+    that names both releases, and the copy runs; a later release is taken. Planted (the release check removed
+    from the launcher): the older program runs."""
+    public_key = tmp_path / "tools.pub"
+    public_key.write_text(signing.public_key_pem(SEED))
+    bucket = Bucket(moto)
+    # A server created at release 1 takes release 2's program, then is served release 1's again.
+    bucket.put(program(2), signed(program(2), release=2))
+    ran = launch(moto, tmp_path, public_key, release=1)
+    assert ran.returncode == 0 and ran.stdout == "probe version 2\n" and ran.stderr == "", ran.stdout + ran.stderr
+    bucket.put(program(1), signed(program(1), release=1))
+    ran = launch(moto, tmp_path, public_key, release=1)
+    assert ran.returncode == 0 and ran.stdout == "probe version 2\n", ran.stdout + ran.stderr  # the copy
+    assert "ERROR: tools/probe.sh: signed for release 1, older than release 2 that this server runs: refused" \
+        in ran.stderr and "running the copy of" in ran.stderr, ran.stderr
+    # A server created at release 2 refuses release 1 at its first boot, with no copy to compare with.
+    ran = launch(moto, tmp_path, public_key, state="first-boot", release=2)
+    assert ran.returncode == 1 and ran.stdout == "" and "older than release 2" in ran.stderr, ran.stdout + ran.stderr
+    # The same release again, and a later one, run.
+    for release, version in ((2, 3), (3, 4)):
+        bucket.put(program(version), signed(program(version), release=release))
+        ran = launch(moto, tmp_path, public_key, release=1)
+        assert ran.returncode == 0 and ran.stdout == f"probe version {version}\n", ran.stdout + ran.stderr

@@ -171,6 +171,29 @@ def input_changes(golden: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return changes
 
 
+# The release of the fetched programs (outsystems_redis/signing.py: RELEASE): release -> digest of the programs.
+# A server refuses a release older than the one it runs, so one release number must never name two sets.
+RELEASES = GOLDEN / "tools-releases.json"
+
+
+def fetched_digest() -> str:
+    """sha256 of every fetched program (key and exact text), as `pulumi up` uploads them."""
+    from outsystems_redis.render.fetched import fetched_tools
+    return hashlib.sha256(json.dumps(sorted(fetched_tools().items())).encode()).hexdigest()
+
+
+def release_problem(ledger: dict[str, str], release: int, digest: str) -> str | None:
+    """Why the programs of `digest` cannot go out as `release`, given the recorded `ledger`; None when they can
+    (recorded as that release, or a new release above every recorded one)."""
+    if ledger.get(str(release)) == digest:
+        return None
+    latest = max(map(int, ledger), default=0)
+    if str(release) in ledger or release <= latest:
+        return (f"the fetched programs changed, but release {release} already names other programs (or is not "
+                f"the latest, {latest}): raise outsystems_redis.signing.RELEASE to {latest + 1}")
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Approve the program's current inputs as the upgrade golden (tests/unit/golden/).",
@@ -197,6 +220,17 @@ def main() -> int:
         if args.approve and changes:
             GOLDEN.mkdir(exist_ok=True)
             path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    from outsystems_redis.signing import RELEASE
+    ledger = json.loads(RELEASES.read_text()) if RELEASES.exists() else {}
+    digest = fetched_digest()
+    problem = release_problem(ledger, RELEASE, digest)
+    if problem:
+        print(f"fetched programs: NOT approved: {problem}")
+        status = 1
+    elif ledger.get(str(RELEASE)) != digest:
+        print(f"fetched programs: release {RELEASE} to record")
+        if args.approve:
+            RELEASES.write_text(json.dumps({**ledger, str(RELEASE): digest}, indent=1, sort_keys=True) + "\n")
     return status
 
 

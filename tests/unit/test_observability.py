@@ -34,10 +34,14 @@ from outsystems_redis.render.cloud_config import decode_user_data
 from outsystems_redis.render.fetched import fetched_tools
 from outsystems_redis.settings import KNOWN_KEYS, load_settings
 from outsystems_redis.signing import (
+    RELEASE,
+    RELEASE_SIGNATURE_SUFFIX,
     SEED_MIN_LENGTH,
     SIGNATURE_SUFFIX,
     TOOLS_PUBLIC_KEY_PATH,
     public_key_pem,
+    release_signature,
+    release_verifies,
     signature,
     verifies,
 )
@@ -413,7 +417,7 @@ def test_no_server_boots_before_its_alarm_topic_log_group_bucket_and_parameter(p
         needs = {r.urn for r in program.resources
                  if r.type == "aws:cloudwatch/logGroup:LogGroup" or r.type.startswith("aws:s3/")
                  or (r.type == "aws:ssm/parameter:Parameter" and r.inputs["name"].endswith("/backup-bucket"))}
-        assert len(needs) == 9 + 6 * 2  # and the programs the servers fetch, and their signatures
+        assert len(needs) == 9 + 6 * 3  # and the programs the servers fetch, and their two signatures
         for inst in program.of_type("aws:ec2/instance:Instance"):
             assert needs <= set(inst.dependencies), inst.name
             policy = program.of_type("aws:iam/rolePolicy:RolePolicy")[0]
@@ -537,7 +541,8 @@ def test_exports_say_where_to_look_when_something_pages(extra: dict, topic: str)
 
 
 def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(programs: dict[str, Program]) -> None:
-    """Beside each program, tools/<program>.sig: its signature with the stack's key (outsystems_redis/signing.py),
+    """Beside each program, tools/<program>.release.sig and tools/<program>.sig: its signatures with the stack's key
+    (outsystems_redis/signing.py), with and without the programs' release,
     which verifies against the public key every server's user data carries, and against nothing else;
     the same text signs the same way again (no preview noise), and the state holds the seed only as a secret."""
     for program in programs.values():
@@ -554,8 +559,16 @@ def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(
             assert files[TOOLS_PUBLIC_KEY_PATH] == public, instance.name
             assert "userDataBase64" not in instance.secret_inputs  # reviewers still see user data diffs
         programs_ = {k: v for k, v in objects.items() if not k.endswith(SIGNATURE_SUFFIX)}
-        assert set(objects) == set(programs_) | {k + SIGNATURE_SUFFIX for k in programs_}
+        assert set(objects) == set(programs_) | {k + suffix for k in programs_
+                                                 for suffix in (SIGNATURE_SUFFIX, RELEASE_SIGNATURE_SUFFIX)}
         for key, text in programs_.items():
+            # What this version's launcher checks: the release signature, for the current release.
+            released = objects[key + RELEASE_SIGNATURE_SUFFIX]
+            assert released == release_signature(seed, key, text) and released.startswith(f"{RELEASE}\n")
+            assert release_verifies(public, key, text, released) == RELEASE
+            assert release_verifies(public, key, text + "\n", released) is None
+            assert not any(release_verifies(public, other, text, released) for other in programs_ if other != key)
+            # The plain one, for servers created before releases (their launcher).
             signed = objects[key + SIGNATURE_SUFFIX]
             assert verifies(public, key, text, signed), key
             (sig_object,) = [o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")

@@ -277,8 +277,8 @@ def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides
     assert len(needs["secrets"]) == 1 + 1 + (2 * 3 + 1 if overrides.get("outsystems-redis:tls") else 0) + 1
     # The log group, the bucket and its encryption, versioning, public access block, ownership,
     # lifecycle and policy, and the six programs the servers fetch from it (metrics/logs, backup, password
-    # sync, redis-auth's two, the cluster join) with their signatures.
-    assert len(needs["observability"]) == 1 + 7 + 6 * 2
+    # sync, redis-auth's two, the cluster join) with their two signatures each.
+    assert len(needs["observability"]) == 1 + 7 + 6 * 3
     for inst in program.of_type(INSTANCE):
         for kind, urns in needs.items():
             missing = urns - set(inst.dependencies)

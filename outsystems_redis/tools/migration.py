@@ -163,8 +163,10 @@ class Migration:
         return [n for n in self.old_nodes if f"{n[0]}:{n[1]}" in known] + self.new_nodes
 
     def _joined(self) -> bool:
+        """The first new node knows an old one (not merely the new stack's own first cluster)."""
+        old = {f"{h}:{p}" for h, p in self.old_nodes}
         try:
-            return len(self.view(self.new_nodes[0])) > 1
+            return any(n.address in old for n in self.view(self.new_nodes[0]))
         except redis.RedisError:
             return False
 
@@ -192,10 +194,17 @@ class Migration:
 
     # ------------------------------------------------------------ the plan
 
+    def cluster_view(self) -> tuple[health.ClusterNode, ...]:
+        """CLUSTER NODES from a node that stays a member: the first new node once joined (an old node may be
+        retired by then), else the first old one."""
+        return self.view(self.new_nodes[0] if self._joined() else self.old_nodes[0])
+
     def old_masters(self) -> list[health.ClusterNode]:
-        """The old cluster's slot-holding masters in slot order: master i moves to new server i."""
-        view = self.view(self.old_nodes[0])
-        return sorted((n for n in view if n.is_master and n.slots), key=lambda n: n.slots[0][0])
+        """The old servers' slot-holding masters still in the cluster, in slot order: before `promote`, master i
+        moves to new server i."""
+        old = {f"{h}:{p}" for h, p in self.old_nodes}
+        return sorted((n for n in self.cluster_view() if n.is_master and n.slots and n.address in old),
+                      key=lambda n: n.slots[0][0])
 
     def targets(self, masters: Sequence[health.ClusterNode]) -> dict[Address, str]:
         """new node -> id of the old master it replicates, so the ring comes out crossed after the failovers."""
@@ -285,7 +294,11 @@ class Migration:
         return f"{met} new node(s) met the cluster; all {len(everyone)} nodes know each other"
 
     def attach(self) -> str:
-        plan = self.targets(self.old_masters())
+        masters = self.old_masters()
+        if len(masters) != len(self.new_hosts):
+            raise MigrationError(f"{len(self.new_hosts) - len(masters)} old master(s) have already failed over: "
+                                 "`promote` has begun, run it again rather than `join`")
+        plan = self.targets(masters)
         changed = 0
         for node, master_id in plan.items():
             self.log_in_to_master(node, master_is_7_0=False)
@@ -334,12 +347,17 @@ class Migration:
 
     def retire_old_replicas(self) -> str:
         self.log_in_as_masters_need()
-        plan = self.targets(self.old_masters())
+        # Every old master still holding slots (all of them, unless a promote stopped after a failover) keeps a
+        # 7.0 replica in sync before any old node goes.
+        view = self.cluster_view()
         for master in self.old_masters():
-            followers = [a for a, mid in plan.items() if mid == master.id]
+            followers = [node for node in self.new_nodes
+                         if any(n.address == f"{node[0]}:{node[1]}" and n.master_id == master.id for n in view)]
             ups = [a for a in followers if self.info(a, "replication").get("master_link_status") == "up"]
             if not ups:
                 raise MigrationError(f"old master {master.address} has no 7.0 replica in sync; run join again")
+        # (An old master that a stopped run failed over but did not retire is a replica now, of a 7.0 master
+        # that refuses it: it goes here too.)
         members = {f"{h}:{p}" for h, p in self.members()}
         replicas = [n for n in self.old_nodes if f"{n[0]}:{n[1]}" in members
                     and self.info(n, "replication").get("role") == "slave"]
@@ -485,10 +503,30 @@ def switch_check(lo_new, keys: Sequence[str]) -> bool:
         client.close()
 
 
+class _Stopped(Exception):
+    """The rehearsal's stand-in for a `promote` that stopped: a lost connection, a closed laptop."""
+
+
+@dataclass
+class _StopsBeforeRetiring(Migration):
+    """A `promote` that stops just before it retires an old master (port 7000) after `retires` of them."""
+
+    retires: int = 0
+
+    def retire(self, node: Address) -> None:
+        if node[1] == MASTER_PORT:
+            if self.retires == 0:
+                raise _Stopped(f"stopped before retiring {node[0]}:{node[1]}")
+            self.retires -= 1
+        super().retire(node)
+
+
 def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None = None,
              new_hosts: list[str] | None = None, progress: Callable[[str], None] = print,
-             keep: bool = False) -> RehearsalResult:
-    """A 5.0.6 cluster under live sessions becomes a 7.0.15 cluster; the result says what the client saw."""
+             keep: bool = False, stops: int = 0) -> RehearsalResult:
+    """A 5.0.6 cluster under live sessions becomes a 7.0.15 cluster; the result says what the client saw.
+    `stops`: `promote` stops that many times, each just before it retires an old master (the first time right
+    after its first failover), and is run again from the start, as an operator would."""
     from outsystems_redis.tools.loopback import Loopback, loopback_hosts
     from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
 
@@ -524,7 +562,19 @@ def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None =
         progress(f"[{len(mig.steps)}] connection string -> {mig.connection_string().split(',password=')[0]},"
                  f"password=... : a client seeded with it read {len(before_switch)} sessions: "
                  f"{'ok' if switch_ok else 'FAILED'}")
-        mig.promote()
+        for run in range(stops + 1):
+            again = dict(old_hosts=old_hosts, new_hosts=new_hosts, password=old.password, progress=progress,
+                         ops_password=new.ops_secret, steps=mig.steps)
+            runner = _StopsBeforeRetiring(**again, retires=run) if run < stops else Migration(**again)
+            started = time.monotonic()
+            try:
+                runner.promote()
+            except _Stopped as stopped:
+                mig.steps.append(Step(f"promote {stopped}", time.monotonic() - started, "run it again"))
+                progress(f"[{len(mig.steps)}] promote {stopped}: running it again")
+                continue
+            mig.health_report = runner.health_report
+            break
         time.sleep(1)  # sessions written on the finished 7.0 cluster
         traffic.stop()
         old.stop(timeout=5)  # retiring the old stack
@@ -578,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="old", help="old (5.0) server IPs, comma-separated, in server order")
     p.add_argument("--to", dest="new", help="new (7.0) server IPs, comma-separated, in server order")
     p.add_argument("--servers", type=int, default=3, help="rehearse: server count (default 3)")
+    p.add_argument("--stops", type=int, default=0,
+                   help="rehearse: stop `promote` this many times, each just before it retires a 5.0 master, and "
+                        "run it again (default 0)")
     p.add_argument("--state-dir", type=Path, help="rehearse: where processes keep their files (default: a temp dir)")
     p.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds each step may take (default 120)")
     return p
@@ -589,12 +642,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rehearse":
         if args.servers < 3:
             parser.error("rehearse: a cluster has at least 3 servers")
+        if not 0 <= args.stops < args.servers:
+            parser.error(f"rehearse: --stops from 0 to {args.servers - 1} (promote retires one 5.0 master per server)")
         state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="migration-"))
         started = time.monotonic()
         print(f"rehearsing the migration of {args.servers} servers from Redis 5.0 to 7.0 on loopback "
               f"(state in {state_dir})")
         try:
-            result = rehearse(state_dir.resolve(), args.servers)
+            result = rehearse(state_dir.resolve(), args.servers, stops=args.stops)
         except (MigrationError, OSError, RuntimeError, TimeoutError) as exc:
             print(f"rehearsal failed: {exc}")
             return 1

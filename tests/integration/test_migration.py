@@ -211,3 +211,31 @@ def test_rolling_migration_under_live_sessions(tmp_path):
         names.index("fail over each 5.0 master to its 7.0 replica, then retire it")
     assert any("reset the new stack's own empty cluster" in s.detail for s in result.steps)
     print(f"migration rehearsal: {took:.1f}s, {result.acked} sessions, {len(result.errors)} errors")
+
+
+def test_a_promote_that_stopped_runs_again_to_the_end(tmp_path):
+    """`promote` stops twice, each time just before it retires an old master: first right after its first
+    failover (that old master still in the cluster, following a 7.0 master that refuses it), then after the next
+    failover, once the first old master, through which it used to read the old cluster, is gone. Each time it is
+    run again from the start, as an operator would: the next run retires the old master left behind and goes on,
+    and the third run ends healthy with every acknowledged session kept. Planted (the replica check of before,
+    which read the old masters through the first old master and indexed its plan by them): IndexError in the
+    third run."""
+    from tests.tools import redis_bin
+
+    for version in ("5.0", "7.0"):
+        redis_bin(version, "redis-server")
+    lines: list[str] = []
+    old_hosts = unique_hosts(3)
+    result = rehearse(tmp_path, 3, old_hosts=old_hosts, new_hosts=unique_hosts(3), progress=lines.append, stops=2)
+    print("\n".join(lines))
+    stopped = [s.name for s in result.steps if s.name.startswith("promote stopped before retiring")]
+    assert len(stopped) == 2, lines
+    assert result.healthy and "HEALTHY" in result.report and "runs Redis 7.0.15" in result.report
+    assert result.switch_ok and result.wrong == [] and result.problems == [], result.problems[:5]
+    assert len(result.errors) <= MAX_CLIENT_ERRORS, result.errors[:5]
+    # The runs after a stop retire the old master that the stopped run failed over, and go on from there.
+    retired = [s.detail for s in result.steps if s.name.startswith("retire the 5.0 replicas")]
+    assert retired[1:] == [f"retired 1 5.0 replica(s): {host}:7000" for host in old_hosts[:2]], lines
+    (failover,) = [s.detail for s in result.steps if s.name.startswith("fail over each 5.0 master")]
+    assert failover.count("already master") == 2 and failover.endswith(f"{old_hosts[2]}:7000 retired")

@@ -194,10 +194,13 @@ class Migration:
 
     # ------------------------------------------------------------ the plan
 
+    def member(self) -> Address:
+        """A node that stays in the cluster: the first new node once joined (an old node may be retired by then),
+        else the first old one."""
+        return self.new_nodes[0] if self._joined() else self.old_nodes[0]
+
     def cluster_view(self) -> tuple[health.ClusterNode, ...]:
-        """CLUSTER NODES from a node that stays a member: the first new node once joined (an old node may be
-        retired by then), else the first old one."""
-        return self.view(self.new_nodes[0] if self._joined() else self.old_nodes[0])
+        return self.view(self.member())
 
     def old_masters(self) -> list[health.ClusterNode]:
         """The old servers' slot-holding masters still in the cluster, in slot order: before `promote`, master i
@@ -248,11 +251,14 @@ class Migration:
             if any("myself" in n.flags and n.hostname for n in self.view(node)):
                 raise MigrationError(f"{node[0]}:{node[1]} sets cluster-announce-hostname; its bus "
                                      "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
-        cinfo = health.parse_cluster_info(str(self.call(self.old_nodes[0], "CLUSTER", "INFO")))
+        masters = self.old_masters()
+        if self._joined() and len(masters) < len(self.new_hosts):
+            raise MigrationError(f"{len(self.new_hosts) - len(masters)} old master(s) have failed over already: "
+                                 "`promote` has begun; run `promote` again, not `join`")
+        cinfo = health.parse_cluster_info(str(self.call(self.member(), "CLUSTER", "INFO")))
         if cinfo.get("cluster_state") != "ok":
             raise MigrationError("the old cluster is not cluster_state:ok; "
                                  "fix it first (python -m outsystems_redis.tools.health)")
-        masters = self.old_masters()
         if self._joined() and any(m.id in {n.id for n in masters} for m in self.view(self.new_nodes[0])):
             return (f"already joined (old Redis {', '.join(old_v)}, new {', '.join(new_v)}); "
                     f"{len(masters)} old masters")
@@ -294,11 +300,7 @@ class Migration:
         return f"{met} new node(s) met the cluster; all {len(everyone)} nodes know each other"
 
     def attach(self) -> str:
-        masters = self.old_masters()
-        if len(masters) != len(self.new_hosts):
-            raise MigrationError(f"{len(self.new_hosts) - len(masters)} old master(s) have already failed over: "
-                                 "`promote` has begun, run it again rather than `join`")
-        plan = self.targets(masters)
+        plan = self.targets(self.old_masters())
         changed = 0
         for node, master_id in plan.items():
             self.log_in_to_master(node, master_is_7_0=False)
@@ -572,7 +574,12 @@ def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None =
             except _Stopped as stopped:
                 mig.steps.append(Step(f"promote {stopped}", time.monotonic() - started, "run it again"))
                 progress(f"[{len(mig.steps)}] promote {stopped}: running it again")
-                continue
+                try:  # `join` by mistake instead: it must refuse, and change nothing
+                    Migration(**{**again, "steps": []}).preflight()
+                except MigrationError as refused:
+                    progress(f"    (join would refuse here: {refused})")
+                    continue
+                raise MigrationError("join's preflight did not refuse a migration whose promote has begun") from None
             mig.health_report = runner.health_report
             break
         time.sleep(1)  # sessions written on the finished 7.0 cluster

@@ -217,10 +217,10 @@ def test_a_promote_that_stopped_runs_again_to_the_end(tmp_path):
     """`promote` stops twice, each time just before it retires an old master: first right after its first
     failover (that old master still in the cluster, following a 7.0 master that refuses it), then after the next
     failover, once the first old master, through which it used to read the old cluster, is gone. Each time it is
-    run again from the start, as an operator would: the next run retires the old master left behind and goes on,
-    and the third run ends healthy with every acknowledged session kept. Planted (the replica check of before,
-    which read the old masters through the first old master and indexed its plan by them): IndexError in the
-    third run."""
+    run again from the start, as an operator would: the next run retires the old master left behind and goes on
+    (and `join`, run by mistake instead, refuses), and the third run ends healthy with every acknowledged session
+    kept. Planted (the replica check of before, which read the old masters through the first old master and
+    indexed its plan by them): IndexError in the third run."""
     from tests.tools import redis_bin
 
     for version in ("5.0", "7.0"):
@@ -231,6 +231,9 @@ def test_a_promote_that_stopped_runs_again_to_the_end(tmp_path):
     print("\n".join(lines))
     stopped = [s.name for s in result.steps if s.name.startswith("promote stopped before retiring")]
     assert len(stopped) == 2, lines
+    # `join`, run by mistake after a stop, refuses before it changes anything.
+    refusals = [line for line in lines if line.startswith("    (join would refuse here: ")]
+    assert len(refusals) == 2 and all("`promote` has begun; run `promote` again" in r for r in refusals), lines
     assert result.healthy and "HEALTHY" in result.report and "runs Redis 7.0.15" in result.report
     assert result.switch_ok and result.wrong == [] and result.problems == [], result.problems[:5]
     assert len(result.errors) <= MAX_CLIENT_ERRORS, result.errors[:5]

@@ -10,8 +10,8 @@ state holds.
 
 Replay: whoever may write `tools/` (the `toolWriters`) cannot sign, but could serve again a program the
 deployer signed before. So each program is also signed with the release of the fetched programs (RELEASE,
-`tools/<program>.release.sig`), and a server runs a release no older than both the one its user data was
-rendered with and the one it last ran. The plain `.sig` stays for servers created before (their launcher
+`tools/<program>.release.sig`), and a server takes no release older than the one its user data was rendered
+with, or than the newest that one of its copies (of any program) verifies for. The plain `.sig` stays for servers created before (their launcher
 knows no releases). Pure, no pulumi.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -90,7 +91,9 @@ def verifies(public_pem: str, key: str, text: str, signed: str) -> bool:
 
 def release_verifies(public_pem: str, key: str, text: str, signed: str) -> int | None:
     """The release a .release.sig was signed for, when it verifies (for the tests); else None."""
-    first, _, rest = signed.partition("\n")
-    if not first.isdigit() or not _verifies(public_pem, _release_message(key, text, int(first)), rest.strip()):
+    lines = signed.split("\n")
+    # As the launcher reads it: a release without a leading zero on the first line, the signature on the second.
+    if len(lines) < 2 or not re.fullmatch(r"[1-9][0-9]{0,8}", lines[0]):
         return None
-    return int(first)
+    release = int(lines[0])
+    return release if _verifies(public_pem, _release_message(key, text, release), lines[1]) else None

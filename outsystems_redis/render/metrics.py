@@ -32,6 +32,8 @@ LOGS_TIMER = "redis-logs.timer"
 def observe_launcher(release: int = RELEASE) -> str:
     """The exact text of the launcher (OBSERVE_PATH) in the user data, which runs fetched programs of `release`
     (signing.RELEASE: the one `pulumi up` uploads with it) or later."""
+    if release < 1:
+        raise ValueError(f"release {release}: a positive number")
     return shipped_script(LAUNCHER_SOURCE).replace("@TOOLS_RELEASE@", str(release))
 
 

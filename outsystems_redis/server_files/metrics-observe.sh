@@ -13,7 +13,8 @@
 # the object TOOLS_KEY.release.sig (outsystems_redis/signing.py), verifies against it: anything else in the
 # bucket, or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
 # That signature names the programs' release: one older than this launcher's (TOOLS_RELEASE, rendered with
-# it) or than the copy's is refused too, so an older program the deployer once signed is not run again.
+# it) or than the newest that a copy on this server verifies for is refused too, so an older program the
+# deployer once signed is not run again.
 # No secret here:
 # the programs read the password from AUTH_FILE themselves.
 # With FIRST_FETCH_SECONDS (redis-auth, whose programs Redis cannot start without) and no copy yet, a
@@ -47,25 +48,36 @@ case "$program" in
     *.sh) run=bash ;;
     *) log "ERROR: TOOLS_KEY $TOOLS_KEY: a .py or .sh object"; exit 2 ;;
 esac
+case "$TOOLS_RELEASE" in '' | 0* | *[!0-9]*) log "ERROR: TOOLS_RELEASE '$TOOLS_RELEASE': a release number"; exit 2 ;; esac
 
 # release_of SIG : the release on the first line of SIG (a .release.sig), if it has one.
-release_of() { head -n 1 "$1" 2>/dev/null | grep -x '[0-9]\{1,9\}' || true; }
+release_of() { head -n 1 "$1" 2>/dev/null | grep -x '[1-9][0-9]\{0,8\}' || true; }
 
-# verified PROGRAM SIG : SIG is the deployer's signature of its release, TOOLS_KEY's name and PROGRAM's bytes,
-# for a release no older than TOOLS_RELEASE and the copy's (return 2: an older one, said here).
-verified() {
-    local release floor=$TOOLS_RELEASE kept
-    release=$(release_of "$2") kept=$(release_of "$program.sig")
+# signed KEY PROGRAM SIG : SIG is the deployer's signature of its release, KEY and PROGRAM's bytes (signing.py:
+# _release_message), so a signed program under another name fails.
+signed() {
+    local release
+    release=$(release_of "$3")
     [ -n "$release" ] || return 1
-    [ -z "$kept" ] || [ "$kept" -le "$floor" ] || floor=$kept
-    if [ "$release" -lt "$floor" ]; then
-        log "ERROR: $TOOLS_KEY: signed for release $release, older than release $floor that this server runs: refused"
-        return 2
-    fi
-    # What the deployer signed (signing.py: _release_message); a signed program under another name fails.
-    { printf 'outsystems-redis tools release %s\n%s\n' "$release" "$TOOLS_KEY"; cat "$1"; } >"$1.signed"
-    sed -n 2p "$2" | base64 -d >"$1.der" 2>/dev/null &&
-        openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$1.der" "$1.signed" >/dev/null 2>&1
+    { printf 'outsystems-redis tools release %s\n%s\n' "$release" "$1"; cat "$2"; } >"$2.signed"
+    sed -n 2p "$3" | base64 -d >"$2.der" 2>/dev/null &&
+        openssl dgst -sha256 -verify "$TOOLS_PUBLIC_KEY" -signature "$2.der" "$2.signed" >/dev/null 2>&1
+}
+
+# oldest : the oldest release this server may fetch: its user data's, or the newest that a copy here (of any
+# program: one upload signs them all with one release, so the minute jobs raise the floor of the programs fetched
+# only at boot) still verifies for. On private copies: a number planted here counts for nothing.
+oldest() {
+    local floor=$TOOLS_RELEASE sig release name
+    for sig in "$STATE_DIR"/*.sig; do
+        cp "${sig%.sig}" "$work/kept" 2>/dev/null || continue
+        cp "$sig" "$work/kept.sig" || continue
+        release=$(release_of "$work/kept.sig") name=${sig##*/}
+        [ -n "$release" ] || continue
+        [ "$release" -gt "$floor" ] || continue
+        ! signed "tools/${name%.sig}" "$work/kept" "$work/kept.sig" || floor=$release
+    done
+    echo "$floor"
 }
 
 fetch() {
@@ -81,10 +93,14 @@ fetch() {
         timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.release.sig" "$work/sig" --region "$AWS_REGION" \
             --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
             { log "ERROR: cannot fetch $TOOLS_KEY.release.sig: $TOOLS_KEY refused unsigned"; return 1; }
-        verified "$work/program" "$work/sig" || {
-            [ $? -eq 2 ] || log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"
+        local floor release
+        floor=$(oldest) release=$(release_of "$work/sig")
+        if [ -n "$release" ] && [ "$release" -lt "$floor" ]; then
+            log "ERROR: $TOOLS_KEY: signed for release $release, older than release $floor that this server runs: refused"
             return 1
-        }
+        fi
+        signed "$TOOLS_KEY" "$work/program" "$work/sig" ||
+            { log "ERROR: $TOOLS_KEY: no valid signature from this stack's deployer ($TOOLS_PUBLIC_KEY): refused"; return 1; }
     fi
     # A truncated or foreign object never replaces a working copy.
     if [ "$run" = python3 ]; then
@@ -126,7 +142,9 @@ rm -rf "$work"
 work=$(mktemp -d)
 cp "$program" "$work/program"
 [ ! -e "$program.sig" ] || cp "$program.sig" "$work/sig"
-if [ -e "$TOOLS_PUBLIC_KEY" ] && ! verified "$work/program" "$work/sig"; then
+# (Against the user data's release only: another unit may have taken a newer one since this copy was fetched.)
+if [ -e "$TOOLS_PUBLIC_KEY" ] && ! { signed "$TOOLS_KEY" "$work/program" "$work/sig" &&
+    [ "$(release_of "$work/sig")" -ge "$TOOLS_RELEASE" ]; }; then
     log "ERROR: the copy of $TOOLS_KEY in $STATE_DIR has no valid signature from this stack's deployer: refused"
     exit 1
 fi

@@ -252,9 +252,14 @@ class Migration:
                 raise MigrationError(f"{node[0]}:{node[1]} sets cluster-announce-hostname; its bus "
                                      "extensions are newer than Redis 5.0 and may get it marked failed. Unset it.")
         masters = self.old_masters()
-        if self._joined() and len(masters) < len(self.new_hosts):
-            raise MigrationError(f"{len(self.new_hosts) - len(masters)} old master(s) have failed over already: "
-                                 "`promote` has begun; run `promote` again, not `join`")
+        if self._joined():
+            # `promote` retires old nodes (each then knows only itself) and fails old masters over: past either,
+            # `join` has nothing left to do, and its `meet` would wait for the retired nodes.
+            retired = [f"{h}:{p}" for h, p in self.old_nodes if len(self.view((h, p))) == 1]
+            if retired or len(masters) < len(self.new_hosts):
+                raise MigrationError(f"`promote` has begun ({len(retired)} old node(s) retired, "
+                                     f"{len(self.new_hosts) - len(masters)} old master(s) failed over); "
+                                     "run `promote` again, not `join`")
         cinfo = health.parse_cluster_info(str(self.call(self.member(), "CLUSTER", "INFO")))
         if cinfo.get("cluster_state") != "ok":
             raise MigrationError("the old cluster is not cluster_state:ok; "
@@ -510,10 +515,17 @@ class _Stopped(Exception):
 
 
 @dataclass
-class _StopsBeforeRetiring(Migration):
-    """A `promote` that stops just before it retires an old master (port 7000) after `retires` of them."""
+class _StopsPartway(Migration):
+    """A `promote` that stops just before it retires an old master (port 7000), once it has retired `retires` of
+    them; with `retires` -1, just before its first failover (the old replicas retired, every old master still
+    holding its slots)."""
 
     retires: int = 0
+
+    def call(self, node: Address, *args: object) -> object:
+        if self.retires < 0 and args[:2] == ("CLUSTER", "FAILOVER"):
+            raise _Stopped(f"stopped before failing over to {node[0]}:{node[1]}")
+        return super().call(node, *args)
 
     def retire(self, node: Address) -> None:
         if node[1] == MASTER_PORT:
@@ -527,8 +539,9 @@ def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None =
              new_hosts: list[str] | None = None, progress: Callable[[str], None] = print,
              keep: bool = False, stops: int = 0) -> RehearsalResult:
     """A 5.0.6 cluster under live sessions becomes a 7.0.15 cluster; the result says what the client saw.
-    `stops`: `promote` stops that many times, each just before it retires an old master (the first time right
-    after its first failover), and is run again from the start, as an operator would."""
+    `stops`: `promote` stops that many times, and is run again from the start each time, as an operator would:
+    first just before its first failover, then each time just before it retires an old master (right after that
+    master's failover)."""
     from outsystems_redis.tools.loopback import Loopback, loopback_hosts
     from outsystems_redis.tools.rehearsal import SessionTraffic, verify_sessions
 
@@ -567,7 +580,7 @@ def rehearse(state_dir: Path, servers: int = 3, *, old_hosts: list[str] | None =
         for run in range(stops + 1):
             again = dict(old_hosts=old_hosts, new_hosts=new_hosts, password=old.password, progress=progress,
                          ops_password=new.ops_secret, steps=mig.steps)
-            runner = _StopsBeforeRetiring(**again, retires=run) if run < stops else Migration(**again)
+            runner = _StopsPartway(**again, retires=run - 1) if run < stops else Migration(**again)
             started = time.monotonic()
             try:
                 runner.promote()
@@ -636,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="new", help="new (7.0) server IPs, comma-separated, in server order")
     p.add_argument("--servers", type=int, default=3, help="rehearse: server count (default 3)")
     p.add_argument("--stops", type=int, default=0,
-                   help="rehearse: stop `promote` this many times, each just before it retires a 5.0 master, and "
-                        "run it again (default 0)")
+                   help="rehearse: stop `promote` this many times and run it again: before its first failover, "
+                        "then before it retires each 5.0 master (default 0)")
     p.add_argument("--state-dir", type=Path, help="rehearse: where processes keep their files (default: a temp dir)")
     p.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds each step may take (default 120)")
     return p
@@ -649,8 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rehearse":
         if args.servers < 3:
             parser.error("rehearse: a cluster has at least 3 servers")
-        if not 0 <= args.stops < args.servers:
-            parser.error(f"rehearse: --stops from 0 to {args.servers - 1} (promote retires one 5.0 master per server)")
+        if not 0 <= args.stops <= args.servers:
+            parser.error(f"rehearse: --stops from 0 to {args.servers} (promote stops before its first failover, "
+                         "then before retiring each 5.0 master but the last)")
         state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="migration-"))
         started = time.monotonic()
         print(f"rehearsing the migration of {args.servers} servers from Redis 5.0 to 7.0 on loopback "

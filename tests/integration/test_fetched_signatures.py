@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from outsystems_redis import monitoring, signing
 from outsystems_redis.render.metrics import observe_launcher
 from outsystems_redis.tools.loopback import BASH
@@ -233,9 +235,11 @@ def test_a_server_given_its_bucket_by_name_never_follows_the_parameter_elsewhere
 def test_a_program_the_deployer_signed_for_an_older_release_is_not_run_again(moto, tmp_path):
     """Whoever may write tools/ (the toolWriters) cannot sign, but could serve again a program the deployer signed
     for an earlier release (one with a known flaw, say). The launcher runs no release older than its own (rendered
-    into the user data with the programs of its day) or than its copy's: the older one is refused with an ERROR
-    that names both releases, and the copy runs; a later release is taken. Planted (the release check removed
-    from the launcher): the older program runs."""
+    into the user data with the programs of its day) or than the newest that a copy on the server verifies for
+    (any program's): the older one is refused with an ERROR that names both releases, and the copy runs; a later
+    release is taken. Planted: the release check removed from the launcher (the older program runs); the floor
+    read from the copy of the same program only (the boot-only program takes release 2); the floor read from a
+    copy's signature without checking it (the planted number shuts the program out)."""
     public_key = tmp_path / "tools.pub"
     public_key.write_text(signing.public_key_pem(SEED))
     bucket = Bucket(moto)
@@ -256,3 +260,39 @@ def test_a_program_the_deployer_signed_for_an_older_release_is_not_run_again(mot
         bucket.put(program(version), signed(program(version), release=release))
         ran = launch(moto, tmp_path, public_key, release=1)
         assert ran.returncode == 0 and ran.stdout == f"probe version {version}\n", ran.stdout + ran.stderr
+
+    # A program fetched only at boot (redis-auth's) takes its floor from the copies of the minute jobs' programs:
+    # one upload signs every program with one release. Served release 2 while probe.sh's copy is release 3: refused.
+    boot_key = "tools/boot.sh"
+    bucket.s3.put_object(Bucket=bucket.name, Key=boot_key, Body=program(9).encode())
+    bucket.s3.put_object(Bucket=bucket.name, Key=boot_key + signing.RELEASE_SIGNATURE_SUFFIX,
+                         Body=signed(program(9), release=2, key=boot_key).encode())
+    argv, env = launcher_command(moto, tmp_path, public_key, release=1, TOOLS_KEY=boot_key)
+    ran = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 1 and "signed for release 2, older than release 3" in ran.stderr, ran.stdout + ran.stderr
+
+    # A release number written into a copy's signature here (by anything else that may write the state directory)
+    # counts for nothing: it neither shuts the program out nor lifts the floor.
+    (tmp_path / "state" / "probe.sh.sig").write_text("999999\n" + signed(program(4), release=3).split("\n")[1])
+    bucket.put(program(5), signed(program(5), release=3))
+    ran = launch(moto, tmp_path, public_key, release=1)
+    assert ran.returncode == 0 and ran.stdout == "probe version 5\n" and ran.stderr == "", ran.stdout + ran.stderr
+
+
+def test_a_launcher_without_a_release_number_runs_nothing(tmp_path):
+    """The release is written into the launcher when the user data is rendered; a launcher left without one (its
+    placeholder, or anything but a number from 1) refuses to run rather than run without the release check.
+    Planted (no check of TOOLS_RELEASE): the placeholder passes, and the fetch is tried."""
+    from outsystems_redis.render.metrics import LAUNCHER_SOURCE
+    from outsystems_redis.render.shipped import shipped_script
+
+    for text in (shipped_script(LAUNCHER_SOURCE), observe_launcher(1).replace("TOOLS_RELEASE=1", "TOOLS_RELEASE=01")):
+        launcher = tmp_path / "redis-run-fetched"
+        launcher.write_text(text)
+        env = {"PATH": "/usr/bin:/bin", "TOOLS_KEY": KEY, "STATE_DIR": str(tmp_path / "state"),
+               "AWS_REGION": REGION, "BUCKET": "unused"}
+        ran = subprocess.run([BASH, str(launcher)], env=env, capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+        assert ran.returncode == 2 and "a release number" in ran.stderr and ran.stdout == "", ran.stderr
+    with pytest.raises(ValueError, match="release 0"):
+        observe_launcher(0)

@@ -214,31 +214,35 @@ def test_rolling_migration_under_live_sessions(tmp_path):
 
 
 def test_a_promote_that_stopped_runs_again_to_the_end(tmp_path):
-    """`promote` stops twice, each time just before it retires an old master: first right after its first
-    failover (that old master still in the cluster, following a 7.0 master that refuses it), then after the next
-    failover, once the first old master, through which it used to read the old cluster, is gone. Each time it is
-    run again from the start, as an operator would: the next run retires the old master left behind and goes on
-    (and `join`, run by mistake instead, refuses), and the third run ends healthy with every acknowledged session
-    kept. Planted (the replica check of before, which read the old masters through the first old master and
-    indexed its plan by them): IndexError in the third run."""
+    """`promote` stops three times: just before its first failover (the old replicas retired already); just before
+    it retires the first old master (failed over, so it follows a 7.0 master that refuses it); and just before it
+    retires the second, once the first old master, through which it used to read the old cluster, is gone. Each
+    time it is run again from the start, as an operator would: the next run retires the old master left behind
+    and goes on (and `join`, run by mistake instead, refuses), and the last run ends healthy with every
+    acknowledged session kept. Planted: the replica check of before, which read the old masters through the first
+    old master and indexed its plan by them (IndexError in the last run); `join` refusing only after a failover
+    (the first refusal missing)."""
     from tests.tools import redis_bin
 
     for version in ("5.0", "7.0"):
         redis_bin(version, "redis-server")
     lines: list[str] = []
-    old_hosts = unique_hosts(3)
-    result = rehearse(tmp_path, 3, old_hosts=old_hosts, new_hosts=unique_hosts(3), progress=lines.append, stops=2)
+    old_hosts, new_hosts = unique_hosts(3), unique_hosts(3)
+    result = rehearse(tmp_path, 3, old_hosts=old_hosts, new_hosts=new_hosts, progress=lines.append, stops=3)
     print("\n".join(lines))
-    stopped = [s.name for s in result.steps if s.name.startswith("promote stopped before retiring")]
-    assert len(stopped) == 2, lines
+    stopped = [s.name for s in result.steps if s.name.startswith("promote stopped before")]
+    assert stopped == [f"promote stopped before failing over to {new_hosts[0]}:7000",
+                       f"promote stopped before retiring {old_hosts[0]}:7000",
+                       f"promote stopped before retiring {old_hosts[1]}:7000"], lines
     # `join`, run by mistake after a stop, refuses before it changes anything.
     refusals = [line for line in lines if line.startswith("    (join would refuse here: ")]
-    assert len(refusals) == 2 and all("`promote` has begun; run `promote` again" in r for r in refusals), lines
+    assert len(refusals) == 3 and all("`promote` has begun (" in r and "run `promote` again" in r
+                                      for r in refusals), lines
     assert result.healthy and "HEALTHY" in result.report and "runs Redis 7.0.15" in result.report
     assert result.switch_ok and result.wrong == [] and result.problems == [], result.problems[:5]
     assert len(result.errors) <= MAX_CLIENT_ERRORS, result.errors[:5]
     # The runs after a stop retire the old master that the stopped run failed over, and go on from there.
     retired = [s.detail for s in result.steps if s.name.startswith("retire the 5.0 replicas")]
-    assert retired[1:] == [f"retired 1 5.0 replica(s): {host}:7000" for host in old_hosts[:2]], lines
+    assert retired[2:] == [f"retired 1 5.0 replica(s): {host}:7000" for host in old_hosts[:2]], lines
     (failover,) = [s.detail for s in result.steps if s.name.startswith("fail over each 5.0 master")]
     assert failover.count("already master") == 2 and failover.endswith(f"{old_hosts[2]}:7000 retired")

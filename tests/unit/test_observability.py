@@ -567,6 +567,7 @@ def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(
             assert released == release_signature(seed, key, text) and released.startswith(f"{RELEASE}\n")
             assert release_verifies(public, key, text, released) == RELEASE
             assert release_verifies(public, key, text + "\n", released) is None
+            assert release_verifies(public, key, text, "0" + released) is None  # the launcher reads no "01"
             assert not any(release_verifies(public, other, text, released) for other in programs_ if other != key)
             # The plain one, for servers created before releases (their launcher).
             signed = objects[key + SIGNATURE_SUFFIX]

@@ -11,8 +11,8 @@ state holds.
 Replay: whoever may write `tools/` (the `toolWriters`) cannot sign, but could serve again a program the
 deployer signed before. So each program is also signed with the release of the fetched programs (RELEASE,
 `tools/<program>.release.sig`), and a server takes no release older than the one its user data was rendered
-with, or than the newest that one of its copies (of any program) verifies for. The plain `.sig` stays for servers created before (their launcher
-knows no releases). Pure, no pulumi.
+with, or than the newest that one of its copies (of any program) verifies for. The plain `.sig` stays for
+servers created before (their launcher knows no releases). Pure, no pulumi.
 """
 
 from __future__ import annotations

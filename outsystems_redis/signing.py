@@ -10,7 +10,7 @@ state holds.
 
 Replay: whoever may write `tools/` (the `toolWriters`) cannot sign, but could serve again a program the
 deployer signed before. So each program is also signed with the release of the fetched programs (RELEASE,
-`tools/<program>.release.sig`), and a server takes no release older than the one its user data was rendered
+`tools/<program>.signed`), and a server takes no release older than the one its user data was rendered
 with, or than the newest that one of its copies (of any program) verifies for. The plain `.sig` stays for
 servers created before (their launcher knows no releases). Pure, no pulumi.
 """
@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 SIGNATURE_SUFFIX = ".sig"  # tools/<program>.sig beside tools/<program>: base64 of the DER signature
-# tools/<program>.release.sig: the release on its first line, then base64 of the DER signature of the release, the
-# key and the bytes. What this version's launcher fetches.
-RELEASE_SIGNATURE_SUFFIX = ".release.sig"
+# tools/<program>.signed: the release on its first line, base64 of the DER signature of the release, the key and the
+# program's bytes on its second, then those bytes. What this version's launcher fetches: one object, so a program
+# and its signature never come from two uploads.
+SIGNED_SUFFIX = ".signed"
 # The release of the fetched programs (render/fetched.py). Raise it by one with every change to any of them:
 # tests/unit/test_tools_release.py holds each release's digest, so that no release number names two programs.
 RELEASE = 1
@@ -67,11 +68,17 @@ def _release_message(key: str, text: str, release: int) -> bytes:
 
 
 def release_signature(seed: str, key: str, text: str, release: int = RELEASE) -> str:
-    """The text of tools/<program>.release.sig for the program `text` at bucket key `key`."""
+    """The first two lines of tools/<program>.signed for the program `text` at bucket key `key`: its release and
+    its signature."""
     if release < 1:
         raise ValueError(f"release {release}: a positive number")
     signed = _private_key(seed).sign(_release_message(key, text, release), _ALGORITHM)
     return f"{release}\n{base64.b64encode(signed).decode()}\n"
+
+
+def signed_program(seed: str, key: str, text: str, release: int = RELEASE) -> str:
+    """The text of tools/<program>.signed: the release, the signature, then the program."""
+    return release_signature(seed, key, text, release) + text
 
 
 def _verifies(public_pem: str, message: bytes, signed: str) -> bool:
@@ -90,7 +97,8 @@ def verifies(public_pem: str, key: str, text: str, signed: str) -> bool:
 
 
 def release_verifies(public_pem: str, key: str, text: str, signed: str) -> int | None:
-    """The release a .release.sig was signed for, when it verifies (for the tests); else None."""
+    """The release that the first two lines of a .signed object (`signed`) were signed for, with the program
+    `text`, when they verify (for the tests); else None."""
     lines = signed.split("\n")
     # As the launcher reads it: a release without a leading zero on the first line, the signature on the second.
     if len(lines) < 2 or not re.fullmatch(r"[1-9][0-9]{0,8}", lines[0]):

@@ -23,7 +23,7 @@ from outsystems_redis.alarms import dashboard_body, dashboard_name, server_alarm
 from outsystems_redis.backup_bucket import bucket_policy, lifecycle_rules, tool_objects
 from outsystems_redis.monitoring import backup_bucket_parameter, log_group_name, metric_namespace
 from outsystems_redis.settings import Settings
-from outsystems_redis.signing import RELEASE_SIGNATURE_SUFFIX, SIGNATURE_SUFFIX, release_signature, signature
+from outsystems_redis.signing import SIGNATURE_SUFFIX, SIGNED_SUFFIX, signature, signed_program
 
 
 @dataclass
@@ -199,9 +199,9 @@ class RedisObservability(pulumi.ComponentResource):
             self.tools.append(upload(key, text))
             if seed is not None:
                 # Not secrets (signatures), though derived from one: reviewers see them change with their tool.
-                # The release signature is what this version's servers check; the plain one, servers created
-                # before releases (signing.py).
-                for suffix, sign in ((SIGNATURE_SUFFIX, signature), (RELEASE_SIGNATURE_SUFFIX, release_signature)):
+                # The signed program is what this version's servers fetch; the plain program and signature, servers
+                # created before releases (signing.py).
+                for suffix, sign in ((SIGNATURE_SUFFIX, signature), (SIGNED_SUFFIX, signed_program)):
                     self.tools.append(upload(key + suffix, pulumi.Output.unsecret(
                         seed.apply(lambda s, key=key, text=text, sign=sign: sign(s, key, text)))))
         # What a server's first boot needs: its jobs write to these from the first minute.

@@ -88,7 +88,7 @@ def _observe_unit(ports: tuple[int, ...], what: str, command: str, identifier: s
         "StateDirectoryMode=0700\n"
         f"ExecStart={OBSERVE_PATH} {command}\n"
         f"SyslogIdentifier={identifier}\n"
-        "# Every AWS call is bounded: the fetch (66 s at worst, outsystems_redis/server_files/metrics-observe.sh)\n"
+        "# Every AWS call is bounded: the fetch (54 s at worst, outsystems_redis/server_files/metrics-observe.sh)\n"
         "# and the agent's (40 s). A slow run delays the next minute's.\n"
         "TimeoutStartSec=110\n"
         f"{sandbox}"

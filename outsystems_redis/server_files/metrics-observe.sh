@@ -10,8 +10,10 @@
 # with no copy at all the run fails, and the missing metrics raise the alarms. When the user data
 # gave this server the deployer's public key (TOOLS_PUBLIC_KEY), a program runs only if its signature (kept
 # beside the copy and checked again, on a private copy, at every run),
-# the object TOOLS_KEY.release.sig (outsystems_redis/signing.py), verifies against it: anything else in the
-# bucket, or another bucket the parameter was pointed at, is refused (an ERROR) and the last good copy runs.
+# in the object TOOLS_KEY.signed, which carries the program after its release and signature
+# (outsystems_redis/signing.py), verifies against it: anything else in the bucket, or another bucket the
+# parameter was pointed at, is refused (an ERROR) and the last good copy runs. (Without the key: the object
+# TOOLS_KEY.)
 # That signature names the programs' release: one older than this launcher's (TOOLS_RELEASE, rendered with
 # it) or than the newest that a copy on this server verifies for is refused too, so an older program the
 # deployer once signed is not run again.
@@ -40,8 +42,8 @@ TOOLS_RELEASE=@TOOLS_RELEASE@
 FIRST_FETCH_SECONDS=${FIRST_FETCH_SECONDS:-0}
 
 program="$STATE_DIR/${TOOLS_KEY##*/}"
-# Each call's bound in seconds: the bucket's name, the program, its signature.
-if [ "$FIRST_FETCH_SECONDS" -gt 0 ] && [ -s "$program" ]; then bounds=(5 8 5); else bounds=(20 30 10); fi
+# Each call's bound in seconds: the bucket's name, the program.
+if [ "$FIRST_FETCH_SECONDS" -gt 0 ] && [ -s "$program" ]; then bounds=(5 8); else bounds=(20 30); fi
 log() { echo "redis-run-fetched: $*" >&2; }
 case "$program" in
     *.py) run=python3 ;;
@@ -50,7 +52,7 @@ case "$program" in
 esac
 case "$TOOLS_RELEASE" in '' | 0* | *[!0-9]*) log "ERROR: TOOLS_RELEASE '$TOOLS_RELEASE': a release number"; exit 2 ;; esac
 
-# release_of SIG : the release on the first line of SIG (a .release.sig), if it has one.
+# release_of SIG : the release on the first line of SIG (the first two lines of a .signed object), if it has one.
 release_of() { head -n 1 "$1" 2>/dev/null | grep -x '[1-9][0-9]\{0,8\}' || true; }
 
 # signed KEY PROGRAM SIG : SIG is the deployer's signature of its release, KEY and PROGRAM's bytes (signing.py:
@@ -87,12 +89,15 @@ fetch() {
             --with-decryption --query Parameter.Value --output text --cli-connect-timeout 3 --cli-read-timeout 5) ||
         return 1
     [ -n "$bucket" ] && [ "$bucket" != None ] || return 1
-    timeout -k 2 "${bounds[1]}" aws s3 cp "s3://$bucket/$TOOLS_KEY" "$work/program" --region "$AWS_REGION" --only-show-errors \
+    local object=$TOOLS_KEY
+    [ ! -e "$TOOLS_PUBLIC_KEY" ] || object=$TOOLS_KEY.signed
+    timeout -k 2 "${bounds[1]}" aws s3 cp "s3://$bucket/$object" "$work/program" --region "$AWS_REGION" --only-show-errors \
         --cli-connect-timeout 3 --cli-read-timeout 10 || return 1
     if [ -e "$TOOLS_PUBLIC_KEY" ]; then
-        timeout -k 2 "${bounds[2]}" aws s3 cp "s3://$bucket/$TOOLS_KEY.release.sig" "$work/sig" --region "$AWS_REGION" \
-            --only-show-errors --cli-connect-timeout 3 --cli-read-timeout 5 ||
-            { log "ERROR: cannot fetch $TOOLS_KEY.release.sig: $TOOLS_KEY refused unsigned"; return 1; }
+        # The release and the signature, then the program.
+        mv "$work/program" "$work/signed"
+        head -n 2 "$work/signed" >"$work/sig"
+        tail -n +3 "$work/signed" >"$work/program"
         local floor release
         floor=$(oldest) release=$(release_of "$work/sig")
         if [ -n "$release" ] && [ "$release" -lt "$floor" ]; then

@@ -9,6 +9,7 @@ import pytest
 
 from outsystems_redis.monitoring import PASSWORD_SYNC_TOOL_KEY
 from outsystems_redis.render.systemd import METADATA_ADDRESS, STATE_DIR
+from outsystems_redis.signing import SIGNED_SUFFIX
 from tests.boot import machines as m
 from tests.boot.support import (
     Deployment,
@@ -57,7 +58,7 @@ def test_the_password_sync_runs_the_signed_program_from_the_stacks_bucket(dev: t
     assert not (server.merged / "usr/local/sbin/redis-password-sync").exists()
 
     # A tampered object in the bucket (its signature no longer matches) is refused; the last good copy runs.
-    served = server.merged / "usr/local/lib/osr-boot/s3" / PASSWORD_SYNC_TOOL_KEY
+    served = server.merged / "usr/local/lib/osr-boot/s3" / (PASSWORD_SYNC_TOOL_KEY + SIGNED_SUFFIX)
     original = served.read_text()
     served.write_text(original + "echo tampered\n")
     try:

@@ -35,12 +35,13 @@ class Bucket:
                                          Type="String")
 
     def put(self, text: str, signed: str | None) -> None:
-        """The program, and `signed` as its release signature (the object this version's launcher fetches)."""
+        """The program (what a launcher without the key fetches), and `signed` (its release and signature) followed
+        by it, as tools/probe.sh.signed (what a launcher with the key fetches); no such object when None."""
         self.s3.put_object(Bucket=self.name, Key=KEY, Body=text.encode())
         if signed is None:
-            self.s3.delete_object(Bucket=self.name, Key=KEY + signing.RELEASE_SIGNATURE_SUFFIX)
+            self.s3.delete_object(Bucket=self.name, Key=KEY + signing.SIGNED_SUFFIX)
         else:
-            self.s3.put_object(Bucket=self.name, Key=KEY + signing.RELEASE_SIGNATURE_SUFFIX, Body=signed.encode())
+            self.s3.put_object(Bucket=self.name, Key=KEY + signing.SIGNED_SUFFIX, Body=(signed + text).encode())
 
 
 def program(version: int) -> str:
@@ -48,7 +49,7 @@ def program(version: int) -> str:
 
 
 def signed(text: str, release: int = 1, seed: str = SEED, key: str = KEY) -> str:
-    """What `pulumi up` uploads as tools/probe.sh.release.sig for `text` at `release`."""
+    """The release and signature that `pulumi up` puts before `text` in tools/probe.sh.signed, at `release`."""
     return signing.release_signature(seed, key, text, release)
 
 
@@ -79,9 +80,9 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     assert ran.stderr == ""
 
     # Tampered: new text under the old signature; signed by another key; signed for another object's name
-    # (one of the deployer's programs put in another's place); no signature at all.
+    # (one of the deployer's programs put in another's place).
     for signature in (signed(program(1)), signed(program(2), seed="Attacker" * 5),
-                      signed(program(2), key="tools/other.sh"), None,
+                      signed(program(2), key="tools/other.sh"),
                       # the plain signature, which servers created before releases check
                       signing.signature(SEED, KEY, program(2)),
                       # the release number changed after signing
@@ -90,6 +91,11 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
         ran = launch(moto, tmp_path, public_key)
         assert ran.returncode == 0 and ran.stdout == "probe version 1\n", ran.stdout + ran.stderr  # the last good copy
         assert "ERROR" in ran.stderr and "refused" in ran.stderr and "running the copy of" in ran.stderr, ran.stderr
+    # No signed object at all, only a plain one (as anyone allowed to write tools/ could put): not even fetched.
+    bucket.put(program(2), None)
+    ran = launch(moto, tmp_path, public_key)
+    assert ran.returncode == 0 and ran.stdout == "probe version 1\n" and "running the copy of" in ran.stderr, \
+        ran.stdout + ran.stderr
 
     # A first run with nothing good to fall back on runs nothing.
     ran = launch(moto, tmp_path, public_key, state="fresh-state")
@@ -105,7 +111,7 @@ def test_only_programs_signed_by_the_deployer_run_and_a_refused_one_leaves_the_l
     # Another unit of the server (the state directory is shared) plants a program there while S3 is out of
     # reach: the copy no longer matches its signature, and nothing runs. Planted (the copy run unchecked): the
     # planted program runs.
-    bucket.s3.delete_object(Bucket=bucket.name, Key=KEY)
+    bucket.s3.delete_object(Bucket=bucket.name, Key=KEY + signing.SIGNED_SUFFIX)
     (tmp_path / "state" / "probe.sh").write_text("#!/bin/bash\necho planted\n")
     ran = launch(moto, tmp_path, public_key)
     assert ran.returncode == 1 and "planted" not in ran.stdout, ran.stdout + ran.stderr
@@ -222,7 +228,7 @@ def test_a_server_given_its_bucket_by_name_never_follows_the_parameter_elsewhere
     s3, other = moto.client("s3"), f"osr-{STACK}-elsewhere"
     s3.create_bucket(Bucket=other, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_object(Bucket=other, Key=KEY, Body=program(0).encode())
-    s3.put_object(Bucket=other, Key=KEY + signing.RELEASE_SIGNATURE_SUFFIX, Body=signed(program(0)))
+    s3.put_object(Bucket=other, Key=KEY + signing.SIGNED_SUFFIX, Body=signed(program(0)) + program(0))
     moto.client("ssm").put_parameter(Name=monitoring.backup_bucket_parameter(STACK), Value=other, Type="String",
                                      Overwrite=True)
     argv, env = launcher_command(moto, tmp_path, public_key, BUCKET=bucket.name)
@@ -264,9 +270,8 @@ def test_a_program_the_deployer_signed_for_an_older_release_is_not_run_again(mot
     # A program fetched only at boot (redis-auth's) takes its floor from the copies of the minute jobs' programs:
     # one upload signs every program with one release. Served release 2 while probe.sh's copy is release 3: refused.
     boot_key = "tools/boot.sh"
-    bucket.s3.put_object(Bucket=bucket.name, Key=boot_key, Body=program(9).encode())
-    bucket.s3.put_object(Bucket=bucket.name, Key=boot_key + signing.RELEASE_SIGNATURE_SUFFIX,
-                         Body=signed(program(9), release=2, key=boot_key).encode())
+    bucket.s3.put_object(Bucket=bucket.name, Key=boot_key + signing.SIGNED_SUFFIX,
+                         Body=(signed(program(9), release=2, key=boot_key) + program(9)).encode())
     argv, env = launcher_command(moto, tmp_path, public_key, release=1, TOOLS_KEY=boot_key)
     ran = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert ran.returncode == 1 and "signed for release 2, older than release 3" in ran.stderr, ran.stdout + ran.stderr

@@ -35,9 +35,9 @@ from outsystems_redis.render.fetched import fetched_tools
 from outsystems_redis.settings import KNOWN_KEYS, load_settings
 from outsystems_redis.signing import (
     RELEASE,
-    RELEASE_SIGNATURE_SUFFIX,
     SEED_MIN_LENGTH,
     SIGNATURE_SUFFIX,
+    SIGNED_SUFFIX,
     TOOLS_PUBLIC_KEY_PATH,
     public_key_pem,
     release_signature,
@@ -362,7 +362,7 @@ def test_the_servers_fetched_programs_are_uploaded_and_the_servers_wait_for_them
     """What the user data's launcher fetches: exactly the rendered programs, under tools/."""
     for program in programs.values():
         uploaded = {o.inputs["key"]: o for o in program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
-                    if not o.inputs["key"].endswith(SIGNATURE_SUFFIX)}
+                    if not o.inputs["key"].endswith((SIGNATURE_SUFFIX, SIGNED_SUFFIX))}
         assert {k: o.inputs["content"] for k, o in uploaded.items()} == \
             {f"tools/{k}": text for k, text in fetched_tools().items()}
         assert set(uploaded) == {OBSERVE_TOOL_KEY, BACKUP_TOOL_KEY, PASSWORD_SYNC_TOOL_KEY, FETCH_PASSWORD_TOOL_KEY,
@@ -541,8 +541,9 @@ def test_exports_say_where_to_look_when_something_pages(extra: dict, topic: str)
 
 
 def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(programs: dict[str, Program]) -> None:
-    """Beside each program, tools/<program>.release.sig and tools/<program>.sig: its signatures with the stack's key
-    (outsystems_redis/signing.py), with and without the programs' release,
+    """Beside each program, tools/<program>.signed (its release and signature, then the program) and
+    tools/<program>.sig: its signatures with the stack's key (outsystems_redis/signing.py), with and without the
+    programs' release,
     which verifies against the public key every server's user data carries, and against nothing else;
     the same text signs the same way again (no preview noise), and the state holds the seed only as a secret."""
     for program in programs.values():
@@ -558,13 +559,15 @@ def test_every_fetched_program_is_signed_for_the_key_in_every_servers_user_data(
                      yaml.safe_load(decode_user_data(instance.inputs["userDataBase64"]))["write_files"]}
             assert files[TOOLS_PUBLIC_KEY_PATH] == public, instance.name
             assert "userDataBase64" not in instance.secret_inputs  # reviewers still see user data diffs
-        programs_ = {k: v for k, v in objects.items() if not k.endswith(SIGNATURE_SUFFIX)}
+        programs_ = {k: v for k, v in objects.items() if not k.endswith((SIGNATURE_SUFFIX, SIGNED_SUFFIX))}
         assert set(objects) == set(programs_) | {k + suffix for k in programs_
-                                                 for suffix in (SIGNATURE_SUFFIX, RELEASE_SIGNATURE_SUFFIX)}
+                                                 for suffix in (SIGNATURE_SUFFIX, SIGNED_SUFFIX)}
         for key, text in programs_.items():
-            # What this version's launcher checks: the release signature, for the current release.
-            released = objects[key + RELEASE_SIGNATURE_SUFFIX]
-            assert released == release_signature(seed, key, text) and released.startswith(f"{RELEASE}\n")
+            # What this version's launcher fetches: the release and its signature, then the program.
+            signed_object = objects[key + SIGNED_SUFFIX]
+            released = release_signature(seed, key, text)
+            assert signed_object == released + text and released.startswith(f"{RELEASE}\n")
+            assert released.count("\n") == 2  # the launcher's `head -n 2` and `tail -n +3`
             assert release_verifies(public, key, text, released) == RELEASE
             assert release_verifies(public, key, text + "\n", released) is None
             assert release_verifies(public, key, text, "0" + released) is None  # the launcher reads no "01"

@@ -9,6 +9,7 @@ from pathlib import Path
 from outsystems_redis.monitoring import FETCH_PASSWORD_TOOL_KEY, OBSERVE_TOOL_KEY
 from outsystems_redis.render.metrics import LOGS_TIMER, LOGS_UNIT, METRICS_TIMER, METRICS_UNIT
 from outsystems_redis.render.redis_conf import EC2_PATHS
+from outsystems_redis.signing import SIGNED_SUFFIX
 from tests.boot import machines as m
 from tests.boot.support import (
     BOOT_TIMEOUT,
@@ -54,7 +55,7 @@ def test_dev_first_boot_while_ssm_denies_throttles_and_stalls(root: Path) -> Non
         (parameter,) = [name for name in server.parameters if name.endswith("/redis-password")]
         faults = ["denied", "denied", "throttled", "slow"]
         # First the launcher's fetch of redis-auth's program from S3, then the password itself.
-        server.queue_ssm_faults([("denied", f"s3:{FETCH_PASSWORD_TOOL_KEY}")]
+        server.queue_ssm_faults([("denied", f"s3:{FETCH_PASSWORD_TOOL_KEY}{SIGNED_SUFFIX}")]
                                 + [(kind, parameter) for kind in faults])
         fleet.boot([server], BOOT_TIMEOUT)
         server.wait_units_active(m.expected_units(server.config), UNITS_TIMEOUT)
@@ -98,7 +99,7 @@ def test_dev_jobs_meet_s3_cloudwatch_and_logs_faults_and_say_what_they_lack(root
 
         assert run(METRICS_UNIT)[0] == 0  # a first good fetch: the copy the faults below fall back on
         for kind in ("denied", "throttled", "slow"):
-            server.queue_ssm_faults([(kind, f"s3:{OBSERVE_TOOL_KEY}")])
+            server.queue_ssm_faults([(kind, f"s3:{OBSERVE_TOOL_KEY}{SIGNED_SUFFIX}")])
             before = published()
             status, journal = run(METRICS_UNIT)
             assert status == 0 and f"WARNING: no usable {OBSERVE_TOOL_KEY}" in journal, (kind, journal)

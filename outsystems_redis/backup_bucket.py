@@ -41,7 +41,11 @@ def lifecycle_rules(backup_retention_days: int) -> list[dict[str, Any]]:
 
 # What changes the programs a server fetches from tools/ and runs as root: a write or overwrite, and the
 # deletion of a version (which would make an older one current again). ACLs are off (BucketOwnerEnforced).
-TOOL_WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion")
+# The bucket is versioned, so it can also be a replication destination: replication writes and deletes with
+# actions of its own, which a Deny of PutObject does not cover.
+REPLICATION_WRITE_ACTIONS = ("s3:ReplicateObject", "s3:ReplicateDelete")
+TOOL_WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", *REPLICATION_WRITE_ACTIONS)
+SNAPSHOT_WRITE_ACTIONS = ("s3:PutObject", "s3:ReplicateObject")
 
 
 def bucket_policy(bucket_arn: str, server_role_arn: str, tool_writers: Sequence[str]) -> str:
@@ -67,7 +71,7 @@ def bucket_policy(bucket_arn: str, server_role_arn: str, tool_writers: Sequence[
                     "Sid": "SnapshotsOnlyFromTheServers",
                     "Effect": "Deny",
                     "Principal": "*",
-                    "Action": "s3:PutObject",
+                    "Action": list(SNAPSHOT_WRITE_ACTIONS),
                     "Resource": f"{bucket_arn}/{BACKUP_PREFIX}*",
                     # An instance's session carries its role's ARN as aws:PrincipalArn.
                     "Condition": {"ArnNotEquals": {"aws:PrincipalArn": server_role_arn}},

@@ -32,7 +32,7 @@ SIGNATURE_SUFFIX = ".sig"  # tools/<program>.sig beside tools/<program>: base64 
 SIGNED_SUFFIX = ".signed"
 # The release of the fetched programs (render/fetched.py). Raise it by one with every change to any of them:
 # tests/unit/test_tools_release.py holds each release's digest, so that no release number names two programs.
-RELEASE = 1
+RELEASE = 2
 TOOLS_PUBLIC_KEY_PATH = "/etc/redis/tools.pub"  # in the user data; the launcher's default
 SEED_MIN_LENGTH = 32
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

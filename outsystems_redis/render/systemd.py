@@ -144,6 +144,13 @@ def restart_seconds(cluster: bool) -> int:
     return CLUSTER_RESTART_SECONDS if cluster else SINGLE_RESTART_SECONDS
 
 
+# A '+' or '!' command of a unit with User=redis runs as root, but systemd still hands it the redis user's
+# HOME (/var/lib/redis, which redis and Redis write). Root must not look there: the AWS CLI would read
+# ~/.aws/config (a credential_process is a command it runs) and Python the user site-packages (a .pth file
+# is code it runs). So each such command starts with root's own HOME.
+ROOT_HOME = "/usr/bin/env HOME=/root "
+
+
 # A clean stop (systemctl stop or restart, reboot, poweroff) first hands a master's slots to its
 # in-sync replica on another server (CLUSTER FAILOVER); then systemd sends SIGTERM. The empty
 # ExecStop= drops any of the template's own (neither platform's has one today). '+' runs it
@@ -153,7 +160,7 @@ def restart_seconds(cluster: bool) -> int:
 _STEP_DOWN = (
     f"EnvironmentFile=-{STEP_DOWN_ENV_PATH}\n"
     "ExecStop=\n"
-    f"ExecStop=+{STEP_DOWN_PATH} %i\n"
+    f"ExecStop=+{ROOT_HOME}{STEP_DOWN_PATH} %i\n"
 )
 
 
@@ -310,10 +317,10 @@ def render_join_unit(ports: tuple[int, ...], platform: Platform) -> str:
     # ('!': only User= and Group= are lifted), writing nothing but its copies' directory, which root makes
     # first ('+': one fixed command); where the AWS CLI is a snap, which a sandbox breaks, outside it ('+').
     if platform.aws_cli_snap:
-        fetch = f"ExecStartPre=+/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
+        fetch = f"ExecStartPre=+{ROOT_HOME}FETCH_ONLY=1 {OBSERVE_PATH}\n"
     else:
         fetch = (f"ExecStartPre=+/usr/bin/install -d -m 0755 {REDIS_RUN_STATE_DIR}\n"
-                 f"ExecStartPre=!/usr/bin/env FETCH_ONLY=1 {OBSERVE_PATH}\n"
+                 f"ExecStartPre=!{ROOT_HOME}FETCH_ONLY=1 {OBSERVE_PATH}\n"
                  f"ReadWritePaths=-{REDIS_RUN_STATE_DIR}\n")
     run = (f"EnvironmentFile={AUTH_ENV_PATH}\n"  # the region and the bucket
            f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={REDIS_RUN_STATE_DIR} "

@@ -24,15 +24,18 @@ every shipped line is scrubbed of it.
 from __future__ import annotations
 
 import calendar
+import errno
 import json
 import os
 import re
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from typing import BinaryIO
 
 # Shipped: these modules travel inside the program servers run (shipped.python_program).
 from outsystems_redis.judge import (
@@ -412,44 +415,67 @@ def redis_line_time(line: str, fallback: int) -> int:
         return fallback
 
 
+class NotALog(OSError):
+    """A Redis log's name that is not a regular file: neither followed nor read."""
+
+
+def open_log(path: str) -> tuple[int, os.stat_result]:
+    """A Redis log opened for root to read, and what fstat says of it. The redis user owns /var/log/redis: it
+    could replace a log by a link to a root-only file (shipped to CloudWatch, then) or by a pipe (every run
+    blocked on it). Neither is followed nor read. (A hard link to a file of root's cannot be made there:
+    fs.protected_hardlinks.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotALog(f"{path} is a symbolic link: not read") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotALog(f"{path} is not a regular file: not read")
+    return fd, st
+
+
 def file_events(path: str, saved: dict | None, now_ms: int) -> list[tuple[int, str, dict]]:
     """New complete lines of a Redis log since `saved` ({inode, offset}), as (ms, line, position after it).
 
     Follows logrotate (Debian's rule: rename, then `.1` stays uncompressed one cycle): a
     file renamed since the last run is finished from `.1` first. What cannot be read is
-    said in an event, never skipped quietly.
+    said in an event, never skipped quietly; a log that is not a regular file raises NotALog.
     """
     notes: list[str] = []
     events: list[tuple[int, str, dict]] = []
     try:
-        st = os.stat(path)
+        fd, st = open_log(path)
     except FileNotFoundError:
         return events
-    offset = 0
-    if saved:
-        if saved.get("inode") != st.st_ino:
-            old = path + ".1"
-            try:
-                if os.stat(old).st_ino != saved["inode"]:
-                    raise FileNotFoundError(old)
-                events += _lines(old, saved["offset"], saved["inode"], now_ms, final=True)
-            except FileNotFoundError:
-                notes.append(f"{path} was rotated and its previous file is gone: lines after byte "
-                             f"{saved['offset']} of it were not shipped")
-        elif st.st_size < saved.get("offset", 0):
-            notes.append(f"{path} was truncated: lines after byte {saved['offset']} of it were not shipped")
-        else:
-            offset = saved.get("offset", 0)
-    # A note's position is where reading resumes, so it is said once.
-    start = {"inode": st.st_ino, "offset": offset}
-    events = [(now_ms, f"redis-observe: {n}", start) for n in notes] + events
-    return events + _lines(path, offset, st.st_ino, events[-1][0] if events else now_ms)
+    with os.fdopen(fd, "rb") as current:
+        offset = 0
+        if saved:
+            if saved.get("inode") != st.st_ino:
+                try:
+                    old_fd, old_st = open_log(path + ".1")
+                    with os.fdopen(old_fd, "rb") as old:
+                        if old_st.st_ino != saved["inode"]:
+                            raise FileNotFoundError(path + ".1")
+                        events += _lines(old, saved["offset"], saved["inode"], now_ms, final=True)
+                except FileNotFoundError:
+                    notes.append(f"{path} was rotated and its previous file is gone: lines after byte "
+                                 f"{saved['offset']} of it were not shipped")
+            elif st.st_size < saved.get("offset", 0):
+                notes.append(f"{path} was truncated: lines after byte {saved['offset']} of it were not shipped")
+            else:
+                offset = saved.get("offset", 0)
+        # A note's position is where reading resumes, so it is said once.
+        start = {"inode": st.st_ino, "offset": offset}
+        events = [(now_ms, f"redis-observe: {n}", start) for n in notes] + events
+        return events + _lines(current, offset, st.st_ino, events[-1][0] if events else now_ms)
 
 
-def _lines(path: str, offset: int, inode: int, fallback_ms: int, final: bool = False) -> list:
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(READ_LIMIT)
+def _lines(f: BinaryIO, offset: int, inode: int, fallback_ms: int, final: bool = False) -> list:
+    f.seek(offset)
+    data = f.read(READ_LIMIT)
     # Only complete lines (Redis may be writing the last one), unless this file is finished.
     end = len(data) if final and len(data) < READ_LIMIT else data.rfind(b"\n") + 1
     out, position, stamp = [], offset, fallback_ms
@@ -576,7 +602,12 @@ def ship_logs(env: dict) -> int:
     files = state.setdefault("files", {})
     for item in env.get("REDIS_LOGS", "").split():
         port, _, path = item.partition("=")
-        events = file_events(path, files.get(path), now_ms)
+        try:
+            events = file_events(path, files.get(path), now_ms)
+        except NotALog as exc:
+            print(f"redis-observe: ERROR: {exc}", file=sys.stderr)
+            failures += 1
+            continue
         sources.append((log_stream_name(server, f"redis-{port}"), events,
                         lambda p, path=path: files.__setitem__(path, p)))
     units = env.get("JOURNAL_UNITS", "").split()

@@ -111,6 +111,9 @@ SSM_UNREACHABLE = "/var/lib/osr-boot/ssm-unreachable"
 SSM_FAULTS = "/var/lib/osr-boot/ssm-faults"
 SSM_FAULT_KINDS = ("denied", "throttled", "slow")
 AWS_LOG = "/var/log/osr-boot-aws.log"
+# Who made each AWS call, and with which HOME ("<uid> <HOME or unset> <args>"): the AWS CLI reads the caller's
+# ~/.aws/config, which can name a command to run (credential_process).
+AWS_CALLERS = "/var/lib/osr-boot/aws-callers"
 NO_WAY_OUT = "/var/lib/osr-boot/no-way-out"  # snap's store is unreachable while it exists
 APT_SOURCES = "etc/apt/sources.list"
 
@@ -178,6 +181,7 @@ AWS_STANDIN = r"""#!/bin/bash
 # and put-log-events (recorded). Anything else fails loudly. Queued faults (SSM_FAULTS) come first.
 set -u
 dir=@SSM_DIR@
+echo "$(id -u) ${HOME:-unset} $*" >> @AWS_CALLERS@
 fail() { echo "$2" >&2; exit "$1"; }
 # record PAYLOADS ARGS... : the call's line, and with PAYLOADS=1 the files it sent, appended as one record under
 # a lock on the log: the servers' jobs call at once, and a reader takes the line after a call as its payload.
@@ -539,7 +543,8 @@ class Server:
         lib.mkdir(parents=True, exist_ok=True)
         # A server's session is the mocked role's unique id and its instance id, as on EC2.
         aws = AWS_STANDIN.replace("@SSM_DIR@", SSM_DIR).replace("@SSM_UNREACHABLE@", SSM_UNREACHABLE) \
-            .replace("@SSM_FAULTS@", SSM_FAULTS).replace("@ROLE_ID@", SERVER_ROLE_ID)
+            .replace("@SSM_FAULTS@", SSM_FAULTS).replace("@ROLE_ID@", SERVER_ROLE_ID) \
+            .replace("@AWS_CALLERS@", AWS_CALLERS)
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
         (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))

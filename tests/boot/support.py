@@ -146,9 +146,26 @@ def assert_first_boot(server: m.Server) -> None:
         assert (server.merged / "snap/bin/aws").exists(), "snap install aws-cli did not run"
     calls = server.out(f"cat {m.AWS_LOG}")
     assert any(f"--name {name}" in calls for name in server.parameters), f"no SSM read: {calls!r}"
+    assert_aws_called_with_homes_redis_cannot_write(server)
     # The programs came from the bucket that the user data names; no server asked SSM for the bucket's name.
     bucket = server.out("awk -F= '$1 == \"BUCKET\" { gsub(/\"/, \"\", $2); print $2 }' /etc/redis/auth.env")
     assert bucket and f"s3://{bucket}/tools/" in calls and "/backup-bucket" not in calls, (bucket, calls)
+
+
+def aws_callers(server: m.Server) -> list[tuple[str, str, str]]:
+    """Every AWS call so far: (uid, HOME or "unset", its arguments)."""
+    lines = server.out(f"cat {m.AWS_CALLERS}").splitlines()
+    return [(uid, home, args) for uid, home, args in (line.split(" ", 2) for line in lines)]
+
+
+def assert_aws_called_with_homes_redis_cannot_write(server: m.Server) -> None:
+    """The AWS CLI runs what the caller's ~/.aws/config names (credential_process): a root call with the redis
+    user's HOME (systemd hands it to '+' and '!' commands of a User=redis unit) runs what redis planted."""
+    callers = aws_callers(server)
+    assert callers, "no AWS call recorded"
+    for home in sorted({home for _, home, _ in callers} - {"unset"}):
+        writable = server.exec(f"runuser -u redis -- test -w {home} && echo writable")
+        assert "writable" not in writable.stdout and home != "/var/lib/redis", (home, callers)
 
 
 def assert_no_boot_problems(server: m.Server, when: str, defer_cgroup: bool = False) -> None:

@@ -14,6 +14,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from outsystems_redis.monitoring import JOIN_TOOL_KEY
 from outsystems_redis.render.systemd import JOIN_UNIT, REDIS_RUN_STATE_DIR
+from outsystems_redis.signing import SIGNED_SUFFIX
 from tests.boot import machines as m
 from tests.boot.support import (
     BOOT_TIMEOUT,
@@ -31,6 +32,7 @@ from tests.boot.support import (
     assert_replicated_elsewhere,
     assert_roles_restore_themselves,
     assert_sessions_kept,
+    aws_callers,
     cli,
     cluster_view,
     post_deploy_check,
@@ -222,6 +224,10 @@ def test_fourth_server_joins(prod: Cluster) -> None:
     assert "the ring over 4 servers is linked" in as_redis, as_redis
     assert "ERROR" not in journal and "WARNING" not in journal and "the ring over 4 servers is linked" in journal, \
         journal
+    # Root fetched it with root's HOME, though the unit names User=redis (assert_first_boot checked every call's
+    # HOME). Planted (the fetch without HOME=/root): the fetch ran with /var/lib/redis.
+    fetches = [(uid, home) for uid, home, args in aws_callers(new) if f"{JOIN_TOOL_KEY}{SIGNED_SUFFIX}" in args]
+    assert fetches and set(fetches) == {("0", "/root")}, fetches
 
 
 def test_one_server_powered_off_and_on(prod: Cluster) -> None:

@@ -8,6 +8,7 @@ fetching redis-observe.py from moto's S3. The journal comes from a stand-in `jou
 from __future__ import annotations
 
 import calendar
+import os
 import re
 import time
 
@@ -121,6 +122,43 @@ def test_logs_reach_their_streams_once_each_and_never_the_password(version, loop
     assert "SET (2 more arguments" in everything  # the scan sees the log events
     assert "planted" not in everything  # a key: a session's cookie value
     assert password not in everything and unseen not in everything
+
+
+def test_a_log_that_redis_replaced_by_a_link_or_a_pipe_is_neither_followed_nor_read(loopback_factory, moto,
+                                                                                       tmp_path):
+    """The redis user owns the log directory, and root ships what is there. A log replaced by a link to a
+    root-only file would ship that file; one replaced by a pipe would block every run. Each is refused with an
+    ERROR that names it, and the rest (the journal) is still shipped. Planted (the log opened as before,
+    following links, without the file check): the root-only line reaches CloudWatch, and the pipe blocks the
+    run until its timeout."""
+    lo = loopback_factory("7.0", 1)
+    lo.start()
+    moto.prepare_stack("logs")
+    name, port = lo.topology.servers[0].name, lo.processes[0].port
+    entries = tmp_path / "journal.jsonl"
+    entries.write_text(journal_entry(1, "redis-auth.service", "still shipped") + "\n")
+    journal_dir = tmp_path / "journal-bin"
+    fake_journalctl(journal_dir, entries)
+    extra = {"PATH": f"{journal_dir}:{moto.env()['PATH']}"}
+    secret = tmp_path / "root-only"
+    secret.write_text("a line only root may read\n")
+    secret.chmod(0o600)
+    log = lo.log_file(lo.processes[0])
+    log.unlink()  # Redis goes on writing to the file it has open
+    log.symlink_to(secret)
+    result = observe(moto, lo, 0, "logs", "logs", tmp_path / "state", extra=extra)
+    assert result.returncode != 0 and f"redis-observe: ERROR: {log} is a symbolic link: not read" in result.stderr, \
+        result.stdout + result.stderr
+    assert "only root may read" not in moto.everything()
+    assert log_events(moto, "logs", f"{name}/journal") == ["redis-auth[1001]: still shipped"]
+    streams = moto.client("logs").describe_log_streams(logGroupName="/outsystems-redis/logs")["logStreams"]
+    assert f"{name}/redis-{port}" not in {stream["logStreamName"] for stream in streams}, streams
+
+    log.unlink()
+    os.mkfifo(log)
+    result = observe(moto, lo, 0, "logs", "logs", tmp_path / "state", extra=extra, timeout=60)
+    assert result.returncode != 0 and f"redis-observe: ERROR: {log} is not a regular file: not read" in \
+        result.stderr, result.stdout + result.stderr
 
 
 def test_batches_respect_cloudwatch_logs_limits():

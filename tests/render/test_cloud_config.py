@@ -171,7 +171,7 @@ def test_units_pass_systemd_analyzeverify_units(platform, servers, tmp_path):
         f"/usr/bin/redis-server {systemd.EC2_PATHS.conf_dir}/redis-%i.conf --supervised systemd --daemonize no"]
     stops = _effective(merged, "ExecStop")
     if topology.cluster:
-        assert stops == [f"+{STEP_DOWN_PATH} %i"]
+        assert stops == [f"+{systemd.ROOT_HOME}{STEP_DOWN_PATH} %i"]
     else:
         # A single server keeps the template's own stop (20.04: a SIGTERM; 24.04 has none, and systemd sends one).
         assert all("redis-step-down" not in stop for stop in stops) and len(stops) <= 1, stops
@@ -192,7 +192,7 @@ def test_a_clean_stop_steps_down_on_cluster_servers_only():
     stops = [line for line in cluster[systemd.TEMPLATE_DROP_IN].splitlines() if line.startswith("ExecStop")]
     # The reset first: an ExecStop of the template (none in either platform's today) would run before the
     # step-down, and a stop must hand the master over before anything else.
-    assert stops == ["ExecStop=", f"ExecStop=+{STEP_DOWN_PATH} %i"]
+    assert stops == ["ExecStop=", f"ExecStop=+{systemd.ROOT_HOME}{STEP_DOWN_PATH} %i"]
     env = dict(line.split("=", 1) for line in cluster["/etc/redis/step-down.env"].splitlines())
     assert env["SERVER_IP"] == f'"{topology.servers[1].private_ip}"' and PASSWORD not in str(cluster)
     # Its bound fits inside the unit's stop timeout (two tries, then the RDB save needs time too).
@@ -259,6 +259,26 @@ def test_the_units_that_only_talk_to_redis_run_sandboxed() -> None:
                     assert all(line in content.splitlines() for line in systemd.SANDBOX.splitlines()), \
                         f"{path} ({servers} servers, {platform}): not sandboxed"
     assert seen == sandboxed
+
+
+def test_no_root_command_runs_with_the_redis_users_home() -> None:
+    """A '+' or '!' command in a unit that runs as redis (User=redis, or the drop-in of Debian's
+    redis-server@ template, which names it) runs as root with the redis user's HOME unless it sets its own:
+    the AWS CLI would then run a credential_process from /var/lib/redis/.aws/config, and Python import a .pth
+    from its user site. Planted (the join's fetch without HOME=/root): fails."""
+    checked = 0
+    for servers, platform, tls in SCHEMA_CASES:
+        for text in rendered(servers, platform, tls):
+            for path, content in files_of(text).items():
+                if "User=redis\n" not in content and path != systemd.TEMPLATE_DROP_IN:
+                    continue
+                for line in content.splitlines():
+                    command = re.match(r"Exec\w+=([+!])(.*)", line)
+                    if command:
+                        checked += 1
+                        assert command.group(2).startswith(systemd.ROOT_HOME) or \
+                            command.group(2).startswith("/usr/bin/install "), f"{path} ({platform}): {line}"
+    assert checked >= 3, checked  # the join's fetch on both platforms, the step-down
 
 
 # The boot tests run 20.04's user data under Debian 12's systemd 252; Ubuntu 20.04 has 245, which ignores (with

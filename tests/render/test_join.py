@@ -43,7 +43,7 @@ def test_a_new_server_carries_the_join(servers, index, platform):
     unit = files[f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}"].splitlines()
     # Root's fetch runs in the unit's sandbox ('!'), but where the AWS CLI is a snap, which a sandbox breaks.
     prefix = "+" if PLATFORMS[platform].aws_cli_snap else "!"
-    assert f"ExecStartPre={prefix}/usr/bin/env FETCH_ONLY=1 {systemd.OBSERVE_PATH}" in unit
+    assert f"ExecStartPre={prefix}{systemd.ROOT_HOME}FETCH_ONLY=1 {systemd.OBSERVE_PATH}" in unit
     assert (f"ReadWritePaths=-{systemd.REDIS_RUN_STATE_DIR}" in unit) == (prefix == "!")
     assert f"ExecStart=/usr/bin/env NO_FETCH=1 {systemd.OBSERVE_PATH}" in unit and "User=redis" in unit
     assert f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={systemd.REDIS_RUN_STATE_DIR} " \

@@ -70,8 +70,9 @@ def test_units_and_timers_pass_systemd_analyze_verify(tmp_path):
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
-STANDARD_LIBRARY = {"__future__", "calendar", "collections", "dataclasses", "hashlib", "importlib", "ipaddress",
-                    "json", "os", "re", "shlex", "socket", "ssl", "subprocess", "sys", "tempfile", "time"}
+STANDARD_LIBRARY = {"__future__", "calendar", "collections", "dataclasses", "errno", "hashlib", "importlib",
+                    "ipaddress", "json", "os", "re", "shlex", "socket", "ssl", "stat", "subprocess", "sys", "tempfile",
+                    "time", "typing"}
 
 
 def _imports(tree: ast.AST) -> set[str]:

@@ -293,8 +293,10 @@ def test_the_backup_bucket_is_encrypted_versioned_private_and_owner_enforced(pro
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
     assert deny["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    # Snapshots are written by the stack's servers only (their role), nobody else.
-    assert others["Effect"] == "Deny" and others["Principal"] == "*" and others["Action"] == "s3:PutObject"
+    # Snapshots are written by the stack's servers only (their role), nobody else: not by S3 replication either
+    # (the bucket is versioned, so it can be a replication destination, which writes with s3:ReplicateObject).
+    assert others["Effect"] == "Deny" and others["Principal"] == "*"
+    assert others["Action"] == ["s3:PutObject", "s3:ReplicateObject"]
     assert others["Resource"] == f"{BUCKET_ARN}/snapshots/*"
     assert others["Condition"] == {
         "ArnNotEquals": {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/outsystems-redis-server-role-name"}}
@@ -313,7 +315,10 @@ def test_only_the_deployer_may_change_the_programs_the_servers_run_as_root(progr
     for program in programs.values():
         tools = _tools_statement(program)
         assert tools["Effect"] == "Deny" and tools["Principal"] == "*"
-        assert set(tools["Action"]) == {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"}
+        # Replication into the bucket (a destination must be versioned, as this one is) writes and deletes with
+        # actions of its own.
+        assert set(tools["Action"]) == {"s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion",
+                                        "s3:ReplicateObject", "s3:ReplicateDelete"}
         # The role behind the assumed-role session running `pulumi up`, with its path: aws:PrincipalArn
         # carries the role's ARN, never the session's (arn:aws:sts::...:assumed-role/...), which would
         # match nobody and lock the deployer out.

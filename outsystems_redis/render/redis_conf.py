@@ -187,13 +187,19 @@ def secret_named_commands(platform: Platform) -> tuple[str, ...]:
 
 
 def command_lines(platform: Platform) -> list[str]:
-    """What the password cannot do: disabled_commands gone; on 7.0 its own switches stated, all off."""
+    """What the password cannot do: disabled_commands gone; on 7.0 its own switches stated, all off, and RESTORE's
+    payloads checked."""
     lines = [f'rename-command {command} ""' for command in disabled_commands(platform)]
     if platform.redis_version != "5.0":
         # Redis 7.0's defaults, written out so that a changed default cannot turn them on: no DEBUG or
         # MODULE (already gone above), and no CONFIG SET of the protected configs (dir, dbfilename),
         # which would let a client write a file anywhere the redis user may.
         lines += ["enable-protected-configs no", "enable-debug-command no", "enable-module-command no"]
+        # RESTORE (the front-ends keep it; the backup's restore sends it) checks a payload's structure, not only
+        # its checksum: a crafted one (from a front-end, or in a snapshot that a compromised server uploaded)
+        # would otherwise corrupt the process's memory. Replication's own RDB is not checked twice. (5.0 has
+        # no such check: SECURITY.md, gap 2.)
+        lines.append("sanitize-dump-payload clients")
     return lines
 
 

@@ -113,7 +113,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "deploy", arg="availability_zones", kind="list",
     ),
     ConfigKey(
-        "frontEndCidrs", "dev: the VPC's CIDR; prod: none (required)",
+        "frontEndCidrs", "one server without `frontEndSecurityGroupIds`: the VPC's CIDR; a cluster: none (required)",
         "Private CIDRs of the OutSystems front-ends that may reach Redis. Public ranges and `0.0.0.0/0` are "
         "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`. This key "
         "and `frontEndSecurityGroupIds` together hold at most 58 entries on a cluster and 59 on one server (a "
@@ -341,6 +341,16 @@ def read_config(raw: Mapping[str, str]) -> dict[str, object]:
 
 def _read(key: ConfigKey, written: object) -> object:
     text = str(written)
+    # Pulumi hands a YAML list or map over as its JSON text: for a key of one value that text would pass as the
+    # value (an alarm email of '["ops@example.com"]', which AWS refuses halfway through a deployment). The
+    # password has rules of its own (quotes are refused there).
+    if key.kind == "text" and key.name != "redisPassword" and text.strip().startswith(("[", "{")):
+        try:
+            structured = json.loads(text)
+        except json.JSONDecodeError:
+            structured = None
+        if isinstance(structured, (list, dict)):
+            raise SettingsError(key.name, text, "one value, not a YAML list or map")
     if key.kind == "int":
         try:
             return int(text.strip())

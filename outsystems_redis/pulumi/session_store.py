@@ -343,7 +343,14 @@ def look_up(s: Settings, invoke: pulumi.InvokeOptions | None = None) -> AwsFacts
     subnets = [aws.ec2.get_subnet(id=subnet_id, opts=invoke) for subnet_id in sorted(in_vpc)]
     check_subnets_free(s, [(n.id, n.cidr_block, dict(n.tags or {})) for n in subnets])
 
-    spec = aws.ec2.get_instance_type(instance_type=s.instance_type, opts=invoke)
+    try:
+        spec = aws.ec2.get_instance_type(instance_type=s.instance_type, opts=invoke)
+    except Exception as exc:
+        # EC2's error code for a type it does not know (a typo, or one this region lacks); any other is not ours.
+        if "InvalidInstanceType" not in str(exc):
+            raise
+        raise SettingsError("instanceType", s.instance_type,
+                            "an EC2 instance type that this region offers, such as c5.xlarge") from None
     if "x86_64" not in spec.supported_architectures:
         raise SettingsError("instanceType", s.instance_type, "an x86_64 instance type (the Ubuntu AMI is amd64)")
     check_instance_type(

@@ -37,6 +37,7 @@ from redis.crc import key_slot
 
 from outsystems_redis.monitoring import BACKUP_MANIFEST_SUFFIX, BACKUP_PREFIX, backup_bucket_parameter
 from outsystems_redis.settings import NAMESPACE as PROJECT  # every server's Project tag
+from outsystems_redis.tools.stack_file import stack_argument
 
 SLOTS = 16384
 PASSWORD_ENV = "REDIS_PASSWORD"  # as the health check
@@ -590,7 +591,7 @@ def parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=text)
         where = c.add_mutually_exclusive_group()
         where.add_argument("--bucket", help="the stack's backup bucket's name")
-        where.add_argument("--stack", help="the Pulumi stack: its bucket's name is read from SSM")
+        where.add_argument("--stack", type=stack_argument, help="the Pulumi stack: its bucket's name is read from SSM")
         c.add_argument("--region", help="the stack's AWS region (default: the AWS CLI/SDK configuration)")
         if name == "restore":
             c.add_argument("--taken-at", required=True, metavar="YYYYMMDDTHHMMSSZ",

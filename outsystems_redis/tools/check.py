@@ -19,7 +19,7 @@ from typing import TextIO
 from outsystems_redis.errors import SettingsError
 from outsystems_redis.platforms import PLATFORMS
 from outsystems_redis.settings import Settings, load_settings
-from outsystems_redis.tools.stack_file import StackFile, StackFileError, read
+from outsystems_redis.tools.stack_file import StackFile, StackFileError, read, stack_argument
 
 
 def left_for_deploy(settings: Settings, stack_file: StackFile) -> list[str]:
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m outsystems_redis.tools.check --stack prod. Exit codes: 0 passed (warnings allowed), "
                "2 a mistake (the line names the key or the file).",
     )
-    p.add_argument("--stack", required=True, help="the stack whose Pulumi.<stack>.yaml to check")
+    p.add_argument("--stack", type=stack_argument, required=True, help="the stack whose Pulumi.<stack>.yaml to check")
     p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml in the current directory)")
     return p
 

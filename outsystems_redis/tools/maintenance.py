@@ -41,6 +41,7 @@ from outsystems_redis.parameters import OPERATIONS_USER, ops_password_parameter
 from outsystems_redis.platforms import PLATFORMS, Platform
 from outsystems_redis.render.redis_conf import has_users
 from outsystems_redis.tools import health
+from outsystems_redis.tools.stack_file import stack_argument
 from outsystems_redis.topology import MASTER_PORT, REPLICA_PORT, Topology, build_topology
 
 MOVE = "move its masters away"
@@ -601,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "masters back. Password from REDIS_PASSWORD.",
         epilog="Exit codes: 0 every server done, 1 refused or stopped (the message names server and step), "
                "2 bad usage.")
-    p.add_argument("--stack", required=True, help="the Pulumi stack (its servers carry the tag Stack=<stack>)")
+    p.add_argument("--stack", type=stack_argument, required=True,
+                   help="the Pulumi stack (its servers carry the tag Stack=<stack>)")
     p.add_argument("--instance-ids", default="", metavar="ID[,ID...]",
                    help="only these servers, in this order (default: every running server of the stack)")
     p.add_argument("--region", help="AWS region (default: the AWS configuration's)")

@@ -94,7 +94,7 @@ from outsystems_redis.tools.sessions import (
     session_tag,
     tag_of,
 )
-from outsystems_redis.tools.stack_file import read_settings
+from outsystems_redis.tools.stack_file import read_settings, stack_argument
 from outsystems_redis.topology import Process
 
 STATE_FILE = "rehearsal.json"
@@ -1061,7 +1061,8 @@ VERBS = {
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("python -m outsystems_redis.tools.rehearsal", "Rehearse a stack's Redis topology on loopback "
                        "(127.0.0.x).", VERBS, "Exit codes: 0 done, 1 failed, 2 bad usage.")
-    p.add_argument("--stack", required=True, help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
+    p.add_argument("--stack", type=stack_argument, required=True,
+                   help="the Pulumi stack whose Pulumi.<stack>.yaml to rehearse")
     p.add_argument("--version", choices=("5.0", "7.0"), help="the Redis line (default: the stack's platform)")
     p.add_argument("--state-dir", type=Path, help="where processes keep their files (default .rehearsal/<stack>)")
     p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml in the current directory)")

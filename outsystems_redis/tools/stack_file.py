@@ -10,6 +10,7 @@ checked.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from outsystems_redis.errors import SettingsError
 from outsystems_redis.settings import NAMESPACE, Settings, check_stack_name, load_settings
 
 
@@ -87,6 +89,15 @@ def load(path: Path) -> Mapping:
     if document is not None and not isinstance(document, Mapping):
         raise StackFileError(f"{path}: a stack file is a mapping with a `config:` key")
     return document or {}
+
+
+def stack_argument(text: str) -> str:
+    """argparse's type for the tools' --stack: a name Pulumi would accept, or an error that names --stack."""
+    try:
+        check_stack_name(text)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {exc.allowed}") from None
+    return text
 
 
 def read(stack: str, path: Path | None = None) -> StackFile:

@@ -77,7 +77,12 @@ def test_a_plain_text_password_passes_with_a_warning_and_an_encrypted_one_is_lef
 
 def test_a_bad_stack_name_or_usage_is_exit_2():
     run = check("--stack", "a/b")
-    assert run.returncode == 2 and "config key 'stack'" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "argument --stack: got 'a/b'" in run.stderr and "Traceback" not in run.stderr
+    # Every tool with --stack names the argument, not a config key (the stack's name is not one).
+    for tool in ("maintenance", "rehearsal", "health"):
+        run = subprocess.run([sys.executable, "-m", f"outsystems_redis.tools.{tool}", "--stack", "../x", "up"],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert run.returncode == 2 and "argument --stack: got '../x'" in run.stderr, (tool, run.stderr)
     run = check()
     assert run.returncode == 2 and "--stack" in run.stderr
 

@@ -236,6 +236,11 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "cidrBlockAssociations": [{"cidrBlock": VPC_CIDR, "associationId": "a", "state": "associated"}],
             }, []
         if args.token == "aws:ec2/getInstanceType:getInstanceType":
+            if args.args["instanceType"] not in INSTANCE_TYPES:
+                # EC2's answer (DescribeInstanceTypes), as the provider passes it on.
+                return {}, [("", f"reading EC2 Instance Type ({args.args['instanceType']}): operation error EC2: "
+                                 "DescribeInstanceTypes, api error InvalidInstanceType: The following supplied "
+                                 f"instance types do not exist: [{args.args['instanceType']}]")]
             spec = INSTANCE_TYPES[args.args["instanceType"]]
             return {
                 "instanceType": args.args["instanceType"],

@@ -427,6 +427,10 @@ BAD_INPUTS = [
     ),
     ("dev", {"outsystems-redis:rootVolumeGiB": 8}, "rootVolumeGiB", "at least 10 GiB"),
     ("dev", {"outsystems-redis:platform": "ubuntu-18.04"}, "platform", "ubuntu-20.04-redis-5.0"),
+    # A YAML list where one value belongs: Pulumi hands it over as its JSON text, which AWS would refuse halfway.
+    ("dev", {"outsystems-redis:alarmEmail": ["ops@example.com"]}, "alarmEmail", "one value, not a YAML list"),
+    ("dev", {"outsystems-redis:instanceType": ["c5.large"]}, "instanceType", "one value, not a YAML list"),
+    ("dev", {"outsystems-redis:instanceType": "c5.xlarg"}, "instanceType", "an EC2 instance type that this region"),
 ]
 
 

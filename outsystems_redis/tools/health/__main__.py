@@ -39,6 +39,7 @@ from outsystems_redis.platforms import DEFAULT_PLATFORM, PLATFORMS
 from outsystems_redis.tools.health.cloudwatch import POLL_SECONDS
 from outsystems_redis.tools.health.gather import run_check
 from outsystems_redis.tools.health.report import report, to_json
+from outsystems_redis.tools.stack_file import stack_argument
 
 
 def parse_nodes_arg(text: str) -> list[tuple[str, int]]:
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--through-cloudwatch", action="store_true",
                    help="read the servers' own verdicts from CloudWatch instead of connecting to them "
                         "(needs --stack, --region, --servers and cloudwatch:GetMetricData)")
-    p.add_argument("--stack", help="with --through-cloudwatch: the Pulumi stack's name")
+    p.add_argument("--stack", type=stack_argument, help="with --through-cloudwatch: the Pulumi stack's name")
     p.add_argument("--region", help="with --through-cloudwatch: the stack's AWS region")
     p.add_argument("--account", help="with --through-cloudwatch: the stack's AWS account id; other credentials "
                                      "are refused at once")

@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Pulumi stack (its servers carry the tag Stack=<stack>)")
     p.add_argument("--instance-ids", default="", metavar="ID[,ID...]",
                    help="only these servers, in this order (default: every running server of the stack)")
-    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    p.add_argument("--region", help="AWS region (default: the stack file's aws:region, else the AWS configuration's)")
     p.add_argument("--config", type=Path, help="the stack file (default Pulumi.<stack>.yaml in the current directory)")
     p.add_argument("--cacert", metavar="FILE", help="the stack's CA (TLS stacks): pulumi stack output caCertificate")
     p.add_argument("--dry-run", action="store_true", help="print the servers and the upgrade script; do nothing")
@@ -616,10 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from outsystems_redis.tools.stack_file import read_settings
+    from outsystems_redis.tools.stack_file import aws_region, read_settings
 
     try:
         settings = read_settings(args.stack, args.config)
+        region = args.region or aws_region(args.stack, args.config)
     except (OSError, ValueError) as exc:
         parser.error(f"--stack {args.stack}: {exc}")
     platform = PLATFORMS[settings.platform]
@@ -639,14 +640,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-    session = boto3.session.Session(region_name=args.region)
+    session = boto3.session.Session(region_name=region)
     try:
         servers = discover_servers(session.client("ec2"), args.stack)
         check_addresses(servers, build_topology(settings.servers, settings.subnet_cidrs), args.stack)
         patched = chosen(servers, ids)
-    except ValueError as exc:
+    except ValueError as exc:  # refused: the servers found are not the stack file's, or not the ones named
         print(f"maintenance: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except NoRegionError:
         print("maintenance: no AWS region: give --region (the stack's aws:region) or set AWS_REGION", file=sys.stderr)
         return 2

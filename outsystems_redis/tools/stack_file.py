@@ -113,6 +113,13 @@ def read(stack: str, path: Path | None = None) -> StackFile:
     return StackFile(path, raw, encrypted)
 
 
+def aws_region(stack: str, path: Path | None = None) -> str | None:
+    """The stack file's `aws:region` (where `pulumi up` deploys), if it names one."""
+    config = load(path or default_path(stack)).get("config") or {}
+    region = config.get("aws:region") if isinstance(config, dict) else None
+    return region if isinstance(region, str) and region else None
+
+
 def read_settings(stack: str, path: Path | None = None) -> Settings:
     """The stack's settings, checked as `pulumi up` checks them before it asks AWS anything.
 

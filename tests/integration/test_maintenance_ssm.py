@@ -149,7 +149,7 @@ def test_the_command_line_finds_the_stacks_servers_and_names_bad_input(aws, monk
     with pytest.raises(SystemExit):
         maintenance.main(["--stack", "prod", "--instance-ids", "web-1"])
     assert "--instance-ids: EC2 instance ids" in capsys.readouterr().err
-    assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", "i-0123456789abcdef0"]) == 2
+    assert maintenance.main(["--stack", "prod", "--dry-run", "--instance-ids", "i-0123456789abcdef0"]) == 1
     assert "i-0123456789abcdef0 is not a running server of this stack" in capsys.readouterr().err
 
 
@@ -164,7 +164,7 @@ def test_an_instance_tagged_as_a_server_but_elsewhere_is_refused_before_anything
                         "REDIS_PASSWORD": "not-used-here-0123456789"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    assert maintenance.main(["--stack", "prod"]) == 2
+    assert maintenance.main(["--stack", "prod"]) == 1
     err = capsys.readouterr().err
     assert (f"instance {ids[1]} is tagged as server 2 of stack prod but its address is 172.31.130.77, "
             "not 172.31.130.10") in err, err
@@ -173,7 +173,7 @@ def test_an_instance_tagged_as_a_server_but_elsewhere_is_refused_before_anything
     launch(ec2, "dev", 1)
     assert maintenance.main(["--stack", "dev", "--dry-run"]) == 0  # the dev server is where dev's file says
     launch(ec2, "prod", 4, only=[3])
-    assert maintenance.main(["--stack", "prod", "--dry-run"]) == 2
+    assert maintenance.main(["--stack", "prod", "--dry-run"]) == 1
     assert "carry its tags but its stack file says servers: 3" in capsys.readouterr().err
     assert ssm.sent == []
 

@@ -48,6 +48,7 @@ Plain Python, no pulumi.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
 import tempfile
@@ -641,18 +642,45 @@ VERBS = {
 }
 
 
+def server_ips(text: str) -> list[str]:
+    """argparse's type for --from and --to: the servers' private IPv4 addresses, comma-separated, no ports."""
+    hosts = [h.strip() for h in text.split(",") if h.strip()]
+    for host in hosts:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{host!r} is not an IPv4 address (give the servers' private IPs, "
+                                             "without ports: the tool adds 7000 and 7001)") from None
+    if len(hosts) < 3:
+        raise argparse.ArgumentTypeError(f"{len(hosts)} address(es): a cluster has at least 3 servers")
+    if len(set(hosts)) != len(hosts):
+        raise argparse.ArgumentTypeError("an address is listed twice")
+    return hosts
+
+
+def seconds(text: str) -> float:
+    """argparse's type for --wait: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a number of seconds above 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("python -m outsystems_redis.tools.migration", "Rolling migration of a Redis 5.0 cluster onto "
                        "Redis 7.0 servers.", VERBS, "Password from REDIS_PASSWORD, the new stack's operations secret "
                        "from REDIS_OPS_PASSWORD (join, promote).")
-    p.add_argument("--from", dest="old", help="old (5.0) server IPs, comma-separated, in server order")
-    p.add_argument("--to", dest="new", help="new (7.0) server IPs, comma-separated, in server order")
+    p.add_argument("--from", dest="old", type=server_ips, help="old (5.0) server IPs, comma-separated, in server order")
+    p.add_argument("--to", dest="new", type=server_ips, help="new (7.0) server IPs, comma-separated, in server order")
     p.add_argument("--servers", type=int, default=3, help="rehearse: server count (default 3)")
     p.add_argument("--stops", type=int, default=0,
                    help="rehearse: stop `promote` this many times and run it again: before its first failover, "
                         "then before it retires each 5.0 master (default 0)")
     p.add_argument("--state-dir", type=Path, help="rehearse: where processes keep their files (default: a temp dir)")
-    p.add_argument("--wait", type=float, default=WAIT_SECONDS, help="seconds each step may take (default 120)")
+    p.add_argument("--wait", type=seconds, default=WAIT_SECONDS, help="seconds each step may take (default 120)")
     return p
 
 
@@ -682,6 +710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     if not args.old or not args.new:
         parser.error(f"{args.command}: give --from OLD_IPS and --to NEW_IPS")
+    # New server i takes old master i's slots: one new server for each old one, none of them the same.
+    if len(args.old) != len(args.new):
+        parser.error(f"--from and --to: as many new servers as old ones (got {len(args.old)} and {len(args.new)})")
+    if set(args.old) & set(args.new):
+        parser.error(f"--from and --to: {sorted(set(args.old) & set(args.new))[0]} is in both")
     password = os.environ.get("REDIS_PASSWORD")
     if not password:
         parser.error("set REDIS_PASSWORD (the password both stacks share)")
@@ -689,9 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ops_password:
         parser.error("set REDIS_OPS_PASSWORD (the new stack's operations secret, "
                      "/outsystems-redis/<new stack>/ops-password): Redis 7.0's front-ends' password cannot administer")
-    old = [h.strip() for h in args.old.split(",") if h.strip()]
-    new = [h.strip() for h in args.new.split(",") if h.strip()]
-    mig = Migration(old, new, password, wait_seconds=args.wait, ops_password=ops_password)
+    mig = Migration(args.old, args.new, password, wait_seconds=args.wait, ops_password=ops_password)
     try:
         if args.command == "join":
             mig.join()

@@ -246,3 +246,26 @@ def test_a_promote_that_stopped_runs_again_to_the_end(tmp_path):
     assert retired[2:] == [f"retired 1 5.0 replica(s): {host}:7000" for host in old_hosts[:2]], lines
     (failover,) = [s.detail for s in result.steps if s.name.startswith("fail over each 5.0 master")]
     assert failover.count("already master") == 2 and failover.endswith(f"{old_hosts[2]}:7000 retired")
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--from", "127.9.9.1:7000,x", "--to", "10.0.1.1,10.0.1.2,10.0.1.3"], "argument --from: '127.9.9.1:7000' is not"),
+    (["--from", "10.0.0.1,10.0.0.2,10.0.0.3", "--to", "10.0.1.1,10.0.1.2"], "argument --to: 2 address(es)"),
+    (["--from", "10.0.0.1,10.0.0.2,10.0.0.3", "--to", "10.0.1.1,10.0.1.2,10.0.1.3,10.0.1.4"],
+     "as many new servers as old ones (got 3 and 4)"),
+    (["--from", "10.0.0.1,10.0.0.2,10.0.0.3", "--to", "10.0.0.3,10.0.1.2,10.0.1.3"], "10.0.0.3 is in both"),
+    (["--from", "10.0.0.1,10.0.0.2,10.0.0.1", "--to", "10.0.1.1,10.0.1.2,10.0.1.3"], "listed twice"),
+    (["--from", "10.0.0.1,10.0.0.2,10.0.0.3", "--to", "10.0.1.1,10.0.1.2,10.0.1.3", "--wait", "-1"],
+     "argument --wait: got '-1'"),
+])
+def test_the_cli_refuses_addresses_and_waits_it_cannot_use_naming_the_argument(args, error, monkeypatch,
+                                                                                 capsys) -> None:
+    """Before it connects anywhere: an address with a port, too few or uneven servers, one on both sides, a
+    wait of no time. (A port in --from was once taken for a host, and the error blamed TLS.)"""
+    from outsystems_redis.tools.migration import main
+
+    monkeypatch.setenv("REDIS_PASSWORD", "not-used-here-0123456789")
+    monkeypatch.setenv("REDIS_OPS_PASSWORD", "not-used-here-0123456789")
+    with pytest.raises(SystemExit) as exit_:
+        main(["join", *args])
+    assert exit_.value.code == 2 and error in capsys.readouterr().err

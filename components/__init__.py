@@ -1,4 +1,4 @@
-"""Former name of outsystems_redis (until 0.3.x): an alias with a DeprecationWarning (outsystems_redis/_former.py)."""
+"""Former name of outsystems_redis (until 0.3.x): an alias with a FutureWarning (outsystems_redis/_former.py)."""
 
 from outsystems_redis import _former
 

@@ -1,4 +1,4 @@
-"""Former name of outsystems_redis.tools (until 0.3.x): an alias with a DeprecationWarning (see _former.py)."""
+"""Former name of outsystems_redis.tools (until 0.3.x): an alias with a FutureWarning (see _former.py)."""
 
 from outsystems_redis import _former
 

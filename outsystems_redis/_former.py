@@ -2,7 +2,8 @@
 
 `import components.session_store` (or `from operator_tools import health`) gives the very module of its new
 place (outsystems_redis.pulumi.session_store, outsystems_redis.tools.health), so classes and state are one,
-after a DeprecationWarning that names the new place. The next minor release drops them.
+after a FutureWarning (Python shows it by default, unlike a DeprecationWarning) that names the new place.
+The next minor release drops them.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def install(former: str) -> None:
     """Called by a former package's __init__: warn once, then resolve its submodules to their new places."""
     warnings.warn(f"the package '{former}' is now '{new_name(former + '.x').rsplit('.', 1)[0]}' (and its modules "
                   f"moved: {PACKAGE}/pulumi, render, server_files, tools); '{former}' goes in the next minor "
-                  "release", DeprecationWarning, stacklevel=3)
+                  "release", FutureWarning, stacklevel=3)
     _INSTALLED[former] = sys.modules[former]
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)

@@ -69,7 +69,7 @@ def test_install_then_an_example_creates_the_store(tmp_path: Path) -> None:
             "package": outsystems_redis.__file__,
             "tools": outsystems_redis.tools.health.__file__,
             "former": [former is RedisSessionStore, former_health is outsystems_redis.tools.health,
-                       sorted({str(w.message).split("'")[1] for w in said if w.category is DeprecationWarning})],
+                       sorted({str(w.message).split("'")[1] for w in said if w.category is FutureWarning})],
             "types": sorted({r.type for r in done.resources}),
             "servers": len(done.of_type("aws:ec2/instance:Instance")),
             "exports": sorted(done.exports),

@@ -113,7 +113,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "deploy", arg="availability_zones", kind="list",
     ),
     ConfigKey(
-        "frontEndCidrs", "one server without `frontEndSecurityGroupIds`: the VPC's CIDR; a cluster: none (required)",
+        "frontEndCidrs",
+        "one server without `frontEndSecurityGroupIds`: the VPC's CIDR; a cluster: none (required unless "
+        "`frontEndSecurityGroupIds` is set)",
         "Private CIDRs of the OutSystems front-ends that may reach Redis. Public ranges and `0.0.0.0/0` are "
         "refused. A production cluster must list its front-ends here or in `frontEndSecurityGroupIds`. This key "
         "and `frontEndSecurityGroupIds` together hold at most 58 entries on a cluster and 59 on one server (a "

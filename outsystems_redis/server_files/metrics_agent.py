@@ -426,14 +426,18 @@ def open_log(path: str) -> tuple[int, os.stat_result]:
     fs.protected_hardlinks.)"""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotALog(f"{path} is a symbolic link: not read") from None
+    except FileNotFoundError:
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    except OSError as exc:  # a link (ELOOP), a socket (ENXIO), a directory...
+        what = "a symbolic link" if exc.errno == errno.ELOOP else f"not readable ({exc.strerror})"
+        raise NotALog(f"{path} is {what}: not read") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotALog(f"{path} is not a regular file: not read")
+    except OSError:
         os.close(fd)
-        raise NotALog(f"{path} is not a regular file: not read")
+        raise
     return fd, st
 
 
@@ -463,6 +467,8 @@ def file_events(path: str, saved: dict | None, now_ms: int) -> list[tuple[int, s
                 except FileNotFoundError:
                     notes.append(f"{path} was rotated and its previous file is gone: lines after byte "
                                  f"{saved['offset']} of it were not shipped")
+                except NotALog as exc:  # the current file still ships
+                    notes.append(f"{exc}; lines after byte {saved['offset']} of the previous file were not shipped")
             elif st.st_size < saved.get("offset", 0):
                 notes.append(f"{path} was truncated: lines after byte {saved['offset']} of it were not shipped")
             else:

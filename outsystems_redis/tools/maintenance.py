@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maintenance: {exc}", file=sys.stderr)
         return 1
     except NoRegionError:
-        print("maintenance: no AWS region: give --region (the stack's aws:region) or set AWS_REGION", file=sys.stderr)
+        print("maintenance: the stack file names no aws:region: give --region or set AWS_REGION", file=sys.stderr)
         return 2
     except NoCredentialsError:
         print("maintenance: no AWS credentials: `aws sso login`, or set AWS_PROFILE", file=sys.stderr)

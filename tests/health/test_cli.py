@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.tools import ROOT
 
@@ -43,17 +44,24 @@ def test_the_help_gives_every_command_a_line_and_an_example_that_parses(tool):
         assert args.command == verb
 
 
-@pytest.mark.parametrize(("extra", "said"), [
-    ([], "maintenance: no AWS region: give --region"),
-    (["--region", "eu-west-1"], "maintenance: no AWS credentials: `aws sso login`, or set AWS_PROFILE"),
-], ids=["no-region", "no-credentials"])
-def test_maintenance_without_a_region_or_credentials_is_one_line(tmp_path, extra, said):
+@pytest.mark.parametrize(("extra", "region", "said"), [
+    ([], False, "maintenance: the stack file names no aws:region: give --region or set AWS_REGION"),
+    (["--region", "eu-west-1"], False, "maintenance: no AWS credentials: `aws sso login`, or set AWS_PROFILE"),
+    ([], True, "maintenance: no AWS credentials: `aws sso login`, or set AWS_PROFILE"),  # the file's region
+], ids=["no-region", "no-credentials", "the-stack-files-region"])
+def test_maintenance_without_a_region_or_credentials_is_one_line(tmp_path, extra, region, said):
     """Before, a botocore traceback. Nothing is sent anywhere: both are known before the first request (the
-    instance metadata service is switched off, as it is off an EC2 instance)."""
+    instance metadata service is switched off, as it is off an EC2 instance). The region is the stack file's
+    aws:region unless --region names one."""
+    stack_file = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
+    if not region:
+        del stack_file["config"]["aws:region"]
+    (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump(stack_file))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "outsystems_redis.tools.maintenance", "--stack", "prod", "--dry-run",
-                           *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                           *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 

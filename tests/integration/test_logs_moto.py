@@ -10,7 +10,9 @@ from __future__ import annotations
 import calendar
 import os
 import re
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -124,11 +126,11 @@ def test_logs_reach_their_streams_once_each_and_never_the_password(version, loop
     assert password not in everything and unseen not in everything
 
 
-def test_a_log_that_redis_replaced_by_a_link_or_a_pipe_is_neither_followed_nor_read(loopback_factory, moto,
-                                                                                       tmp_path):
+def test_a_log_that_redis_replaced_by_a_link_a_pipe_or_a_socket_is_not_read(loopback_factory, moto, tmp_path):
     """The redis user owns the log directory, and root ships what is there. A log replaced by a link to a
-    root-only file would ship that file; one replaced by a pipe would block every run. Each is refused with an
-    ERROR that names it, and the rest (the journal) is still shipped. Planted (the log opened as before,
+    root-only file would ship that file; one replaced by a pipe would block every run; a socket would end it.
+    Each is refused with an ERROR that names it, and the rest (the journal) is still shipped; a rotated log
+    (`.1`) replaced so does not keep the current one from shipping. Planted (the log opened as before,
     following links, without the file check): the root-only line reaches CloudWatch, and the pipe blocks the
     run until its timeout."""
     lo = loopback_factory("7.0", 1)
@@ -144,21 +146,54 @@ def test_a_log_that_redis_replaced_by_a_link_or_a_pipe_is_neither_followed_nor_r
     secret.write_text("a line only root may read\n")
     secret.chmod(0o600)
     log = lo.log_file(lo.processes[0])
-    log.unlink()  # Redis goes on writing to the file it has open
-    log.symlink_to(secret)
-    result = observe(moto, lo, 0, "logs", "logs", tmp_path / "state", extra=extra)
-    assert result.returncode != 0 and f"redis-observe: ERROR: {log} is a symbolic link: not read" in result.stderr, \
-        result.stdout + result.stderr
-    assert "only root may read" not in moto.everything()
-    assert log_events(moto, "logs", f"{name}/journal") == ["redis-auth[1001]: still shipped"]
-    streams = moto.client("logs").describe_log_streams(logGroupName="/outsystems-redis/logs")["logStreams"]
-    assert f"{name}/redis-{port}" not in {stream["logStreamName"] for stream in streams}, streams
+    state = tmp_path / "state"
 
-    log.unlink()
-    os.mkfifo(log)
-    result = observe(moto, lo, 0, "logs", "logs", tmp_path / "state", extra=extra, timeout=60)
-    assert result.returncode != 0 and f"redis-observe: ERROR: {log} is not a regular file: not read" in \
-        result.stderr, result.stdout + result.stderr
+    def refused(reason: str) -> None:
+        result = observe(moto, lo, 0, "logs", "logs", state, extra=extra, timeout=60)
+        assert result.returncode != 0 and f"redis-observe: ERROR: {log} is {reason}: not read" in result.stderr, \
+            result.stdout + result.stderr
+
+    # Redis opens its log again for every line: whatever it logs meanwhile goes where the name points (as root
+    # here; the redis user could not write a root-only file), so the name is a regular file again at the end.
+    try:
+        log.unlink()
+        log.symlink_to(secret)
+        refused("a symbolic link")
+        assert "only root may read" not in moto.everything()
+        assert log_events(moto, "logs", f"{name}/journal") == ["redis-auth[1001]: still shipped"]
+        streams = moto.client("logs").describe_log_streams(logGroupName="/outsystems-redis/logs")["logStreams"]
+        assert f"{name}/redis-{port}" not in {stream["logStreamName"] for stream in streams}, streams
+
+        log.unlink()
+        os.mkfifo(log)
+        refused("not a regular file")
+        log.unlink()
+        with socket.socket(socket.AF_UNIX) as listening:
+            listening.bind(str(log))
+            refused("not readable (No such device or address)")
+        log.unlink()
+
+        # Rotated: the current log is new, its previous one (.1) a link. The current one ships, with a note.
+        now = time.strftime("%d %b %Y %H:%M:%S", time.gmtime())  # CloudWatch refuses events over 14 days old
+        log.write_text(f"1:M {now}.000 * a line before the rotation\n")
+        result = observe(moto, lo, 0, "logs", "logs", state, extra=extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+        log.rename(f"{log}.1")
+        Path(f"{log}.1").unlink()
+        Path(f"{log}.1").symlink_to(secret)
+        log.write_text(f"1:M {now}.001 * a line after the rotation\n")
+        result = observe(moto, lo, 0, "logs", "logs", state, extra=extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+        shipped = log_events(moto, "logs", f"{name}/redis-{port}")
+        # Each line once, in its own time's order; the note is stamped when it was said.
+        assert [line.split(" * ")[1] for line in shipped if "rotation" in line] == \
+            ["a line before the rotation", "a line after the rotation"], shipped
+        assert any(f"{log}.1 is a symbolic link: not read; lines after byte" in line for line in shipped), shipped
+        assert "only root may read" not in moto.everything()
+    finally:
+        if log.is_symlink() or log.exists():
+            log.unlink()
+        log.touch()
 
 
 def test_batches_respect_cloudwatch_logs_limits():

@@ -266,19 +266,22 @@ def test_no_root_command_runs_with_the_redis_users_home() -> None:
     redis-server@ template, which names it) runs as root with the redis user's HOME unless it sets its own:
     the AWS CLI would then run a credential_process from /var/lib/redis/.aws/config, and Python import a .pth
     from its user site. Planted (the join's fetch without HOME=/root): fails."""
-    checked = 0
+    checked: dict[str, set[str]] = {}
     for servers, platform, tls in SCHEMA_CASES:
         for text in rendered(servers, platform, tls):
             for path, content in files_of(text).items():
                 if "User=redis\n" not in content and path != systemd.TEMPLATE_DROP_IN:
                     continue
                 for line in content.splitlines():
-                    command = re.match(r"Exec\w+=([+!])(.*)", line)
-                    if command:
-                        checked += 1
+                    # Exec prefixes combine (systemd.exec(5): "-", "@", ":", "+", "!", "|"), in any order.
+                    command = re.match(r"Exec\w+=([-@:|+!]*)(.*)", line)
+                    if command and ("+" in command.group(1) or "!" in command.group(1)):
+                        checked.setdefault(platform, set()).add(Path(path).name)
                         assert command.group(2).startswith(systemd.ROOT_HOME) or \
                             command.group(2).startswith("/usr/bin/install "), f"{path} ({platform}): {line}"
-    assert checked >= 3, checked  # the join's fetch on both platforms, the step-down
+    # On each platform: the join's fetch, and a cluster process's step-down.
+    assert {platform: names >= {systemd.JOIN_UNIT, Path(systemd.TEMPLATE_DROP_IN).name}
+            for platform, names in checked.items()} == {platform: True for _, platform, _ in SCHEMA_CASES}, checked
 
 
 # The boot tests run 20.04's user data under Debian 12's systemd 252; Ubuntu 20.04 has 245, which ignores (with

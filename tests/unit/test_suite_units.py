@@ -260,7 +260,9 @@ def test_the_aws_stand_ins_calls_are_recorded_whole_when_jobs_call_at_once(tmp_p
     log = tmp_path / "aws.log"
     log.touch()
     script = m.AWS_STANDIN.replace("@SSM_DIR@", str(tmp_path / "ssm")).replace("@SSM_FAULTS@", str(tmp_path / "q")) \
-        .replace("@SSM_UNREACHABLE@", str(tmp_path / "off")).replace("@AWS_LOG@", str(log))
+        .replace("@SSM_UNREACHABLE@", str(tmp_path / "off")).replace("@AWS_LOG@", str(log)) \
+        .replace("@AWS_CALLERS@", str(tmp_path / "callers")).replace("@ROLE_ID@", "AROATEST")
+    assert not re.findall(r"@[A-Z_]+@", script), "a placeholder left in the stand-in"
     (tmp_path / "aws").write_text(script)
     (tmp_path / "aws").chmod(0o755)
     calls = []

@@ -60,6 +60,9 @@ DEFAULT_HEALTH_CHECK_TIMEOUT = 900  # a cold boot: packages, then cluster creati
 HEALTH_CHECK_VIA = ("cloudwatch", "direct")  # the default first
 DEFAULT_PORT = 6379
 MIN_PASSWORD_LENGTH = 16
+# Redis 5.0 refuses a longer requirepass (CONFIG_AUTHPASS_MAX_LEN): it would not start from its include, and a
+# rotation would set masterauth and then fail on requirepass.
+MAX_PASSWORD_LENGTH = 512
 # The retention periods CloudWatch Logs accepts (PutRetentionPolicy). Its 0, "never expire",
 # is not offered: logs of a session store are for incidents, not an archive that grows forever.
 LOG_RETENTION_CHOICES = (
@@ -157,7 +160,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey(
         "redisPassword", "generated (40 letters and digits)",
-        f"Set it with `pulumi config set --secret redisPassword ...`. At least {MIN_PASSWORD_LENGTH} characters; "
+        f"Set it with `pulumi config set --secret redisPassword ...`. {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} "
+        "characters; "
         "no `,` `=` spaces, quotes or backslash, which break the OutSystems connection string or `redis.conf`.",
         "deploy", arg="redis_password", kind="text", deferred="pending-secret-value",
     ),
@@ -496,9 +500,10 @@ def check_unknown_keys(raw: Mapping[str, str]) -> None:
 
 def check_password(password: str, key: str = "redisPassword") -> None:
     """Never echo the password itself: say what is wrong with it."""
-    if len(password) < MIN_PASSWORD_LENGTH:
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise SettingsError(
-            key, f"[secret of {len(password)} characters]", f"at least {MIN_PASSWORD_LENGTH} characters"
+            key, f"[secret of {len(password)} characters]",
+            f"at least {MIN_PASSWORD_LENGTH} characters, at most {MAX_PASSWORD_LENGTH} (Redis 5.0's limit)"
         )
     bad = sorted(set(_PASSWORD_FORBIDDEN.findall(password)))
     if bad or not password.isascii() or not password.isprintable():

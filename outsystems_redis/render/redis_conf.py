@@ -250,8 +250,9 @@ def render_redis_conf(
         "# a change here is lost when the server is replaced.",
         *(tls_lines(port, cluster=cluster, paths=paths) if tls else [f"port {port}"]),
         f"bind {' '.join(binds)}",
-        # A second lock: if the auth include were ever empty, protected mode
-        # still refuses every client that is not on loopback.
+        # A second lock on 7.0: were the auth include ever empty, protected mode would still refuse every client
+        # that is not on loopback. (5.0 applies it only without a `bind` line: there the include must never be
+        # empty, which lib.sh's replace_file and auth_lines see to.)
         "protected-mode yes",
         "tcp-backlog 511",
         "tcp-keepalive 300",

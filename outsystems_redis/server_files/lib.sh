@@ -31,7 +31,8 @@ replace_file() {
     local path=$1 mode=$2
     shift 2
     tmp=$(mktemp "$path.XXXXXX") || return 1
-    "$@" >"$tmp" || return 1
+    # Never an empty file in place of one that held something (a full disk fails every write of COMMAND).
+    "$@" >"$tmp" && [ -s "$tmp" ] || return 1
     if [ "$EUID" -eq 0 ]; then
         chown root:redis "$tmp" || return 1
     fi
@@ -44,11 +45,11 @@ replace_file() {
 # `aws --output text` prints None for a missing value.
 # (Not every program checks a password: for the others these two are unused.)
 # shellcheck disable=SC2034
-PASSWORD_RULE="16+ printable ASCII characters, none of , = quotes or backslash"
+PASSWORD_RULE="16 to 512 printable ASCII characters, none of , = quotes or backslash"
 # shellcheck disable=SC2317
 password_usable() {
     local LC_ALL=C # byte ranges, whatever the locale
-    [ "${#1}" -ge 16 ] && [ "$1" != None ] || return 1
+    [ "${#1}" -ge 16 ] && [ "${#1}" -le 512 ] && [ "$1" != None ] || return 1
     case "$1" in *[!\!-~]* | *[,=\"\'\\]*) return 1 ;; esac
 }
 
@@ -120,21 +121,24 @@ read_auth() {
 # only: no secret reaches an argv.
 # shellcheck disable=SC2317
 auth_lines() {
-    printf 'requirepass %s\n' "$1"
+    # Every write's status counts (replace_file trusts it): a write that failed (a full disk) must not leave a
+    # file without the password, with which Redis 5.0 would start open to its whole network.
+    printf 'requirepass %s\n' "$1" || return 1
     if [ -n "${replication:-}" ]; then
         printf 'user %s on >%s %s\nmasteruser %s\nmasterauth %s\n' "$REPLICATION_USER" "$replication" \
-            "$REPLICATION_RULES" "$REPLICATION_USER" "$replication"
+            "$REPLICATION_RULES" "$REPLICATION_USER" "$replication" || return 1
     else
-        printf 'masterauth %s\n' "$1"
+        printf 'masterauth %s\n' "$1" || return 1
     fi
-    [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}"
-    [ -z "$operations" ] || printf 'user %s on >%s %s\n' "$OPERATIONS_USER" "$operations" "$OPERATIONS_RULES"
-    [ $# -ne 3 ] || printf '# previous-password-until %s\n' "$2"
+    [ "${#renames[@]}" -eq 0 ] || printf '%s\n' "${renames[@]}" || return 1
+    [ -z "$operations" ] || printf 'user %s on >%s %s\n' "$OPERATIONS_USER" "$operations" "$OPERATIONS_RULES" ||
+        return 1
+    [ $# -ne 3 ] || printf '# previous-password-until %s\n' "$2" || return 1
     # `on` matters: a `user default` line without it disables the user.
     if [ $# -eq 3 ]; then
-        printf 'user default on >%s >%s %s\n' "$3" "$1" "${default_rules:-~* &* +@all}"
+        printf 'user default on >%s >%s %s\n' "$3" "$1" "${default_rules:-~* &* +@all}" || return 1
     elif [ -n "$operations" ]; then
-        printf 'user default on >%s %s\n' "$1" "${default_rules:-~* &* +@all}"
+        printf 'user default on >%s %s\n' "$1" "${default_rules:-~* &* +@all}" || return 1
     fi
 }
 

@@ -6,6 +6,7 @@ rendered units and the shipped scripts are what systemd and bash accept.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -190,7 +191,7 @@ def test_redis_auth_gives_up_by_itself_before_systemd_stops_it(tls):
 
 # Passwords a deployer could put in Parameter Store: one of each kind the program refuses, and some it takes.
 CANDIDATES = [
-    "A" * 15, "A" * 16, "None", "Aa1!#$%&()*+-./:;<>?@[]^_`{|}~" + "x" * 4, "comma,in" + "x" * 12,
+    "A" * 15, "A" * 16, "A" * 512, "A" * 513, "None", "Aa1!#$%&()*+-./:;<>?@[]^_`{|}~" + "x" * 4, "comma,in" + "x" * 12,
     "equals=in" + "x" * 12, "space in" + "x" * 12, "tab\tin" + "x" * 12, 'quote"in' + "x" * 12,
     "quote'in" + "x" * 12, "back\\slash" + "x" * 12, "accent\u00e9in" + "x" * 12, "bell\x07in" + "x" * 12,
     "newline\nin" + "x" * 12, "del\x7fin" + "x" * 12, "\u2603snowman" + "x" * 12,
@@ -244,6 +245,37 @@ def test_a_failed_write_leaves_the_old_file_and_no_copy(tmp_path):
         assert done.returncode == code and target.read_text() == content, (which, done.stderr)
         assert [p.name for p in tmp_path.iterdir()] == ["auth.conf"], which
     assert oct(target.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_full_disk_leaves_the_auth_include_as_it_was(tmp_path) -> None:
+    """With the disk full every write of auth_lines fails; its status was its last command's (0 on 5.0), so the
+    include was replaced by an empty file, and Redis 5.0 would start with no password (its protected mode does
+    nothing once redis.conf binds an address). Each layer on its own: auth_lines fails on a full device,
+    replace_file refuses an empty result; together, on a real full file system, the old include stays.
+    Planted (both layers removed): the include is empty."""
+    full = _lib('operations="" renames=()\nauth_lines new-Password-0123456 >/dev/full && echo written')
+    assert full.returncode != 0 and "written" not in full.stdout, full.stdout + full.stderr
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], check=True, timeout=30)
+    try:
+        auth = disk / "auth.conf"
+        auth.write_text("requirepass old-Password-0123456\n")
+        program = ('tmp=""\ntrap \'[ -z "$tmp" ] || rm -f "$tmp"\' EXIT\nempty() { :; }\n'
+                   'replace_file "$AUTH" 0640 "$WHICH" new-Password-0123456 && echo replaced')
+        nothing = _lib('operations="" renames=()\n' + program, {"AUTH": str(auth), "WHICH": "empty"})
+        assert nothing.returncode != 0 and "replaced" not in nothing.stdout, nothing.stderr
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):  # until the file system is full
+            while True:
+                os.write(filler, b"x" * 512)
+        os.close(filler)
+        written = _lib('operations="" renames=()\n' + program, {"AUTH": str(auth), "WHICH": "auth_lines"})
+        assert written.returncode != 0 and "replaced" not in written.stdout, written.stderr
+        assert auth.read_text() == "requirepass old-Password-0123456\n"
+        assert sorted(p.name for p in disk.iterdir()) == ["auth.conf", "filler"]  # no copy left behind
+    finally:
+        subprocess.run(["umount", str(disk)], check=False, timeout=30)
 
 
 def _lib(program: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -416,6 +416,7 @@ BAD_INPUTS = [
     ("prod", {"outsystems-redis:frontEndCidrs": [f"10.1.{i}.0/24" for i in range(59)]}, "frontEndCidrs",
      "at most 58 front-end CIDR blocks and security groups together"),
     ("dev", {"outsystems-redis:redisPassword": "short-password"}, "redisPassword", "at least 16"),
+    ("dev", {"outsystems-redis:redisPassword": "A" * 513}, "redisPassword", "at most 512"),
     ("dev", {"outsystems-redis:redisPassword": "long-enough,but-comma"}, "redisPassword", "','"),
     ("dev", {"outsystems-redis:redisPassword": "long-enough=but-equals"}, "redisPassword", "'='"),
     ("dev", {"outsystems-redis:redisPassword": "long enough but spaces"}, "redisPassword", "' '"),

@@ -6,6 +6,7 @@ structure (triggers, permissions, matrix, gating) and lint it with actionlint.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from tests.tools import ROOT, require, tool
+from tests.unit.program import run_program
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 PREPARE = ROOT / ".github" / "actions" / "prepare-stack" / "action.yml"
@@ -114,8 +116,10 @@ def test_deploy_runs_only_on_main_dev_then_prod_behind_an_environment() -> None:
     assert triggers(doc) == {"push": {"branches": ["main"]}}
     jobs = doc["jobs"]
     assert jobs["dev"]["needs"] == "test" and jobs["prod"]["needs"] == "dev"
-    assert jobs["prod"]["environment"] == "production"
-    assert "environment" not in jobs["dev"]
+    # Every deploy takes its credentials from an environment of its own (limited to main in the settings), so
+    # no deploying role trusts a subject that a pull request's job or deploy.yml's test job carries.
+    assert jobs["prod"]["environment"] == "production" and jobs["dev"]["environment"] == "dev"
+    assert jobs["test"]["permissions"] == {"contents": "read"}  # no OIDC token for the tests' dependencies
     for name in ("dev", "prod"):
         job = jobs[name]
         assert job["if"] == "github.ref == 'refs/heads/main'"
@@ -150,14 +154,52 @@ def test_aws_by_oidc_role_never_long_lived_keys() -> None:
 
 
 def test_previews_run_branch_code_with_a_read_only_role_and_prod_behind_its_reviewers() -> None:
-    """A pull request's code runs in its preview: never with the deploying role, and prod's preview waits
-    in the `production` environment (its reviewers, its secrets) like prod's deploy."""
+    """A pull request's code runs in its preview: never with a deploying role, and never in an environment a
+    deploying role trusts. Prod's preview waits in `production-preview` for its reviewers; `production` is the
+    deploy's alone (its OIDC subject is what prod's deploying role trusts: a preview there could assume it)."""
     job = load("preview.yml")["jobs"]["preview"]
     assert "AWS_ROLE_ARN }}" not in (WORKFLOWS / "preview.yml").read_text()
-    assert job["environment"] == "${{ matrix.stack == 'prod' && 'production' || 'preview' }}"
-    assert load("deploy.yml")["jobs"]["prod"]["environment"] == "production"
+    assert job["environment"] == "${{ matrix.stack == 'prod' && 'production-preview' || 'preview' }}"
+    deploys = {j.get("environment") for j in load("deploy.yml")["jobs"].values()} - {None}
+    assert deploys == {"dev", "production"} and not deploys & {"production-preview", "preview"}
     docs = (ROOT / "docs/development.md").read_text()  # "Pull requests and deploys"
-    assert "AWS_PREVIEW_ROLE_ARN" in docs and "AWS_ROLE_ARN" in docs
+    for said in ("AWS_PREVIEW_ROLE_ARN", "AWS_ROLE_ARN", "environment:production-preview", "environment:dev",
+                 "iam/preview-role-deny.json"):
+        assert said in docs, said
+
+
+def test_the_preview_roles_deny_reads_no_secret_and_lints_clean() -> None:
+    """docs/iam/preview-role-deny.json, which the preview roles carry beside ReadOnlyAccess: no parameter's value
+    (GetParametersByPath too: it is authorised on the path, so a Deny on the parameters' own ARNs leaves it) but
+    AWS's public ones, which the program reads for the image; no snapshot, in any version. parliament finds
+    nothing in it."""
+    from parliament import analyze_policy_string
+
+    text = (ROOT / "docs" / "iam" / "preview-role-deny.json").read_text()
+    statements = {s["Sid"]: s for s in json.loads(text)["Statement"]}
+    assert all(s["Effect"] == "Deny" for s in statements.values())
+    ssm = statements["NoParameterValues"]
+    assert ssm["Action"] == "ssm:GetParameter*" and "Resource" not in ssm
+    assert ssm["NotResource"] == "arn:aws:ssm:*::parameter/aws/service/*"
+    snapshots = statements["NoSnapshots"]
+    assert snapshots["Action"] == "s3:GetObject*"  # GetObjectVersion too: the bucket keeps versions
+    assert snapshots["Resource"] == "arn:aws:s3:::*-observability-backups-*/*"
+    # Every stack's bucket: the program's name for it, then autonaming's "-" and 7 characters.
+    for stack in ("dev", "prod"):
+        (bucket,) = run_program(stack).of_type("aws:s3/bucket:Bucket")
+        assert fnmatch.fnmatchcase(f"{bucket.name}-abc1234/snapshots/x", snapshots["Resource"].split(":::")[1])
+    assert not analyze_policy_string(text, include_community_auditors=True).findings
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version_said() -> None:
+    """A tag can be moved by whoever controls the action's repository, and pulumi/actions and the AWS action
+    get the stacks' credentials: each is pinned to a full commit, with the release it is (a comment)."""
+    for path in [*WORKFLOWS.glob("*.yml"), PREPARE]:
+        for line in path.read_text().splitlines():
+            used = re.match(r"\s*-?\s*uses: (\S+)(.*)", line)
+            if used and not used.group(1).startswith("./"):
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", used.group(1)), (path.name, line)
+                assert re.fullmatch(r" # v\d+\.\d+\.\d+", used.group(2)), (path.name, line)
 
 
 def test_pulumi_action_inputs_exist_and_actions_are_pinned() -> None:
@@ -169,9 +211,9 @@ def test_pulumi_action_inputs_exist_and_actions_are_pinned() -> None:
                 uses = step.get("uses")
                 if not uses or uses.startswith("./"):
                     continue
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", uses), uses
-                if uses.startswith("pulumi/actions@"):
-                    assert uses == "pulumi/actions@v6"
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), uses
+                if uses.startswith("pulumi/actions@"):  # v6.6.1, whose action.yml has these inputs
+                    assert uses == "pulumi/actions@8582a9e8cc630786854029b4e09281acd6794b58"
                     assert set(step["with"]) <= PULUMI_ACTION_INPUTS, set(step["with"]) - PULUMI_ACTION_INPUTS
 
 

@@ -426,9 +426,9 @@ def open_log(path: str) -> tuple[int, os.stat_result]:
     fs.protected_hardlinks.)"""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # a link (ELOOP), a socket (ENXIO), a directory...
+    except OSError as exc:  # a link (ELOOP), a socket (ENXIO), a directory...; a missing log is the caller's
+        if exc.errno == errno.ENOENT:
+            raise
         what = "a symbolic link" if exc.errno == errno.ELOOP else f"not readable ({exc.strerror})"
         raise NotALog(f"{path} is {what}: not read") from None
     try:
@@ -456,27 +456,33 @@ def file_events(path: str, saved: dict | None, now_ms: int) -> list[tuple[int, s
         return events
     with os.fdopen(fd, "rb") as current:
         offset = 0
-        if saved:
-            if saved.get("inode") != st.st_ino:
-                try:
-                    old_fd, old_st = open_log(path + ".1")
-                    with os.fdopen(old_fd, "rb") as old:
-                        if old_st.st_ino != saved["inode"]:
-                            raise FileNotFoundError(path + ".1")
-                        events += _lines(old, saved["offset"], saved["inode"], now_ms, final=True)
-                except FileNotFoundError:
-                    notes.append(f"{path} was rotated and its previous file is gone: lines after byte "
-                                 f"{saved['offset']} of it were not shipped")
-                except NotALog as exc:  # the current file still ships
-                    notes.append(f"{exc}; lines after byte {saved['offset']} of the previous file were not shipped")
-            elif st.st_size < saved.get("offset", 0):
-                notes.append(f"{path} was truncated: lines after byte {saved['offset']} of it were not shipped")
-            else:
-                offset = saved.get("offset", 0)
+        if saved and saved.get("inode") != st.st_ino:
+            events, note = _rotated(path, saved, now_ms)
+            notes += [note] if note else []
+        elif saved and st.st_size < saved.get("offset", 0):
+            notes.append(f"{path} was truncated: lines after byte {saved['offset']} of it were not shipped")
+        elif saved:
+            offset = saved.get("offset", 0)
         # A note's position is where reading resumes, so it is said once.
         start = {"inode": st.st_ino, "offset": offset}
         events = [(now_ms, f"redis-observe: {n}", start) for n in notes] + events
         return events + _lines(current, offset, st.st_ino, events[-1][0] if events else now_ms)
+
+
+def _rotated(path: str, saved: dict, now_ms: int) -> tuple[list, str | None]:
+    """The rest of the file `saved` points into, now `.1`; or, when that is gone or not a log, a note saying
+    what was not shipped (the current file still ships)."""
+    lost = f"lines after byte {saved['offset']} of the previous file were not shipped"
+    try:
+        fd, st = open_log(path + ".1")
+    except FileNotFoundError:
+        return [], f"{path} was rotated and its previous file is gone: {lost}"
+    except NotALog as exc:
+        return [], f"{exc}; {lost}"
+    with os.fdopen(fd, "rb") as old:
+        if st.st_ino != saved["inode"]:
+            return [], f"{path} was rotated and its previous file is gone: {lost}"
+        return _lines(old, saved["offset"], saved["inode"], now_ms, final=True), None
 
 
 def _lines(f: BinaryIO, offset: int, inode: int, fallback_ms: int, final: bool = False) -> list:

@@ -881,7 +881,8 @@ class Server:
         ran; EC2 has no nested cgroups) and that run now: something started them again (redis-provision
         enables and starts the Redis units at every boot)."""
         journal = self.out("journalctl -b --no-pager -o cat _PID=1 | grep -F 'status=219/CGROUP'")
-        flaked = set(re.findall(r"^(\S+\.service): Main process exited, code=exited, status=219/CGROUP", journal, re.M))
+        flaked = set(re.findall(r"^(\S+\.service): (?:Main|Control) process exited, code=exited, status=219/CGROUP",
+                                journal, re.M))
         return {u for u in flaked if self.out(f"systemctl is-active {u}") == "active"}
 
     def _cgroup_flake_rerun(self, unit: str, timeout: float = 60) -> bool:
@@ -906,7 +907,10 @@ class Server:
         return True
 
     def _failed_at_cgroup_setup(self, unit: str) -> bool:
-        return self.out(f"systemctl show -p ExecMainStatus --value {unit}") == "219"
+        """Its main process, or a control process before it (an ExecStartPre: "Control process exited"),
+        exited 219/CGROUP."""
+        show = self.out(f"systemctl show -p ExecMainStatus -p ExecStartPre {unit}")
+        return "ExecMainStatus=219" in show.splitlines() or "status=219/CGROUP" in show
 
     def _cgroup_flake_recovered(self, unit: str, timeout: float = 75) -> bool:
         """True for a timer's run that failed at systemd's cgroup setup (exit status 219/CGROUP, a

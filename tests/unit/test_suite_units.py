@@ -230,7 +230,7 @@ def test_a_unit_that_failed_at_cgroup_setup_is_left_to_the_wait_in_the_first_che
         "cat /run/cloud-init/result.json": '{"errors": []}',
         "cat /run/cloud-init/status.json": '{"errors": []}',
         "systemctl list-units --failed --plain --no-legend": f"{auth} loaded failed failed Redis password",
-        f"systemctl show -p ExecMainStatus --value {auth}": "219",
+        f"systemctl show -p ExecMainStatus -p ExecStartPre {auth}": "ExecMainStatus=219\nExecStartPre=",
         f"systemctl show -p Description --value {auth}": "Redis password from SSM Parameter Store (auth include)",
         f"systemctl show -p Description --value {r7000}": "Advanced key-value store (7000)",
         f"systemctl show -p RequiredBy --value {auth}": r7000,
@@ -246,8 +246,13 @@ def test_a_unit_that_failed_at_cgroup_setup_is_left_to_the_wait_in_the_first_che
     later = server.boot_problems()  # nothing started it again: the second check counts it and its lines
     assert any(p.startswith("failed units: ['redis-auth.service']") for p in later), later
     assert len([p for p in later if p.startswith("console: ")]) == 2, later
-    answers[f"systemctl show -p ExecMainStatus --value {auth}"] = "1"  # a real failure is never deferred
-    assert any(p.startswith("failed units:") for p in server.boot_problems(defer_cgroup=True))
+    # An ExecStartPre that met it (systemd: "Control process exited ... 219/CGROUP") is deferred the same way.
+    answers[f"systemctl show -p ExecMainStatus -p ExecStartPre {auth}"] = (
+        "ExecMainStatus=0\nExecStartPre={ path=/usr/bin/env ; argv[]=/usr/bin/env HOME=/root ; ignore_errors=no ; "
+        "pid=12 ; code=exited ; status=219/CGROUP }")
+    assert server.boot_problems(defer_cgroup=True) == []
+    answers[f"systemctl show -p ExecMainStatus -p ExecStartPre {auth}"] = "ExecMainStatus=1\nExecStartPre="
+    assert any(p.startswith("failed units:") for p in server.boot_problems(defer_cgroup=True))  # never deferred
 
 
 def test_the_aws_stand_ins_calls_are_recorded_whole_when_jobs_call_at_once(tmp_path) -> None:

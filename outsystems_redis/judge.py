@@ -40,11 +40,14 @@ CONFIG_BY_NAME = "CONFIG by its name in the server's auth include, AUTH_FILE in 
 # Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
 # Requires= it, so a restart of it would restart Redis too. Servers created before redis-auth's programs
 # moved to the bucket carry redis-fetch-tls in their user data; later ones run it through the launcher.
+# The PATH finds the AWS CLI wherever a 24.04 server has it: /usr/local/bin (the wheel), or /snap/bin on servers
+# created before the wheel.
+AWS_CLI_PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
 FETCH_TLS = ("sudo sh -c 'if [ -x /usr/local/sbin/redis-fetch-tls ]; then "
              "systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
-             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin /usr/local/sbin/redis-fetch-tls; "
+             f"--setenv=PATH={AWS_CLI_PATH} /usr/local/sbin/redis-fetch-tls; "
              "else systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
-             "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin --setenv=STATE_DIR=/var/lib/outsystems-redis "
+             f"--setenv=PATH={AWS_CLI_PATH} --setenv=STATE_DIR=/var/lib/outsystems-redis "
              "--setenv=TOOLS_KEY=tools/redis-fetch-tls.sh /usr/local/sbin/redis-run-fetched; fi'")
 
 

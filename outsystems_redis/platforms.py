@@ -14,6 +14,18 @@ from dataclasses import dataclass
 # standard support): a name search with get_ami would skip those silently.
 CANONICAL_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/{release}/stable/current/amd64/hvm/{volume}/ami-id"
 
+# awscli 1.32.46 is the release whose wheel requires exactly botocore 1.34.46, noble's python3-botocore
+# (1.34.46+repack-1ubuntu1); its other requirements are in noble too (s3transfer 0.10.1, PyYAML 6.0.1; docutils
+# 0.20.1 and colorama 0.4.6 above the wheel's stated bounds, and tests/integration/test_aws_cli_wheel.py runs
+# every call the servers make on exactly these versions). The digest is the wheel's SHA-256, as pip checks it.
+AWS_CLI_1_32_46 = "awscli==1.32.46 --hash=sha256:5bd09d4457b3f9a7439f441c4e904db76ed3e4219c0a9a9f3f75c96d3b834805"
+# What the wheel needs from Ubuntu (pip installs it alone, --no-deps), and pip itself. botocore is pinned and held
+# at the version the wheel requires: awscli imports botocore's internals, and 1.32.46 fails to start on an older
+# botocore (measured on Debian 12's 1.29.27: ImportError).
+AWS_CLI_BOTOCORE = "1.34.46*"
+AWS_CLI_PACKAGES = ("python3-botocore", "python3-s3transfer", "python3-yaml", "python3-docutils",
+                    "python3-colorama", "python3-rsa", "python3-pip")
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -25,7 +37,10 @@ class Platform:
     announce_bus_source: bool  # Redis 7 needs bind-source-addr for its outgoing bus connections
     supports_tls: bool  # Redis 6 and later can speak TLS
     diskless_sync: bool  # Redis 7 sends a full sync over the socket by default (repl-diskless-sync yes)
-    aws_cli_snap: bool  # the AWS CLI is a snap (24.04; Ubuntu has no apt package), else apt's awscli (20.04)
+    # The AWS CLI: apt's awscli (20.04), or where Ubuntu has none (24.04: only a snap, which starts through a
+    # privileged launcher that no systemd sandbox lets run) the same CLI v1 from PyPI, checked against its digest,
+    # on Ubuntu's own botocore and the rest of its dependencies (AWS_CLI_PACKAGES).
+    aws_cli_wheel: str  # a pip requirement with --hash, or "" for apt's awscli
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -38,7 +53,7 @@ PLATFORMS: dict[str, Platform] = {
         announce_bus_source=False,
         supports_tls=False,
         diskless_sync=False,
-        aws_cli_snap=False,
+        aws_cli_wheel="",
     ),
     "ubuntu-24.04-redis-7.0": Platform(
         name="ubuntu-24.04-redis-7.0",
@@ -49,7 +64,7 @@ PLATFORMS: dict[str, Platform] = {
         announce_bus_source=True,
         supports_tls=True,
         diskless_sync=True,
-        aws_cli_snap=True,
+        aws_cli_wheel=AWS_CLI_1_32_46,
     ),
 }
 

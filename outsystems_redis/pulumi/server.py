@@ -26,7 +26,7 @@ class ServerArgs:
     tags: dict[str, str]
     # Everything the first boot needs: the secrets, the role's policy, and the way
     # out (route-table association, NAT route, egress rules). cloud-init's package
-    # and snap steps run once, so none of it may still be in the making.
+    # step runs once, so none of it may still be in the making.
     depends_on: list[pulumi.Resource]
     region: str
     # Where the recover alarm also reports (the stack's alarm topic): a host failure is recovered by

@@ -56,8 +56,8 @@ def backup_env(topology: Topology, server: int, *, redis_cli: str = "redis-cli",
 def render_backup_unit(ports: tuple[int, ...], env_file: str = BACKUP_ENV_PATH, sandbox: str = "") -> str:
     """The oneshot the timer starts. Its whys live here, not in user data (EC2's 16 KB):
     - After=, not Wants=: a run never starts a Redis process.
-    - root, as redis-password-sync: the aws-cli snap of 24.04 refuses users whose home is outside
-      /home (redis's is /var/lib/redis); the snapshot stays in a root-only StateDirectory on disk
+    - root, as redis-password-sync: the instance role's credentials come from the metadata service,
+      which is fenced off from the redis user; the snapshot stays in a root-only StateDirectory on disk
       (not /run, a tmpfs: memory).
     - Nice and idle-ish I/O: sessions come first.
     - `sandbox`: systemd.aws_sandbox (the snapshot goes to its StateDirectory, which stays writable).

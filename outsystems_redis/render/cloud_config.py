@@ -149,9 +149,6 @@ def render_cloud_config(
         "write_files": files,
         "runcmd": _runcmd(),
     }
-    if programs.snaps_of(platform):
-        config["snap"] = {"commands": [["snap", "install", name, "--classic"]
-                                       for name in programs.snaps_of(platform)]}
     return _as_cloud_config(config)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from outsystems_redis import monitoring
-from outsystems_redis.platforms import PLATFORMS, Platform
+from outsystems_redis.platforms import AWS_CLI_BOTOCORE, AWS_CLI_PACKAGES, PLATFORMS, Platform
 from outsystems_redis.render import (
     backup,
     bootstrap,
@@ -146,21 +146,24 @@ def provision_env(where: Where) -> dict[str, str]:
     packages = [p if isinstance(p, str) else f"{p[0]}={p[1]}" for p in packages_of(where.platform)]
     return {
         "PACKAGES": " ".join(packages),
-        "HOLD": "redis-server redis-tools",
-        "SNAPS": " ".join(snaps_of(where.platform)),
+        "HOLD": " ".join(held_packages(where.platform)),
+        "AWS_CLI_WHEEL": where.platform.aws_cli_wheel,
         "UNITS": " ".join(enabled_units(where)),
     }
 
 
 def packages_of(platform: Platform) -> list:
     pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
-    # awscli reads the password from SSM: apt on 20.04; 24.04 ships it as a snap only. iptables (in
-    # Ubuntu's images already) fences the metadata service off from the redis user (systemd.py).
-    return pinned + ["iptables"] + ([] if platform.aws_cli_snap else ["awscli"])
+    # The AWS CLI reads the password from SSM (platforms.py: apt's awscli, or Ubuntu's botocore and pip for
+    # the wheel). iptables (in Ubuntu's images already) fences the metadata service off from the redis user.
+    aws_cli = [p if p != "python3-botocore" else [p, AWS_CLI_BOTOCORE] for p in AWS_CLI_PACKAGES] \
+        if platform.aws_cli_wheel else ["awscli"]
+    return pinned + ["iptables"] + aws_cli
 
 
-def snaps_of(platform: Platform) -> list[str]:
-    return ["aws-cli"] if platform.aws_cli_snap else []
+def held_packages(platform: Platform) -> list[str]:
+    """Held at their pinned version: Redis, and the botocore that the AWS CLI wheel requires."""
+    return ["redis-server", "redis-tools"] + (["python3-botocore"] if platform.aws_cli_wheel else [])
 
 
 def env_files(program: ServerProgram) -> tuple[str, ...]:
@@ -175,7 +178,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     ServerProgram(
         "redis-auth", env_path=systemd.AUTH_ENV_PATH, env=_auth_env,
         units=lambda w: [(systemd.AUTH_UNIT, systemd.render_auth_unit(
-            w.settings.tls, systemd.aws_sandbox(w.platform, writes_auth=True)))],
+            w.settings.tls, systemd.aws_sandbox(writes_auth=True)))],
         enables=lambda w: [systemd.AUTH_UNIT], journal=lambda w: [systemd.AUTH_UNIT],
         fetched={_key(monitoring.FETCH_PASSWORD_TOOL_KEY): password.fetch_password_script,
                  _key(monitoring.FETCH_TLS_TOOL_KEY): tls.fetch_tls_script}),
@@ -200,7 +203,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
         # auth.env after its own: root's fetch needs the region and the bucket.
         env_path=systemd.JOIN_ENV_PATH, reads=(systemd.JOIN_ENV_PATH, systemd.AUTH_ENV_PATH),
         env=lambda w: join.join_env(w.topology, w.server, auth_file=w.paths.auth_file, redis_cli=w.redis_cli),
-        units=lambda w: [(systemd.JOIN_UNIT, systemd.render_join_unit(w.ports, w.platform))],
+        units=lambda w: [(systemd.JOIN_UNIT, systemd.render_join_unit(w.ports))],
         enables=lambda w: [systemd.JOIN_UNIT], journal=lambda w: [systemd.JOIN_UNIT],
         fetched={_key(monitoring.JOIN_TOOL_KEY): join.join_script}),
     # After a failover, this server takes its master role back by itself once the cluster is whole.
@@ -234,7 +237,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
         env=lambda w: {**password.password_sync_env(w.ports, w.platform.redis_version, w.redis_cli),
                        **password.password_sync_fetch_env(w.state_dir)},
         units=lambda w: [(password.PASSWORD_SYNC_UNIT, password.render_password_sync_unit(
-                              w.ports, systemd.aws_sandbox(w.platform, writes_auth=True))),
+                              w.ports, systemd.aws_sandbox(writes_auth=True))),
                          (password.PASSWORD_SYNC_TIMER, password.render_password_sync_timer())],
         enables=lambda w: [password.PASSWORD_SYNC_TIMER], journal=lambda w: [password.PASSWORD_SYNC_UNIT],
         fetched={_key(monitoring.PASSWORD_SYNC_TOOL_KEY): password.password_sync_script}),
@@ -244,7 +247,7 @@ PROGRAMS: tuple[ServerProgram, ...] = (
         env=lambda w: backup.backup_env(w.topology, w.server, redis_cli=w.redis_cli,
                                         work_dir=w.backup_dir, state_dir=w.state_dir),
         units=lambda w: [(backup.BACKUP_UNIT, backup.render_backup_unit(w.ports,
-                                                                        sandbox=systemd.aws_sandbox(w.platform))),
+                                                                        sandbox=systemd.aws_sandbox())),
                          (backup.BACKUP_TIMER, backup.render_backup_timer())],
         enables=lambda w: [backup.BACKUP_TIMER],
         fetched={_key(monitoring.BACKUP_TOOL_KEY): backup.backup_script}),
@@ -256,14 +259,14 @@ PROGRAMS: tuple[ServerProgram, ...] = (
     # Metrics to CloudWatch and logs to CloudWatch Logs, every minute (metrics.py says why).
     ServerProgram(
         "redis-metrics", env_path=metrics.OBSERVE_ENV_PATH, reads=(systemd.AUTH_ENV_PATH,), env=_observe_env,
-        units=lambda w: [(metrics.METRICS_UNIT, metrics.render_metrics_unit(w.ports, systemd.aws_sandbox(w.platform))),
+        units=lambda w: [(metrics.METRICS_UNIT, metrics.render_metrics_unit(w.ports, systemd.aws_sandbox())),
                          (metrics.METRICS_TIMER, metrics.render_metrics_timer())],
         enables=lambda w: [metrics.METRICS_TIMER], journal=lambda w: [metrics.METRICS_UNIT],
         fetched={_key(monitoring.OBSERVE_TOOL_KEY): metrics.observe_script}),
     # Not its own journal: each run would ship the lines of the run before.
     ServerProgram(
         "redis-logs", reads=(systemd.AUTH_ENV_PATH, metrics.OBSERVE_ENV_PATH),
-        units=lambda w: [(metrics.LOGS_UNIT, metrics.render_logs_unit(w.ports, systemd.aws_sandbox(w.platform))),
+        units=lambda w: [(metrics.LOGS_UNIT, metrics.render_logs_unit(w.ports, systemd.aws_sandbox())),
                          (metrics.LOGS_TIMER, metrics.render_logs_timer())],
         enables=lambda w: [metrics.LOGS_TIMER]),
     # Installs the pinned packages if cloud-init could not, then enables and starts every program's units.

@@ -8,7 +8,6 @@ only a drop-in. Pure text; `tests/render` checks it with systemd-analyze.
 from __future__ import annotations
 
 from outsystems_redis.monitoring import FETCH_PASSWORD_TOOL_KEY, FETCH_TLS_TOOL_KEY, JOIN_TOOL_KEY
-from outsystems_redis.platforms import Platform
 from outsystems_redis.render.redis_conf import CLUSTER_NODE_TIMEOUT_MS, EC2_PATHS, Paths
 from outsystems_redis.render.step_down import STEP_DOWN_ENV_PATH, STEP_DOWN_PATH
 
@@ -28,8 +27,8 @@ JOIN_ENV_PATH = "/etc/redis/cluster-join.env"
 AUTH_ENV_PATH = "/etc/redis/auth.env"
 SYSCTL_PATH = "/etc/sysctl.d/60-redis.conf"
 THP_TMPFILES_PATH = "/etc/tmpfiles.d/redis-thp.conf"
-# awscli is an apt package on 20.04 and a snap on 24.04.
-SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+# The AWS CLI is /usr/bin/aws (apt's, 20.04) or /usr/local/bin/aws (the wheel, 24.04: redis-provision).
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The launcher of the programs servers fetch from the stack's bucket (outsystems_redis/render/fetched.py), and
 # where it keeps each one's last copy (systemd's StateDirectory=outsystems-redis).
 OBSERVE_PATH = "/usr/local/sbin/redis-run-fetched"
@@ -44,7 +43,8 @@ REDIS_RUN_STATE_DIR = "/var/lib/outsystems-redis-run"
 # home directories, no devices. The units that only talk to Redis run in it as the redis user (cluster
 # bootstrap and join, role restore, make-room): a compromised script gets the redis user's sockets and
 # nothing more. The root units that call AWS (redis-auth, the password sync, backups, metrics, logs) run in
-# it where the AWS CLI is apt's (aws_sandbox): 24.04's is a snap, whose launcher needs privileges to start.
+# it too (aws_sandbox), on every platform: none gets the AWS CLI from a snap, whose privileged launcher no
+# sandbox lets start (platforms.py).
 SANDBOX = (
     "NoNewPrivileges=yes\n"
     "ProtectSystem=strict\n"
@@ -61,12 +61,10 @@ SANDBOX = (
 )
 
 
-def aws_sandbox(platform: Platform, *, writes_auth: bool = False) -> str:
-    """SANDBOX for a root unit that calls AWS, on `platform` (none where the AWS CLI is a snap); `writes_auth`:
-    the unit rewrites the auth include, in its own directory (redis-auth's ConfigurationDirectory), and nothing else of
-    /etc/redis: not the key that checks fetched programs, nor the environment files other root units read."""
-    if platform.aws_cli_snap:
-        return ""
+def aws_sandbox(*, writes_auth: bool = False) -> str:
+    """SANDBOX for a root unit that calls AWS; `writes_auth`: the unit rewrites the auth include, in its own
+    directory (redis-auth's ConfigurationDirectory), and nothing else of /etc/redis: not the key that checks
+    fetched programs, nor the environment files other root units read."""
     return SANDBOX + (f"ReadWritePaths={EC2_PATHS.auth_dir}\n" if writes_auth else "")
 
 
@@ -202,7 +200,7 @@ def render_auth_unit(tls: bool = False, sandbox: str = "") -> str:
         "[Unit]\n"
         f"Description=Redis {what} from SSM Parameter Store (auth include)\n"
         "Wants=network-online.target\n"
-        "After=network-online.target snapd.seeded.service\n"
+        "After=network-online.target\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
@@ -248,7 +246,7 @@ def render_provision_unit() -> str:
         "# Not After=cloud-final.service: cloud-final is itself After=multi-user.target, which\n"
         "# wants this unit (an ordering cycle on every reboot). At first boot cloud-init's runcmd\n"
         "# starts it, from inside cloud-final, once the package step has run.\n"
-        "After=network-online.target snapd.seeded.service\n"
+        "After=network-online.target\n"
         "\n"
         "[Service]\n"
         "# exec, not oneshot: retries can last as long as the way out is broken, and must\n"
@@ -309,19 +307,16 @@ def render_bootstrap_unit(ports: tuple[int, ...]) -> str:
     )
 
 
-def render_join_unit(ports: tuple[int, ...], platform: Platform) -> str:
+def render_join_unit(ports: tuple[int, ...]) -> str:
     """Runs on a server added to a running cluster, after its own Redis processes; a no-op once joined."""
     # The script comes from the stack's bucket (fetched.py): root fetches and verifies it (where the AWS
     # credentials are), then the launcher checks that copy again and runs it as redis. At a first boot the
     # fetch keeps trying while the instance role reaches S3. The fetch runs as root inside the unit's sandbox
     # ('!': only User= and Group= are lifted), writing nothing but its copies' directory, which root makes
-    # first ('+': one fixed command); where the AWS CLI is a snap, which a sandbox breaks, outside it ('+').
-    if platform.aws_cli_snap:
-        fetch = f"ExecStartPre=+{ROOT_HOME}FETCH_ONLY=1 {OBSERVE_PATH}\n"
-    else:
-        fetch = (f"ExecStartPre=+/usr/bin/install -d -m 0755 {REDIS_RUN_STATE_DIR}\n"
-                 f"ExecStartPre=!{ROOT_HOME}FETCH_ONLY=1 {OBSERVE_PATH}\n"
-                 f"ReadWritePaths=-{REDIS_RUN_STATE_DIR}\n")
+    # first ('+': one fixed command).
+    fetch = (f"ExecStartPre=+/usr/bin/install -d -m 0755 {REDIS_RUN_STATE_DIR}\n"
+             f"ExecStartPre=!{ROOT_HOME}FETCH_ONLY=1 {OBSERVE_PATH}\n"
+             f"ReadWritePaths=-{REDIS_RUN_STATE_DIR}\n")
     run = (f"EnvironmentFile={AUTH_ENV_PATH}\n"  # the region and the bucket
            f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={REDIS_RUN_STATE_DIR} "
            f"FIRST_FETCH_SECONDS={FIRST_FETCH_SECONDS}\n"

@@ -297,8 +297,8 @@ def aws(env: dict, *args: str, payload: object = None) -> dict:
             argv[-1] = argv[-1].replace("@PAYLOAD@", f"file://{path}")
         argv += ["--region", env["AWS_REGION"], "--output", "json", "--cli-connect-timeout", "5",
                  "--cli-read-timeout", "20"]
-        # AWS_PAGER: the CLI v2 (the snap on 24.04) never waits on a pager. STS in the region, as the rest (the
-        # CLI v1 of 20.04 would call its global endpoint).
+        # AWS_PAGER: a CLI v2 (the snap of 24.04 servers made before the wheel) never waits on a pager. STS in the
+        # region, as the rest (the CLI v1 would call its global endpoint).
         call_env = {**os.environ, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "3", "AWS_PAGER": "",
                     "AWS_STS_REGIONAL_ENDPOINTS": "regional"}
         result = subprocess.run(argv, capture_output=True, text=True, timeout=AWS_CALL_SECONDS, env=call_env,

@@ -2,8 +2,8 @@
 # Completes this server's install, then enables and starts its units.
 #
 # cloud-init installs the packages at first boot, but only once: if the way out
-# (NAT gateway, route, egress rule) was not working yet, its apt and snap steps
-# fail and cloud-init never runs them again. This runs at the end of the first
+# (NAT gateway, route, egress rule) was not working yet, its apt step fails and
+# cloud-init never runs it again. This runs at the end of the first
 # boot and at every later boot, and retries until the pinned packages (and the
 # AWS CLI) are there, so a transient outage never leaves a server without Redis.
 # Once installed it is a quick no-op apart from re-enabling the units.
@@ -11,7 +11,9 @@
 # Inputs (environment, no secrets):
 #   PACKAGES          apt install arguments, e.g. "redis-server=5:5.0.7* redis-tools=5:5.0.7* awscli"
 #   HOLD              packages to hold at the pinned version
-#   SNAPS             classic snaps to install (24.04 ships the AWS CLI as a snap), may be empty
+#   AWS_CLI_WHEEL     where Ubuntu has no awscli package (24.04): the AWS CLI's pip requirement, with
+#                     its --hash; installed alone (its dependencies are Ubuntu's, in PACKAGES) into
+#                     AWS_CLI_DIR, run as /usr/local/bin/aws. Empty where apt's awscli is in PACKAGES.
 #   UNITS             units to enable and start (redis-auth, the Redis processes, timers)
 #   RETRY_MAX_SECONDS longest pause between attempts (the pause doubles from 5 s)
 set -euo pipefail
@@ -21,39 +23,54 @@ set -f
 : "${PACKAGES:?PACKAGES is required}"
 : "${HOLD:?HOLD is required}"
 : "${UNITS:?UNITS is required}"
-SNAPS=${SNAPS:-}
+AWS_CLI_WHEEL=${AWS_CLI_WHEEL:-}
+AWS_CLI_DIR=/usr/local/lib/aws-cli
 RETRY_MAX_SECONDS=${RETRY_MAX_SECONDS:-120}
 export DEBIAN_FRONTEND=noninteractive
 
 log() { echo "redis-provision: $*"; }
 
 # shellcheck disable=SC2206  # word splitting of the space-separated lists is intended
-packages=($PACKAGES) hold=($HOLD) snaps=($SNAPS) units=($UNITS)
+packages=($PACKAGES) hold=($HOLD) units=($UNITS)
 
 installed() {
     local p
     for p in "${packages[@]}"; do
         [ "$(dpkg-query -W -f '${db:Status-Status}' "${p%%=*}" 2>/dev/null)" = installed ] || return 1
     done
-    for p in "${snaps[@]}"; do
-        [ -e "/snap/bin/$p" ] || [ -e "/snap/bin/${p%-cli}" ] || return 1
-    done
+    # The wheel's requirement is recorded last, once the CLI is complete.
+    [ -z "$AWS_CLI_WHEEL" ] || { [ "$(cat "$AWS_CLI_DIR/requirement" 2>/dev/null)" = "$AWS_CLI_WHEEL" ] &&
+        [ -x /usr/local/bin/aws ]; }
+}
+
+install_aws_cli() {
+    local new="$AWS_CLI_DIR.new"
+    rm -rf "$new"
+    # --require-hashes: pip installs nothing whose SHA-256 is not the rendered one. -I: no PYTHON* variable
+    # and no user site of root's decides what runs. Then the whole directory replaces the old one.
+    python3 -I -m pip install -q --no-deps --require-hashes --only-binary :all: --no-cache-dir \
+        --disable-pip-version-check --no-warn-script-location --target "$new" -r /dev/stdin <<<"$AWS_CLI_WHEEL" ||
+        return 1
+    printf '%s\n' "$AWS_CLI_WHEEL" >"$new/requirement"
+    rm -rf "$AWS_CLI_DIR"
+    mv "$new" "$AWS_CLI_DIR"
+    printf '#!/usr/bin/python3 -I\nimport sys\nsys.path.insert(0, "%s")\nfrom awscli.clidriver import main\nsys.exit(main())\n' \
+        "$AWS_CLI_DIR" >/usr/local/bin/aws.new
+    chmod 0755 /usr/local/bin/aws.new
+    mv /usr/local/bin/aws.new /usr/local/bin/aws
 }
 
 install() {
-    local p
     # The lock timeout waits for apt-daily or cloud-init instead of failing on the dpkg lock.
     apt-get -q -o DPkg::Lock::Timeout=300 update || return 1
     apt-get -q -y -o DPkg::Lock::Timeout=300 install "${packages[@]}" || return 1
-    for p in "${snaps[@]}"; do
-        snap install "$p" --classic || return 1
-    done
+    [ -z "$AWS_CLI_WHEEL" ] || install_aws_cli
 }
 
 pause=5
 attempt=1
 until installed; do
-    log "installing ${packages[*]} ${snaps[*]} (attempt $attempt)"
+    log "installing ${packages[*]} ${AWS_CLI_WHEEL%% *} (attempt $attempt)"
     if install && installed; then
         log "installed (attempt $attempt)"
         break

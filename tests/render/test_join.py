@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from outsystems_redis.monitoring import JOIN_TOOL_KEY
-from outsystems_redis.platforms import DEFAULT_PLATFORM, PLATFORMS
+from outsystems_redis.platforms import PLATFORMS
 from outsystems_redis.render import systemd
 from outsystems_redis.render.cloud_config import render_cloud_config
 from outsystems_redis.render.fetched import fetched_tools
@@ -41,10 +41,9 @@ def test_a_new_server_carries_the_join(servers, index, platform):
     assert f"{systemd.UNIT_DIR}/{systemd.BOOTSTRAP_UNIT}" not in files
     # The script itself comes from the stack's bucket: root fetches and verifies it, redis runs that copy.
     unit = files[f"{systemd.UNIT_DIR}/{systemd.JOIN_UNIT}"].splitlines()
-    # Root's fetch runs in the unit's sandbox ('!'), but where the AWS CLI is a snap, which a sandbox breaks.
-    prefix = "+" if PLATFORMS[platform].aws_cli_snap else "!"
-    assert f"ExecStartPre={prefix}{systemd.ROOT_HOME}FETCH_ONLY=1 {systemd.OBSERVE_PATH}" in unit
-    assert (f"ReadWritePaths=-{systemd.REDIS_RUN_STATE_DIR}" in unit) == (prefix == "!")
+    # Root's fetch runs in the unit's sandbox ('!': only User= and Group= lifted), on every platform.
+    assert f"ExecStartPre=!{systemd.ROOT_HOME}FETCH_ONLY=1 {systemd.OBSERVE_PATH}" in unit
+    assert f"ReadWritePaths=-{systemd.REDIS_RUN_STATE_DIR}" in unit
     assert f"ExecStart=/usr/bin/env NO_FETCH=1 {systemd.OBSERVE_PATH}" in unit and "User=redis" in unit
     assert f"Environment=TOOLS_KEY={JOIN_TOOL_KEY} STATE_DIR={systemd.REDIS_RUN_STATE_DIR} " \
            f"FIRST_FETCH_SECONDS={systemd.FIRST_FETCH_SECONDS}" in unit
@@ -133,6 +132,6 @@ def test_the_joins_start_outlasts_roots_first_fetch() -> None:
     bounds = re.search(r"else bounds=\(([\d ]+)\)", launcher)
     assert bounds, "metrics-observe.sh: no no-copy bounds"
     worst = systemd.FIRST_FETCH_SECONDS + sum(int(b) + 2 for b in bounds.group(1).split())
-    unit = systemd.render_join_unit((7000, 7001), PLATFORMS[DEFAULT_PLATFORM])
+    unit = systemd.render_join_unit((7000, 7001))
     timeout = re.search(r"^TimeoutStartSec=(\d+)$", unit, re.M)
     assert timeout and int(timeout.group(1)) > worst, (timeout and timeout.group(0), worst)

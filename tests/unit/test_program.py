@@ -264,7 +264,7 @@ def first_boot_needs(program: Program) -> dict[str, set[str]]:
                                         "outsystems-redis:tls": True}],
                          ids=["created-nat", "given-nat", "tls"])
 def test_no_server_is_created_before_its_way_out_and_its_secrets_exist(overrides: dict) -> None:
-    """cloud-init's apt and snap steps run once: the instance must wait for everything they need."""
+    """cloud-init's apt step runs once: the instance must wait for everything they need."""
     program = run_program("prod", overrides)
     needs = first_boot_needs(program)
     # Each kind is really there: a route table, one association per subnet, the NAT unless given,

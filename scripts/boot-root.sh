@@ -40,7 +40,15 @@ FOCAL_DEPENDENCIES=(libhiredis0.14 liblua5.1-0 lua-bitop lua-cjson lsb-base)
 # iptables (redis-auth fences the metadata service off from the redis user).
 INCLUDE=systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,sudo,locales,netbase,less,openssh-server,iptables
 
-key=$(sha256sum "$0" | cut -c1-12)
+# The 24.04 servers' AWS CLI: the wheel's pip requirement (outsystems_redis/platforms.py), with its digest;
+# Ubuntu 24.04's botocore for it, which Debian 12 does not have, is a stand-in package (below).
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+AWS_CLI_WHEEL=$(cd "$REPO" && .venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_1_32_46 as w; print(w)')
+AWS_CLI_PACKAGES=$(cd "$REPO" && .venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_PACKAGES as p; print(*p)')
+# Everything else the wheel needs, Debian 12's own (and pip itself, which installs the wheel for real).
+read -r -a AWS_CLI_DEBIAN <<<"${AWS_CLI_PACKAGES/python3-botocore/}"
+
+key=$( (cat "$0"; echo "$AWS_CLI_WHEEL $AWS_CLI_PACKAGES") | sha256sum | cut -c1-12)
 final="$CACHE/root-$key"
 
 log() { echo "boot-root: $*" >&2; }
@@ -126,7 +134,7 @@ log "downloading redis-server/redis-tools $REDIS_VERSION and dependencies into /
 in_root apt-get clean
 # With apt's defaults (Recommends included), as cloud-init's install will ask for.
 in_root apt-get install -y -qq --download-only "redis-server=$REDIS_VERSION" "redis-tools=$REDIS_VERSION" \
-  "${FOCAL_DEPENDENCIES[@]}" >>"$work/apt.log" 2>&1 || {
+  "${FOCAL_DEPENDENCIES[@]}" "${AWS_CLI_DEBIAN[@]}" >>"$work/apt.log" 2>&1 || {
   tail -30 "$work/apt.log" >&2
   exit 1
 }
@@ -144,8 +152,8 @@ while read -r name sum; do
     exit 1
   }
 done <<<"$FOCAL_DEBS"
-# Ubuntu 20.04's servers get the AWS CLI from apt (awscli), 24.04's from a snap: each gets the harness's
-# stand-in (/usr/local/lib/osr-boot/aws, tests/boot/machines.py) at the path its real CLI would have.
+# Ubuntu 20.04's servers get the AWS CLI from apt (awscli): the harness's stand-in
+# (/usr/local/lib/osr-boot/aws, tests/boot/machines.py) at the path its real CLI would have.
 log "building the awscli stand-in package"
 pkg="$work/awscli"
 mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin"
@@ -160,6 +168,27 @@ EOF
 printf '#!/bin/sh\nexec /usr/local/lib/osr-boot/aws "$@"\n' >"$pkg/usr/bin/aws"
 chmod 0755 "$pkg/usr/bin/aws"
 dpkg-deb --root-owner-group -b "$pkg" "$root/srv/repo/awscli_1.18.69-1ubuntu0.20.04.1+osrboot_all.deb" >/dev/null
+# 24.04's: its pinned python3-botocore as an empty stand-in (the harness's aws stand-in answers the calls), and
+# the wheel itself in /srv/wheels, pip's only index here (/etc/pip.conf), checked against its digest now and by
+# redis-provision's pip at boot.
+log "building the python3-botocore stand-in package, downloading the AWS CLI wheel into /srv/wheels"
+pkg="$work/python3-botocore"
+mkdir -p "$pkg/DEBIAN"
+cat >"$pkg/DEBIAN/control" <<EOF
+Package: python3-botocore
+Version: 1.34.46+repack-1ubuntu1+osrboot
+Architecture: all
+Maintainer: outsystems-redis tests <tests@localhost>
+Description: tests/boot stand-in for Ubuntu 24.04's python3-botocore
+ Empty: the boot harness's aws stand-in answers the AWS calls.
+EOF
+dpkg-deb --root-owner-group -b "$pkg" "$root/srv/repo/python3-botocore_1.34.46+repack-1ubuntu1+osrboot_all.deb" \
+  >/dev/null
+mkdir -p "$root/srv/wheels"
+"$REPO/.venv/bin/pip" download -q --disable-pip-version-check --no-deps --require-hashes --only-binary :all: \
+  -d "$root/srv/wheels" -r /dev/stdin <<<"$AWS_CLI_WHEEL" 2>&1 | grep -v "^WARNING: Location 'file:" || true
+ls "$root"/srv/wheels/awscli-*.whl >/dev/null || { log "ERROR: the AWS CLI wheel did not download"; exit 1; }
+printf '[global]\nno-index = true\nfind-links = /srv/wheels\n' >"$root/etc/pip.conf"
 (cd "$root/srv/repo" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>/dev/null)
 ls "$root/srv/repo"/redis-server_*7.0.15* >/dev/null || { log "ERROR: no redis-server 7.0.15 downloaded"; exit 1; }
 
@@ -179,6 +208,11 @@ for pin in "$REDIS_VERSION" "5:$FOCAL_REDIS"; do
     exit 1
   }
 done
+in_root apt-get install -s -qq 'python3-botocore=1.34.46*' "${AWS_CLI_DEBIAN[@]}" >>"$work/apt.log" 2>&1 || {
+  tail -30 "$work/apt.log" >&2
+  log "ERROR: the 24.04 AWS CLI's packages do not install from /srv/repo alone"
+  exit 1
+}
 rm -rf "$root"/var/lib/apt/lists/*
 rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf"
 # Each boot gets its own machine id (first boot, as on a new instance).

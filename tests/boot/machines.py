@@ -27,9 +27,13 @@ made of here:
   --name N --with-decryption --query Parameter.Value --output text` from files
   the test writes (the program's own Parameter resources), and fails with exit
   254 and a message on stderr for an unknown name or while the "SSM
-  unreachable" switch file exists. `snap install aws-cli --classic` puts that
-  `aws` at /snap/bin/aws, as Ubuntu 24.04 gets the AWS CLI from a snap; the
-  `awscli` package (20.04's apt install) puts it at /usr/bin/aws.
+  unreachable" switch file exists. The `awscli` package (20.04's apt install)
+  puts it at /usr/bin/aws. On 24.04, redis-provision installs the AWS CLI wheel
+  with the real pip, its digest checked, from the root's /srv/wheels (/etc/pip.conf,
+  the stand-in for PyPI), and writes /usr/local/bin/aws; the harness puts the
+  stand-in ahead of it on the units' PATH, at /usr/local/sbin/aws (the wheel
+  needs Ubuntu 24.04's botocore, which Debian 12 does not have:
+  tests/integration/test_aws_cli_wheel.py runs that CLI against moto).
 
 cloud-init settings the harness adds (/etc/cloud/cloud.cfg.d/90-osr-boot.cfg),
 and why:
@@ -38,8 +42,6 @@ and why:
   service (probing EC2 would only time out).
 - `network: {config: disabled}`: the harness configures the namespace before
   boot, as EC2's DHCP would; a minbase root has no network renderer.
-- `unverified_modules: [snap]`: Debian's cloud-init skips `snap` (verified only
-  on Ubuntu); listed, it runs the rendered `snap:` commands as on Ubuntu.
 
 And one systemd setting for each unit that calls AWS (AWS_UNITS, a drop-in
 90-osr-boot.conf): it may write the files where the aws stand-in keeps AWS's side
@@ -114,7 +116,7 @@ AWS_LOG = "/var/log/osr-boot-aws.log"
 # Who made each AWS call, and with which HOME ("<uid> <HOME or unset> <args>"): the AWS CLI reads the caller's
 # ~/.aws/config, which can name a command to run (credential_process).
 AWS_CALLERS = "/var/lib/osr-boot/aws-callers"
-NO_WAY_OUT = "/var/lib/osr-boot/no-way-out"  # snap's store is unreachable while it exists
+PIP_CONF = "etc/pip.conf"  # pip's index: /srv/wheels in the root (scripts/boot-root.sh), none without a way out
 APT_SOURCES = "etc/apt/sources.list"
 
 # Lines of cloud-init's output (cloud-init-output.log) that a container produces by
@@ -160,7 +162,6 @@ CLOUD_CFG = """\
 # tests/boot: what differs from an EC2 boot (see tests/boot/machines.py).
 datasource_list: [NoCloud]
 network: {config: disabled}
-unverified_modules: [snap]
 """
 
 # The units that call AWS may write where the aws stand-in keeps AWS's side (uploads, its call log, queued
@@ -298,24 +299,6 @@ file="$dir/$region$name"
 cat "$file"
 echo
 """
-
-SNAP_STANDIN = r"""#!/bin/bash
-# tests/boot stand-in for snap: `snap install aws-cli --classic` installs the
-# aws stand-in at /snap/bin/aws, as the aws-cli snap would.
-set -eu
-if [ -e @NO_WAY_OUT@ ]; then
-  echo 'error: cannot communicate with server: dial tcp: lookup api.snapcraft.io: i/o timeout' >&2
-  exit 1
-fi
-case "$*" in
-  "install aws-cli --classic")
-    install -D -m 0755 /usr/local/lib/osr-boot/aws /snap/bin/aws
-    echo "aws-cli (v2/stable) 2.0.0 from Amazon Web Services (aws) installed" ;;
-  "wait system seed.loaded") ;;
-  *) echo "snap (stand-in): unsupported: $*" >&2; exit 1 ;;
-esac
-"""
-
 
 def run(cmd: list[str], check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
     """A command on the host; its output is captured (text)."""
@@ -547,8 +530,10 @@ class Server:
             .replace("@AWS_CALLERS@", AWS_CALLERS)
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
-        (m / "usr/bin/snap").write_text(SNAP_STANDIN.replace("@NO_WAY_OUT@", NO_WAY_OUT))
-        (m / "usr/bin/snap").chmod(0o755)
+        # Where the user data installs the AWS CLI wheel (24.04), the stand-in answers first on the units' PATH.
+        if "python3-pip" in self.config.get("packages", []):
+            (m / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
+            (m / "usr/local/sbin/aws").symlink_to("/usr/local/lib/osr-boot/aws")
         # The programs `pulumi up` uploads to the stack's bucket (redis-observe.py, redis-backup.sh), as
         # the mocked program uploads them, and that bucket's parameter (the program's own value wins).
         for key, text in self.tools.items():
@@ -585,16 +570,15 @@ class Server:
         return path.read_text().splitlines() if path.exists() else []
 
     def set_way_out(self, up: bool) -> None:
-        """No way out (the NAT gateway not ready yet): apt's repository, snap's store and SSM unreachable."""
+        """No way out (the NAT gateway not ready yet): apt's repository, pip's index and SSM unreachable."""
         self._mount()
-        sources = self.merged / APT_SOURCES
+        sources, pip = self.merged / APT_SOURCES, self.merged / PIP_CONF
         if up:
             sources.write_bytes((self.root / APT_SOURCES).read_bytes())
-            (self.merged / NO_WAY_OUT.lstrip("/")).unlink(missing_ok=True)
+            pip.write_bytes((self.root / PIP_CONF).read_bytes())
         else:
             sources.write_text("deb [trusted=yes] file:/srv/unreachable ./\n")
-            (self.merged / NO_WAY_OUT.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            (self.merged / NO_WAY_OUT.lstrip("/")).write_text("")
+            pip.write_text("[global]\nno-index = true\nfind-links = /srv/unreachable\n")
         self.set_ssm_reachable(up)
 
     def boot(self) -> None:

@@ -141,9 +141,17 @@ def assert_first_boot(server: m.Server) -> None:
         assert fnmatch.fnmatch(installed, version), f"{package} {installed}, pinned {version}"
         assert package in held, f"{package} is not held: {held}"
 
-    # The password came from "SSM", through the AWS CLI the snap step installed.
-    if any("aws-cli" in cmd for cmd in map(str, server.config.get("snap", {}).get("commands", []))):
-        assert (server.merged / "snap/bin/aws").exists(), "snap install aws-cli did not run"
+    # Where Ubuntu has no awscli package (24.04), redis-provision's pip installed the wheel (its digest checked)
+    # from the index (here the root's /srv/wheels) into a directory of root's, and wrote /usr/local/bin/aws.
+    wheel = provision_env(server).get("AWS_CLI_WHEEL", "")
+    if wheel:
+        assert server.out("cat /usr/local/lib/aws-cli/requirement") == wheel
+        assert server.out("ls -d /usr/local/lib/aws-cli/awscli-*.dist-info") == \
+            "/usr/local/lib/aws-cli/" + wheel.split()[0].replace("==", "-") + ".dist-info"
+        assert server.out("stat -c '%U %a' /usr/local/bin/aws /usr/local/lib/aws-cli").split("\n") == \
+            ["root 755", "root 755"]
+        assert "from awscli.clidriver import main" in server.out("cat /usr/local/bin/aws")
+    # The password came from "SSM", through the AWS CLI.
     calls = server.out(f"cat {m.AWS_LOG}")
     assert any(f"--name {name}" in calls for name in server.parameters), f"no SSM read: {calls!r}"
     assert_aws_called_with_homes_redis_cannot_write(server)
@@ -195,6 +203,12 @@ def assert_redis_user_writes_nothing_root_reads(server: m.Server) -> None:
     assert tried.stdout.split() == ["refused", "refused"], tried.stdout + tried.stderr
     owner, mode = server.out("stat -c '%U:%G %a' /etc/redis").split()
     assert owner == "root:redis" and int(mode, 8) & 0o022 == 0, (owner, mode)  # group and others only read
+
+
+def provision_env(server: m.Server) -> dict[str, str]:
+    """redis-provision's inputs, as the server has them (KEY="value" lines)."""
+    lines = server.out("cat /etc/redis/provision.env").splitlines()
+    return {key: value.strip('"') for key, value in (line.split("=", 1) for line in lines if "=" in line)}
 
 
 def pinned_packages(config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -341,3 +355,58 @@ def verdict(report: str) -> str:
                      if re.match(r"(HEALTHY|DEGRADED|UNHEALTHY)|\s+(WARN|FAIL)\b", line))
 
 
+# Each root unit that calls AWS, and whether it may write the auth include's directory (and nothing else of
+# /etc/redis, where the key that checks fetched programs and other root units' environment files live).
+SANDBOXED = {"redis-password-sync.service": True, "redis-metrics.service": False, "redis-logs.service": False,
+             "redis-backup.service": False}
+# ($$: systemd's own escape for a $ it must not expand.)
+PROBE = ("/bin/sh -c 'for p in /usr/local/sbin /etc/redis /etc/redis/auth /root; do "
+         "if touch $$p/.osr-probe 2>/dev/null; then rm -f $$p/.osr-probe; echo $$p wrote; else echo $$p refused; "
+         "fi; done > /var/lib/outsystems-redis/.osr-probe'")
+
+
+def assert_root_units_that_call_aws_run_sandboxed(server: m.Server) -> None:
+    """The root units that call AWS run in systemd.SANDBOX, on either platform's AWS CLI: a compromised program
+    (or AWS CLI) cannot replace what root runs, nor write /etc/redis but the auth include's own directory, and
+    only the password sync that one. Probed from inside each unit as systemd merges it (a drop-in runs the probe
+    before the program), then each runs its real job: no ERROR in its journal. Planted (aws_sandbox giving no
+    sandbox, as it did for 24.04's snap): the probe writes."""
+    # The test starts each unit itself: a run its timer began before the probe was in place would be the one
+    # `systemctl start` waits for (CI of eb6cffa met that), so the timers stop, and any run in progress ends.
+    timers = " ".join(unit.replace(".service", ".timer") for unit in SANDBOXED)
+    server.exec(f"systemctl stop {timers}; systemctl stop {' '.join(SANDBOXED)}", timeout=150)
+    try:
+        for unit, writes_auth in SANDBOXED.items():
+            drop_in = server.merged / f"etc/systemd/system/{unit}.d/osr-probe.conf"
+            drop_in.parent.mkdir(parents=True, exist_ok=True)
+            drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
+            server.exec("systemctl daemon-reload")
+            # This run's lines only: a test before may have left an ERROR of its own in the unit's journal.
+            cursor = server.out("journalctl -n 0 --show-cursor --no-pager").rsplit("cursor: ", 1)[-1]
+            try:
+                ran = server.start(unit, timeout=150)
+                journal = server.out(f"journalctl -u {unit} --after-cursor={shlex.quote(cursor)} --no-pager -o cat")
+                probe = dict(line.rsplit(" ", 1) for line in server.out("cat /var/lib/outsystems-redis/.osr-probe")
+                             .splitlines())
+            finally:
+                drop_in.unlink()
+                server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
+            assert ran.returncode == 0, f"{unit}:\n{journal}"
+            assert f"Finished {unit}" in journal, f"{unit}: not this run's journal ({cursor}):\n{journal}"
+            assert "ERROR" not in journal, f"{unit}:\n{journal}"
+            auth = "wrote" if writes_auth else "refused"
+            assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "refused", "/etc/redis/auth": auth,
+                             "/root": "refused"}, f"{unit}: {probe}"
+    finally:
+        server.exec(f"systemctl start {timers}")
+    # The backup uploaded under this instance's own session id (what STS told it), the only prefix its role may
+    # write (outsystems_redis/backup_bucket.py), with its server's name below that.
+    uploads = server.out("cd /usr/local/lib/osr-boot/s3 && find snapshots -type f | sort").split()
+    mine = f"snapshots/{m.SERVER_ROLE_ID}:{server.instance_id}/{server.hostname}/"
+    assert uploads and all(u.startswith(mine) for u in uploads), (mine, uploads)
+    # redis-auth ran in it at boot: its programs wrote the auth include in its own directory, its fence outside.
+    assert server.out("systemctl show -p NoNewPrivileges --value redis-auth.service") == "yes"
+    writable = server.out("systemctl show -p ReadWritePaths --value redis-auth.service").split()
+    assert [p for p in writable if p.startswith("/etc")] == ["/etc/redis/auth"], writable
+    assert server.out("stat -c '%U:%G %a' /etc/redis/auth/auth.conf") == "root:redis 640"
+    assert server.out("stat -c '%U:%G %a' /etc/redis/auth") == "root:root 755"

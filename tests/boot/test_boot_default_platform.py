@@ -26,6 +26,7 @@ from tests.boot.support import (
     assert_redis_user_writes_nothing_root_reads,
     assert_replicated_elsewhere,
     assert_roles_restore_themselves,
+    assert_root_units_that_call_aws_run_sandboxed,
     assert_sessions_kept,
     booted,
     cli,
@@ -151,57 +152,7 @@ def test_a_stopped_master_hands_over_first_and_no_session_is_lost(focal_prod) ->
     assert_sessions_kept(fleet, deployment, written)
 
 
-# Each root unit that calls AWS, and whether it may write the auth include's directory (and nothing else of
-# /etc/redis, where the key that checks fetched programs and other root units' environment files live).
-SANDBOXED = {"redis-password-sync.service": True, "redis-metrics.service": False, "redis-logs.service": False,
-             "redis-backup.service": False}
-# ($$: systemd's own escape for a $ it must not expand.)
-PROBE = ("/bin/sh -c 'for p in /usr/local/sbin /etc/redis /etc/redis/auth /root; do "
-         "if touch $$p/.osr-probe 2>/dev/null; then rm -f $$p/.osr-probe; echo $$p wrote; else echo $$p refused; "
-         "fi; done > /var/lib/outsystems-redis/.osr-probe'")
-
-
 def test_the_root_units_that_call_aws_run_sandboxed_and_still_do_their_job(focal_dev) -> None:
-    """Where the AWS CLI is apt's (20.04), the root units that call AWS run in systemd.SANDBOX: a compromised
-    program (or AWS CLI) cannot replace what root runs, nor write /etc/redis but the auth include's own
-    directory, and only the password sync that one. Probed from
-    inside each unit as systemd merges it (a drop-in runs the probe before the program), then each runs its
-    real job: no ERROR in its journal. Planted (20.04 marked aws_cli_snap, so no sandbox): the probe writes."""
+    """support.assert_root_units_that_call_aws_run_sandboxed on 20.04 (apt's AWS CLI); test_boot_dev on 24.04."""
     _, fleet = focal_dev
-    server = next(iter(fleet.servers.values()))
-    # The test starts each unit itself: a run its timer began before the probe was in place would be the one
-    # `systemctl start` waits for (CI of eb6cffa met that), so the timers stop, and any run in progress ends.
-    timers = " ".join(unit.replace(".service", ".timer") for unit in SANDBOXED)
-    server.exec(f"systemctl stop {timers}; systemctl stop {' '.join(SANDBOXED)}", timeout=150)
-    try:
-        for unit, writes_auth in SANDBOXED.items():
-            drop_in = server.merged / f"etc/systemd/system/{unit}.d/osr-probe.conf"
-            drop_in.parent.mkdir(parents=True, exist_ok=True)
-            drop_in.write_text(f"[Service]\nExecStartPre=-{PROBE}\n")
-            server.exec("systemctl daemon-reload")
-            try:
-                ran = server.start(unit, timeout=150)
-                journal = server.out(f"journalctl -u {unit} --no-pager -o cat | tail -30")
-                probe = dict(line.rsplit(" ", 1) for line in server.out("cat /var/lib/outsystems-redis/.osr-probe")
-                             .splitlines())
-            finally:
-                drop_in.unlink()
-                server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
-            assert ran.returncode == 0, f"{unit}:\n{journal}"
-            assert "ERROR" not in journal, f"{unit}:\n{journal}"
-            auth = "wrote" if writes_auth else "refused"
-            assert probe == {"/usr/local/sbin": "refused", "/etc/redis": "refused", "/etc/redis/auth": auth,
-                             "/root": "refused"}, f"{unit}: {probe}"
-    finally:
-        server.exec(f"systemctl start {timers}")
-    # The backup uploaded under this instance's own session id (what STS told it), the only prefix its role may
-    # write (outsystems_redis/backup_bucket.py), with its server's name below that.
-    uploads = server.out("cd /usr/local/lib/osr-boot/s3 && find snapshots -type f | sort").split()
-    mine = f"snapshots/{m.SERVER_ROLE_ID}:{server.instance_id}/{server.hostname}/"
-    assert uploads and all(u.startswith(mine) for u in uploads), (mine, uploads)
-    # redis-auth ran in it at boot: its programs wrote the auth include in its own directory, its fence outside.
-    assert server.out("systemctl show -p NoNewPrivileges --value redis-auth.service") == "yes"
-    writable = server.out("systemctl show -p ReadWritePaths --value redis-auth.service").split()
-    assert [p for p in writable if p.startswith("/etc")] == ["/etc/redis/auth"], writable
-    assert server.out("stat -c '%U:%G %a' /etc/redis/auth/auth.conf") == "root:redis 640"
-    assert server.out("stat -c '%U:%G %a' /etc/redis/auth") == "root:root 755"
+    assert_root_units_that_call_aws_run_sandboxed(next(iter(fleet.servers.values())))

@@ -15,6 +15,7 @@ from tests.boot.support import (
     Deployment,
     assert_first_boot,
     assert_redis_user_writes_nothing_root_reads,
+    assert_root_units_that_call_aws_run_sandboxed,
     booted,
     post_deploy_check,
     verdict,
@@ -145,3 +146,9 @@ def test_the_redis_user_cannot_reach_the_instance_metadata_service(dev: tuple[De
     assert reached == ["0"], f"the metadata stand-in was reached by user ids {reached} (redis is {redis_uid})"
     rules = [r for r in server.out("iptables -S OUTPUT").splitlines() if METADATA_ADDRESS in r]
     assert len(rules) == 1 and f"--uid-owner {redis_uid} -j REJECT" in rules[0], rules
+
+
+def test_the_root_units_that_call_aws_run_sandboxed_with_the_wheels_cli(dev: tuple[Deployment, m.Fleet]) -> None:
+    """On 24.04 too, now that its AWS CLI is the wheel and no snap (support.py)."""
+    _, fleet = dev
+    assert_root_units_that_call_aws_run_sandboxed(fleet.servers[0])

@@ -40,9 +40,9 @@ CONFIG_BY_NAME = "CONFIG by its name in the server's auth include, AUTH_FILE in 
 # Fetch renewed TLS files without restarting redis-auth.service: every Redis unit
 # Requires= it, so a restart of it would restart Redis too. Servers created before redis-auth's programs
 # moved to the bucket carry redis-fetch-tls in their user data; later ones run it through the launcher.
-# The PATH finds the AWS CLI wherever a 24.04 server has it: /usr/local/bin (the wheel), or /snap/bin on servers
-# created before the wheel.
-AWS_CLI_PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+# The units' own PATH (render.systemd.SEARCH_PATH), where a server has its AWS CLI (/usr/local/bin: the 24.04
+# wheel; /usr/bin: apt's), and /snap/bin, where 24.04 servers created before the wheel have it.
+AWS_CLI_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
 FETCH_TLS = ("sudo sh -c 'if [ -x /usr/local/sbin/redis-fetch-tls ]; then "
              "systemd-run --wait --pipe -p EnvironmentFile=/etc/redis/auth.env "
              f"--setenv=PATH={AWS_CLI_PATH} /usr/local/sbin/redis-fetch-tls; "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from outsystems_redis.judge import AWS_CLI_PATH, FETCH_TLS
 from outsystems_redis.platforms import AWS_CLI_1_32_46, AWS_CLI_BOTOCORE, AWS_CLI_PACKAGES
 from outsystems_redis.render import systemd
 from outsystems_redis.render.cloud_config import encode_user_data, render_cloud_config, user_data_costs
@@ -330,3 +331,13 @@ def test_the_20_04_units_use_only_what_systemd_245_knows():
     assert all(v <= 245 for v in SYSTEMD_245_DIRECTIVES.values())
     late = {k: sorted(used[k] - allowed) for k, allowed in SYSTEMD_245_VALUES.items() if used.get(k, set()) - allowed}
     assert not late, f"values to check against systemd 245, then list: {late}"
+
+
+def test_the_tls_fetch_the_operator_runs_finds_the_aws_cli_where_the_units_do() -> None:
+    """judge.FETCH_TLS (the health check's fix, docs/upgrades-and-migration.md) runs the fetch outside any unit:
+    its PATH is the units' own (the 24.04 wheel's /usr/local/bin/aws, apt's /usr/bin/aws), then /snap/bin for
+    24.04 servers created before the wheel."""
+    assert AWS_CLI_PATH == f"{systemd.SEARCH_PATH}:/snap/bin"
+    assert FETCH_TLS.count(f"--setenv=PATH={AWS_CLI_PATH} ") == 2
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "upgrades-and-migration.md").read_text()
+    assert guide.count(f"--setenv=PATH={AWS_CLI_PATH} ") == 2

@@ -214,7 +214,7 @@ def render_auth_unit(tls: bool = False, sandbox: str = "") -> str:
         # The TLS directory, made first ('+': one fixed command), is the one more path its sandbox may write.
         + (f"ExecStart=+/usr/bin/install -d -o root -g redis -m 0750 {EC2_PATHS.tls_dir}\n"
            f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_TLS_TOOL_KEY} {OBSERVE_PATH}\n"
-           f"ReadWritePaths={EC2_PATHS.tls_dir}\n" if tls else "")
+           f"ReadWritePaths=-{EC2_PATHS.tls_dir}\n" if tls else "")
         + f"StateDirectory={STATE_DIR.rsplit('/', 1)[1]}\n"
         "StateDirectoryMode=0700\n"
         f"ConfigurationDirectory={EC2_PATHS.auth_dir.removeprefix('/etc/')}\n"

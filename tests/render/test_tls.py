@@ -71,14 +71,15 @@ def test_tls_confs_serve_tls_only_on_the_same_ports(servers, platform):
         auth_unit = written[f"{systemd.UNIT_DIR}/{systemd.AUTH_UNIT}"]["content"]
         assert auth_unit.index(f"TOOLS_KEY={FETCH_PASSWORD_TOOL_KEY} {systemd.OBSERVE_PATH}\n") \
             < auth_unit.index(f"TOOLS_KEY={FETCH_TLS_TOOL_KEY} {systemd.OBSERVE_PATH}\n")
-        # In the sandbox, which may write the TLS directory too, made first by root: the 24.04 boot test met
+        # In the sandbox, which may write the TLS directory too, made first by root ("-": a missing path would
+        # fail every command of the unit before the first made it: 226/NAMESPACE): the 24.04 boot test met
         # "cannot change owner and permissions of '/etc/redis/tls'" when the sandbox came to that platform.
         lines = auth_unit.splitlines()
         assert all(line in lines for line in systemd.SANDBOX.splitlines())
         assert lines.index("ExecStart=+/usr/bin/install -d -o root -g redis -m 0750 /etc/redis/tls") < \
             lines.index(f"ExecStart=/usr/bin/env TOOLS_KEY={FETCH_TLS_TOOL_KEY} {systemd.OBSERVE_PATH}")
         assert [line for line in lines if line.startswith("ReadWritePaths=")] == \
-            ["ReadWritePaths=/etc/redis/tls", "ReadWritePaths=/etc/redis/auth"]
+            ["ReadWritePaths=-/etc/redis/tls", "ReadWritePaths=/etc/redis/auth"]
         assert "--tls --cacert /etc/redis/tls/ca.crt" in written[systemd.TLS_CLI_PATH]["content"]
 
 

@@ -14,17 +14,20 @@ from dataclasses import dataclass
 # standard support): a name search with get_ami would skip those silently.
 CANONICAL_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/{release}/stable/current/amd64/hvm/{volume}/ami-id"
 
-# awscli 1.32.46 is the release whose wheel requires exactly botocore 1.34.46, noble's python3-botocore
-# (1.34.46+repack-1ubuntu1); its other requirements are in noble too (s3transfer 0.10.1, PyYAML 6.0.1; docutils
-# 0.20.1 and colorama 0.4.6 above the wheel's stated bounds, and tests/integration/test_aws_cli_wheel.py runs
-# every call the servers make on exactly these versions). The digest is the wheel's SHA-256, as pip checks it.
-AWS_CLI_1_32_46 = "awscli==1.32.46 --hash=sha256:5bd09d4457b3f9a7439f441c4e904db76ed3e4219c0a9a9f3f75c96d3b834805"
-# What the wheel needs from Ubuntu (pip installs it alone, --no-deps), and pip itself. botocore is pinned and held
-# at the version the wheel requires: awscli imports botocore's internals, and 1.32.46 fails to start on an older
-# botocore (measured on Debian 12's 1.29.27: ImportError).
-AWS_CLI_BOTOCORE = "1.34.46*"
-AWS_CLI_PACKAGES = ("python3-botocore", "python3-s3transfer", "python3-yaml", "python3-docutils",
-                    "python3-colorama", "python3-rsa", "python3-pip")
+# The AWS CLI where Ubuntu has no awscli package (24.04): the wheels pip installs, each only if its SHA-256 is the
+# one here. awscli 1.32.46 requires exactly botocore 1.34.46 (noble's own version), which comes as a wheel too:
+# Debian's packaging of botocore (Debian 12's, checked; Ubuntu's is the same "+repack") drops botocore.vendored,
+# which awscli imports at every start.
+AWS_CLI_WHEELS = (
+    "awscli==1.32.46 --hash=sha256:5bd09d4457b3f9a7439f441c4e904db76ed3e4219c0a9a9f3f75c96d3b834805",
+    "botocore==1.34.46 --hash=sha256:f54330ba1e8ce31489a4e09b4ba8afbf84be01bbc48dbb31d44897fb7657f7ad",
+)
+# The rest of what they require, from Ubuntu (noble: s3transfer 0.10.1, PyYAML 6.0.1, jmespath 1.0.1, dateutil
+# 2.8.2, urllib3 2.0.7; docutils 0.20.1 and colorama 0.4.6 above awscli's stated bounds:
+# tests/integration/test_aws_cli_wheel.py runs every call the servers make on these versions), and pip's own
+# wheel to install them with (python3-pip would bring a C compiler with its Recommends).
+AWS_CLI_PACKAGES = ("python3-s3transfer", "python3-yaml", "python3-docutils", "python3-colorama", "python3-rsa",
+                    "python3-jmespath", "python3-dateutil", "python3-urllib3", "python3-pip-whl")
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,8 @@ class Platform:
     diskless_sync: bool  # Redis 7 sends a full sync over the socket by default (repl-diskless-sync yes)
     # The AWS CLI: apt's awscli (20.04), or where Ubuntu has none (24.04: only a snap, which starts through a
     # privileged launcher that no systemd sandbox lets run) the same CLI v1 from PyPI, checked against its digest,
-    # on Ubuntu's own botocore and the rest of its dependencies (AWS_CLI_PACKAGES).
-    aws_cli_wheel: str  # a pip requirement with --hash, or "" for apt's awscli
+    # with the rest of its dependencies from Ubuntu (AWS_CLI_PACKAGES).
+    aws_cli_wheels: tuple[str, ...]  # pip requirements with --hash (AWS_CLI_WHEELS), or none: apt's awscli
 
 
 PLATFORMS: dict[str, Platform] = {
@@ -53,7 +56,7 @@ PLATFORMS: dict[str, Platform] = {
         announce_bus_source=False,
         supports_tls=False,
         diskless_sync=False,
-        aws_cli_wheel="",
+        aws_cli_wheels=(),
     ),
     "ubuntu-24.04-redis-7.0": Platform(
         name="ubuntu-24.04-redis-7.0",
@@ -64,7 +67,7 @@ PLATFORMS: dict[str, Platform] = {
         announce_bus_source=True,
         supports_tls=True,
         diskless_sync=True,
-        aws_cli_wheel=AWS_CLI_1_32_46,
+        aws_cli_wheels=AWS_CLI_WHEELS,
     ),
 }
 

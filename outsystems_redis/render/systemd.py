@@ -39,7 +39,8 @@ REDIS_RUN_STATE_DIR = "/var/lib/outsystems-redis-run"
 
 
 # The sandbox of the project's own units: no privilege gain, the file system read-only but for a private
-# /tmp and the unit's StateDirectory (and the auth include's directory, for the two that rewrite it), no
+# /tmp and the unit's StateDirectory (and the auth include's directory, for the two that rewrite it, and the
+# TLS directory for redis-auth with TLS), no
 # home directories, no devices. The units that only talk to Redis run in it as the redis user (cluster
 # bootstrap and join, role restore, make-room): a compromised script gets the redis user's sockets and
 # nothing more. The root units that call AWS (redis-auth, the password sync, backups, metrics, logs) run in

@@ -11,9 +11,10 @@
 # Inputs (environment, no secrets):
 #   PACKAGES          apt install arguments, e.g. "redis-server=5:5.0.7* redis-tools=5:5.0.7* awscli"
 #   HOLD              packages to hold at the pinned version
-#   AWS_CLI_WHEEL     where Ubuntu has no awscli package (24.04): the AWS CLI's pip requirement, with
-#                     its --hash; installed alone (its dependencies are Ubuntu's, in PACKAGES) into
-#                     AWS_CLI_DIR, run as /usr/local/bin/aws. Empty where apt's awscli is in PACKAGES.
+#   AWS_CLI_WHEELS    where Ubuntu has no awscli package (24.04): the AWS CLI's pip requirements, each
+#                     "NAME==VERSION --hash=sha256:...", space-separated; installed alone (the rest is
+#                     Ubuntu's, in PACKAGES) into AWS_CLI_DIR, run as /usr/local/bin/aws. Empty where
+#                     apt's awscli is in PACKAGES.
 #   UNITS             units to enable and start (redis-auth, the Redis processes, timers)
 #   RETRY_MAX_SECONDS longest pause between attempts (the pause doubles from 5 s)
 set -euo pipefail
@@ -23,7 +24,7 @@ set -f
 : "${PACKAGES:?PACKAGES is required}"
 : "${HOLD:?HOLD is required}"
 : "${UNITS:?UNITS is required}"
-AWS_CLI_WHEEL=${AWS_CLI_WHEEL:-}
+AWS_CLI_WHEELS=${AWS_CLI_WHEELS:-}
 AWS_CLI_DIR=/usr/local/lib/aws-cli
 RETRY_MAX_SECONDS=${RETRY_MAX_SECONDS:-120}
 export DEBIAN_FRONTEND=noninteractive
@@ -38,39 +39,41 @@ installed() {
     for p in "${packages[@]}"; do
         [ "$(dpkg-query -W -f '${db:Status-Status}' "${p%%=*}" 2>/dev/null)" = installed ] || return 1
     done
-    # The wheel's requirement is recorded last, once the CLI is complete.
-    [ -z "$AWS_CLI_WHEEL" ] || { [ "$(cat "$AWS_CLI_DIR/requirement" 2>/dev/null)" = "$AWS_CLI_WHEEL" ] &&
-        [ -x /usr/local/bin/aws ]; }
+    # The wheels' requirements are recorded last, once the CLI has started.
+    [ -z "$AWS_CLI_WHEELS" ] || [ "$(cat "$AWS_CLI_DIR/requirements" 2>/dev/null)" = "$AWS_CLI_WHEELS" ]
 }
 
 install_aws_cli() {
-    local new="$AWS_CLI_DIR.new"
-    rm -rf "$new"
-    # --require-hashes: pip installs nothing whose SHA-256 is not the rendered one. -I: no PYTHON* variable
-    # and no user site of root's decides what runs. Then the whole directory replaces the old one.
-    python3 -I -m pip install -q --no-deps --require-hashes --only-binary :all: --no-cache-dir \
-        --disable-pip-version-check --no-warn-script-location --target "$new" -r /dev/stdin <<<"$AWS_CLI_WHEEL" ||
-        return 1
-    printf '%s\n' "$AWS_CLI_WHEEL" >"$new/requirement"
-    rm -rf "$AWS_CLI_DIR"
-    mv "$new" "$AWS_CLI_DIR"
+    local pip
+    pip=$(find /usr/share/python-wheels -name 'pip-*.whl' | sort -V | tail -n 1)
+    [ -n "$pip" ] || return 1
+    rm -rf "$AWS_CLI_DIR" /usr/local/bin/aws
+    # pip from its own wheel (python3-pip-whl). --require-hashes: it installs nothing whose SHA-256 is not the
+    # rendered one. -I: no PYTHON* variable and no user site of root's decides what runs.
+    # shellcheck disable=SC2086  # one requirement a line: name and --hash
+    printf '%s %s\n' $AWS_CLI_WHEELS | python3 -I "$pip/pip" install -q --no-deps --require-hashes \
+        --only-binary :all: --no-cache-dir --disable-pip-version-check --no-warn-script-location \
+        --target "$AWS_CLI_DIR" -r /dev/stdin || return 1
     printf '#!/usr/bin/python3 -I\nimport sys\nsys.path.insert(0, "%s")\nfrom awscli.clidriver import main\nsys.exit(main())\n' \
-        "$AWS_CLI_DIR" >/usr/local/bin/aws.new
-    chmod 0755 /usr/local/bin/aws.new
-    mv /usr/local/bin/aws.new /usr/local/bin/aws
+        "$AWS_CLI_DIR" >/usr/local/bin/aws
+    chmod 0755 /usr/local/bin/aws
+    # It starts with what Ubuntu gave it, and is on disk, before it counts as installed.
+    /usr/local/bin/aws --version || return 1
+    sync
+    printf '%s\n' "$AWS_CLI_WHEELS" >"$AWS_CLI_DIR/requirements"
 }
 
 install() {
     # The lock timeout waits for apt-daily or cloud-init instead of failing on the dpkg lock.
     apt-get -q -o DPkg::Lock::Timeout=300 update || return 1
     apt-get -q -y -o DPkg::Lock::Timeout=300 install "${packages[@]}" || return 1
-    [ -z "$AWS_CLI_WHEEL" ] || install_aws_cli
+    [ -z "$AWS_CLI_WHEELS" ] || install_aws_cli
 }
 
 pause=5
 attempt=1
 until installed; do
-    log "installing ${packages[*]} ${AWS_CLI_WHEEL%% *} (attempt $attempt)"
+    log "installing ${packages[*]}${AWS_CLI_WHEELS:+ and the AWS CLI wheels} (attempt $attempt)"
     if install && installed; then
         log "installed (attempt $attempt)"
         break

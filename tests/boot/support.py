@@ -141,16 +141,19 @@ def assert_first_boot(server: m.Server) -> None:
         assert fnmatch.fnmatch(installed, version), f"{package} {installed}, pinned {version}"
         assert package in held, f"{package} is not held: {held}"
 
-    # Where Ubuntu has no awscli package (24.04), redis-provision's pip installed the wheel (its digest checked)
-    # from the index (here the root's /srv/wheels) into a directory of root's, and wrote /usr/local/bin/aws.
-    wheel = provision_env(server).get("AWS_CLI_WHEEL", "")
-    if wheel:
-        assert server.out("cat /usr/local/lib/aws-cli/requirement") == wheel
-        assert server.out("ls -d /usr/local/lib/aws-cli/awscli-*.dist-info") == \
-            "/usr/local/lib/aws-cli/" + wheel.split()[0].replace("==", "-") + ".dist-info"
+    # Where Ubuntu has no awscli package (24.04), redis-provision's pip installed the wheels (their digests
+    # checked) from the index (here the root's /srv/wheels) into a directory of root's, and wrote
+    # /usr/local/bin/aws, which starts: the system's python3 with the wheels' awscli and botocore, and the rest
+    # from the distribution's packages (the calls themselves go to the stand-in, first on the units' PATH).
+    wheels = provision_env(server).get("AWS_CLI_WHEELS", "")
+    if wheels:
+        assert server.out("cat /usr/local/lib/aws-cli/requirements") == wheels
+        assert server.out("ls -d /usr/local/lib/aws-cli/*.dist-info").split() == sorted(
+            f"/usr/local/lib/aws-cli/{w.replace('==', '-')}.dist-info" for w in wheels.split()[::2])
         assert server.out("stat -c '%U %a' /usr/local/bin/aws /usr/local/lib/aws-cli").split("\n") == \
             ["root 755", "root 755"]
-        assert "from awscli.clidriver import main" in server.out("cat /usr/local/bin/aws")
+        version = server.out("/usr/local/bin/aws --version 2>&1")
+        assert version.startswith("aws-cli/1.32.46 ") and "botocore/1.34.46" in version, version
     # The password came from "SSM", through the AWS CLI.
     calls = server.out(f"cat {m.AWS_LOG}")
     assert any(f"--name {name}" in calls for name in server.parameters), f"no SSM read: {calls!r}"

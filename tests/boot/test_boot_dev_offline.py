@@ -23,7 +23,7 @@ from tests.boot.support import (
 
 def test_dev_first_boot_without_a_way_out_completes_later(root: Path) -> None:
     """cloud-init installs once: with no way out yet (NAT gateway still coming up), its package
-    and snap steps fail for good. The server must still end up as rendered once the way out works."""
+    step fails for good. The server must still end up as rendered once the way out works."""
     deployment = Deployment.of("dev")
     fleet = m.Fleet(root)
     try:

@@ -1,13 +1,13 @@
-"""The AWS CLI of the 24.04 servers, as they run it: the wheel of outsystems_redis/platforms.py, installed with its
-digest checked, on the versions of its dependencies that Ubuntu 24.04 ships (scripts/setup.sh builds it into
-build/aws-cli-24.04 from tests/integration/aws-cli-24.04.txt). Every call the servers make goes through it to moto
-here: the launcher's fetch, the metrics and the logs (redis-observe), an hour's backups (redis-backup), and the
-shell programs' parameter reads (lib.sh), whose output and failures must be the ones the rest of the suite checks
-with the venv's CLI."""
+"""The AWS CLI of the 24.04 servers, as they run it: the wheels of outsystems_redis/platforms.py, installed with
+their digests checked, with the rest at the versions Ubuntu 24.04 ships (scripts/setup.sh builds it into
+build/aws-cli-24.04 from tests/integration/aws-cli-24.04.txt), run by the servers' own wrapper. Every call the
+servers make goes through it to moto here: the launcher's fetch, the metrics and the logs (redis-observe), an hour's
+backups (redis-backup), and the shell programs' parameter reads (lib.sh), whose output and failures must be the ones
+the rest of the suite checks with the venv's CLI."""
 
 from __future__ import annotations
 
-import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from outsystems_redis import monitoring
-from outsystems_redis.platforms import AWS_CLI_1_32_46, AWS_CLI_BOTOCORE, AWS_CLI_PACKAGES, PLATFORMS
+from outsystems_redis.platforms import AWS_CLI_PACKAGES, AWS_CLI_WHEELS, PLATFORMS
 from outsystems_redis.render.backup import backup_script
 from outsystems_redis.server_files import source
 from outsystems_redis.tools.loopback import run_at_once
@@ -24,24 +24,25 @@ from tests.integration.moto_stand_in import BUCKET, STACK, Moto, backup_environm
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "build" / "aws-cli-24.04"
+PROVISION = REPO / "outsystems_redis" / "server_files" / "provision.sh"
 
 
-def wrapper(cli: Path) -> str:
-    """What redis-provision writes as /usr/local/bin/aws, with the wheel's directory and Ubuntu's packages (here:
-    the same versions in a directory of their own) first on the path; -S keeps the venv's newer botocore out."""
-    path = [str(cli / "cli"), str(cli / "deps")]
-    return (f"#!/bin/sh\nexec {sys.executable} -I -S -c 'import sys; sys.path[:0] = {json.dumps(path)}; "
-            "from awscli.clidriver import main; sys.exit(main())' \"$@\"\n")
+def wrapper(lib: Path) -> str:
+    """/usr/local/bin/aws exactly as redis-provision writes it (its own printf), for the directory `lib`."""
+    (form,) = re.findall(r"printf '(#!/usr/bin/python3 -I\\n[^']*)' \\\n\s*\"\$AWS_CLI_DIR\"", PROVISION.read_text())
+    return subprocess.run(["bash", "-c", 'printf "$1" "$2"', "-", form, str(lib)], capture_output=True, text=True,
+                          check=True, timeout=10).stdout
 
 
 @pytest.fixture
 def moto_24_04(moto: Moto) -> Moto:
-    """The moto harness with the 24.04 servers' AWS CLI as `aws`."""
-    built = (CLI / "requirement").read_text().strip() if (CLI / "requirement").exists() else "nothing"
-    assert built == AWS_CLI_1_32_46, f"{CLI} holds {built}: run scripts/setup.sh"
+    """The moto harness with the 24.04 servers' AWS CLI as `aws`: their wrapper, run by the system's python3 as
+    theirs is (with -I: no PYTHON* variable, no user site), on the directory scripts/setup.sh built."""
+    built = (CLI / "built").read_text().split("\n")[0] if (CLI / "built").exists() else "nothing"
+    assert built == " ".join(AWS_CLI_WHEELS), f"{CLI} holds {built}: run scripts/setup.sh"
     aws = moto.bin / "aws"
     aws.unlink()
-    aws.write_text(wrapper(CLI))
+    aws.write_text(wrapper(CLI / "lib"))
     aws.chmod(0o755)
     version = subprocess.run(["aws", "--version"], env=moto.env(), capture_output=True, text=True, timeout=60)
     # The CLI and botocore of a 24.04 server, and no other.
@@ -50,24 +51,34 @@ def moto_24_04(moto: Moto) -> Moto:
     return moto
 
 
-def test_the_24_04_servers_wheel_is_the_one_the_platform_installs() -> None:
-    """The platform that has no awscli package installs this requirement (and the setup built this one)."""
-    (platform,) = [p for p in PLATFORMS.values() if p.aws_cli_wheel]
-    assert platform.ubuntu == "24.04" and platform.aws_cli_wheel == AWS_CLI_1_32_46
-    assert "--hash=sha256:" in AWS_CLI_1_32_46 and AWS_CLI_1_32_46.startswith("awscli==")
-    # pip installs the wheel alone (--no-deps): each of its requirements is an Ubuntu package the platform
-    # installs (their own dependencies, jmespath or pyasn1, come with them), and pip is one too.
-    (metadata,) = (CLI / "cli").glob("awscli-1.32.46.dist-info/METADATA")
-    required = [line.split(":", 1)[1].split()[0] for line in metadata.read_text().splitlines()
-                if line.startswith("Requires-Dist:")]
-    debian = {"PyYAML": "python3-yaml"}
-    # The botocore it requires is the one the platform pins (and the one this test runs it on).
-    (botocore,) = [line for line in metadata.read_text().splitlines() if line.startswith("Requires-Dist: botocore")]
-    noble = (Path(__file__).parent / "aws-cli-24.04.txt").read_text()
-    assert botocore == "Requires-Dist: botocore (==1.34.46)" and AWS_CLI_BOTOCORE == "1.34.46*" and \
-        "\nbotocore==1.34.46\n" in noble, botocore
-    assert required and {debian.get(name, f"python3-{name.lower()}") for name in required} | {"python3-pip"} == \
-        set(AWS_CLI_PACKAGES), required
+def requires(dist_info: Path) -> list[str]:
+    """The names a wheel requires (its METADATA's Requires-Dist), extras left out."""
+    lines = (dist_info / "METADATA").read_text().splitlines()
+    return sorted({line.split(":", 1)[1].split()[0] for line in lines
+                   if line.startswith("Requires-Dist:") and "extra ==" not in line})
+
+
+def test_the_24_04_servers_wheels_and_packages_are_what_the_cli_requires() -> None:
+    """The platform that has no awscli package installs these wheels, by digest; everything else they require
+    is an Ubuntu package it installs (their own dependencies, such as pyasn1 or six, come with those), and
+    pip's own wheel to install them with."""
+    (platform,) = [p for p in PLATFORMS.values() if p.aws_cli_wheels]
+    assert platform.ubuntu == "24.04" and platform.aws_cli_wheels == AWS_CLI_WHEELS
+    assert [w.split("==")[0] for w in AWS_CLI_WHEELS] == ["awscli", "botocore"]
+    assert all(re.fullmatch(r"[a-z]+==[0-9.]+ --hash=sha256:[0-9a-f]{64}", w) for w in AWS_CLI_WHEELS)
+    awscli = requires(CLI / "lib" / "awscli-1.32.46.dist-info")
+    # awscli requires exactly the botocore among the wheels.
+    metadata = (CLI / "lib" / "awscli-1.32.46.dist-info" / "METADATA").read_text()
+    assert "botocore" in awscli and "Requires-Dist: botocore (==1.34.46)" in metadata
+    assert AWS_CLI_WHEELS[1].startswith("botocore==1.34.46 ")
+    rest = set(awscli) - {"botocore"} | set(requires(CLI / "lib" / "botocore-1.34.46.dist-info"))
+    debian = {"PyYAML": "python3-yaml", "python-dateutil": "python3-dateutil"}
+    assert {debian.get(name, f"python3-{name.lower()}") for name in rest} | {"python3-pip-whl"} == \
+        set(AWS_CLI_PACKAGES), rest
+    # And this test's directory has each at the version Ubuntu 24.04 ships (aws-cli-24.04.txt), and no other.
+    pinned = {line.split("==")[0] for line in (Path(__file__).parent / "aws-cli-24.04.txt").read_text().splitlines()
+              if "==" in line}
+    assert rest <= pinned, rest - pinned
 
 
 def test_metrics_logs_and_backups_go_through_the_24_04_cli(loopback_factory, moto_24_04, tmp_path):

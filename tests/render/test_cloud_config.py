@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from outsystems_redis.judge import AWS_CLI_PATH, FETCH_TLS
-from outsystems_redis.platforms import AWS_CLI_1_32_46, AWS_CLI_BOTOCORE, AWS_CLI_PACKAGES
+from outsystems_redis.platforms import AWS_CLI_PACKAGES, AWS_CLI_WHEELS
 from outsystems_redis.render import systemd
 from outsystems_redis.render.cloud_config import encode_user_data, render_cloud_config, user_data_costs
 from outsystems_redis.render.fetched import fetched_tools
@@ -60,16 +60,13 @@ def test_user_data_content(servers, platform):
         files = files_of(text)
         env = dict(line.split("=", 1) for line in files[systemd.PROVISION_ENV_PATH].splitlines())
         # iptables fences the metadata service off from the redis user (redis-auth, systemd.py).
-        # The AWS CLI: apt's on 20.04; on 24.04 Ubuntu's botocore (and the rest) and pip, for the wheel, checked
-        # against its digest (tests/integration/test_aws_cli_wheel.py runs it).
-        # The CLI's botocore is pinned and held at the version the wheel requires.
-        aws_cli = "awscli" if "20.04" in platform else " ".join(AWS_CLI_PACKAGES).replace(
-            "python3-botocore", f"python3-botocore={AWS_CLI_BOTOCORE}")
+        # The AWS CLI: apt's on 20.04; on 24.04 its wheels, checked against their digests, and what else they
+        # need from Ubuntu (tests/integration/test_aws_cli_wheel.py runs it).
+        aws_cli = "awscli" if "20.04" in platform else " ".join(AWS_CLI_PACKAGES)
         assert env["PACKAGES"] == f'"redis-server={pin} redis-tools={pin} iptables {aws_cli}"'
         assert "iptables" in config["packages"] and "snap" not in config
-        assert env["AWS_CLI_WHEEL"] == ('""' if "20.04" in platform else f'"{AWS_CLI_1_32_46}"')
-        assert env["HOLD"] == ('"redis-server redis-tools"' if "20.04" in platform else
-                               '"redis-server redis-tools python3-botocore"')
+        assert env["AWS_CLI_WHEELS"] == ('""' if "20.04" in platform else f'"{" ".join(AWS_CLI_WHEELS)}"')
+        assert env["HOLD"] == '"redis-server redis-tools"'
         ports = (6379,) if servers == 1 else (7000, 7001)
         # Server 0 forms the cluster; every cluster server (re)joins it by itself (a new or a replaced one).
         cluster_step = ([systemd.BOOTSTRAP_UNIT] if servers > 1 and index == 0 else []) + (

@@ -93,6 +93,7 @@ from typing import Any
 import yaml
 
 from outsystems_redis import monitoring
+from outsystems_redis.platforms import AWS_CLI_PACKAGES
 from tests.unit.program import SERVER_ROLE_ID
 
 REPO = Path(__file__).resolve().parents[2]
@@ -531,7 +532,7 @@ class Server:
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
         # Where the user data installs the AWS CLI wheel (24.04), the stand-in answers first on the units' PATH.
-        if "python3-pip" in self.config.get("packages", []):
+        if set(AWS_CLI_PACKAGES) <= {p for p in self.config.get("packages", []) if isinstance(p, str)}:
             (m / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
             (m / "usr/local/sbin/aws").symlink_to("/usr/local/lib/osr-boot/aws")
         # The programs `pulumi up` uploads to the stack's bucket (redis-observe.py, redis-backup.sh), as

@@ -394,7 +394,7 @@ def assert_root_units_that_call_aws_run_sandboxed(server: m.Server) -> None:
             finally:
                 drop_in.unlink()
                 server.exec("systemctl daemon-reload; rm -f /var/lib/outsystems-redis/.osr-probe")
-            assert ran.returncode == 0, f"{unit}:\n{journal}"
+            assert ran.returncode == 0, f"{unit}:\n{journal}\n{server.diagnostics()}"
             assert f"Finished {unit}" in journal, f"{unit}: not this run's journal ({cursor}):\n{journal}"
             assert "ERROR" not in journal, f"{unit}:\n{journal}"
             auth = "wrote" if writes_auth else "refused"

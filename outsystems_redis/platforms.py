@@ -16,8 +16,8 @@ CANONICAL_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/{release}/stable
 
 # The AWS CLI where Ubuntu has no awscli package (24.04): the wheels pip installs, each only if its SHA-256 is the
 # one here. awscli 1.32.46 requires exactly botocore 1.34.46 (noble's own version), which comes as a wheel too:
-# Debian's packaging of botocore (Debian 12's, checked; Ubuntu's is the same "+repack") drops botocore.vendored,
-# which awscli imports at every start.
+# Debian's packaging of botocore drops botocore.vendored, which awscli imports at every start (checked on Debian
+# 12's; Ubuntu's "+repack" was not checked, and the wheel makes that question moot).
 AWS_CLI_WHEELS = (
     "awscli==1.32.46 --hash=sha256:5bd09d4457b3f9a7439f441c4e904db76ed3e4219c0a9a9f3f75c96d3b834805",
     "botocore==1.34.46 --hash=sha256:f54330ba1e8ce31489a4e09b4ba8afbf84be01bbc48dbb31d44897fb7657f7ad",

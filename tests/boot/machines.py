@@ -30,10 +30,10 @@ made of here:
   unreachable" switch file exists. The `awscli` package (20.04's apt install)
   puts it at /usr/bin/aws. On 24.04, redis-provision installs the AWS CLI wheel
   with the real pip, its digest checked, from the root's /srv/wheels (/etc/pip.conf,
-  the stand-in for PyPI), and writes /usr/local/bin/aws; the harness puts the
-  stand-in ahead of it on the units' PATH, at /usr/local/sbin/aws (the wheel
-  needs Ubuntu 24.04's botocore, which Debian 12 does not have:
-  tests/integration/test_aws_cli_wheel.py runs that CLI against moto).
+  the stand-in for PyPI), and writes /usr/local/bin/aws, which must start there
+  (support.assert_first_boot); there is no AWS to call, so the harness puts the
+  stand-in ahead of it on the units' PATH, at /usr/local/sbin/aws
+  (tests/integration/test_aws_cli_wheel.py runs that CLI's calls against moto).
 
 cloud-init settings the harness adds (/etc/cloud/cloud.cfg.d/90-osr-boot.cfg),
 and why:
@@ -531,7 +531,7 @@ class Server:
             .replace("@AWS_CALLERS@", AWS_CALLERS)
         (lib / "aws").write_text(aws.replace("@AWS_LOG@", AWS_LOG))
         (lib / "aws").chmod(0o755)
-        # Where the user data installs the AWS CLI wheel (24.04), the stand-in answers first on the units' PATH.
+        # Where the user data installs the AWS CLI's wheels (24.04), the stand-in answers first on the units' PATH.
         if set(AWS_CLI_PACKAGES) <= {p for p in self.config.get("packages", []) if isinstance(p, str)}:
             (m / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
             (m / "usr/local/sbin/aws").symlink_to("/usr/local/lib/osr-boot/aws")
